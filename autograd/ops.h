@@ -1,0 +1,90 @@
+// The differentiable ops. Each is a free function that computes its result with the backend of its
+// inputs' device and, when recording, pushes a node whose backward computes only the gradients its
+// inputs need. Forward and backward of each op live side by side in one file under autograd/ops/.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "autograd/grad_mode.h"
+#include "autograd/tape.h"
+#include "core/tensor.h"
+
+namespace lora::ops {
+
+// ---- Elementwise arithmetic with numpy broadcasting (leading dimensions, a trailing bias, size-1 axes)
+// autograd/ops/elementwise.cpp
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add_scalar(const Tensor& x, double s);  // x + s
+Tensor mul_scalar(const Tensor& x, double s);  // x * s
+Tensor neg(const Tensor& x);
+
+// ---- Elementwise functions (autograd/ops/unary.cpp)
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor gelu(const Tensor& x);  // tanh approximation, as GPT-2
+Tensor square(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+
+// ---- Matrix products (autograd/ops/matmul.cpp)
+// a [..., M, K] (or [..., K, M] with trans_a) times b [..., K, N] (or [..., N, K] with trans_b).
+// b may be 2-D (shared across a's batch) or have a's leading dimensions.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// y = x W^T + b: x [..., in], weight [out, in], bias [out] or undefined. One gemm over all rows of x.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- Reductions (autograd/ops/reduce.cpp)
+Tensor sum(const Tensor& x);                               // all elements -> shape []
+Tensor sum(const Tensor& x, int axis, bool keepdim = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int axis, bool keepdim = false);
+
+// ---- Shape and layout (autograd/ops/shape.cpp). reshape shares storage; permute copies.
+Tensor reshape(const Tensor& x, const Shape& shape);  // one dimension may be -1
+Tensor permute(const Tensor& x, const std::vector<int>& dims);
+Tensor transpose(const Tensor& x, int axis0, int axis1);
+Tensor slice(const Tensor& x, int axis, int64_t start, int64_t end);  // [start, end) along axis (a copy)
+std::vector<Tensor> split(const Tensor& x, int axis, const std::vector<int64_t>& sizes);
+Tensor concat(const std::vector<Tensor>& xs, int axis);
+
+// ---- Normalisation and probabilities, over the last axis
+Tensor softmax(const Tensor& x);      // autograd/ops/softmax.cpp
+Tensor log_softmax(const Tensor& x);  // autograd/ops/softmax.cpp
+// weight and bias [C] for x [..., C] (autograd/ops/layer_norm.cpp)
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+
+// ---- Lookup and losses
+// weight [V, C], ids [...] (I32/I64) -> [..., C]; backward is a scatter-add into weight (autograd/ops/embedding.cpp)
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+// Mean over the rows whose target is not ignore_index of -log softmax(logits)[target]; logits [..., V],
+// targets [...] (I32/I64). Fused and numerically stable (autograd/ops/cross_entropy.cpp). Shape [].
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
+
+// ---- Regularisation (autograd/ops/dropout.cpp): identity when !training or p == 0.
+// The mask comes from a counter-based generator keyed by `seed`, so backward regenerates it.
+Tensor dropout(const Tensor& x, double p, bool training, uint64_t seed);
+
+// ---- Attention (autograd/ops/attention.cpp)
+// Causal scaled-dot-product attention, q, k, v [B, H, T, D] -> [B, H, T, D], scale = 1/sqrt(D) by default.
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale = 0.0);
+
+}  // namespace lora::ops
+
+namespace lora {
+// Operators for readable model code: a + b, a * b, ...
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return ops::add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return ops::sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return ops::mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return ops::div(a, b); }
+inline Tensor operator-(const Tensor& x) { return ops::neg(x); }
+inline Tensor operator+(const Tensor& x, double s) { return ops::add_scalar(x, s); }
+inline Tensor operator-(const Tensor& x, double s) { return ops::add_scalar(x, -s); }
+inline Tensor operator*(const Tensor& x, double s) { return ops::mul_scalar(x, s); }
+inline Tensor operator*(double s, const Tensor& x) { return ops::mul_scalar(x, s); }
+inline Tensor operator/(const Tensor& x, double s) { return ops::mul_scalar(x, 1.0 / s); }
+}  // namespace lora

@@ -1,0 +1,63 @@
+// The backend registry (the CPU backend is always there; CUDA registers itself) and the thread setting.
+#include "backends/backend.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <array>
+#include <cstdlib>
+#include <string>
+
+#include "backends/cpu/cpu_backend.h"
+
+namespace lora {
+namespace {
+
+std::array<Backend*, kNumDeviceTypes>& registry() {
+  static CpuBackend cpu;
+  static std::array<Backend*, kNumDeviceTypes> backends{&cpu, nullptr};
+  return backends;
+}
+
+int g_num_threads = 0;
+
+// One pool for everything: OpenMP kernels and OpenBLAS share the same count, so they never oversubscribe.
+void apply_threads(int n) {
+  g_num_threads = n;
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+int threads_from_environment() {
+  if (const char* env = std::getenv("LORA_NUM_THREADS"); env && *env) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    LORA_CHECK(end && *end == '\0' && n >= 1 && n <= 4096, "LORA_NUM_THREADS='{}': expected a positive integer", env);
+    return static_cast<int>(n);
+  }
+  return omp_get_num_procs();
+}
+
+}  // namespace
+
+int num_threads() {
+  if (g_num_threads == 0) apply_threads(threads_from_environment());
+  return g_num_threads;
+}
+
+void set_num_threads(int n) {
+  LORA_CHECK(n >= 1, "set_num_threads: {} threads requested, expected at least 1", n);
+  apply_threads(n);
+}
+
+Backend& backend_for(Device device) {
+  static const bool threads_initialised = (num_threads(), true);
+  (void)threads_initialised;
+  Backend* b = registry()[static_cast<int>(device.type)];
+  LORA_CHECK(b != nullptr, "device {} is not available: this build has no backend for it", device.str());
+  return *b;
+}
+
+void register_backend(DeviceType type, Backend* backend) { registry()[static_cast<int>(type)] = backend; }
+
+}  // namespace lora

@@ -1,0 +1,58 @@
+// Shared helpers for the tests: tensor comparison and gradcheck assertions.
+#pragma once
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "autograd/gradcheck.h"
+#include "core/tensor.h"
+
+namespace lora::testing {
+
+// Every element within atol + rtol * |expected|; reports the first mismatch.
+inline void require_close(const Tensor& actual, const Tensor& expected, double rtol = 1e-5, double atol = 1e-6) {
+  REQUIRE(actual.shape() == expected.shape());
+  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!(std::abs(a[i] - e[i]) <= atol + rtol * std::abs(e[i]))) {
+      FAIL("element " << i << ": got " << a[i] << ", expected " << e[i] << " (shape " << actual.shape().str() << ")");
+    }
+  }
+}
+
+inline void require_close(const Tensor& actual, const std::vector<double>& expected, double rtol = 1e-5,
+                          double atol = 1e-6) {
+  const std::vector<double> a = actual.to_vector<double>();
+  REQUIRE(a.size() == expected.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!(std::abs(a[i] - expected[i]) <= atol + rtol * std::abs(expected[i]))) {
+      FAIL("element " << i << ": got " << a[i] << ", expected " << expected[i]);
+    }
+  }
+}
+
+// A random float64 CPU leaf that requires grad (the inputs of double-precision gradchecks).
+inline Tensor random_input(const Shape& shape, Generator& gen, double low = -1.0, double high = 1.0) {
+  Tensor t = Tensor::uniform(shape, gen, low, high, DType::F64);
+  t.set_requires_grad(true);
+  return t;
+}
+
+inline autograd::GradcheckResult run_gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                                               const std::vector<Tensor>& inputs,
+                                               const autograd::GradcheckOptions& options = {}) {
+  return autograd::gradcheck(f, inputs, options);
+}
+
+// REQUIRE_GRADCHECK(f, inputs[, options]): variadic so lambdas with several captures pass through.
+#define REQUIRE_GRADCHECK(...)                                          \
+  do {                                                                  \
+    const auto gc_result = ::lora::testing::run_gradcheck(__VA_ARGS__); \
+    INFO(gc_result.report);                                             \
+    REQUIRE(gc_result.ok);                                              \
+  } while (0)
+
+}  // namespace lora::testing
