@@ -1,0 +1,47 @@
+// Small layers: Embedding, LayerNorm, Dropout, GELU.
+#pragma once
+
+#include "nn/module.h"
+
+namespace lora::nn {
+
+// Lookup table: ids [...] -> [..., dim].
+class Embedding : public Module {
+ public:
+  Embedding(int64_t num_embeddings, int64_t dim, Generator& gen, double init_std = 1.0);
+  Tensor forward(const Tensor& ids) { return ops::embedding(weight, ids); }
+  Tensor weight;  // [num_embeddings, dim]
+};
+
+// Layer normalisation over the last axis with a learned scale and shift (initialised to 1 and 0).
+class LayerNorm : public Layer {
+ public:
+  explicit LayerNorm(int64_t dim, double eps = 1e-5);
+  Tensor forward(const Tensor& x) override { return ops::layer_norm(x, weight, bias, eps_); }
+  Tensor weight;  // [dim]
+  Tensor bias;    // [dim]
+
+ private:
+  double eps_;
+};
+
+// Inverted dropout in training mode, identity in eval mode. Each call draws a fresh mask: the seed is
+// the module's base seed mixed with a call counter.
+class Dropout : public Layer {
+ public:
+  explicit Dropout(double p, uint64_t seed = 0);
+  Tensor forward(const Tensor& x) override;
+  double p() const { return p_; }
+
+ private:
+  double p_;
+  uint64_t seed_;
+  uint64_t calls_ = 0;
+};
+
+class GELU : public Layer {
+ public:
+  Tensor forward(const Tensor& x) override { return ops::gelu(x); }
+};
+
+}  // namespace lora::nn

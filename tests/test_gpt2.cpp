@@ -1,0 +1,172 @@
+// GPT-2 against the independent reference (tests/fixtures/make_gpt2_fixture.py: Hugging Face
+// transformers in PyTorch): logits and loss within 1e-4 relative, gradients within 1e-3, greedy tokens
+// identical. Also checkpoint round trips, configs and the model's structure.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+#include "core/safetensors.h"
+#include "models/gpt2/checkpoint.h"
+#include "models/gpt2/generate.h"
+#include "tests/test_helpers.h"
+
+using namespace lora;
+using namespace lora::gpt2;
+
+namespace {
+const std::string kFixtureDir = std::string(LORA_TEST_DATA_DIR) + "/gpt2_tiny";
+
+// |a - e| <= atol + rtol |e|, with atol scaled to the tensor's magnitude so near-zero entries of large
+// tensors do not dominate.
+void require_close_rel(const Tensor& actual, const Tensor& expected, double rtol) {
+  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  REQUIRE(a.size() == e.size());
+  double scale = 0;
+  for (double v : e) scale = std::max(scale, std::abs(v));
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!(std::abs(a[i] - e[i]) <= rtol * (std::abs(e[i]) + 1e-2 * scale))) {
+      FAIL("element " << i << ": got " << a[i] << ", expected " << e[i]);
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("GPT-2 matches the PyTorch reference: logits, loss, gradients, greedy tokens", "[gpt2]") {
+  auto model = load_pretrained(kFixtureDir);
+  REQUIRE(model->config().n_layer == 2);
+  const SafeTensorsFile expected = SafeTensorsFile::open(kFixtureDir + "/expected.safetensors");
+  const Tensor ids = expected.load("input_ids", DType::I64);
+  const Tensor targets = expected.load("targets", DType::I64);
+
+  Tensor logits = model->forward(ids);
+  require_close_rel(logits, expected.load("logits"), 1e-4);
+
+  Tensor loss = ops::cross_entropy(logits, targets);
+  REQUIRE(loss.item() == Approx(expected.load("loss").item()).epsilon(1e-4));
+  backward(loss);
+
+  int checked = 0;
+  for (const std::string& key : expected.names()) {
+    if (key.rfind("grad.", 0) != 0) continue;
+    const std::string name = key.substr(5);
+    INFO("gradient of " << name);
+    Tensor grad;
+    for (auto& [n, p] : model->named_parameters()) {
+      if (n == name) grad = p.grad();
+    }
+    REQUIRE(grad.defined());
+    if (is_conv1d_weight(name)) grad = ops::transpose(grad, 0, 1);  // to HF's [in, out]
+    require_close_rel(grad, expected.load(key), 1e-3);
+    ++checked;
+  }
+  REQUIRE(checked == 11);
+
+  const std::vector<int32_t> prompt = expected.load("prompt_ids", DType::I32).to_vector<int32_t>();
+  const std::vector<int32_t> greedy = expected.load("greedy_ids", DType::I32).to_vector<int32_t>();
+  SamplingOptions options;
+  options.temperature = 0.0;
+  options.max_new_tokens = static_cast<int64_t>(greedy.size());
+  options.eot_token = -1;
+  REQUIRE(generate(*model, prompt, options) == greedy);
+}
+
+TEST_CASE("GPT-2: KV-cache decoding gives the same logits as the full forward pass", "[gpt2]") {
+  GPT2 model(GPT2Config::preset("tiny"), 3);
+  NoGradGuard no_grad;
+  const std::vector<int32_t> tokens = {3, 14, 15, 92, 65, 35, 89, 79};
+  const Tensor all = Tensor::from_vector(tokens, {1, 8});
+  const Tensor full = model.forward(all);  // [1, 8, V]
+  auto caches = model.make_kv_caches(1);
+  Tensor prefix = model.forward(Tensor::from_vector(std::vector<int32_t>(tokens.begin(), tokens.begin() + 5), {1, 5}), &caches);
+  testing::require_close(prefix, ops::slice(full, 1, 0, 5), 1e-4, 1e-5);
+  for (int t = 5; t < 8; ++t) {
+    Tensor step = model.forward(Tensor::from_vector(std::vector<int32_t>{tokens[t]}, {1, 1}), &caches);
+    testing::require_close(step, ops::slice(full, 1, t, t + 1), 1e-4, 1e-5);
+  }
+}
+
+TEST_CASE("GPT-2 small has 124,439,808 parameters with Hugging Face's names", "[gpt2]") {
+  GPT2 model(GPT2Config::preset("gpt2"));
+  REQUIRE(model.num_parameters() == 124439808);
+  const auto params = model.named_parameters();
+  REQUIRE(params.front().first == "transformer.wte.weight");
+  REQUIRE(params.size() == 2 + 12 * 12 + 2);
+  bool found = false;
+  for (auto& [name, p] : params) {
+    if (name == "transformer.h.0.attn.c_attn.weight") {
+      found = true;
+      REQUIRE(p.shape() == Shape{2304, 768});
+    }
+  }
+  REQUIRE(found);
+}
+
+TEST_CASE("GPT-2 initialisation follows GPT-2's scheme", "[gpt2]") {
+  GPT2Config c = GPT2Config::preset("small-test");
+  GPT2 model(c, 1);
+  for (auto& [name, p] : model.named_parameters()) {
+    INFO(name);
+    const std::vector<double> v = p.to_vector<double>();
+    double mean = 0, sq = 0;
+    for (double x : v) mean += x, sq += x * x;
+    mean /= v.size();
+    const double stddev = std::sqrt(sq / v.size() - mean * mean);
+    if (name.find(".ln_") != std::string::npos) {
+      REQUIRE(stddev == 0.0);
+    } else if (name.size() > 5 && name.substr(name.size() - 5) == ".bias") {
+      REQUIRE(stddev == 0.0);
+      REQUIRE(mean == 0.0);
+    } else if (name.find("c_proj.weight") != std::string::npos) {
+      REQUIRE(stddev == Approx(0.02 / std::sqrt(2.0 * c.n_layer)).epsilon(0.1));
+    } else {
+      REQUIRE(stddev == Approx(0.02).epsilon(0.1));
+    }
+  }
+}
+
+TEST_CASE("GPT-2 checkpoints round-trip in Hugging Face's layout", "[gpt2]") {
+  auto model = load_pretrained(kFixtureDir);
+  const std::string dir = (std::filesystem::temp_directory_path() / "lora_gpt2_roundtrip").string();
+  std::filesystem::remove_all(dir);
+  save_hf_checkpoint(*model, dir);
+  // The written file has exactly the names and shapes of the original HF file.
+  const SafeTensorsFile original = SafeTensorsFile::open(kFixtureDir + "/model.safetensors");
+  const SafeTensorsFile written = SafeTensorsFile::open(dir + "/model.safetensors");
+  REQUIRE(written.size() == original.size());
+  for (const std::string& name : original.names()) {
+    INFO(name);
+    REQUIRE(written.contains(name));
+    REQUIRE(written.info(name).shape == original.info(name).shape);
+    REQUIRE(written.load(name).to_vector<float>() == original.load(name).to_vector<float>());
+  }
+  REQUIRE(written.metadata().at("format") == "pt");
+  auto reloaded = load_pretrained(dir);
+  NoGradGuard no_grad;
+  const Tensor ids = Tensor::from_vector(std::vector<int32_t>{1, 2, 3}, {1, 3});
+  testing::require_close(reloaded->forward(ids), model->forward(ids), 0, 0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("GPT-2 checkpoint errors name the problem", "[gpt2]") {
+  const std::string dir = (std::filesystem::temp_directory_path() / "lora_gpt2_bad").string();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  // A file for the tiny config loaded into a model of another shape.
+  GPT2Config other = GPT2Config::preset("tiny");
+  other.n_embd = 64;
+  GPT2 wrong(other);
+  REQUIRE_THROWS_WITH(load_hf_weights(wrong, kFixtureDir + "/model.safetensors"),
+                      Catch::Contains("mis-shaped") && Catch::Contains("transformer.wte.weight"));
+  // A file missing a tensor.
+  auto model = load_pretrained(kFixtureDir);
+  auto state = hf_state(*model);
+  state.erase(state.begin());
+  save_safetensors(dir + "/partial.safetensors", state);
+  GPT2 fresh(GPT2Config::preset("tiny"));
+  REQUIRE_THROWS_WITH(load_hf_weights(fresh, dir + "/partial.safetensors"), Catch::Contains("missing tensors"));
+  // No config.json and no preset.
+  REQUIRE_THROWS_WITH(resolve_config(dir + "/partial.safetensors", ""), Catch::Contains("--config"));
+  REQUIRE_THROWS_WITH(resolve_config(dir + "/nothing", ""), Catch::Contains("no such file"));
+  REQUIRE_THROWS_AS(GPT2Config::preset("gpt3"), Error);
+  std::filesystem::remove_all(dir);
+}
