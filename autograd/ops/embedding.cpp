@@ -1,0 +1,39 @@
+// embedding: a row lookup into weight [V, C], and its backward, a scatter-add into a zero gradient.
+#include "autograd/ops.h"
+#include "autograd/ops/op_utils.h"
+
+namespace lora::ops {
+
+using autograd::GradSink;
+using autograd::OpRecord;
+
+// out[..., :] = weight[ids[...], :]: ids [...] (I32/I64) -> [..., C]. Only the weight can have a gradient,
+// and it needs only the ids (not the weight or the output).
+Tensor embedding(const Tensor& weight, const Tensor& ids) {
+  constexpr const char* op = "embedding";
+  detail::check_floating(weight, op, "weight");
+  detail::check_integer(ids, op, "ids");
+  LORA_CHECK(weight.rank() == 2, "embedding: weight has shape {}, expected [V, C]", weight.shape().str());
+  LORA_CHECK(ids.device() == weight.device(), "embedding: ids are on {} but the weight is on {}", ids.device().str(),
+             weight.device().str());
+  const int64_t vocab = weight.size(0), cols = weight.size(1), n = ids.numel();
+
+  std::vector<int64_t> out_dims = ids.shape().dims();
+  out_dims.push_back(cols);
+  Tensor out = detail::empty_like(weight, Shape(out_dims));  // [..., C]
+  Tensor ids_flat = ids.view({n});                           // [N]
+  Tensor out2 = out.view({n, cols});
+  backend_for(weight).embedding_forward(weight, ids_flat, out2);
+
+  if (OpRecord rec(op, {weight}); rec) {
+    Tensor ids_saved = rec.save(ids_flat);
+    rec.finish(out, [ids_saved, vocab, cols, n](const Tensor& grad_out, GradSink& g) {
+      Tensor grad_w = detail::zeros_like(grad_out, {vocab, cols});  // [V, C]: rows never looked up stay 0
+      backend_for(grad_out).embedding_backward(ids_saved, grad_out.view({n, cols}), grad_w);
+      g.set(0, grad_w);
+    });
+  }
+  return out;
+}
+
+}  // namespace lora::ops

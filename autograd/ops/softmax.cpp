@@ -1,0 +1,54 @@
+// softmax and log_softmax over the last axis: forward and backward. Each saves only its output y.
+#include "autograd/ops.h"
+#include "autograd/ops/op_utils.h"
+
+namespace lora::ops {
+
+using autograd::GradSink;
+using autograd::OpRecord;
+
+namespace {
+void check_input(const Tensor& x, const char* op) {
+  detail::check_floating(x, op, "x");
+  LORA_CHECK(x.rank() >= 1, "{}: x has shape {}, expected at least one dimension (the softmax axis)", op,
+             x.shape().str());
+}
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// y = exp(x) / sum(exp(x));  grad_x = y * (grad_y - sum(grad_y * y))
+
+Tensor softmax(const Tensor& x) {
+  check_input(x, "softmax");
+  Tensor y = detail::empty_like(x);  // [..., C]
+  backend_for(x).softmax_forward(x, y);
+  if (OpRecord rec("softmax", {x}); rec) {
+    Tensor y_saved = rec.save(y);
+    rec.finish(y, [y_saved](const Tensor& grad_y, GradSink& g) {
+      Tensor grad_x = detail::empty_like(grad_y);
+      backend_for(grad_y).softmax_backward(y_saved, grad_y, grad_x);
+      g.set(0, grad_x);
+    });
+  }
+  return y;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// y = x - logsumexp(x);  grad_x = grad_y - exp(y) * sum(grad_y)
+
+Tensor log_softmax(const Tensor& x) {
+  check_input(x, "log_softmax");
+  Tensor y = detail::empty_like(x);  // [..., C]
+  backend_for(x).log_softmax_forward(x, y);
+  if (OpRecord rec("log_softmax", {x}); rec) {
+    Tensor y_saved = rec.save(y);
+    rec.finish(y, [y_saved](const Tensor& grad_y, GradSink& g) {
+      Tensor grad_x = detail::empty_like(grad_y);
+      backend_for(grad_y).log_softmax_backward(y_saved, grad_y, grad_x);
+      g.set(0, grad_x);
+    });
+  }
+  return y;
+}
+
+}  // namespace lora::ops

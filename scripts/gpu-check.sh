@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# GPU check: builds the CUDA configuration (Release) into build-gpu/ and runs each GPU step in turn, then
+# prints a summary table (one line per step: PASS, FAIL or SKIP, and its time). Meant for a machine with an
+# NVIDIA GPU (an H200 here); it finishes well under 8 minutes there.
+#
+#   scripts/gpu-check.sh [--build-dir DIR] [--jobs N] [--no-build] [--help]
+#
+# Adding a step: write a function step_<name> that returns 0 (pass), 1 (fail) or 2 (skip, with the reason
+# echoed on its last line), and list it in STEPS below with its time limit. A step whose program does not
+# exist yet skips itself (see require_program). Every step's full output goes to $BUILD_DIR/gpu-check-logs/.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="$ROOT/build-gpu"
+JOBS="$(nproc 2>/dev/null || echo 4)"
+DO_BUILD=1
+
+usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --build-dir) BUILD_DIR="$2"; shift 2 ;;
+    --jobs) JOBS="$2"; shift 2 ;;
+    --no-build) DO_BUILD=0; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "gpu-check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+LOG_DIR="$BUILD_DIR/gpu-check-logs"
+mkdir -p "$LOG_DIR"
+
+# ---------------------------------------------------------------------------------------------------
+# Steps. Each prints what it does; its last output line is shown in the summary when it skips or fails.
+
+# Skips the calling step (status 2) when a program has not been written/built yet.
+require_program() {
+  if [[ ! -x "$1" ]]; then
+    echo "skipped: $(basename "$1") does not exist yet"
+    return 2
+  fi
+  return 0
+}
+
+step_device() {
+  if ! command -v nvidia-smi >/dev/null 2>&1; then
+    echo "skipped: nvidia-smi not found (no NVIDIA driver?)"
+    return 2
+  fi
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || return 1
+  local name
+  name="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+  echo "device: $name"
+}
+
+step_build() {
+  if [[ $DO_BUILD -eq 0 ]]; then
+    echo "skipped: --no-build"
+    return 2
+  fi
+  local generator=()
+  command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
+  local configure_log="$LOG_DIR/configure.txt"
+  cmake -S "$ROOT" -B "$BUILD_DIR" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DLORA_CUDA=ON 2>&1 |
+    tee "$configure_log"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || return 1
+  if ! grep -q "CUDA backend ON" "$configure_log"; then
+    echo "CMake did not configure the CUDA backend (toolkit not found?)"
+    return 1
+  fi
+  cmake --build "$BUILD_DIR" -j "$JOBS" || return 1
+  echo "built $BUILD_DIR"
+}
+
+# Every [cuda] test of lora_tests (the tests ctest -R cuda runs one by one, here in one process): GPU-vs-CPU
+# parity of each kernel. LORA_CUDA_SYNC=1 synchronises after each launch, so a faulting kernel is named.
+step_cuda_tests() {
+  require_program "$BUILD_DIR/tests/lora_tests" || return $?
+  local out="$LOG_DIR/cuda_tests.txt"
+  LORA_CUDA_SYNC=1 "$BUILD_DIR/tests/lora_tests" "[cuda]" --durations yes 2>&1 | tee "$out"
+  local rc=${PIPESTATUS[0]}
+  if grep -q "no CUDA device: skipped" "$out"; then
+    echo "skipped: the tests found no CUDA device"
+    return 2
+  fi
+  [[ $rc -eq 0 ]] || { echo "$(grep -E '^test cases:' "$out" | tail -1)"; return 1; }
+  echo "$(grep -E '^All tests passed|^test cases:' "$out" | tail -1)"
+}
+
+# Placeholder: the GPT-2 model against the reference dump on the GPU (added by the model's authors).
+step_gpt2_compare() {
+  require_program "$BUILD_DIR/compare_gpt2" || return $?
+  "$BUILD_DIR/compare_gpt2" --device cuda || return 1
+}
+
+# Placeholder: kernel micro-benchmarks (figures, not pass/fail; added with the benchmarks).
+step_benchmarks() {
+  require_program "$BUILD_DIR/bench_kernels" || return $?
+  "$BUILD_DIR/bench_kernels" --device cuda || return 1
+}
+
+# name:function:time limit in seconds. Keep the sum of the limits under 8 minutes (now 465 s); on an H200
+# the build takes about 1-2 minutes and the parity tests well under one.
+STEPS=(
+  "device:step_device:15"
+  "build (Release, CUDA):step_build:210"
+  "cuda parity tests:step_cuda_tests:120"
+  "gpt2 comparison:step_gpt2_compare:60"
+  "micro-benchmarks:step_benchmarks:60"
+)
+
+# ---------------------------------------------------------------------------------------------------
+# Runner
+
+export -f require_program step_device step_build step_cuda_tests step_gpt2_compare step_benchmarks
+export ROOT BUILD_DIR JOBS DO_BUILD LOG_DIR
+
+declare -a SUMMARY=()
+failures=0
+parity_status=SKIP
+start_all=$(date +%s)
+for entry in "${STEPS[@]}"; do
+  IFS=':' read -r name fn limit <<<"$entry"
+  log="$LOG_DIR/$(echo "$fn" | sed 's/^step_//').log"
+  echo
+  echo "=== $name (limit ${limit}s) ==="
+  t0=$(date +%s)
+  timeout --kill-after=10 "$limit" bash -c "$fn" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  dt=$(( $(date +%s) - t0 ))
+  last="$(grep -v '^[[:space:]]*$' "$log" | tail -1 | cut -c1-70)"
+  case $rc in
+    0) status=PASS ;;
+    2) status=SKIP ;;
+    124|137) status=FAIL; last="timed out after ${limit}s"; failures=$((failures + 1)) ;;
+    *) status=FAIL; failures=$((failures + 1)) ;;
+  esac
+  [[ "$fn" == step_cuda_tests ]] && parity_status=$status
+  SUMMARY+=("$(printf '%-24s %-5s %5ss  %s' "$name" "$status" "$dt" "$last")")
+  # Without a build there is nothing to run.
+  if [[ "$fn" == step_build && $status == FAIL ]]; then
+    echo "build failed: later steps are skipped"
+    break
+  fi
+done
+total=$(( $(date +%s) - start_all ))
+
+echo
+echo "=== gpu-check summary (${total}s, logs in $LOG_DIR) ==="
+printf '%-24s %-5s %6s  %s\n' "step" "state" "time" "note"
+for line in "${SUMMARY[@]}"; do echo "$line"; done
+if [[ $failures -gt 0 ]]; then
+  echo "gpu-check: $failures step(s) failed"
+  exit 1
+fi
+if [[ $parity_status != PASS ]]; then
+  echo "gpu-check: the CUDA parity tests did not run (no GPU or no build?): nothing was checked"
+  exit 1
+fi
+echo "gpu-check: no failures"
