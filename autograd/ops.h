@@ -38,6 +38,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 // y = x W^T + b: x [..., in], weight [out, in], bias [out] or undefined. One gemm over all rows of x.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
+// out = base with columns [column, column + w) of its last axis increased by scale * delta [..., w]
+// (autograd/ops/add_columns.cpp; how LoRA updates one slice of a fused projection).
+Tensor add_columns(const Tensor& base, const Tensor& delta, int64_t column, double scale = 1.0);
+
 // ---- Reductions (autograd/ops/reduce.cpp)
 Tensor sum(const Tensor& x);                               // all elements -> shape []
 Tensor sum(const Tensor& x, int axis, bool keepdim = false);

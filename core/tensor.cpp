@@ -1,6 +1,7 @@
 // Tensor: factories, views, copies, element access and printing.
 #include "core/tensor.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -108,17 +109,40 @@ template Tensor Tensor::from_vector(const std::vector<double>&, const Shape&, De
 template Tensor Tensor::from_vector(const std::vector<int32_t>&, const Shape&, Device);
 template Tensor Tensor::from_vector(const std::vector<int64_t>&, const Shape&, Device);
 
+namespace {
+
+// Fills `n` values of `dtype` from per-chunk generators seeded from one draw of `gen`, so the result does
+// not depend on the thread count, and large initialisations (GPT-2's 124M weights) run in parallel.
+template <typename Draw>
+void fill_random(void* data, DType dtype, int64_t n, Generator& gen, Draw draw) {
+  constexpr int64_t kChunk = 1 << 16;
+  const uint64_t base = gen.next_u64();
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    Generator local(splitmix64(base ^ static_cast<uint64_t>(c)));
+    const int64_t end = std::min(n, (c + 1) * kChunk);
+    if (dtype == DType::F32) {
+      float* p = static_cast<float*>(data);
+      for (int64_t i = c * kChunk; i < end; ++i) p[i] = static_cast<float>(draw(local));
+    } else {
+      for (int64_t i = c * kChunk; i < end; ++i) store_double(data, dtype, i, draw(local));
+    }
+  }
+}
+
+}  // namespace
+
 Tensor Tensor::randn(const Shape& shape, Generator& gen, double mean, double std, DType dtype, Device device) {
   Tensor host = empty(shape, dtype, Device::cpu());
-  void* p = host.raw_data();
-  for (int64_t i = 0; i < host.numel(); ++i) store_double(p, dtype, i, mean + std * gen.normal());
+  fill_random(host.raw_data(), dtype, host.numel(), gen, [=](Generator& g) { return mean + std * g.normal(); });
   return host.to(device);
 }
 
 Tensor Tensor::uniform(const Shape& shape, Generator& gen, double low, double high, DType dtype, Device device) {
   Tensor host = empty(shape, dtype, Device::cpu());
-  void* p = host.raw_data();
-  for (int64_t i = 0; i < host.numel(); ++i) store_double(p, dtype, i, low + (high - low) * gen.uniform());
+  fill_random(host.raw_data(), dtype, host.numel(), gen,
+              [=](Generator& g) { return low + (high - low) * g.uniform(); });
   return host.to(device);
 }
 
