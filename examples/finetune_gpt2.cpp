@@ -1,0 +1,280 @@
+// finetune_gpt2: fine-tune GPT-2 fully or with LoRA on a text file, and report what LoRA saves, measured
+// by the allocator: trainable parameters, gradient and optimizer memory, activations, step time, and the
+// size of what each mode saves. --mode compare runs both modes, each in a fresh process (peak RSS belongs
+// to a process), and prints them side by side.
+//
+//   finetune_gpt2                                   # GPT-2 small (random init), Tiny Shakespeare, compare
+//   finetune_gpt2 --weights gpt2/ --mode lora --steps 200 --save out/
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+#include "backends/backend.h"
+#include "models/gpt2/checkpoint.h"
+#include "nn/lora/adapter.h"
+#include "optim/adam.h"
+#include "optim/clip.h"
+#include "optim/lr_schedule.h"
+#include "tools/token_data.h"
+#include "tools/train_report.h"
+
+using namespace lora;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Options {
+  std::string weights, config = "gpt2", data, mode = "compare", targets = "q,v", device = "cpu", save, report_json;
+  int64_t rank = 8, steps = 6, batch = 4, seq = 64, warmup = 2, eval_every = 0, eval_batches = 2;
+  double alpha = 16, lora_dropout = 0, lr = -1, grad_clip = 1.0, weight_decay = 0.0;
+  uint64_t seed = 1337;
+};
+
+std::string default_data() {
+  for (const std::string& p : {std::string(LORA_SOURCE_DIR) + "/data/tinyshakespeare.txt",
+                               std::string("data/tinyshakespeare.txt")}) {
+    if (fs::exists(p)) return p;
+  }
+  LORA_FAIL("no --data given and data/tinyshakespeare.txt was not found");
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Mean loss over fixed held-out batches (the same ones before and after training).
+double evaluate(gpt2::GPT2& model, const std::vector<int32_t>& val, const Options& o, Device device) {
+  NoGradGuard no_grad;
+  model.eval();
+  tools::BatchSampler sampler(val, o.batch, o.seq, o.seed + 999, "held-out");
+  double total = 0;
+  for (int64_t i = 0; i < o.eval_batches; ++i) {
+    Tensor x, y;
+    sampler.next(x, y, device);
+    total += model.loss(x, y).item();
+  }
+  model.train();
+  return total / static_cast<double>(o.eval_batches);
+}
+
+int64_t directory_bytes(const fs::path& dir) {
+  int64_t total = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) total += static_cast<int64_t>(entry.file_size());
+  }
+  return total;
+}
+
+// Analytical memory of one step (float32): parameters x 4 bytes, gradients and AdamW's two moments of the
+// trainable ones, and the activations the tape saves. Per block, in units of B T C floats: LayerNorm inputs
+// 2, q/k/v and the attention output 4, GELU input 4 (saved whether or not the MLP trains), plus the input
+// of each linear layer whose weight trains: c_attn 1, attn.c_proj 1, mlp.c_fc 1, mlp.c_proj 4. Then ln_f's
+// input, its output when the tied head trains, and the logits [B, T, V] for the cross-entropy.
+MemoryFigures predict_memory(const gpt2::GPT2& model, const Options& o, bool lora_mode) {
+  const auto& c = model.config();
+  const double BTC = static_cast<double>(o.batch * o.seq * c.n_embd), BTV = static_cast<double>(o.batch * o.seq * c.vocab_size);
+  const int64_t trainable = model.num_parameters(true), total = model.num_parameters();
+  auto targeted = [&](const std::string& name) {
+    if (!lora_mode) return true;
+    for (const std::string& t : nn::LoRAConfig::parse_targets(o.targets)) {
+      if (name == "c_attn" && (t == "q" || t == "k" || t == "v" || t == "attn.c_attn")) return true;
+      if (t == name || t == "attn." + name || t == "mlp." + name) return true;
+    }
+    return false;
+  };
+  double per_block = 10;
+  if (targeted("c_attn")) per_block += 1;
+  if (targeted("attn.c_proj")) per_block += 1;
+  if (targeted("c_fc")) per_block += 1;
+  if (targeted("mlp.c_proj")) per_block += 4;
+  const double activations = (per_block * static_cast<double>(c.n_layer) + 1 + (lora_mode ? 0 : 1)) * BTC + BTV;
+  MemoryFigures f;
+  f.bytes[static_cast<int>(MemoryCategory::TrainableParameter)] = trainable * 4;
+  f.bytes[static_cast<int>(MemoryCategory::FrozenParameter)] = (total - trainable) * 4;
+  f.bytes[static_cast<int>(MemoryCategory::Gradient)] = trainable * 4;
+  f.bytes[static_cast<int>(MemoryCategory::OptimizerState)] = 2 * trainable * 4;
+  f.bytes[static_cast<int>(MemoryCategory::Activation)] = static_cast<int64_t>(activations * 4);
+  return f;
+}
+
+tools::ModeReport run_mode(const Options& o, const std::string& mode) {
+  const Device device = Device::parse(o.device);
+  const bool lora_mode = mode == "lora";
+  fmt::print("== {} fine-tuning, {} threads, device {}\n", lora_mode ? "LoRA" : "full", num_threads(), device.str());
+
+  tools::TokenSplit data = tools::load_token_split(o.data.empty() ? default_data() : o.data);
+  fmt::print("data: {} training tokens, {} held out\n", data.train.size(), data.val.size());
+
+  std::shared_ptr<gpt2::GPT2> model;
+  if (o.weights.empty()) {
+    fmt::print("notice: no --weights given: GPT-2 '{}' is randomly initialised (the memory and speed figures are "
+               "real; the losses are those of an untrained model)\n",
+               o.config);
+    model = std::make_shared<gpt2::GPT2>(gpt2::GPT2Config::preset(o.config), o.seed);
+  } else {
+    model = gpt2::load_pretrained(o.weights, o.weights.ends_with(".safetensors") ? o.config : "");
+  }
+  LORA_CHECK(o.seq <= model->config().n_positions, "--seq {} exceeds the model's context of {}", o.seq,
+             model->config().n_positions);
+  for (const auto* part : {&data.train, &data.val}) {
+    for (int32_t id : *part) {
+      LORA_CHECK(id >= 0 && id < model->config().vocab_size, "--data: token {} is outside the model's vocabulary of {}",
+                 id, model->config().vocab_size);
+    }
+  }
+  model->to(device);
+  if (lora_mode) {
+    nn::LoRAConfig config;
+    config.options.rank = o.rank;
+    config.options.alpha = o.alpha;
+    config.options.dropout = o.lora_dropout;
+    config.options.seed = o.seed;
+    config.targets = nn::LoRAConfig::parse_targets(o.targets);
+    nn::apply_lora(*model, config);
+    model->to(device);
+    fmt::print("{}\n", nn::lora_summary(*model).str());
+  }
+  const double lr = o.lr > 0 ? o.lr : (lora_mode ? 1e-3 : 1e-4);
+  optim::AdamW optimizer(model->parameters(true), {.lr = lr, .weight_decay = o.weight_decay});
+  optim::LRSchedule schedule{optim::ScheduleKind::Cosine, lr, o.warmup, o.steps};
+  schedule.validate();
+
+  tools::ModeReport report;
+  report.mode = mode;
+  report.device = device.str();
+  report.batch = o.batch, report.seq = o.seq;
+  report.trainable_params = model->num_parameters(true);
+  report.total_params = model->num_parameters();
+  report.predicted = predict_memory(*model, o, lora_mode);
+  report.val_loss_before = evaluate(*model, data.val, o, device);
+  fmt::print("held-out loss before: {:.4f}\n", report.val_loss_before);
+
+  tools::BatchSampler sampler(data.train, o.batch, o.seq, o.seed, "training");
+  MemoryTracker::instance().reset_peaks();  // peaks of the training steps alone
+  const auto t_start = std::chrono::steady_clock::now();
+  for (int64_t step = 0; step < o.steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    Tensor x, y;
+    sampler.next(x, y, device);
+    optimizer.set_lr(schedule.lr_at(step));
+    Tensor loss = model->loss(x, y);
+    backward(loss);
+    if (o.grad_clip > 0) optim::clip_grad_norm(optimizer.params(), o.grad_clip);
+    optimizer.step();
+    optimizer.zero_grad();
+    const double loss_value = loss.item();
+    const double dt = seconds_since(t0);
+    report.losses.push_back(loss_value);
+    report.step_times_s.push_back(dt);
+    const double elapsed = seconds_since(t_start);
+    const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(o.steps - step - 1);
+    fmt::print("step {:>4}/{} | loss {:.4f} | lr {:.2e} | {:.2f} s | {:.0f} tokens/s | ETA {:.0f} s\n", step + 1,
+               o.steps, loss_value, optimizer.lr(), dt, static_cast<double>(o.batch * o.seq) / dt, eta);
+    std::fflush(stdout);
+    if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) {
+      fmt::print("held-out loss: {:.4f}\n", evaluate(*model, data.val, o, device));
+    }
+  }
+  report.memory = MemoryTracker::instance().stats(device);
+  report.peak_rss_bytes = tools::process_peak_rss_bytes();
+  report.val_loss_after = evaluate(*model, data.val, o, device);
+  fmt::print("held-out loss after: {:.4f}\n", report.val_loss_after);
+
+  // Save what the mode produces: the whole model, or the adapter alone.
+  const bool keep = !o.save.empty();
+  const fs::path dir = keep ? fs::path(o.save) / mode
+                            : fs::temp_directory_path() / fmt::format("finetune_gpt2_{}_{}", mode, getpid());
+  if (lora_mode) nn::save_adapter(*model, dir.string(), o.weights.empty() ? o.config : o.weights);
+  else gpt2::save_hf_checkpoint(*model, dir.string());
+  report.saved_bytes = directory_bytes(dir);
+  report.saved_path = keep ? dir.string() : "";
+  fmt::print("saved {} ({}){}\n", lora_mode ? "the adapter" : "the model", tools::human_bytes(report.saved_bytes),
+             keep ? " to " + dir.string() : " (measured, then removed: pass --save DIR to keep it)");
+  if (!keep) fs::remove_all(dir);
+  fmt::print("\n{}", report.table());
+  return report;
+}
+
+// Runs this program again for one mode and reads back its JSON report.
+tools::ModeReport run_child(const Options& o, const std::string& mode, const std::vector<std::string>& args) {
+  const fs::path json_path = fs::temp_directory_path() / fmt::format("finetune_gpt2_{}_{}.json", mode, getpid());
+  std::string cmd = fs::read_symlink("/proc/self/exe").string();
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--mode" || args[i] == "--report-json") {
+      ++i;
+      continue;
+    }
+    if (args[i].rfind("--mode=", 0) == 0 || args[i].rfind("--report-json=", 0) == 0) continue;
+    cmd += " '" + args[i] + "'";
+  }
+  cmd += fmt::format(" --mode {} --report-json '{}'", mode, json_path.string());
+  std::fflush(stdout);
+  const int status = std::system(cmd.c_str());
+  LORA_CHECK(status == 0, "the {} run failed (exit status {})", mode, status);
+  std::ifstream in(json_path);
+  const auto j = nlohmann::json::parse(in);
+  fs::remove(json_path);
+  return tools::ModeReport::from_json(j.at("modes").at(0));
+}
+
+void write_json(const std::string& path, const std::vector<tools::ModeReport>& reports) {
+  nlohmann::json j;
+  j["modes"] = nlohmann::json::array();
+  for (const auto& r : reports) j["modes"].push_back(r.to_json());
+  std::ofstream out(path);
+  LORA_CHECK(out.good(), "--report-json '{}': cannot write", path);
+  out << j.dump(2) << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"Fine-tune GPT-2 fully or with LoRA and report, measured, what LoRA saves."};
+  app.add_option("--weights", o.weights, "Hugging Face GPT-2 folder (config.json + model.safetensors) or a .safetensors file");
+  app.add_option("--config", o.config, "preset when there are no weights or no config.json: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, small-test")->capture_default_str();
+  app.add_option("--data", o.data, "training text (or llm.c .bin tokens); default: data/tinyshakespeare.txt");
+  app.add_option("--mode", o.mode, "full, lora, or compare (both, each in a fresh process)")->check(CLI::IsMember({"full", "lora", "compare"}))->capture_default_str();
+  app.add_option("--rank", o.rank, "LoRA rank r")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--alpha", o.alpha, "LoRA alpha (scale alpha / r)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--targets", o.targets, "LoRA targets: q,k,v, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj or patterns")->capture_default_str();
+  app.add_option("--lora-dropout", o.lora_dropout, "dropout on the LoRA branch's input")->check(CLI::Range(0.0, 0.99))->capture_default_str();
+  app.add_option("--steps", o.steps, "training steps per mode")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per batch")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--seq", o.seq, "tokens per sequence")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--lr", o.lr, "peak learning rate (default 1e-4 full, 1e-3 LoRA)");
+  app.add_option("--warmup", o.warmup, "warm-up steps before cosine decay")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--grad-clip", o.grad_clip, "clip the global gradient norm (0: off)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--seed", o.seed, "seed for initialisation and batches")->capture_default_str();
+  app.add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
+  app.add_option("--save", o.save, "folder to save the model (full) or the adapter (lora) into");
+  app.add_option("--eval-every", o.eval_every, "held-out loss every N steps (0: before and after only)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--report-json", o.report_json, "write the report as JSON to this file");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    Device::parse(o.device);
+    LORA_CHECK(o.warmup < o.steps || o.steps == 1, "--warmup {} must be below --steps {}", o.warmup, o.steps);
+    std::vector<tools::ModeReport> reports;
+    if (o.mode == "compare") {
+      const std::vector<std::string> args(argv, argv + argc);
+      reports.push_back(run_child(o, "full", args));
+      reports.push_back(run_child(o, "lora", args));
+      fmt::print("{}", tools::comparison_table(reports[0], reports[1]));
+    } else {
+      reports.push_back(run_mode(o, o.mode));
+    }
+    if (!o.report_json.empty()) write_json(o.report_json, reports);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,144 @@
+// generate_gpt2: continue a prompt with GPT-2 (greedy or sampled), streaming the text as it comes.
+//
+//   generate_gpt2 --weights models/gpt2 --prompt "The meaning of life is" --max-new-tokens 40
+//   generate_gpt2 --weights gpt2.safetensors --config gpt2 --prompt-ids 464,3139 --temperature 0
+//   generate_gpt2 --weights models/gpt2 --prompt "Hello" --top-k 40 --top-p 0.9 --seed 7 --json
+//
+// Without --weights the model is randomly initialised (for trying the program out: the text is gibberish).
+// With --json the last line of stdout is {"prompt_ids", "generated_ids", "text", "tokens_per_s"}.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <charconv>
+#include <chrono>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "models/gpt2/checkpoint.h"
+#include "models/gpt2/generate.h"
+#include "models/tokenizer/gpt2_tokenizer.h"
+
+namespace {
+
+// Token ids separated by commas or spaces: "464,3139" or "464 3139".
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  while ((pos = text.find_first_not_of(" ,", pos)) != std::string::npos) {
+    size_t end = text.find_first_of(" ,", pos);
+    if (end == std::string::npos) end = text.size();
+    int32_t id = 0;
+    const auto [stop, ec] = std::from_chars(text.data() + pos, text.data() + end, id);
+    LORA_CHECK(ec == std::errc() && stop == text.data() + end && id >= 0,
+               "--prompt-ids: '{}' is not a token id (expected non-negative integers like 464,3139)",
+               text.substr(pos, end - pos));
+    ids.push_back(id);
+    pos = end;
+  }
+  return ids;
+}
+
+// Length of the longest prefix of `bytes` that does not end inside a multi-byte UTF-8 character.
+size_t complete_utf8_prefix(const std::string& bytes) {
+  const size_t n = bytes.size();
+  for (size_t back = 1; back <= 4 && back <= n; ++back) {
+    const auto c = static_cast<unsigned char>(bytes[n - back]);
+    if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back for the lead byte
+    const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    return need > back ? n - back : n;
+  }
+  return n;  // only continuation bytes at the end (not valid UTF-8): print them as they are
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Generate text with GPT-2: greedy (--temperature 0) or sampled with temperature, top-k and top-p."};
+  std::string weights, config_name, prompt, prompt_ids_text;
+  lora::gpt2::SamplingOptions sampling;
+  bool json = false;
+  app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors) or a .safetensors file");
+  app.add_option("--config", config_name, "Preset (gpt2, gpt2-medium, ..., tiny): for a bare .safetensors file, or the random model");
+  auto* prompt_opt = app.add_option("--prompt", prompt, "Prompt text (default: start from <|endoftext|>)");
+  auto* ids_opt = app.add_option("--prompt-ids", prompt_ids_text, "Prompt as token ids, e.g. 464,3139");
+  prompt_opt->excludes(ids_opt);
+  app.add_option("--max-new-tokens", sampling.max_new_tokens, "Tokens to generate")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", sampling.temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
+  app.add_option("--top-k", sampling.top_k, "Sample from the k most likely tokens (0 = all)")->capture_default_str();
+  app.add_option("--top-p", sampling.top_p, "Sample from the smallest set with this probability mass")->capture_default_str();
+  app.add_option("--seed", sampling.seed, "Seed of the sampler (and of the random model)")->capture_default_str();
+  app.add_flag("--json", json, "End with one JSON line: prompt_ids, generated_ids, text, tokens_per_s");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    sampling.validate();
+    const auto tokenizer = lora::tokenizer::GPT2Tokenizer::load_default();
+
+    std::vector<int32_t> prompt_ids;
+    if (*ids_opt) {
+      prompt_ids = parse_ids(prompt_ids_text);
+      LORA_CHECK(!prompt_ids.empty(), "--prompt-ids is empty: give at least one token id");
+    } else if (*prompt_opt) {
+      LORA_CHECK(!prompt.empty(), "--prompt is empty: give some text (or leave --prompt out to start from <|endoftext|>)");
+      prompt_ids = tokenizer.encode(prompt);
+    } else {
+      prompt_ids = {tokenizer.eot_token()};
+    }
+
+    std::shared_ptr<lora::gpt2::GPT2> model;
+    if (weights.empty()) {
+      const std::string preset = config_name.empty() ? "gpt2" : config_name;
+      std::cerr << "notice: no --weights given: using a randomly initialised '" << preset << "' model (seed "
+                << sampling.seed << "), so the text will be gibberish\n";
+      model = std::make_shared<lora::gpt2::GPT2>(lora::gpt2::GPT2Config::preset(preset), sampling.seed);
+    } else {
+      model = lora::gpt2::load_pretrained(weights, config_name);
+    }
+    const int64_t context = model->config().n_positions, vocab = model->config().vocab_size;
+    for (int32_t id : prompt_ids) {
+      LORA_CHECK(id < vocab, "the prompt's token {} is outside the model's vocabulary of {} tokens", id, vocab);
+    }
+    if (static_cast<int64_t>(prompt_ids.size()) + sampling.max_new_tokens > context) {
+      std::cerr << "notice: the context is " << context << " tokens: generation stops when it is full\n";
+    }
+
+    // Stream: print the prompt (unless it is the implicit <|endoftext|>), then each token's bytes, holding
+    // back a trailing partial UTF-8 character until the token that completes it arrives.
+    std::string pending = (*prompt_opt || *ids_opt) ? tokenizer.decode(prompt_ids) : "";
+    auto flush_complete = [&pending](bool all) {
+      const size_t n = all ? pending.size() : complete_utf8_prefix(pending);
+      std::cout.write(pending.data(), static_cast<std::streamsize>(n)).flush();
+      pending.erase(0, n);
+    };
+    flush_complete(false);
+
+    const auto start = std::chrono::steady_clock::now();
+    const std::vector<int32_t> generated = lora::gpt2::generate(*model, prompt_ids, sampling, [&](int32_t id) {
+      pending += tokenizer.token_bytes(id);
+      flush_complete(false);
+    });
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    flush_complete(true);
+    std::cout << '\n';
+
+    const double tokens_per_s = seconds > 0 ? static_cast<double>(generated.size()) / seconds : 0.0;
+    fmt::print(stderr, "{} tokens in {:.2f} s ({:.1f} tokens/s)\n", generated.size(), seconds, tokens_per_s);
+    if (json) {
+      const nlohmann::json out = {{"prompt_ids", prompt_ids},
+                                  {"generated_ids", generated},
+                                  {"text", tokenizer.decode(generated)},
+                                  {"tokens_per_s", tokens_per_s}};
+      // A generation may end inside a multi-byte character: JSON gets U+FFFD for those bytes.
+      std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+    }
+    return 0;
+  } catch (const lora::Error& e) {
+    std::cerr << "error: " << e.what() << '\n';
+    return 1;
+  }
+}

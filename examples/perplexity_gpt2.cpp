@@ -1,0 +1,166 @@
+// perplexity_gpt2: mean next-token loss and perplexity of GPT-2 on a text file or an llm.c .bin token file.
+//
+//   perplexity_gpt2 --weights models/gpt2 --data data/tinyshakespeare.txt
+//   perplexity_gpt2 --weights models/gpt2 --data tiny_shakespeare_val.bin --seq 512 --batch 8 --json
+//
+// The N tokens are cut into W = floor((N - 1) / T) windows: window k reads tokens kT .. kT+T-1 and predicts
+// kT+1 .. kT+T. The mean loss is over all W*T predicted tokens; perplexity = exp(mean loss).
+// With --json the last line of stdout is {"mean_loss", "perplexity", "tokens", "windows"}.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "models/gpt2/checkpoint.h"
+#include "models/tokenizer/gpt2_tokenizer.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string read_bytes(const std::string& path) {
+  LORA_CHECK(fs::is_regular_file(path), "--data '{}': no such file", path);
+  std::ifstream in(path, std::ios::binary);
+  LORA_CHECK(in.is_open(), "--data '{}': cannot open the file", path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// llm.c's token file: 256 int32 (magic 20240520, version, token count, zeros), then the tokens:
+// uint16 for version 1 (GPT-2), uint32 for version 2 (llm.c's LLaMA-3 files).
+std::vector<int32_t> parse_llmc_bin(const std::string& bytes, const std::string& path) {
+  constexpr size_t kHeaderBytes = 256 * sizeof(int32_t);
+  LORA_CHECK(bytes.size() >= kHeaderBytes, "--data '{}': {} bytes, too short for the 1024-byte header of an llm.c .bin file",
+             path, bytes.size());
+  int32_t header[3];
+  std::memcpy(header, bytes.data(), sizeof(header));
+  LORA_CHECK(header[0] == 20240520, "--data '{}': bad magic number {} (an llm.c .bin token file starts with 20240520)",
+             path, header[0]);
+  LORA_CHECK(header[1] == 1 || header[1] == 2, "--data '{}': unsupported version {} (expected 1 or 2)", path, header[1]);
+  LORA_CHECK(header[2] >= 0, "--data '{}': negative token count {} in the header", path, header[2]);
+  const size_t width = header[1] == 1 ? 2 : 4, count = static_cast<size_t>(header[2]);
+  LORA_CHECK(bytes.size() == kHeaderBytes + count * width,
+             "--data '{}': the header announces {} tokens ({} bytes with the header) but the file has {} bytes", path,
+             count, kHeaderBytes + count * width, bytes.size());
+  std::vector<int32_t> tokens(count);
+  for (size_t i = 0; i < count; ++i) {
+    const char* p = bytes.data() + kHeaderBytes + i * width;
+    if (width == 2) {
+      uint16_t t;
+      std::memcpy(&t, p, 2);
+      tokens[i] = t;
+    } else {
+      uint32_t t;
+      std::memcpy(&t, p, 4);
+      LORA_CHECK(t <= INT32_MAX, "--data '{}': token {} at position {} is too large", path, t, i);
+      tokens[i] = static_cast<int32_t>(t);
+    }
+  }
+  return tokens;
+}
+
+// A .bin file is llm.c tokens; anything else is UTF-8 text for the GPT-2 tokenizer.
+std::vector<int32_t> load_tokens(const std::string& path) {
+  const std::string bytes = read_bytes(path);
+  if (fs::path(path).extension() == ".bin") return parse_llmc_bin(bytes, path);
+  return lora::tokenizer::GPT2Tokenizer::load_default().encode(bytes);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Perplexity of GPT-2 on a text file or an llm.c .bin token file (non-overlapping windows)."};
+  std::string weights, config_name, data_path;
+  int64_t seq = 0, batch = 4, max_windows = 0;
+  bool json = false;
+  app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors) or a .safetensors file");
+  app.add_option("--config", config_name, "Preset (gpt2, gpt2-medium, ..., tiny): for a bare .safetensors file, or the random model");
+  app.add_option("--data", data_path, "Text file (GPT-2 tokenizer) or llm.c .bin token file")->required();
+  app.add_option("--seq", seq, "Window length T (default: min(1024, the model's context))")->check(CLI::PositiveNumber);
+  app.add_option("--batch", batch, "Windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--max-windows", max_windows, "Evaluate at most this many windows (0 = all)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--json", json, "End with one JSON line: mean_loss, perplexity, tokens, windows");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    const std::vector<int32_t> tokens = load_tokens(data_path);
+    const int64_t N = static_cast<int64_t>(tokens.size());
+    std::shared_ptr<lora::gpt2::GPT2> model;
+    if (weights.empty()) {
+      const std::string preset = config_name.empty() ? "gpt2" : config_name;
+      std::cerr << "notice: no --weights given: using a randomly initialised '" << preset
+                << "' model, so expect a loss near ln(vocabulary size)\n";
+      model = std::make_shared<lora::gpt2::GPT2>(lora::gpt2::GPT2Config::preset(preset));
+    } else {
+      model = lora::gpt2::load_pretrained(weights, config_name);
+    }
+    const int64_t context = model->config().n_positions, vocab = model->config().vocab_size;
+    const int64_t T = seq > 0 ? seq : std::min<int64_t>(1024, context);
+    LORA_CHECK(T <= context, "--seq {}: longer than the model's context of {} tokens", T, context);
+
+    for (int64_t i = 0; i < N; ++i) {
+      LORA_CHECK(tokens[i] < vocab, "--data '{}': token {} at position {} is outside the model's vocabulary of {}",
+                 data_path, tokens[i], i, vocab);
+    }
+    int64_t windows = std::max<int64_t>(0, (N - 1) / T);
+    LORA_CHECK(windows > 0, "--data '{}': {} tokens, fewer than the {} needed for one window of --seq {}", data_path, N,
+               T + 1, T);
+    if (max_windows > 0) windows = std::min(windows, max_windows);
+
+    lora::NoGradGuard no_grad;
+    model->eval();
+    double loss_sum = 0.0;  // sum over windows of each window's mean loss (all windows hold T predictions)
+    bool progress_shown = false;
+    const auto start = Clock::now();
+    for (int64_t w0 = 0; w0 < windows; w0 += batch) {
+      const int64_t B = std::min(batch, windows - w0);
+      std::vector<int32_t> ids(static_cast<size_t>(B * T)), targets(ids.size());
+      for (int64_t b = 0; b < B; ++b) {
+        const auto first = tokens.begin() + (w0 + b) * T;
+        std::copy(first, first + T, ids.begin() + b * T);
+        std::copy(first + 1, first + T + 1, targets.begin() + b * T);
+      }
+      const lora::Tensor loss = model->loss(lora::Tensor::from_vector(ids, {B, T}), lora::Tensor::from_vector(targets, {B, T}));
+      loss_sum += loss.item() * static_cast<double>(B);  // the batch's mean over B*T tokens, times B windows
+
+      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      const int64_t done = w0 + B;
+      if (elapsed > 1.0 || progress_shown) {
+        const double tokens_per_s = static_cast<double>(done * T) / elapsed;
+        fmt::print(stderr, "\rwindows {}/{}  {:.0f} tokens/s  ETA {:.0f} s   ", done, windows, tokens_per_s,
+                   static_cast<double>((windows - done) * T) / tokens_per_s);
+        progress_shown = true;
+      }
+    }
+    if (progress_shown) fmt::print(stderr, "\n");
+
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    const double mean_loss = loss_sum / static_cast<double>(windows);
+    const double perplexity = std::exp(mean_loss);
+    const int64_t predicted = windows * T;
+    fmt::print("data:       {} ({} tokens)\nwindows:    {} of {} tokens ({} predicted tokens, {:.1f} s)\n", data_path,
+               N, windows, T, predicted, seconds);
+    fmt::print("mean loss:  {:.6f}\nperplexity: {:.4f}\n", mean_loss, perplexity);
+    if (json) {
+      const nlohmann::json out = {
+          {"mean_loss", mean_loss}, {"perplexity", perplexity}, {"tokens", predicted}, {"windows", windows}};
+      fmt::print("{}\n", out.dump());
+    }
+    return 0;
+  } catch (const lora::Error& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,234 @@
+// End-to-end runs of the example programs as subprocesses: outputs against the library, errors, --help.
+//
+// Programs are found beside the test binary's folder (BUILD/tests/lora_tests -> BUILD/<program>); a test
+// whose program was not built (LORA_BUILD_EXAMPLES=OFF) warns and passes.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "models/gpt2/checkpoint.h"
+#include "models/tokenizer/gpt2_tokenizer.h"
+
+namespace fs = std::filesystem;
+using namespace lora;
+
+namespace {
+
+const std::string kTinyModel = std::string(LORA_TEST_DATA_DIR) + "/gpt2_tiny";
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// A scratch folder for this process's files (data files, captured stderr), removed at exit.
+const fs::path& scratch_dir() {
+  struct Scratch {
+    fs::path path;
+    ~Scratch() {
+      std::error_code ignored;
+      fs::remove_all(path, ignored);
+    }
+  };
+  static const Scratch scratch{[] {
+    const fs::path dir = fs::temp_directory_path() / ("lora_test_examples_" + std::to_string(getpid()));
+    fs::create_directories(dir);
+    return dir;
+  }()};
+  return scratch.path;
+}
+
+std::string quote(const std::string& s) { return "'" + s + "'"; }
+
+void write_file(const fs::path& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+// The path of a built program, or empty when it was not built.
+fs::path program_path(const std::string& name) {
+  const fs::path build = fs::read_symlink("/proc/self/exe").parent_path().parent_path();
+  const fs::path path = build / name;
+  return fs::exists(path) ? path : fs::path();
+}
+
+// Runs `program args` with `input` on stdin; captures stdout, stderr and the exit code.
+RunResult run(const fs::path& program, const std::string& args, const std::string& input = "") {
+  const fs::path in = scratch_dir() / "stdin.txt", err = scratch_dir() / "stderr.txt";
+  write_file(in, input);
+  const std::string command = quote(program.string()) + " " + args + " < " + quote(in.string()) + " 2> " + quote(err.string());
+  RunResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buffer[4096];
+  for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;) result.out.append(buffer, n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream err_in(err, std::ios::binary);
+  result.err.assign(std::istreambuf_iterator<char>(err_in), std::istreambuf_iterator<char>());
+  return result;
+}
+
+// The JSON object on the last non-empty line of stdout.
+nlohmann::json last_json_line(const std::string& out) {
+  std::string text = out;
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return nlohmann::json::parse(text.substr(text.find_last_of('\n') + 1));
+}
+
+// An llm.c token file: 256 int32 header (magic, version 1, count), then uint16 tokens.
+std::string llmc_bin(const std::vector<int32_t>& tokens, int32_t magic = 20240520) {
+  std::vector<int32_t> header(256, 0);
+  header[0] = magic;
+  header[1] = 1;
+  header[2] = static_cast<int32_t>(tokens.size());
+  std::string bytes(reinterpret_cast<const char*>(header.data()), header.size() * sizeof(int32_t));
+  for (int32_t t : tokens) {
+    const uint16_t v = static_cast<uint16_t>(t);
+    bytes.append(reinterpret_cast<const char*>(&v), sizeof(v));
+  }
+  return bytes;
+}
+
+}  // namespace
+
+// Skips the rest of the test (with a warning) when the program was not built.
+#define REQUIRE_PROGRAM(var, name)                                       \
+  const fs::path var = program_path(name);                               \
+  if (var.empty()) {                                                     \
+    WARN(name " was not built next to the tests: skipping its test");    \
+    return;                                                              \
+  }
+
+TEST_CASE("generate_gpt2: greedy tokens of the tiny fixture, streamed and as JSON", "[examples]") {
+  REQUIRE_PROGRAM(generate, "generate_gpt2");
+  const RunResult r = run(generate, "--weights " + quote(kTinyModel) +
+                                        " --prompt-ids 5,17,42,8 --max-new-tokens 12 --temperature 0 --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const nlohmann::json j = last_json_line(r.out);
+  const std::vector<int32_t> prompt = {5, 17, 42, 8}, greedy = {7, 23, 23, 23, 11, 11, 11, 15, 75, 14, 15, 15};
+  CHECK(j["prompt_ids"].get<std::vector<int32_t>>() == prompt);
+  CHECK(j["generated_ids"].get<std::vector<int32_t>>() == greedy);
+  CHECK(j["tokens_per_s"].get<double>() > 0);
+
+  // The streamed text (prompt, then continuation) comes first, on its own line.
+  const auto tokenizer = tokenizer::GPT2Tokenizer::load_default();
+  CHECK(j["text"].get<std::string>() == tokenizer.decode(greedy));
+  CHECK(r.out.rfind(tokenizer.decode(prompt) + tokenizer.decode(greedy) + "\n", 0) == 0);
+}
+
+TEST_CASE("generate_gpt2: a random model with a notice, and clear errors", "[examples]") {
+  REQUIRE_PROGRAM(generate, "generate_gpt2");
+  const RunResult random = run(generate, "--config tiny --prompt-ids 1,2 --max-new-tokens 3 --seed 1");
+  CHECK(random.exit_code == 0);
+  CHECK_THAT(random.err, Catch::Contains("randomly initialised"));
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"--bogus", "--bogus"},
+      {"--prompt hi --prompt-ids 1", "--prompt-ids"},
+      {"--config tiny --prompt-ids 1,x", "'x'"},
+      {"--config tiny --prompt ''", "--prompt is empty"},
+      {"--weights /nonexistent/model --prompt-ids 1", "/nonexistent/model"},
+      {"--config tiny --prompt-ids 1 --top-p 2", "--top-p"},
+  };
+  for (const auto& [args, message] : bad) {
+    INFO("generate_gpt2 " << args);
+    const RunResult r = run(generate, args);
+    CHECK(r.exit_code != 0);
+    CHECK_THAT(r.err, Catch::Contains(message));
+  }
+}
+
+TEST_CASE("perplexity_gpt2: windows and loss on an llm.c .bin match the library", "[examples]") {
+  REQUIRE_PROGRAM(perplexity, "perplexity_gpt2");
+  const int64_t T = 8, n_tokens = 43;  // floor(42 / 8) = 5 windows; batches of 2 leave a partial last batch
+  std::vector<int32_t> tokens(static_cast<size_t>(n_tokens));
+  Generator gen(7);
+  for (int32_t& t : tokens) t = static_cast<int32_t>(gen.next_u64() % 101);
+  const fs::path data = scratch_dir() / "tokens.bin";
+  write_file(data, llmc_bin(tokens));
+
+  const RunResult r = run(perplexity, "--weights " + quote(kTinyModel) + " --data " + quote(data.string()) +
+                                          " --seq 8 --batch 2 --json");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const nlohmann::json j = last_json_line(r.out);
+  const int64_t windows = (n_tokens - 1) / T;
+  CHECK(j["windows"].get<int64_t>() == windows);
+  CHECK(j["tokens"].get<int64_t>() == windows * T);
+  const double loss = j["mean_loss"].get<double>();
+  REQUIRE(std::isfinite(loss));
+  CHECK(j["perplexity"].get<double>() == Approx(std::exp(loss)).epsilon(1e-9));
+
+  // The same mean through the library, one window at a time.
+  auto model = gpt2::load_pretrained(kTinyModel);
+  model->eval();
+  NoGradGuard no_grad;
+  double sum = 0.0;
+  for (int64_t k = 0; k < windows; ++k) {
+    const std::vector<int32_t> ids(tokens.begin() + k * T, tokens.begin() + k * T + T);
+    const std::vector<int32_t> targets(tokens.begin() + k * T + 1, tokens.begin() + k * T + T + 1);
+    sum += model->loss(Tensor::from_vector(ids, {1, T}), Tensor::from_vector(targets, {1, T})).item();
+  }
+  CHECK(loss == Approx(sum / double(windows)).epsilon(1e-5));
+}
+
+TEST_CASE("perplexity_gpt2: bad input gives a clear error", "[examples]") {
+  REQUIRE_PROGRAM(perplexity, "perplexity_gpt2");
+  const fs::path good = scratch_dir() / "good.bin", bad_magic = scratch_dir() / "bad_magic.bin",
+                 truncated = scratch_dir() / "truncated.bin", text = scratch_dir() / "text.txt";
+  write_file(good, llmc_bin(std::vector<int32_t>(20, 3)));
+  write_file(bad_magic, llmc_bin(std::vector<int32_t>(20, 3), 12345));
+  const std::string full = llmc_bin(std::vector<int32_t>(20, 3));
+  write_file(truncated, full.substr(0, full.size() - 6));
+  write_file(text, "Hello world, these tokens are beyond the tiny vocabulary.");
+
+  const std::string weights = "--weights " + quote(kTinyModel);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {weights + " --data " + quote(good.string()) + " --bogus", "--bogus"},
+      {weights, "--data"},
+      {weights + " --data /nonexistent/tokens.bin", "/nonexistent/tokens.bin"},
+      {weights + " --data " + quote(good.string()) + " --seq 0", "--seq"},
+      {weights + " --data " + quote(good.string()) + " --seq 64", "--seq 64"},
+      {weights + " --data " + quote(good.string()) + " --seq 30", "one window"},
+      {weights + " --data " + quote(bad_magic.string()), "magic"},
+      {weights + " --data " + quote(truncated.string()), truncated.string()},
+      {weights + " --data " + quote(text.string()), "vocabulary"},
+  };
+  for (const auto& [args, message] : bad) {
+    INFO("perplexity_gpt2 " << args);
+    const RunResult r = run(perplexity, args);
+    CHECK(r.exit_code != 0);
+    CHECK_THAT(r.err, Catch::Contains(message));
+  }
+}
+
+TEST_CASE("tokenize_gpt2 --json encodes text", "[examples]") {
+  REQUIRE_PROGRAM(tokenize, "tokenize_gpt2");
+  const RunResult r = run(tokenize, "--json", "Hello world");
+  REQUIRE(r.exit_code == 0);
+  CHECK(last_json_line(r.out)["ids"].get<std::vector<int32_t>>() == std::vector<int32_t>{15496, 995});
+  CHECK(run(tokenize, "--bogus").exit_code != 0);
+}
+
+TEST_CASE("every example program answers --help", "[examples]") {
+  for (const char* name : {"generate_gpt2", "perplexity_gpt2", "tokenize_gpt2", "bench_matmul"}) {
+    const fs::path program = program_path(name);
+    if (program.empty()) {
+      WARN(name << " was not built next to the tests: skipping");
+      continue;
+    }
+    INFO(name);
+    const RunResult r = run(program, "--help");
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("--help"));
+  }
+}

@@ -1,0 +1,81 @@
+// Token data: loading, splitting and batch sampling.
+#include "tools/token_data.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "models/tokenizer/gpt2_tokenizer.h"
+
+namespace lora::tools {
+
+std::vector<int32_t> read_llmc_tokens(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  LORA_CHECK(in.good(), "cannot open token file '{}'", path);
+  int32_t header[256] = {};
+  in.read(reinterpret_cast<char*>(header), sizeof(header));
+  LORA_CHECK(in.gcount() == sizeof(header), "token file '{}': shorter than its 1024-byte header", path);
+  LORA_CHECK(header[0] == 20240520, "token file '{}': bad magic {} (expected 20240520, an llm.c .bin)", path, header[0]);
+  LORA_CHECK(header[1] == 1 || header[1] == 2, "token file '{}': unsupported version {}", path, header[1]);
+  const int64_t count = header[2];
+  LORA_CHECK(count >= 0, "token file '{}': negative token count", path);
+  const auto size = std::filesystem::file_size(path);
+  LORA_CHECK(size == sizeof(header) + static_cast<uint64_t>(count) * 2,
+             "token file '{}': header says {} tokens, but the file has {} bytes (expected {})", path, count, size,
+             sizeof(header) + count * 2);
+  std::vector<uint16_t> raw(static_cast<size_t>(count));
+  in.read(reinterpret_cast<char*>(raw.data()), count * 2);
+  return std::vector<int32_t>(raw.begin(), raw.end());
+}
+
+TokenSplit load_token_split(const std::string& path, double train_fraction) {
+  LORA_CHECK(std::filesystem::exists(path), "--data '{}': no such file", path);
+  LORA_CHECK(train_fraction > 0 && train_fraction < 1, "train fraction {} is outside (0, 1)", train_fraction);
+  TokenSplit split;
+  if (std::filesystem::path(path).extension() == ".bin") {
+    std::vector<int32_t> tokens = read_llmc_tokens(path);
+    const size_t cut = static_cast<size_t>(static_cast<double>(tokens.size()) * train_fraction);
+    split.train.assign(tokens.begin(), tokens.begin() + cut);
+    split.val.assign(tokens.begin() + cut, tokens.end());
+    return split;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  // Cut at a character boundary (a UTF-8 continuation byte starts 10xxxxxx).
+  size_t cut = static_cast<size_t>(static_cast<double>(text.size()) * train_fraction);
+  while (cut < text.size() && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) ++cut;
+  const auto tokenizer = tokenizer::GPT2Tokenizer::load_default();
+  try {
+    split.train = tokenizer.encode(std::string_view(text).substr(0, cut));
+    split.val = tokenizer.encode(std::string_view(text).substr(cut));
+  } catch (const Error& e) {
+    LORA_FAIL("--data '{}': {}", path, e.what());
+  }
+  return split;
+}
+
+BatchSampler::BatchSampler(const std::vector<int32_t>& tokens, int64_t batch, int64_t seq, uint64_t seed,
+                           const std::string& what)
+    : tokens_(tokens), batch_(batch), seq_(seq), gen_(seed) {
+  LORA_CHECK(batch > 0 && seq > 0, "batch {} and sequence length {} must be positive", batch, seq);
+  LORA_CHECK(static_cast<int64_t>(tokens.size()) > seq,
+             "the {} data has {} tokens, too few for windows of {} + 1 tokens", what, tokens.size(), seq);
+}
+
+void BatchSampler::next(Tensor& inputs, Tensor& targets, Device device) {
+  std::vector<int32_t> x(static_cast<size_t>(batch_ * seq_)), y(x.size());
+  const uint64_t starts = tokens_.size() - static_cast<size_t>(seq_);
+  for (int64_t b = 0; b < batch_; ++b) {
+    const size_t start = gen_.below(starts);
+    for (int64_t t = 0; t < seq_; ++t) {
+      x[b * seq_ + t] = tokens_[start + t];
+      y[b * seq_ + t] = tokens_[start + t + 1];
+    }
+  }
+  inputs = Tensor::from_vector(x, {batch_, seq_}, device);
+  targets = Tensor::from_vector(y, {batch_, seq_}, device);
+}
+
+}  // namespace lora::tools

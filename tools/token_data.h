@@ -1,0 +1,37 @@
+// Token data for training and evaluation: a text file encoded with the GPT-2 tokenizer (or an llm.c .bin
+// token file), split into train and held-out parts, and random [B, T] windows drawn from them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace lora::tools {
+
+struct TokenSplit {
+  std::vector<int32_t> train, val;
+};
+
+// Reads `path` (text, or llm.c .bin by its extension) and splits it: the first `train_fraction` of the
+// characters (text) or tokens (.bin) for training, the rest held out. Errors name the file.
+TokenSplit load_token_split(const std::string& path, double train_fraction = 0.9);
+
+// Reads an llm.c token file: a 256 x int32 header (magic 20240520, version 1 or 2, token count), then
+// uint16 tokens.
+std::vector<int32_t> read_llmc_tokens(const std::string& path);
+
+// Random windows: inputs [B, T] and targets [B, T] (the inputs shifted by one), seeded.
+class BatchSampler {
+ public:
+  BatchSampler(const std::vector<int32_t>& tokens, int64_t batch, int64_t seq, uint64_t seed, const std::string& what);
+  void next(Tensor& inputs, Tensor& targets, Device device = Device::cpu());
+
+ private:
+  const std::vector<int32_t>& tokens_;
+  int64_t batch_, seq_;
+  Generator gen_;
+};
+
+}  // namespace lora::tools

@@ -1,0 +1,152 @@
+// The fine-tuning report: tables and JSON.
+#include "tools/train_report.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <fmt/format.h>
+
+namespace lora::tools {
+
+namespace {
+constexpr MemoryCategory kCategories[] = {MemoryCategory::TrainableParameter, MemoryCategory::FrozenParameter,
+                                          MemoryCategory::Gradient,           MemoryCategory::OptimizerState,
+                                          MemoryCategory::Activation,         MemoryCategory::Workspace};
+
+nlohmann::json figures_json(const MemoryFigures& f) {
+  nlohmann::json j;
+  for (MemoryCategory c : kCategories) j[std::string(category_name(c))] = f[c];
+  j["total"] = f.total();
+  return j;
+}
+
+MemoryFigures figures_from_json(const nlohmann::json& j) {
+  MemoryFigures f;
+  for (MemoryCategory c : kCategories) f.bytes[static_cast<int>(c)] = j.at(std::string(category_name(c))).get<int64_t>();
+  return f;
+}
+
+std::string ratio(double a, double b) { return b > 0 ? fmt::format("{:.3f}x", a / b) : "-"; }
+}  // namespace
+
+std::string human_bytes(int64_t bytes) {
+  const double b = static_cast<double>(bytes);
+  if (bytes < 1024) return fmt::format("{} B", bytes);
+  if (b < 1024.0 * 1024) return fmt::format("{:.1f} KiB", b / 1024);
+  if (b < 1024.0 * 1024 * 1024) return fmt::format("{:.1f} MiB", b / (1024 * 1024));
+  return fmt::format("{:.2f} GiB", b / (1024.0 * 1024 * 1024));
+}
+
+int64_t process_peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+double ModeReport::median_step_time_s() const {
+  if (step_times_s.empty()) return 0;
+  // The first step allocates optimizer state and warms caches: leave it out when there are others.
+  std::vector<double> t(step_times_s.begin() + (step_times_s.size() > 1 ? 1 : 0), step_times_s.end());
+  std::sort(t.begin(), t.end());
+  return t.size() % 2 ? t[t.size() / 2] : 0.5 * (t[t.size() / 2 - 1] + t[t.size() / 2]);
+}
+
+double ModeReport::tokens_per_s() const {
+  const double s = median_step_time_s();
+  return s > 0 ? static_cast<double>(batch * seq) / s : 0;
+}
+
+nlohmann::json ModeReport::to_json() const {
+  nlohmann::json peak = figures_json(memory.peak);
+  peak["total"] = memory.global_peak;  // the most held at once (not the sum of category peaks)
+  return {
+      {"mode", mode},
+      {"device", device},
+      {"batch", batch},
+      {"seq", seq},
+      {"trainable_params", trainable_params},
+      {"total_params", total_params},
+      {"peak_bytes", peak},
+      {"live_at_peak_bytes", figures_json(memory.live_at_peak)},
+      {"predicted_bytes", figures_json(predicted)},
+      {"peak_rss_bytes", peak_rss_bytes},
+      {"step_time_s", median_step_time_s()},
+      {"step_times_s", step_times_s},
+      {"tokens_per_s", tokens_per_s()},
+      {"losses", losses},
+      {"val_loss_before", val_loss_before},
+      {"val_loss_after", val_loss_after},
+      {"saved_bytes", saved_bytes},
+      {"saved_path", saved_path},
+  };
+}
+
+ModeReport ModeReport::from_json(const nlohmann::json& j) {
+  ModeReport r;
+  r.mode = j.at("mode");
+  r.device = j.value("device", "cpu");
+  r.batch = j.at("batch");
+  r.seq = j.at("seq");
+  r.trainable_params = j.at("trainable_params");
+  r.total_params = j.at("total_params");
+  r.memory.peak = figures_from_json(j.at("peak_bytes"));
+  r.memory.global_peak = j.at("peak_bytes").at("total");
+  r.memory.live_at_peak = figures_from_json(j.at("live_at_peak_bytes"));
+  r.predicted = figures_from_json(j.at("predicted_bytes"));
+  r.peak_rss_bytes = j.at("peak_rss_bytes");
+  r.step_times_s = j.at("step_times_s").get<std::vector<double>>();
+  r.losses = j.at("losses").get<std::vector<double>>();
+  r.val_loss_before = j.at("val_loss_before");
+  r.val_loss_after = j.at("val_loss_after");
+  r.saved_bytes = j.at("saved_bytes");
+  r.saved_path = j.value("saved_path", "");
+  return r;
+}
+
+std::string ModeReport::table() const {
+  std::string s = fmt::format("Memory of one training step, {} mode, batch {} x {} tokens on {} (measured by the "
+                              "allocator)\n",
+                              mode, batch, seq, device);
+  s += fmt::format("  {:<18} {:>14} {:>14} {:>14}\n", "category", "live at peak", "peak", "predicted");
+  for (MemoryCategory c : kCategories) {
+    s += fmt::format("  {:<18} {:>14} {:>14} {:>14}\n", category_name(c), human_bytes(memory.live_at_peak[c]),
+                     human_bytes(memory.peak[c]),
+                     c == MemoryCategory::Workspace ? std::string("-") : human_bytes(predicted[c]));
+  }
+  s += fmt::format("  {:<18} {:>14} {:>14} {:>14}\n", "total (tracker)", human_bytes(memory.live_at_peak.total()),
+                   human_bytes(memory.global_peak), human_bytes(predicted.total()));
+  s += fmt::format("  {:<18} {:>14}   (process high-water mark: tracker peak + code, libraries, tokenizer, data,\n"
+                   "  {:<18} {:>14}    BLAS buffers and allocator slack)\n",
+                   "peak RSS", human_bytes(peak_rss_bytes), "", "");
+  return s;
+}
+
+std::string comparison_table(const ModeReport& full, const ModeReport& lora) {
+  std::string s = fmt::format("\nFull fine-tuning vs LoRA, batch {} x {} tokens, {}\n", full.batch, full.seq, full.device);
+  s += fmt::format("  {:<26} {:>16} {:>16} {:>12}\n", "", "full", "lora", "lora/full");
+  auto row = [&](const std::string& name, double a, double b, const std::string& fa, const std::string& fb) {
+    s += fmt::format("  {:<26} {:>16} {:>16} {:>12}\n", name, fa, fb, ratio(b, a));
+  };
+  auto bytes_row = [&](const std::string& name, int64_t a, int64_t b) {
+    row(name, static_cast<double>(a), static_cast<double>(b), human_bytes(a), human_bytes(b));
+  };
+  row("trainable parameters", full.trainable_params, lora.trainable_params, fmt::format("{}", full.trainable_params),
+      fmt::format("{}", lora.trainable_params));
+  row("total parameters", full.total_params, lora.total_params, fmt::format("{}", full.total_params),
+      fmt::format("{}", lora.total_params));
+  for (MemoryCategory c : kCategories) {
+    bytes_row(fmt::format("peak {}", category_name(c)), full.memory.peak[c], lora.memory.peak[c]);
+  }
+  bytes_row("peak total (tracker)", full.memory.global_peak, lora.memory.global_peak);
+  bytes_row("peak RSS (process)", full.peak_rss_bytes, lora.peak_rss_bytes);
+  row("step time (median)", full.median_step_time_s(), lora.median_step_time_s(),
+      fmt::format("{:.3f} s", full.median_step_time_s()), fmt::format("{:.3f} s", lora.median_step_time_s()));
+  row("tokens/s", full.tokens_per_s(), lora.tokens_per_s(), fmt::format("{:.0f}", full.tokens_per_s()),
+      fmt::format("{:.0f}", lora.tokens_per_s()));
+  bytes_row("saved on disk", full.saved_bytes, lora.saved_bytes);
+  row("held-out loss after", full.val_loss_after, lora.val_loss_after, fmt::format("{:.4f}", full.val_loss_after),
+      fmt::format("{:.4f}", lora.val_loss_after));
+  return s;
+}
+
+}  // namespace lora::tools
