@@ -232,3 +232,54 @@ TEST_CASE("every example program answers --help", "[examples]") {
     CHECK_THAT(r.out, Catch::Contains("--help"));
   }
 }
+
+TEST_CASE("finetune_gpt2 --mode compare: the report holds LoRA's savings", "[examples][slow]") {
+  REQUIRE_PROGRAM(finetune, "finetune_gpt2");
+  const fs::path report = scratch_dir() / "report.json";
+  const RunResult r = run(finetune, "--config small-test --steps 2 --warmup 1 --batch 2 --seq 32 --eval-batches 1 "
+                                    "--mode compare --report-json " + quote(report.string()));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(r.out.find("Full fine-tuning vs LoRA") != std::string::npos);
+  REQUIRE(r.out.find("trainable params: 16,384 || all params: 7,275,392") != std::string::npos);
+  std::ifstream in(report);
+  const auto j = nlohmann::json::parse(in);
+  REQUIRE(j["modes"].size() == 2);
+  const auto& full = j["modes"][0];
+  const auto& lora = j["modes"][1];
+  REQUIRE(full["mode"] == "full");
+  REQUIRE(lora["mode"] == "lora");
+  const int64_t base_bytes = full["total_params"].get<int64_t>() * 4;
+  // Full fine-tuning: every parameter trains, with a gradient and two AdamW moments each.
+  REQUIRE(full["trainable_params"] == full["total_params"]);
+  REQUIRE(full["peak_bytes"]["gradients"] == base_bytes);
+  REQUIRE(full["peak_bytes"]["optimizer_state"] == 2 * base_bytes);
+  // LoRA: the frozen bytes are the base model; gradients and optimizer state are the adapters' alone.
+  const int64_t lora_bytes = lora["trainable_params"].get<int64_t>() * 4;
+  REQUIRE(lora["peak_bytes"]["frozen_params"] == base_bytes);
+  REQUIRE(lora["peak_bytes"]["gradients"] == lora_bytes);
+  REQUIRE(lora["peak_bytes"]["optimizer_state"] == 2 * lora_bytes);
+  REQUIRE(lora["peak_bytes"]["gradients"].get<int64_t>() * 100 < full["peak_bytes"]["gradients"].get<int64_t>());
+  REQUIRE(lora["peak_bytes"]["total"].get<int64_t>() < full["peak_bytes"]["total"].get<int64_t>());
+  REQUIRE(lora["saved_bytes"].get<int64_t>() * 50 < full["saved_bytes"].get<int64_t>());
+  for (const auto* mode : {&full, &lora}) {
+    REQUIRE((*mode)["losses"].size() == 2);
+    REQUIRE((*mode)["peak_rss_bytes"].get<int64_t>() >= (*mode)["peak_bytes"]["total"].get<int64_t>());
+    REQUIRE((*mode)["step_time_s"].get<double>() > 0);
+    REQUIRE((*mode)["tokens_per_s"].get<double>() > 0);
+  }
+}
+
+TEST_CASE("finetune_gpt2: bad flags exit non-zero with a clear message", "[examples]") {
+  REQUIRE_PROGRAM(finetune, "finetune_gpt2");
+  RunResult r = run(finetune, "--mode half");
+  REQUIRE(r.exit_code != 0);
+  r = run(finetune, "--config tiny --steps 1 --mode lora --data /nonexistent.txt");
+  REQUIRE(r.exit_code != 0);
+  REQUIRE(r.err.find("/nonexistent.txt") != std::string::npos);
+  r = run(finetune, "--config tiny --steps 1 --mode lora --targets q,zz");
+  REQUIRE(r.exit_code != 0);
+  r = run(finetune, "--help");
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(r.out.find("--rank") != std::string::npos);
+}

@@ -55,6 +55,7 @@ bool BpeMerges::insert(uint64_t k, Merge merge) {
 }
 
 void BpeMerges::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+  LORA_CHECK(piece.size() < (size_t{1} << 31), "GPT-2 encode: a single piece of {} bytes is too long", piece.size());
   const auto n = static_cast<int32_t>(piece.size());
   if (n == 0) return;
   if (n == 1) {

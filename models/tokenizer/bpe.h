@@ -39,7 +39,8 @@ class BpeMerges {
 
   // The merges as an open-addressing hash table (linear probing, power-of-two size, at most half full):
   // a lookup costs about one cache miss, where std::unordered_map chases two or three pointers. The
-  // lookups are most of the time of a cold-cache encode (about 2x faster than unordered_map).
+  // lookups are most of the time of a cold-cache encode: BPE of Tiny Shakespeare's 15k distinct pieces
+  // took 48-54 ms with this table against 76-85 ms with std::unordered_map (same loaded machine).
   struct Slot {
     uint64_t key;  // kEmpty when free (ids are non-negative, so no real key has the top bit set)
     Merge merge;

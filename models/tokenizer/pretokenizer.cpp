@@ -55,8 +55,8 @@ void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& p
   size_t pos = 0;
   while (pos < text.size()) {
     const int rc = pcre2_match(code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, match.get(), nullptr);
-    // The last alternative, \s+, and the class [^\s\p{L}\p{N}] together cover every character, so
-    // the pattern always matches at `pos`: a failure here is a resource limit, never a gap.
+    // Letters, numbers, whitespace and [^\s\p{L}\p{N}] cover every character, so the pattern always
+    // matches at `pos`: a failure here is a resource limit, never a gap.
     LORA_CHECK(rc > 0, "GPT-2 pre-tokenizer: PCRE2 match failed at byte offset {}: {}", pos, pcre2_message(rc));
     const size_t start = ovector[0], end = ovector[1];
     LORA_CHECK(start == pos && end > start, "GPT-2 pre-tokenizer: no piece at byte offset {}", pos);
