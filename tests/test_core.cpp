@@ -53,7 +53,7 @@ TEST_CASE("random tensors are reproducible from the seed", "[core]") {
   for (float x : u.to_vector<float>()) REQUIRE((x >= -3.0f && x < -2.0f));
 }
 
-TEST_CASE("view and narrow_rows share storage; clone copies", "[core]") {
+TEST_CASE("view and narrow_rows share storage - clone copies", "[core]") {
   Tensor t = Tensor::from_vector<float>({0, 1, 2, 3, 4, 5}, {2, 3});
   Tensor v = t.view({3, -1});
   REQUIRE(v.shape() == Shape{3, 2});

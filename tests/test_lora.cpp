@@ -119,7 +119,7 @@ TEST_CASE("GPT-2 small with r=8 on q and v trains exactly 294,912 parameters", "
   }
 }
 
-TEST_CASE("apply_lora targets by name, pattern and layer; unknown targets are refused", "[lora]") {
+TEST_CASE("apply_lora targets by name, pattern and layer - unknown targets are refused", "[lora]") {
   GPT2 model(GPT2Config::preset("tiny"));
   LoRAConfig config;
   config.targets = {"attn.c_proj", "h.*.mlp.c_fc"};
@@ -139,7 +139,7 @@ TEST_CASE("apply_lora targets by name, pattern and layer; unknown targets are re
   REQUIRE_THROWS_AS(LoRAConfig::parse_targets(","), Error);
 }
 
-TEST_CASE("merged outputs equal unmerged outputs; merging twice never adds twice", "[lora]") {
+TEST_CASE("merged outputs equal unmerged outputs - merging twice never adds twice", "[lora]") {
   GPT2 model(GPT2Config::preset("tiny"), 5);
   LoRAConfig config;
   config.targets = {"q", "v", "mlp.c_fc"};
@@ -196,7 +196,7 @@ TEST_CASE("task switching: unmerge adapter 1, merge adapter 2, base weights retu
   REQUIRE_THROWS_WITH(bank.activate(model, "task3", false), Catch::Contains("task3") && Catch::Contains("task1"));
 }
 
-TEST_CASE("only A and B get gradients and optimizer state; base weights get no buffers", "[lora][memory]") {
+TEST_CASE("only A and B get gradients and optimizer state - base weights get no buffers", "[lora][memory]") {
   GPT2 model(GPT2Config::preset("tiny"), 12);
   LoRAConfig config;
   config.options.rank = 4;
@@ -218,7 +218,7 @@ TEST_CASE("only A and B get gradients and optimizer state; base weights get no b
   }
 }
 
-TEST_CASE("LoRA training lowers the loss while the base weights stay bit-identical; full fine-tuning changes them",
+TEST_CASE("LoRA training lowers the loss while the base weights stay bit-identical - full fine-tuning changes them",
           "[lora][slow]") {
   // A learnable stream: each token determines the next (t -> 7 t + 3 mod 101), from random starts.
   std::vector<int32_t> in_ids, target_ids;
