@@ -37,37 +37,64 @@ std::string join(const Range& items) {
   return out;
 }
 
-// Parses the header JSON. nlohmann::json keeps only the last of duplicate keys and sorts keys, so a parser
-// callback sees every key: it rejects duplicates at any depth and records the top-level keys in file order.
-json parse_header_json(const std::string& path, std::string_view text, std::vector<std::string>& top_keys) {
+// A SAX pass over the header that sees every key, which the DOM cannot show: nlohmann::json keeps only the
+// last of duplicate keys and sorts keys. It records the first duplicate (at any depth) and the top-level
+// keys in file order. (Not a parse callback: in nlohmann 3.11 the callback parser rescans the parent
+// object at every object end, which is quadratic in the number of tensors.)
+struct KeyScanner : nlohmann::json_sax<json> {
   std::vector<std::set<std::string>> open_objects;  // the keys seen so far in each enclosing object
-  std::string duplicate, duplicate_in;
-  auto callback = [&](int /*depth*/, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start) {
-      open_objects.emplace_back();
-    } else if (event == json::parse_event_t::object_end) {
-      open_objects.pop_back();
-    } else if (event == json::parse_event_t::key) {
-      const auto& key = parsed.get_ref<const std::string&>();
-      if (!open_objects.back().insert(key).second && duplicate.empty()) {
-        duplicate = key;
-        duplicate_in = open_objects.size() == 1 || top_keys.empty() ? "" : top_keys.back();
-      }
-      if (open_objects.size() == 1) top_keys.push_back(key);
-    }
+  std::vector<std::string> top_keys;
+  std::string duplicate, duplicate_in;  // duplicate_in: the top-level entry holding it ("" at the top level)
+  std::string error;
+
+  bool start_object(std::size_t) override {
+    open_objects.emplace_back();
     return true;
-  };
-  json header;
+  }
+  bool end_object() override {
+    open_objects.pop_back();
+    return true;
+  }
+  bool key(string_t& key) override {
+    if (!open_objects.back().insert(key).second) {
+      duplicate = key;
+      duplicate_in = open_objects.size() == 1 || top_keys.empty() ? "" : top_keys.back();
+      return false;  // stop here
+    }
+    if (open_objects.size() == 1) top_keys.push_back(key);
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const json::exception& e) override {
+    error = e.what();
+    return false;
+  }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+};
+
+// Parses the header JSON, rejecting invalid JSON and duplicate keys; `top_keys` receives the top-level
+// keys in file order.
+json parse_header_json(const std::string& path, std::string_view text, std::vector<std::string>& top_keys) {
+  KeyScanner scanner;
+  json::sax_parse(text.begin(), text.end(), &scanner);
+  if (!scanner.error.empty()) fail(path, "the header is not valid JSON: {}", scanner.error);
+  if (!scanner.duplicate.empty()) {
+    if (scanner.duplicate_in.empty()) fail(path, "duplicate tensor name '{}' in the header", scanner.duplicate);
+    fail(path, "duplicate key '{}' in the header entry '{}'", scanner.duplicate, scanner.duplicate_in);
+  }
+  top_keys = std::move(scanner.top_keys);
   try {
-    header = json::parse(text.begin(), text.end(), callback);
-  } catch (const json::exception& e) {
+    return json::parse(text.begin(), text.end());
+  } catch (const json::exception& e) {  // not expected: the scan accepted the same text
     fail(path, "the header is not valid JSON: {}", e.what());
   }
-  if (!duplicate.empty()) {
-    if (duplicate_in.empty()) fail(path, "duplicate tensor name '{}' in the header", duplicate);
-    fail(path, "duplicate key '{}' in the header entry '{}'", duplicate, duplicate_in);
-  }
-  return header;
 }
 
 // A non-negative JSON integer (a dimension or an offset); what() names it in errors (built only on error).
