@@ -41,6 +41,15 @@ require_program() {
   return 0
 }
 
+# Skips the calling step (status 2) on a machine without an NVIDIA GPU.
+require_gpu() {
+  if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "skipped: no NVIDIA GPU"
+    return 2
+  fi
+  return 0
+}
+
 step_device() {
   if ! command -v nvidia-smi >/dev/null 2>&1; then
     echo "skipped: nvidia-smi not found (no NVIDIA driver?)"
@@ -86,32 +95,69 @@ step_cuda_tests() {
   echo "$(grep -E '^All tests passed|^test cases:' "$out" | tail -1)"
 }
 
-# Placeholder: the GPT-2 model against the reference dump on the GPU (added by the model's authors).
+# GPT-2 small (random init), full fine-tuning vs LoRA (r=8 on q,v) on the GPU, batch 8 x 1024, a few steps
+# each, every mode in its own process; prints step time, tokens/s, peak device memory (allocator tracker)
+# and achieved TFLOP/s (6 N B T + 12 L T^2 C B full; 4 N B T + 12 L T^2 C B + 6 N_lora B T LoRA;
+# N = 123.65M matmul parameters with the LM head).
 step_gpt2_compare() {
-  require_program "$BUILD_DIR/compare_gpt2" || return $?
-  "$BUILD_DIR/compare_gpt2" --device cuda || return 1
+  require_program "$BUILD_DIR/finetune_gpt2" || return $?
+  require_gpu || return $?
+  local json="$LOG_DIR/gpt2_compare.json"
+  "$BUILD_DIR/finetune_gpt2" --device cuda --mode compare --batch 8 --seq 1024 --steps 4 --warmup 1 \
+    --eval-batches 1 --report-json "$json" || return 1
+  python3 - "$json" <<'PY' || return 1
+import json, sys
+modes = json.load(open(sys.argv[1]))["modes"]
+N, L, C = 123.65e6, 12, 768
+print(f"{'mode':<6} {'step s':>8} {'tokens/s':>10} {'peak GiB':>9} {'TFLOP/s':>8}")
+for m in modes:
+    B, T = m["batch"], m["seq"]
+    attn = 12 * L * T * T * C * B
+    flops = 6 * N * B * T + attn if m["mode"] == "full" else 4 * N * B * T + attn + 6 * m["trainable_params"] * B * T
+    print(f"{m['mode']:<6} {m['step_time_s']:>8.3f} {m['tokens_per_s']:>10.0f} "
+          f"{m['peak_bytes']['total'] / 2**30:>9.2f} {flops / m['step_time_s'] / 1e12:>8.1f}")
+full, lora = modes
+print(f"lora/full: step time {lora['step_time_s'] / full['step_time_s']:.2f}x, "
+      f"peak memory {lora['peak_bytes']['total'] / full['peak_bytes']['total']:.2f}x")
+PY
 }
 
-# Placeholder: kernel micro-benchmarks (figures, not pass/fail; added with the benchmarks).
+# Kernel micro-benchmarks: cuBLAS gemm at GPT-2 shapes (TF32 off and on) and causal attention.
 step_benchmarks() {
-  require_program "$BUILD_DIR/bench_kernels" || return $?
-  "$BUILD_DIR/bench_kernels" --device cuda || return 1
+  require_program "$BUILD_DIR/bench_cuda" || return $?
+  "$BUILD_DIR/bench_cuda" --batch 8 --seq 1024
+  local rc=$?
+  [[ $rc -eq 2 ]] && echo "skipped: no CUDA device"
+  return $rc
 }
 
-# name:function:time limit in seconds. Keep the sum of the limits under 8 minutes (now 465 s); on an H200
+# The same training steps in PyTorch eager on the GPU, for a ratio (skips where PyTorch or its CUDA
+# build is missing, or where the reference script has no --device option).
+step_pytorch() {
+  local script="$ROOT/benchmarks/pytorch_reference.py"
+  [[ -f "$script" ]] || { echo "skipped: benchmarks/pytorch_reference.py does not exist"; return 2; }
+  python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null ||
+    { echo "skipped: PyTorch with CUDA is not installed"; return 2; }
+  python3 "$script" --help 2>/dev/null | grep -q -- "--device" ||
+    { echo "skipped: pytorch_reference.py has no --device option"; return 2; }
+  python3 "$script" --device cuda --batch 8 --seq 1024 --steps 4 || return 1
+}
+
+# name:function:time limit in seconds. Keep the sum of the limits within 8 minutes (now 480 s); on an H200
 # the build takes about 1-2 minutes and the parity tests well under one.
 STEPS=(
   "device:step_device:15"
-  "build (Release, CUDA):step_build:210"
-  "cuda parity tests:step_cuda_tests:120"
-  "gpt2 comparison:step_gpt2_compare:60"
-  "micro-benchmarks:step_benchmarks:60"
+  "build (Release, CUDA):step_build:180"
+  "cuda tests:step_cuda_tests:60"
+  "gpt2 full vs lora 8x1024:step_gpt2_compare:120"
+  "micro-benchmarks:step_benchmarks:45"
+  "pytorch eager reference:step_pytorch:60"
 )
 
 # ---------------------------------------------------------------------------------------------------
 # Runner
 
-export -f require_program step_device step_build step_cuda_tests step_gpt2_compare step_benchmarks
+export -f require_program require_gpu step_device step_build step_cuda_tests step_gpt2_compare step_benchmarks step_pytorch
 export ROOT BUILD_DIR JOBS DO_BUILD LOG_DIR
 
 declare -a SUMMARY=()
