@@ -55,7 +55,10 @@ class ScopedEnv {
   std::optional<std::string> old_;
 };
 
-const fs::path kSharedGpt2 = fs::path(LORA_SHARED_DATA_DIR) / "gpt2";
+// The project's own copies (data/ and tests/fixtures/), so the tests need nothing outside the repository.
+const fs::path kSharedGpt2 = fs::path(LORA_SOURCE_DIR) / "data" / "gpt2";
+const fs::path kVectors = fs::path(LORA_TEST_DATA_DIR) / "tokenizer_vectors.jsonl";
+const fs::path kShakespeare = fs::path(LORA_SOURCE_DIR) / "data" / "tinyshakespeare.txt";
 
 }  // namespace
 
@@ -105,7 +108,7 @@ TEST_CASE("tokenizer: vocabulary", "[tokenizer]") {
 
 TEST_CASE("tokenizer: reproduces every reference vector", "[tokenizer]") {
   const GPT2Tokenizer& tok = gpt2();
-  std::ifstream in(kSharedGpt2 / "tokenizer_vectors.jsonl");
+  std::ifstream in(kVectors);
   REQUIRE(in.is_open());
   int cases = 0;
   for (std::string line; std::getline(in, line);) {
@@ -131,7 +134,7 @@ TEST_CASE("tokenizer: published reference values", "[tokenizer]") {
 
 TEST_CASE("tokenizer: Tiny Shakespeare token counts and round trip", "[tokenizer]") {
   const GPT2Tokenizer& tok = gpt2();
-  const std::string text = read_text(fs::path(LORA_SHARED_DATA_DIR) / "tinyshakespeare.txt");
+  const std::string text = read_text(kShakespeare);
   REQUIRE(text.size() == 1115394);
   const Ids ids = tok.encode(text);
   CHECK(ids.size() == 338025);  // figures from shared/data/README.md (nanoGPT's prepare.py)
@@ -285,7 +288,7 @@ TEST_CASE("tokenizer: missing or malformed files name the path", "[tokenizer]") 
 
 TEST_CASE("tokenizer: cache is bounded and concurrent encodes agree", "[tokenizer]") {
   const GPT2Tokenizer& tok = gpt2();
-  const std::string text = read_text(fs::path(LORA_SHARED_DATA_DIR) / "tinyshakespeare.txt").substr(0, 400000);
+  const std::string text = read_text(kShakespeare).substr(0, 400000);
   const Ids serial = tok.encode(text);
   CHECK(tok.cache_size() > 0);
   CHECK(tok.cache_size() <= GPT2Tokenizer::kMaxCacheEntries);
