@@ -16,6 +16,7 @@ MLP::MLP(int64_t n_embd, double p, Generator& gen) {
   dropout = std::make_shared<Dropout>(p, gen.next_u64());
   register_module("c_fc", c_fc);
   register_module("c_proj", c_proj);
+  register_module("dropout", dropout);  // no parameters, but it must follow train()/eval()
 }
 
 Tensor MLP::forward(const Tensor& x) { return dropout->forward(c_proj->forward(ops::gelu(c_fc->forward(x)))); }
@@ -32,6 +33,7 @@ CausalSelfAttention::CausalSelfAttention(int64_t n_embd, int64_t n_head, double 
   resid_dropout = std::make_shared<Dropout>(p, gen.next_u64());
   register_module("c_attn", c_attn);
   register_module("c_proj", c_proj);
+  register_module("resid_dropout", resid_dropout);
 }
 
 Tensor CausalSelfAttention::forward(const Tensor& x, KVCache* cache) {

@@ -170,3 +170,18 @@ TEST_CASE("GPT-2 checkpoint errors name the problem", "[gpt2]") {
   REQUIRE_THROWS_AS(GPT2Config::preset("gpt3"), Error);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("GPT-2 dropout follows train() and eval()", "[gpt2]") {
+  GPT2Config c = GPT2Config::preset("tiny");
+  c.dropout = 0.1;  // Hugging Face's default resid/embd dropout
+  GPT2 model(c, 4);
+  NoGradGuard no_grad;
+  const Tensor ids = Tensor::from_vector(std::vector<int32_t>{1, 2, 3, 4}, {1, 4});
+  model.eval();
+  REQUIRE(model.forward(ids).to_vector<float>() == model.forward(ids).to_vector<float>());
+  model.train();
+  REQUIRE(model.forward(ids).to_vector<float>() != model.forward(ids).to_vector<float>());
+  for (const std::string name : {"transformer.drop", "transformer.h.0.attn.resid_dropout", "transformer.h.1.mlp.dropout"}) {
+    REQUIRE(model.module_at(name) != nullptr);
+  }
+}

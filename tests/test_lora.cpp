@@ -370,3 +370,34 @@ TEST_CASE("a LoRA model saves its base weights in Hugging Face's layout", "[lora
   for (auto& [name, t] : state) REQUIRE(name.find("lora") == std::string::npos);
   for (auto& [name, t] : state) REQUIRE(name.find("base_layer") == std::string::npos);
 }
+
+TEST_CASE("PEFT's rank_pattern and alpha_pattern set a module's own rank and scale", "[lora]") {
+  // Two models: one with rank 4 / alpha 8 everywhere except mlp.c_fc (rank 2, alpha 32), exported as a
+  // PEFT config with those patterns; loading must reproduce the same function.
+  GPT2 model(GPT2Config::preset("tiny"), 23);
+  LoRAConfig attn_config;
+  attn_config.targets = {"attn.c_attn"};
+  attn_config.options.rank = 4, attn_config.options.alpha = 8;
+  apply_lora(model, attn_config);
+  const AdapterState attn_state = export_adapter(model);
+  remove_lora(model);
+  LoRAConfig fc_config;
+  fc_config.targets = {"mlp.c_fc"};
+  fc_config.options.rank = 2, fc_config.options.alpha = 32;
+  apply_lora(model, fc_config);
+  const AdapterState fc_state = export_adapter(model);
+  AdapterState combined = attn_state;
+  for (const auto& t : fc_state.tensors) combined.tensors.push_back(t);
+  auto j = nlohmann::json::parse(attn_state.config_json);
+  j["rank_pattern"] = {{"c_fc", 2}};
+  j["alpha_pattern"] = {{"mlp.c_fc", 32}};
+  combined.config_json = j.dump();
+  GPT2 loaded(GPT2Config::preset("tiny"), 23);
+  import_adapter(loaded, combined);
+  for (auto& [path, layer] : lora_layers(loaded)) {
+    INFO(path);
+    const bool fc = path.find("c_fc") != std::string::npos;
+    REQUIRE(layer->rank() == (fc ? 2 : 4));
+    REQUIRE(layer->scaling() == (fc ? 16.0 : 2.0));
+  }
+}

@@ -17,6 +17,7 @@ GPT2Transformer::GPT2Transformer(const GPT2Config& c, Generator& gen) {
   ln_f = std::make_shared<nn::LayerNorm>(c.n_embd, c.layer_norm_epsilon);
   register_module("wte", wte);
   register_module("wpe", wpe);
+  register_module("drop", drop);  // no parameters, but it must follow train()/eval()
   register_module("h", h);
   register_module("ln_f", ln_f);
 }

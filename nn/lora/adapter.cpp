@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 
 #include "backends/backend.h"
@@ -157,8 +158,22 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
   LORA_CHECK(config.contains("r") && config["r"].is_number_integer(), "{}: adapter_config.json has no integer 'r'", source);
   LORA_CHECK(config.contains("lora_alpha") && config["lora_alpha"].is_number(), "{}: adapter_config.json has no 'lora_alpha'",
              source);
-  const int64_t r = config["r"].get<int64_t>();
-  const double alpha = config["lora_alpha"].get<double>();
+  const int64_t default_rank = config["r"].get<int64_t>();
+  const double default_alpha = config["lora_alpha"].get<double>();
+  // PEFT's per-module overrides: {"name pattern": value}, matched as the regex (.*\.)?(pattern)$.
+  auto pattern_value = [&](const char* field, const std::string& path, double fallback) {
+    if (!config.contains(field) || config[field].is_null()) return fallback;
+    LORA_CHECK(config[field].is_object(), "{}: adapter_config.json '{}' must be an object", source, field);
+    for (const auto& [pattern, value] : config[field].items()) {
+      LORA_CHECK(value.is_number(), "{}: adapter_config.json '{}' holds a non-number for '{}'", source, field, pattern);
+      try {
+        if (std::regex_match(path, std::regex("(.*\\.)?(" + pattern + ")"))) return value.get<double>();
+      } catch (const std::regex_error&) {
+        LORA_FAIL("{}: adapter_config.json '{}' has an invalid pattern '{}'", source, field, pattern);
+      }
+    }
+    return fallback;
+  };
   const bool rslora = config.value("use_rslora", false);
   const double dropout = config.value("lora_dropout", 0.0);
 
@@ -188,6 +203,8 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
   NoGradGuard no_grad;
   for (const auto& [path, ab] : modules) {
     const auto& [A, B] = ab;
+    const int64_t r = static_cast<int64_t>(pattern_value("rank_pattern", path, static_cast<double>(default_rank)));
+    const double alpha = pattern_value("alpha_pattern", path, default_alpha);
     LORA_CHECK(A.defined(), "{}: module '{}' has lora_B but no lora_A", source, path);
     LORA_CHECK(B.defined(), "{}: module '{}' has lora_A but no lora_B", source, path);
     std::shared_ptr<Module> target;
@@ -200,9 +217,9 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
     auto base = std::dynamic_pointer_cast<Linear>(target);
     LORA_CHECK(base != nullptr, "{}: '{}' is not a linear layer", source, path);
     const int64_t in = base->in_features(), out = base->out_features();
-    LORA_CHECK(A.shape() == (Shape{r, in}), "{}: {}.lora_A has shape {}, expected [{}, {}] (rank {} from the config)",
+    LORA_CHECK(A.shape() == (Shape{r, in}), "{}: {}.lora_A has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)",
                source, path, A.shape().str(), r, in, r);
-    LORA_CHECK(B.shape() == (Shape{out, r}), "{}: {}.lora_B has shape {}, expected [{}, {}] (rank {} from the config)",
+    LORA_CHECK(B.shape() == (Shape{out, r}), "{}: {}.lora_B has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)",
                source, path, B.shape().str(), out, r, r);
 
     LoRAOptions opts;
