@@ -14,11 +14,21 @@
 #include <cmath>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/fast_math.h"
 
 namespace lora {
 namespace {
 
 constexpr int64_t kRowBlock = 64;  // query rows per block: the workspace is [threads, kRowBlock, T]
+// Below this many multiply-adds (B H T^2 D) a call runs on one thread: waking the pool costs more (the KV
+// cache's prompt pass on a tiny model, the tests).
+constexpr int64_t kMinParallelWork = int64_t(1) << 18;
+
+// Threads for a call over bh heads of [t, d].
+int attention_threads(int64_t bh, int64_t t, int64_t d) {
+  if (bh * t * t * d < kMinParallelWork) return 1;
+  return std::max<int>(1, std::min<int64_t>(omp_get_max_threads(), bh));
+}
 
 // C = alpha op(A) op(B) + beta C, row-major, through OpenBLAS (single-threaded inside our OpenMP region).
 inline void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
@@ -65,7 +75,7 @@ void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tenso
   const auto [bh, t, d] = attention_shape("attention_forward", q, k, v, out, lse);
   if (bh == 0 || t == 0) return;
   const int64_t block = std::min(kRowBlock, t);
-  const int threads = std::max<int>(1, std::min<int64_t>(omp_get_max_threads(), bh));
+  const int threads = attention_threads(bh, t, d);
   Tensor scores = workspace(threads, block, t, q.dtype());  // per thread: S, then P, of one row block
 
   dispatch_floating(q.dtype(), "attention_forward", [&]<typename T>() {
@@ -93,13 +103,16 @@ void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tenso
           const int64_t i = i0 + r;
           T* sr = s + r * t;
           T m = sr[0];
+#pragma omp simd reduction(max : m)
           for (int64_t j = 1; j <= i; ++j) m = std::max(m, sr[j]);
           T sum = 0;
+#pragma omp simd reduction(+ : sum)
           for (int64_t j = 0; j <= i; ++j) {
-            sr[j] = std::exp(sr[j] - m);
+            sr[j] = cpu::fast_exp(sr[j] - m);
             sum += sr[j];
           }
           const T inv = T(1) / sum;
+#pragma omp simd
           for (int64_t j = 0; j <= i; ++j) sr[j] *= inv;
           for (int64_t j = i + 1; j < i1; ++j) sr[j] = 0;  // causal mask
           ln[i] = m + std::log(sum);
@@ -126,7 +139,7 @@ void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tens
              grad_q.shape().str(), grad_k.shape().str(), grad_v.shape().str(), q.shape().str());
   if (bh == 0 || t == 0) return;
   const int64_t block = std::min(kRowBlock, t);
-  const int threads = std::max<int>(1, std::min<int64_t>(omp_get_max_threads(), bh));
+  const int threads = attention_threads(bh, t, d);
   Tensor probs = workspace(threads, block, t, q.dtype());   // per thread: P of one row block
   Tensor dprobs = workspace(threads, block, t, q.dtype());  // per thread: dP, then dS, of one row block
 
@@ -169,9 +182,12 @@ void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tens
           T* pr = p + r * t;
           T* dsr = ds + r * t;
           T delta = 0;  // rowsum(gout * out) = sum_j P[i, j] dP[i, j]
+#pragma omp simd reduction(+ : delta)
           for (int64_t c = 0; c < d; ++c) delta += gon[i * d + c] * on[i * d + c];
+          const T lse_i = ln[i];
+#pragma omp simd
           for (int64_t j = 0; j <= i; ++j) {
-            pr[j] = std::exp(pr[j] - ln[i]);
+            pr[j] = cpu::fast_exp(pr[j] - lse_i);
             dsr[j] = pr[j] * (dsr[j] - delta);
           }
           for (int64_t j = i + 1; j < i1; ++j) pr[j] = dsr[j] = 0;  // causal mask

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/fast_math.h"
 
 namespace lora {
 namespace {
@@ -53,9 +54,11 @@ void CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targe
     for (int64_t i = 0; i < rows; ++i) {
       const T* xr = x + i * vocab;
       T m = xr[0];
+#pragma omp simd reduction(max : m)
       for (int64_t j = 1; j < vocab; ++j) m = std::max(m, xr[j]);
       T sum = 0;
-      for (int64_t j = 0; j < vocab; ++j) sum += std::exp(xr[j] - m);
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < vocab; ++j) sum += cpu::fast_exp(xr[j] - m);
       const T l = m + std::log(sum);
       lsep[i] = l;
       loss[i] = target[i] == ignore_index ? T(0) : l - xr[target[i]];
@@ -87,7 +90,8 @@ void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targ
         continue;
       }
       const T l = lsep[i];
-      for (int64_t j = 0; j < vocab; ++j) gr[j] = c * std::exp(xr[j] - l);
+#pragma omp simd
+      for (int64_t j = 0; j < vocab; ++j) gr[j] = c * cpu::fast_exp(xr[j] - l);  // in place when gr == xr
       gr[target[i]] -= c;
     }
   });

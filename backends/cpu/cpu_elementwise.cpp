@@ -5,6 +5,7 @@
 
 #include "backends/cpu/broadcast.h"
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/fast_math.h"
 
 namespace lora {
 namespace {
@@ -59,25 +60,35 @@ void binary_kernel(const T* a, const T* b, T* out, const Shape& a_shape, const S
   for (int64_t i = 0; i < n; ++i) out[i] = apply_binary(Op, a[sa.offset(i)], b[sb.offset(i)]);
 }
 
-// GELU, tanh approximation: gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+// GELU, tanh approximation: gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+// In float it is computed as x * sigmoid(2u), the same function (0.5 (1 + tanh u) = 1 / (1 + e^-2u)), with one
+// vectorisable exp instead of glibc's scalar tanhf (which took 13% of a GPT-2 training step on one thread).
 template <typename T>
 inline T gelu(T x) {
   const T k = T(0.7978845608028654);  // sqrt(2/pi)
   const T u = k * (x + T(0.044715) * x * x * x);
-  return T(0.5) * x * (T(1) + std::tanh(u));
+  if constexpr (std::is_same_v<T, float>) return x / (1.0f + cpu::exp_f32(-2.0f * u));
+  else return T(0.5) * x * (T(1) + std::tanh(u));
 }
-// d/dx gelu = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+// d/dx gelu = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2);
+// with s = sigmoid(2u) = 0.5 (1 + tanh u): 1 - tanh^2 u = 4 s (1 - s), so d/dx gelu = s + 2 x s (1 - s) du/dx.
 template <typename T>
 inline T gelu_grad(T x) {
   const T k = T(0.7978845608028654);
   const T u = k * (x + T(0.044715) * x * x * x);
-  const T t = std::tanh(u);
-  return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3 * 0.044715) * x * x);
+  const T du = k * (T(1) + T(3 * 0.044715) * x * x);
+  if constexpr (std::is_same_v<T, float>) {
+    const float s = 1.0f / (1.0f + cpu::exp_f32(-2.0f * u));
+    return s + 2.0f * x * s * (1.0f - s) * du;
+  } else {
+    const T t = std::tanh(u);
+    return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
+  }
 }
 
 template <typename T, UnaryOp Op>
 void unary_kernel(const T* x, T* y, int64_t n, T alpha) {
-#pragma omp parallel for if (n > kParallelThreshold) schedule(static)
+#pragma omp parallel for simd if (n > kParallelThreshold) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T v = x[i];
     if constexpr (Op == UnaryOp::Neg) y[i] = -v;
@@ -95,7 +106,7 @@ void unary_kernel(const T* x, T* y, int64_t n, T alpha) {
 
 template <typename T, UnaryOp Op>
 void unary_backward_kernel(const T* x, const T* y, const T* gy, T* gx, int64_t n, T alpha) {
-#pragma omp parallel for if (n > kParallelThreshold) schedule(static)
+#pragma omp parallel for simd if (n > kParallelThreshold) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T g = gy[i];
     if constexpr (Op == UnaryOp::Neg) gx[i] = -g;

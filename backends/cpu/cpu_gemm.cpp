@@ -44,7 +44,8 @@ void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmSha
       return;
     }
     if (s.batch > 1 && s.m * s.n * s.k < kSmallGemm) {
-#pragma omp parallel for schedule(static)
+      // A whole batch below kSmallGemm multiply-adds runs on this thread: waking the pool costs more.
+#pragma omp parallel for schedule(static) if (s.batch * s.m * s.n * s.k >= kSmallGemm)
       for (int64_t i = 0; i < s.batch; ++i) {
         blas_gemm<T>(s.trans_a, s.trans_b, s.m, s.n, s.k, alpha, pa + i * s.stride_a, pb + i * s.stride_b, beta,
                      pc + i * s.stride_c);
