@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "autograd/ops/linear_cross_entropy.h"
+
 namespace lora::gpt2 {
 
 GPT2Transformer::GPT2Transformer(const GPT2Config& c, Generator& gen) {
@@ -78,7 +80,8 @@ Tensor GPT2::forward(const Tensor& ids, std::vector<nn::KVCache>* caches) {
 Tensor GPT2::loss(const Tensor& ids, const Tensor& targets) {
   LORA_CHECK(targets.shape() == ids.shape(), "GPT-2 loss: targets {} do not match ids {}", targets.shape().str(),
              ids.shape().str());
-  return ops::cross_entropy(forward(ids), targets);
+  // The tied head and the loss as one op: the [B, T, V] logits and their gradient share one buffer.
+  return ops::linear_cross_entropy(hidden_states(ids), transformer->wte->weight, targets);
 }
 
 std::vector<nn::KVCache> GPT2::make_kv_caches(int64_t batch) const {

@@ -1,0 +1,268 @@
+// bench_gpt2: training-step speed and memory of GPT-2 small, full fine-tuning and LoRA, against the machine's
+// own sgemm ceiling measured in the same run. Each configuration runs in a fresh process (this program
+// re-runs itself with --run), because peak RSS belongs to a process.
+//
+//   bench_gpt2                                   # full and LoRA (r=8, q,v) at 4 x 64 and 4 x 256
+//   bench_gpt2 --configs lora:4x64 --steps 5     # one configuration
+//   bench_gpt2 --json out.json                   # also write the results as JSON (benchmarks/compare_pytorch.py)
+//
+// OpenMP's idle threads: libgomp lets a thread that has finished its share spin for up to 300,000 iterations
+// before it sleeps. When another process holds one of the two cores, our two threads share the other and the
+// spinning one takes the time slices the working one needs (a LoRA step at 4 x 64 took 7.0 s instead of 1.9 s,
+// 60% of it in libgomp's spin loop). libgomp reads GOMP_SPINCOUNT when it is loaded, before main(), so the
+// children run with GOMP_SPINCOUNT=--omp-spin (default 10000) unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.
+//
+// One step = forward + backward + AdamW step + zero_grad, on random token ids (the speed of a step does not
+// depend on the values). Warm-up steps first, then the median of --steps timed steps.
+//
+// FLOPs per step (matmul FLOPs of forward and backward, attention and the LM head included; the formula of the
+// PaLM paper's appendix B, with attention over the full T x T product):
+//   full: 6 N B T + 12 L T^2 C B
+//   LoRA: 4 N B T + 12 L T^2 C B + 6 N_lora B T   (the frozen weights get no weight gradient: 2 N B T fewer)
+// N = 123.65M for GPT-2 small: every parameter except the position embedding (the tied LM head counts once,
+// as a matmul); N_lora = the trainable LoRA parameters.
+#include <CLI/CLI.hpp>
+#include <cblas.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "backends/backend.h"
+#include "core/allocator.h"
+#include "models/gpt2/model.h"
+#include "nn/lora/apply_lora.h"
+#include "optim/adam.h"
+#include "tools/train_report.h"
+
+using namespace lora;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Options {
+  std::string config = "gpt2", configs = "full:4x64,lora:4x64,full:4x256,lora:4x256", run, json;
+  int64_t warmup = 2, steps = 3, rank = 8, ceiling_size = 2048, omp_spin = 10000;
+  double alpha = 16;
+};
+
+struct RunConfig {
+  std::string mode;  // "full" or "lora"
+  int64_t batch = 0, seq = 0;
+  std::string str() const { return fmt::format("{}:{}x{}", mode, batch, seq); }
+};
+
+RunConfig parse_config(const std::string& s) {
+  RunConfig c;
+  const auto colon = s.find(':'), x = s.find('x', colon == std::string::npos ? 0 : colon);
+  LORA_CHECK(colon != std::string::npos && x != std::string::npos,
+             "--configs: '{}' is not MODE:BATCHxSEQ (e.g. lora:4x64)", s);
+  c.mode = s.substr(0, colon);
+  LORA_CHECK(c.mode == "full" || c.mode == "lora", "--configs: mode '{}' in '{}' is not full or lora", c.mode, s);
+  try {
+    c.batch = std::stoll(s.substr(colon + 1, x - colon - 1));
+    c.seq = std::stoll(s.substr(x + 1));
+  } catch (const std::exception&) {
+    LORA_FAIL("--configs: '{}' is not MODE:BATCHxSEQ (e.g. lora:4x64)", s);
+  }
+  LORA_CHECK(c.batch > 0 && c.seq > 0, "--configs: '{}' needs a positive batch and sequence length", s);
+  return c;
+}
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+// GFLOP/s of one raw cblas_sgemm C = A B at n x n x n: the median of 5 calls after one warm-up call.
+double sgemm_ceiling_gflops(int64_t n) {
+  std::vector<float> a(size_t(n * n), 0.5f), b(size_t(n * n), 0.25f), c(size_t(n * n));
+  auto call = [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(n), int(n), 1.0f, a.data(), int(n), b.data(),
+                int(n), 0.0f, c.data(), int(n));
+  };
+  call();
+  std::vector<double> t;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = Clock::now();
+    call();
+    t.push_back(seconds_since(t0));
+  }
+  return 2.0 * double(n) * double(n) * double(n) / median(t) / 1e9;
+}
+
+// CPU seconds (user + system) this process has used: on a loaded machine, the step's own work.
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+int64_t minor_faults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
+}
+
+// One configuration, in this process: build the model, train, measure.
+nlohmann::json run_one(const Options& o, const RunConfig& rc) {
+  const bool lora_mode = rc.mode == "lora";
+  auto model = std::make_shared<gpt2::GPT2>(gpt2::GPT2Config::preset(o.config), 1337);
+  const auto& cfg = model->config();
+  LORA_CHECK(rc.seq <= cfg.n_positions, "--configs {}: seq exceeds the context of {}", rc.str(), cfg.n_positions);
+  if (lora_mode) {
+    nn::LoRAConfig lc;
+    lc.options.rank = o.rank;
+    lc.options.alpha = o.alpha;
+    lc.targets = nn::LoRAConfig::parse_targets("q,v");
+    nn::apply_lora(*model, lc);
+  }
+  optim::AdamW optimizer(model->parameters(true), {.lr = lora_mode ? 1e-3 : 1e-4, .weight_decay = 0.0});
+
+  // N: every parameter but the position embedding (see the top of this file).
+  const double n_matmul = double(model->num_parameters() - cfg.n_positions * cfg.n_embd);
+  const double n_lora = lora_mode ? double(model->num_parameters(true)) : 0.0;
+  const double B = double(rc.batch), T = double(rc.seq), L = double(cfg.n_layer), C = double(cfg.n_embd);
+  const double flops = (lora_mode ? 4.0 : 6.0) * n_matmul * B * T + 12.0 * L * T * T * C * B + 6.0 * n_lora * B * T;
+
+  Generator gen(42);
+  auto random_ids = [&] {
+    std::vector<int32_t> ids(size_t(rc.batch * rc.seq));
+    for (auto& id : ids) id = static_cast<int32_t>(gen.below(uint64_t(cfg.vocab_size)));
+    return Tensor::from_vector(ids, {rc.batch, rc.seq});
+  };
+  auto step = [&] {
+    Tensor x = random_ids(), y = random_ids();
+    Tensor loss = model->loss(x, y);
+    backward(loss);
+    optimizer.step();
+    optimizer.zero_grad();
+    return loss.item();
+  };
+  for (int64_t i = 0; i < o.warmup; ++i) step();
+  MemoryTracker::instance().reset_peaks();
+  std::vector<double> times, cpu_times;
+  const int64_t faults0 = minor_faults();
+  for (int64_t i = 0; i < o.steps; ++i) {
+    const auto t0 = Clock::now();
+    const int64_t f0 = minor_faults();
+    const double c0 = cpu_seconds();
+    const double loss = step();
+    times.push_back(seconds_since(t0));
+    cpu_times.push_back(cpu_seconds() - c0);
+    fmt::print(stderr, "  {} step {}/{}: {:.3f} s ({:.3f} CPU s), {} page faults (loss {:.3f})\n", rc.str(), i + 1,
+               o.steps, times.back(), cpu_times.back(), minor_faults() - f0, loss);
+  }
+  const double faults_per_step = double(minor_faults() - faults0) / double(o.steps);
+  const double s = median(times);
+  const auto stats = MemoryTracker::instance().stats(Device::cpu());
+  nlohmann::json j;
+  j["config"] = rc.str();
+  j["mode"] = rc.mode;
+  j["batch"] = rc.batch;
+  j["seq"] = rc.seq;
+  j["threads"] = num_threads();
+  j["step_s"] = s;
+  j["step_times_s"] = times;
+  j["cpu_s_per_step"] = median(cpu_times);
+  j["tokens_per_s"] = B * T / s;
+  j["flops_per_step"] = flops;
+  j["gflops"] = flops / s / 1e9;
+  j["tracker_peak_bytes"] = stats.global_peak;
+  j["allocator_reserved_bytes"] = allocator_for(Device::cpu()).reserved_bytes(Device::cpu());
+  j["peak_rss_bytes"] = tools::process_peak_rss_bytes();
+  j["minor_faults_per_step"] = faults_per_step;
+  j["trainable_params"] = model->num_parameters(true);
+  return j;
+}
+
+// Runs this program again for one configuration and reads back its JSON.
+nlohmann::json run_child(const Options& o, const RunConfig& rc) {
+  const fs::path json_path = fs::temp_directory_path() / fmt::format("bench_gpt2_{}_{}.json", getpid(), rc.mode);
+  std::string env;
+  if (o.omp_spin >= 0 && !std::getenv("OMP_WAIT_POLICY") && !std::getenv("GOMP_SPINCOUNT")) {
+    env = fmt::format("GOMP_SPINCOUNT={} ", o.omp_spin);
+  }
+  const std::string cmd = env + fmt::format("'{}' --config '{}' --warmup {} --steps {} --rank {} --alpha {} --run {} --json '{}'",
+                                      fs::read_symlink("/proc/self/exe").string(), o.config, o.warmup, o.steps, o.rank,
+                                      o.alpha, rc.str(), json_path.string());
+  std::fflush(stdout);
+  const int status = std::system(cmd.c_str());
+  LORA_CHECK(status == 0, "the {} run failed (exit status {})", rc.str(), status);
+  std::ifstream in(json_path);
+  auto j = nlohmann::json::parse(in);
+  fs::remove(json_path);
+  return j;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"GPT-2 training-step speed and memory, full fine-tuning and LoRA, against the sgemm ceiling."};
+  app.add_option("--config", o.config, "model preset (gpt2, tiny, ...)")->capture_default_str();
+  app.add_option("--configs", o.configs, "comma-separated MODE:BATCHxSEQ list, MODE = full or lora")->capture_default_str();
+  app.add_option("--warmup", o.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--steps", o.steps, "timed steps (the median is reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--rank", o.rank, "LoRA rank (targets q,v)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--alpha", o.alpha, "LoRA alpha")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--ceiling-size", o.ceiling_size, "n of the n x n x n sgemm ceiling")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--omp-spin", o.omp_spin, "GOMP_SPINCOUNT for the runs (-1: libgomp's default)")->capture_default_str();
+  app.add_option("--json", o.json, "write the results as JSON to this file");
+  app.add_option("--run", o.run, "(internal) run one MODE:BATCHxSEQ configuration in this process");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (!o.run.empty()) {  // the child
+      const nlohmann::json j = run_one(o, parse_config(o.run));
+      if (!o.json.empty()) std::ofstream(o.json) << j.dump(2) << "\n";
+      else fmt::print("{}\n", j.dump(2));
+      return 0;
+    }
+    std::vector<RunConfig> configs;
+    std::stringstream ss(o.configs);
+    for (std::string item; std::getline(ss, item, ',');) configs.push_back(parse_config(item));
+
+    fmt::print("bench_gpt2: GPT-2 '{}', {} threads, {} warm-up + {} timed steps (median), AdamW; LoRA r={} on q,v; "
+               "GOMP_SPINCOUNT={}\n",
+               o.config, num_threads(), o.warmup, o.steps, o.rank,
+               std::getenv("GOMP_SPINCOUNT") ? std::getenv("GOMP_SPINCOUNT")
+               : std::getenv("OMP_WAIT_POLICY") || o.omp_spin < 0 ? "default" : std::to_string(o.omp_spin));
+    const double ceiling = sgemm_ceiling_gflops(o.ceiling_size);
+    fmt::print("sgemm ceiling (raw cblas_sgemm, {0} x {0} x {0}): {1:.1f} GFLOP/s\n", o.ceiling_size, ceiling);
+    nlohmann::json all;
+    all["ceiling_gflops"] = ceiling;
+    all["threads"] = num_threads();
+    all["omp_spin"] = o.omp_spin;
+    all["results"] = nlohmann::json::array();
+    for (const auto& rc : configs) {
+      fmt::print(stderr, "running {} ...\n", rc.str());
+      all["results"].push_back(run_child(o, rc));
+    }
+    fmt::print("\n{:<12} {:>8} {:>9} {:>8} {:>7} {:>12} {:>10} {:>11}\n", "config", "step s", "tokens/s", "GFLOP/s",
+               "% ceil", "tracker peak", "peak RSS", "faults/step");
+    for (auto& r : all["results"]) {
+      r["fraction_of_ceiling"] = r["gflops"].get<double>() / ceiling;
+      fmt::print("{:<12} {:>8.3f} {:>9.0f} {:>8.1f} {:>6.0f}% {:>12} {:>10} {:>11.0f}\n", r["config"].get<std::string>(),
+                 r["step_s"].get<double>(), r["tokens_per_s"].get<double>(), r["gflops"].get<double>(),
+                 100 * r["fraction_of_ceiling"].get<double>(), tools::human_bytes(r["tracker_peak_bytes"].get<int64_t>()),
+                 tools::human_bytes(r["peak_rss_bytes"].get<int64_t>()), r["minor_faults_per_step"].get<double>());
+    }
+    fmt::print("FLOPs per step: full 6 N B T + 12 L T^2 C B, LoRA 4 N B T + 12 L T^2 C B + 6 N_lora B T "
+               "(N = parameters except wpe)\n");
+    if (!o.json.empty()) std::ofstream(o.json) << all.dump(2) << "\n";
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
