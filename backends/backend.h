@@ -120,13 +120,15 @@ class Backend {
   virtual void cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                      Tensor& losses, Tensor& lse) = 0;
   // grad_logits[i] = grad_loss * scale * (softmax(logits[i]) - onehot(target[i])), 0 for ignored rows;
-  // grad_loss is a one-element tensor (read on the device).
+  // grad_loss is a one-element tensor (read on the device). grad_logits may be logits itself (each element
+  // is read before it is written): the fused LM head + loss turns its saved logits into their gradient.
   virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                       const Tensor& grad_loss, double scale, int64_t ignore_index,
                                       Tensor& grad_logits) = 0;
 
-  // ---- Dropout with a counter-based RNG: element i is kept when counter_uniform(seed, i) >= p, and
-  // scaled by 1 / (1 - p). Backward regenerates the same mask, so no mask is stored.
+  // ---- Dropout with a counter-based RNG: element i is kept when counter_uniform(seed, i) >= float(p)
+  // (compared in float on every device), and scaled by 1 / (1 - p). Backward regenerates the same mask,
+  // so no mask is stored.
   virtual void dropout_forward(const Tensor& x, Tensor& y, double p, uint64_t seed) = 0;
   virtual void dropout_backward(const Tensor& grad_y, Tensor& grad_x, double p, uint64_t seed) = 0;
 
