@@ -3,8 +3,13 @@
 //   generate_gpt2 --weights models/gpt2 --prompt "The meaning of life is" --max-new-tokens 40
 //   generate_gpt2 --weights gpt2.safetensors --config gpt2 --prompt-ids 464,3139 --temperature 0
 //   generate_gpt2 --weights models/gpt2 --prompt "Hello" --top-k 40 --top-p 0.9 --seed 7 --json
+//   generate_gpt2 --weights models/gpt2 --adapter out/lora --merge --prompt "ROMEO:"
 //
 // Without --weights the model is randomly initialised (for trying the program out: the text is gibberish).
+// --adapter DIR puts a LoRA adapter in PEFT's format (finetune_gpt2 --mode lora --save S writes S/lora) on
+// the model: unmerged (base(x) + s (x A^T) B^T, two extra thin gemms per adapted layer), or with --merge
+// folded into the base weights (W + s B A: the base model's speed). A model written by merge_lora is a
+// plain GPT-2: give it as --weights.
 // With --json the last line of stdout is {"prompt_ids", "generated_ids", "text", "tokens_per_s"}.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -12,6 +17,8 @@
 
 #include <charconv>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -22,6 +29,7 @@
 #include "models/gpt2/checkpoint.h"
 #include "models/gpt2/generate.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
+#include "nn/lora/adapter.h"
 
 namespace {
 
@@ -55,13 +63,33 @@ size_t complete_utf8_prefix(const std::string& bytes) {
   return n;  // only continuation bytes at the end (not valid UTF-8): print them as they are
 }
 
+// Loads a LoRA adapter; when the model refuses it, the error also names the model the adapter was trained
+// on (adapter_config.json's base_model_name_or_path), which is usually the problem.
+void load_adapter_explained(lora::nn::Module& model, const std::string& dir) {
+  LORA_CHECK(std::filesystem::is_directory(dir),
+             "--adapter '{}': no such folder (expected a PEFT adapter folder with adapter_config.json and "
+             "adapter_model.safetensors)", dir);
+  try {
+    lora::nn::load_adapter(model, dir);
+  } catch (const lora::Error& e) {
+    std::string trained_on;
+    try {
+      std::ifstream in(std::filesystem::path(dir) / "adapter_config.json");
+      trained_on = nlohmann::json::parse(in).value("base_model_name_or_path", "");
+    } catch (const std::exception&) {
+    }
+    if (trained_on.empty()) throw;
+    LORA_FAIL("{}\n  (the adapter was trained on '{}')", e.what(), trained_on);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Generate text with GPT-2: greedy (--temperature 0) or sampled with temperature, top-k and top-p."};
-  std::string weights, config_name, prompt, prompt_ids_text;
+  std::string weights, config_name, prompt, prompt_ids_text, adapter;
   lora::gpt2::SamplingOptions sampling;
-  bool json = false;
+  bool json = false, merge = false;
   app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors) or a .safetensors file");
   app.add_option("--config", config_name, "Preset (gpt2, gpt2-medium, ..., tiny): for a bare .safetensors file, or the random model");
   auto* prompt_opt = app.add_option("--prompt", prompt, "Prompt text (default: start from <|endoftext|>)");
@@ -72,6 +100,9 @@ int main(int argc, char** argv) {
   app.add_option("--top-k", sampling.top_k, "Sample from the k most likely tokens (0 = all)")->capture_default_str();
   app.add_option("--top-p", sampling.top_p, "Sample from the smallest set with this probability mass")->capture_default_str();
   app.add_option("--seed", sampling.seed, "Seed of the sampler (and of the random model)")->capture_default_str();
+  auto* adapter_opt = app.add_option("--adapter", adapter, "LoRA adapter folder in PEFT's format (adapter_config.json + adapter_model.safetensors)");
+  app.add_flag("--merge", merge, "Merge the adapter into the base weights (zero extra latency) instead of running it beside them")
+      ->needs(adapter_opt);
   app.add_flag("--json", json, "End with one JSON line: prompt_ids, generated_ids, text, tokens_per_s");
   CLI11_PARSE(app, argc, argv);
 
@@ -98,6 +129,15 @@ int main(int argc, char** argv) {
       model = std::make_shared<lora::gpt2::GPT2>(lora::gpt2::GPT2Config::preset(preset), sampling.seed);
     } else {
       model = lora::gpt2::load_pretrained(weights, config_name);
+    }
+    if (*adapter_opt) {
+      load_adapter_explained(*model, adapter);
+      if (merge) lora::nn::merge_lora(*model);
+      const auto layers = lora::nn::lora_layers(*model);
+      const auto& first = *layers.front().second;
+      std::cerr << fmt::format("adapter {}: {} adapted layers, rank {} per slice, scale {}, {}\n", adapter, layers.size(),
+                               first.rank(), first.scaling(),
+                               merge ? "merged into the base weights" : "unmerged (--merge folds it into the weights)");
     }
     const int64_t context = model->config().n_positions, vocab = model->config().vocab_size;
     for (int32_t id : prompt_ids) {
@@ -137,7 +177,7 @@ int main(int argc, char** argv) {
       std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
     }
     return 0;
-  } catch (const lora::Error& e) {
+  } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << '\n';
     return 1;
   }

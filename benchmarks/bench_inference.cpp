@@ -1,0 +1,299 @@
+// bench_inference: GPT-2 inference latency without LoRA, with an unmerged LoRA, and with the LoRA merged
+// into the weights: one forward pass of 1 x 128 tokens, and 64 greedy tokens with the KV cache after a
+// 16-token prompt. The LoRA paper's claim to check: a merged adapter adds no latency.
+//
+//   bench_inference                           GPT-2 small (random init), r=8 on q,v, median of 5 runs
+//   bench_inference --weights models/gpt2 --rank 16 --targets q,k,v,attn.c_proj --repeats 9 --threads 2
+//
+// Five variants: "base"; "LoRA unmerged" (base(x) + s (x A^T) B^T: two extra thin gemms per adapted layer);
+// "LoRA merged" (W + s B A in the base weight, the wrappers kept: generate_gpt2 --adapter --merge); "merged,
+// unwrapped" (a plain GPT-2 holding the merged weights: what merge_lora writes); and "base, 2nd copy", an
+// identical base model built last, whose gap to "base" is the noise floor (load, memory placement) that
+// any other gap is judged against. B gets small random values so the merge changes the weights. Runs are
+// interleaved across variants (round-robin, rotating the order), so a change in machine load hits every
+// variant alike; a variant's spread is half the range of its runs (without the fastest and the slowest,
+// given five or more), relative to its median. On a busy machine the fastest runs (the min column, and
+// the last part of each summary line) are the steadier figure: noise only ever adds time.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "backends/backend.h"
+#include "core/error.h"
+#include "models/gpt2/checkpoint.h"
+#include "models/gpt2/generate.h"
+#include "nn/lora/apply_lora.h"
+
+using namespace lora;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Options {
+  std::string weights, config = "gpt2", targets = "q,v", device = "cpu";
+  int64_t rank = 8, seq = 128, prompt_tokens = 16, new_tokens = 64;
+  double alpha = 16, b_std = 0.02;
+  int repeats = 5, threads = num_threads();
+  uint64_t seed = 1;
+  bool json = false;
+};
+
+struct Stats {
+  std::vector<double> ms;
+  double median() const {
+    std::vector<double> s = ms;
+    std::sort(s.begin(), s.end());
+    return s.size() % 2 ? s[s.size() / 2] : 0.5 * (s[s.size() / 2 - 1] + s[s.size() / 2]);
+  }
+  double min() const { return *std::min_element(ms.begin(), ms.end()); }
+  // Half the range of the runs, relative to the median: how far apart the runs of one variant are. With
+  // five runs or more, the fastest and the slowest are left out (one stalled run should not hide a real gap).
+  double spread() const {
+    std::vector<double> s = ms;
+    std::sort(s.begin(), s.end());
+    const size_t cut = s.size() >= 5 ? 1 : 0;
+    return (s[s.size() - 1 - cut] - s[cut]) / 2.0 / median();
+  }
+};
+
+double time_ms(const std::function<void()>& f) {
+  const auto start = Clock::now();
+  f();
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
+  Generator gen(seed);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& id : ids) id = static_cast<int32_t>(gen.below(vocab));
+  return ids;
+}
+
+std::shared_ptr<gpt2::GPT2> make_model(const Options& o, const std::string& config_given) {
+  if (o.weights.empty()) return std::make_shared<gpt2::GPT2>(gpt2::GPT2Config::preset(o.config), o.seed);
+  return gpt2::load_pretrained(o.weights, config_given);
+}
+
+// A plain GPT-2 holding `lora_model`'s (merged) base weights: the model merge_lora writes.
+std::shared_ptr<gpt2::GPT2> unwrapped_copy(const gpt2::GPT2& lora_model) {
+  auto plain = std::make_shared<gpt2::GPT2>(lora_model.config(), 0);
+  std::map<std::string, Tensor> merged;
+  for (const auto& [name, param] : lora_model.named_parameters()) {
+    if (name.find(".lora_") != std::string::npos) continue;
+    std::string plain_name = name;
+    for (size_t at; (at = plain_name.find(".base_layer.")) != std::string::npos;) plain_name.erase(at, 11);
+    merged.emplace(plain_name, param);
+  }
+  NoGradGuard no_grad;
+  for (auto& [name, param] : plain->named_parameters()) param.copy_from(merged.at(name));
+  return plain;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
+  return m;
+}
+
+// The 1-minute load average (other processes competing for the cores make every figure noisy), or -1.
+double load_average() {
+  double load = -1;
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &load) != 1) load = -1;
+    std::fclose(f);
+  }
+  return load;
+}
+
+std::string signed_percent(double ratio) { return fmt::format("{:+.1f} %", (ratio - 1.0) * 100.0); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"Benchmark GPT-2 inference: base, unmerged LoRA, merged LoRA (the zero-latency claim)."};
+  app.add_option("--weights", o.weights, "Hugging Face GPT-2 folder or .safetensors (default: random init)");
+  auto* config_opt = app.add_option("--config", o.config, "preset for the random model (gpt2, gpt2-medium, ..., tiny, small-test), or for a bare .safetensors")->capture_default_str();
+  app.add_option("--rank", o.rank, "LoRA rank r")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--alpha", o.alpha, "LoRA alpha")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--targets", o.targets, "LoRA targets: q,k,v, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj or patterns")->capture_default_str();
+  app.add_option("--b-std", o.b_std, "standard deviation of LoRA's B (random so the merge is real)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--seq", o.seq, "tokens in the forward pass (batch 1)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--prompt-tokens", o.prompt_tokens, "prompt length before generating")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--new-tokens", o.new_tokens, "tokens generated (greedy, KV cache)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--repeats", o.repeats, "timed runs per variant (the median is reported), after one warm-up run")->check(CLI::Range(1, 10000))->capture_default_str();
+  app.add_option("--threads", o.threads, "threads for OpenBLAS and OpenMP")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of the random model, the adapters and the tokens")->capture_default_str();
+  app.add_flag("--json", o.json, "end with one JSON line: each variant's median and fastest times (ms) and spreads");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    set_num_threads(o.threads);
+    const Device device = Device::parse(o.device);
+    const std::string config_given = *config_opt ? o.config : "";
+
+    // The models: base, and the same weights with LoRA (unmerged and merged by toggling), and a plain copy
+    // of the merged weights.
+    auto base = make_model(o, config_given);
+    const gpt2::GPT2Config& c = base->config();
+    LORA_CHECK(o.seq <= c.n_positions, "--seq {} exceeds the model's context of {}", o.seq, c.n_positions);
+    LORA_CHECK(o.prompt_tokens + o.new_tokens <= c.n_positions,
+               "--prompt-tokens {} + --new-tokens {} exceed the model's context of {}", o.prompt_tokens, o.new_tokens,
+               c.n_positions);
+    auto lora_model = make_model(o, config_given);
+    nn::LoRAConfig lc;
+    lc.options.rank = o.rank;
+    lc.options.alpha = o.alpha;
+    lc.options.seed = o.seed;
+    lc.targets = nn::LoRAConfig::parse_targets(o.targets);
+    const nn::LoRASummary summary = nn::apply_lora(*lora_model, lc);
+    {
+      Generator gen(o.seed + 7);
+      NoGradGuard no_grad;
+      for (auto& [path, layer] : nn::lora_layers(*lora_model)) {
+        layer->lora_B.copy_from(Tensor::randn(layer->lora_B.shape(), gen, 0.0, o.b_std));
+      }
+    }
+    nn::merge_lora(*lora_model);
+    auto unwrapped = unwrapped_copy(*lora_model);
+    nn::unmerge_lora(*lora_model);
+    auto base_again = make_model(o, config_given);  // a second, identical base model: the A/A control
+    for (auto* m : {&base, &lora_model, &unwrapped, &base_again}) {
+      (*m)->to(device);
+      (*m)->eval();
+    }
+
+    struct Variant {
+      Variant(std::string n, gpt2::GPT2* m, bool mg) : name(std::move(n)), model(m), merged(mg) {}
+      std::string name;
+      gpt2::GPT2* model;
+      bool merged;  // the state of lora_model's adapters for this variant
+      Stats forward, generate;
+      std::vector<float> logits;
+      std::vector<int32_t> tokens;
+    };
+    std::vector<Variant> variants;
+    variants.push_back({"base", base.get(), false});
+    variants.push_back({"LoRA unmerged", lora_model.get(), false});
+    variants.push_back({"LoRA merged", lora_model.get(), true});
+    variants.push_back({"merged, unwrapped", unwrapped.get(), false});
+    variants.push_back({"base, 2nd copy", base_again.get(), false});
+
+    const Tensor ids = Tensor::from_vector(random_ids(o.seq, c.vocab_size, o.seed + 1), {1, o.seq}, device);
+    const std::vector<int32_t> prompt = random_ids(o.prompt_tokens, c.vocab_size, o.seed + 2);
+    gpt2::SamplingOptions sampling;
+    sampling.max_new_tokens = o.new_tokens;
+    sampling.temperature = 0.0;
+    sampling.eot_token = -1;  // always generate new_tokens tokens
+
+    NoGradGuard no_grad;
+    auto run = [&](Variant& v, bool timed) {
+      if (v.model == lora_model.get()) v.merged ? nn::merge_lora(*lora_model) : nn::unmerge_lora(*lora_model);
+      std::vector<float> logits;
+      const double f = time_ms([&] { logits = v.model->forward(ids).to_vector<float>(); });  // to_vector waits for the device
+      std::vector<int32_t> tokens;
+      const double g = time_ms([&] { tokens = gpt2::generate(*v.model, prompt, sampling); });
+      if (timed) {
+        v.forward.ms.push_back(f);
+        v.generate.ms.push_back(g);
+      } else {
+        v.logits = std::move(logits);
+        v.tokens = std::move(tokens);
+      }
+    };
+
+    fmt::print("GPT-2 {} ({}), {} parameters, device {}, {} threads\n",
+               o.weights.empty() ? "'" + o.config + "' (random init)" : o.weights, c.str(), base->num_parameters(),
+               device.str(), num_threads());
+    fmt::print("LoRA r={} alpha={} on {}: {} adapted layers, {} adapter parameters, B ~ N(0, {})\n", o.rank, o.alpha,
+               o.targets, summary.adapted_layers, summary.trainable_params, o.b_std);
+    fmt::print("forward: 1 x {} tokens; generate: {} tokens greedy with the KV cache after a {}-token prompt\n", o.seq,
+               o.new_tokens, o.prompt_tokens);
+    fmt::print("median of {} runs per variant after one warm-up, interleaved round-robin\n\n", o.repeats);
+    std::fflush(stdout);
+
+    const double load_before = load_average();
+    for (Variant& v : variants) run(v, false);  // warm-up, and the outputs to compare
+    const size_t n = variants.size();
+    for (int r = 0; r < o.repeats; ++r) {
+      for (size_t i = 0; i < n; ++i) run(variants[(size_t(r) + i) % n], true);
+    }
+
+    const Variant& b = variants[0];
+    const double load_after = load_average();
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    fmt::print("load average {:.1f} before, {:.1f} after the runs, on {} cores (this benchmark's own threads count in it){}\n\n",
+               load_before, load_after, cores,
+               load_after > cores + 0.5 ? ": other processes competed for the cores, so the figures are noisy" : "");
+    fmt::print("{:<18} | {:>10} {:>10} {:>7} | {:>10} {:>10} {:>7} {:>9}\n", "", "forward", "", "", "generate", "", "",
+               "");
+    fmt::print("{:<18} | {:>10} {:>10} {:>7} | {:>10} {:>10} {:>7} {:>9}\n", "variant", "median ms", "min ms", "ratio",
+               "median ms", "min ms", "ratio", "tokens/s");
+    fmt::print("{:-<18}-+-{:-<29}-+-{:-<39}\n", "", "", "");
+    for (const Variant& v : variants) {
+      fmt::print("{:<18} | {:>10.2f} {:>10.2f} {:>7.3f} | {:>10.2f} {:>10.2f} {:>7.3f} {:>9.1f}\n", v.name,
+                 v.forward.median(), v.forward.min(), v.forward.median() / b.forward.median(), v.generate.median(),
+                 v.generate.min(), v.generate.median() / b.generate.median(),
+                 double(o.new_tokens) / (v.generate.median() / 1000.0));
+    }
+
+    // Same function: the merged variants must compute what the unmerged adapter does.
+    const Variant &unmerged = variants[1], &merged = variants[2], &plain = variants[3];
+    fmt::print("\noutputs: max |logit diff| merged vs unmerged {:.2e}, unwrapped vs unmerged {:.2e}, LoRA vs base {:.2e}; "
+               "greedy tokens merged {} unmerged\n",
+               max_abs_diff(merged.logits, unmerged.logits), max_abs_diff(plain.logits, unmerged.logits),
+               max_abs_diff(unmerged.logits, b.logits), merged.tokens == unmerged.tokens ? "==" : "!=");
+
+    // The zero-latency claim: merged vs base, judged against the noise: the spread of the runs and the gap
+    // between the base model and its identical copy.
+    const Variant& again = variants[4];
+    auto verdict = [&](const Stats& v, const Stats& base_stats, const Stats& again_stats) {
+      const double diff = v.median() / base_stats.median() - 1.0;
+      const double noise = std::max({v.spread(), base_stats.spread(), std::abs(again_stats.median() / base_stats.median() - 1.0)});
+      const char* judged = o.repeats < 3       ? "too few runs to judge"
+                           : noise > 0.10      ? "too noisy to judge"
+                           : std::abs(diff) <= noise ? "within noise"
+                                                     : "beyond noise";
+      return fmt::format("{} (noise ±{:.1f} %: {})", signed_percent(v.median() / base_stats.median()), noise * 100.0, judged);
+    };
+    auto fastest = [&](const Variant& v) {
+      return fmt::format("fastest runs: forward {}, generate {}", signed_percent(v.forward.min() / b.forward.min()),
+                         signed_percent(v.generate.min() / b.generate.min()));
+    };
+    fmt::print("base, 2nd copy vs base: forward {}, generate {} (the same model twice: the noise floor); {}\n",
+               signed_percent(again.forward.median() / b.forward.median()),
+               signed_percent(again.generate.median() / b.generate.median()), fastest(again));
+    for (const Variant* v : {&merged, &plain, &unmerged}) {
+      fmt::print("{} vs base: forward {}, generate {}; {}\n", v->name, verdict(v->forward, b.forward, again.forward),
+                 verdict(v->generate, b.generate, again.generate), fastest(*v));
+    }
+
+    if (o.json) {
+      nlohmann::json j = nlohmann::json::object();
+      for (const Variant& v : variants) {
+        j[v.name] = {{"forward_ms", v.forward.median()}, {"generate_ms", v.generate.median()},
+                     {"forward_min_ms", v.forward.min()}, {"generate_min_ms", v.generate.min()},
+                     {"forward_spread", v.forward.spread()}, {"generate_spread", v.generate.spread()}};
+      }
+      j["max_abs_logit_diff_merged_unmerged"] = max_abs_diff(merged.logits, unmerged.logits);
+      j["same_tokens_merged_unmerged"] = merged.tokens == unmerged.tokens;
+      fmt::print("{}\n", j.dump());
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,326 @@
+// End-to-end runs of the LoRA programs as subprocesses: an adapter trained by finetune_gpt2 on the tiny
+// fixture gives the same greedy tokens unmerged (generate_gpt2 --adapter), merged (--merge) and folded into
+// a plain GPT-2 by merge_lora; the merged checkpoint holds exactly W + s B A; errors and --help; and
+// bench_inference on the tiny preset.
+//
+// Programs are found beside the test binary's folder (BUILD/tests/lora_tests -> BUILD/<program>); a test
+// whose program was not built (LORA_BUILD_EXAMPLES=OFF) warns and passes.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "models/gpt2/checkpoint.h"
+#include "nn/lora/adapter.h"
+
+namespace fs = std::filesystem;
+using namespace lora;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------
+// Subprocess helpers (as in test_examples.cpp)
+
+const std::string kTinyModel = std::string(LORA_TEST_DATA_DIR) + "/gpt2_tiny";
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// A scratch folder for this process's files, removed at exit.
+const fs::path& scratch_dir() {
+  struct Scratch {
+    fs::path path;
+    ~Scratch() {
+      std::error_code ignored;
+      fs::remove_all(path, ignored);
+    }
+  };
+  static const Scratch scratch{[] {
+    const fs::path dir = fs::temp_directory_path() / ("lora_test_programs_" + std::to_string(getpid()));
+    fs::create_directories(dir);
+    return dir;
+  }()};
+  return scratch.path;
+}
+
+std::string quote(const std::string& s) { return "'" + s + "'"; }
+std::string quote(const fs::path& p) { return quote(p.string()); }
+
+void write_file(const fs::path& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
+
+// The path of a built program, or empty when it was not built.
+fs::path program_path(const std::string& name) {
+  const fs::path build = fs::read_symlink("/proc/self/exe").parent_path().parent_path();
+  const fs::path path = build / name;
+  return fs::exists(path) ? path : fs::path();
+}
+
+// Runs `program args`; captures stdout, stderr and the exit code.
+RunResult run(const fs::path& program, const std::string& args) {
+  const fs::path err = scratch_dir() / "stderr.txt";
+  const std::string command = quote(program) + " " + args + " < /dev/null 2> " + quote(err);
+  RunResult result;
+  FILE* pipe = popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buffer[4096];
+  for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;) result.out.append(buffer, n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream err_in(err, std::ios::binary);
+  result.err.assign(std::istreambuf_iterator<char>(err_in), std::istreambuf_iterator<char>());
+  return result;
+}
+
+// The JSON object on the last non-empty line of stdout.
+nlohmann::json last_json_line(const std::string& out) {
+  std::string text = out;
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return nlohmann::json::parse(text.substr(text.find_last_of('\n') + 1));
+}
+
+// An llm.c token file: 256 int32 header (magic 20240520, version 1, count), then uint16 tokens.
+std::string llmc_bin(const std::vector<int32_t>& tokens) {
+  std::vector<int32_t> header(256, 0);
+  header[0] = 20240520;
+  header[1] = 1;
+  header[2] = static_cast<int32_t>(tokens.size());
+  std::string bytes(reinterpret_cast<const char*>(header.data()), header.size() * sizeof(int32_t));
+  for (int32_t t : tokens) {
+    const uint16_t v = static_cast<uint16_t>(t);
+    bytes.append(reinterpret_cast<const char*>(&v), sizeof(v));
+  }
+  return bytes;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Adapters trained by finetune_gpt2
+
+// 400 tokens below the tiny vocabulary (101), with some structure to learn.
+fs::path token_file() {
+  const fs::path path = scratch_dir() / "tokens.bin";
+  if (!fs::exists(path)) {
+    std::vector<int32_t> tokens;
+    Generator gen(11);
+    for (int i = 0; i < 400; ++i) tokens.push_back(i % 3 == 0 ? 42 : static_cast<int32_t>(gen.below(101)));
+    write_file(path, llmc_bin(tokens));
+  }
+  return path;
+}
+
+// Trains a LoRA adapter (r=8 on q,v: finetune_gpt2's defaults) and returns its folder, SAVE/lora.
+fs::path train_adapter(const fs::path& finetune, const std::string& model_args, const std::string& name,
+                       const std::string& train_args) {
+  const fs::path save = scratch_dir() / name;
+  if (fs::exists(save / "lora" / "adapter_model.safetensors")) return save / "lora";
+  const RunResult r = run(finetune, model_args + " --data " + quote(token_file()) + " --mode lora " + train_args +
+                                        " --save " + quote(save));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(fs::exists(save / "lora" / "adapter_config.json"));
+  return save / "lora";
+}
+
+// The adapter for the tiny fixture: 3 steps at a high learning rate, so B moves well away from zero.
+fs::path tiny_adapter(const fs::path& finetune) {
+  return train_adapter(finetune, "--weights " + quote(kTinyModel), "tiny_adapter",
+                       "--steps 3 --warmup 1 --batch 2 --seq 8 --eval-batches 1 --lr 0.05");
+}
+
+std::vector<int32_t> greedy_ids(const fs::path& generate, const std::string& model_args, std::string* err = nullptr) {
+  const RunResult r = run(generate, model_args + " --prompt-ids 5,17,42,8 --max-new-tokens 12 --temperature 0 --json");
+  INFO("generate_gpt2 " << model_args << "\n" << r.err);
+  REQUIRE(r.exit_code == 0);
+  if (err) *err = r.err;
+  return last_json_line(r.out)["generated_ids"].get<std::vector<int32_t>>();
+}
+
+std::map<std::string, std::vector<float>> tensors_of(const std::vector<std::pair<std::string, Tensor>>& state) {
+  std::map<std::string, std::vector<float>> out;
+  for (const auto& [name, t] : state) out[name] = t.to_vector<float>();
+  return out;
+}
+
+std::map<std::string, std::vector<float>> tensors_of_file(const fs::path& path) {
+  const SafeTensorsFile file = SafeTensorsFile::open(path.string());
+  std::map<std::string, std::vector<float>> out;
+  for (const std::string& name : file.names()) out[name] = file.load(name, DType::F32).to_vector<float>();
+  return out;
+}
+
+}  // namespace
+
+// Skips the rest of the test (with a warning) when the program was not built.
+#define REQUIRE_PROGRAM(var, name)                                    \
+  const fs::path var = program_path(name);                            \
+  if (var.empty()) {                                                  \
+    WARN(name " was not built next to the tests: skipping its test"); \
+    return;                                                           \
+  }
+
+// ---------------------------------------------------------------------------------------------------
+
+TEST_CASE("a trained adapter gives the same greedy tokens unmerged, merged, and merged by merge_lora", "[examples]") {
+  REQUIRE_PROGRAM(finetune, "finetune_gpt2");
+  REQUIRE_PROGRAM(generate, "generate_gpt2");
+  REQUIRE_PROGRAM(merge, "merge_lora");
+  const fs::path adapter = tiny_adapter(finetune);
+  const std::string base_args = "--weights " + quote(kTinyModel);
+
+  std::string unmerged_err, merged_err;
+  const std::vector<int32_t> base_ids = greedy_ids(generate, base_args);
+  const std::vector<int32_t> unmerged = greedy_ids(generate, base_args + " --adapter " + quote(adapter), &unmerged_err);
+  const std::vector<int32_t> merged = greedy_ids(generate, base_args + " --adapter " + quote(adapter) + " --merge", &merged_err);
+  CHECK_THAT(unmerged_err, Catch::Contains("2 adapted layers") && Catch::Contains("unmerged"));
+  CHECK_THAT(merged_err, Catch::Contains("merged into the base weights"));
+
+  const fs::path out = scratch_dir() / "merged_model";
+  const RunResult m = run(merge, base_args + " --adapter " + quote(adapter) + " --out " + quote(out));
+  INFO(m.out << m.err);
+  REQUIRE(m.exit_code == 0);
+  CHECK_THAT(m.out, Catch::Contains("2 adapted layers") && Catch::Contains("rank 8") &&
+                        Catch::Contains("merged 2 layers") && Catch::Contains((out / "model.safetensors").string()));
+  REQUIRE(fs::exists(out / "config.json"));
+  const std::vector<int32_t> from_file = greedy_ids(generate, "--weights " + quote(out));
+
+  CHECK(merged == unmerged);
+  CHECK(from_file == unmerged);
+  // The adapter was trained (3 steps at lr 0.05), so it changes what the model generates.
+  CHECK(unmerged != base_ids);
+}
+
+TEST_CASE("merge_lora writes exactly W + s B A on the adapted slices and the base weights elsewhere", "[examples]") {
+  REQUIRE_PROGRAM(finetune, "finetune_gpt2");
+  REQUIRE_PROGRAM(merge, "merge_lora");
+  const fs::path adapter = tiny_adapter(finetune);
+
+  // A .safetensors --out: the file plus a config.json beside it.
+  const fs::path dir = scratch_dir() / "merged_file", file = dir / "merged.safetensors";
+  const std::string args = "--weights " + quote(kTinyModel) + " --adapter " + quote(adapter) + " --out " + quote(file);
+  RunResult r = run(merge, args);
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(fs::exists(file));
+  REQUIRE(fs::exists(dir / "config.json"));
+  // Again into the same place: the config.json there describes this model, so it is kept.
+  r = run(merge, args);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("kept the existing"));
+
+  // The file loads as a plain GPT-2, and holds what the library's merge computes, bit for bit.
+  auto merged_model = gpt2::load_pretrained(file.string());
+  CHECK(nn::lora_layers(*merged_model).empty());
+  auto reference = gpt2::load_pretrained(kTinyModel);
+  nn::load_adapter(*reference, adapter.string());
+  nn::merge_lora(*reference);
+  const auto written = tensors_of_file(file), expected = tensors_of(gpt2::hf_state(*reference));
+  const auto base = tensors_of(gpt2::hf_state(*gpt2::load_pretrained(kTinyModel)));
+  REQUIRE(written.size() == base.size());
+  for (const auto& [name, values] : base) {
+    INFO(name);
+    REQUIRE(written.count(name));
+    CHECK(written.at(name) == expected.at(name));
+    if (name.ends_with("attn.c_attn.weight")) {
+      // HF layout [in = C, out = 3C]: columns [0, C) are q, [C, 2C) k, [2C, 3C) v. Only q and v move.
+      const size_t C = 48;
+      bool q_moved = false, k_moved = false, v_moved = false;
+      for (size_t i = 0; i < C; ++i) {
+        for (size_t j = 0; j < 3 * C; ++j) {
+          const bool moved = written.at(name)[i * 3 * C + j] != values[i * 3 * C + j];
+          (j < C ? q_moved : j < 2 * C ? k_moved : v_moved) |= moved;
+        }
+      }
+      CHECK(q_moved);
+      CHECK_FALSE(k_moved);
+      CHECK(v_moved);
+    } else {
+      CHECK(written.at(name) == values);  // untouched by a q,v adapter
+    }
+  }
+}
+
+TEST_CASE("merge_lora and generate_gpt2 --adapter refuse bad adapters and outputs with a clear error", "[examples]") {
+  REQUIRE_PROGRAM(finetune, "finetune_gpt2");
+  REQUIRE_PROGRAM(generate, "generate_gpt2");
+  REQUIRE_PROGRAM(merge, "merge_lora");
+  const std::string weights = "--weights " + quote(kTinyModel);
+  const fs::path tiny = tiny_adapter(finetune);
+  // An adapter for another model size: trained on the small-test preset (4 layers, 128 wide).
+  const fs::path other = train_adapter(finetune, "--config small-test", "small_test_adapter",
+                                       "--steps 1 --warmup 0 --batch 1 --seq 8 --eval-batches 1");
+  const fs::path empty = scratch_dir() / "empty_adapter";
+  fs::create_directories(empty);
+  const fs::path foreign = scratch_dir() / "foreign_config";
+  fs::create_directories(foreign);
+  gpt2::GPT2Config::preset("small-test").save_json_file((foreign / "config.json").string());
+  const std::string out = " --out " + quote(scratch_dir() / "unused");
+
+  const std::vector<std::tuple<fs::path, std::string, std::string>> bad = {
+      {generate, weights + " --adapter /nonexistent/adapter --prompt-ids 1", "/nonexistent/adapter"},
+      {merge, weights + " --adapter /nonexistent/adapter" + out, "/nonexistent/adapter"},
+      {generate, weights + " --adapter " + quote(empty) + " --prompt-ids 1", "adapter_model.safetensors"},
+      {merge, weights + " --adapter " + quote(empty) + out, "adapter_model.safetensors"},
+      {generate, weights + " --adapter " + quote(other) + " --prompt-ids 1", "lora_A has shape [16, 128], expected [16, 48]"},
+      {merge, weights + " --adapter " + quote(other) + out, "lora_A has shape [16, 128], expected [16, 48]"},
+      {generate, weights + " --adapter " + quote(other) + " --prompt-ids 1", "the adapter was trained on 'small-test'"},
+      {merge, weights + " --adapter " + quote(other) + out, "the adapter was trained on 'small-test'"},
+      {generate, weights + " --merge --prompt-ids 1", "--adapter"},
+      {merge, weights + " --adapter " + quote(tiny), "--out"},
+      {merge, "--adapter " + quote(tiny) + out, "--weights"},
+      {merge, weights + " --adapter " + quote(tiny) + " --out " + quote(kTinyModel), "overwrite the base weights"},
+      {merge, weights + " --adapter " + quote(tiny) + " --out " + quote(foreign / "m.safetensors"), "another model"},
+  };
+  for (const auto& [program, args, message] : bad) {
+    INFO(program.filename().string() << " " << args);
+    const RunResult r = run(program, args);
+    CHECK(r.exit_code != 0);
+    CHECK_THAT(r.err, Catch::Contains(message));
+  }
+  CHECK_FALSE(fs::exists(scratch_dir() / "unused"));
+  CHECK_FALSE(fs::exists(foreign / "m.safetensors"));
+}
+
+TEST_CASE("bench_inference times base, unmerged and merged LoRA on the tiny preset", "[examples]") {
+  REQUIRE_PROGRAM(bench, "bench_inference");
+  const RunResult r = run(bench, "--config tiny --seq 16 --prompt-tokens 4 --new-tokens 8 --repeats 2 --threads 1 --json");
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("LoRA merged vs base") && Catch::Contains("2 adapted layers"));
+  const nlohmann::json j = last_json_line(r.out);
+  for (const char* variant : {"base", "LoRA unmerged", "LoRA merged", "merged, unwrapped", "base, 2nd copy"}) {
+    INFO(variant);
+    CHECK(j.at(variant).at("forward_ms").get<double>() > 0);
+    CHECK(j.at(variant).at("generate_ms").get<double>() > 0);
+  }
+  CHECK(j["max_abs_logit_diff_merged_unmerged"].get<double>() < 1e-4);
+  CHECK(j["same_tokens_merged_unmerged"].get<bool>());
+
+  const RunResult too_long = run(bench, "--config tiny --seq 64");
+  CHECK(too_long.exit_code != 0);
+  CHECK_THAT(too_long.err, Catch::Contains("--seq 64"));
+}
+
+TEST_CASE("merge_lora, bench_inference and generate_gpt2 answer --help", "[examples]") {
+  for (const auto& [name, flag] : std::vector<std::pair<std::string, std::string>>{
+           {"merge_lora", "--adapter"}, {"bench_inference", "--repeats"}, {"generate_gpt2", "--merge"}}) {
+    const fs::path program = program_path(name);
+    if (program.empty()) {
+      WARN(name << " was not built next to the tests: skipping");
+      continue;
+    }
+    INFO(name);
+    const RunResult r = run(program, "--help");
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("--help") && Catch::Contains(flag));
+  }
+}
