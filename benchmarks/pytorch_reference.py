@@ -41,6 +41,7 @@ def run_one(cfg, args):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(1337)
+    device = torch.device(args.device)
     mode, shape = cfg.split(":")
     B, T = (int(v) for v in shape.split("x"))
     V, P, C, L, H, r, alpha = 50257, 1024, 768, 12, 12, 8, 16.0
@@ -84,7 +85,7 @@ def run_one(cfg, args):
             self.ln_f = nn.LayerNorm(C)
 
         def forward(self, ids, targets):
-            x = self.wte(ids) + self.wpe(torch.arange(T))
+            x = self.wte(ids) + self.wpe(torch.arange(T, device=ids.device))
             for block in self.h:
                 x = block(x)
             logits = self.ln_f(x) @ self.wte.weight.t()  # tied LM head
@@ -97,18 +98,19 @@ def run_one(cfg, args):
             a_q, a_v = (nn.Parameter(torch.randn(r, C) / math.sqrt(C)) for _ in range(2))
             b_q, b_v = (nn.Parameter(torch.zeros(C, r)) for _ in range(2))
             block.lora = nn.ParameterList([a_q, b_q, a_v, b_v])
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt_kwargs = {"fused": True} if args.optimizer == "fused" else {"foreach": args.optimizer == "foreach"}
     opt = torch.optim.AdamW(params, lr=1e-3 if mode == "lora" else 1e-4, weight_decay=0.0, **opt_kwargs)
 
     def step():
-        ids = torch.randint(0, V, (B, T))
-        targets = torch.randint(0, V, (B, T))
+        ids = torch.randint(0, V, (B, T), device=device)
+        targets = torch.randint(0, V, (B, T), device=device)
         loss = model(ids, targets)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return loss.item()
+        return loss.item()  # also waits for the GPU
 
     for _ in range(args.warmup):
         step()
@@ -122,7 +124,8 @@ def run_one(cfg, args):
     return {"config": cfg, "mode": mode, "batch": B, "seq": T, "step_s": s, "step_times_s": times,
             "tokens_per_s": B * T / s, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "trainable_params": sum(p.numel() for p in params), "torch": torch.__version__,
-            "intra_op_threads": torch.get_num_threads()}
+            "intra_op_threads": torch.get_num_threads(), "device": str(device),
+            "peak_device_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else 0}
 
 
 def setting_name(args):
@@ -139,13 +142,14 @@ def run_children(args, configs):
     results = []
     for cfg in configs:
         cmd = [sys.executable, __file__, "--run", cfg, "--warmup", str(args.warmup), "--steps", str(args.steps),
-               "--threads", str(args.threads), "--optimizer", args.optimizer]
+               "--threads", str(args.threads), "--optimizer", args.optimizer, "--device", args.device]
         out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
         r = json.loads(out)
         r["setting"] = setting_name(args)
         r["malloc"], r["threads"], r["optimizer"], r["omp_spin"] = args.malloc, args.threads, args.optimizer, args.omp_spin
+        device_mem = f"  peak device {r['peak_device_bytes'] / 2**30:5.2f} GiB" if r["peak_device_bytes"] else ""
         print(f"{setting_name(args):<58} {cfg:<10} {r['step_s']:7.3f} s  {r['tokens_per_s']:6.0f} tok/s  "
-              f"peak RSS {r['peak_rss_bytes'] / 2**30:5.2f} GiB", flush=True)
+              f"peak RSS {r['peak_rss_bytes'] / 2**30:5.2f} GiB{device_mem}", flush=True)
         results.append(r)
     return results
 
@@ -161,6 +165,7 @@ def main():
                    help="AdamW implementation (foreach is PyTorch's default on CPU)")
     p.add_argument("--omp-spin", type=int, default=-1,
                    help="GOMP_SPINCOUNT for the runs (-1: libgomp's default); see bench_gpt2.cpp")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (scripts/gpu-check.sh uses cuda)")
     p.add_argument("--sweep", action="store_true", help="try every thread / malloc / optimizer setting")
     p.add_argument("--json", help="write all results to this file")
     p.add_argument("--run", help=argparse.SUPPRESS)

@@ -140,7 +140,7 @@ step_pytorch() {
     { echo "skipped: PyTorch with CUDA is not installed"; return 2; }
   python3 "$script" --help 2>/dev/null | grep -q -- "--device" ||
     { echo "skipped: pytorch_reference.py has no --device option"; return 2; }
-  python3 "$script" --device cuda --batch 8 --seq 1024 --steps 4 || return 1
+  python3 "$script" --device cuda --configs full:8x1024,lora:8x1024 --warmup 1 --steps 3 || return 1
 }
 
 # name:function:time limit in seconds. Keep the sum of the limits within 8 minutes (now 480 s); on an H200
