@@ -401,3 +401,26 @@ TEST_CASE("PEFT's rank_pattern and alpha_pattern set a module's own rank and sca
     REQUIRE(layer->scaling() == (fc ? 16.0 : 2.0));
   }
 }
+
+TEST_CASE("a refused adapter leaves the model's current adapter in place", "[lora]") {
+  GPT2 model(GPT2Config::preset("tiny"), 24);
+  LoRAConfig config;
+  config.options.rank = 4;
+  apply_lora(model, config);
+  randomize_adapters(model, 25);
+  NoGradGuard no_grad;
+  const Tensor ids = random_ids(1, 6, 101, 26);
+  const Tensor before = model.forward(ids);
+  AdapterState bad = export_adapter(model);
+  bad.tensors.back().second = Tensor::zeros({3, 3});  // the last lora_B has a wrong shape
+  REQUIRE_THROWS_AS(import_adapter(model, bad), Error);
+  REQUIRE(lora_layers(model).size() == 2);
+  testing::require_close(model.forward(ids), before, 0, 0);
+  // Slice metadata that points outside the layer is refused, not read out of bounds.
+  AdapterState hostile = export_adapter(model);
+  for (auto& [key, value] : hostile.metadata) {
+    if (key.rfind("lora_cpp.slices.", 0) == 0) value = "0:48,1000:48";
+  }
+  REQUIRE_THROWS_WITH(import_adapter(model, hostile), Catch::Contains("slice metadata"));
+  testing::require_close(model.forward(ids), before, 0, 0);
+}

@@ -1,6 +1,7 @@
 // Adapter export/import in PEFT's format, files, and the adapter bank.
 #include "nn/lora/adapter.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -198,9 +199,15 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
   }
   LORA_CHECK(!modules.empty(), "{}: the adapter holds no tensors", source);
 
-  remove_lora(model);
-  model.freeze();
-  NoGradGuard no_grad;
+  // Validate everything before touching the model: a refused adapter leaves the model as it was.
+  struct Planned {
+    std::string path;
+    std::shared_ptr<Linear> base;
+    LoRAOptions options;
+    std::vector<OutputSlice> slices;
+    Tensor A, B;  // B in lora.cpp's per-slice layout
+  };
+  std::vector<Planned> plan;
   for (const auto& [path, ab] : modules) {
     const auto& [A, B] = ab;
     const int64_t r = static_cast<int64_t>(pattern_value("rank_pattern", path, static_cast<double>(default_rank)));
@@ -214,7 +221,9 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
       LORA_FAIL("{}: the adapter targets '{}', which this model does not have (an adapter for another model size?)",
                 source, path);
     }
+    // A layer that already holds an adapter is replaced: the new adapter goes onto its base layer.
     auto base = std::dynamic_pointer_cast<Linear>(target);
+    if (auto wrapped = std::dynamic_pointer_cast<LoRALinear>(target)) base = wrapped->base_layer;
     LORA_CHECK(base != nullptr, "{}: '{}' is not a linear layer", source, path);
     const int64_t in = base->in_features(), out = base->out_features();
     LORA_CHECK(A.shape() == (Shape{r, in}), "{}: {}.lora_A has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)",
@@ -222,31 +231,34 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
     LORA_CHECK(B.shape() == (Shape{out, r}), "{}: {}.lora_B has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)",
                source, path, B.shape().str(), out, r, r);
 
-    LoRAOptions opts;
-    opts.dropout = dropout;
-    opts.rslora = rslora;
-    std::vector<OutputSlice> slices;
+    Planned p{path, base, {}, {}, A, B};
+    p.options.dropout = dropout;
+    p.options.rslora = rslora;
     if (auto it = state.metadata.find("lora_cpp.slices." + path); it != state.metadata.end()) {
-      slices = parse_slices(it->second, source);
+      p.slices = parse_slices(it->second, source);
     }
-    const int64_t S = slices.empty() ? 1 : static_cast<int64_t>(slices.size());
+    const int64_t S = p.slices.empty() ? 1 : static_cast<int64_t>(p.slices.size());
     LORA_CHECK(r % S == 0, "{}: rank {} does not split into {} slices", source, r, S);
-    opts.rank = r / S;
-    opts.alpha = rslora ? alpha / std::sqrt(static_cast<double>(S)) : alpha / static_cast<double>(S);
-    auto layer = std::make_shared<LoRALinear>(base, opts, slices);
-    layer->lora_A.copy_from(A.to(layer->lora_A.device()));
-    if (slices.empty()) {
-      layer->lora_B.copy_from(B.to(layer->lora_B.device()));
-    } else {
+    p.options.rank = r / S;
+    p.options.alpha = rslora ? alpha / std::sqrt(static_cast<double>(S)) : alpha / static_cast<double>(S);
+    p.options.validate();
+    const int64_t size = p.slices.empty() ? out : p.slices[0].size;
+    for (const OutputSlice& sl : p.slices) {
+      LORA_CHECK(sl.size == size && sl.offset >= 0 && sl.size > 0 && sl.offset + sl.size <= out,
+                 "{}: slice metadata of '{}' does not fit its {} outputs", source, path, out);
+    }
+    LORA_CHECK(p.options.rank <= std::min(in, size), "{}: rank {} of '{}' exceeds the layer's size", source,
+               p.options.rank, path);
+    if (!p.slices.empty()) {
       // Take the diagonal blocks B[slice s rows, columns s r .. (s+1) r); everything else must be zero.
-      const int64_t rs = opts.rank, size = slices[0].size;
+      const int64_t rs = p.options.rank;
       Tensor Bs = Tensor::zeros({S * size, rs});
       const float* src = B.data<float>();
       std::vector<bool> covered(static_cast<size_t>(out * r), false);
       for (int64_t s = 0; s < S; ++s) {
         for (int64_t i = 0; i < size; ++i) {
           for (int64_t j = 0; j < rs; ++j) {
-            const int64_t at = (slices[s].offset + i) * r + s * rs + j;
+            const int64_t at = (p.slices[s].offset + i) * r + s * rs + j;
             Bs.data<float>()[(s * size + i) * rs + j] = src[at];
             covered[at] = true;
           }
@@ -256,9 +268,20 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
         LORA_CHECK(covered[i] || src[i] == 0.0f,
                    "{}: {}.lora_B is not block-structured as its slice metadata says", source, path);
       }
-      layer->lora_B.copy_from(Bs.to(layer->lora_B.device()));
+      p.B = Bs;
     }
-    auto [parent, name] = split_parent(path);
+    plan.push_back(std::move(p));
+  }
+
+  // Then swap: unwrap the current adapters, wrap the planned layers.
+  remove_lora(model);
+  model.freeze();
+  NoGradGuard no_grad;
+  for (Planned& p : plan) {
+    auto layer = std::make_shared<LoRALinear>(p.base, p.options, p.slices);
+    layer->lora_A.copy_from(p.A.to(layer->lora_A.device()));
+    layer->lora_B.copy_from(p.B.to(layer->lora_B.device()));
+    auto [parent, name] = split_parent(p.path);
     module_or_root(model, parent).replace_child(name, layer);
   }
 }
