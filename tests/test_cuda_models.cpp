@@ -26,18 +26,6 @@ namespace {
 const std::string kFixtureDir = std::string(LORA_TEST_DATA_DIR) + "/gpt2_tiny";
 const Device kCuda = Device::cuda(0);
 
-// |a - e| <= rtol (|e| + 1e-2 max|e|): relative, with a floor scaled to the tensor.
-void require_close_rel(const Tensor& actual, const Tensor& expected, double rtol) {
-  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
-  REQUIRE(a.size() == e.size());
-  double scale = 0;
-  for (double v : e) scale = std::max(scale, std::abs(v));
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!(std::abs(a[i] - e[i]) <= rtol * (std::abs(e[i]) + 1e-2 * scale))) {
-      FAIL("element " << i << ": got " << a[i] << ", expected " << e[i]);
-    }
-  }
-}
 
 }  // namespace
 
@@ -50,7 +38,7 @@ TEST_CASE("cuda: GPT-2 matches the PyTorch reference (logits, loss, gradients, g
   const Tensor targets = expected.load("targets", DType::I64, kCuda);
   Tensor logits = model->forward(ids);
   REQUIRE(logits.device() == kCuda);
-  require_close_rel(logits, expected.load("logits"), 1e-4);
+  testing::require_close_scaled(logits, expected.load("logits"), 1e-4);
   Tensor loss = ops::cross_entropy(logits, targets);
   REQUIRE(loss.item() == Approx(expected.load("loss").item()).epsilon(1e-4));
   backward(loss);
@@ -64,7 +52,7 @@ TEST_CASE("cuda: GPT-2 matches the PyTorch reference (logits, loss, gradients, g
     }
     REQUIRE(grad.defined());
     if (gpt2::is_conv1d_weight(name)) grad = ops::transpose(grad, 0, 1);
-    require_close_rel(grad, expected.load(key), 1e-3);
+    testing::require_close_scaled(grad, expected.load(key), 1e-3);
   }
   gpt2::SamplingOptions options;
   options.temperature = 0.0;

@@ -16,19 +16,6 @@ using namespace lora::gpt2;
 namespace {
 const std::string kFixtureDir = std::string(LORA_TEST_DATA_DIR) + "/gpt2_tiny";
 
-// |a - e| <= atol + rtol |e|, with atol scaled to the tensor's magnitude so near-zero entries of large
-// tensors do not dominate.
-void require_close_rel(const Tensor& actual, const Tensor& expected, double rtol) {
-  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
-  REQUIRE(a.size() == e.size());
-  double scale = 0;
-  for (double v : e) scale = std::max(scale, std::abs(v));
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!(std::abs(a[i] - e[i]) <= rtol * (std::abs(e[i]) + 1e-2 * scale))) {
-      FAIL("element " << i << ": got " << a[i] << ", expected " << e[i]);
-    }
-  }
-}
 }  // namespace
 
 TEST_CASE("GPT-2 matches the PyTorch reference: logits, loss, gradients, greedy tokens", "[gpt2]") {
@@ -39,7 +26,7 @@ TEST_CASE("GPT-2 matches the PyTorch reference: logits, loss, gradients, greedy 
   const Tensor targets = expected.load("targets", DType::I64);
 
   Tensor logits = model->forward(ids);
-  require_close_rel(logits, expected.load("logits"), 1e-4);
+  testing::require_close_scaled(logits, expected.load("logits"), 1e-4);
 
   Tensor loss = ops::cross_entropy(logits, targets);
   REQUIRE(loss.item() == Approx(expected.load("loss").item()).epsilon(1e-4));
@@ -56,7 +43,7 @@ TEST_CASE("GPT-2 matches the PyTorch reference: logits, loss, gradients, greedy 
     }
     REQUIRE(grad.defined());
     if (is_conv1d_weight(name)) grad = ops::transpose(grad, 0, 1);  // to HF's [in, out]
-    require_close_rel(grad, expected.load(key), 1e-3);
+    testing::require_close_scaled(grad, expected.load(key), 1e-3);
     ++checked;
   }
   REQUIRE(checked == 11);

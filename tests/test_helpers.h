@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -30,6 +31,20 @@ inline void require_close(const Tensor& actual, const std::vector<double>& expec
   for (size_t i = 0; i < a.size(); ++i) {
     if (!(std::abs(a[i] - expected[i]) <= atol + rtol * std::abs(expected[i]))) {
       FAIL("element " << i << ": got " << a[i] << ", expected " << expected[i]);
+    }
+  }
+}
+
+// |a - e| <= rtol (|e| + 1e-2 max|e|): relative, with a floor scaled to the tensor's magnitude so that
+// near-zero entries of large tensors (logits, gradients) do not dominate. For model-vs-reference checks.
+inline void require_close_scaled(const Tensor& actual, const Tensor& expected, double rtol) {
+  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  REQUIRE(a.size() == e.size());
+  double scale = 0;
+  for (double v : e) scale = std::max(scale, std::abs(v));
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!(std::abs(a[i] - e[i]) <= rtol * (std::abs(e[i]) + 1e-2 * scale))) {
+      FAIL("element " << i << ": got " << a[i] << ", expected " << e[i]);
     }
   }
 }

@@ -21,94 +21,20 @@
 #include "core/safetensors.h"
 #include "models/gpt2/checkpoint.h"
 #include "nn/lora/adapter.h"
+#include "tests/program_runner.h"
 
 namespace fs = std::filesystem;
 using namespace lora;
+using namespace lora::testing;
 
 namespace {
-
-// ---------------------------------------------------------------------------------------------------
-// Subprocess helpers (as in test_examples.cpp)
-
-const std::string kTinyModel = std::string(LORA_TEST_DATA_DIR) + "/gpt2_tiny";
-
-struct RunResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-// A scratch folder for this process's files, removed at exit.
-const fs::path& scratch_dir() {
-  struct Scratch {
-    fs::path path;
-    ~Scratch() {
-      std::error_code ignored;
-      fs::remove_all(path, ignored);
-    }
-  };
-  static const Scratch scratch{[] {
-    const fs::path dir = fs::temp_directory_path() / ("lora_test_programs_" + std::to_string(getpid()));
-    fs::create_directories(dir);
-    return dir;
-  }()};
-  return scratch.path;
-}
-
-std::string quote(const std::string& s) { return "'" + s + "'"; }
-std::string quote(const fs::path& p) { return quote(p.string()); }
-
-void write_file(const fs::path& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
-
-// The path of a built program, or empty when it was not built.
-fs::path program_path(const std::string& name) {
-  const fs::path build = fs::read_symlink("/proc/self/exe").parent_path().parent_path();
-  const fs::path path = build / name;
-  return fs::exists(path) ? path : fs::path();
-}
-
-// Runs `program args`; captures stdout, stderr and the exit code.
-RunResult run(const fs::path& program, const std::string& args) {
-  const fs::path err = scratch_dir() / "stderr.txt";
-  const std::string command = quote(program) + " " + args + " < /dev/null 2> " + quote(err);
-  RunResult result;
-  FILE* pipe = popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buffer[4096];
-  for (size_t n; (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0;) result.out.append(buffer, n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream err_in(err, std::ios::binary);
-  result.err.assign(std::istreambuf_iterator<char>(err_in), std::istreambuf_iterator<char>());
-  return result;
-}
-
-// The JSON object on the last non-empty line of stdout.
-nlohmann::json last_json_line(const std::string& out) {
-  std::string text = out;
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return nlohmann::json::parse(text.substr(text.find_last_of('\n') + 1));
-}
-
-// An llm.c token file: 256 int32 header (magic 20240520, version 1, count), then uint16 tokens.
-std::string llmc_bin(const std::vector<int32_t>& tokens) {
-  std::vector<int32_t> header(256, 0);
-  header[0] = 20240520;
-  header[1] = 1;
-  header[2] = static_cast<int32_t>(tokens.size());
-  std::string bytes(reinterpret_cast<const char*>(header.data()), header.size() * sizeof(int32_t));
-  for (int32_t t : tokens) {
-    const uint16_t v = static_cast<uint16_t>(t);
-    bytes.append(reinterpret_cast<const char*>(&v), sizeof(v));
-  }
-  return bytes;
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Adapters trained by finetune_gpt2
 
 // 400 tokens below the tiny vocabulary (101), with some structure to learn.
 fs::path token_file() {
-  const fs::path path = scratch_dir() / "tokens.bin";
+  const fs::path path = scratch_dir() / "lora_adapter_tokens.bin";
   if (!fs::exists(path)) {
     std::vector<int32_t> tokens;
     Generator gen(11);
@@ -160,13 +86,6 @@ std::map<std::string, std::vector<float>> tensors_of_file(const fs::path& path) 
 
 }  // namespace
 
-// Skips the rest of the test (with a warning) when the program was not built.
-#define REQUIRE_PROGRAM(var, name)                                    \
-  const fs::path var = program_path(name);                            \
-  if (var.empty()) {                                                  \
-    WARN(name " was not built next to the tests: skipping its test"); \
-    return;                                                           \
-  }
 
 // ---------------------------------------------------------------------------------------------------
 
