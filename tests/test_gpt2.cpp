@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <unistd.h>
 
 #include "core/safetensors.h"
 #include "models/gpt2/checkpoint.h"
@@ -113,7 +114,7 @@ TEST_CASE("GPT-2 initialisation follows GPT-2's scheme", "[gpt2]") {
 
 TEST_CASE("GPT-2 checkpoints round-trip in Hugging Face's layout", "[gpt2]") {
   auto model = load_pretrained(kFixtureDir);
-  const std::string dir = (std::filesystem::temp_directory_path() / "lora_gpt2_roundtrip").string();
+  const std::string dir = (std::filesystem::temp_directory_path() / fmt::format("lora_gpt2_roundtrip_{}", ::getpid())).string();
   std::filesystem::remove_all(dir);
   save_hf_checkpoint(*model, dir);
   // The written file has exactly the names and shapes of the original HF file.
@@ -135,7 +136,7 @@ TEST_CASE("GPT-2 checkpoints round-trip in Hugging Face's layout", "[gpt2]") {
 }
 
 TEST_CASE("GPT-2 checkpoint errors name the problem", "[gpt2]") {
-  const std::string dir = (std::filesystem::temp_directory_path() / "lora_gpt2_bad").string();
+  const std::string dir = (std::filesystem::temp_directory_path() / fmt::format("lora_gpt2_bad_{}", ::getpid())).string();
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   // A file for the tiny config loaded into a model of another shape.
