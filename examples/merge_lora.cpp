@@ -82,19 +82,6 @@ void load_adapter_explained(nn::Module& model, const std::string& dir) {
   }
 }
 
-// Replaces every (merged) LoRALinear by its base layer, which now holds W + s B A. nn::remove_lora would
-// unmerge first and give back the base model, so the wrappers are taken off here by hand.
-int64_t unwrap_merged(nn::Module& model) {
-  const auto layers = nn::lora_layers(model);
-  for (const auto& [path, layer] : layers) {
-    LORA_CHECK(layer->merged(), "internal: layer '{}' is not merged", path);
-    const size_t dot = path.rfind('.');
-    nn::Module& parent = dot == std::string::npos ? model : *model.module_at(path.substr(0, dot));
-    parent.replace_child(dot == std::string::npos ? path : path.substr(dot + 1), layer->base_layer);
-  }
-  return static_cast<int64_t>(layers.size());
-}
-
 bool same_shape(const gpt2::GPT2Config& a, const gpt2::GPT2Config& b) {
   return a.vocab_size == b.vocab_size && a.n_positions == b.n_positions && a.n_embd == b.n_embd &&
          a.n_layer == b.n_layer && a.n_head == b.n_head && a.layer_norm_epsilon == b.layer_norm_epsilon;
@@ -169,7 +156,8 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "notice: the adapter's B matrices are zero (an untrained adapter?): the merged model equals the base\n");
     }
 
-    const int64_t unwrapped = unwrap_merged(*model);
+    const int64_t unwrapped = static_cast<int64_t>(nn::lora_layers(*model).size());
+    nn::remove_lora(*model, /*keep_merged=*/true);
     LORA_CHECK(nn::lora_layers(*model).empty(), "internal: LoRA layers remain after unwrapping");
 
     // The merged, plain model must compute what base + adapter computed (up to float rounding).

@@ -162,6 +162,12 @@ TEST_CASE("merged outputs equal unmerged outputs - merging twice never adds twic
   const Tensor w1 = model.transformer->h->items()[0]->attn->c_attn->named_parameters()[0].second;
   testing::require_close(w1, w0, 1e-6, 1e-7);
   testing::require_close(model.forward(ids), unmerged, 1e-5, 1e-6);
+  // Folding the adapters in for good: a plain model that computes the adapted function.
+  merge_lora(model);
+  remove_lora(model, /*keep_merged=*/true);
+  REQUIRE(lora_layers(model).empty());
+  REQUIRE(model.num_parameters(true) == 0);
+  testing::require_close(model.forward(ids), unmerged, 1e-4, 1e-5);
 }
 
 TEST_CASE("task switching: unmerge adapter 1, merge adapter 2, base weights return", "[lora]") {

@@ -30,8 +30,9 @@ void load_hf_weights(GPT2& model, const std::string& safetensors_path);
 // Builds the model described by --weights/--config and loads its weights.
 std::shared_ptr<GPT2> load_pretrained(const std::string& weights_path, const std::string& preset_name = "");
 
-// The model's base weights under HF names and in HF layout (a LoRA-wrapped layer contributes its base
-// weight; the adapters are not included).
+// The model's base weights under HF names and in HF layout. A LoRA-wrapped layer contributes its base
+// layer's weight as it is now: the original weight when the adapter is unmerged, W + s B A when it is
+// merged. The adapters' own A and B are not included (save them with nn::save_adapter).
 std::vector<std::pair<std::string, Tensor>> hf_state(const GPT2& model);
 // Writes DIR/config.json and DIR/model.safetensors (each atomically) that transformers loads as GPT-2.
 void save_hf_checkpoint(const GPT2& model, const std::string& dir);

@@ -85,10 +85,10 @@ void GPT2Config::save_json_file(const std::string& path) const {
       {"embd_pdrop", dropout},
       {"attn_pdrop", 0.0},
       {"initializer_range", initializer_range},
-      {"bos_token_id", 50256},
-      {"eos_token_id", 50256},
       {"tie_word_embeddings", true},
   };
+  // GPT-2's <|endoftext|>, only where the vocabulary has it (small test vocabularies do not).
+  if (vocab_size > 50256) j["bos_token_id"] = j["eos_token_id"] = 50256;
   write_file_atomically(path, [&](std::ostream& out) { out << j.dump(2) << "\n"; });
 }
 

@@ -140,9 +140,9 @@ AdapterState read_adapter(const std::string& dir) {
   return state;
 }
 
-void remove_lora(Module& model) {
+void remove_lora(Module& model, bool keep_merged) {
   for (auto& [path, layer] : lora_layers(model)) {
-    layer->unmerge();
+    if (!keep_merged) layer->unmerge();
     auto [parent, name] = split_parent(path);
     module_or_root(model, parent).replace_child(name, layer->base_layer);
   }

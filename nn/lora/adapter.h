@@ -36,8 +36,10 @@ void save_adapter(const Module& model, const std::string& dir, const std::string
 void load_adapter(Module& model, const std::string& dir);
 AdapterState read_adapter(const std::string& dir);
 
-// Removes every LoRA wrapper (unmerging first), leaving the frozen base layers in place.
-void remove_lora(Module& model);
+// Removes every LoRA wrapper, leaving the frozen base layers in place: unmerged first (the base model
+// again), or, with keep_merged, holding whatever is merged into them (a plain model with the adapters
+// folded in: what merge_lora writes).
+void remove_lora(Module& model, bool keep_merged = false);
 
 // Several adapters for one base model, switched by name: activate() unmerges the current one and puts
 // the named one in place (merged for zero-latency inference, or not).
