@@ -6,7 +6,7 @@
 //   bench_inference --weights models/gpt2 --rank 16 --targets q,k,v,attn.c_proj --repeats 9 --threads 2
 //
 // Five variants: "base"; "LoRA unmerged" (base(x) + s (x A^T) B^T: two extra thin gemms per adapted layer);
-// "LoRA merged" (W + s B A in the base weight, the wrappers kept: generate_gpt2 --adapter --merge); "merged,
+// "LoRA merged" (W + s B A in the base weight, the wrappers kept: generate --adapter --merge); "merged,
 // unwrapped" (a plain GPT-2 holding the merged weights: what merge_lora writes); and "base, 2nd copy", an
 // identical base model built last, whose gap to "base" is the noise floor (load, memory placement) that
 // any other gap is judged against. B gets small random values so the merge changes the weights. Runs are
@@ -31,8 +31,9 @@
 
 #include "backends/backend.h"
 #include "core/error.h"
-#include "models/gpt2/checkpoint.h"
-#include "models/gpt2/generate.h"
+#include "models/generate.h"
+#include "models/lora.h"
+#include "models/registry.h"
 #include "nn/lora/apply_lora.h"
 
 using namespace lora;
@@ -80,14 +81,13 @@ std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
   return ids;
 }
 
-std::shared_ptr<gpt2::GPT2> make_model(const Options& o, const std::string& config_given) {
-  if (o.weights.empty()) return std::make_shared<gpt2::GPT2>(gpt2::GPT2Config::preset(o.config), o.seed);
-  return gpt2::load_pretrained(o.weights, config_given);
+std::shared_ptr<models::CausalLM> make_model(const Options& o, const std::string& config_given) {
+  return models::load_model(o.weights, o.weights.empty() ? o.config : config_given, o.seed);
 }
 
-// A plain GPT-2 holding `lora_model`'s (merged) base weights: the model merge_lora writes.
-std::shared_ptr<gpt2::GPT2> unwrapped_copy(const gpt2::GPT2& lora_model) {
-  auto plain = std::make_shared<gpt2::GPT2>(lora_model.config(), 0);
+// A plain model holding `lora_model`'s (merged) base weights: the model merge_lora writes.
+std::shared_ptr<models::CausalLM> unwrapped_copy(const models::CausalLM& lora_model) {
+  auto plain = models::create_model({lora_model.hf_config(), "the LoRA model's config"}, 0);
   std::map<std::string, Tensor> merged;
   for (const auto& [name, param] : lora_model.named_parameters()) {
     if (name.find(".lora_") != std::string::npos) continue;
@@ -122,9 +122,9 @@ std::string signed_percent(double ratio) { return fmt::format("{:+.1f} %", (rati
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{"Benchmark GPT-2 inference: base, unmerged LoRA, merged LoRA (the zero-latency claim)."};
-  app.add_option("--weights", o.weights, "Hugging Face GPT-2 folder or .safetensors (default: random init)");
-  auto* config_opt = app.add_option("--config", o.config, "preset for the random model (gpt2, gpt2-medium, ..., tiny, small-test), or for a bare .safetensors")->capture_default_str();
+  CLI::App app{"Benchmark causal-LM inference (GPT-2 small by default): base, unmerged LoRA, merged LoRA (the zero-latency claim)."};
+  app.add_option("--weights", o.weights, "Hugging Face model folder or .safetensors (default: random init)");
+  auto* config_opt = app.add_option("--config", o.config, "preset (gpt2, ..., tiny, smollm2-135m, llama-tiny) or config.json, for the random model or a bare .safetensors")->capture_default_str();
   app.add_option("--rank", o.rank, "LoRA rank r")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--alpha", o.alpha, "LoRA alpha")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--targets", o.targets, "LoRA targets: q,k,v, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj or patterns")->capture_default_str();
@@ -147,18 +147,18 @@ int main(int argc, char** argv) {
     // The models: base, and the same weights with LoRA (unmerged and merged by toggling), and a plain copy
     // of the merged weights.
     auto base = make_model(o, config_given);
-    const gpt2::GPT2Config& c = base->config();
-    LORA_CHECK(o.seq <= c.n_positions, "--seq {} exceeds the model's context of {}", o.seq, c.n_positions);
-    LORA_CHECK(o.prompt_tokens + o.new_tokens <= c.n_positions,
+    const models::ModelDims c = base->dims();
+    LORA_CHECK(o.seq <= c.context_length, "--seq {} exceeds the model's context of {}", o.seq, c.context_length);
+    LORA_CHECK(o.prompt_tokens + o.new_tokens <= c.context_length,
                "--prompt-tokens {} + --new-tokens {} exceed the model's context of {}", o.prompt_tokens, o.new_tokens,
-               c.n_positions);
+               c.context_length);
     auto lora_model = make_model(o, config_given);
     nn::LoRAConfig lc;
     lc.options.rank = o.rank;
     lc.options.alpha = o.alpha;
     lc.options.seed = o.seed;
     lc.targets = nn::LoRAConfig::parse_targets(o.targets);
-    const nn::LoRASummary summary = nn::apply_lora(*lora_model, lc);
+    const nn::LoRASummary summary = models::apply_lora(*lora_model, lc);
     {
       Generator gen(o.seed + 7);
       NoGradGuard no_grad;
@@ -176,9 +176,9 @@ int main(int argc, char** argv) {
     }
 
     struct Variant {
-      Variant(std::string n, gpt2::GPT2* m, bool mg) : name(std::move(n)), model(m), merged(mg) {}
+      Variant(std::string n, models::CausalLM* m, bool mg) : name(std::move(n)), model(m), merged(mg) {}
       std::string name;
-      gpt2::GPT2* model;
+      models::CausalLM* model;
       bool merged;  // the state of lora_model's adapters for this variant
       Stats forward, generate;
       std::vector<float> logits;
@@ -193,10 +193,10 @@ int main(int argc, char** argv) {
 
     const Tensor ids = Tensor::from_vector(random_ids(o.seq, c.vocab_size, o.seed + 1), {1, o.seq}, device);
     const std::vector<int32_t> prompt = random_ids(o.prompt_tokens, c.vocab_size, o.seed + 2);
-    gpt2::SamplingOptions sampling;
+    models::SamplingOptions sampling;
     sampling.max_new_tokens = o.new_tokens;
     sampling.temperature = 0.0;
-    sampling.eot_token = -1;  // always generate new_tokens tokens
+    sampling.stop_at_eos = false;  // always generate new_tokens tokens
 
     NoGradGuard no_grad;
     auto run = [&](Variant& v, bool timed) {
@@ -204,7 +204,7 @@ int main(int argc, char** argv) {
       std::vector<float> logits;
       const double f = time_ms([&] { logits = v.model->forward(ids).to_vector<float>(); });  // to_vector waits for the device
       std::vector<int32_t> tokens;
-      const double g = time_ms([&] { tokens = gpt2::generate(*v.model, prompt, sampling); });
+      const double g = time_ms([&] { tokens = models::generate(*v.model, prompt, sampling); });
       if (timed) {
         v.forward.ms.push_back(f);
         v.generate.ms.push_back(g);
@@ -214,9 +214,9 @@ int main(int argc, char** argv) {
       }
     };
 
-    fmt::print("GPT-2 {} ({}), {} parameters, device {}, {} threads\n",
-               o.weights.empty() ? "'" + o.config + "' (random init)" : o.weights, c.str(), base->num_parameters(),
-               device.str(), num_threads());
+    fmt::print("{} {} ({} layers, hidden {}), {} parameters, device {}, {} threads\n", base->model_type(),
+               o.weights.empty() ? "'" + o.config + "' (random init)" : o.weights, c.n_layer, c.hidden,
+               base->num_parameters(), device.str(), num_threads());
     fmt::print("LoRA r={} alpha={} on {}: {} adapted layers, {} adapter parameters, B ~ N(0, {})\n", o.rank, o.alpha,
                o.targets, summary.adapted_layers, summary.trainable_params, o.b_std);
     fmt::print("forward: 1 x {} tokens; generate: {} tokens greedy with the KV cache after a {}-token prompt\n", o.seq,

@@ -1,6 +1,6 @@
-// merge_lora: fold a LoRA adapter into its base GPT-2 and write a plain GPT-2 (W' = W + s B A), which
-// generate_gpt2, perplexity_gpt2 and Hugging Face transformers load like any other checkpoint, and which
-// runs at exactly the base model's speed (no adapter branch left).
+// merge_lora: fold a LoRA adapter into its base model and write a plain model (W' = W + s B A) of the same
+// architecture, which generate, perplexity and Hugging Face transformers load like any other checkpoint,
+// and which runs at exactly the base model's speed (no adapter branch left).
 //
 //   merge_lora --weights models/gpt2 --adapter out/lora --out models/gpt2-merged          # folder
 //   merge_lora --weights gpt2.safetensors --config gpt2 --adapter out/lora --out merged.safetensors
@@ -21,8 +21,10 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/atomic_file.h"
 #include "core/safetensors.h"
-#include "models/gpt2/checkpoint.h"
+#include "models/hf_checkpoint.h"
+#include "models/registry.h"
 #include "nn/lora/adapter.h"
 #include "tools/train_report.h"
 
@@ -51,9 +53,9 @@ double frobenius(const Tensor& t) {
 }
 
 // Logits [T, V] of a fixed short token sequence, for checking that merging changed nothing it should not.
-std::vector<float> probe_logits(gpt2::GPT2& model) {
+std::vector<float> probe_logits(models::CausalLM& model) {
   NoGradGuard no_grad;
-  const int64_t T = std::min<int64_t>(16, model.config().n_positions), V = model.config().vocab_size;
+  const int64_t T = std::min<int64_t>(16, model.dims().context_length), V = model.dims().vocab_size;
   std::vector<int32_t> ids(static_cast<size_t>(T));
   for (int64_t i = 0; i < T; ++i) ids[size_t(i)] = static_cast<int32_t>((i * 7919 + 13) % V);
   return model.forward(Tensor::from_vector(ids, {1, T})).to_vector<float>();
@@ -82,9 +84,9 @@ void load_adapter_explained(nn::Module& model, const std::string& dir) {
   }
 }
 
-bool same_shape(const gpt2::GPT2Config& a, const gpt2::GPT2Config& b) {
-  return a.vocab_size == b.vocab_size && a.n_positions == b.n_positions && a.n_embd == b.n_embd &&
-         a.n_layer == b.n_layer && a.n_head == b.n_head && a.layer_norm_epsilon == b.layer_norm_epsilon;
+// The same model: both configs build a model with the same config.json (which normalises defaults).
+bool same_model(const models::ModelConfig& a, const models::ModelConfig& b) {
+  return models::create_model(a)->hf_config() == models::create_model(b)->hf_config();
 }
 
 bool same_path(const fs::path& a, const fs::path& b) {
@@ -95,40 +97,41 @@ bool same_path(const fs::path& a, const fs::path& b) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Merge a LoRA adapter into its base GPT-2 and write a plain GPT-2 checkpoint (Hugging Face layout)."};
+  CLI::App app{"Merge a LoRA adapter into its base model and write a plain checkpoint of the same architecture (Hugging Face layout)."};
   std::string weights, config_name, adapter, out;
-  app.add_option("--weights", weights, "Base model: Hugging Face folder (config.json + model.safetensors) or a .safetensors file")->required();
-  app.add_option("--config", config_name, "Preset (gpt2, gpt2-medium, ..., tiny) for a bare .safetensors file without a config.json beside it");
-  app.add_option("--adapter", adapter, "PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. finetune_gpt2's SAVE/lora")->required();
+  app.add_option("--weights", weights, "Base model: Hugging Face folder (config.json + model.safetensors or shards) or a .safetensors file")->required();
+  app.add_option("--config", config_name, "A config.json path or a preset (gpt2, ..., tiny, smollm2-135m, llama-tiny) for a bare .safetensors file without a config.json beside it");
+  app.add_option("--adapter", adapter, "PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. finetune's SAVE/lora")->required();
   app.add_option("--out", out, "Output folder (gets config.json + model.safetensors), or a path ending in .safetensors")->required();
   CLI11_PARSE(app, argc, argv);
 
   try {
     LORA_CHECK(fs::is_directory(adapter), "--adapter '{}': no such folder (expected a PEFT adapter folder with "
-               "adapter_config.json and adapter_model.safetensors, as finetune_gpt2 --mode lora --save DIR writes into DIR/lora)",
+               "adapter_config.json and adapter_model.safetensors, as finetune --mode lora --save DIR writes into DIR/lora)",
                adapter);
     const bool to_file = out.ends_with(".safetensors");
-    const std::string base_file = gpt2::resolve_weights_file(weights);
     const fs::path out_weights = to_file ? fs::path(out) : fs::path(out) / "model.safetensors";
-    LORA_CHECK(!same_path(out_weights, base_file), "--out '{}' would overwrite the base weights '{}': choose another path",
-               out, base_file);
+    LORA_CHECK(!same_path(out_weights, weights) && !same_path(out, weights) &&
+                   !(fs::is_directory(weights) && same_path(out_weights, fs::path(weights) / "model.safetensors")),
+               "--out '{}' would overwrite the base model '{}': choose another path", out, weights);
 
     // A .safetensors --out beside a config.json: keep it when it describes this model, refuse otherwise
     // (it belongs to another model in that folder).
     const fs::path beside = out_weights.parent_path().empty() ? fs::path("config.json") : out_weights.parent_path() / "config.json";
     const bool write_config = !to_file || !fs::exists(beside);
     if (!write_config) {
-      const gpt2::GPT2Config existing = gpt2::GPT2Config::from_json_file(beside.string());
-      const gpt2::GPT2Config config = gpt2::resolve_config(weights, config_name);
-      LORA_CHECK(same_shape(existing, config),
-                 "--out '{}': the config.json beside it describes another model ({}), not this one ({}); write into "
-                 "another folder", out, existing.str(), config.str());
+      const models::ModelConfig existing = models::read_config_arg(beside.string());
+      const models::ModelConfig config = models::resolve_config(weights, config_name);
+      LORA_CHECK(same_model(existing, config),
+                 "--out '{}': the config.json beside it describes another model, not this one; write into another folder",
+                 out);
     }
 
     // The base model, and what it computes on a few tokens.
-    auto model = gpt2::load_pretrained(weights, config_name);
+    auto model = models::load_model(weights, config_name);
     model->eval();
-    fmt::print("base: {} ({}, {} parameters)\n", weights, model->config().str(), model->num_parameters());
+    fmt::print("base: {} ({}, {} layers, hidden {}, {} parameters)\n", weights, model->model_type(), model->dims().n_layer,
+               model->dims().hidden, model->num_parameters());
     const std::vector<float> base_logits = probe_logits(*model);
 
     // The adapter, unmerged: the reference the merged model must match.
@@ -169,23 +172,25 @@ int main(int argc, char** argv) {
                diff, scale);
     fmt::print("\nmerged {} layers and removed their LoRA wrappers\n", unwrapped);
     fmt::print("check on {} tokens: merged logits match base + adapter within {:.2e} (the adapter moves them by up to {:.2e})\n",
-               std::min<int64_t>(16, model->config().n_positions), diff, moved);
+               std::min<int64_t>(16, model->dims().context_length), diff, moved);
 
-    // Write a plain GPT-2 in Hugging Face's layout.
+    // Write a plain model in Hugging Face's layout.
     if (to_file) {
       const fs::path file(out), dir = out_weights.parent_path().empty() ? fs::path(".") : out_weights.parent_path();
       fs::create_directories(dir);
-      save_safetensors(file.string(), gpt2::hf_state(*model), {{"format", "pt"}});
+      save_safetensors(file.string(), model->hf_state(), {{"format", "pt"}});
       const fs::path config_path = dir / "config.json";
-      if (write_config) model->config().save_json_file(config_path.string());
+      if (write_config) {
+        write_file_atomically(config_path.string(), [&](std::ostream& o) { o << model->hf_config().dump(2) << "\n"; });
+      }
       fmt::print("wrote {} ({}); {} {}\n", file.string(), tools::human_bytes(int64_t(fs::file_size(file))),
                  write_config ? "wrote" : "kept the existing (same shape)", config_path.string());
     } else {
-      gpt2::save_hf_checkpoint(*model, out);
+      models::save_hf_checkpoint(*model, out);
       fmt::print("wrote {} ({}) and {}\n", out_weights.string(), tools::human_bytes(int64_t(fs::file_size(out_weights))),
                  (fs::path(out) / "config.json").string());
     }
-    fmt::print("run it with: generate_gpt2 --weights {}\n", out);
+    fmt::print("run it with: generate --weights {}\n", out);
     return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());

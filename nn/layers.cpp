@@ -15,6 +15,12 @@ LayerNorm::LayerNorm(int64_t dim, double eps) : eps_(eps) {
   register_parameter("bias", bias);
 }
 
+RMSNorm::RMSNorm(int64_t dim, double eps) : eps_(eps) {
+  LORA_CHECK(eps > 0, "RMSNorm: eps {} must be positive", eps);
+  weight = Tensor::ones({dim});
+  register_parameter("weight", weight);
+}
+
 Dropout::Dropout(double p, uint64_t seed) : p_(p), seed_(seed) {
   LORA_CHECK(p >= 0.0 && p < 1.0, "Dropout: p = {} is outside [0, 1)", p);
 }

@@ -1,7 +1,8 @@
-// Small layers: Embedding, LayerNorm, Dropout, GELU.
+// Small layers: Embedding, LayerNorm, RMSNorm, Dropout, GELU.
 #pragma once
 
 #include "nn/module.h"
+#include "nn/pending_ops.h"
 
 namespace lora::nn {
 
@@ -20,6 +21,19 @@ class LayerNorm : public Layer {
   Tensor forward(const Tensor& x) override { return ops::layer_norm(x, weight, bias, eps_); }
   Tensor weight;  // [dim]
   Tensor bias;    // [dim]
+
+ private:
+  double eps_;
+};
+
+// Root-mean-square normalisation over the last axis with a learned scale (initialised to 1), as Llama:
+// y = x / sqrt(mean(x^2) + eps) * weight.
+class RMSNorm : public Layer {
+ public:
+  explicit RMSNorm(int64_t dim, double eps = 1e-6);
+  Tensor forward(const Tensor& x) override { return ops::rms_norm(x, weight, eps_); }
+  double eps() const { return eps_; }
+  Tensor weight;  // [dim]
 
  private:
   double eps_;

@@ -7,11 +7,11 @@
 
 #include "backends/cuda/cuda_device.h"
 #include "core/safetensors.h"
-#include "models/gpt2/checkpoint.h"
-#include "models/gpt2/generate.h"
-#include "nn/lora/apply_lora.h"
+#include "models/gpt2/model.h"
+#include "models/lora.h"
+#include "models/registry.h"
 #include "optim/adam.h"
-#include "tests/test_helpers.h"
+#include "tests/model_checks.h"
 
 using namespace lora;
 
@@ -31,40 +31,14 @@ const Device kCuda = Device::cuda(0);
 
 TEST_CASE("cuda: GPT-2 matches the PyTorch reference (logits, loss, gradients, greedy tokens)", "[cuda]") {
   SKIP_WITHOUT_CUDA();
-  auto model = gpt2::load_pretrained(kFixtureDir);
+  auto model = models::load_model(kFixtureDir, "");
   model->to(kCuda);
-  const SafeTensorsFile expected = SafeTensorsFile::open(kFixtureDir + "/expected.safetensors");
-  const Tensor ids = expected.load("input_ids", DType::I64, kCuda);
-  const Tensor targets = expected.load("targets", DType::I64, kCuda);
-  Tensor logits = model->forward(ids);
-  REQUIRE(logits.device() == kCuda);
-  testing::require_close_scaled(logits, expected.load("logits"), 1e-4);
-  Tensor loss = ops::cross_entropy(logits, targets);
-  REQUIRE(loss.item() == Approx(expected.load("loss").item()).epsilon(1e-4));
-  backward(loss);
-  for (const std::string& key : expected.names()) {
-    if (key.rfind("grad.", 0) != 0) continue;
-    const std::string name = key.substr(5);
-    INFO("gradient of " << name);
-    Tensor grad;
-    for (auto& [n, p] : model->named_parameters()) {
-      if (n == name) grad = p.grad();
-    }
-    REQUIRE(grad.defined());
-    if (gpt2::is_conv1d_weight(name)) grad = ops::transpose(grad, 0, 1);
-    testing::require_close_scaled(grad, expected.load(key), 1e-3);
-  }
-  gpt2::SamplingOptions options;
-  options.temperature = 0.0;
-  const std::vector<int32_t> greedy = expected.load("greedy_ids", DType::I32).to_vector<int32_t>();
-  options.max_new_tokens = static_cast<int64_t>(greedy.size());
-  options.eot_token = -1;
-  REQUIRE(gpt2::generate(*model, expected.load("prompt_ids", DType::I32).to_vector<int32_t>(), options) == greedy);
+  REQUIRE(testing::check_against_reference(*model, kFixtureDir + "/expected.safetensors") == 11);
 }
 
 TEST_CASE("cuda: LoRA is exact at initialisation and merged equals unmerged", "[cuda]") {
   SKIP_WITHOUT_CUDA();
-  gpt2::GPT2 model(gpt2::GPT2Config::preset("tiny"), 3);
+  gpt2::GPT2LMHeadModel model(gpt2::GPT2Config::preset("tiny"), 3);
   model.to(kCuda);
   NoGradGuard no_grad;
   const Tensor ids = Tensor::from_vector(std::vector<int32_t>{1, 5, 9, 33, 70, 2}, {1, 6}, kCuda);
@@ -72,7 +46,7 @@ TEST_CASE("cuda: LoRA is exact at initialisation and merged equals unmerged", "[
   nn::LoRAConfig config;
   config.targets = {"q", "v", "mlp.c_proj"};
   config.options.rank = 4;
-  nn::apply_lora(model, config);
+  models::apply_lora(model, config);
   model.to(kCuda);
   REQUIRE(model.forward(ids).to_vector<float>() == base.to_vector<float>());
   Generator gen(4);
@@ -99,11 +73,11 @@ TEST_CASE("cuda: a few fine-tuning steps give the CPU's losses", "[cuda]") {
     std::vector<double> losses[2];
     for (int d = 0; d < 2; ++d) {
       const Device device = d == 0 ? Device::cpu() : kCuda;
-      gpt2::GPT2 model(gpt2::GPT2Config::preset("tiny"), 6);
+      gpt2::GPT2LMHeadModel model(gpt2::GPT2Config::preset("tiny"), 6);
       if (use_lora) {
         nn::LoRAConfig config;
         config.options.rank = 4;
-        nn::apply_lora(model, config);
+        models::apply_lora(model, config);
       }
       model.to(device);
       optim::AdamW opt(model.parameters(true), {.lr = 1e-2});

@@ -14,7 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "models/gpt2/checkpoint.h"
+#include "models/gpt2/model.h"
+#include "models/registry.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "tests/program_runner.h"
 
@@ -28,8 +29,8 @@ namespace {
 }  // namespace
 
 
-TEST_CASE("generate_gpt2: greedy tokens of the tiny fixture, streamed and as JSON", "[examples]") {
-  REQUIRE_PROGRAM(generate, "generate_gpt2");
+TEST_CASE("generate: greedy tokens of the tiny fixture, streamed and as JSON", "[examples]") {
+  REQUIRE_PROGRAM(generate, "generate");
   const RunResult r = run(generate, "--weights " + quote(kTinyModel) +
                                         " --prompt-ids 5,17,42,8 --max-new-tokens 12 --temperature 0 --json");
   INFO(r.err);
@@ -46,8 +47,8 @@ TEST_CASE("generate_gpt2: greedy tokens of the tiny fixture, streamed and as JSO
   CHECK(r.out.rfind(tokenizer.decode(prompt) + tokenizer.decode(greedy) + "\n", 0) == 0);
 }
 
-TEST_CASE("generate_gpt2: a random model with a notice, and clear errors", "[examples]") {
-  REQUIRE_PROGRAM(generate, "generate_gpt2");
+TEST_CASE("generate: a random model with a notice, and clear errors", "[examples]") {
+  REQUIRE_PROGRAM(generate, "generate");
   const RunResult random = run(generate, "--config tiny --prompt-ids 1,2 --max-new-tokens 3 --seed 1");
   CHECK(random.exit_code == 0);
   CHECK_THAT(random.err, Catch::Contains("randomly initialised"));
@@ -61,15 +62,15 @@ TEST_CASE("generate_gpt2: a random model with a notice, and clear errors", "[exa
       {"--config tiny --prompt-ids 1 --top-p 2", "--top-p"},
   };
   for (const auto& [args, message] : bad) {
-    INFO("generate_gpt2 " << args);
+    INFO("generate " << args);
     const RunResult r = run(generate, args);
     CHECK(r.exit_code != 0);
     CHECK_THAT(r.err, Catch::Contains(message));
   }
 }
 
-TEST_CASE("perplexity_gpt2: windows and loss on an llm.c .bin match the library", "[examples]") {
-  REQUIRE_PROGRAM(perplexity, "perplexity_gpt2");
+TEST_CASE("perplexity: windows and loss on an llm.c .bin match the library", "[examples]") {
+  REQUIRE_PROGRAM(perplexity, "perplexity");
   const int64_t T = 8, n_tokens = 43;  // floor(42 / 8) = 5 windows; batches of 2 leave a partial last batch
   std::vector<int32_t> tokens(static_cast<size_t>(n_tokens));
   Generator gen(7);
@@ -90,7 +91,7 @@ TEST_CASE("perplexity_gpt2: windows and loss on an llm.c .bin match the library"
   CHECK(j["perplexity"].get<double>() == Approx(std::exp(loss)).epsilon(1e-9));
 
   // The same mean through the library, one window at a time.
-  auto model = gpt2::load_pretrained(kTinyModel);
+  auto model = models::load_model(kTinyModel, "");
   model->eval();
   NoGradGuard no_grad;
   double sum = 0.0;
@@ -102,8 +103,8 @@ TEST_CASE("perplexity_gpt2: windows and loss on an llm.c .bin match the library"
   CHECK(loss == Approx(sum / double(windows)).epsilon(1e-5));
 }
 
-TEST_CASE("perplexity_gpt2: bad input gives a clear error", "[examples]") {
-  REQUIRE_PROGRAM(perplexity, "perplexity_gpt2");
+TEST_CASE("perplexity: bad input gives a clear error", "[examples]") {
+  REQUIRE_PROGRAM(perplexity, "perplexity");
   const fs::path good = scratch_dir() / "good.bin", bad_magic = scratch_dir() / "bad_magic.bin",
                  truncated = scratch_dir() / "truncated.bin", text = scratch_dir() / "text.txt";
   write_file(good, llmc_bin(std::vector<int32_t>(20, 3)));
@@ -125,7 +126,7 @@ TEST_CASE("perplexity_gpt2: bad input gives a clear error", "[examples]") {
       {weights + " --data " + quote(text.string()), "vocabulary"},
   };
   for (const auto& [args, message] : bad) {
-    INFO("perplexity_gpt2 " << args);
+    INFO("perplexity " << args);
     const RunResult r = run(perplexity, args);
     CHECK(r.exit_code != 0);
     CHECK_THAT(r.err, Catch::Contains(message));
@@ -141,7 +142,10 @@ TEST_CASE("tokenize_gpt2 --json encodes text", "[examples]") {
 }
 
 TEST_CASE("every example program answers --help", "[examples]") {
-  for (const char* name : {"generate_gpt2", "perplexity_gpt2", "tokenize_gpt2", "bench_matmul"}) {
+  // The generic programs, and the GPT-2 names kept as aliases of them.
+  for (const char* name : {"finetune", "generate", "perplexity", "forward_logits", "bench_train", "tokenize_gpt2",
+                           "bench_matmul", "finetune_gpt2", "generate_gpt2", "perplexity_gpt2", "forward_gpt2",
+                           "bench_gpt2"}) {
     const fs::path program = program_path(name);
     if (program.empty()) {
       WARN(name << " was not built next to the tests: skipping");
@@ -154,8 +158,8 @@ TEST_CASE("every example program answers --help", "[examples]") {
   }
 }
 
-TEST_CASE("finetune_gpt2 --mode compare: the report holds LoRA's savings", "[examples][slow]") {
-  REQUIRE_PROGRAM(finetune, "finetune_gpt2");
+TEST_CASE("finetune --mode compare: the report holds LoRA's savings", "[examples][slow]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
   const fs::path report = scratch_dir() / "report.json";
   const RunResult r = run(finetune, "--config small-test --steps 2 --warmup 1 --batch 2 --seq 32 --eval-batches 1 "
                                     "--mode compare --report-json " + quote(report.string()));
@@ -191,8 +195,8 @@ TEST_CASE("finetune_gpt2 --mode compare: the report holds LoRA's savings", "[exa
   }
 }
 
-TEST_CASE("finetune_gpt2: bad flags exit non-zero with a clear message", "[examples]") {
-  REQUIRE_PROGRAM(finetune, "finetune_gpt2");
+TEST_CASE("finetune: bad flags exit non-zero with a clear message", "[examples]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
   RunResult r = run(finetune, "--mode half");
   REQUIRE(r.exit_code != 0);
   r = run(finetune, "--config tiny --steps 1 --mode lora --data /nonexistent.txt");

@@ -7,9 +7,10 @@
 #include <unistd.h>
 
 #include "core/safetensors.h"
-#include "models/gpt2/checkpoint.h"
-#include "models/gpt2/generate.h"
-#include "tests/test_helpers.h"
+#include "models/gpt2/model.h"
+#include "models/hf_checkpoint.h"
+#include "models/registry.h"
+#include "tests/model_checks.h"
 
 using namespace lora;
 using namespace lora::gpt2;
@@ -17,64 +18,27 @@ using namespace lora::gpt2;
 namespace {
 const std::string kFixtureDir = std::string(LORA_TEST_DATA_DIR) + "/gpt2_tiny";
 
+std::shared_ptr<GPT2LMHeadModel> load_gpt2(const std::string& path) {
+  auto model = std::dynamic_pointer_cast<GPT2LMHeadModel>(models::load_model(path, ""));
+  REQUIRE(model != nullptr);
+  return model;
+}
+
 }  // namespace
 
 TEST_CASE("GPT-2 matches the PyTorch reference: logits, loss, gradients, greedy tokens", "[gpt2]") {
-  auto model = load_pretrained(kFixtureDir);
+  auto model = load_gpt2(kFixtureDir);
   REQUIRE(model->config().n_layer == 2);
-  const SafeTensorsFile expected = SafeTensorsFile::open(kFixtureDir + "/expected.safetensors");
-  const Tensor ids = expected.load("input_ids", DType::I64);
-  const Tensor targets = expected.load("targets", DType::I64);
-
-  Tensor logits = model->forward(ids);
-  testing::require_close_scaled(logits, expected.load("logits"), 1e-4);
-
-  Tensor loss = ops::cross_entropy(logits, targets);
-  REQUIRE(loss.item() == Approx(expected.load("loss").item()).epsilon(1e-4));
-  backward(loss);
-
-  int checked = 0;
-  for (const std::string& key : expected.names()) {
-    if (key.rfind("grad.", 0) != 0) continue;
-    const std::string name = key.substr(5);
-    INFO("gradient of " << name);
-    Tensor grad;
-    for (auto& [n, p] : model->named_parameters()) {
-      if (n == name) grad = p.grad();
-    }
-    REQUIRE(grad.defined());
-    if (is_conv1d_weight(name)) grad = ops::transpose(grad, 0, 1);  // to HF's [in, out]
-    testing::require_close_scaled(grad, expected.load(key), 1e-3);
-    ++checked;
-  }
-  REQUIRE(checked == 11);
-
-  const std::vector<int32_t> prompt = expected.load("prompt_ids", DType::I32).to_vector<int32_t>();
-  const std::vector<int32_t> greedy = expected.load("greedy_ids", DType::I32).to_vector<int32_t>();
-  SamplingOptions options;
-  options.temperature = 0.0;
-  options.max_new_tokens = static_cast<int64_t>(greedy.size());
-  options.eot_token = -1;
-  REQUIRE(generate(*model, prompt, options) == greedy);
+  REQUIRE(testing::check_against_reference(*model, kFixtureDir + "/expected.safetensors") == 11);
 }
 
 TEST_CASE("GPT-2: KV-cache decoding gives the same logits as the full forward pass", "[gpt2]") {
-  GPT2 model(GPT2Config::preset("tiny"), 3);
-  NoGradGuard no_grad;
-  const std::vector<int32_t> tokens = {3, 14, 15, 92, 65, 35, 89, 79};
-  const Tensor all = Tensor::from_vector(tokens, {1, 8});
-  const Tensor full = model.forward(all);  // [1, 8, V]
-  auto caches = model.make_kv_caches(1);
-  Tensor prefix = model.forward(Tensor::from_vector(std::vector<int32_t>(tokens.begin(), tokens.begin() + 5), {1, 5}), &caches);
-  testing::require_close(prefix, ops::slice(full, 1, 0, 5), 1e-4, 1e-5);
-  for (int t = 5; t < 8; ++t) {
-    Tensor step = model.forward(Tensor::from_vector(std::vector<int32_t>{tokens[t]}, {1, 1}), &caches);
-    testing::require_close(step, ops::slice(full, 1, t, t + 1), 1e-4, 1e-5);
-  }
+  GPT2LMHeadModel model(GPT2Config::preset("tiny"), 3);
+  testing::check_kv_cache_matches_forward(model, {3, 14, 15, 92, 65, 35, 89, 79}, 5);
 }
 
 TEST_CASE("GPT-2 small has 124,439,808 parameters with Hugging Face's names", "[gpt2]") {
-  GPT2 model(GPT2Config::preset("gpt2"));
+  GPT2LMHeadModel model(GPT2Config::preset("gpt2"));
   REQUIRE(model.num_parameters() == 124439808);
   const auto params = model.named_parameters();
   REQUIRE(params.front().first == "transformer.wte.weight");
@@ -91,7 +55,7 @@ TEST_CASE("GPT-2 small has 124,439,808 parameters with Hugging Face's names", "[
 
 TEST_CASE("GPT-2 initialisation follows GPT-2's scheme", "[gpt2]") {
   GPT2Config c = GPT2Config::preset("small-test");
-  GPT2 model(c, 1);
+  GPT2LMHeadModel model(c, 1);
   for (auto& [name, p] : model.named_parameters()) {
     INFO(name);
     const std::vector<double> v = p.to_vector<double>();
@@ -113,10 +77,10 @@ TEST_CASE("GPT-2 initialisation follows GPT-2's scheme", "[gpt2]") {
 }
 
 TEST_CASE("GPT-2 checkpoints round-trip in Hugging Face's layout", "[gpt2]") {
-  auto model = load_pretrained(kFixtureDir);
+  auto model = load_gpt2(kFixtureDir);
   const std::string dir = (std::filesystem::temp_directory_path() / fmt::format("lora_gpt2_roundtrip_{}", ::getpid())).string();
   std::filesystem::remove_all(dir);
-  save_hf_checkpoint(*model, dir);
+  models::save_hf_checkpoint(*model, dir);
   // The written file has exactly the names and shapes of the original HF file.
   const SafeTensorsFile original = SafeTensorsFile::open(kFixtureDir + "/model.safetensors");
   const SafeTensorsFile written = SafeTensorsFile::open(dir + "/model.safetensors");
@@ -128,7 +92,7 @@ TEST_CASE("GPT-2 checkpoints round-trip in Hugging Face's layout", "[gpt2]") {
     REQUIRE(written.load(name).to_vector<float>() == original.load(name).to_vector<float>());
   }
   REQUIRE(written.metadata().at("format") == "pt");
-  auto reloaded = load_pretrained(dir);
+  auto reloaded = load_gpt2(dir);
   NoGradGuard no_grad;
   const Tensor ids = Tensor::from_vector(std::vector<int32_t>{1, 2, 3}, {1, 3});
   testing::require_close(reloaded->forward(ids), model->forward(ids), 0, 0);
@@ -142,27 +106,28 @@ TEST_CASE("GPT-2 checkpoint errors name the problem", "[gpt2]") {
   // A file for the tiny config loaded into a model of another shape.
   GPT2Config other = GPT2Config::preset("tiny");
   other.n_embd = 64;
-  GPT2 wrong(other);
-  REQUIRE_THROWS_WITH(load_hf_weights(wrong, kFixtureDir + "/model.safetensors"),
-                      Catch::Contains("mis-shaped") && Catch::Contains("transformer.wte.weight"));
+  GPT2LMHeadModel wrong(other);
+  REQUIRE_THROWS_WITH(models::load_hf_weights(wrong, models::HFWeights::open(kFixtureDir + "/model.safetensors")),
+                      Catch::Contains("mis-shaped") && Catch::Contains("transformer.h.0.attn.c_attn.weight"));
   // A file missing a tensor.
-  auto model = load_pretrained(kFixtureDir);
-  auto state = hf_state(*model);
+  auto model = load_gpt2(kFixtureDir);
+  auto state = model->hf_state();
   state.erase(state.begin());
   save_safetensors(dir + "/partial.safetensors", state);
-  GPT2 fresh(GPT2Config::preset("tiny"));
-  REQUIRE_THROWS_WITH(load_hf_weights(fresh, dir + "/partial.safetensors"), Catch::Contains("missing tensors"));
+  GPT2LMHeadModel fresh(GPT2Config::preset("tiny"));
+  REQUIRE_THROWS_WITH(models::load_hf_weights(fresh, models::HFWeights::open(dir + "/partial.safetensors")),
+                      Catch::Contains("missing tensors"));
   // No config.json and no preset.
-  REQUIRE_THROWS_WITH(resolve_config(dir + "/partial.safetensors", ""), Catch::Contains("--config"));
-  REQUIRE_THROWS_WITH(resolve_config(dir + "/nothing", ""), Catch::Contains("no such file"));
+  REQUIRE_THROWS_WITH(models::resolve_config(dir + "/partial.safetensors", ""), Catch::Contains("--config"));
+  REQUIRE_THROWS_WITH(models::resolve_config(dir + "/nothing", ""), Catch::Contains("no such file"));
   REQUIRE_THROWS_AS(GPT2Config::preset("gpt3"), Error);
   std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("GPT-2 dropout follows train() and eval()", "[gpt2]") {
   GPT2Config c = GPT2Config::preset("tiny");
-  c.dropout = 0.1;  // Hugging Face's default resid/embd dropout
-  GPT2 model(c, 4);
+  c.resid_pdrop = c.embd_pdrop = c.attn_pdrop = 0.1;  // Hugging Face's defaults
+  GPT2LMHeadModel model(c, 4);
   NoGradGuard no_grad;
   const Tensor ids = Tensor::from_vector(std::vector<int32_t>{1, 2, 3, 4}, {1, 4});
   model.eval();

@@ -8,15 +8,18 @@
 #include <nlohmann/json.hpp>
 
 #include "core/safetensors.h"
-#include "models/gpt2/checkpoint.h"
+#include "models/gpt2/model.h"
+#include "models/lora.h"
+#include "models/registry.h"
 #include "nn/lora/adapter.h"
 #include "optim/adam.h"
 #include "tests/test_helpers.h"
 
 using namespace lora;
 using namespace lora::nn;
-using gpt2::GPT2;
 using gpt2::GPT2Config;
+using GPT2 = gpt2::GPT2LMHeadModel;
+using models::apply_lora;
 
 namespace {
 const std::string kFixtureDir = std::string(LORA_TEST_DATA_DIR) + "/gpt2_tiny";
@@ -179,9 +182,9 @@ TEST_CASE("task switching: unmerge adapter 1, merge adapter 2, base weights retu
   apply_lora(model, config);
   AdapterBank bank;
   randomize_adapters(model, 9);
-  bank.add_from_model("task1", model);
+  bank.add("task1", models::export_adapter(model, "tiny"));
   randomize_adapters(model, 10);
-  bank.add_from_model("task2", model);
+  bank.add("task2", models::export_adapter(model, "tiny"));
 
   NoGradGuard no_grad;
   model.eval();
@@ -284,7 +287,7 @@ TEST_CASE("adapters round-trip in PEFT's format, q,v as a block-structured c_att
   apply_lora(model, config);
   randomize_adapters(model, 17);
   const std::string dir = temp_dir("adapter");
-  save_adapter(model, dir);
+  models::save_adapter(model, dir, "tiny");
 
   const SafeTensorsFile file = SafeTensorsFile::open(dir + "/adapter_model.safetensors");
   const std::string a = "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight";
@@ -322,7 +325,7 @@ TEST_CASE("a PEFT adapter on the whole c_attn loads and matches the dense update
   config.options.rank = 3;
   apply_lora(model, config);
   randomize_adapters(model, 20);
-  AdapterState state = export_adapter(model);
+  AdapterState state = models::export_adapter(model, "tiny");
   state.metadata = {{"format", "pt"}};
   GPT2 other(GPT2Config::preset("tiny"), 19);
   import_adapter(other, state);
@@ -336,7 +339,7 @@ TEST_CASE("mismatched adapters are refused with a clear error", "[lora]") {
   LoRAConfig config;
   config.options.rank = 4;
   apply_lora(model, config);
-  const AdapterState good = export_adapter(model);
+  const AdapterState good = models::export_adapter(model, "tiny");
 
   SECTION("another rank in the config") {
     AdapterState bad = good;
@@ -369,10 +372,10 @@ TEST_CASE("mismatched adapters are refused with a clear error", "[lora]") {
 }
 
 TEST_CASE("a LoRA model saves its base weights in Hugging Face's layout", "[lora]") {
-  auto model = gpt2::load_pretrained(kFixtureDir);
+  auto model = models::load_model(kFixtureDir, "");
   LoRAConfig config;
   apply_lora(*model, config);
-  const auto state = gpt2::hf_state(*model);
+  const auto state = model->hf_state();
   REQUIRE(state.size() == 28);
   for (auto& [name, t] : state) REQUIRE(name.find("lora") == std::string::npos);
   for (auto& [name, t] : state) REQUIRE(name.find("base_layer") == std::string::npos);
@@ -386,13 +389,13 @@ TEST_CASE("PEFT's rank_pattern and alpha_pattern set a module's own rank and sca
   attn_config.targets = {"attn.c_attn"};
   attn_config.options.rank = 4, attn_config.options.alpha = 8;
   apply_lora(model, attn_config);
-  const AdapterState attn_state = export_adapter(model);
+  const AdapterState attn_state = models::export_adapter(model, "tiny");
   remove_lora(model);
   LoRAConfig fc_config;
   fc_config.targets = {"mlp.c_fc"};
   fc_config.options.rank = 2, fc_config.options.alpha = 32;
   apply_lora(model, fc_config);
-  const AdapterState fc_state = export_adapter(model);
+  const AdapterState fc_state = models::export_adapter(model, "tiny");
   AdapterState combined = attn_state;
   for (const auto& t : fc_state.tensors) combined.tensors.push_back(t);
   auto j = nlohmann::json::parse(attn_state.config_json);
@@ -418,13 +421,13 @@ TEST_CASE("a refused adapter leaves the model's current adapter in place", "[lor
   NoGradGuard no_grad;
   const Tensor ids = random_ids(1, 6, 101, 26);
   const Tensor before = model.forward(ids);
-  AdapterState bad = export_adapter(model);
+  AdapterState bad = models::export_adapter(model, "tiny");
   bad.tensors.back().second = Tensor::zeros({3, 3});  // the last lora_B has a wrong shape
   REQUIRE_THROWS_AS(import_adapter(model, bad), Error);
   REQUIRE(lora_layers(model).size() == 2);
   testing::require_close(model.forward(ids), before, 0, 0);
   // Slice metadata that points outside the layer is refused, not read out of bounds.
-  AdapterState hostile = export_adapter(model);
+  AdapterState hostile = models::export_adapter(model, "tiny");
   for (auto& [key, value] : hostile.metadata) {
     if (key.rfind("lora_cpp.slices.", 0) == 0) value = "0:48,1000:48";
   }

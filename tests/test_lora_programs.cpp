@@ -1,5 +1,5 @@
-// End-to-end runs of the LoRA programs as subprocesses: an adapter trained by finetune_gpt2 on the tiny
-// fixture gives the same greedy tokens unmerged (generate_gpt2 --adapter), merged (--merge) and folded into
+// End-to-end runs of the LoRA programs as subprocesses: an adapter trained by finetune on the tiny
+// fixture gives the same greedy tokens unmerged (generate --adapter), merged (--merge) and folded into
 // a plain GPT-2 by merge_lora; the merged checkpoint holds exactly W + s B A; errors and --help; and
 // bench_inference on the tiny preset.
 //
@@ -19,7 +19,8 @@
 #include <vector>
 
 #include "core/safetensors.h"
-#include "models/gpt2/checkpoint.h"
+#include "models/gpt2/model.h"
+#include "models/registry.h"
 #include "nn/lora/adapter.h"
 #include "tests/program_runner.h"
 
@@ -30,7 +31,7 @@ using namespace lora::testing;
 namespace {
 
 // ---------------------------------------------------------------------------------------------------
-// Adapters trained by finetune_gpt2
+// Adapters trained by finetune
 
 // 400 tokens below the tiny vocabulary (101), with some structure to learn.
 fs::path token_file() {
@@ -44,7 +45,7 @@ fs::path token_file() {
   return path;
 }
 
-// Trains a LoRA adapter (r=8 on q,v: finetune_gpt2's defaults) and returns its folder, SAVE/lora.
+// Trains a LoRA adapter (r=8 on q,v: finetune's defaults) and returns its folder, SAVE/lora.
 fs::path train_adapter(const fs::path& finetune, const std::string& model_args, const std::string& name,
                        const std::string& train_args) {
   const fs::path save = scratch_dir() / name;
@@ -65,7 +66,7 @@ fs::path tiny_adapter(const fs::path& finetune) {
 
 std::vector<int32_t> greedy_ids(const fs::path& generate, const std::string& model_args, std::string* err = nullptr) {
   const RunResult r = run(generate, model_args + " --prompt-ids 5,17,42,8 --max-new-tokens 12 --temperature 0 --json");
-  INFO("generate_gpt2 " << model_args << "\n" << r.err);
+  INFO("generate " << model_args << "\n" << r.err);
   REQUIRE(r.exit_code == 0);
   if (err) *err = r.err;
   return last_json_line(r.out)["generated_ids"].get<std::vector<int32_t>>();
@@ -90,8 +91,8 @@ std::map<std::string, std::vector<float>> tensors_of_file(const fs::path& path) 
 // ---------------------------------------------------------------------------------------------------
 
 TEST_CASE("a trained adapter gives the same greedy tokens unmerged, merged, and merged by merge_lora", "[examples]") {
-  REQUIRE_PROGRAM(finetune, "finetune_gpt2");
-  REQUIRE_PROGRAM(generate, "generate_gpt2");
+  REQUIRE_PROGRAM(finetune, "finetune");
+  REQUIRE_PROGRAM(generate, "generate");
   REQUIRE_PROGRAM(merge, "merge_lora");
   const fs::path adapter = tiny_adapter(finetune);
   const std::string base_args = "--weights " + quote(kTinyModel);
@@ -119,7 +120,7 @@ TEST_CASE("a trained adapter gives the same greedy tokens unmerged, merged, and 
 }
 
 TEST_CASE("merge_lora writes exactly W + s B A on the adapted slices and the base weights elsewhere", "[examples]") {
-  REQUIRE_PROGRAM(finetune, "finetune_gpt2");
+  REQUIRE_PROGRAM(finetune, "finetune");
   REQUIRE_PROGRAM(merge, "merge_lora");
   const fs::path adapter = tiny_adapter(finetune);
 
@@ -137,13 +138,13 @@ TEST_CASE("merge_lora writes exactly W + s B A on the adapted slices and the bas
   CHECK_THAT(r.out, Catch::Contains("kept the existing"));
 
   // The file loads as a plain GPT-2, and holds what the library's merge computes, bit for bit.
-  auto merged_model = gpt2::load_pretrained(file.string());
+  auto merged_model = models::load_model(file.string(), "");
   CHECK(nn::lora_layers(*merged_model).empty());
-  auto reference = gpt2::load_pretrained(kTinyModel);
+  auto reference = models::load_model(kTinyModel, "");
   nn::load_adapter(*reference, adapter.string());
   nn::merge_lora(*reference);
-  const auto written = tensors_of_file(file), expected = tensors_of(gpt2::hf_state(*reference));
-  const auto base = tensors_of(gpt2::hf_state(*gpt2::load_pretrained(kTinyModel)));
+  const auto written = tensors_of_file(file), expected = tensors_of(reference->hf_state());
+  const auto base = tensors_of(models::load_model(kTinyModel, "")->hf_state());
   REQUIRE(written.size() == base.size());
   for (const auto& [name, values] : base) {
     INFO(name);
@@ -168,9 +169,9 @@ TEST_CASE("merge_lora writes exactly W + s B A on the adapted slices and the bas
   }
 }
 
-TEST_CASE("merge_lora and generate_gpt2 --adapter refuse bad adapters and outputs with a clear error", "[examples]") {
-  REQUIRE_PROGRAM(finetune, "finetune_gpt2");
-  REQUIRE_PROGRAM(generate, "generate_gpt2");
+TEST_CASE("merge_lora and generate --adapter refuse bad adapters and outputs with a clear error", "[examples]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  REQUIRE_PROGRAM(generate, "generate");
   REQUIRE_PROGRAM(merge, "merge_lora");
   const std::string weights = "--weights " + quote(kTinyModel);
   const fs::path tiny = tiny_adapter(finetune);
@@ -181,7 +182,7 @@ TEST_CASE("merge_lora and generate_gpt2 --adapter refuse bad adapters and output
   fs::create_directories(empty);
   const fs::path foreign = scratch_dir() / "foreign_config";
   fs::create_directories(foreign);
-  gpt2::GPT2Config::preset("small-test").save_json_file((foreign / "config.json").string());
+  std::ofstream(foreign / "config.json") << gpt2::GPT2Config::preset("small-test").to_json().dump(2);
   const std::string out = " --out " + quote(scratch_dir() / "unused");
 
   const std::vector<std::tuple<fs::path, std::string, std::string>> bad = {
@@ -196,7 +197,7 @@ TEST_CASE("merge_lora and generate_gpt2 --adapter refuse bad adapters and output
       {generate, weights + " --merge --prompt-ids 1", "--adapter"},
       {merge, weights + " --adapter " + quote(tiny), "--out"},
       {merge, "--adapter " + quote(tiny) + out, "--weights"},
-      {merge, weights + " --adapter " + quote(tiny) + " --out " + quote(kTinyModel), "overwrite the base weights"},
+      {merge, weights + " --adapter " + quote(tiny) + " --out " + quote(kTinyModel), "overwrite the base model"},
       {merge, weights + " --adapter " + quote(tiny) + " --out " + quote(foreign / "m.safetensors"), "another model"},
   };
   for (const auto& [program, args, message] : bad) {
@@ -229,9 +230,9 @@ TEST_CASE("bench_inference times base, unmerged and merged LoRA on the tiny pres
   CHECK_THAT(too_long.err, Catch::Contains("--seq 64"));
 }
 
-TEST_CASE("merge_lora, bench_inference and generate_gpt2 answer --help", "[examples]") {
+TEST_CASE("merge_lora, bench_inference and generate answer --help", "[examples]") {
   for (const auto& [name, flag] : std::vector<std::pair<std::string, std::string>>{
-           {"merge_lora", "--adapter"}, {"bench_inference", "--repeats"}, {"generate_gpt2", "--merge"}}) {
+           {"merge_lora", "--adapter"}, {"bench_inference", "--repeats"}, {"generate", "--merge"}}) {
     const fs::path program = program_path(name);
     if (program.empty()) {
       WARN(name << " was not built next to the tests: skipping");

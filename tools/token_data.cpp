@@ -10,22 +10,38 @@
 namespace lora::tools {
 
 std::vector<int32_t> read_llmc_tokens(const std::string& path) {
+  std::error_code ec;
+  LORA_CHECK(std::filesystem::is_regular_file(path, ec), "token file '{}': no such file", path);
   std::ifstream in(path, std::ios::binary);
   LORA_CHECK(in.good(), "cannot open token file '{}'", path);
   int32_t header[256] = {};
   in.read(reinterpret_cast<char*>(header), sizeof(header));
   LORA_CHECK(in.gcount() == sizeof(header), "token file '{}': shorter than its 1024-byte header", path);
   LORA_CHECK(header[0] == 20240520, "token file '{}': bad magic {} (expected 20240520, an llm.c .bin)", path, header[0]);
-  LORA_CHECK(header[1] == 1 || header[1] == 2, "token file '{}': unsupported version {}", path, header[1]);
-  const int64_t count = header[2];
-  LORA_CHECK(count >= 0, "token file '{}': negative token count", path);
-  const auto size = std::filesystem::file_size(path);
-  LORA_CHECK(size == sizeof(header) + static_cast<uint64_t>(count) * 2,
-             "token file '{}': header says {} tokens, but the file has {} bytes (expected {})", path, count, size,
-             sizeof(header) + count * 2);
-  std::vector<uint16_t> raw(static_cast<size_t>(count));
-  in.read(reinterpret_cast<char*>(raw.data()), count * 2);
-  return std::vector<int32_t>(raw.begin(), raw.end());
+  // Version 1: GPT-2 tokens as uint16; version 2: LLaMA-3 tokens as uint32.
+  LORA_CHECK(header[1] == 1 || header[1] == 2, "token file '{}': unsupported version {} (expected 1 or 2)", path, header[1]);
+  LORA_CHECK(header[2] >= 0, "token file '{}': negative token count {}", path, header[2]);
+  const uint64_t width = header[1] == 1 ? 2 : 4, count = static_cast<uint64_t>(header[2]);
+  const auto size = std::filesystem::file_size(path, ec);
+  LORA_CHECK(!ec && size == sizeof(header) + count * width,
+             "token file '{}': the header announces {} tokens of {} bytes ({} bytes with the header), but the file has {}",
+             path, count, width, sizeof(header) + count * width, size);
+  std::vector<int32_t> tokens(static_cast<size_t>(count));
+  if (width == 2) {
+    std::vector<uint16_t> raw(tokens.size());
+    in.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(count * 2));
+    std::copy(raw.begin(), raw.end(), tokens.begin());
+  } else {
+    std::vector<uint32_t> raw(tokens.size());
+    in.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(count * 4));
+    for (size_t i = 0; i < raw.size(); ++i) {
+      LORA_CHECK(raw[i] <= static_cast<uint32_t>(INT32_MAX), "token file '{}': token {} at position {} is too large", path,
+                 raw[i], i);
+      tokens[i] = static_cast<int32_t>(raw[i]);
+    }
+  }
+  LORA_CHECK(in.good(), "token file '{}': read failed", path);
+  return tokens;
 }
 
 TokenSplit load_token_split(const std::string& path, double train_fraction) {

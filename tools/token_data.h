@@ -18,8 +18,8 @@ struct TokenSplit {
 // characters (text) or tokens (.bin) for training, the rest held out. Errors name the file.
 TokenSplit load_token_split(const std::string& path, double train_fraction = 0.9);
 
-// Reads an llm.c token file: a 256 x int32 header (magic 20240520, version 1 or 2, token count), then
-// uint16 tokens.
+// Reads an llm.c token file: a 256 x int32 header (magic 20240520, version, token count), then the tokens:
+// uint16 for version 1 (GPT-2), uint32 for version 2 (llm.c's LLaMA-3 files).
 std::vector<int32_t> read_llmc_tokens(const std::string& path);
 
 // Random windows: inputs [B, T] and targets [B, T] (the inputs shifted by one), seeded.

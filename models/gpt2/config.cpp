@@ -1,75 +1,92 @@
-// GPT2Config presets and config.json I/O.
+// GPT2Config presets and config.json reading/writing.
 #include "models/gpt2/config.h"
 
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "core/atomic_file.h"
 #include "core/error.h"
 
 namespace lora::gpt2 {
 
-GPT2Config GPT2Config::preset(const std::string& name) {
+nlohmann::json GPT2Config::preset_json(const std::string& name) {
   GPT2Config c;
-  if (name == "gpt2") return c;
-  if (name == "gpt2-medium") return c.n_embd = 1024, c.n_layer = 24, c.n_head = 16, c;
-  if (name == "gpt2-large") return c.n_embd = 1280, c.n_layer = 36, c.n_head = 20, c;
-  if (name == "gpt2-xl") return c.n_embd = 1600, c.n_layer = 48, c.n_head = 25, c;
-  if (name == "tiny") return c.vocab_size = 101, c.n_positions = 32, c.n_embd = 48, c.n_layer = 2, c.n_head = 4, c;
-  if (name == "small-test") return c.n_positions = 256, c.n_embd = 128, c.n_layer = 4, c.n_head = 4, c;
-  LORA_FAIL("unknown GPT-2 config '{}': expected gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny or small-test", name);
+  c.bos_token_id = c.eos_token_id = 50256;
+  if (name == "gpt2") return c.to_json();
+  if (name == "gpt2-medium") return c.n_embd = 1024, c.n_layer = 24, c.n_head = 16, c.to_json();
+  if (name == "gpt2-large") return c.n_embd = 1280, c.n_layer = 36, c.n_head = 20, c.to_json();
+  if (name == "gpt2-xl") return c.n_embd = 1600, c.n_layer = 48, c.n_head = 25, c.to_json();
+  if (name == "small-test") return c.n_positions = 256, c.n_embd = 128, c.n_layer = 4, c.n_head = 4, c.to_json();
+  if (name == "tiny") {
+    c.bos_token_id = c.eos_token_id = -1;
+    return c.vocab_size = 101, c.n_positions = 32, c.n_embd = 48, c.n_layer = 2, c.n_head = 4, c.to_json();
+  }
+  return nullptr;
+}
+
+GPT2Config GPT2Config::preset(const std::string& name) {
+  const nlohmann::json j = preset_json(name);
+  LORA_CHECK(!j.is_null(), "unknown GPT-2 preset '{}': expected gpt2, gpt2-medium, gpt2-large, gpt2-xl, small-test or tiny",
+             name);
+  return from_json(j, "preset '" + name + "'");
 }
 
 void GPT2Config::validate() const {
-  LORA_CHECK(vocab_size > 0 && n_positions > 0 && n_embd > 0 && n_layer > 0 && n_head > 0,
+  LORA_CHECK(vocab_size > 0 && n_positions > 0 && n_embd > 0 && n_layer > 0 && n_head > 0 && n_inner >= 0,
              "GPT-2 config: sizes must be positive ({})", str());
   LORA_CHECK(n_embd % n_head == 0, "GPT-2 config: n_embd {} is not divisible by n_head {}", n_embd, n_head);
   LORA_CHECK(layer_norm_epsilon > 0, "GPT-2 config: layer_norm_epsilon must be positive");
-  LORA_CHECK(dropout >= 0 && dropout < 1, "GPT-2 config: dropout {} is outside [0, 1)", dropout);
+  for (double p : {resid_pdrop, embd_pdrop, attn_pdrop}) {
+    LORA_CHECK(p >= 0 && p < 1, "GPT-2 config: dropout {} is outside [0, 1)", p);
+  }
 }
 
-GPT2Config GPT2Config::from_json_file(const std::string& path) {
-  std::ifstream in(path);
-  LORA_CHECK(in.good(), "cannot open GPT-2 config '{}'", path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    LORA_FAIL("GPT-2 config '{}' is not valid JSON: {}", path, e.what());
-  }
-  LORA_CHECK(j.is_object(), "GPT-2 config '{}': expected a JSON object", path);
+GPT2Config GPT2Config::read(ConfigReader& r) {
   GPT2Config c;
-  auto read_int = [&](const char* key, int64_t& field, bool required) {
-    if (!j.contains(key)) {
-      LORA_CHECK(!required, "GPT-2 config '{}': missing '{}'", path, key);
-      return;
-    }
-    LORA_CHECK(j[key].is_number_integer(), "GPT-2 config '{}': '{}' must be an integer", path, key);
-    field = j[key].get<int64_t>();
-  };
-  auto read_float = [&](const char* key, double& field) {
-    if (!j.contains(key)) return;
-    LORA_CHECK(j[key].is_number(), "GPT-2 config '{}': '{}' must be a number", path, key);
-    field = j[key].get<double>();
-  };
-  read_int("vocab_size", c.vocab_size, true);
-  read_int("n_positions", c.n_positions, true);
-  read_int("n_embd", c.n_embd, true);
-  read_int("n_layer", c.n_layer, true);
-  read_int("n_head", c.n_head, true);
-  read_float("layer_norm_epsilon", c.layer_norm_epsilon);
-  read_float("resid_pdrop", c.dropout);
-  read_float("initializer_range", c.initializer_range);
+  // Bounds far above any published GPT-2, so that a hostile config fails here and not in the allocator.
+  c.vocab_size = r.required_integer("vocab_size", 1, 1 << 22);
+  c.n_positions = r.required_integer("n_positions", 1, 1 << 20);
+  c.n_embd = r.required_integer("n_embd", 1, 1 << 16);
+  c.n_layer = r.required_integer("n_layer", 1, 1024);
+  c.n_head = r.required_integer("n_head", 1, 1024);
+  c.n_inner = r.integer("n_inner", 0, 1, 1 << 20);
+  if (r.has("n_ctx") && r.integer("n_ctx", 0, 1, 1 << 20) != c.n_positions) {
+    r.fail("n_ctx", fmt::format("= {} differs from n_positions {}", r.json()["n_ctx"].dump(), c.n_positions));
+  }
+  r.mark_read("n_ctx");
+  c.layer_norm_epsilon = r.number("layer_norm_epsilon", 1e-5, 1e-30, 1.0);
+  c.resid_pdrop = r.number("resid_pdrop", 0.0, 0.0, 0.99);
+  c.embd_pdrop = r.number("embd_pdrop", 0.0, 0.0, 0.99);
+  c.attn_pdrop = r.number("attn_pdrop", 0.0, 0.0, 0.99);
+  c.initializer_range = r.number("initializer_range", 0.02, 0.0, 10.0);
+  c.tie_word_embeddings = r.boolean("tie_word_embeddings", true);
+  c.bos_token_id = r.token_id("bos_token_id", c.vocab_size);
+  c.eos_token_id = r.token_id("eos_token_id", c.vocab_size);
+  // What lora.cpp's GPT-2 computes; anything else would be a different model.
+  r.expect_one_of("activation_function", {"gelu_new", "gelu_pytorch_tanh"},
+                  "the MLP computes GELU's tanh approximation (gelu_new)");
+  r.expect_one_of("scale_attn_weights", {true}, "attention scores are always scaled by 1/sqrt(head_dim)");
+  r.expect_one_of("scale_attn_by_inverse_layer_idx", {false}, "attention scores are not scaled by 1/(layer + 1)");
+  // Upcasting attention to float32 changes nothing here: everything is float32 already.
+  r.boolean("reorder_and_upcast_attn", false);
+  // GPT2DoubleHeadsModel's classification head settings: no effect on the language model.
+  for (const char* key : {"summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels",
+                          "summary_first_dropout"}) {
+    r.mark_read(key);
+  }
+  r.finish();
   try {
     c.validate();
   } catch (const Error& e) {
-    LORA_FAIL("GPT-2 config '{}': {}", path, e.what());
+    LORA_FAIL("config {}: {}", r.source(), e.what());
   }
   return c;
 }
 
-void GPT2Config::save_json_file(const std::string& path) const {
+GPT2Config GPT2Config::from_json(const nlohmann::json& json, const std::string& source) {
+  ConfigReader reader(json, source);
+  return read(reader);
+}
+
+nlohmann::json GPT2Config::to_json() const {
   nlohmann::json j = {
       {"architectures", {"GPT2LMHeadModel"}},
       {"model_type", "gpt2"},
@@ -80,16 +97,19 @@ void GPT2Config::save_json_file(const std::string& path) const {
       {"n_embd", n_embd},
       {"n_layer", n_layer},
       {"n_head", n_head},
+      {"n_inner", n_inner > 0 ? nlohmann::json(n_inner) : nlohmann::json(nullptr)},
       {"layer_norm_epsilon", layer_norm_epsilon},
-      {"resid_pdrop", dropout},
-      {"embd_pdrop", dropout},
-      {"attn_pdrop", 0.0},
+      {"resid_pdrop", resid_pdrop},
+      {"embd_pdrop", embd_pdrop},
+      {"attn_pdrop", attn_pdrop},
       {"initializer_range", initializer_range},
-      {"tie_word_embeddings", true},
+      {"scale_attn_weights", true},
+      {"scale_attn_by_inverse_layer_idx", false},
+      {"tie_word_embeddings", tie_word_embeddings},
   };
-  // GPT-2's <|endoftext|>, only where the vocabulary has it (small test vocabularies do not).
-  if (vocab_size > 50256) j["bos_token_id"] = j["eos_token_id"] = 50256;
-  write_file_atomically(path, [&](std::ostream& out) { out << j.dump(2) << "\n"; });
+  if (bos_token_id >= 0) j["bos_token_id"] = bos_token_id;
+  if (eos_token_id >= 0) j["eos_token_id"] = eos_token_id;
+  return j;
 }
 
 std::string GPT2Config::str() const {

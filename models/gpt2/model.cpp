@@ -1,4 +1,4 @@
-// GPT-2: construction, initialisation and the forward pass.
+// GPT-2: construction, initialisation, the forward pass and its Hugging Face names.
 #include "models/gpt2/model.h"
 
 #include <cmath>
@@ -6,16 +6,21 @@
 #include "autograd/ops/linear_cross_entropy.h"
 
 namespace lora::gpt2 {
+namespace {
 
-GPT2Transformer::GPT2Transformer(const GPT2Config& c, Generator& gen) {
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+GPT2Model::GPT2Model(const GPT2Config& c, Generator& gen) {
   wte = std::make_shared<nn::Embedding>(c.vocab_size, c.n_embd, gen, c.initializer_range);
   wpe = std::make_shared<nn::Embedding>(c.n_positions, c.n_embd, gen, c.initializer_range);
-  drop = std::make_shared<nn::Dropout>(c.dropout, gen.next_u64());
-  std::vector<std::shared_ptr<nn::TransformerBlock>> blocks;
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    blocks.push_back(std::make_shared<nn::TransformerBlock>(c.n_embd, c.n_head, c.dropout, c.layer_norm_epsilon, gen));
-  }
-  h = std::make_shared<nn::ModuleList<nn::TransformerBlock>>(std::move(blocks));
+  drop = std::make_shared<nn::Dropout>(c.embd_pdrop, gen.next_u64());
+  std::vector<std::shared_ptr<GPT2Block>> blocks;
+  for (int64_t i = 0; i < c.n_layer; ++i) blocks.push_back(std::make_shared<GPT2Block>(c, gen));
+  h = std::make_shared<nn::ModuleList<GPT2Block>>(std::move(blocks));
   ln_f = std::make_shared<nn::LayerNorm>(c.n_embd, c.layer_norm_epsilon);
   register_module("wte", wte);
   register_module("wpe", wpe);
@@ -24,41 +29,53 @@ GPT2Transformer::GPT2Transformer(const GPT2Config& c, Generator& gen) {
   register_module("ln_f", ln_f);
 }
 
-GPT2::GPT2(const GPT2Config& config, uint64_t seed) : config_(config) {
+GPT2LMHeadModel::GPT2LMHeadModel(const GPT2Config& config, uint64_t seed) : config_(config) {
   config_.validate();
   Generator gen(seed);
-  transformer = std::make_shared<GPT2Transformer>(config_, gen);
+  transformer = std::make_shared<GPT2Model>(config_, gen);
   register_module("transformer", transformer);
+  if (!config_.tie_word_embeddings) {
+    lm_head = std::make_shared<nn::Linear>(config_.n_embd, config_.vocab_size, false, gen);
+    register_module("lm_head", lm_head);
+  }
   init_weights(gen);
 }
 
-void GPT2::init_weights(Generator& gen) {
+void GPT2LMHeadModel::init_weights(Generator& gen) {
   NoGradGuard no_grad;
   const double std = config_.initializer_range;
   const double residual_std = std / std::sqrt(2.0 * static_cast<double>(config_.n_layer));
   for (auto& [name, p] : named_parameters()) {
-    const bool is_weight = name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
-    const bool is_layer_norm = name.find(".ln_") != std::string::npos;
-    if (is_layer_norm) continue;  // ones and zeros already
-    if (!is_weight) {             // biases
+    if (name.find(".ln_") != std::string::npos) continue;  // LayerNorms: ones and zeros already
+    if (!ends_with(name, ".weight")) {                      // biases
       p.zero_();
       continue;
     }
-    const bool residual = name.find("attn.c_proj.weight") != std::string::npos ||
-                          name.find("mlp.c_proj.weight") != std::string::npos;
+    const bool residual = ends_with(name, "attn.c_proj.weight") || ends_with(name, "mlp.c_proj.weight");
     p.copy_from(Tensor::randn(p.shape(), gen, 0.0, residual ? residual_std : std, p.dtype(), p.device()));
   }
 }
 
-Tensor GPT2::hidden_states(const Tensor& ids, std::vector<nn::KVCache>* caches) {
+models::ModelDims GPT2LMHeadModel::dims() const {
+  return {.vocab_size = config_.vocab_size,
+          .context_length = config_.n_positions,
+          .n_layer = config_.n_layer,
+          .hidden = config_.n_embd,
+          .n_head = config_.n_head,
+          .n_kv_head = config_.n_head,
+          .head_dim = config_.n_embd / config_.n_head};
+}
+
+Tensor GPT2LMHeadModel::hidden_states(const Tensor& ids, nn::KVCache* cache) {
   LORA_CHECK(ids.rank() == 2, "GPT-2: token ids must be [batch, time], got {}", ids.shape().str());
   const int64_t T = ids.size(1);
-  const int64_t start = caches && !caches->empty() ? (*caches)[0].length : 0;
+  const int64_t start = cache ? cache->length : 0;
   LORA_CHECK(start + T <= config_.n_positions, "GPT-2: {} tokens exceed the context length {}", start + T,
              config_.n_positions);
-  if (caches) {
-    LORA_CHECK(static_cast<int64_t>(caches->size()) == config_.n_layer, "GPT-2: {} KV caches for {} layers",
-               caches->size(), config_.n_layer);
+  if (cache) {
+    LORA_CHECK(static_cast<int64_t>(cache->layers.size()) == config_.n_layer, "GPT-2: a KV cache of {} layers for {}",
+               cache->layers.size(), config_.n_layer);
+    cache->check_room(T, ids.size(0), "GPT-2");
   }
   std::vector<int64_t> positions(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) positions[t] = start + t;
@@ -67,32 +84,49 @@ Tensor GPT2::hidden_states(const Tensor& ids, std::vector<nn::KVCache>* caches) 
   // x = wte[ids] + wpe[pos]   [B, T, C] + [T, C]
   Tensor x = transformer->drop->forward(transformer->wte->forward(ids) + transformer->wpe->forward(pos));
   for (size_t layer = 0; layer < transformer->h->size(); ++layer) {
-    x = (*transformer->h)[layer].forward(x, caches ? &(*caches)[layer] : nullptr);
+    x = (*transformer->h)[layer].forward(x, cache ? &cache->layers[layer] : nullptr, start);
   }
+  if (cache) cache->advance(T);
   return transformer->ln_f->forward(x);
 }
 
-Tensor GPT2::forward(const Tensor& ids, std::vector<nn::KVCache>* caches) {
-  // The head is tied to the token embedding: logits = h wte^T.
-  return ops::linear(hidden_states(ids, caches), transformer->wte->weight);
+Tensor GPT2LMHeadModel::forward(const Tensor& ids, nn::KVCache* cache) {
+  return ops::linear(hidden_states(ids, cache), head_weight());  // logits = h W_head^T
 }
 
-Tensor GPT2::loss(const Tensor& ids, const Tensor& targets) {
+Tensor GPT2LMHeadModel::loss(const Tensor& ids, const Tensor& targets) {
   LORA_CHECK(targets.shape() == ids.shape(), "GPT-2 loss: targets {} do not match ids {}", targets.shape().str(),
              ids.shape().str());
-  // The tied head and the loss as one op: the [B, T, V] logits and their gradient share one buffer.
-  return ops::linear_cross_entropy(hidden_states(ids), transformer->wte->weight, targets);
+  // The head and the loss as one op: the [B, T, V] logits and their gradient share one buffer.
+  return ops::linear_cross_entropy(hidden_states(ids), head_weight(), targets);
 }
 
-std::vector<nn::KVCache> GPT2::make_kv_caches(int64_t batch) const {
-  const int64_t H = config_.n_head, D = config_.n_embd / config_.n_head;
-  const Device device = transformer->wte->weight.device();
-  std::vector<nn::KVCache> caches(static_cast<size_t>(config_.n_layer));
-  for (auto& c : caches) {
-    c.k = Tensor::empty({batch, H, config_.n_positions, D}, DType::F32, device);
-    c.v = Tensor::empty({batch, H, config_.n_positions, D}, DType::F32, device);
+bool GPT2LMHeadModel::hf_transposed(const std::string& name) const {
+  return ends_with(name, "attn.c_attn.weight") || ends_with(name, "attn.c_proj.weight") ||
+         ends_with(name, "mlp.c_fc.weight") || ends_with(name, "mlp.c_proj.weight");
+}
+
+std::string GPT2LMHeadModel::hf_key_to_name(const std::string& key) const {
+  // The causal-mask buffers older checkpoints carry, and a tied head saved anyway, are not parameters.
+  if (ends_with(key, ".attn.bias") || ends_with(key, ".attn.masked_bias")) return "";
+  if (key == "lm_head.weight") return lm_head ? key : "";
+  // GPT2Model checkpoints (as published for openai-community/gpt2) name tensors without "transformer.".
+  return key.rfind("transformer.", 0) == 0 ? key : "transformer." + key;
+}
+
+std::vector<nn::LoRATarget> GPT2LMHeadModel::declared_lora_targets() const {
+  const int64_t C = config_.n_embd;
+  std::vector<nn::LoRATarget> targets;
+  const char* names[3] = {"q", "k", "v"};
+  const char* what[3] = {"query", "key", "value"};
+  for (int which = 0; which < 3; ++which) {
+    nn::LoRATarget t{names[which], fmt::format("the {} rows of every attn.c_attn", what[which]), {}};
+    for (int64_t layer = 0; layer < config_.n_layer; ++layer) {
+      t.sites.push_back({fmt::format("transformer.h.{}.attn.c_attn", layer), {which * C, C}});
+    }
+    targets.push_back(std::move(t));
   }
-  return caches;
+  return targets;
 }
 
 }  // namespace lora::gpt2

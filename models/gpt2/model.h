@@ -1,49 +1,60 @@
-// GPT-2: token and position embeddings, n_layer pre-LayerNorm transformer blocks, a final LayerNorm,
-// and a language-model head tied to the token embedding (logits = h wte^T). Parameter names are
-// Hugging Face's (transformer.wte.weight, transformer.h.0.attn.c_attn.weight, ...), with Linear weights
-// in PyTorch's [out, in] layout (models/gpt2/checkpoint.h converts from and to HF's Conv1D [in, out]).
+// GPT-2 (Radford et al., 2019): token and position embeddings, n_layer pre-LayerNorm blocks, a final
+// LayerNorm, and a language-model head tied to the token embedding (logits = h wte^T) or, when the config
+// unties it, a separate lm_head. Parameter names are Hugging Face's GPT2LMHeadModel's
+// (transformer.wte.weight, transformer.h.0.attn.c_attn.weight, ...), with Linear weights in PyTorch's
+// [out, in] layout; HF stores the four Conv1D weights per block [in, out] (hf_transposed).
 #pragma once
 
-#include <vector>
-
-#include "models/gpt2/config.h"
-#include "nn/transformer.h"
+#include "models/causal_lm.h"
+#include "models/gpt2/blocks.h"
 
 namespace lora::gpt2 {
 
 // Hugging Face's GPT2Model: everything but the head. Registered as "transformer".
-class GPT2Transformer : public nn::Module {
+class GPT2Model : public nn::Module {
  public:
-  GPT2Transformer(const GPT2Config& config, Generator& gen);
+  GPT2Model(const GPT2Config& config, Generator& gen);
 
   std::shared_ptr<nn::Embedding> wte;  // [vocab_size, n_embd]
   std::shared_ptr<nn::Embedding> wpe;  // [n_positions, n_embd]
   std::shared_ptr<nn::Dropout> drop;
-  std::shared_ptr<nn::ModuleList<nn::TransformerBlock>> h;
+  std::shared_ptr<nn::ModuleList<GPT2Block>> h;
   std::shared_ptr<nn::LayerNorm> ln_f;
 };
 
-class GPT2 : public nn::Module {
+class GPT2LMHeadModel : public models::CausalLM {
  public:
-  // A model with GPT-2's initialisation: weights ~ N(0, 0.02), the residual projections (attn.c_proj,
-  // mlp.c_proj) ~ N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorms 1 and 0.
-  explicit GPT2(const GPT2Config& config, uint64_t seed = 0);
+  // GPT-2's initialisation: weights ~ N(0, initializer_range), the residual projections (attn.c_proj,
+  // mlp.c_proj) ~ N(0, initializer_range / sqrt(2 n_layer)), biases 0, LayerNorms 1 and 0.
+  explicit GPT2LMHeadModel(const GPT2Config& config, uint64_t seed = 0);
   const GPT2Config& config() const { return config_; }
 
-  // ids [B, T] (I32/I64) -> final hidden states [B, T, n_embd]. With caches (one per layer, from
-  // make_kv_caches), positions continue after what the caches hold.
-  Tensor hidden_states(const Tensor& ids, std::vector<nn::KVCache>* caches = nullptr);
-  // ids [B, T] -> logits [B, T, vocab_size].
-  Tensor forward(const Tensor& ids, std::vector<nn::KVCache>* caches = nullptr);
-  // Mean next-token cross-entropy of targets [B, T] (ignore_index -100) under the model.
-  Tensor loss(const Tensor& ids, const Tensor& targets);
+  std::string model_type() const override { return "gpt2"; }
+  models::ModelDims dims() const override;
+  nlohmann::json hf_config() const override { return config_.to_json(); }
+  int64_t bos_token_id() const override { return config_.bos_token_id; }
+  int64_t eos_token_id() const override { return config_.eos_token_id; }
 
-  std::vector<nn::KVCache> make_kv_caches(int64_t batch) const;
+  // ids [B, T] -> final hidden states [B, T, n_embd].
+  Tensor hidden_states(const Tensor& ids, nn::KVCache* cache = nullptr);
+  Tensor forward(const Tensor& ids, nn::KVCache* cache = nullptr) override;
+  Tensor loss(const Tensor& ids, const Tensor& targets) override;
 
-  std::shared_ptr<GPT2Transformer> transformer;
+  bool hf_transposed(const std::string& hf_name) const override;
+  std::string hf_key_to_name(const std::string& key) const override;
+  bool hf_fan_in_fan_out() const override { return true; }
+
+  std::shared_ptr<GPT2Model> transformer;
+  std::shared_ptr<nn::Linear> lm_head;  // only when the head is untied
+
+ protected:
+  // "q", "k", "v": those rows of every block's fused c_attn.
+  std::vector<nn::LoRATarget> declared_lora_targets() const override;
+  std::string output_head_path() const override { return lm_head ? "lm_head" : ""; }
 
  private:
   void init_weights(Generator& gen);
+  const Tensor& head_weight() const { return lm_head ? lm_head->weight : transformer->wte->weight; }
   GPT2Config config_;
 };
 

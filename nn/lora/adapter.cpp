@@ -13,7 +13,6 @@
 #include "backends/backend.h"
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
-#include "nn/transformer.h"
 
 namespace lora::nn {
 namespace fs = std::filesystem;
@@ -53,7 +52,7 @@ std::vector<OutputSlice> parse_slices(const std::string& text, const std::string
 // ---------------------------------------------------------------------------------------------------
 // Export
 
-AdapterState export_adapter(const Module& model, const std::string& base_model_name) {
+AdapterState export_adapter(const Module& model, const std::string& base_model_name, bool fan_in_fan_out) {
   const auto layers = lora_layers(model);
   LORA_CHECK(!layers.empty(), "save adapter: the model has no LoRA layers");
   NoGradGuard no_grad;
@@ -105,7 +104,7 @@ AdapterState export_adapter(const Module& model, const std::string& base_model_n
       {"lora_alpha", exported_alpha},
       {"lora_dropout", first.dropout},
       {"target_modules", targets},
-      {"fan_in_fan_out", true},  // GPT-2's Conv1D stores weights [in, out]
+      {"fan_in_fan_out", fan_in_fan_out},
       {"bias", "none"},
       {"use_rslora", first.rslora},
       {"init_lora_weights", first.gaussian_init ? json("gaussian") : json(true)},
@@ -116,8 +115,8 @@ AdapterState export_adapter(const Module& model, const std::string& base_model_n
   return state;
 }
 
-void save_adapter(const Module& model, const std::string& dir, const std::string& base_model_name) {
-  const AdapterState state = export_adapter(model, base_model_name);
+void save_adapter(const Module& model, const std::string& dir, const std::string& base_model_name, bool fan_in_fan_out) {
+  const AdapterState state = export_adapter(model, base_model_name, fan_in_fan_out);
   fs::create_directories(dir);
   save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), state.tensors, state.metadata);
   write_file_atomically((fs::path(dir) / "adapter_config.json").string(),

@@ -2,7 +2,7 @@
 //
 // DIR/adapter_model.safetensors holds "base_model.model.<module path>.lora_A.weight" [r, in] and
 // ".lora_B.weight" [out, r]; DIR/adapter_config.json holds r, lora_alpha, target_modules, lora_dropout,
-// fan_in_fan_out (true for GPT-2's Conv1D layers), use_rslora.
+// fan_in_fan_out (true for layers Hugging Face stores [in, out], such as GPT-2's Conv1D), use_rslora.
 //
 // PEFT has no per-slice LoRA on a fused projection. A LoRALinear that adapts S slices of c_attn (q and
 // v: S = 2) is written as one c_attn adapter of rank S r whose B is block-structured (zero rows for the
@@ -26,13 +26,13 @@ struct AdapterState {
   std::string config_json;                              // adapter_config.json text
 };
 
-// The model's adapters in PEFT's layout.
-AdapterState export_adapter(const Module& model, const std::string& base_model_name = "gpt2");
+// The model's adapters in PEFT's layout. models/lora.h passes a CausalLM's name and layout.
+AdapterState export_adapter(const Module& model, const std::string& base_model_name, bool fan_in_fan_out);
 // Replaces the model's adapters with `state` (unmerging and unwrapping any present first). Refuses an
 // adapter whose rank, shapes or module paths do not fit the model, or that misses A or B for a module.
 void import_adapter(Module& model, const AdapterState& state, const std::string& source = "adapter");
 
-void save_adapter(const Module& model, const std::string& dir, const std::string& base_model_name = "gpt2");
+void save_adapter(const Module& model, const std::string& dir, const std::string& base_model_name, bool fan_in_fan_out);
 void load_adapter(Module& model, const std::string& dir);
 AdapterState read_adapter(const std::string& dir);
 
@@ -46,7 +46,6 @@ void remove_lora(Module& model, bool keep_merged = false);
 class AdapterBank {
  public:
   void add(const std::string& name, AdapterState state);
-  void add_from_model(const std::string& name, const Module& model) { add(name, export_adapter(model)); }
   void add_from_dir(const std::string& name, const std::string& dir) { add(name, read_adapter(dir)); }
   void activate(Module& model, const std::string& name, bool merge);
   std::vector<std::string> names() const;

@@ -23,10 +23,16 @@ LoRALinear::LoRALinear(std::shared_ptr<Linear> base, const LoRAOptions& options,
   LORA_CHECK(base_layer != nullptr, "LoRALinear: no base layer");
   const int64_t out = base_layer->out_features(), in = base_layer->in_features(), r = options_.rank;
   if (slices_.empty()) slices_.push_back({0, out});
-  for (const OutputSlice& s : slices_) {
+  for (size_t i = 0; i < slices_.size(); ++i) {
+    const OutputSlice& s = slices_[i];
     LORA_CHECK(s.size == slices_[0].size, "LoRALinear: adapted slices must have equal sizes");
-    LORA_CHECK(s.offset >= 0 && s.size > 0 && s.offset + s.size <= out, "LoRALinear: slice [{}, {}) is outside [0, {})",
-               s.offset, s.offset + s.size, out);
+    // offset <= out - size rather than offset + size <= out: no overflow on hostile metadata.
+    LORA_CHECK(s.offset >= 0 && s.size > 0 && s.size <= out && s.offset <= out - s.size,
+               "LoRALinear: slice at offset {} of size {} is outside the layer's {} outputs", s.offset, s.size, out);
+    for (size_t j = 0; j < i; ++j) {
+      LORA_CHECK(s.offset >= slices_[j].offset + slices_[j].size || slices_[j].offset >= s.offset + s.size,
+                 "LoRALinear: slices at offsets {} and {} overlap", slices_[j].offset, s.offset);
+    }
   }
   LORA_CHECK(r <= std::min(in, slices_[0].size), "LoRA: rank {} exceeds the layer's size ({} x {})", r,
              slices_[0].size, in);

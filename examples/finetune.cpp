@@ -1,10 +1,15 @@
-// finetune_gpt2: fine-tune GPT-2 fully or with LoRA on a text file, and report what LoRA saves, measured
-// by the allocator: trainable parameters, gradient and optimizer memory, activations, step time, and the
-// size of what each mode saves. --mode compare runs both modes, each in a fresh process (peak RSS belongs
-// to a process), and prints them side by side.
+// finetune: fine-tune a causal LM (GPT-2, Llama, Qwen2, Mistral) fully or with LoRA on a text file, and
+// report what LoRA saves, measured by the allocator: trainable parameters, gradient and optimizer memory,
+// activations, step time, and the size of what each mode saves. --mode compare runs both modes, each in a
+// fresh process (peak RSS belongs to a process), and prints them side by side. Also built as
+// finetune_gpt2, with the same defaults: GPT-2 small, the main job.
 //
-//   finetune_gpt2                                   # GPT-2 small (random init), Tiny Shakespeare, compare
-//   finetune_gpt2 --weights gpt2/ --mode lora --steps 200 --save out/
+//   finetune                                        # GPT-2 small (random init), Tiny Shakespeare, compare
+//   finetune --weights gpt2/ --mode lora --steps 200 --save out/
+//   finetune --weights SmolLM2-135M/ --mode lora --targets q_proj,v_proj --steps 200 --save out/
+//
+// Read next: models/causal_lm.h (what a model offers), nn/lora/lora_linear.h (LoRA), docs/memory.md (the
+// report).
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -15,11 +20,13 @@
 #include <unistd.h>
 
 #include "backends/backend.h"
-#include "models/gpt2/checkpoint.h"
-#include "nn/lora/adapter.h"
+#include "models/hf_checkpoint.h"
+#include "models/lora.h"
+#include "models/registry.h"
 #include "optim/adam.h"
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
+#include "tools/subprocess.h"
 #include "tools/token_data.h"
 #include "tools/train_report.h"
 
@@ -29,7 +36,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Options {
-  std::string weights, config = "gpt2", data, mode = "compare", targets = "q,v", device = "cpu", save, report_json;
+  std::string weights, config, data, mode = "compare", targets = "q,v", device = "cpu", save, report_json;
   int64_t rank = 8, steps = 6, batch = 4, seq = 64, warmup = 2, eval_every = 0, eval_batches = 2;
   double alpha = 16, lora_dropout = 0, lr = -1, grad_clip = 1.0, weight_decay = 0.0;
   uint64_t seed = 1337;
@@ -48,7 +55,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Mean loss over fixed held-out batches (the same ones before and after training).
-double evaluate(gpt2::GPT2& model, const std::vector<int32_t>& val, const Options& o, Device device) {
+double evaluate(models::CausalLM& model, const std::vector<int32_t>& val, const Options& o, Device device) {
   NoGradGuard no_grad;
   model.eval();
   tools::BatchSampler sampler(val, o.batch, o.seq, o.seed + 999, "held-out");
@@ -70,38 +77,6 @@ int64_t directory_bytes(const fs::path& dir) {
   return total;
 }
 
-// Analytical memory of one step (float32): parameters x 4 bytes, gradients and AdamW's two moments of the
-// trainable ones, and the activations the tape saves. Per block, in units of B T C floats: LayerNorm inputs
-// 2, q/k/v and the attention output 4, GELU input 4 (saved whether or not the MLP trains), plus the input
-// of each linear layer whose weight trains: c_attn 1, attn.c_proj 1, mlp.c_fc 1, mlp.c_proj 4. Then ln_f's
-// input, its output when the tied head trains, and the logits [B, T, V] for the cross-entropy.
-MemoryFigures predict_memory(const gpt2::GPT2& model, const Options& o, bool lora_mode) {
-  const auto& c = model.config();
-  const double BTC = static_cast<double>(o.batch * o.seq * c.n_embd), BTV = static_cast<double>(o.batch * o.seq * c.vocab_size);
-  const int64_t trainable = model.num_parameters(true), total = model.num_parameters();
-  auto targeted = [&](const std::string& name) {
-    if (!lora_mode) return true;
-    for (const std::string& t : nn::LoRAConfig::parse_targets(o.targets)) {
-      if (name == "c_attn" && (t == "q" || t == "k" || t == "v" || t == "attn.c_attn")) return true;
-      if (t == name || t == "attn." + name || t == "mlp." + name) return true;
-    }
-    return false;
-  };
-  double per_block = 10;
-  if (targeted("c_attn")) per_block += 1;
-  if (targeted("attn.c_proj")) per_block += 1;
-  if (targeted("c_fc")) per_block += 1;
-  if (targeted("mlp.c_proj")) per_block += 4;
-  const double activations = (per_block * static_cast<double>(c.n_layer) + 1 + (lora_mode ? 0 : 1)) * BTC + BTV;
-  MemoryFigures f;
-  f.bytes[static_cast<int>(MemoryCategory::TrainableParameter)] = trainable * 4;
-  f.bytes[static_cast<int>(MemoryCategory::FrozenParameter)] = (total - trainable) * 4;
-  f.bytes[static_cast<int>(MemoryCategory::Gradient)] = trainable * 4;
-  f.bytes[static_cast<int>(MemoryCategory::OptimizerState)] = 2 * trainable * 4;
-  f.bytes[static_cast<int>(MemoryCategory::Activation)] = static_cast<int64_t>(activations * 4);
-  return f;
-}
-
 tools::ModeReport run_mode(const Options& o, const std::string& mode) {
   const Device device = Device::parse(o.device);
   const bool lora_mode = mode == "lora";
@@ -110,21 +85,20 @@ tools::ModeReport run_mode(const Options& o, const std::string& mode) {
   tools::TokenSplit data = tools::load_token_split(o.data.empty() ? default_data() : o.data);
   fmt::print("data: {} training tokens, {} held out\n", data.train.size(), data.val.size());
 
-  std::shared_ptr<gpt2::GPT2> model;
   if (o.weights.empty()) {
-    fmt::print("notice: no --weights given: GPT-2 '{}' is randomly initialised (the memory and speed figures are "
-               "real; the losses are those of an untrained model)\n",
-               o.config);
-    model = std::make_shared<gpt2::GPT2>(gpt2::GPT2Config::preset(o.config), o.seed);
-  } else {
-    model = gpt2::load_pretrained(o.weights, o.weights.ends_with(".safetensors") ? o.config : "");
+    fmt::print("notice: no --weights given: '{}' is randomly initialised (the memory and speed figures are real; the "
+               "losses are those of an untrained model)\n",
+               o.config.empty() ? "gpt2" : o.config);
   }
-  LORA_CHECK(o.seq <= model->config().n_positions, "--seq {} exceeds the model's context of {}", o.seq,
-             model->config().n_positions);
+  std::shared_ptr<models::CausalLM> model = models::load_model(o.weights, o.config, o.seed);
+  const models::ModelDims dims = model->dims();
+  fmt::print("model: {}, {} layers, hidden {}, {} parameters\n", model->model_type(), dims.n_layer, dims.hidden,
+             model->num_parameters());
+  LORA_CHECK(o.seq <= dims.context_length, "--seq {} exceeds the model's context of {}", o.seq, dims.context_length);
   for (const auto* part : {&data.train, &data.val}) {
     for (int32_t id : *part) {
-      LORA_CHECK(id >= 0 && id < model->config().vocab_size, "--data: token {} is outside the model's vocabulary of {}",
-                 id, model->config().vocab_size);
+      LORA_CHECK(id >= 0 && id < dims.vocab_size, "--data: token {} is outside the model's vocabulary of {}", id,
+                 dims.vocab_size);
     }
   }
   model->to(device);
@@ -135,7 +109,7 @@ tools::ModeReport run_mode(const Options& o, const std::string& mode) {
     config.options.dropout = o.lora_dropout;
     config.options.seed = o.seed;
     config.targets = nn::LoRAConfig::parse_targets(o.targets);
-    nn::apply_lora(*model, config);
+    models::apply_lora(*model, config);
     model->to(device);
     fmt::print("{}\n", nn::lora_summary(*model).str());
   }
@@ -150,7 +124,6 @@ tools::ModeReport run_mode(const Options& o, const std::string& mode) {
   report.batch = o.batch, report.seq = o.seq;
   report.trainable_params = model->num_parameters(true);
   report.total_params = model->num_parameters();
-  report.predicted = predict_memory(*model, o, lora_mode);
   report.val_loss_before = evaluate(*model, data.val, o, device);
   fmt::print("held-out loss before: {:.4f}\n", report.val_loss_before);
 
@@ -188,9 +161,10 @@ tools::ModeReport run_mode(const Options& o, const std::string& mode) {
   // Save what the mode produces: the whole model, or the adapter alone.
   const bool keep = !o.save.empty();
   const fs::path dir = keep ? fs::path(o.save) / mode
-                            : fs::temp_directory_path() / fmt::format("finetune_gpt2_{}_{}", mode, getpid());
-  if (lora_mode) nn::save_adapter(*model, dir.string(), o.weights.empty() ? o.config : o.weights);
-  else gpt2::save_hf_checkpoint(*model, dir.string());
+                            : fs::temp_directory_path() / fmt::format("finetune_{}_{}", mode, getpid());
+  const std::string base_name = !o.weights.empty() ? o.weights : o.config.empty() ? "gpt2" : o.config;
+  if (lora_mode) models::save_adapter(*model, dir.string(), base_name);
+  else models::save_hf_checkpoint(*model, dir.string());
   report.saved_bytes = directory_bytes(dir);
   report.saved_path = keep ? dir.string() : "";
   fmt::print("saved {} ({}){}\n", lora_mode ? "the adapter" : "the model", tools::human_bytes(report.saved_bytes),
@@ -200,24 +174,26 @@ tools::ModeReport run_mode(const Options& o, const std::string& mode) {
   return report;
 }
 
-// Runs this program again for one mode and reads back its JSON report.
-tools::ModeReport run_child(const Options& o, const std::string& mode, const std::vector<std::string>& args) {
-  const fs::path json_path = fs::temp_directory_path() / fmt::format("finetune_gpt2_{}_{}.json", mode, getpid());
-  // libgomp reads GOMP_SPINCOUNT before main: shorter spinning keeps idle OpenMP threads from taking a
-  // core from the other thread when the machine is shared (measured: 7.0 -> 2.0 s per LoRA step under load).
-  std::string cmd = std::getenv("GOMP_SPINCOUNT") ? "" : "GOMP_SPINCOUNT=10000 ";
-  cmd += fs::read_symlink("/proc/self/exe").string();
+// Runs this program again for one mode (no shell: the arguments pass through as they are) and reads back
+// its JSON report.
+tools::ModeReport run_child(const std::string& mode, const std::vector<std::string>& args) {
+  const fs::path json_path = fs::temp_directory_path() / fmt::format("finetune_{}_{}.json", mode, getpid());
+  std::vector<std::string> argv = {tools::self_executable()};
   for (size_t i = 1; i < args.size(); ++i) {
     if (args[i] == "--mode" || args[i] == "--report-json") {
       ++i;
       continue;
     }
     if (args[i].rfind("--mode=", 0) == 0 || args[i].rfind("--report-json=", 0) == 0) continue;
-    cmd += " '" + args[i] + "'";
+    argv.push_back(args[i]);
   }
-  cmd += fmt::format(" --mode {} --report-json '{}'", mode, json_path.string());
+  argv.insert(argv.end(), {"--mode", mode, "--report-json", json_path.string()});
+  // libgomp reads GOMP_SPINCOUNT before main: shorter spinning keeps idle OpenMP threads from taking a
+  // core from the other thread when the machine is shared (measured: 7.0 -> 2.0 s per LoRA step under load).
+  std::vector<std::string> env;
+  if (!std::getenv("GOMP_SPINCOUNT")) env.push_back("GOMP_SPINCOUNT=10000");
   std::fflush(stdout);
-  const int status = std::system(cmd.c_str());
+  const int status = tools::run_program(argv, env);
   LORA_CHECK(status == 0, "the {} run failed (exit status {})", mode, status);
   std::ifstream in(json_path);
   const auto j = nlohmann::json::parse(in);
@@ -238,18 +214,18 @@ void write_json(const std::string& path, const std::vector<tools::ModeReport>& r
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{"Fine-tune GPT-2 fully or with LoRA and report, measured, what LoRA saves."};
-  app.add_option("--weights", o.weights, "Hugging Face GPT-2 folder (config.json + model.safetensors) or a .safetensors file");
-  app.add_option("--config", o.config, "preset when there are no weights or no config.json: gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, small-test")->capture_default_str();
+  CLI::App app{"Fine-tune a causal LM (GPT-2, Llama, Qwen2, Mistral) fully or with LoRA and report, measured, what LoRA saves."};
+  app.add_option("--weights", o.weights, "Hugging Face model folder (config.json + model.safetensors or shards), or a .safetensors file");
+  app.add_option("--config", o.config, "a config.json path, or a preset for a random model or a bare .safetensors file: gpt2 (default), gpt2-medium, gpt2-large, gpt2-xl, small-test, tiny, smollm2-135m, llama-tiny");
   app.add_option("--data", o.data, "training text (or llm.c .bin tokens); default: data/tinyshakespeare.txt");
   app.add_option("--mode", o.mode, "full, lora, or compare (both, each in a fresh process)")->check(CLI::IsMember({"full", "lora", "compare"}))->capture_default_str();
-  app.add_option("--rank", o.rank, "LoRA rank r")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--rank", o.rank, "LoRA rank r")->check(CLI::Range(int64_t{1}, int64_t{1} << 16))->capture_default_str();
   app.add_option("--alpha", o.alpha, "LoRA alpha (scale alpha / r)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--targets", o.targets, "LoRA targets: q,k,v, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj or patterns")->capture_default_str();
+  app.add_option("--targets", o.targets, "LoRA targets: names the model declares (GPT-2: q, k, v; any model: all-linear), layer names (c_attn, attn.c_proj, mlp.c_fc, q_proj, v_proj, gate_proj, ...) or patterns with *")->capture_default_str();
   app.add_option("--lora-dropout", o.lora_dropout, "dropout on the LoRA branch's input")->check(CLI::Range(0.0, 0.99))->capture_default_str();
-  app.add_option("--steps", o.steps, "training steps per mode")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--batch", o.batch, "sequences per batch")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--seq", o.seq, "tokens per sequence")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--steps", o.steps, "training steps per mode")->check(CLI::Range(int64_t{1}, int64_t{1} << 40))->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per batch")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
+  app.add_option("--seq", o.seq, "tokens per sequence")->check(CLI::Range(int64_t{1}, int64_t{1} << 22))->capture_default_str();
   app.add_option("--lr", o.lr, "peak learning rate (default 1e-4 full, 1e-3 LoRA)");
   app.add_option("--warmup", o.warmup, "warm-up steps before cosine decay")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--grad-clip", o.grad_clip, "clip the global gradient norm (0: off)")->check(CLI::NonNegativeNumber)->capture_default_str();
@@ -258,18 +234,20 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
   app.add_option("--save", o.save, "folder to save the model (full) or the adapter (lora) into");
   app.add_option("--eval-every", o.eval_every, "held-out loss every N steps (0: before and after only)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
   app.add_option("--report-json", o.report_json, "write the report as JSON to this file");
   CLI11_PARSE(app, argc, argv);
 
   try {
     Device::parse(o.device);
     LORA_CHECK(o.warmup < o.steps || o.steps == 1, "--warmup {} must be below --steps {}", o.warmup, o.steps);
+    LORA_CHECK(o.batch <= (int64_t{1} << 31) / o.seq, "--batch {} x --seq {} tokens per step is more than 2^31", o.batch,
+               o.seq);
     std::vector<tools::ModeReport> reports;
     if (o.mode == "compare") {
       const std::vector<std::string> args(argv, argv + argc);
-      reports.push_back(run_child(o, "full", args));
-      reports.push_back(run_child(o, "lora", args));
+      reports.push_back(run_child("full", args));
+      reports.push_back(run_child("lora", args));
       fmt::print("{}", tools::comparison_table(reports[0], reports[1]));
     } else {
       reports.push_back(run_mode(o, o.mode));

@@ -1,7 +1,8 @@
-// perplexity_gpt2: mean next-token loss and perplexity of GPT-2 on a text file or an llm.c .bin token file.
+// perplexity: mean next-token loss and perplexity of a causal LM on a text file or an llm.c .bin token file.
+// Also built as perplexity_gpt2.
 //
-//   perplexity_gpt2 --weights models/gpt2 --data data/tinyshakespeare.txt
-//   perplexity_gpt2 --weights models/gpt2 --data tiny_shakespeare_val.bin --seq 512 --batch 8 --json
+//   perplexity --weights models/gpt2 --data data/tinyshakespeare.txt
+//   perplexity --weights models/gpt2 --data tiny_shakespeare_val.bin --seq 512 --batch 8 --json
 //
 // The N tokens are cut into W = floor((N - 1) / T) windows: window k reads tokens kT .. kT+T-1 and predicts
 // kT+1 .. kT+T. The mean loss is over all W*T predicted tokens; perplexity = exp(mean loss).
@@ -22,71 +23,39 @@
 #include <vector>
 
 #include "core/error.h"
-#include "models/gpt2/checkpoint.h"
+#include "models/registry.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
+#include "tools/token_data.h"
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string read_bytes(const std::string& path) {
+// A .bin file is llm.c tokens; anything else is UTF-8 text for the tokenizer.
+std::vector<int32_t> load_tokens(const std::string& path) {
+  if (fs::path(path).extension() == ".bin") return lora::tools::read_llmc_tokens(path);
   LORA_CHECK(fs::is_regular_file(path), "--data '{}': no such file", path);
   std::ifstream in(path, std::ios::binary);
   LORA_CHECK(in.is_open(), "--data '{}': cannot open the file", path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// llm.c's token file: 256 int32 (magic 20240520, version, token count, zeros), then the tokens:
-// uint16 for version 1 (GPT-2), uint32 for version 2 (llm.c's LLaMA-3 files).
-std::vector<int32_t> parse_llmc_bin(const std::string& bytes, const std::string& path) {
-  constexpr size_t kHeaderBytes = 256 * sizeof(int32_t);
-  LORA_CHECK(bytes.size() >= kHeaderBytes, "--data '{}': {} bytes, too short for the 1024-byte header of an llm.c .bin file",
-             path, bytes.size());
-  int32_t header[3];
-  std::memcpy(header, bytes.data(), sizeof(header));
-  LORA_CHECK(header[0] == 20240520, "--data '{}': bad magic number {} (an llm.c .bin token file starts with 20240520)",
-             path, header[0]);
-  LORA_CHECK(header[1] == 1 || header[1] == 2, "--data '{}': unsupported version {} (expected 1 or 2)", path, header[1]);
-  LORA_CHECK(header[2] >= 0, "--data '{}': negative token count {} in the header", path, header[2]);
-  const size_t width = header[1] == 1 ? 2 : 4, count = static_cast<size_t>(header[2]);
-  LORA_CHECK(bytes.size() == kHeaderBytes + count * width,
-             "--data '{}': the header announces {} tokens ({} bytes with the header) but the file has {} bytes", path,
-             count, kHeaderBytes + count * width, bytes.size());
-  std::vector<int32_t> tokens(count);
-  for (size_t i = 0; i < count; ++i) {
-    const char* p = bytes.data() + kHeaderBytes + i * width;
-    if (width == 2) {
-      uint16_t t;
-      std::memcpy(&t, p, 2);
-      tokens[i] = t;
-    } else {
-      uint32_t t;
-      std::memcpy(&t, p, 4);
-      LORA_CHECK(t <= INT32_MAX, "--data '{}': token {} at position {} is too large", path, t, i);
-      tokens[i] = static_cast<int32_t>(t);
-    }
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  try {
+    return lora::tokenizer::GPT2Tokenizer::load_default().encode(bytes);
+  } catch (const lora::Error& e) {
+    LORA_FAIL("--data '{}': {}", path, e.what());
   }
-  return tokens;
-}
-
-// A .bin file is llm.c tokens; anything else is UTF-8 text for the GPT-2 tokenizer.
-std::vector<int32_t> load_tokens(const std::string& path) {
-  const std::string bytes = read_bytes(path);
-  if (fs::path(path).extension() == ".bin") return parse_llmc_bin(bytes, path);
-  return lora::tokenizer::GPT2Tokenizer::load_default().encode(bytes);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Perplexity of GPT-2 on a text file or an llm.c .bin token file (non-overlapping windows)."};
+  CLI::App app{"Perplexity of a causal LM on a text file or an llm.c .bin token file (non-overlapping windows)."};
   std::string weights, config_name, data_path;
   int64_t seq = 0, batch = 4, max_windows = 0;
   bool json = false;
   app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors) or a .safetensors file");
-  app.add_option("--config", config_name, "Preset (gpt2, gpt2-medium, ..., tiny): for a bare .safetensors file, or the random model");
-  app.add_option("--data", data_path, "Text file (GPT-2 tokenizer) or llm.c .bin token file")->required();
+  app.add_option("--config", config_name, "A config.json path or a preset (gpt2, ..., tiny, smollm2-135m, llama-tiny): for a bare .safetensors file, or the random model");
+  app.add_option("--data", data_path, "Text file (encoded with the tokenizer) or llm.c .bin token file")->required();
   app.add_option("--seq", seq, "Window length T (default: min(1024, the model's context))")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "Windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--max-windows", max_windows, "Evaluate at most this many windows (0 = all)")->capture_default_str()
@@ -97,16 +66,12 @@ int main(int argc, char** argv) {
   try {
     const std::vector<int32_t> tokens = load_tokens(data_path);
     const int64_t N = static_cast<int64_t>(tokens.size());
-    std::shared_ptr<lora::gpt2::GPT2> model;
     if (weights.empty()) {
-      const std::string preset = config_name.empty() ? "gpt2" : config_name;
-      std::cerr << "notice: no --weights given: using a randomly initialised '" << preset
+      std::cerr << "notice: no --weights given: using a randomly initialised '" << (config_name.empty() ? "gpt2" : config_name)
                 << "' model, so expect a loss near ln(vocabulary size)\n";
-      model = std::make_shared<lora::gpt2::GPT2>(lora::gpt2::GPT2Config::preset(preset));
-    } else {
-      model = lora::gpt2::load_pretrained(weights, config_name);
     }
-    const int64_t context = model->config().n_positions, vocab = model->config().vocab_size;
+    std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name);
+    const int64_t context = model->dims().context_length, vocab = model->dims().vocab_size;
     const int64_t T = seq > 0 ? seq : std::min<int64_t>(1024, context);
     LORA_CHECK(T <= context, "--seq {}: longer than the model's context of {} tokens", T, context);
 
@@ -159,7 +124,7 @@ int main(int argc, char** argv) {
       fmt::print("{}\n", out.dump());
     }
     return 0;
-  } catch (const lora::Error& e) {
+  } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;
   }

@@ -1,8 +1,9 @@
-// forward_gpt2: GPT-2's logits for a batch of token ids, read from and written to safetensors files, so that
-// scripts can compare lora.cpp's forward pass with another implementation's (tests/interop/).
+// forward_logits: a causal LM's logits for a batch of token ids, read from and written to safetensors files,
+// so that scripts can compare lora.cpp's forward pass with another implementation's (tests/interop/). Also
+// built as forward_gpt2.
 //
-//   forward_gpt2 --weights models/gpt2 --ids ids.safetensors --out logits.safetensors
-//   forward_gpt2 --weights models/gpt2 --adapter out/lora [--merge] --ids ids.safetensors --out logits.safetensors
+//   forward_logits --weights models/gpt2 --ids ids.safetensors --out logits.safetensors
+//   forward_logits --weights models/gpt2 --adapter out/lora [--merge] --ids ids.safetensors --out logits.safetensors
 //
 // --ids holds "input_ids" (an integer tensor [B, T]); --out gets "logits" (F32 [B, T, vocab_size]). The
 // model runs in eval mode (no dropout) with gradients off; with --adapter the PEFT adapter is loaded on top
@@ -18,19 +19,19 @@
 
 #include "core/error.h"
 #include "core/safetensors.h"
-#include "models/gpt2/checkpoint.h"
+#include "models/registry.h"
 #include "nn/lora/adapter.h"
 
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
-  CLI::App app{"GPT-2's logits for the token ids in a safetensors file (optionally with a LoRA adapter), written "
+  CLI::App app{"A causal LM's logits for the token ids in a safetensors file (optionally with a LoRA adapter), written "
                "to a safetensors file."};
   std::string weights, config_name, adapter, ids_path, out_path;
   bool merge = false;
-  app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors) or a .safetensors file")
+  app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file")
       ->required();
-  app.add_option("--config", config_name, "Preset (gpt2, gpt2-medium, ..., tiny) for a bare .safetensors file without a config.json beside it");
+  app.add_option("--config", config_name, "A config.json path or a preset for a bare .safetensors file without a config.json beside it");
   app.add_option("--adapter", adapter, "PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)");
   app.add_flag("--merge", merge, "Merge the adapter into the weights before the forward pass (needs --adapter)");
   app.add_option("--ids", ids_path, "safetensors file holding 'input_ids', an integer tensor [B, T]")->required();
@@ -53,8 +54,8 @@ int main(int argc, char** argv) {
     LORA_CHECK(ids.shape().rank() == 2, "--ids '{}': input_ids has shape {}, expected [B, T]", ids_path,
                ids.shape().str());
 
-    std::shared_ptr<lora::gpt2::GPT2> model = lora::gpt2::load_pretrained(weights, config_name);
-    const int64_t T = ids.shape()[1], context = model->config().n_positions, vocab = model->config().vocab_size;
+    std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name);
+    const int64_t T = ids.shape()[1], context = model->dims().context_length, vocab = model->dims().vocab_size;
     LORA_CHECK(T >= 1 && ids.shape()[0] >= 1, "--ids '{}': input_ids has shape {}, an empty batch", ids_path,
                ids.shape().str());
     LORA_CHECK(T <= context, "--ids '{}': {} tokens per sequence, more than the model's context of {}", ids_path, T,

@@ -1,10 +1,12 @@
-// bench_gpt2: training-step speed and memory of GPT-2 small, full fine-tuning and LoRA, against the machine's
-// own sgemm ceiling measured in the same run. Each configuration runs in a fresh process (this program
-// re-runs itself with --run), because peak RSS belongs to a process.
+// bench_train: training-step speed and memory of a causal LM (GPT-2 small by default), full fine-tuning and
+// LoRA, against the machine's own sgemm ceiling measured in the same run. Each configuration runs in a fresh
+// process (this program re-runs itself with --run), because peak RSS belongs to a process. Also built as
+// bench_gpt2.
 //
-//   bench_gpt2                                   # full and LoRA (r=8, q,v) at 4 x 64 and 4 x 256
-//   bench_gpt2 --configs lora:4x64 --steps 5     # one configuration
-//   bench_gpt2 --json out.json                   # also write the results as JSON (benchmarks/compare_pytorch.py)
+//   bench_train                                  # GPT-2 small, full and LoRA (r=8, q,v) at 4 x 64 and 4 x 256
+//   bench_train --configs lora:4x64 --steps 5    # one configuration
+//   bench_train --config smollm2-135m --configs full:4x256,lora:4x256
+//   bench_train --json out.json                  # also write the results as JSON (benchmarks/compare_pytorch.py)
 //
 // OpenMP's idle threads: libgomp lets a thread that has finished its share spin for up to 300,000 iterations
 // before it sleeps. When another process holds one of the two cores, our two threads share the other and the
@@ -19,8 +21,9 @@
 // PaLM paper's appendix B, with attention over the full T x T product):
 //   full: 6 N B T + 12 L T^2 C B
 //   LoRA: 4 N B T + 12 L T^2 C B + 6 N_lora B T   (the frozen weights get no weight gradient: 2 N B T fewer)
-// N = 123.65M for GPT-2 small: every parameter except the position embedding (the tied LM head counts once,
-// as a matmul); N_lora = the trainable LoRA parameters.
+// N = the weights of every linear layer and of the LM head (123.65M for GPT-2 small: every parameter but the
+// position embedding, LayerNorms and biases, with the tied head counted once); C = heads x head_dim;
+// N_lora = the trainable LoRA parameters.
 #include <CLI/CLI.hpp>
 #include <cblas.h>
 #include <fmt/format.h>
@@ -36,9 +39,11 @@
 
 #include "backends/backend.h"
 #include "core/allocator.h"
-#include "models/gpt2/model.h"
-#include "nn/lora/apply_lora.h"
+#include "models/lora.h"
+#include "models/registry.h"
+#include "nn/linear.h"
 #include "optim/adam.h"
+#include "tools/subprocess.h"
 #include "tools/train_report.h"
 
 using namespace lora;
@@ -48,7 +53,7 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 struct Options {
-  std::string config = "gpt2", configs = "full:4x64,lora:4x64,full:4x256,lora:4x256", run, json;
+  std::string config = "gpt2", targets = "q,v", configs = "full:4x64,lora:4x64,full:4x256,lora:4x256", run, json;
   int64_t warmup = 2, steps = 3, rank = 8, ceiling_size = 2048, omp_spin = 10000;
   double alpha = 16;
 };
@@ -116,22 +121,29 @@ int64_t minor_faults() {
 // One configuration, in this process: build the model, train, measure.
 nlohmann::json run_one(const Options& o, const RunConfig& rc) {
   const bool lora_mode = rc.mode == "lora";
-  auto model = std::make_shared<gpt2::GPT2>(gpt2::GPT2Config::preset(o.config), 1337);
-  const auto& cfg = model->config();
-  LORA_CHECK(rc.seq <= cfg.n_positions, "--configs {}: seq exceeds the context of {}", rc.str(), cfg.n_positions);
+  auto model = models::create_model(models::read_config_arg(o.config), 1337);
+  const models::ModelDims cfg = model->dims();
+  LORA_CHECK(rc.seq <= cfg.context_length, "--configs {}: seq exceeds the context of {}", rc.str(), cfg.context_length);
+  // The matmul weights: every linear layer's, and the head's (vocab x hidden), before LoRA wraps anything.
+  int64_t matmul_params = cfg.vocab_size * cfg.hidden;
+  for (const auto& [path, module] : model->named_modules()) {
+    if (auto linear = std::dynamic_pointer_cast<nn::Linear>(module); linear && path != "lm_head") {
+      matmul_params += linear->weight.numel();
+    }
+  }
   if (lora_mode) {
     nn::LoRAConfig lc;
     lc.options.rank = o.rank;
     lc.options.alpha = o.alpha;
-    lc.targets = nn::LoRAConfig::parse_targets("q,v");
-    nn::apply_lora(*model, lc);
+    lc.targets = nn::LoRAConfig::parse_targets(o.targets);
+    models::apply_lora(*model, lc);
   }
   optim::AdamW optimizer(model->parameters(true), {.lr = lora_mode ? 1e-3 : 1e-4, .weight_decay = 0.0});
 
-  // N: every parameter but the position embedding (see the top of this file).
-  const double n_matmul = double(model->num_parameters() - cfg.n_positions * cfg.n_embd);
+  // N: the matmul weights (see the top of this file).
+  const double n_matmul = double(matmul_params);
   const double n_lora = lora_mode ? double(model->num_parameters(true)) : 0.0;
-  const double B = double(rc.batch), T = double(rc.seq), L = double(cfg.n_layer), C = double(cfg.n_embd);
+  const double B = double(rc.batch), T = double(rc.seq), L = double(cfg.n_layer), C = double(cfg.n_head * cfg.head_dim);
   const double flops = (lora_mode ? 4.0 : 6.0) * n_matmul * B * T + 12.0 * L * T * T * C * B + 6.0 * n_lora * B * T;
 
   Generator gen(42);
@@ -187,16 +199,17 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
 
 // Runs this program again for one configuration and reads back its JSON.
 nlohmann::json run_child(const Options& o, const RunConfig& rc) {
-  const fs::path json_path = fs::temp_directory_path() / fmt::format("bench_gpt2_{}_{}.json", getpid(), rc.mode);
-  std::string env;
+  const fs::path json_path = fs::temp_directory_path() / fmt::format("bench_train_{}_{}.json", getpid(), rc.mode);
+  std::vector<std::string> env;
   if (o.omp_spin >= 0 && !std::getenv("OMP_WAIT_POLICY") && !std::getenv("GOMP_SPINCOUNT")) {
-    env = fmt::format("GOMP_SPINCOUNT={} ", o.omp_spin);
+    env.push_back(fmt::format("GOMP_SPINCOUNT={}", o.omp_spin));
   }
-  const std::string cmd = env + fmt::format("'{}' --config '{}' --warmup {} --steps {} --rank {} --alpha {} --run {} --json '{}'",
-                                      fs::read_symlink("/proc/self/exe").string(), o.config, o.warmup, o.steps, o.rank,
-                                      o.alpha, rc.str(), json_path.string());
+  const std::vector<std::string> argv = {tools::self_executable(), "--config", o.config, "--targets", o.targets,
+                                         "--warmup", std::to_string(o.warmup), "--steps", std::to_string(o.steps),
+                                         "--rank", std::to_string(o.rank), "--alpha", fmt::format("{}", o.alpha),
+                                         "--run", rc.str(), "--json", json_path.string()};
   std::fflush(stdout);
-  const int status = std::system(cmd.c_str());
+  const int status = tools::run_program(argv, env);
   LORA_CHECK(status == 0, "the {} run failed (exit status {})", rc.str(), status);
   std::ifstream in(json_path);
   auto j = nlohmann::json::parse(in);
@@ -208,12 +221,13 @@ nlohmann::json run_child(const Options& o, const RunConfig& rc) {
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{"GPT-2 training-step speed and memory, full fine-tuning and LoRA, against the sgemm ceiling."};
-  app.add_option("--config", o.config, "model preset (gpt2, tiny, ...)")->capture_default_str();
+  CLI::App app{"Training-step speed and memory of a causal LM (GPT-2 small by default), full fine-tuning and LoRA, against the sgemm ceiling."};
+  app.add_option("--config", o.config, "model preset (gpt2, tiny, smollm2-135m, ...) or a config.json path")->capture_default_str();
+  app.add_option("--targets", o.targets, "LoRA targets")->capture_default_str();
   app.add_option("--configs", o.configs, "comma-separated MODE:BATCHxSEQ list, MODE = full or lora")->capture_default_str();
   app.add_option("--warmup", o.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--steps", o.steps, "timed steps (the median is reported)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--rank", o.rank, "LoRA rank (targets q,v)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--rank", o.rank, "LoRA rank")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--alpha", o.alpha, "LoRA alpha")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--ceiling-size", o.ceiling_size, "n of the n x n x n sgemm ceiling")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--omp-spin", o.omp_spin, "GOMP_SPINCOUNT for the runs (-1: libgomp's default)")->capture_default_str();
@@ -232,9 +246,9 @@ int main(int argc, char** argv) {
     std::stringstream ss(o.configs);
     for (std::string item; std::getline(ss, item, ',');) configs.push_back(parse_config(item));
 
-    fmt::print("bench_gpt2: GPT-2 '{}', {} threads, {} warm-up + {} timed steps (median), AdamW; LoRA r={} on q,v; "
+    fmt::print("bench_train: '{}', {} threads, {} warm-up + {} timed steps (median), AdamW; LoRA r={} on {}; "
                "GOMP_SPINCOUNT={}\n",
-               o.config, num_threads(), o.warmup, o.steps, o.rank,
+               o.config, num_threads(), o.warmup, o.steps, o.rank, o.targets,
                std::getenv("GOMP_SPINCOUNT") ? std::getenv("GOMP_SPINCOUNT")
                : std::getenv("OMP_WAIT_POLICY") || o.omp_spin < 0 ? "default" : std::to_string(o.omp_spin));
     const double ceiling = sgemm_ceiling_gflops(o.ceiling_size);
@@ -258,7 +272,7 @@ int main(int argc, char** argv) {
                  tools::human_bytes(r["peak_rss_bytes"].get<int64_t>()), r["minor_faults_per_step"].get<double>());
     }
     fmt::print("FLOPs per step: full 6 N B T + 12 L T^2 C B, LoRA 4 N B T + 12 L T^2 C B + 6 N_lora B T "
-               "(N = parameters except wpe)\n");
+               "(N = linear and head weights)\n");
     if (!o.json.empty()) std::ofstream(o.json) << all.dump(2) << "\n";
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());

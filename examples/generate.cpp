@@ -1,15 +1,16 @@
-// generate_gpt2: continue a prompt with GPT-2 (greedy or sampled), streaming the text as it comes.
+// generate: continue a prompt with a causal LM (greedy or sampled), streaming the text as it comes. Also
+// built as generate_gpt2.
 //
-//   generate_gpt2 --weights models/gpt2 --prompt "The meaning of life is" --max-new-tokens 40
-//   generate_gpt2 --weights gpt2.safetensors --config gpt2 --prompt-ids 464,3139 --temperature 0
-//   generate_gpt2 --weights models/gpt2 --prompt "Hello" --top-k 40 --top-p 0.9 --seed 7 --json
-//   generate_gpt2 --weights models/gpt2 --adapter out/lora --merge --prompt "ROMEO:"
+//   generate --weights models/gpt2 --prompt "The meaning of life is" --max-new-tokens 40
+//   generate --weights gpt2.safetensors --config gpt2 --prompt-ids 464,3139 --temperature 0
+//   generate --weights models/gpt2 --prompt "Hello" --top-k 40 --top-p 0.9 --seed 7 --json
+//   generate --weights models/gpt2 --adapter out/lora --merge --prompt "ROMEO:"
 //
 // Without --weights the model is randomly initialised (for trying the program out: the text is gibberish).
-// --adapter DIR puts a LoRA adapter in PEFT's format (finetune_gpt2 --mode lora --save S writes S/lora) on
+// --adapter DIR puts a LoRA adapter in PEFT's format (finetune --mode lora --save S writes S/lora) on
 // the model: unmerged (base(x) + s (x A^T) B^T, two extra thin gemms per adapted layer), or with --merge
 // folded into the base weights (W + s B A: the base model's speed). A model written by merge_lora is a
-// plain GPT-2: give it as --weights.
+// plain model: give it as --weights.
 // With --json the last line of stdout is {"prompt_ids", "generated_ids", "text", "tokens_per_s"}.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -26,8 +27,8 @@
 #include <vector>
 
 #include "core/error.h"
-#include "models/gpt2/checkpoint.h"
-#include "models/gpt2/generate.h"
+#include "models/generate.h"
+#include "models/registry.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "nn/lora/adapter.h"
 
@@ -86,12 +87,12 @@ void load_adapter_explained(lora::nn::Module& model, const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Generate text with GPT-2: greedy (--temperature 0) or sampled with temperature, top-k and top-p."};
+  CLI::App app{"Generate text with a causal LM: greedy (--temperature 0) or sampled with temperature, top-k and top-p."};
   std::string weights, config_name, prompt, prompt_ids_text, adapter;
-  lora::gpt2::SamplingOptions sampling;
+  lora::models::SamplingOptions sampling;
   bool json = false, merge = false;
-  app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors) or a .safetensors file");
-  app.add_option("--config", config_name, "Preset (gpt2, gpt2-medium, ..., tiny): for a bare .safetensors file, or the random model");
+  app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file");
+  app.add_option("--config", config_name, "A config.json path or a preset (gpt2, gpt2-medium, ..., tiny, smollm2-135m, llama-tiny): for a bare .safetensors file, or the random model");
   auto* prompt_opt = app.add_option("--prompt", prompt, "Prompt text (default: start from <|endoftext|>)");
   auto* ids_opt = app.add_option("--prompt-ids", prompt_ids_text, "Prompt as token ids, e.g. 464,3139");
   prompt_opt->excludes(ids_opt);
@@ -110,26 +111,26 @@ int main(int argc, char** argv) {
     sampling.validate();
     const auto tokenizer = lora::tokenizer::GPT2Tokenizer::load_default();
 
+    if (weights.empty()) {
+      std::cerr << "notice: no --weights given: using a randomly initialised '" << (config_name.empty() ? "gpt2" : config_name)
+                << "' model (seed " << sampling.seed << "), so the text will be gibberish\n";
+    }
+    std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name, sampling.seed);
+
     std::vector<int32_t> prompt_ids;
     if (*ids_opt) {
       prompt_ids = parse_ids(prompt_ids_text);
       LORA_CHECK(!prompt_ids.empty(), "--prompt-ids is empty: give at least one token id");
     } else if (*prompt_opt) {
-      LORA_CHECK(!prompt.empty(), "--prompt is empty: give some text (or leave --prompt out to start from <|endoftext|>)");
+      LORA_CHECK(!prompt.empty(), "--prompt is empty: give some text (or leave --prompt out to start from the "
+                 "beginning-of-sequence token)");
       prompt_ids = tokenizer.encode(prompt);
     } else {
-      prompt_ids = {tokenizer.eot_token()};
+      // The model's beginning-of-sequence token; GPT-2 has only <|endoftext|>, which begins documents too.
+      const int64_t start = model->bos_token_id() >= 0 ? model->bos_token_id() : model->eos_token_id();
+      prompt_ids = {static_cast<int32_t>(start >= 0 ? start : tokenizer.eot_token())};
     }
 
-    std::shared_ptr<lora::gpt2::GPT2> model;
-    if (weights.empty()) {
-      const std::string preset = config_name.empty() ? "gpt2" : config_name;
-      std::cerr << "notice: no --weights given: using a randomly initialised '" << preset << "' model (seed "
-                << sampling.seed << "), so the text will be gibberish\n";
-      model = std::make_shared<lora::gpt2::GPT2>(lora::gpt2::GPT2Config::preset(preset), sampling.seed);
-    } else {
-      model = lora::gpt2::load_pretrained(weights, config_name);
-    }
     if (*adapter_opt) {
       load_adapter_explained(*model, adapter);
       if (merge) lora::nn::merge_lora(*model);
@@ -139,7 +140,7 @@ int main(int argc, char** argv) {
                                first.rank(), first.scaling(),
                                merge ? "merged into the base weights" : "unmerged (--merge folds it into the weights)");
     }
-    const int64_t context = model->config().n_positions, vocab = model->config().vocab_size;
+    const int64_t context = model->dims().context_length, vocab = model->dims().vocab_size;
     for (int32_t id : prompt_ids) {
       LORA_CHECK(id < vocab, "the prompt's token {} is outside the model's vocabulary of {} tokens", id, vocab);
     }
@@ -158,7 +159,7 @@ int main(int argc, char** argv) {
     flush_complete(false);
 
     const auto start = std::chrono::steady_clock::now();
-    const std::vector<int32_t> generated = lora::gpt2::generate(*model, prompt_ids, sampling, [&](int32_t id) {
+    const std::vector<int32_t> generated = lora::models::generate(*model, prompt_ids, sampling, [&](int32_t id) {
       pending += tokenizer.token_bytes(id);
       flush_complete(false);
     });

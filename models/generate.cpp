@@ -1,11 +1,11 @@
 // Sampling and the incremental decoding loop.
-#include "models/gpt2/generate.h"
+#include "models/generate.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
-namespace lora::gpt2 {
+namespace lora::models {
 
 void SamplingOptions::validate() const {
   LORA_CHECK(max_new_tokens >= 0, "--max-new-tokens {}: expected a non-negative count", max_new_tokens);
@@ -53,11 +53,12 @@ int32_t sample_token(const std::vector<float>& logits, const SamplingOptions& o,
   return order[keep - 1];
 }
 
-std::vector<int32_t> generate(GPT2& model, const std::vector<int32_t>& prompt, const SamplingOptions& options,
+std::vector<int32_t> generate(CausalLM& model, const std::vector<int32_t>& prompt, const SamplingOptions& options,
                               const std::function<void(int32_t)>& on_token) {
   options.validate();
   LORA_CHECK(!prompt.empty(), "generate: the prompt is empty (give at least one token)");
-  const int64_t context = model.config().n_positions, V = model.config().vocab_size;
+  const ModelDims dims = model.dims();
+  const int64_t context = dims.context_length, V = dims.vocab_size;
   LORA_CHECK(static_cast<int64_t>(prompt.size()) <= context, "generate: the prompt has {} tokens, the context is {}",
              prompt.size(), context);
   for (int32_t id : prompt) LORA_CHECK(id >= 0 && id < V, "generate: prompt token {} is outside the vocabulary [0, {})", id, V);
@@ -66,20 +67,25 @@ std::vector<int32_t> generate(GPT2& model, const std::vector<int32_t>& prompt, c
   const bool was_training = model.is_training();
   model.eval();
   Generator gen(options.seed);
-  const Device device = model.transformer->wte->weight.device();
-  std::vector<nn::KVCache> caches = model.make_kv_caches(1);
+  const Device device = model.device();
+  const std::vector<int64_t> stop = !options.stop_at_eos         ? std::vector<int64_t>{}
+                                    : options.stop_tokens.empty() ? model.eos_token_ids()
+                                                                  : options.stop_tokens;
+  // Room for the prompt and every new token, not the whole context (Llama 3's is 131072 tokens).
+  nn::KVCache cache = model.make_kv_cache(
+      1, std::min<int64_t>(context, static_cast<int64_t>(prompt.size()) + std::max<int64_t>(options.max_new_tokens, 1)));
   std::vector<int32_t> out;
 
   Tensor ids = Tensor::from_vector(prompt, {1, static_cast<int64_t>(prompt.size())}, device);
   int64_t position = static_cast<int64_t>(prompt.size());
   while (static_cast<int64_t>(out.size()) < options.max_new_tokens) {
-    Tensor logits = model.forward(ids, &caches);  // [1, T, V]
+    Tensor logits = model.forward(ids, &cache);  // [1, T, V]
     const int64_t T = logits.size(1);
     std::vector<float> last = logits.view({T, V}).narrow_rows(T - 1, 1).to_vector<float>();
     const int32_t next = sample_token(last, options, gen);
     out.push_back(next);
     if (on_token) on_token(next);
-    if (next == options.eot_token || position >= context) break;
+    if (std::find(stop.begin(), stop.end(), next) != stop.end() || position >= context) break;
     ids = Tensor::from_vector(std::vector<int32_t>{next}, {1, 1}, device);
     ++position;
   }
@@ -87,4 +93,4 @@ std::vector<int32_t> generate(GPT2& model, const std::vector<int32_t>& prompt, c
   return out;
 }
 
-}  // namespace lora::gpt2
+}  // namespace lora::models

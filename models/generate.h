@@ -5,9 +5,9 @@
 #include <functional>
 #include <vector>
 
-#include "models/gpt2/model.h"
+#include "models/causal_lm.h"
 
-namespace lora::gpt2 {
+namespace lora::models {
 
 struct SamplingOptions {
   int64_t max_new_tokens = 64;
@@ -15,16 +15,19 @@ struct SamplingOptions {
   int64_t top_k = 0;         // keep the k most likely tokens (0 = all)
   double top_p = 1.0;        // keep the smallest set whose probability reaches p (1 = all)
   uint64_t seed = 0;
-  int64_t eot_token = 50256;  // generation stops after emitting it (-1: never)
+  // Generation stops after emitting one of these; empty: the model's end-of-sequence tokens
+  // (CausalLM::eos_token_ids). stop_at_eos = false never stops early.
+  std::vector<int64_t> stop_tokens;
+  bool stop_at_eos = true;
   void validate() const;
 };
 
 // Picks the next token from one row of logits [vocab].
 int32_t sample_token(const std::vector<float>& logits, const SamplingOptions& options, Generator& gen);
 
-// Continues `prompt` (at least one token) with up to max_new_tokens tokens, stopping after the end-of-text
-// token or at the model's context length. Returns the new tokens only. `on_token` sees each as it comes.
-std::vector<int32_t> generate(GPT2& model, const std::vector<int32_t>& prompt, const SamplingOptions& options,
+// Continues `prompt` (at least one token) with up to max_new_tokens tokens, stopping after a stop token
+// or at the model's context length. Returns the new tokens only. `on_token` sees each as it comes.
+std::vector<int32_t> generate(CausalLM& model, const std::vector<int32_t>& prompt, const SamplingOptions& options,
                               const std::function<void(int32_t)>& on_token = {});
 
-}  // namespace lora::gpt2
+}  // namespace lora::models

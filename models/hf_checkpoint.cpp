@@ -1,0 +1,220 @@
+// Hugging Face checkpoints: sharded or single safetensors files, checked against a model, loaded, saved.
+#include "models/hf_checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/atomic_file.h"
+
+namespace lora::models {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string list(const std::vector<std::string>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size() && i < 10; ++i) s += (i ? ", " : "") + v[i];
+  if (v.size() > 10) s += fmt::format(", ... ({} in all)", v.size());
+  return s;
+}
+
+// A shard's file name from an index: a plain name in the index's folder, never a path elsewhere.
+fs::path shard_path(const fs::path& index, const std::string& name) {
+  LORA_CHECK(!name.empty() && name.find('/') == std::string::npos && name.find('\\') == std::string::npos &&
+                 name != "." && name != ".." && name.find('\0') == std::string::npos,
+             "checkpoint index '{}': shard name '{}' is not a plain file name in the index's folder", index.string(), name);
+  return index.parent_path() / name;
+}
+
+}  // namespace
+
+HFWeights HFWeights::open(const std::string& path) {
+  std::error_code ec;
+  LORA_CHECK(fs::exists(path, ec), "--weights '{}': no such file or folder", path);
+  fs::path index, single;
+  if (fs::is_directory(path, ec)) {
+    if (fs::exists(fs::path(path) / "model.safetensors.index.json", ec)) index = fs::path(path) / "model.safetensors.index.json";
+    else if (fs::exists(fs::path(path) / "model.safetensors", ec)) single = fs::path(path) / "model.safetensors";
+    else LORA_FAIL("--weights '{}': the folder has neither model.safetensors nor model.safetensors.index.json", path);
+  } else if (path.ends_with(".json")) {
+    index = path;
+  } else {
+    single = path;
+  }
+  HFWeights w;
+  w.path_ = path;
+  if (!single.empty()) {
+    w.files_.push_back(std::make_unique<SafeTensorsFile>(SafeTensorsFile::open(single.string())));
+    for (const std::string& key : w.files_[0]->names()) w.where_[key] = 0;
+    return w;
+  }
+  // model.safetensors.index.json: {"metadata": {...}, "weight_map": {tensor name: shard file name}}
+  nlohmann::json j;
+  try {
+    std::ifstream in(index);
+    LORA_CHECK(in.good(), "cannot open checkpoint index '{}'", index.string());
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    LORA_FAIL("checkpoint index '{}' is not valid JSON: {}", index.string(), e.what());
+  }
+  LORA_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object() && !j["weight_map"].empty(),
+             "checkpoint index '{}': expected an object with a non-empty \"weight_map\"", index.string());
+  std::map<std::string, size_t> file_of_name;
+  for (const auto& [key, file] : j["weight_map"].items()) {
+    LORA_CHECK(file.is_string(), "checkpoint index '{}': the shard of '{}' is not a file name", index.string(), key);
+    const std::string name = file.get<std::string>();
+    auto [it, added] = file_of_name.try_emplace(name, w.files_.size());
+    if (added) w.files_.push_back(std::make_unique<SafeTensorsFile>(SafeTensorsFile::open(shard_path(index, name).string())));
+    LORA_CHECK(w.files_[it->second]->contains(key), "checkpoint index '{}': '{}' is listed in shard '{}', which does not "
+               "hold it", index.string(), key, name);
+    w.where_[key] = it->second;
+  }
+  // Every tensor of every shard must be in the map, in that shard (a stale or mixed index is refused).
+  for (const auto& [name, i] : file_of_name) {
+    for (const std::string& key : w.files_[i]->names()) {
+      auto it = w.where_.find(key);
+      LORA_CHECK(it != w.where_.end() && it->second == i, "checkpoint index '{}': shard '{}' holds '{}', which the "
+                 "index {}", index.string(), name, key, it == w.where_.end() ? "does not list" : "puts in another shard");
+    }
+  }
+  return w;
+}
+
+std::vector<std::string> HFWeights::keys() const {
+  std::vector<std::string> out;
+  for (const auto& [key, file] : where_) out.push_back(key);
+  return out;
+}
+
+const TensorInfo& HFWeights::info(const std::string& key) const {
+  auto it = where_.find(key);
+  LORA_CHECK(it != where_.end(), "checkpoint '{}' has no tensor '{}'", path_, key);
+  return files_[it->second]->info(key);
+}
+
+Tensor HFWeights::load(const std::string& key, DType dtype) const {
+  auto it = where_.find(key);
+  LORA_CHECK(it != where_.end(), "checkpoint '{}' has no tensor '{}'", path_, key);
+  return files_[it->second]->load(key, dtype);
+}
+
+namespace {
+
+// The model's parameters by HF name with the shape HF stores; the tensor to load each into.
+struct Expected {
+  Shape hf_shape;
+  Tensor param;
+  bool transposed = false;
+};
+
+std::map<std::string, Expected> expected_tensors(const CausalLM& model) {
+  std::map<std::string, Expected> out;
+  for (const auto& [name, param] : model.named_parameters()) {
+    if (name.find(".lora_") != std::string::npos) continue;
+    const std::string hf = model.hf_name(name);
+    if (hf.empty()) continue;
+    const bool t = model.hf_transposed(hf);
+    out[hf] = {t ? Shape{param.size(1), param.size(0)} : param.shape(), param, t};
+  }
+  return out;
+}
+
+}  // namespace
+
+void check_hf_weights(const CausalLM& model, const HFWeights& weights) {
+  const auto expected = expected_tensors(model);
+  std::vector<std::string> misshaped, unexpected, missing;
+  std::set<std::string> found;
+  for (const std::string& key : weights.keys()) {
+    const std::string name = model.hf_key_to_name(key);
+    if (name.empty()) continue;
+    auto it = expected.find(name);
+    if (it == expected.end()) {
+      unexpected.push_back(key);
+      continue;
+    }
+    LORA_CHECK(found.insert(name).second, "checkpoint '{}': '{}' is stored twice (as '{}' too)", weights.path(), name, key);
+    const TensorInfo& info = weights.info(key);
+    if (info.shape != it->second.hf_shape) {
+      misshaped.push_back(fmt::format("{} (file {}, model expects {})", key, info.shape.str(), it->second.hf_shape.str()));
+    }
+    LORA_CHECK(info.dtype && is_floating(*info.dtype), "checkpoint '{}': tensor '{}' has dtype {}, expected a float type "
+               "(F32, BF16, F16, F64)", weights.path(), key, info.dtype_name);
+  }
+  for (const auto& [name, e] : expected) {
+    if (!found.count(name)) missing.push_back(name);
+  }
+  std::string problems;
+  if (!missing.empty()) problems += "\n  missing tensors: " + list(missing);
+  if (!misshaped.empty()) problems += "\n  mis-shaped tensors: " + list(misshaped);
+  if (!unexpected.empty()) problems += "\n  unexpected tensors: " + list(unexpected);
+  LORA_CHECK(problems.empty(), "checkpoint '{}' does not match the {} model its config describes:{}", weights.path(),
+             model.model_type(), problems);
+}
+
+void load_hf_weights(CausalLM& model, const HFWeights& weights) {
+  check_hf_weights(model, weights);
+  const auto expected = expected_tensors(model);
+  NoGradGuard no_grad;
+  for (const std::string& key : weights.keys()) {
+    const std::string name = model.hf_key_to_name(key);
+    if (name.empty()) continue;
+    const Expected& e = expected.at(name);
+    Tensor value = weights.load(key, DType::F32);
+    if (e.transposed) value = ops::transpose(value, 0, 1);  // HF [in, out] -> [out, in]
+    Tensor param = e.param;
+    param.copy_from(value.to(param.device()));
+  }
+}
+
+void save_hf_checkpoint(const CausalLM& model, const std::string& dir, int64_t max_shard_bytes) {
+  LORA_CHECK(max_shard_bytes > 0, "save_hf_checkpoint: max_shard_bytes must be positive");
+  fs::create_directories(dir);
+  const auto state = model.hf_state();
+  // Split in order into shards of at most max_shard_bytes (a tensor larger than that gets a shard alone).
+  std::vector<std::vector<std::pair<std::string, Tensor>>> shards(1);
+  int64_t shard_bytes = 0, total = 0;
+  for (const auto& entry : state) {
+    const int64_t bytes = static_cast<int64_t>(entry.second.nbytes());
+    if (!shards.back().empty() && shard_bytes + bytes > max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back(entry);
+    shard_bytes += bytes;
+    total += bytes;
+  }
+  write_file_atomically((fs::path(dir) / "config.json").string(),
+                        [&](std::ostream& out) { out << model.hf_config().dump(2) << "\n"; });
+  const std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  // Weight files of an earlier save in another layout would be read instead of (or mixed with) these, as
+  // transformers' save_pretrained also knows: they are removed once the new files are in place.
+  auto remove_stale = [&](const std::set<std::string>& keep) {
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      const std::string name = entry.path().filename().string();
+      const bool ours = name == "model.safetensors" || name == "model.safetensors.index.json" ||
+                        (name.starts_with("model-") && name.ends_with(".safetensors") && name.find("-of-") != std::string::npos);
+      if (ours && !keep.count(name)) fs::remove(entry.path());
+    }
+  };
+  if (shards.size() == 1) {
+    save_safetensors((fs::path(dir) / "model.safetensors").string(), shards[0], metadata);
+    remove_stale({"model.safetensors"});
+    return;
+  }
+  std::set<std::string> written = {"model.safetensors.index.json"};
+  nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", nlohmann::json::object()}};
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
+    save_safetensors((fs::path(dir) / name).string(), shards[i], metadata);
+    for (const auto& [key, t] : shards[i]) index["weight_map"][key] = name;
+    written.insert(name);
+  }
+  write_file_atomically((fs::path(dir) / "model.safetensors.index.json").string(),
+                        [&](std::ostream& out) { out << index.dump(2) << "\n"; });
+  remove_stale(written);
+}
+
+}  // namespace lora::models

@@ -1,0 +1,49 @@
+// Model weights in Hugging Face's layout, for every architecture: a folder with config.json and either
+// model.safetensors or shards listed by model.safetensors.index.json, as transformers' save_pretrained
+// writes them. Weights are converted to float32 on load (F32, BF16, F16 and F64 files are read).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "models/causal_lm.h"
+
+namespace lora::models {
+
+// The safetensors file(s) of one model, validated and mapped: one file, or the shards an index names.
+class HFWeights {
+ public:
+  // `path`: a model folder (model.safetensors.index.json, else model.safetensors), an index .json, or one
+  // .safetensors file. Errors name the path and what was looked for.
+  static HFWeights open(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  std::vector<std::string> keys() const;  // every tensor, in a stable order
+  bool contains(const std::string& key) const { return where_.count(key) != 0; }
+  const TensorInfo& info(const std::string& key) const;
+  Tensor load(const std::string& key, DType dtype = DType::F32) const;
+  size_t num_files() const { return files_.size(); }
+
+ private:
+  std::string path_;
+  std::vector<std::unique_ptr<SafeTensorsFile>> files_;
+  std::map<std::string, size_t> where_;  // key -> file
+};
+
+// Checks that the weights hold exactly the model's parameters (HF names, HF shapes) and lists what is
+// missing, mis-shaped or unexpected. Touches no data: call it on a model that holds none yet.
+void check_hf_weights(const CausalLM& model, const HFWeights& weights);
+// check_hf_weights, then copies every parameter in (converted to float32, transposed where HF's layout
+// differs, onto the parameter's device). Keys the model maps to "" are skipped.
+void load_hf_weights(CausalLM& model, const HFWeights& weights);
+
+// Writes DIR/config.json and the weights: DIR/model.safetensors, or, above `max_shard_bytes`, shards
+// model-0000i-of-0000n.safetensors with model.safetensors.index.json (transformers' layout). Each file is
+// written atomically.
+void save_hf_checkpoint(const CausalLM& model, const std::string& dir, int64_t max_shard_bytes = int64_t(5) << 30);
+
+}  // namespace lora::models

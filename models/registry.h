@@ -1,0 +1,46 @@
+// The architectures lora.cpp implements, chosen by config.json's model_type, and how programs get a model:
+// from a Hugging Face folder, a bare .safetensors file plus a config, or a named preset (random weights).
+// This is the one place that names concrete model classes.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/causal_lm.h"
+
+namespace lora::models {
+
+// model_type values that build a model: "gpt2", "llama", "qwen2", "mistral".
+std::vector<std::string> supported_model_types();
+// Names --config accepts besides a config.json path, e.g. "gpt2", "gpt2-xl", "smollm2-135m".
+std::vector<std::string> preset_names();
+// The config.json of a preset; throws listing the presets when `name` is none.
+nlohmann::json preset_config(const std::string& name);
+
+// A config.json object and where it came from (for errors).
+struct ModelConfig {
+  nlohmann::json json;
+  std::string source;  // "'path/config.json'" or "preset 'gpt2'"
+};
+// --config VALUE: a preset name, or a path to a config.json.
+ModelConfig read_config_arg(const std::string& value);
+
+// The model a config describes, randomly initialised from `seed`. An unsupported model_type, or a field
+// the implementation does not honour, is refused naming the field.
+std::shared_ptr<CausalLM> create_model(const ModelConfig& config, uint64_t seed = 0);
+
+// What --weights and --config select:
+// - weights a model folder: its config.json (or --config) and its weights (model.safetensors, or shards
+//   listed by model.safetensors.index.json);
+// - weights a .safetensors file or an index .json: --config when given, else the config.json beside it;
+// - no weights: a random model from --config (default_preset when --config is empty).
+// The weights' names and shapes are checked against the config before anything is loaded.
+ModelConfig resolve_config(const std::string& weights, const std::string& config_arg,
+                           const std::string& default_preset = "gpt2");
+std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::string& config_arg, uint64_t seed = 0,
+                                     const std::string& default_preset = "gpt2");
+
+}  // namespace lora::models
