@@ -140,7 +140,9 @@ void check_hf_weights(const CausalLM& model, const HFWeights& weights) {
     if (info.shape != it->second.hf_shape) {
       misshaped.push_back(fmt::format("{} (file {}, model expects {})", key, info.shape.str(), it->second.hf_shape.str()));
     }
-    LORA_CHECK(info.dtype && is_floating(*info.dtype), "checkpoint '{}': tensor '{}' has dtype {}, expected a float type "
+    const bool floating = info.dtype && (*info.dtype == DType::F32 || *info.dtype == DType::F64 ||
+                                         *info.dtype == DType::F16 || *info.dtype == DType::BF16);
+    LORA_CHECK(floating, "checkpoint '{}': tensor '{}' has dtype {}, expected a float type "
                "(F32, BF16, F16, F64)", weights.path(), key, info.dtype_name);
   }
   for (const auto& [name, e] : expected) {
