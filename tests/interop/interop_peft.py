@@ -5,10 +5,11 @@ Run by hand (not in CI): see tests/interop/README.md.
 
     python3 tests/interop/interop_peft.py [BUILD_DIR]      # default BUILD_DIR: build
 
-In a temporary directory it makes a small random GPT-2 with transformers, trains and saves with lora.cpp
-(finetune_gpt2: a fully fine-tuned model, a LoRA adapter; merge_lora: a merged model, when that program
-is built), makes LoRA adapters with PEFT, and checks that each file written by one side loads in the other
-with the same logits as lora.cpp's own (forward_gpt2) on one token batch:
+For each model family (a small random GPT-2, and a small random Llama with grouped-query attention and an
+untied head) it makes the base model with transformers in a temporary directory, trains and saves with
+lora.cpp (finetune: a fully fine-tuned model, a LoRA adapter; merge_lora: a merged model), makes LoRA
+adapters with PEFT, and checks that each file written by one side loads in the other with the same logits
+as lora.cpp's own (forward_logits) on one token batch:
 
     max |a - b| <= 1e-4 * max |b|       (b: lora.cpp's logits, a: transformers'/PEFT's, both float32)
 
@@ -34,11 +35,15 @@ import torch
 import transformers
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 REL_TOL = 1e-4  # |a - b| <= REL_TOL * max|b|
 SEED = 1234
 CONFIG = dict(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=1000)
+LLAMA_CONFIG = dict(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=64,
+                    intermediate_size=128, max_position_embeddings=64, vocab_size=1000, tie_word_embeddings=False,
+                    rms_norm_eps=1e-5)
+VOCAB = 1000
 BATCH, SEQ = 3, 48  # the token batch every check runs on
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,6 +109,27 @@ def write_llmc_bin(path, tokens):
         f.write(np.asarray(tokens, dtype="<u2").tobytes())
 
 
+class Family:
+    """What differs between model families: how the base model is made and what PEFT targets are called."""
+
+    def __init__(self, name, cls, make, cpp_targets, peft_targets, fan_in_fan_out, option_targets, pattern_key):
+        self.name, self.cls, self.make = name, cls, make
+        self.cpp_targets, self.peft_targets = cpp_targets, peft_targets
+        self.fan_in_fan_out, self.option_targets, self.pattern_key = fan_in_fan_out, option_targets, pattern_key
+
+
+def make_llama_base_model(path):
+    """A small random Llama (GQA 4/2, untied head), with noise on every RMSNorm weight."""
+    torch.manual_seed(SEED)
+    model = LlamaForCausalLM(LlamaConfig(**LLAMA_CONFIG, bos_token_id=0, eos_token_id=1))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.2 * torch.randn_like(p))
+    model.save_pretrained(path, safe_serialization=True)
+    return model.eval()
+
+
 def make_base_model(path):
     """A small random GPT-2, with noise on every bias and LayerNorm so that loading them wrong shows.
 
@@ -141,7 +167,7 @@ def hf_logits(model, ids):
 
 
 def cpp_logits(build, weights, ids_file, out_file, adapter=None, merge=False):
-    cmd = [build / "forward_gpt2", "--weights", weights, "--ids", ids_file, "--out", out_file]
+    cmd = [build / "forward_logits", "--weights", weights, "--ids", ids_file, "--out", out_file]
     if adapter is not None:
         cmd += ["--adapter", adapter]
     if merge:
@@ -150,12 +176,12 @@ def cpp_logits(build, weights, ids_file, out_file, adapter=None, merge=False):
     return load_file(str(out_file))["logits"].numpy()
 
 
-def make_peft_adapter(base_dir, path, target_modules, seed, **options):
-    """A PEFT LoRA adapter on GPT-2's Conv1D layers with random (non-zero) lora_B, saved to `path`."""
+def make_peft_adapter(family, base_dir, path, target_modules, seed, **options):
+    """A PEFT LoRA adapter with random (non-zero) lora_B, saved to `path`."""
     torch.manual_seed(seed)
-    base = GPT2LMHeadModel.from_pretrained(base_dir)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=target_modules, fan_in_fan_out=True, lora_dropout=0.0,
-                        **options)
+    base = family.cls.from_pretrained(base_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=target_modules, fan_in_fan_out=family.fan_in_fan_out,
+                        lora_dropout=0.0, **options)
     model = get_peft_model(base, config)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -176,101 +202,77 @@ def lora_cpp_version():
         return "unknown"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("build", nargs="?", default="build", help="lora.cpp build directory (default: build)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory and print its path")
-    args = parser.parse_args()
-
-    build = Path(args.build)
-    if not build.is_dir() and (REPO / args.build).is_dir():
-        build = REPO / args.build
-    build = build.resolve()
-    for program in ("forward_gpt2", "finetune_gpt2"):
-        if not (build / program).is_file():
-            sys.exit(f"error: {build / program} not found: build lora.cpp first (see tests/interop/README.md)")
-    have_merge = (build / "merge_lora").is_file()
-
-    print(f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"peft {peft.__version__}, safetensors {safetensors.__version__}, numpy {np.__version__}")
-    print(f"lora.cpp {lora_cpp_version()}, programs from {build.name}/")
-    print(f"model: random GPT-2 {json.dumps(CONFIG)}, seed {SEED}; token batch [{BATCH}, {SEQ}]")
-    print(f"tolerance: max|a - b| <= {REL_TOL:g} * max|b|, b = lora.cpp's logits (forward_gpt2), float32 on CPU")
-    print()
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    check = Checker()
-    tmp_ctx = None if args.keep else tempfile.TemporaryDirectory(prefix="lora_interop_")
-    tmp = Path(tempfile.mkdtemp(prefix="lora_interop_") if args.keep else tmp_ctx.name)
-    if args.keep:
-        print(f"(keeping {tmp})")
+def check_family(check, build, tmp, family, have_merge):
+    """Every check, for one model family, in tmp/<family name>/."""
+    tmp = tmp / family.name
+    tmp.mkdir()
+    tag = f"[{family.name}]"
 
     # 1. The base model, a token batch, and training data for lora.cpp.
     base_dir = tmp / "base"
-    base_model = make_base_model(base_dir)
+    base_model = family.make(base_dir)
     gen = torch.Generator().manual_seed(SEED + 1)
-    ids = torch.randint(0, CONFIG["vocab_size"], (BATCH, SEQ), generator=gen, dtype=torch.int64)
+    ids = torch.randint(0, VOCAB, (BATCH, SEQ), generator=gen, dtype=torch.int64)
     ids_file = tmp / "ids.safetensors"
     save_file({"input_ids": ids}, str(ids_file))
     data_file = tmp / "train.bin"
     # Token stream with some structure (a noisy repeated pattern) so that training moves the weights.
-    pattern = torch.randint(0, CONFIG["vocab_size"], (97,), generator=gen)
+    pattern = torch.randint(0, VOCAB, (97,), generator=gen)
     stream = pattern.repeat(64)
     noise = torch.rand(stream.shape, generator=gen) < 0.1
-    stream[noise] = torch.randint(0, CONFIG["vocab_size"], (int(noise.sum()),), generator=gen)
+    stream[noise] = torch.randint(0, VOCAB, (int(noise.sum()),), generator=gen)
     write_llmc_bin(data_file, stream.tolist())
     logits_file = tmp / "logits.safetensors"
 
     # 0. Prerequisite: both sides agree on the base model transformers wrote.
     base_ref = None
+    name = f"{tag} (0) base model written by transformers -> lora.cpp"
     try:
         base_ref = cpp_logits(build, base_dir, ids_file, logits_file)
-        check.compare("(0) base model written by transformers -> lora.cpp", base_ref, hf_logits(base_model, ids))
+        check.compare(name, base_ref, hf_logits(base_model, ids))
     except Exception as e:  # any failure is this check's FAIL, not the script's crash
-        check.error("(0) base model written by transformers -> lora.cpp", e)
-    name = "(0b) the same with dropout 0.1 in config.json (HF default)"
-    try:
-        save_with_default_dropout(base_model, tmp / "base_dropout")
-        check.compare(name, cpp_logits(build, tmp / "base_dropout", ids_file, logits_file), hf_logits(base_model, ids))
-    except Exception as e:
         check.error(name, e)
+    if family.name == "gpt2":
+        name = f"{tag} (0b) the same with dropout 0.1 in config.json (HF default)"
+        try:
+            save_with_default_dropout(base_model, tmp / "base_dropout")
+            check.compare(name, cpp_logits(build, tmp / "base_dropout", ids_file, logits_file), hf_logits(base_model, ids))
+        except Exception as e:
+            check.error(name, e)
 
-    train = [build / "finetune_gpt2", "--weights", base_dir, "--data", data_file, "--warmup", "1", "--batch", "2",
+    train = [build / "finetune", "--weights", base_dir, "--data", data_file, "--warmup", "1", "--batch", "2",
              "--seq", "16", "--eval-batches", "1", "--seed", "7"]
 
     # 2a. A fully fine-tuned model saved by lora.cpp loads in transformers.
-    name = "(a) full fine-tune saved by lora.cpp -> transformers"
+    name = f"{tag} (a) full fine-tune saved by lora.cpp -> transformers"
     try:
         run(train + ["--mode", "full", "--steps", "2", "--save", tmp / "D1"])
         full_dir = tmp / "D1" / "full"
         ours = cpp_logits(build, full_dir, ids_file, logits_file)
-        theirs = hf_logits(GPT2LMHeadModel.from_pretrained(full_dir), ids)
+        theirs = hf_logits(family.cls.from_pretrained(full_dir), ids)
         # Training changed the weights (else this is check (0) again).
         check.compare(name, ours, theirs, base=base_ref)
     except Exception as e:
         check.error(name, e)
 
-    # 2b. A LoRA adapter (q,v slices of c_attn) saved by lora.cpp loads in PEFT.
+    # 2b. A LoRA adapter saved by lora.cpp loads in PEFT.
     lora_dir = tmp / "D2" / "lora"
-    name = "(b) LoRA q,v adapter saved by lora.cpp -> PEFT"
+    name = f"{tag} (b) LoRA {family.cpp_targets} adapter saved by lora.cpp -> PEFT"
     cpp_adapter = None
     try:
-        run(train + ["--mode", "lora", "--targets", "q,v", "--rank", "4", "--lr", "0.05", "--steps", "5",
+        run(train + ["--mode", "lora", "--targets", family.cpp_targets, "--rank", "4", "--lr", "0.05", "--steps", "5",
                      "--save", tmp / "D2"])
         cpp_adapter = cpp_logits(build, base_dir, ids_file, logits_file, adapter=lora_dir)
-        peft_model = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(base_dir), lora_dir)
+        peft_model = PeftModel.from_pretrained(family.cls.from_pretrained(base_dir), lora_dir)
         check.compare(name, cpp_adapter, hf_logits(peft_model, ids), base=base_ref)
-        name = "(b) ... the same, lora.cpp with --merge"
+        name = f"{tag} (b) ... the same, lora.cpp with --merge"
         check.compare(name, cpp_logits(build, base_dir, ids_file, logits_file, adapter=lora_dir, merge=True),
                       hf_logits(peft_model, ids), base=base_ref)
     except Exception as e:
         check.error(name, e)
 
-    # 2c. The model merge_lora writes loads in transformers as plain GPT-2.
-    name = "(c) model merged by lora.cpp (merge_lora) -> transformers"
+    # 2c. The model merge_lora writes loads in transformers as a plain model.
+    name = f"{tag} (c) model merged by lora.cpp (merge_lora) -> transformers"
     if not have_merge:
         check.line("SKIP", name, f"no merge_lora in {build.name}/")
     elif cpp_adapter is None:
@@ -279,23 +281,24 @@ def main():
         try:
             merged_dir = tmp / "D3"
             run([build / "merge_lora", "--weights", base_dir, "--adapter", lora_dir, "--out", merged_dir])
-            theirs = hf_logits(GPT2LMHeadModel.from_pretrained(merged_dir), ids)
+            theirs = hf_logits(family.cls.from_pretrained(merged_dir), ids)
             check.compare(name, cpp_logits(build, merged_dir, ids_file, logits_file), theirs, base=base_ref)
-            name = "(c) ... and equals lora.cpp's base + adapter (unmerged)"
+            name = f"{tag} (c) ... and equals lora.cpp's base + adapter (unmerged)"
             check.compare(name, cpp_adapter, theirs, base=base_ref)
         except Exception as e:
             check.error(name, e)
 
     # 2d. Adapters made by PEFT load in lora.cpp.
-    for i, targets in enumerate((["c_attn"], ["c_attn", "c_proj", "c_fc"])):
-        peft_dir = tmp / f"peft_{'_'.join(targets)}"
-        name = f"(d) PEFT adapter [{','.join(targets)}] -> lora.cpp"
+    for i, targets in enumerate(family.peft_targets):
+        label = targets if isinstance(targets, str) else ",".join(targets)
+        peft_dir = tmp / f"peft_{i}"
+        name = f"{tag} (d) PEFT adapter [{label}] -> lora.cpp"
         try:
-            peft_model = make_peft_adapter(base_dir, peft_dir, targets, seed=SEED + 10 + i)
+            peft_model = make_peft_adapter(family, base_dir, peft_dir, targets, seed=SEED + 10 + i)
             theirs = hf_logits(peft_model, ids)
             check.compare(name, cpp_logits(build, base_dir, ids_file, logits_file, adapter=peft_dir), theirs,
                           base=base_ref)
-            name = "(d) ... the same, lora.cpp with --merge"
+            name = f"{tag} (d) ... the same, lora.cpp with --merge"
             check.compare(name, cpp_logits(build, base_dir, ids_file, logits_file, adapter=peft_dir, merge=True),
                           theirs, base=base_ref)
         except Exception as e:
@@ -303,15 +306,17 @@ def main():
 
     # 2e. PEFT options beyond r and lora_alpha: lora.cpp must either give PEFT's logits or refuse the
     # adapter with an error; loading it and computing something else is a failure.
+    key = family.pattern_key
     for i, (label, options) in enumerate((
             ("use_rslora=True", dict(use_rslora=True)),
             ("layers_to_transform=[1]", dict(layers_to_transform=[1])),
-            ("alpha_pattern={'c_fc': 32}", dict(alpha_pattern={"c_fc": 32})),
-            ("rank_pattern={'c_fc': 2}", dict(rank_pattern={"c_fc": 2})))):
+            (f"alpha_pattern={{'{key}': 32}}", dict(alpha_pattern={key: 32})),
+            (f"rank_pattern={{'{key}': 2}}", dict(rank_pattern={key: 2})))):
         peft_dir = tmp / f"peft_option_{i}"
-        name = f"(e) PEFT [c_attn,c_fc] {label} -> lora.cpp"
+        name = f"{tag} (e) PEFT [{','.join(family.option_targets)}] {label} -> lora.cpp"
         try:
-            peft_model = make_peft_adapter(base_dir, peft_dir, ["c_attn", "c_fc"], seed=SEED + 20 + i, **options)
+            peft_model = make_peft_adapter(family, base_dir, peft_dir, family.option_targets, seed=SEED + 20 + i,
+                                           **options)
             theirs = hf_logits(peft_model, ids)
             try:
                 ours = cpp_logits(build, base_dir, ids_file, logits_file, adapter=peft_dir)
@@ -323,6 +328,52 @@ def main():
             check.compare(name, ours, theirs, base=base_ref)
         except Exception as e:
             check.error(name, e)
+
+
+FAMILIES = [
+    Family("gpt2", GPT2LMHeadModel, make_base_model, "q,v", [["c_attn"], ["c_attn", "c_proj", "c_fc"]], True,
+           ["c_attn", "c_fc"], "c_fc"),
+    Family("llama", LlamaForCausalLM, make_llama_base_model, "q,v",
+           [["q_proj", "v_proj"], "all-linear", ["k_proj", "o_proj", "gate_proj", "down_proj"]], False,
+           ["q_proj", "up_proj"], "up_proj"),
+]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("build", nargs="?", default="build", help="lora.cpp build directory (default: build)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory and print its path")
+    args = parser.parse_args()
+
+    build = Path(args.build)
+    if not build.is_dir() and (REPO / args.build).is_dir():
+        build = REPO / args.build
+    build = build.resolve()
+    for program in ("forward_logits", "finetune"):
+        if not (build / program).is_file():
+            sys.exit(f"error: {build / program} not found: build lora.cpp first (see tests/interop/README.md)")
+    have_merge = (build / "merge_lora").is_file()
+
+    print(f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"peft {peft.__version__}, safetensors {safetensors.__version__}, numpy {np.__version__}")
+    print(f"lora.cpp {lora_cpp_version()}, programs from {build.name}/")
+    print(f"models: random GPT-2 {json.dumps(CONFIG)}; random Llama {json.dumps(LLAMA_CONFIG)}; seed {SEED}; "
+          f"token batch [{BATCH}, {SEQ}]")
+    print(f"tolerance: max|a - b| <= {REL_TOL:g} * max|b|, b = lora.cpp's logits (forward_logits), float32 on CPU")
+    print()
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    check = Checker()
+    tmp_ctx = None if args.keep else tempfile.TemporaryDirectory(prefix="lora_interop_")
+    tmp = Path(tempfile.mkdtemp(prefix="lora_interop_") if args.keep else tmp_ctx.name)
+    if args.keep:
+        print(f"(keeping {tmp})")
+    for family in FAMILIES:
+        check_family(check, build, tmp, family, have_merge)
 
     print()
     if check.failures:
