@@ -27,6 +27,13 @@ LORA_HOST_DEVICE inline float counter_uniform(uint64_t seed, uint64_t counter) {
   return static_cast<float>(bits >> 40) * (1.0f / 16777216.0f);  // top 24 bits
 }
 
+// Everything a Generator's future output depends on, for checkpoints.
+struct GeneratorState {
+  uint64_t s[4] = {};
+  bool has_spare_normal = false;
+  double spare_normal = 0.0;
+};
+
 // Sequential generator (xoshiro256**) seeded through splitmix64. Not thread-safe: one per thread or use.
 class Generator {
  public:
@@ -65,6 +72,19 @@ class Generator {
   }
   // Uniform integer in [0, n).
   uint64_t below(uint64_t n) { return next_u64() % n; }
+
+  GeneratorState state() const {
+    GeneratorState st;
+    for (int i = 0; i < 4; ++i) st.s[i] = state_[i];
+    st.has_spare_normal = has_spare_normal_;
+    st.spare_normal = spare_normal_;
+    return st;
+  }
+  void set_state(const GeneratorState& st) {
+    for (int i = 0; i < 4; ++i) state_[i] = st.s[i];
+    has_spare_normal_ = st.has_spare_normal;
+    spare_normal_ = st.spare_normal;
+  }
 
  private:
   static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

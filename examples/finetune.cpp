@@ -26,8 +26,11 @@
 #include "optim/adam.h"
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
+#include "tools/fault_injection.h"
+#include "tools/interrupt.h"
 #include "tools/subprocess.h"
 #include "tools/token_data.h"
+#include "tools/train_checkpoint.h"
 #include "tools/train_report.h"
 
 using namespace lora;
@@ -36,10 +39,17 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Options {
-  std::string weights, config, data, mode = "compare", targets = "q,v", device = "cpu", save, report_json;
+  std::string weights, config, data, mode = "compare", targets = "q,v", device = "cpu", save, resume, report_json;
   int64_t rank = 8, steps = 6, batch = 4, seq = 64, warmup = 2, eval_every = 0, eval_batches = 2;
+  int64_t save_every = 0, keep_checkpoints = 2;
   double alpha = 16, lora_dropout = 0, lr = -1, grad_clip = 1.0, weight_decay = 0.0;
+  bool skip_nonfinite = false;
   uint64_t seed = 1337;
+};
+
+// Thrown when SIGINT/SIGTERM stopped training after the current step (main exits with 128 + signal).
+struct Interrupted {
+  int signal;
 };
 
 std::string default_data() {
@@ -114,7 +124,9 @@ tools::ModeReport run_mode(const Options& o, const std::string& mode) {
     fmt::print("{}\n", nn::lora_summary(*model).str());
   }
   const double lr = o.lr > 0 ? o.lr : (lora_mode ? 1e-3 : 1e-4);
-  optim::AdamW optimizer(model->parameters(true), {.lr = lr, .weight_decay = o.weight_decay});
+  std::vector<std::string> trainable_names;
+  for (const auto& [name, p] : model->named_parameters(true)) trainable_names.push_back(name);
+  optim::AdamW optimizer(model->parameters(true), {.lr = lr, .weight_decay = o.weight_decay}, trainable_names);
   optim::LRSchedule schedule{optim::ScheduleKind::Cosine, lr, o.warmup, o.steps};
   schedule.validate();
 
@@ -127,32 +139,101 @@ tools::ModeReport run_mode(const Options& o, const std::string& mode) {
   report.val_loss_before = evaluate(*model, data.val, o, device);
   fmt::print("held-out loss before: {:.4f}\n", report.val_loss_before);
 
+  // Resumable checkpoints: what identifies this run, and where it continues from.
   tools::BatchSampler sampler(data.train, o.batch, o.seq, o.seed, "training");
+  tools::TrainingProgress progress;
+  const std::string checkpoint_dir = !o.save.empty() ? o.save : o.resume;
+  tools::RunIdentity identity;
+  if (!checkpoint_dir.empty()) {  // checkpoints may be written (every N steps, or when interrupted)
+    identity.settings = {{"mode", mode},       {"batch", o.batch},       {"seq", o.seq},
+                         {"steps", o.steps},   {"lr", lr},               {"warmup", o.warmup},
+                         {"grad_clip", o.grad_clip}, {"weight_decay", o.weight_decay}, {"seed", o.seed},
+                         {"device", device.str()}, {"skip_nonfinite", o.skip_nonfinite}};
+    if (lora_mode) {
+      identity.settings["lora"] = {{"rank", o.rank}, {"alpha", o.alpha}, {"dropout", o.lora_dropout},
+                                   {"targets", nn::LoRAConfig::parse_targets(o.targets)}};
+    }
+    identity.model = model->hf_config();
+    identity.frozen_fingerprint = tools::RunIdentity::fingerprint(*model);
+    identity.data = {{"path", o.data.empty() ? default_data() : o.data},
+                     {"train_tokens", data.train.size()},
+                     {"held_out_tokens", data.val.size()}};
+  }
+  if (!o.resume.empty()) {
+    const std::string checkpoint = tools::latest_checkpoint(o.resume);
+    LORA_CHECK(!checkpoint.empty(), "--resume '{}': no complete checkpoint (checkpoint-<step>/) in the folder", o.resume);
+    progress = tools::load_training_checkpoint(checkpoint, *model, optimizer, identity);
+    sampler.set_state(progress.sampler);
+    report.losses = progress.losses;
+    fmt::print("resumed from {} after step {} of {}\n", checkpoint, progress.step, o.steps);
+  }
+  auto save_checkpoint = [&] {
+    progress.sampler = sampler.state();
+    progress.losses = report.losses;
+    const std::string path =
+        tools::save_training_checkpoint(checkpoint_dir, *model, optimizer, identity, progress, int(o.keep_checkpoints));
+    fmt::print("checkpoint: {}\n", path);
+  };
+  tools::install_interrupt_handlers();
+
   MemoryTracker::instance().reset_peaks();  // peaks of the training steps alone
   const auto t_start = std::chrono::steady_clock::now();
-  for (int64_t step = 0; step < o.steps; ++step) {
+  const int64_t first_step = progress.step;
+  for (int64_t step = first_step; step < o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     Tensor x, y;
     sampler.next(x, y, device);
     optimizer.set_lr(schedule.lr_at(step));
     Tensor loss = model->loss(x, y);
     backward(loss);
-    if (o.grad_clip > 0) optim::clip_grad_norm(optimizer.params(), o.grad_clip);
-    optimizer.step();
-    optimizer.zero_grad();
+    tools::fault_point("train-step");
     const double loss_value = loss.item();
+    // A non-finite loss or gradient would poison the weights and the moments: stop, or skip the step.
+    const double norm = optim::grad_norm(optimizer.params());
+    if (!std::isfinite(loss_value) || !std::isfinite(norm)) {
+      const int64_t bad = optim::first_nonfinite_gradient(optimizer.params());
+      const std::string what = !std::isfinite(loss_value) ? fmt::format("the loss is {}", loss_value)
+                               : bad >= 0 ? fmt::format("the gradient of '{}' is not finite", trainable_names[bad])
+                                          : fmt::format("the gradient norm is {}", norm);
+      LORA_CHECK(o.skip_nonfinite, "step {}: {}; training stopped, no update was applied (--skip-nonfinite skips "
+                 "such steps instead)", step + 1, what);
+      optimizer.zero_grad();
+      ++progress.skipped_steps;
+      fmt::print("step {:>4}/{} | skipped: {} ({} skipped so far)\n", step + 1, o.steps, what, progress.skipped_steps);
+    } else {
+      if (o.grad_clip > 0) optim::clip_grad_norm(optimizer.params(), o.grad_clip, true, trainable_names);
+      optimizer.step();
+      optimizer.zero_grad();
+    }
     const double dt = seconds_since(t0);
     report.losses.push_back(loss_value);
     report.step_times_s.push_back(dt);
+    progress.step = step + 1;
     const double elapsed = seconds_since(t_start);
-    const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(o.steps - step - 1);
+    const double eta = elapsed / static_cast<double>(step + 1 - first_step) * static_cast<double>(o.steps - step - 1);
     fmt::print("step {:>4}/{} | loss {:.4f} | lr {:.2e} | {:.2f} s | {:.0f} tokens/s | ETA {:.0f} s\n", step + 1,
                o.steps, loss_value, optimizer.lr(), dt, static_cast<double>(o.batch * o.seq) / dt, eta);
     std::fflush(stdout);
     if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) {
       fmt::print("held-out loss: {:.4f}\n", evaluate(*model, data.val, o, device));
     }
+    if (const int sig = tools::interrupt_signal()) {
+      if (!checkpoint_dir.empty()) {
+        save_checkpoint();
+        fmt::print("interrupted (signal {}) after step {}: resume with --resume {}\n", sig, progress.step, checkpoint_dir);
+      } else {
+        fmt::print("interrupted (signal {}) after step {}: nothing saved (give --save DIR to keep checkpoints)\n", sig,
+                   progress.step);
+      }
+      std::fflush(stdout);
+      throw Interrupted{sig};
+    }
+    if (o.save_every > 0 && progress.step % o.save_every == 0 && progress.step < o.steps) save_checkpoint();
   }
+  if (progress.skipped_steps > 0) {
+    fmt::print("{} of {} steps were skipped for non-finite values\n", progress.skipped_steps, o.steps);
+  }
+  report.skipped_steps = progress.skipped_steps;
   report.memory = MemoryTracker::instance().stats(device);
   report.peak_rss_bytes = tools::process_peak_rss_bytes();
   report.val_loss_after = evaluate(*model, data.val, o, device);
@@ -232,7 +313,11 @@ int main(int argc, char** argv) {
   app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--seed", o.seed, "seed for initialisation and batches")->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
-  app.add_option("--save", o.save, "folder to save the model (full) or the adapter (lora) into");
+  app.add_option("--save", o.save, "folder to save the model (full) or the adapter (lora) into, and checkpoints");
+  app.add_option("--save-every", o.save_every, "write a resumable checkpoint every N steps into --save (SAVE/checkpoint-<step>/)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--keep-checkpoints", o.keep_checkpoints, "how many of the newest checkpoints to keep")->check(CLI::Range(int64_t{1}, int64_t{1000}))->capture_default_str();
+  app.add_option("--resume", o.resume, "continue from the newest complete checkpoint in this folder (with the same flags)");
+  app.add_flag("--skip-nonfinite", o.skip_nonfinite, "skip steps whose loss or gradient is inf or nan (counted and reported) instead of stopping");
   app.add_option("--eval-every", o.eval_every, "held-out loss every N steps (0: before and after only)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
   app.add_option("--report-json", o.report_json, "write the report as JSON to this file");
@@ -243,6 +328,9 @@ int main(int argc, char** argv) {
     LORA_CHECK(o.warmup < o.steps || o.steps == 1, "--warmup {} must be below --steps {}", o.warmup, o.steps);
     LORA_CHECK(o.batch <= (int64_t{1} << 31) / o.seq, "--batch {} x --seq {} tokens per step is more than 2^31", o.batch,
                o.seq);
+    LORA_CHECK(o.mode != "compare" || (o.save_every == 0 && o.resume.empty()),
+               "--save-every and --resume apply to one run: use them with --mode full or --mode lora");
+    LORA_CHECK(o.save_every == 0 || !o.save.empty(), "--save-every {} needs --save DIR (where checkpoints go)", o.save_every);
     std::vector<tools::ModeReport> reports;
     if (o.mode == "compare") {
       const std::vector<std::string> args(argv, argv + argc);
@@ -253,6 +341,8 @@ int main(int argc, char** argv) {
       reports.push_back(run_mode(o, o.mode));
     }
     if (!o.report_json.empty()) write_json(o.report_json, reports);
+  } catch (const Interrupted& i) {
+    return 128 + i.signal;
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "backends/finite.h"
 #include "core/atomic_file.h"
 
 namespace lora::models {
@@ -165,16 +166,27 @@ void load_hf_weights(CausalLM& model, const HFWeights& weights) {
     if (name.empty()) continue;
     const Expected& e = expected.at(name);
     Tensor value = weights.load(key, DType::F32);
+    LORA_CHECK(all_finite(value), "checkpoint '{}': tensor '{}' holds inf or nan values", weights.path(), key);
     if (e.transposed) value = ops::transpose(value, 0, 1);  // HF [in, out] -> [out, in]
     Tensor param = e.param;
     param.copy_from(value.to(param.device()));
   }
 }
 
+namespace {
+
+// The files of a model's own layout; everything else in a model folder (a tokenizer, a README) is kept.
+bool is_model_file(const std::string& name) {
+  return name == "config.json" || name == "model.safetensors" || name == "model.safetensors.index.json" ||
+         (name.starts_with("model-") && name.ends_with(".safetensors") && name.find("-of-") != std::string::npos);
+}
+
+}  // namespace
+
 void save_hf_checkpoint(const CausalLM& model, const std::string& dir, int64_t max_shard_bytes) {
   LORA_CHECK(max_shard_bytes > 0, "save_hf_checkpoint: max_shard_bytes must be positive");
-  fs::create_directories(dir);
   const auto state = model.hf_state();
+  require_finite(state, "saving the model to '" + dir + "'");  // nothing non-finite is ever written
   // Split in order into shards of at most max_shard_bytes (a tensor larger than that gets a shard alone).
   std::vector<std::vector<std::pair<std::string, Tensor>>> shards(1);
   int64_t shard_bytes = 0, total = 0;
@@ -188,35 +200,29 @@ void save_hf_checkpoint(const CausalLM& model, const std::string& dir, int64_t m
     shard_bytes += bytes;
     total += bytes;
   }
-  write_file_atomically((fs::path(dir) / "config.json").string(),
-                        [&](std::ostream& out) { out << model.hf_config().dump(2) << "\n"; });
   const std::map<std::string, std::string> metadata = {{"format", "pt"}};
-  // Weight files of an earlier save in another layout would be read instead of (or mixed with) these, as
-  // transformers' save_pretrained also knows: they are removed once the new files are in place.
-  auto remove_stale = [&](const std::set<std::string>& keep) {
-    for (const auto& entry : fs::directory_iterator(dir)) {
-      const std::string name = entry.path().filename().string();
-      const bool ours = name == "model.safetensors" || name == "model.safetensors.index.json" ||
-                        (name.starts_with("model-") && name.ends_with(".safetensors") && name.find("-of-") != std::string::npos);
-      if (ours && !keep.count(name)) fs::remove(entry.path());
-    }
-  };
-  if (shards.size() == 1) {
-    save_safetensors((fs::path(dir) / "model.safetensors").string(), shards[0], metadata);
-    remove_stale({"model.safetensors"});
-    return;
-  }
-  std::set<std::string> written = {"model.safetensors.index.json"};
-  nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", nlohmann::json::object()}};
-  for (size_t i = 0; i < shards.size(); ++i) {
-    const std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
-    save_safetensors((fs::path(dir) / name).string(), shards[i], metadata);
-    for (const auto& [key, t] : shards[i]) index["weight_map"][key] = name;
-    written.insert(name);
-  }
-  write_file_atomically((fs::path(dir) / "model.safetensors.index.json").string(),
-                        [&](std::ostream& out) { out << index.dump(2) << "\n"; });
-  remove_stale(written);
+  // Config and weights as one commit (a reader never sees one model's config with another's weights);
+  // files of the folder that are not the model's (a tokenizer) stay, the old model's own files go.
+  write_directory_atomically(
+      dir,
+      [&](const std::string& staging) {
+        const fs::path out(staging);
+        write_file_atomically((out / "config.json").string(),
+                              [&](std::ostream& o) { o << model.hf_config().dump(2) << "\n"; });
+        if (shards.size() == 1) {
+          save_safetensors((out / "model.safetensors").string(), shards[0], metadata);
+          return;
+        }
+        nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", nlohmann::json::object()}};
+        for (size_t i = 0; i < shards.size(); ++i) {
+          const std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
+          save_safetensors((out / name).string(), shards[i], metadata);
+          for (const auto& [key, t] : shards[i]) index["weight_map"][key] = name;
+        }
+        write_file_atomically((out / "model.safetensors.index.json").string(),
+                              [&](std::ostream& o) { o << index.dump(2) << "\n"; });
+      },
+      [](const std::string& name) { return !is_model_file(name); });
 }
 
 }  // namespace lora::models

@@ -42,8 +42,9 @@ void check_hf_weights(const CausalLM& model, const HFWeights& weights);
 void load_hf_weights(CausalLM& model, const HFWeights& weights);
 
 // Writes DIR/config.json and the weights: DIR/model.safetensors, or, above `max_shard_bytes`, shards
-// model-0000i-of-0000n.safetensors with model.safetensors.index.json (transformers' layout). Each file is
-// written atomically.
+// model-0000i-of-0000n.safetensors with model.safetensors.index.json (transformers' layout). The folder is
+// written as one commit (core/atomic_file.h): a reader sees the old model or the new one, whole. Other files
+// in DIR (a tokenizer, a README) are kept. Refuses to write a model holding inf or nan.
 void save_hf_checkpoint(const CausalLM& model, const std::string& dir, int64_t max_shard_bytes = int64_t(5) << 30);
 
 }  // namespace lora::models

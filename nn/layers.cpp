@@ -23,6 +23,7 @@ RMSNorm::RMSNorm(int64_t dim, double eps) : eps_(eps) {
 
 Dropout::Dropout(double p, uint64_t seed) : p_(p), seed_(seed) {
   LORA_CHECK(p >= 0.0 && p < 1.0, "Dropout: p = {} is outside [0, 1)", p);
+  register_rng_counter("calls", calls_);
 }
 
 Tensor Dropout::forward(const Tensor& x) {

@@ -166,6 +166,19 @@ Module::LoadReport Module::load_state_dict(const std::map<std::string, Tensor>& 
   return report;
 }
 
+void Module::register_rng_counter(const std::string& name, uint64_t& counter) {
+  for (const auto& [n, c] : rng_counters_) LORA_CHECK(n != name, "register_rng_counter: '{}' is registered twice", name);
+  rng_counters_.emplace_back(name, &counter);
+}
+
+std::vector<std::pair<std::string, uint64_t*>> Module::named_rng_counters() const {
+  std::vector<std::pair<std::string, uint64_t*>> out(rng_counters_.begin(), rng_counters_.end());
+  for (auto& [name, child] : named_children()) {
+    for (auto& [sub, counter] : child->named_rng_counters()) out.emplace_back(name + "." + sub, counter);
+  }
+  return out;
+}
+
 std::string Module::summary() const {
   std::string s;
   for (auto& [name, t] : named_parameters()) {

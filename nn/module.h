@@ -58,6 +58,11 @@ class Module {
   };
   LoadReport load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
 
+  // The random streams of the model's stochastic layers (dropout): a counter per stream, advanced once per
+  // call in training mode, by dotted name. Saved in training checkpoints so that a resumed run draws the
+  // same masks as an uninterrupted one.
+  std::vector<std::pair<std::string, uint64_t*>> named_rng_counters() const;
+
   // A short human-readable tree of the module (names, shapes, trainable or frozen).
   std::string summary() const;
 
@@ -74,6 +79,8 @@ class Module {
                 member = std::move(typed);
               });
   }
+  // Registers a random-stream counter member (see named_rng_counters()).
+  void register_rng_counter(const std::string& name, uint64_t& counter);
   // Called by train(); modules with their own mode state override it.
   virtual void on_train(bool on) {}
 
@@ -93,6 +100,7 @@ class Module {
                           bool trainable_only) const;
 
   std::vector<ParameterSlot> parameters_;
+  std::vector<std::pair<std::string, uint64_t*>> rng_counters_;
   std::vector<ChildSlot> children_;
   bool training_ = true;
 };

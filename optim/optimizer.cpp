@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "autograd/grad_mode.h"
+#include "backends/finite.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 
@@ -152,6 +153,7 @@ void Optimizer::load_state(const std::string& path) {
       LORA_CHECK(info.shape == p.shape(), "optimizer state '{}': '{}' has shape {}, parameter '{}' has shape {}",
                  path, key, info.shape.str(), names_[i], p.shape().str());
       loaded[i].buffers.push_back(file.load(key, p.dtype(), p.device(), MemoryCategory::OptimizerState));
+      LORA_CHECK(all_finite(loaded[i].buffers.back()), "optimizer state '{}': '{}' holds inf or nan values", path, key);
     }
   }
   size_t expected = 0;

@@ -7,10 +7,14 @@
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -74,6 +78,59 @@ inline RunResult run(const fs::path& program, const std::string& args, const std
   result.err.assign(std::istreambuf_iterator<char>(err_in), std::istreambuf_iterator<char>());
   return result;
 }
+
+// A program started without a shell, its output going to `log` (stdout and stderr), with `env` entries
+// ("NAME=value") added to the environment: for tests that signal or kill it while it runs.
+class Child {
+ public:
+  Child(const fs::path& program, const std::vector<std::string>& args, const fs::path& log,
+        const std::vector<std::string>& env = {}) {
+    std::vector<std::string> argv = {program.string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> cargs;
+    for (auto& a : argv) cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    std::vector<std::string> environment = env;
+    for (char** e = environ; *e; ++e) environment.push_back(*e);
+    std::vector<char*> cenv;
+    for (auto& e : environment) cenv.push_back(e.data());
+    cenv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    const int rc = posix_spawn(&pid_, program.c_str(), &actions, nullptr, cargs.data(), cenv.data());
+    posix_spawn_file_actions_destroy(&actions);
+    REQUIRE(rc == 0);
+  }
+  ~Child() {
+    if (pid_ > 0 && !done_) {
+      ::kill(pid_, SIGKILL);
+      wait();
+    }
+  }
+  void signal(int sig) { ::kill(pid_, sig); }
+  // Waits; the exit code, or 128 + the signal that ended it.
+  int wait() {
+    int status = 0;
+    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    done_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  // Whether it has ended (then `code` holds what wait() returns).
+  bool finished(int& code) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
+    done_ = true;
+    code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return true;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool done_ = false;
+};
 
 // The JSON object on the last non-empty line of stdout.
 inline nlohmann::json last_json_line(const std::string& out) {

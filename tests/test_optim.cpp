@@ -220,11 +220,18 @@ TEST_CASE("clip_grad_norm scales by max_norm / (norm + 1e-6) above max_norm", "[
   require_close(b.grad(), std::vector<double>{12 * scale}, 1e-6, 0.0);
   CHECK(clip_grad_norm({a, b}, 100.0) == Approx(6.5).epsilon(1e-6));
 
-  // A non-finite norm is returned as is and nothing is scaled.
+  // A non-finite norm is an error naming the first broken gradient, and nothing is scaled; asked not to
+  // throw, clipping returns the norm unscaled.
   set_grads();
   b.set_grad(Tensor::from_vector<float>({std::numeric_limits<float>::infinity()}, {1}));
-  CHECK(std::isinf(clip_grad_norm({a, b}, 1.0)));
+  CHECK_THROWS_WITH(clip_grad_norm({a, b}, 1.0, true, {"a", "b"}), Catch::Contains("'b'") && Catch::Contains("inf"));
   require_close(a.grad(), std::vector<double>{3, 4}, 0.0, 0.0);
+  CHECK(std::isinf(clip_grad_norm({a, b}, 1.0, /*error_if_nonfinite=*/false)));
+  require_close(a.grad(), std::vector<double>{3, 4}, 0.0, 0.0);
+  CHECK(first_nonfinite_gradient({none, a, b}) == 2);
+  a.set_grad(Tensor::from_vector<float>({std::nanf(""), 1.f}, {2}));
+  CHECK(first_nonfinite_gradient({none, a, b}) == 1);
+  CHECK(std::isnan(grad_norm({a})));
 }
 
 // ---------------------------------------------------------------------------------------------------

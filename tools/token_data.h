@@ -27,6 +27,9 @@ class BatchSampler {
  public:
   BatchSampler(const std::vector<int32_t>& tokens, int64_t batch, int64_t seq, uint64_t seed, const std::string& what);
   void next(Tensor& inputs, Tensor& targets, Device device = Device::cpu());
+  // The generator's state: what the next windows depend on (for resumable checkpoints).
+  GeneratorState state() const { return gen_.state(); }
+  void set_state(const GeneratorState& state) { gen_.set_state(state); }
 
  private:
   const std::vector<int32_t>& tokens_;

@@ -76,6 +76,7 @@ nlohmann::json ModeReport::to_json() const {
       {"losses", losses},
       {"val_loss_before", val_loss_before},
       {"val_loss_after", val_loss_after},
+      {"skipped_steps", skipped_steps},
       {"saved_bytes", saved_bytes},
       {"saved_path", saved_path},
   };
@@ -98,6 +99,7 @@ ModeReport ModeReport::from_json(const nlohmann::json& j) {
   r.losses = j.at("losses").get<std::vector<double>>();
   r.val_loss_before = j.at("val_loss_before");
   r.val_loss_after = j.at("val_loss_after");
+  r.skipped_steps = j.value("skipped_steps", int64_t{0});
   r.saved_bytes = j.at("saved_bytes");
   r.saved_path = j.value("saved_path", "");
   return r;

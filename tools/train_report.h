@@ -22,6 +22,7 @@ struct ModeReport {
   std::vector<double> step_times_s;
   std::vector<double> losses;
   double val_loss_before = 0, val_loss_after = 0;
+  int64_t skipped_steps = 0;  // steps skipped for a non-finite loss or gradient
   int64_t saved_bytes = 0;
   std::string saved_path;
 

@@ -32,6 +32,7 @@ GPT2Attention::GPT2Attention(const GPT2Config& c, Generator& gen)
   register_module("c_attn", c_attn);
   register_module("c_proj", c_proj);
   register_module("resid_dropout", resid_dropout);
+  register_rng_counter("attn_dropout_calls", attn_calls_);
 }
 
 Tensor GPT2Attention::forward(const Tensor& x, nn::KVCache::Layer* cache, int64_t start) {

@@ -22,6 +22,7 @@ LlamaAttention::LlamaAttention(const LlamaConfig& c, Generator& gen)
   register_module("k_proj", k_proj);
   register_module("v_proj", v_proj);
   register_module("o_proj", o_proj);
+  register_rng_counter("attention_dropout_calls", dropout_calls_);
 }
 
 Tensor LlamaAttention::forward(const Tensor& x, const Tensor& cos, const Tensor& sin, nn::KVCache::Layer* cache,

@@ -7,16 +7,21 @@
 #include <fstream>
 #include <sstream>
 #include <nlohmann/json.hpp>
-#include <regex>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <charconv>
 #include <set>
 
 #include "backends/backend.h"
+#include "backends/finite.h"
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
 
 namespace lora::nn {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;  // keeps the file's key order: PEFT's patterns match first-in-file
 
 namespace {
 
@@ -36,15 +41,86 @@ std::string slices_str(const std::vector<OutputSlice>& slices) {
   for (const auto& sl : slices) s += fmt::format("{}{}:{}", s.empty() ? "" : ",", sl.offset, sl.size);
   return s;
 }
+// "offset:size,offset:size": non-negative integers, nothing else (no sign, no trailing characters).
 std::vector<OutputSlice> parse_slices(const std::string& text, const std::string& source) {
   std::vector<OutputSlice> out;
   std::stringstream ss(text);
+  auto number = [&](const std::string& part) {
+    int64_t v = -1;
+    const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+    LORA_CHECK(ec == std::errc() && end == part.data() + part.size() && v >= 0 && !part.empty(),
+               "{}: malformed slice list '{}' (expected offset:size pairs of non-negative integers)", source, text);
+    return v;
+  };
   for (std::string part; std::getline(ss, part, ',');) {
     const size_t colon = part.find(':');
     LORA_CHECK(colon != std::string::npos, "{}: malformed slice list '{}'", source, text);
-    out.push_back({std::stoll(part.substr(0, colon)), std::stoll(part.substr(colon + 1))});
+    out.push_back({number(part.substr(0, colon)), number(part.substr(colon + 1))});
   }
+  LORA_CHECK(!out.empty(), "{}: empty slice list", source);
   return out;
+}
+
+// PEFT's rank_pattern / alpha_pattern keys are regular expressions matched against a module's path as
+// re.match(r"(.*\.)?(KEY)$", path). PCRE2 with match and depth limits, so that a hostile pattern fails with
+// an error instead of exhausting the stack or the clock.
+bool pattern_matches(const std::string& key, const std::string& path, const std::string& what) {
+  LORA_CHECK(key.size() <= 1024, "{}: the pattern '{}...' is longer than 1024 characters", what, key.substr(0, 32));
+  const std::string regex = "(?:.*\\.)?(?:" + key + ")$";
+  int code = 0;
+  PCRE2_SIZE offset = 0;
+  pcre2_code* re = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(regex.c_str()), regex.size(), PCRE2_ANCHORED, &code,
+                                 &offset, nullptr);
+  if (!re) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(code, message, sizeof(message));
+    LORA_FAIL("{}: the pattern '{}' is not a valid regular expression: {}", what, key, reinterpret_cast<char*>(message));
+  }
+  pcre2_match_context* context = pcre2_match_context_create(nullptr);
+  pcre2_set_match_limit(context, 1'000'000);
+  pcre2_set_depth_limit(context, 10'000);
+  pcre2_match_data* data = pcre2_match_data_create_from_pattern(re, nullptr);
+  const int rc = pcre2_match(re, reinterpret_cast<PCRE2_SPTR>(path.c_str()), path.size(), 0, 0, data, context);
+  pcre2_match_data_free(data);
+  pcre2_match_context_free(context);
+  pcre2_code_free(re);
+  LORA_CHECK(rc >= 0 || rc == PCRE2_ERROR_NOMATCH, "{}: matching the pattern '{}' failed (error {}: too complex?)", what,
+             key, rc);
+  return rc >= 0;
+}
+
+// adapter_config.json fields: those honoured, those that record how the adapter was made or where it
+// belongs (no effect on what it computes), and those that would change the computation and are refused
+// unless they say "off".
+void check_adapter_fields(const ordered_json& config, const std::string& source) {
+  static const std::set<std::string> honoured = {"peft_type", "r", "lora_alpha", "lora_dropout", "target_modules",
+                                                 "fan_in_fan_out", "use_rslora", "rank_pattern", "alpha_pattern",
+                                                 "layers_to_transform", "layers_pattern", "exclude_modules"};
+  static const std::set<std::string> metadata = {"task_type", "auto_mapping", "peft_version", "base_model_name_or_path",
+                                                 "revision", "inference_mode", "init_lora_weights", "loftq_config",
+                                                 "eva_config", "corda_config", "lora_ga_config", "megatron_core",
+                                                 "qalora_group_size", "ensure_weight_tying"};
+  // field -> the values that mean "not used"
+  static const std::map<std::string, std::vector<ordered_json>> off = {
+      {"bias", {"none"}},          {"use_dora", {false}},           {"lora_bias", {false}},
+      {"use_qalora", {false}},     {"modules_to_save", {nullptr, ordered_json::array()}},
+      {"layer_replication", {nullptr}}, {"trainable_token_indices", {nullptr}},
+      {"target_parameters", {nullptr, ordered_json::array()}},     {"alora_invocation_tokens", {nullptr}},
+      {"megatron_config", {nullptr}},   {"velora_config", {nullptr}}, {"monteclora_config", {nullptr}},
+      {"use_bdlora", {nullptr, false}}, {"arrow_config", {nullptr}}, {"kasa_config", {nullptr}}};
+  for (const auto& [key, value] : config.items()) {
+    if (honoured.count(key) || metadata.count(key)) continue;
+    auto it = off.find(key);
+    if (it != off.end()) {
+      bool is_off = false;
+      for (const auto& v : it->second) is_off = is_off || value == v;
+      LORA_CHECK(is_off, "{}: adapter_config.json '{}' = {} is not supported (only {} is)", source, key, value.dump(),
+                 it->second.front().dump());
+      continue;
+    }
+    LORA_FAIL("{}: adapter_config.json field '{}' is not known to lora.cpp, which refuses what it does not honour",
+              source, key);
+  }
 }
 
 }  // namespace
@@ -117,10 +193,16 @@ AdapterState export_adapter(const Module& model, const std::string& base_model_n
 
 void save_adapter(const Module& model, const std::string& dir, const std::string& base_model_name, bool fan_in_fan_out) {
   const AdapterState state = export_adapter(model, base_model_name, fan_in_fan_out);
-  fs::create_directories(dir);
-  save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), state.tensors, state.metadata);
-  write_file_atomically((fs::path(dir) / "adapter_config.json").string(),
-                        [&](std::ostream& out) { out << state.config_json; });
+  require_finite(state.tensors, "saving the adapter to '" + dir + "'");  // nothing non-finite is ever written
+  // Weights and config as one commit: a reader never sees the weights of one adapter with another's config.
+  write_directory_atomically(
+      dir,
+      [&](const std::string& staging) {
+        save_safetensors((fs::path(staging) / "adapter_model.safetensors").string(), state.tensors, state.metadata);
+        write_file_atomically((fs::path(staging) / "adapter_config.json").string(),
+                              [&](std::ostream& out) { out << state.config_json; });
+      },
+      [](const std::string& name) { return name != "adapter_model.safetensors" && name != "adapter_config.json"; });
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -148,34 +230,50 @@ void remove_lora(Module& model, bool keep_merged) {
 }
 
 void import_adapter(Module& model, const AdapterState& state, const std::string& source) {
-  json config;
+  ordered_json config;
   try {
-    config = json::parse(state.config_json);
-  } catch (const json::exception& e) {
+    config = ordered_json::parse(state.config_json);
+  } catch (const ordered_json::exception& e) {
     LORA_FAIL("{}: adapter_config.json is not valid JSON: {}", source, e.what());
   }
-  LORA_CHECK(config.is_object() && config.value("peft_type", "LORA") == "LORA", "{}: not a LoRA adapter config", source);
-  LORA_CHECK(config.contains("r") && config["r"].is_number_integer(), "{}: adapter_config.json has no integer 'r'", source);
-  LORA_CHECK(config.contains("lora_alpha") && config["lora_alpha"].is_number(), "{}: adapter_config.json has no 'lora_alpha'",
-             source);
+  LORA_CHECK(config.is_object(), "{}: adapter_config.json is not a JSON object", source);
+  LORA_CHECK(config.value("peft_type", ordered_json("LORA")) == "LORA", "{}: not a LoRA adapter config (peft_type {})",
+             source, config.value("peft_type", ordered_json("LORA")).dump());
+  check_adapter_fields(config, source);
+  LORA_CHECK(config.contains("r") && config["r"].is_number_integer() && config["r"].get<int64_t>() > 0 &&
+                 config["r"].get<int64_t>() <= (1 << 20),
+             "{}: adapter_config.json 'r' must be a positive integer, got {}", source,
+             config.contains("r") ? config["r"].dump() : "nothing");
+  LORA_CHECK(config.contains("lora_alpha") && config["lora_alpha"].is_number() &&
+                 std::isfinite(config["lora_alpha"].get<double>()) && config["lora_alpha"].get<double>() > 0,
+             "{}: adapter_config.json 'lora_alpha' must be a positive number", source);
   const int64_t default_rank = config["r"].get<int64_t>();
   const double default_alpha = config["lora_alpha"].get<double>();
-  // PEFT's per-module overrides: {"name pattern": value}, matched as the regex (.*\.)?(pattern)$.
+  // PEFT's per-module overrides: {"name pattern": value}; the first key in the file that matches wins.
   auto pattern_value = [&](const char* field, const std::string& path, double fallback) {
     if (!config.contains(field) || config[field].is_null()) return fallback;
     LORA_CHECK(config[field].is_object(), "{}: adapter_config.json '{}' must be an object", source, field);
     for (const auto& [pattern, value] : config[field].items()) {
-      LORA_CHECK(value.is_number(), "{}: adapter_config.json '{}' holds a non-number for '{}'", source, field, pattern);
-      try {
-        if (std::regex_match(path, std::regex("(.*\\.)?(" + pattern + ")"))) return value.get<double>();
-      } catch (const std::regex_error&) {
-        LORA_FAIL("{}: adapter_config.json '{}' has an invalid pattern '{}'", source, field, pattern);
+      LORA_CHECK(value.is_number() && std::isfinite(value.get<double>()) && value.get<double>() > 0,
+                 "{}: adapter_config.json '{}' holds {} for '{}', expected a positive number", source, field,
+                 value.dump(), pattern);
+      if (pattern_matches(pattern, path, fmt::format("{}: adapter_config.json '{}'", source, field))) {
+        return value.get<double>();
       }
     }
     return fallback;
   };
-  const bool rslora = config.value("use_rslora", false);
-  const double dropout = config.value("lora_dropout", 0.0);
+  auto typed = [&](const char* field, auto fallback) {
+    using T = decltype(fallback);
+    if (!config.contains(field) || config[field].is_null()) return fallback;
+    const ordered_json& v = config[field];
+    const bool ok = std::is_same_v<T, bool> ? v.is_boolean() : v.is_number();
+    LORA_CHECK(ok, "{}: adapter_config.json '{}' = {} has the wrong type", source, field, v.dump());
+    return v.get<T>();
+  };
+  const bool rslora = typed("use_rslora", false);
+  const double dropout = typed("lora_dropout", 0.0);
+  LORA_CHECK(dropout >= 0 && dropout < 1, "{}: adapter_config.json 'lora_dropout' = {} is outside [0, 1)", source, dropout);
 
   // Group A and B by module path.
   std::map<std::string, std::pair<Tensor, Tensor>> modules;
@@ -209,10 +307,14 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
   std::vector<Planned> plan;
   for (const auto& [path, ab] : modules) {
     const auto& [A, B] = ab;
-    const int64_t r = static_cast<int64_t>(pattern_value("rank_pattern", path, static_cast<double>(default_rank)));
+    const double rank_value = pattern_value("rank_pattern", path, static_cast<double>(default_rank));
+    LORA_CHECK(rank_value == std::floor(rank_value) && rank_value <= (1 << 20),
+               "{}: the rank of '{}' from rank_pattern, {}, is not a whole number", source, path, rank_value);
+    const int64_t r = static_cast<int64_t>(rank_value);
     const double alpha = pattern_value("alpha_pattern", path, default_alpha);
     LORA_CHECK(A.defined(), "{}: module '{}' has lora_B but no lora_A", source, path);
     LORA_CHECK(B.defined(), "{}: module '{}' has lora_A but no lora_B", source, path);
+    LORA_CHECK(all_finite(A) && all_finite(B), "{}: {}.lora_A or lora_B holds inf or nan values", source, path);
     std::shared_ptr<Module> target;
     try {
       target = model.module_at(path);

@@ -55,6 +55,7 @@ LoRALinear::LoRALinear(std::shared_ptr<Linear> base, const LoRAOptions& options,
   register_parameter("lora_A", lora_A);
   register_parameter("lora_B", lora_B);
   dropout_ = std::make_shared<Dropout>(options_.dropout, splitmix64(options_.seed + 1));
+  register_module("lora_dropout", dropout_);  // no parameters; its random stream is part of the state
 }
 
 Tensor LoRALinear::forward(const Tensor& x) {
@@ -64,7 +65,6 @@ Tensor LoRALinear::forward(const Tensor& x) {
                "LoRALinear: the adapter is merged into the base weight; unmerge() before training");
     return y;
   }
-  dropout_->train(is_training());
   const int64_t r = options_.rank, size = slices_[0].size;
   const double s = scaling();
   Tensor z = ops::linear(dropout_->forward(x), lora_A);  // [..., S r]
