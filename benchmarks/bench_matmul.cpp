@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
     });
     fmt::print("\nceiling: sgemm {}^3: {:.1f} GFLOP/s\n", n, gflops(2.0 * double(n) * n * n, t));
     return 0;
-  } catch (const lora::Error& e) {
+  } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;
   }

@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -71,13 +72,15 @@ RunConfig parse_config(const std::string& s) {
              "--configs: '{}' is not MODE:BATCHxSEQ (e.g. lora:4x64)", s);
   c.mode = s.substr(0, colon);
   LORA_CHECK(c.mode == "full" || c.mode == "lora", "--configs: mode '{}' in '{}' is not full or lora", c.mode, s);
-  try {
-    c.batch = std::stoll(s.substr(colon + 1, x - colon - 1));
-    c.seq = std::stoll(s.substr(x + 1));
-  } catch (const std::exception&) {
-    LORA_FAIL("--configs: '{}' is not MODE:BATCHxSEQ (e.g. lora:4x64)", s);
-  }
-  LORA_CHECK(c.batch > 0 && c.seq > 0, "--configs: '{}' needs a positive batch and sequence length", s);
+  auto number = [&](const std::string& digits) {
+    int64_t v = 0;
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+    LORA_CHECK(ec == std::errc() && end == digits.data() + digits.size() && v > 0 && v <= (int64_t{1} << 24),
+               "--configs: '{}' is not MODE:BATCHxSEQ with positive sizes (e.g. lora:4x64)", s);
+    return v;
+  };
+  c.batch = number(s.substr(colon + 1, x - colon - 1));
+  c.seq = number(s.substr(x + 1));
   return c;
 }
 

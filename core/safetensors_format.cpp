@@ -37,65 +37,106 @@ std::string join(const Range& items) {
   return out;
 }
 
-// A SAX pass over the header that sees every key, which the DOM cannot show: nlohmann::json keeps only the
-// last of duplicate keys and sorts keys. It records the first duplicate (at any depth) and the top-level
-// keys in file order. (Not a parse callback: in nlohmann 3.11 the callback parser rescans the parent
-// object at every object end, which is quadratic in the number of tensors.)
-struct KeyScanner : nlohmann::json_sax<json> {
-  std::vector<std::set<std::string>> open_objects;  // the keys seen so far in each enclosing object
-  std::vector<std::string> top_keys;
-  std::string duplicate, duplicate_in;  // duplicate_in: the top-level entry holding it ("" at the top level)
+// Forward declarations: the SAX builder below hands each entry to these as soon as it is complete.
+TensorInfo parse_entry(const std::string& path, const std::string& name, const json& entry, uint64_t data_size);
+void add_metadata(const std::string& path, const json& entry, std::map<std::string, std::string>& metadata);
+
+// One SAX pass over the header that builds one top-level entry at a time as a small DOM, hands it to
+// parse_entry (or reads __metadata__), and drops it: memory stays proportional to one entry plus the
+// results, not to the whole header (a DOM of the header costs over 20 times its size). It also sees what a
+// DOM hides: nlohmann::json keeps only the last of duplicate keys, so duplicates (at any depth) are
+// detected here. Entries nest at most three levels (entry, shape or offsets array, numbers); deeper
+// nesting is refused before it is built.
+struct HeaderBuilder : nlohmann::json_sax<json> {
+  HeaderBuilder(const std::string& path, uint64_t data_size, Header& out) : path(path), data_size(data_size), out(out) {}
+
+  const std::string& path;
+  uint64_t data_size;
+  Header& out;
+  std::set<std::string> top_keys;                   // tensor names seen (duplicates are refused)
+  std::vector<std::set<std::string>> nested_keys;   // keys of the open objects inside the current entry
+  std::string current;                              // the entry being built
+  json entry;                                       // its value
+  std::vector<json*> stack;                         // open containers inside `entry`
+  std::string pending_key;                          // the key of the next value in the innermost object
+  int depth = 0;                                    // 1: inside the top-level object
   std::string error;
 
-  bool start_object(std::size_t) override {
-    open_objects.emplace_back();
-    return true;
-  }
-  bool end_object() override {
-    open_objects.pop_back();
-    return true;
-  }
-  bool key(string_t& key) override {
-    if (!open_objects.back().insert(key).second) {
-      duplicate = key;
-      duplicate_in = open_objects.size() == 1 || top_keys.empty() ? "" : top_keys.back();
-      return false;  // stop here
+  bool add_value(json value) {
+    if (depth == 1) {  // a top-level value that is not an object or array: the entry itself
+      entry = std::move(value);
+      return finish_entry();
     }
-    if (open_objects.size() == 1) top_keys.push_back(key);
+    json& parent = *stack.back();
+    if (parent.is_array()) parent.push_back(std::move(value));
+    else parent[pending_key] = std::move(value);
+    return true;
+  }
+  bool finish_entry() {
+    if (current == "__metadata__") add_metadata(path, entry, out.metadata);
+    else out.tensors.push_back(parse_entry(path, current, entry, data_size));
+    entry = json();
+    return true;
+  }
+  bool open(json container) {
+    if (depth == 0) {
+      if (!container.is_object()) fail(path, "the header is not a JSON object (found a JSON array)");
+      depth = 1;
+      return true;
+    }
+    if (depth >= 4) fail(path, "the header entry '{}' nests deeper than a safetensors entry can", current);
+    if (depth == 1) {
+      entry = std::move(container);
+      stack.push_back(&entry);
+    } else {
+      json& parent = *stack.back();
+      json* child;
+      if (parent.is_array()) {
+        parent.push_back(std::move(container));
+        child = &parent.back();
+      } else {
+        child = &(parent[pending_key] = std::move(container));
+      }
+      stack.push_back(child);
+    }
+    if (stack.back()->is_object()) nested_keys.emplace_back();
+    ++depth;
+    return true;
+  }
+  bool close() {
+    --depth;
+    if (depth == 0) return true;  // the end of the header
+    if (stack.back()->is_object()) nested_keys.pop_back();
+    stack.pop_back();
+    return depth == 1 ? finish_entry() : true;
+  }
+
+  bool start_object(std::size_t) override { return open(json::object()); }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override { return open(json::array()); }
+  bool end_array() override { return close(); }
+  bool key(string_t& key) override {
+    if (depth == 1) {
+      if (!top_keys.insert(key).second) fail(path, "duplicate tensor name '{}' in the header", key);
+      current = key;
+      return true;
+    }
+    if (!nested_keys.back().insert(key).second) fail(path, "duplicate key '{}' in the header entry '{}'", key, current);
+    pending_key = key;
     return true;
   }
   bool parse_error(std::size_t, const std::string&, const json::exception& e) override {
     error = e.what();
     return false;
   }
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
-  bool start_array(std::size_t) override { return true; }
-  bool end_array() override { return true; }
+  bool null() override { return add_value(nullptr); }
+  bool boolean(bool v) override { return add_value(v); }
+  bool number_integer(number_integer_t v) override { return add_value(v); }
+  bool number_unsigned(number_unsigned_t v) override { return add_value(v); }
+  bool number_float(number_float_t v, const string_t&) override { return add_value(v); }
+  bool string(string_t& v) override { return add_value(v); }
+  bool binary(binary_t&) override { return add_value(nullptr); }
 };
-
-// Parses the header JSON, rejecting invalid JSON and duplicate keys; `top_keys` receives the top-level
-// keys in file order.
-json parse_header_json(const std::string& path, std::string_view text, std::vector<std::string>& top_keys) {
-  KeyScanner scanner;
-  json::sax_parse(text.begin(), text.end(), &scanner);
-  if (!scanner.error.empty()) fail(path, "the header is not valid JSON: {}", scanner.error);
-  if (!scanner.duplicate.empty()) {
-    if (scanner.duplicate_in.empty()) fail(path, "duplicate tensor name '{}' in the header", scanner.duplicate);
-    fail(path, "duplicate key '{}' in the header entry '{}'", scanner.duplicate, scanner.duplicate_in);
-  }
-  top_keys = std::move(scanner.top_keys);
-  try {
-    return json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {  // not expected: the scan accepted the same text
-    fail(path, "the header is not valid JSON: {}", e.what());
-  }
-}
 
 // A non-negative JSON integer (a dimension or an offset); what() names it in errors (built only on error).
 template <typename What>
@@ -182,6 +223,16 @@ TensorInfo parse_entry(const std::string& path, const std::string& name, const j
   return info;
 }
 
+void add_metadata(const std::string& path, const json& entry, std::map<std::string, std::string>& metadata) {
+  if (!entry.is_object()) fail(path, "\"__metadata__\" is not an object (found a JSON {})", entry.type_name());
+  for (const auto& [key, value] : entry.items()) {
+    if (!value.is_string()) {
+      fail(path, "\"__metadata__\" value of '{}' is not a string (found a JSON {})", key, value.type_name());
+    }
+    metadata.emplace(key, value.get<std::string>());
+  }
+}
+
 // The format requires the tensors to tile the data section exactly: no overlaps, no gaps, nothing after
 // the last tensor (so a file cannot hide a second payload).
 void check_tiling(const std::string& path, const std::vector<TensorInfo>& tensors, uint64_t data_size) {
@@ -217,25 +268,10 @@ const FileDType* find_dtype(std::string_view name) {
 
 Header parse_header(const std::string& path, std::string_view text, uint64_t data_size) {
   if (text.empty() || text[0] != '{') fail(path, "the header does not start with '{{' (not a JSON object)");
-  std::vector<std::string> order;
-  const json header = parse_header_json(path, text, order);
-  if (!header.is_object()) fail(path, "the header is not a JSON object (found a JSON {})", header.type_name());
-
   Header out;
-  for (const std::string& name : order) {
-    const json& entry = header.at(name);
-    if (name == "__metadata__") {
-      if (!entry.is_object()) fail(path, "\"__metadata__\" is not an object (found a JSON {})", entry.type_name());
-      for (const auto& [key, value] : entry.items()) {
-        if (!value.is_string()) {
-          fail(path, "\"__metadata__\" value of '{}' is not a string (found a JSON {})", key, value.type_name());
-        }
-        out.metadata.emplace(key, value.get<std::string>());
-      }
-      continue;
-    }
-    out.tensors.push_back(parse_entry(path, name, entry, data_size));
-  }
+  HeaderBuilder builder(path, data_size, out);
+  json::sax_parse(text.begin(), text.end(), &builder);
+  if (!builder.error.empty()) fail(path, "the header is not valid JSON: {}", builder.error);
   check_tiling(path, out.tensors, data_size);
   return out;
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "backends/backend.h"
+#include "core/files.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
 #include "models/registry.h"
@@ -55,7 +56,7 @@ struct Interrupted {
 std::string default_data() {
   for (const std::string& p : {std::string(LORA_SOURCE_DIR) + "/data/tinyshakespeare.txt",
                                std::string("data/tinyshakespeare.txt")}) {
-    if (fs::exists(p)) return p;
+    if (is_regular_file(p)) return p;
   }
   LORA_FAIL("no --data given and data/tinyshakespeare.txt was not found");
 }

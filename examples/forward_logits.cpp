@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "core/safetensors.h"
 #include "models/registry.h"
 #include "nn/lora/adapter.h"
@@ -47,7 +48,7 @@ int main(int argc, char** argv) {
 
   try {
     LORA_CHECK(!merge || !adapter.empty(), "--merge needs --adapter");
-    LORA_CHECK(fs::is_regular_file(ids_path), "--ids '{}': no such file", ids_path);
+    LORA_CHECK(lora::is_regular_file(ids_path), "--ids '{}': no such file", ids_path);
     const lora::SafeTensorsFile ids_file = lora::SafeTensorsFile::open(ids_path);
     LORA_CHECK(ids_file.contains("input_ids"), "--ids '{}': no tensor 'input_ids' in the file", ids_path);
     const lora::Tensor ids = ids_file.load("input_ids", lora::DType::I64);

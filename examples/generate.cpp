@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "models/generate.h"
 #include "models/registry.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
@@ -67,7 +68,7 @@ size_t complete_utf8_prefix(const std::string& bytes) {
 // Loads a LoRA adapter; when the model refuses it, the error also names the model the adapter was trained
 // on (adapter_config.json's base_model_name_or_path), which is usually the problem.
 void load_adapter_explained(lora::nn::Module& model, const std::string& dir) {
-  LORA_CHECK(std::filesystem::is_directory(dir),
+  LORA_CHECK(lora::is_directory(dir),
              "--adapter '{}': no such folder (expected a PEFT adapter folder with adapter_config.json and "
              "adapter_model.safetensors)", dir);
   try {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
 #include "models/hf_checkpoint.h"
@@ -106,19 +107,19 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    LORA_CHECK(fs::is_directory(adapter), "--adapter '{}': no such folder (expected a PEFT adapter folder with "
+    LORA_CHECK(is_directory(adapter), "--adapter '{}': no such folder (expected a PEFT adapter folder with "
                "adapter_config.json and adapter_model.safetensors, as finetune --mode lora --save DIR writes into DIR/lora)",
                adapter);
     const bool to_file = out.ends_with(".safetensors");
     const fs::path out_weights = to_file ? fs::path(out) : fs::path(out) / "model.safetensors";
     LORA_CHECK(!same_path(out_weights, weights) && !same_path(out, weights) &&
-                   !(fs::is_directory(weights) && same_path(out_weights, fs::path(weights) / "model.safetensors")),
+                   !(is_directory(weights) && same_path(out_weights, fs::path(weights) / "model.safetensors")),
                "--out '{}' would overwrite the base model '{}': choose another path", out, weights);
 
     // A .safetensors --out beside a config.json: keep it when it describes this model, refuse otherwise
     // (it belongs to another model in that folder).
     const fs::path beside = out_weights.parent_path().empty() ? fs::path("config.json") : out_weights.parent_path() / "config.json";
-    const bool write_config = !to_file || !fs::exists(beside);
+    const bool write_config = !to_file || !path_exists(beside.string());
     if (!write_config) {
       const models::ModelConfig existing = models::read_config_arg(beside.string());
       const models::ModelConfig config = models::resolve_config(weights, config_name);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/files.h"
 #include "models/registry.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "tools/token_data.h"
@@ -35,10 +36,7 @@ namespace {
 // A .bin file is llm.c tokens; anything else is UTF-8 text for the tokenizer.
 std::vector<int32_t> load_tokens(const std::string& path) {
   if (fs::path(path).extension() == ".bin") return lora::tools::read_llmc_tokens(path);
-  LORA_CHECK(fs::is_regular_file(path), "--data '{}': no such file", path);
-  std::ifstream in(path, std::ios::binary);
-  LORA_CHECK(in.is_open(), "--data '{}': cannot open the file", path);
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string bytes = lora::read_file(path, "--data");
   try {
     return lora::tokenizer::GPT2Tokenizer::load_default().encode(bytes);
   } catch (const lora::Error& e) {

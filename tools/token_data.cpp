@@ -5,13 +5,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/files.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 
 namespace lora::tools {
 
 std::vector<int32_t> read_llmc_tokens(const std::string& path) {
   std::error_code ec;
-  LORA_CHECK(std::filesystem::is_regular_file(path, ec), "token file '{}': no such file", path);
+  LORA_CHECK(is_regular_file(path), "token file '{}': no such file (or not a regular file)", path);
   std::ifstream in(path, std::ios::binary);
   LORA_CHECK(in.good(), "cannot open token file '{}'", path);
   int32_t header[256] = {};
@@ -45,7 +46,7 @@ std::vector<int32_t> read_llmc_tokens(const std::string& path) {
 }
 
 TokenSplit load_token_split(const std::string& path, double train_fraction) {
-  LORA_CHECK(std::filesystem::exists(path), "--data '{}': no such file", path);
+  LORA_CHECK(path_exists(path), "--data '{}': no such file", path);
   LORA_CHECK(train_fraction > 0 && train_fraction < 1, "train fraction {} is outside (0, 1)", train_fraction);
   TokenSplit split;
   if (std::filesystem::path(path).extension() == ".bin") {
@@ -55,10 +56,7 @@ TokenSplit load_token_split(const std::string& path, double train_fraction) {
     split.val.assign(tokens.begin() + cut, tokens.end());
     return split;
   }
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
+  const std::string text = read_file(path, "--data");
   // Cut at a character boundary (a UTF-8 continuation byte starts 10xxxxxx).
   size_t cut = static_cast<size_t>(static_cast<double>(text.size()) * train_fraction);
   while (cut < text.size() && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) ++cut;

@@ -8,6 +8,7 @@
 
 #include "backends/finite.h"
 #include "core/atomic_file.h"
+#include "core/files.h"
 #include "core/safetensors.h"
 #include "tools/fault_injection.h"
 
@@ -52,7 +53,7 @@ std::vector<std::pair<int64_t, fs::path>> checkpoints_in(const std::string& dir)
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const int64_t step = checkpoint_step(it->path().filename().string());
-    if (step >= 0 && fs::exists(it->path() / "state.json")) out.emplace_back(step, it->path());
+    if (step >= 0 && is_regular_file((it->path() / "state.json").string())) out.emplace_back(step, it->path());
   }
   std::sort(out.begin(), out.end());
   return out;

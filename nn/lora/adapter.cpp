@@ -16,6 +16,7 @@
 #include "backends/backend.h"
 #include "backends/finite.h"
 #include "core/atomic_file.h"
+#include "core/files.h"
 #include "core/safetensors.h"
 
 namespace lora::nn {
@@ -210,8 +211,8 @@ void save_adapter(const Module& model, const std::string& dir, const std::string
 
 AdapterState read_adapter(const std::string& dir) {
   const fs::path weights = fs::path(dir) / "adapter_model.safetensors", config = fs::path(dir) / "adapter_config.json";
-  LORA_CHECK(fs::exists(weights), "adapter '{}': no adapter_model.safetensors in the folder", dir);
-  LORA_CHECK(fs::exists(config), "adapter '{}': no adapter_config.json in the folder", dir);
+  LORA_CHECK(is_regular_file(weights.string()), "adapter '{}': no adapter_model.safetensors in the folder", dir);
+  LORA_CHECK(is_regular_file(config.string()), "adapter '{}': no adapter_config.json in the folder", dir);
   AdapterState state;
   const SafeTensorsFile file = SafeTensorsFile::open(weights.string());
   for (const std::string& name : file.names()) state.tensors.emplace_back(name, file.load(name));
