@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/memory.h"
 
 namespace lora {
 namespace {
@@ -51,7 +52,8 @@ class CpuAllocator final : public Allocator {
     if (bytes >= kLargeBlock) return allocate_large(round_up(bytes, kPage));
     // aligned_alloc wants a size that is a multiple of the alignment.
     void* p = std::aligned_alloc(kCpuAlignment, round_up(bytes, kCpuAlignment));
-    LORA_CHECK(p != nullptr, "out of CPU memory allocating {} bytes", bytes);
+    LORA_CHECK(p != nullptr, "out of CPU memory allocating {}; the tracker holds {}", format_bytes(int64_t(bytes)),
+               MemoryTracker::instance().live_summary(Device::cpu()));
     return p;
   }
   void deallocate(void* ptr, size_t bytes, Device) override {
@@ -94,7 +96,8 @@ class CpuAllocator final : public Allocator {
       }
     }
     void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    LORA_CHECK(p != MAP_FAILED, "out of CPU memory allocating {} bytes", bytes);
+    LORA_CHECK(p != MAP_FAILED, "out of CPU memory allocating {}; the tracker holds {}", format_bytes(int64_t(bytes)),
+               MemoryTracker::instance().live_summary(Device::cpu()));
     return p;
   }
 

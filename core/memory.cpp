@@ -1,11 +1,30 @@
 // MemoryTracker and MemoryCategoryGuard.
 #include "core/memory.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
 #include "core/error.h"
 
 namespace lora {
+
+std::string format_bytes(int64_t bytes) {
+  const double b = static_cast<double>(bytes);
+  if (bytes < 1024) return fmt::format("{} B", bytes);
+  if (b < 1024.0 * 1024) return fmt::format("{:.1f} KiB", b / 1024);
+  if (b < 1024.0 * 1024 * 1024) return fmt::format("{:.1f} MiB", b / (1024 * 1024));
+  return fmt::format("{:.2f} GiB", b / (1024.0 * 1024 * 1024));
+}
+
+std::string MemoryTracker::live_summary(Device device) const {
+  const DeviceMemoryStats s = stats(device);
+  std::string out;
+  for (int c = 0; c < kNumMemoryCategories; ++c) {
+    out += fmt::format("{}{} {}", c ? ", " : "", category_name(static_cast<MemoryCategory>(c)), format_bytes(s.live.bytes[c]));
+  }
+  return out + fmt::format(" (total {})", format_bytes(s.live.total()));
+}
 
 std::string_view category_name(MemoryCategory category) {
   switch (category) {

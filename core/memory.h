@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <string_view>
 
 #include "core/device.h"
@@ -23,6 +24,9 @@ enum class MemoryCategory : uint8_t {
 constexpr int kNumMemoryCategories = 6;
 
 std::string_view category_name(MemoryCategory category);  // "trainable_params", ...
+
+// Bytes for people: "512 B", "1.5 KiB", "474.7 MiB", "2.38 GiB".
+std::string format_bytes(int64_t bytes);
 
 // Bytes per category for one device.
 struct MemoryFigures {
@@ -55,6 +59,9 @@ class MemoryTracker {
   int64_t peak(MemoryCategory category, Device device = Device::cpu()) const;
   // Restarts peak tracking from the current live figures (all devices).
   void reset_peaks();
+  // "trainable_params 474.7 MiB, frozen_params 0 B, ... (total 2.38 GiB)": what is held now, for errors
+  // such as running out of memory.
+  std::string live_summary(Device device = Device::cpu()) const;
 
  private:
   static constexpr int kMaxDevices = 1 + 16;  // the CPU, then up to 16 CUDA devices

@@ -29,13 +29,7 @@ MemoryFigures figures_from_json(const nlohmann::json& j) {
 std::string ratio(double a, double b) { return b > 0 ? fmt::format("{:.3f}x", a / b) : "-"; }
 }  // namespace
 
-std::string human_bytes(int64_t bytes) {
-  const double b = static_cast<double>(bytes);
-  if (bytes < 1024) return fmt::format("{} B", bytes);
-  if (b < 1024.0 * 1024) return fmt::format("{:.1f} KiB", b / 1024);
-  if (b < 1024.0 * 1024 * 1024) return fmt::format("{:.1f} MiB", b / (1024 * 1024));
-  return fmt::format("{:.2f} GiB", b / (1024.0 * 1024 * 1024));
-}
+std::string human_bytes(int64_t bytes) { return format_bytes(bytes); }
 
 int64_t process_peak_rss_bytes() {
   rusage usage{};
