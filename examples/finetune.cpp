@@ -10,8 +10,6 @@
 //
 // Read next: models/causal_lm.h (what a model offers), nn/lora/lora_linear.h (LoRA), docs/memory.md (the
 // report).
-#include <CLI/CLI.hpp>
-
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -28,6 +26,7 @@
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
 #include "tools/fault_injection.h"
+#include "tools/finetune_options.h"
 #include "tools/interrupt.h"
 #include "tools/subprocess.h"
 #include "tools/token_data.h"
@@ -39,14 +38,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Options {
-  std::string weights, config, data, mode = "compare", targets = "q,v", device = "cpu", save, resume, report_json;
-  int64_t rank = 8, steps = 6, batch = 4, seq = 64, warmup = 2, eval_every = 0, eval_batches = 2;
-  int64_t save_every = 0, keep_checkpoints = 2;
-  double alpha = 16, lora_dropout = 0, lr = -1, grad_clip = 1.0, weight_decay = 0.0;
-  bool skip_nonfinite = false;
-  uint64_t seed = 1337;
-};
+
 
 // Thrown when SIGINT/SIGTERM stopped training after the current step (main exits with 128 + signal).
 struct Interrupted {
@@ -66,7 +58,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Mean loss over fixed held-out batches (the same ones before and after training).
-double evaluate(models::CausalLM& model, const std::vector<int32_t>& val, const Options& o, Device device) {
+double evaluate(models::CausalLM& model, const std::vector<int32_t>& val, const tools::FinetuneOptions& o, Device device) {
   NoGradGuard no_grad;
   model.eval();
   tools::BatchSampler sampler(val, o.batch, o.seq, o.seed + 999, "held-out");
@@ -88,7 +80,7 @@ int64_t directory_bytes(const fs::path& dir) {
   return total;
 }
 
-tools::ModeReport run_mode(const Options& o, const std::string& mode) {
+tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& mode) {
   const Device device = Device::parse(o.device);
   const bool lora_mode = mode == "lora";
   fmt::print("== {} fine-tuning, {} threads, device {}\n", lora_mode ? "LoRA" : "full", num_threads(), device.str());
@@ -295,43 +287,12 @@ void write_json(const std::string& path, const std::vector<tools::ModeReport>& r
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  CLI::App app{"Fine-tune a causal LM (GPT-2, Llama, Qwen2, Mistral) fully or with LoRA and report, measured, what LoRA saves."};
-  app.add_option("--weights", o.weights, "Hugging Face model folder (config.json + model.safetensors or shards), or a .safetensors file");
-  app.add_option("--config", o.config, "a config.json path, or a preset for a random model or a bare .safetensors file: gpt2 (default), gpt2-medium, gpt2-large, gpt2-xl, small-test, tiny, smollm2-135m, llama-tiny");
-  app.add_option("--data", o.data, "training text (or llm.c .bin tokens); default: data/tinyshakespeare.txt");
-  app.add_option("--mode", o.mode, "full, lora, or compare (both, each in a fresh process)")->check(CLI::IsMember({"full", "lora", "compare"}))->capture_default_str();
-  app.add_option("--rank", o.rank, "LoRA rank r")->check(CLI::Range(int64_t{1}, int64_t{1} << 16))->capture_default_str();
-  app.add_option("--alpha", o.alpha, "LoRA alpha (scale alpha / r)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--targets", o.targets, "LoRA targets: names the model declares (GPT-2: q, k, v; any model: all-linear), layer names (c_attn, attn.c_proj, mlp.c_fc, q_proj, v_proj, gate_proj, ...) or patterns with *")->capture_default_str();
-  app.add_option("--lora-dropout", o.lora_dropout, "dropout on the LoRA branch's input")->check(CLI::Range(0.0, 0.99))->capture_default_str();
-  app.add_option("--steps", o.steps, "training steps per mode")->check(CLI::Range(int64_t{1}, int64_t{1} << 40))->capture_default_str();
-  app.add_option("--batch", o.batch, "sequences per batch")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
-  app.add_option("--seq", o.seq, "tokens per sequence")->check(CLI::Range(int64_t{1}, int64_t{1} << 22))->capture_default_str();
-  app.add_option("--lr", o.lr, "peak learning rate (default 1e-4 full, 1e-3 LoRA)");
-  app.add_option("--warmup", o.warmup, "warm-up steps before cosine decay")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--grad-clip", o.grad_clip, "clip the global gradient norm (0: off)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--seed", o.seed, "seed for initialisation and batches")->capture_default_str();
-  app.add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
-  app.add_option("--save", o.save, "folder to save the model (full) or the adapter (lora) into, and checkpoints");
-  app.add_option("--save-every", o.save_every, "write a resumable checkpoint every N steps into --save (SAVE/checkpoint-<step>/)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--keep-checkpoints", o.keep_checkpoints, "how many of the newest checkpoints to keep")->check(CLI::Range(int64_t{1}, int64_t{1000}))->capture_default_str();
-  app.add_option("--resume", o.resume, "continue from the newest complete checkpoint in this folder (with the same flags)");
-  app.add_flag("--skip-nonfinite", o.skip_nonfinite, "skip steps whose loss or gradient is inf or nan (counted and reported) instead of stopping");
-  app.add_option("--eval-every", o.eval_every, "held-out loss every N steps (0: before and after only)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
-  app.add_option("--report-json", o.report_json, "write the report as JSON to this file");
-  CLI11_PARSE(app, argc, argv);
+  tools::FinetuneOptions o;
+  if (const int code = tools::parse_finetune_options(argc, argv, o); code >= 0) return code;
+
 
   try {
-    Device::parse(o.device);
-    LORA_CHECK(o.warmup < o.steps || o.steps == 1, "--warmup {} must be below --steps {}", o.warmup, o.steps);
-    LORA_CHECK(o.batch <= (int64_t{1} << 31) / o.seq, "--batch {} x --seq {} tokens per step is more than 2^31", o.batch,
-               o.seq);
-    LORA_CHECK(o.mode != "compare" || (o.save_every == 0 && o.resume.empty()),
-               "--save-every and --resume apply to one run: use them with --mode full or --mode lora");
-    LORA_CHECK(o.save_every == 0 || !o.save.empty(), "--save-every {} needs --save DIR (where checkpoints go)", o.save_every);
+    o.validate();
     std::vector<tools::ModeReport> reports;
     if (o.mode == "compare") {
       const std::vector<std::string> args(argv, argv + argc);

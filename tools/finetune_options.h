@@ -1,0 +1,26 @@
+// finetune's flags: their values, the command line that sets them, and the checks that tie them together.
+// A separate unit so that the command line can be tested and fuzzed without running anything.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace lora::tools {
+
+struct FinetuneOptions {
+  std::string weights, config, data, mode = "compare", targets = "q,v", device = "cpu", save, resume, report_json;
+  int64_t rank = 8, steps = 6, batch = 4, seq = 64, warmup = 2, eval_every = 0, eval_batches = 2;
+  int64_t save_every = 0, keep_checkpoints = 2;
+  double alpha = 16, lora_dropout = 0, lr = -1, grad_clip = 1.0, weight_decay = 0.0;
+  bool skip_nonfinite = false;
+  uint64_t seed = 1337;
+
+  // Relations between flags that the parser cannot check one by one; throws lora::Error naming the flags.
+  void validate() const;
+};
+
+// Parses argv into `o`. Returns -1 to go on, or the exit code to return now (0 after --help, non-zero
+// after a bad flag, with CLI11's message printed).
+int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o);
+
+}  // namespace lora::tools
