@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of each fuzz target into fuzz/corpus/<target>/: small valid inputs from which
+libFuzzer mutates. Run from the repository root (pip install safetensors numpy); the seeds are committed."""
+
+import json
+import os
+import struct
+
+import numpy as np
+from safetensors.numpy import save
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(ROOT, "..", "tests", "fixtures")
+
+
+def out(target, name, data):
+    d = os.path.join(ROOT, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+
+def safetensors_bytes(tensors, metadata=None):
+    return save(tensors, metadata=metadata)
+
+
+rng = np.random.default_rng(0)
+
+# safetensors: a few dtypes and shapes, with and without metadata.
+out("fuzz_safetensors", "f32_i64", safetensors_bytes({"w": rng.standard_normal((3, 4)).astype(np.float32),
+                                                      "ids": np.arange(5, dtype=np.int64)}, {"format": "pt"}))
+out("fuzz_safetensors", "f16_scalar", safetensors_bytes({"h": np.ones((2, 2), dtype=np.float16),
+                                                         "s": np.array(1.5, dtype=np.float64)}))
+out("fuzz_safetensors", "empty", safetensors_bytes({"e": np.zeros((0, 3), dtype=np.float32)}))
+
+# config.json: every architecture and both transformers layouts.
+for name, path in [("gpt2", "gpt2_tiny/config.json"), ("llama_v5", "llama_gqa/config.json"),
+                   ("llama_v4", "llama_gqa/config_v4.json"), ("qwen2", "qwen2_tiny/config.json"),
+                   ("llama_tied", "llama_tied/config.json")]:
+    with open(os.path.join(FIXTURES, path)) as f:
+        out("fuzz_config", name, f.read())
+
+# adapters for the tiny GPT-2 (n_embd 48, 2 layers): PEFT's c_attn layout, and lora.cpp's q,v slices.
+peft_config = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["c_attn"], "fan_in_fan_out": True,
+               "lora_dropout": 0.0, "bias": "none", "rank_pattern": {"h.1.attn.c_attn": 2}, "alpha_pattern": {}}
+tensors = {}
+for layer in range(2):
+    r = 2 if layer == 1 else 4
+    tensors[f"base_model.model.transformer.h.{layer}.attn.c_attn.lora_A.weight"] = rng.standard_normal((r, 48)).astype(np.float32)
+    tensors[f"base_model.model.transformer.h.{layer}.attn.c_attn.lora_B.weight"] = rng.standard_normal((144, r)).astype(np.float32)
+out("fuzz_adapter", "peft_c_attn", json.dumps(peft_config) + "\n--SAFETENSORS--\n" + "")
+with open(os.path.join(ROOT, "corpus", "fuzz_adapter", "peft_c_attn"), "ab") as f:
+    f.write(safetensors_bytes(tensors, {"format": "pt"}))
+slice_config = {"peft_type": "LORA", "r": 8, "lora_alpha": 32, "target_modules": ["c_attn"], "fan_in_fan_out": True}
+B = np.zeros((144, 8), dtype=np.float32)
+B[0:48, 0:4] = 0.1
+B[96:144, 4:8] = 0.2
+slice_tensors = {"base_model.model.transformer.h.0.attn.c_attn.lora_A.weight": rng.standard_normal((8, 48)).astype(np.float32),
+                 "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight": B}
+data = (json.dumps(slice_config) + "\n--SAFETENSORS--\n").encode() + safetensors_bytes(
+    slice_tensors, {"format": "pt", "lora_cpp.slices.transformer.h.0.attn.c_attn": "0:48,96:48"})
+out("fuzz_adapter", "qv_slices", data)
+
+# tokenizer text: the test vectors' strings.
+with open(os.path.join(FIXTURES, "tokenizer_vectors.jsonl"), encoding="utf-8") as f:
+    for i, line in enumerate(f):
+        if i % 4 == 0:
+            out("fuzz_tokenizer", f"vector_{i}", json.loads(line)["text"])
+
+
+# tokenizer files: a byte-level vocabulary (every byte, as GPT-2 maps bytes to characters) and a few merges.
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+chars = bytes_to_unicode()
+encoder = {chars[b]: b for b in range(256)}
+merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("l", "l"), ("e", "ll")]
+for a, b in merges:
+    encoder.setdefault(a + b, len(encoder))
+encoder["<|endoftext|>"] = len(encoder)
+vocab = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
+out("fuzz_tokenizer_files", "bytes_and_merges", json.dumps(encoder) + "\n--VOCAB--\n" + vocab)
+
+# llm.c token files, versions 1 (uint16) and 2 (uint32).
+for version, dtype in [(1, "<u2"), (2, "<u4")]:
+    header = np.zeros(256, dtype="<i4")
+    header[0], header[1], header[2] = 20240520, version, 6
+    out("fuzz_token_file", f"v{version}", header.tobytes() + np.array([1, 2, 3, 50256, 0, 7], dtype=dtype).tobytes())
+
+# finetune command lines (arguments separated by NUL).
+for i, args in enumerate([["--mode", "lora", "--rank", "4", "--steps", "10", "--batch", "2", "--seq", "32"],
+                          ["--mode", "compare", "--targets", "q,v,attn.c_proj", "--alpha", "16", "--lr", "1e-3"],
+                          ["--mode", "full", "--save", "out", "--save-every", "5", "--resume", "out", "--warmup", "1"],
+                          ["--batch=4", "--seq=64", "--device", "cuda:0", "--skip-nonfinite", "--grad-clip", "0.5"]]):
+    out("fuzz_finetune_cli", f"args_{i}", "\0".join(args))
+print("seeds written to", os.path.join(ROOT, "corpus"))
