@@ -22,6 +22,7 @@
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
 #include "models/registry.h"
+#include "dist/communicator.h"
 #include "optim/adam.h"
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
@@ -32,6 +33,11 @@
 #include "tools/token_data.h"
 #include "tools/train_checkpoint.h"
 #include "tools/train_report.h"
+#include "tools/trainer.h"
+
+#if defined(LORA_HAVE_CUDA)
+#include "backends/cuda/cuda_device.h"
+#endif
 
 using namespace lora;
 namespace fs = std::filesystem;
@@ -40,10 +46,15 @@ namespace {
 
 
 
-// Thrown when SIGINT/SIGTERM stopped training after the current step (main exits with 128 + signal).
-struct Interrupted {
-  int signal;
-};
+
+
+int gpu_count() {
+#if defined(LORA_HAVE_CUDA)
+  return cuda_device_count();
+#else
+  return 0;
+#endif
+}
 
 std::string default_data() {
   for (const std::string& p : {std::string(LORA_SOURCE_DIR) + "/data/tinyshakespeare.txt",
@@ -80,10 +91,47 @@ int64_t directory_bytes(const fs::path& dir) {
   return total;
 }
 
-tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& mode) {
-  const Device device = Device::parse(o.device);
+// The identity of a data-parallel job's inputs: every rank must see the same model, trainable set, data
+// and flags. A short text per rank, gathered and compared at start-up.
+std::string rank_description(const models::CausalLM& model, const tools::TokenSplit& data,
+                             const tools::FinetuneOptions& o, const std::string& mode) {
+  nlohmann::json trainable = nlohmann::json::array();
+  for (const auto& [name, p] : model.named_parameters(true)) trainable.push_back(name + p.shape().str());
+  return nlohmann::json{{"model", model.hf_config()},
+                        {"trainable", std::to_string(trainable.size()) + " tensors, " +
+                                          std::to_string(model.num_parameters(true)) + " parameters"},
+                        {"trainable_names", std::hash<std::string>{}(trainable.dump())},
+                        {"data", {{"train_tokens", data.train.size()},
+                                  {"held_out_tokens", data.val.size()},
+                                  {"hash", std::hash<std::string_view>{}(std::string_view(
+                                               reinterpret_cast<const char*>(data.train.data()), data.train.size() * 4))}}},
+                        {"flags", {{"mode", mode}, {"batch", o.batch}, {"seq", o.seq}, {"steps", o.steps},
+                                   {"lr", o.lr}, {"warmup", o.warmup}, {"seed", o.seed}, {"rank", o.rank},
+                                   {"alpha", o.alpha}, {"targets", o.targets}, {"grad_clip", o.grad_clip}}}}
+      .dump();
+}
+
+// Refuses, on every rank with the same message, a job whose ranks differ in model, data or flags.
+void check_ranks_agree(dist::Communicator& comm, const std::string& description) {
+  const std::vector<std::string> all = comm.all_gather(description);
+  std::string differences;
+  const auto first = nlohmann::json::parse(all[0]);
+  for (size_t r = 1; r < all.size(); ++r) {
+    if (all[r] == all[0]) continue;
+    const auto other = nlohmann::json::parse(all[r]);
+    for (const auto& [key, value] : first.items()) {
+      if (other[key] != value) differences += fmt::format("\n  rank {} differs from rank 0 in {}: {} vs {}", r, key,
+                                                          other[key].dump().substr(0, 200), value.dump().substr(0, 200));
+    }
+  }
+  if (!differences.empty()) throw tools::AllRanksError{"the ranks of this job disagree:" + differences};
+}
+
+tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& mode, dist::Communicator& comm,
+                           Device device) {
   const bool lora_mode = mode == "lora";
-  fmt::print("== {} fine-tuning, {} threads, device {}\n", lora_mode ? "LoRA" : "full", num_threads(), device.str());
+  fmt::print("== {} fine-tuning, {} threads, device {}{}\n", lora_mode ? "LoRA" : "full", num_threads(), device.str(),
+             comm.size() > 1 ? fmt::format(", {} ranks ({}), batch {} per rank", comm.size(), comm.engine(), o.batch) : "");
 
   tools::TokenSplit data = tools::load_token_split(o.data.empty() ? default_data() : o.data);
   fmt::print("data: {} training tokens, {} held out\n", data.train.size(), data.val.size());
@@ -116,32 +164,46 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     model->to(device);
     fmt::print("{}\n", nn::lora_summary(*model).str());
   }
+  if (comm.size() > 1) {
+    check_ranks_agree(comm, rank_description(*model, data, o, mode));
+    NoGradGuard no_grad;  // every replica starts from rank 0's trainable weights
+    for (auto& [name, p] : model->named_parameters(true)) comm.broadcast(p, 0);
+  }
   const double lr = o.lr > 0 ? o.lr : (lora_mode ? 1e-3 : 1e-4);
   std::vector<std::string> trainable_names;
   for (const auto& [name, p] : model->named_parameters(true)) trainable_names.push_back(name);
   optim::AdamW optimizer(model->parameters(true), {.lr = lr, .weight_decay = o.weight_decay}, trainable_names);
-  optim::LRSchedule schedule{optim::ScheduleKind::Cosine, lr, o.warmup, o.steps};
-  schedule.validate();
 
   tools::ModeReport report;
   report.mode = mode;
   report.device = device.str();
-  report.batch = o.batch, report.seq = o.seq;
+  report.batch = o.batch * comm.size(), report.seq = o.seq;
   report.trainable_params = model->num_parameters(true);
   report.total_params = model->num_parameters();
-  report.val_loss_before = evaluate(*model, data.val, o, device);
-  fmt::print("held-out loss before: {:.4f}\n", report.val_loss_before);
+  const auto evaluate_held_out = [&] { return evaluate(*model, data.val, o, device); };
+  if (comm.rank() == 0) {
+    report.val_loss_before = evaluate_held_out();
+    fmt::print("held-out loss before: {:.4f}\n", report.val_loss_before);
+  }
 
-  // Resumable checkpoints: what identifies this run, and where it continues from.
-  tools::BatchSampler sampler(data.train, o.batch, o.seq, o.seed, "training");
-  tools::TrainingProgress progress;
-  const std::string checkpoint_dir = !o.save.empty() ? o.save : o.resume;
+  // What identifies this run in its checkpoints.
+  tools::TrainerOptions train;
+  train.steps = o.steps;
+  train.schedule = {optim::ScheduleKind::Cosine, lr, o.warmup, o.steps};
+  train.grad_clip = o.grad_clip;
+  train.skip_nonfinite = o.skip_nonfinite;
+  train.eval_every = o.eval_every;
+  train.checkpoint_dir = !o.save.empty() ? o.save : o.resume;
+  train.save_every = o.save_every;
+  train.keep_checkpoints = int(o.keep_checkpoints);
+  train.resume_dir = o.resume;
+  train.tokens_per_step = o.batch * o.seq * comm.size();
   tools::RunIdentity identity;
-  if (!checkpoint_dir.empty()) {  // checkpoints may be written (every N steps, or when interrupted)
+  if (!train.checkpoint_dir.empty()) {
     identity.settings = {{"mode", mode},       {"batch", o.batch},       {"seq", o.seq},
                          {"steps", o.steps},   {"lr", lr},               {"warmup", o.warmup},
                          {"grad_clip", o.grad_clip}, {"weight_decay", o.weight_decay}, {"seed", o.seed},
-                         {"device", device.str()}, {"skip_nonfinite", o.skip_nonfinite}};
+                         {"device", device.str()}, {"skip_nonfinite", o.skip_nonfinite}, {"ranks", comm.size()}};
     if (lora_mode) {
       identity.settings["lora"] = {{"rank", o.rank}, {"alpha", o.alpha}, {"dropout", o.lora_dropout},
                                    {"targets", nn::LoRAConfig::parse_targets(o.targets)}};
@@ -152,84 +214,22 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
                      {"train_tokens", data.train.size()},
                      {"held_out_tokens", data.val.size()}};
   }
-  if (!o.resume.empty()) {
-    const std::string checkpoint = tools::latest_checkpoint(o.resume);
-    LORA_CHECK(!checkpoint.empty(), "--resume '{}': no complete checkpoint (checkpoint-<step>/) in the folder", o.resume);
-    progress = tools::load_training_checkpoint(checkpoint, *model, optimizer, identity);
-    sampler.set_state(progress.sampler);
-    report.losses = progress.losses;
-    fmt::print("resumed from {} after step {} of {}\n", checkpoint, progress.step, o.steps);
-  }
-  auto save_checkpoint = [&] {
-    progress.sampler = sampler.state();
-    progress.losses = report.losses;
-    const std::string path =
-        tools::save_training_checkpoint(checkpoint_dir, *model, optimizer, identity, progress, int(o.keep_checkpoints));
-    fmt::print("checkpoint: {}\n", path);
-  };
-  tools::install_interrupt_handlers();
+  tools::BatchSampler sampler(data.train, o.batch, o.seq, o.seed, "training");
+  tools::Trainer trainer(*model, optimizer, sampler, device, comm, train, identity, evaluate_held_out);
+  trainer.run(report);
 
-  MemoryTracker::instance().reset_peaks();  // peaks of the training steps alone
-  const auto t_start = std::chrono::steady_clock::now();
-  const int64_t first_step = progress.step;
-  for (int64_t step = first_step; step < o.steps; ++step) {
-    const auto t0 = std::chrono::steady_clock::now();
-    Tensor x, y;
-    sampler.next(x, y, device);
-    optimizer.set_lr(schedule.lr_at(step));
-    Tensor loss = model->loss(x, y);
-    backward(loss);
-    tools::fault_point("train-step");
-    const double loss_value = loss.item();
-    // A non-finite loss or gradient would poison the weights and the moments: stop, or skip the step.
-    const double norm = optim::grad_norm(optimizer.params());
-    if (!std::isfinite(loss_value) || !std::isfinite(norm)) {
-      const int64_t bad = optim::first_nonfinite_gradient(optimizer.params());
-      const std::string what = !std::isfinite(loss_value) ? fmt::format("the loss is {}", loss_value)
-                               : bad >= 0 ? fmt::format("the gradient of '{}' is not finite", trainable_names[bad])
-                                          : fmt::format("the gradient norm is {}", norm);
-      LORA_CHECK(o.skip_nonfinite, "step {}: {}; training stopped, no update was applied (--skip-nonfinite skips "
-                 "such steps instead)", step + 1, what);
-      optimizer.zero_grad();
-      ++progress.skipped_steps;
-      fmt::print("step {:>4}/{} | skipped: {} ({} skipped so far)\n", step + 1, o.steps, what, progress.skipped_steps);
-    } else {
-      if (o.grad_clip > 0) optim::clip_grad_norm(optimizer.params(), o.grad_clip, true, trainable_names);
-      optimizer.step();
-      optimizer.zero_grad();
-    }
-    const double dt = seconds_since(t0);
-    report.losses.push_back(loss_value);
-    report.step_times_s.push_back(dt);
-    progress.step = step + 1;
-    const double elapsed = seconds_since(t_start);
-    const double eta = elapsed / static_cast<double>(step + 1 - first_step) * static_cast<double>(o.steps - step - 1);
-    fmt::print("step {:>4}/{} | loss {:.4f} | lr {:.2e} | {:.2f} s | {:.0f} tokens/s | ETA {:.0f} s\n", step + 1,
-               o.steps, loss_value, optimizer.lr(), dt, static_cast<double>(o.batch * o.seq) / dt, eta);
-    std::fflush(stdout);
-    if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < o.steps) {
-      fmt::print("held-out loss: {:.4f}\n", evaluate(*model, data.val, o, device));
-    }
-    if (const int sig = tools::interrupt_signal()) {
-      if (!checkpoint_dir.empty()) {
-        save_checkpoint();
-        fmt::print("interrupted (signal {}) after step {}: resume with --resume {}\n", sig, progress.step, checkpoint_dir);
-      } else {
-        fmt::print("interrupted (signal {}) after step {}: nothing saved (give --save DIR to keep checkpoints)\n", sig,
-                   progress.step);
-      }
-      std::fflush(stdout);
-      throw Interrupted{sig};
-    }
-    if (o.save_every > 0 && progress.step % o.save_every == 0 && progress.step < o.steps) save_checkpoint();
-  }
-  if (progress.skipped_steps > 0) {
-    fmt::print("{} of {} steps were skipped for non-finite values\n", progress.skipped_steps, o.steps);
-  }
-  report.skipped_steps = progress.skipped_steps;
   report.memory = MemoryTracker::instance().stats(device);
   report.peak_rss_bytes = tools::process_peak_rss_bytes();
-  report.val_loss_after = evaluate(*model, data.val, o, device);
+  if (comm.size() > 1) {
+    for (const std::string& figures : comm.all_gather(fmt::format("{} {}", report.memory.global_peak, report.peak_rss_bytes))) {
+      int64_t peak = 0, rss = 0;
+      std::sscanf(figures.c_str(), "%ld %ld", &peak, &rss);
+      report.rank_peak_bytes.push_back(peak);
+      report.rank_peak_rss_bytes.push_back(rss);
+    }
+  }
+  if (comm.rank() != 0) return report;  // rank 0 evaluates and saves for the job
+  report.val_loss_after = evaluate_held_out();
   fmt::print("held-out loss after: {:.4f}\n", report.val_loss_after);
 
   // Save what the mode produces: the whole model, or the adapter alone.
@@ -290,9 +290,20 @@ int main(int argc, char** argv) {
   tools::FinetuneOptions o;
   if (const int code = tools::parse_finetune_options(argc, argv, o); code >= 0) return code;
 
-
+  // Under mpirun every rank runs this program: rank 0 speaks for the job, the others print only errors.
+  dist::Communicator* comm = nullptr;
   try {
     o.validate();
+    Device device = Device::parse(o.device);
+    if (dist::launched_by_mpi() && o.mode != "compare") {
+      comm = &dist::world(Device::cpu());
+      if (comm->size() > 1 && device.is_cuda()) device = Device::cuda(comm->rank() % std::max(1, gpu_count()));
+      comm = &dist::world(device);
+      if (comm->rank() != 0 && !std::freopen("/dev/null", "w", stdout)) LORA_FAIL("cannot silence rank {}", comm->rank());
+    }
+    LORA_CHECK(!(dist::launched_by_mpi() && o.mode == "compare"),
+               "--mode compare runs each mode in its own process: under mpirun, give --mode full or --mode lora");
+    if (!comm) comm = &dist::world(Device::cpu());
     std::vector<tools::ModeReport> reports;
     if (o.mode == "compare") {
       const std::vector<std::string> args(argv, argv + argc);
@@ -300,13 +311,18 @@ int main(int argc, char** argv) {
       reports.push_back(run_child("lora", args));
       fmt::print("{}", tools::comparison_table(reports[0], reports[1]));
     } else {
-      reports.push_back(run_mode(o, o.mode));
+      reports.push_back(run_mode(o, o.mode, *comm, device));
     }
-    if (!o.report_json.empty()) write_json(o.report_json, reports);
-  } catch (const Interrupted& i) {
+    if (!o.report_json.empty() && comm->rank() == 0) write_json(o.report_json, reports);
+  } catch (const tools::Interrupted& i) {
     return 128 + i.signal;
-  } catch (const std::exception& e) {
+  } catch (const tools::AllRanksError& e) {  // every rank reached the same verdict: no need to abort the job
     fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error{}: {}\n", comm && comm->size() > 1 ? fmt::format(" on rank {}", comm->rank()) : "", e.what());
+    std::fflush(stderr);
+    if (comm && comm->size() > 1) comm->abort(1);  // the other ranks would wait for this one forever
     return 1;
   }
   return 0;

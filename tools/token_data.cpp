@@ -78,14 +78,17 @@ BatchSampler::BatchSampler(const std::vector<int32_t>& tokens, int64_t batch, in
              "the {} data has {} tokens, too few for windows of {} + 1 tokens", what, tokens.size(), seq);
 }
 
-void BatchSampler::next(Tensor& inputs, Tensor& targets, Device device) {
+void BatchSampler::next_shard(Tensor& inputs, Tensor& targets, Device device, int shard, int shards) {
+  LORA_CHECK(shards >= 1 && shard >= 0 && shard < shards, "batch sampler: shard {} of {}", shard, shards);
   std::vector<int32_t> x(static_cast<size_t>(batch_ * seq_)), y(x.size());
   const uint64_t starts = tokens_.size() - static_cast<size_t>(seq_);
-  for (int64_t b = 0; b < batch_; ++b) {
-    const size_t start = gen_.below(starts);
+  for (int64_t b = 0; b < batch_ * shards; ++b) {
+    const size_t start = gen_.below(starts);  // every rank draws every window: the generators stay equal
+    const int64_t row = b - int64_t(shard) * batch_;
+    if (row < 0 || row >= batch_) continue;
     for (int64_t t = 0; t < seq_; ++t) {
-      x[b * seq_ + t] = tokens_[start + t];
-      y[b * seq_ + t] = tokens_[start + t + 1];
+      x[row * seq_ + t] = tokens_[start + t];
+      y[row * seq_ + t] = tokens_[start + t + 1];
     }
   }
   inputs = Tensor::from_vector(x, {batch_, seq_}, device);

@@ -26,7 +26,11 @@ std::vector<int32_t> read_llmc_tokens(const std::string& path);
 class BatchSampler {
  public:
   BatchSampler(const std::vector<int32_t>& tokens, int64_t batch, int64_t seq, uint64_t seed, const std::string& what);
-  void next(Tensor& inputs, Tensor& targets, Device device = Device::cpu());
+  void next(Tensor& inputs, Tensor& targets, Device device = Device::cpu()) { next_shard(inputs, targets, device, 0, 1); }
+  // Data parallelism: draws a global batch of `shards` x batch windows and returns rows
+  // [shard x batch, (shard + 1) x batch) of it, so that N ranks with batch b see exactly the windows one
+  // process with batch N b sees, and every rank's generator stays in step.
+  void next_shard(Tensor& inputs, Tensor& targets, Device device, int shard, int shards);
   // The generator's state: what the next windows depend on (for resumable checkpoints).
   GeneratorState state() const { return gen_.state(); }
   void set_state(const GeneratorState& state) { gen_.set_state(state); }

@@ -71,6 +71,14 @@ nlohmann::json ModeReport::to_json() const {
       {"val_loss_before", val_loss_before},
       {"val_loss_after", val_loss_after},
       {"skipped_steps", skipped_steps},
+      {"ranks", ranks},
+      {"comm_engine", comm_engine},
+      {"allreduce_bytes_per_step", allreduce_bytes_per_step},
+      {"comm_buckets", comm_buckets},
+      {"comm_seconds_per_step", comm_seconds_per_step},
+      {"comm_hidden_share", comm_hidden_share},
+      {"rank_peak_bytes", rank_peak_bytes},
+      {"rank_peak_rss_bytes", rank_peak_rss_bytes},
       {"saved_bytes", saved_bytes},
       {"saved_path", saved_path},
   };
@@ -94,6 +102,14 @@ ModeReport ModeReport::from_json(const nlohmann::json& j) {
   r.val_loss_before = j.at("val_loss_before");
   r.val_loss_after = j.at("val_loss_after");
   r.skipped_steps = j.value("skipped_steps", int64_t{0});
+  r.ranks = j.value("ranks", 1);
+  r.comm_engine = j.value("comm_engine", "");
+  r.allreduce_bytes_per_step = j.value("allreduce_bytes_per_step", int64_t{0});
+  r.comm_buckets = j.value("comm_buckets", int64_t{0});
+  r.comm_seconds_per_step = j.value("comm_seconds_per_step", 0.0);
+  r.comm_hidden_share = j.value("comm_hidden_share", 0.0);
+  r.rank_peak_bytes = j.value("rank_peak_bytes", std::vector<int64_t>{});
+  r.rank_peak_rss_bytes = j.value("rank_peak_rss_bytes", std::vector<int64_t>{});
   r.saved_bytes = j.at("saved_bytes");
   r.saved_path = j.value("saved_path", "");
   return r;
@@ -114,6 +130,16 @@ std::string ModeReport::table() const {
   s += fmt::format("  {:<18} {:>14}   (process high-water mark: tracker peak + code, libraries, tokenizer, data,\n"
                    "  {:<18} {:>14}    BLAS buffers and allocator slack)\n",
                    "peak RSS", human_bytes(peak_rss_bytes), "", "");
+  if (ranks > 1) {
+    s += fmt::format("Data parallelism: {} ranks over {}; per step {} of gradients all-reduced in {} bucket(s), {:.3f} s "
+                     "in communication, {:.0f}% of it hidden behind backward\n",
+                     ranks, comm_engine, human_bytes(allreduce_bytes_per_step), comm_buckets, comm_seconds_per_step,
+                     100 * comm_hidden_share);
+    for (size_t r = 0; r < rank_peak_bytes.size(); ++r) {
+      s += fmt::format("  rank {}: tracker peak {}, peak RSS {}\n", r, human_bytes(rank_peak_bytes[r]),
+                       human_bytes(r < rank_peak_rss_bytes.size() ? rank_peak_rss_bytes[r] : 0));
+    }
+  }
   return s;
 }
 

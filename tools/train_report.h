@@ -23,6 +23,14 @@ struct ModeReport {
   std::vector<double> losses;
   double val_loss_before = 0, val_loss_after = 0;
   int64_t skipped_steps = 0;  // steps skipped for a non-finite loss or gradient
+  // Data parallelism (ranks > 1): the engine, gradient bytes all-reduced per step, buckets, the median
+  // time per step inside the all-reduce calls and the share of it hidden behind backward; and every rank's
+  // tracker peak and peak RSS (this report's memory figures are rank 0's).
+  int ranks = 1;
+  std::string comm_engine;
+  int64_t allreduce_bytes_per_step = 0, comm_buckets = 0;
+  double comm_seconds_per_step = 0, comm_hidden_share = 0;
+  std::vector<int64_t> rank_peak_bytes, rank_peak_rss_bytes;
   int64_t saved_bytes = 0;
   std::string saved_path;
 
