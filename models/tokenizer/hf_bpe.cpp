@@ -66,7 +66,8 @@ BpeModel::BpeModel(const JsonView& model, bool byte_level) : byte_level_(byte_le
     const JsonView entry(value, vocab.path() + "[" + nlohmann::json(token).dump() + "]", model.file());
     const int64_t id = entry.integer(0, static_cast<int64_t>(n) - 1);
     if (seen[static_cast<size_t>(id)])
-      entry.fail(fmt::format("id {} is used twice (ids must be 0..{}, each once)", id, n - 1));
+      entry.fail(fmt::format("id {} is used twice, also by \"{}\" (ids must be 0..{}, each once)", id,
+                             tokens_[static_cast<size_t>(id)], n - 1));
     seen[static_cast<size_t>(id)] = true;
     tokens_[static_cast<size_t>(id)] = token;
     ids_.emplace(token, static_cast<int32_t>(id));

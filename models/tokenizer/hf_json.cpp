@@ -8,9 +8,38 @@
 
 namespace lora::tokenizer::hf {
 
+namespace {
+
+// Renders `v` as JSON into `out`, at most about `budget` bytes and `depth` levels deep (a hostile file
+// can nest a million arrays; json::dump would recurse through all of them).
+void render(const nlohmann::json& v, std::string& out, int depth, size_t budget) {
+  if (out.size() > budget) return;
+  if (v.is_object() || v.is_array()) {
+    const bool object = v.is_object();
+    if (depth == 0 && !v.empty()) {
+      out += object ? "{...}" : "[...]";
+      return;
+    }
+    out += object ? '{' : '[';
+    bool first = true;
+    for (auto it = v.begin(); it != v.end() && out.size() <= budget; ++it) {
+      if (!first) out += ", ";
+      first = false;
+      if (object) out += nlohmann::json(it.key()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + ": ";
+      render(*it, out, depth - 1, budget);
+    }
+    out += object ? '}' : ']';
+    return;
+  }
+  out += v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace
+
 std::string JsonView::shown() const {
-  std::string text = value_->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   constexpr size_t kMax = 120;
+  std::string text;
+  render(*value_, text, 3, kMax);
   if (text.size() > kMax) {
     size_t cut = kMax;
     while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // whole characters
