@@ -85,6 +85,10 @@ size_t check_family(const std::string& name) {
   for (const auto& [id, token] : expected["added_tokens"].items())
     CHECK(tok.id_to_token(std::stoi(id)) == token.get<std::string>());
 
+  // A 4000-character excerpt: one long piece where there is no pre-tokenizer.
+  const std::string excerpt = read_text(fs::path(LORA_SOURCE_DIR) / "data" / "tinyshakespeare.txt").substr(0, 4000);
+  CHECK(tok.encode(excerpt, {}) == expected["excerpt_ids"].get<Ids>());
+
   const Ids prefix = expected["special_prefix"].get<Ids>(), suffix = expected["special_suffix"].get<Ids>();
   size_t matched = 0, reported = 0;
   for (const auto& c : expected["cases"]) {

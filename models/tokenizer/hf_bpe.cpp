@@ -73,6 +73,33 @@ BpeModel::BpeModel(const JsonView& model, bool byte_level) : byte_level_(byte_le
     ids_.emplace(token, static_cast<int32_t>(id));
   }
 
+  first_char_.resize(n);
+  last_char_.resize(n);
+  for (size_t id = 0; id < n && can_cut_; ++id) {
+    const std::string& t = tokens_[id];
+    if (t.empty()) {
+      can_cut_ = false;  // an empty token could join any two symbols: never cut
+      break;
+    }
+    size_t pos = 0;
+    char32_t prev = next_code_point(t, pos);  // the JSON parser checked that the text is UTF-8
+    first_char_[id] = prev;
+    while (pos < t.size()) {
+      const char32_t c = next_code_point(t, pos);
+      adjacent_chars_.insert(static_cast<int32_t>(prev), static_cast<int32_t>(c), {0, 0});
+      prev = c;
+    }
+    last_char_[id] = prev;
+  }
+  bmp_ids_.assign(0x10000, -1);
+  for (size_t id = 0; id < n; ++id) {
+    size_t pos = 0;
+    const std::string& t = tokens_[id];
+    if (t.empty()) continue;
+    const char32_t c = next_code_point(t, pos);
+    if (pos == t.size() && c < 0x10000) bmp_ids_[c] = static_cast<int32_t>(id);
+  }
+
   if (const auto unk = model.optional("unk_token")) {
     const auto id = find(unk->string());
     if (!id) unk->fail("unk_token is not in model.vocab");
@@ -214,10 +241,15 @@ void BpeModel::merge_word(std::string_view piece, std::vector<int32_t>& out) con
   } else {
     for (size_t pos = 0; pos < piece.size();) {
       const size_t start = pos;
-      next_code_point(piece, pos);
+      const char32_t c = next_code_point(piece, pos);
       const std::string_view chr = piece.substr(start, pos - start);
-      const auto it = ids_.find(chr);
-      add_char(chr, it == ids_.end() ? -1 : it->second, symbols, unk);
+      int32_t id = -1;
+      if (c < 0x10000) {
+        id = bmp_ids_[c];
+      } else if (const auto it = ids_.find(chr); it != ids_.end()) {
+        id = it->second;
+      }
+      add_char(chr, id, symbols, unk);
     }
   }
   if (unk) {
@@ -226,8 +258,33 @@ void BpeModel::merge_word(std::string_view piece, std::vector<int32_t>& out) con
     symbols.push_back({unk->first, index - 1, -1, unk->second});
   }
 
-  // tokenizers' Word::merge_all: a min-queue of (rank, position); an entry is used when the pair now at
-  // its position still merges to the same token (checked by result, not by the pair's ids or rank).
+  // Long pieces (no pre-tokenizer: the whole text) are cut where no merge can cross, so that the queue
+  // stays small; pieces of a word or two are merged whole.
+  const auto n = static_cast<int32_t>(symbols.size());
+  int32_t begin = 0;
+  if (n > 64 && can_cut_) {
+    for (int32_t i = 1; i < n; ++i) {
+      const auto left = static_cast<size_t>(symbols[static_cast<size_t>(i - 1)].id);
+      const auto right = static_cast<size_t>(symbols[static_cast<size_t>(i)].id);
+      if (adjacent_chars_.find(static_cast<int32_t>(last_char_[left]), static_cast<int32_t>(first_char_[right])) ==
+          nullptr) {
+        merge_range(symbols, begin, i);
+        begin = i;
+      }
+    }
+  }
+  merge_range(symbols, begin, n);
+  for (const Symbol& s : symbols)
+    if (s.len != 0) out.push_back(s.id);
+}
+
+// tokenizers' Word::merge_all on symbols[begin, end): a min-queue of (rank, position); an entry is used
+// when the pair now at its position still merges to the same token (checked by result, not by the
+// pair's ids or rank).
+void BpeModel::merge_range(std::vector<Symbol>& symbols, int32_t begin, int32_t end) const {
+  if (end - begin < 2) return;
+  symbols[static_cast<size_t>(begin)].prev = -1;
+  symbols[static_cast<size_t>(end - 1)].next = -1;
   struct Candidate {
     int32_t rank, pos, result;
     bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
@@ -239,8 +296,8 @@ void BpeModel::merge_word(std::string_view piece, std::vector<int32_t>& out) con
       std::push_heap(queue.begin(), queue.end(), std::greater<>{});
     }
   };
-  for (size_t i = 0; i + 1 < symbols.size(); ++i)
-    push(static_cast<int32_t>(i), symbols[i].id, symbols[i + 1].id);
+  for (int32_t i = begin; i + 1 < end; ++i)
+    push(i, symbols[static_cast<size_t>(i)].id, symbols[static_cast<size_t>(i + 1)].id);
 
   while (!queue.empty()) {
     std::pop_heap(queue.begin(), queue.end(), std::greater<>{});
@@ -259,8 +316,6 @@ void BpeModel::merge_word(std::string_view piece, std::vector<int32_t>& out) con
     if (current.prev >= 0) push(current.prev, symbols[static_cast<size_t>(current.prev)].id, current.id);
     if (current.next != -1) push(top.pos, current.id, symbols[static_cast<size_t>(current.next)].id);
   }
-  for (const Symbol& s : symbols)
-    if (s.len != 0) out.push_back(s.id);
 }
 
 size_t BpeModel::cache_size() const {

@@ -64,17 +64,26 @@ class BpeModel {
     int32_t len;         // bytes covered; 0 once merged into the symbol on its left
   };
   void merge_word(std::string_view piece, std::vector<int32_t>& out) const;
+  void merge_range(std::vector<Symbol>& symbols, int32_t begin, int32_t end) const;
   void add_char(std::string_view chr, int32_t id, std::vector<Symbol>& symbols,
                 std::optional<std::pair<int32_t, int32_t>>& unk) const;
 
   std::vector<std::string> tokens_;  // (vocab) vocabulary string of each id
   StringMap ids_;                     // vocabulary string -> id
   MergeTable merges_;
+  // Where a long piece can be cut: the pairs of characters that are adjacent in some vocabulary token,
+  // and the first and last character of each token. A merge across two symbols makes a token holding
+  // the last character of the left one next to the first of the right one; where that pair is in no
+  // token, no merge ever crosses, and the two sides merge exactly as they would alone.
+  MergeTable adjacent_chars_;
+  std::vector<char32_t> first_char_, last_char_;
+  bool can_cut_ = true;
   std::optional<int32_t> unk_id_;
   bool fuse_unk_ = false;
   bool ignore_merges_ = false;
   bool byte_fallback_ = false;
   std::array<int32_t, 256> fallback_ids_{};  // id of "<0xNN>" for byte NN, or -1
+  std::vector<int32_t> bmp_ids_;             // (0x10000) id of the one-character token U+0000..U+FFFF, or -1
 
   bool byte_level_ = false;
   std::array<std::string, 256> byte_chars_;  // byte-level: the vocabulary character of each byte (UTF-8)

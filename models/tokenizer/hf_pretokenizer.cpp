@@ -41,7 +41,7 @@ PrependScheme parse_scheme(const JsonView& json) {
 // Splitting at matches (tokenizers' NormalizedString::split)
 
 void split_pieces(std::string_view text, bool at_origin, const std::vector<std::pair<size_t, size_t>>& matches,
-                  bool invert, SplitBehavior behavior, std::vector<Piece>& out) {
+                  bool invert, SplitBehavior behavior, const PieceSink& out) {
   struct Segment {
     size_t start, end;
     bool is_match;
@@ -102,9 +102,33 @@ void split_pieces(std::string_view text, bool at_origin, const std::vector<std::
   }
   for (const Cut& c : cuts) {
     if (c.remove || c.end == c.start) continue;
-    out.push_back({text.substr(c.start, c.end - c.start), at_origin && c.start == 0});
+    out({text.substr(c.start, c.end - c.start), at_origin && c.start == 0});
   }
 }
+
+void split_pieces(std::string_view text, bool at_origin, const std::vector<std::pair<size_t, size_t>>& matches,
+                  bool invert, SplitBehavior behavior, std::vector<Piece>& out) {
+  split_pieces(text, at_origin, matches, invert, behavior, [&](const Piece& p) { out.push_back(p); });
+}
+
+namespace {
+
+// The common case, Isolated without invert (every match and every gap is a piece), streamed from the
+// matcher without collecting matches.
+void split_isolated(std::string_view text, bool at_origin, const Pattern& pattern, const PieceSink& out) {
+  Pattern::Matcher matcher(pattern, text);
+  size_t prev = 0;
+  for (size_t start, end; matcher.next(start, end);) {
+    if (prev != start) out({text.substr(prev, start - prev), at_origin && prev == 0});
+    out({text.substr(start, end - start), at_origin && start == 0});
+    prev = end;
+  }
+  if (prev != text.size()) out({text.substr(prev), at_origin && prev == 0});
+}
+
+}  // namespace
+
+
 
 // ---------------------------------------------------------------------------------------------------
 // Steps
@@ -119,59 +143,49 @@ struct PreTokenizer::Step {
   PrependScheme scheme = PrependScheme::kAlways;
   bool split = true;              // Metaspace
 
-  void apply(std::vector<Piece>& pieces, PieceStore& store) const;
+  // The pieces this step makes of one piece, in order.
+  void each(const Piece& piece, PieceStore& store, const PieceSink& out) const;
 };
 
-void PreTokenizer::Step::apply(std::vector<Piece>& pieces, PieceStore& store) const {
-  std::vector<Piece> out;
-  out.reserve(pieces.size());
+void PreTokenizer::Step::each(const Piece& piece, PieceStore& store, const PieceSink& out) const {
+  std::string_view text = piece.text;
   std::vector<std::pair<size_t, size_t>> matches;
-  for (const Piece& piece : pieces) {
-    std::string_view text = piece.text;
-    matches.clear();
-    switch (kind) {
-      case Kind::kSplit:
-        pattern->find_all(text, matches);
-        split_pieces(text, piece.at_origin, matches, invert, behavior, out);
-        break;
-      case Kind::kByteLevel:
-        if (add_prefix_space && !text.starts_with(' ')) {
-          std::string prefixed;
-          prefixed.reserve(text.size() + 1);
-          prefixed += ' ';
-          prefixed += text;
-          text = store.keep(std::move(prefixed));
-        }
-        if (pattern) {
-          pattern->find_all(text, matches);
-          split_pieces(text, piece.at_origin, matches, false, SplitBehavior::kIsolated, out);
-        } else if (!text.empty()) {
-          out.push_back({text, piece.at_origin});
-        }
-        break;
-      case Kind::kMetaspace: {
-        std::string rewritten;
-        rewritten.reserve(text.size() + replacement.size());
-        for (const char c : text) {
-          if (c == ' ') rewritten += replacement;
-          else rewritten += c;
-        }
-        const bool starts = std::string_view(rewritten).starts_with(replacement);
-        if (!starts && (scheme == PrependScheme::kAlways || (scheme == PrependScheme::kFirst && piece.at_origin)))
-          rewritten.insert(0, replacement);
-        const std::string_view kept = store.keep(std::move(rewritten));
-        if (split) {
-          for (size_t pos = 0; (pos = kept.find(replacement, pos)) != std::string_view::npos; pos += replacement.size())
-            matches.emplace_back(pos, pos + replacement.size());
-          split_pieces(kept, piece.at_origin, matches, false, SplitBehavior::kMergedWithNext, out);
-        } else if (!kept.empty()) {
-          out.push_back({kept, piece.at_origin});
-        }
-        break;
+  switch (kind) {
+    case Kind::kSplit:
+      if (behavior == SplitBehavior::kIsolated && !invert) return split_isolated(text, piece.at_origin, *pattern, out);
+      pattern->find_all(text, matches);
+      return split_pieces(text, piece.at_origin, matches, invert, behavior, out);
+    case Kind::kByteLevel:
+      if (add_prefix_space && !text.starts_with(' ')) {
+        std::string prefixed;
+        prefixed.reserve(text.size() + 1);
+        prefixed += ' ';
+        prefixed += text;
+        text = store.keep(std::move(prefixed));
       }
+      if (pattern) return split_isolated(text, piece.at_origin, *pattern, out);
+      if (!text.empty()) out({text, piece.at_origin});
+      return;
+    case Kind::kMetaspace: {
+      std::string rewritten;
+      rewritten.reserve(text.size() + replacement.size());
+      for (const char c : text) {
+        if (c == ' ') rewritten += replacement;
+        else rewritten += c;
+      }
+      const bool starts = std::string_view(rewritten).starts_with(replacement);
+      if (!starts && (scheme == PrependScheme::kAlways || (scheme == PrependScheme::kFirst && piece.at_origin)))
+        rewritten.insert(0, replacement);
+      const std::string_view kept = store.keep(std::move(rewritten));
+      if (!split) {
+        if (!kept.empty()) out({kept, piece.at_origin});
+        return;
+      }
+      for (size_t pos = 0; (pos = kept.find(replacement, pos)) != std::string_view::npos; pos += replacement.size())
+        matches.emplace_back(pos, pos + replacement.size());
+      return split_pieces(kept, piece.at_origin, matches, false, SplitBehavior::kMergedWithNext, out);
     }
   }
-  pieces.swap(out);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -230,8 +244,18 @@ void PreTokenizer::add(const JsonView& json) {
   steps_.push_back(std::move(step));
 }
 
-void PreTokenizer::apply(std::vector<Piece>& pieces, PieceStore& store) const {
-  for (const auto& step : steps_) step->apply(pieces, store);
+void PreTokenizer::run(std::vector<Piece>& pieces, PieceStore& store, const PieceSink& sink) const {
+  if (steps_.empty()) {
+    for (const Piece& p : pieces) sink(p);
+    return;
+  }
+  std::vector<Piece> next;
+  for (size_t i = 0; i + 1 < steps_.size(); ++i) {
+    next.clear();
+    for (const Piece& p : pieces) steps_[i]->each(p, store, [&](const Piece& q) { next.push_back(q); });
+    pieces.swap(next);
+  }
+  for (const Piece& p : pieces) steps_.back()->each(p, store, sink);
 }
 
 }  // namespace lora::tokenizer::hf

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -33,9 +34,14 @@ class PieceStore {
 // tokenizers' SplitDelimiterBehavior.
 enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
+// Receives the pieces of a step in order.
+using PieceSink = std::function<void(const Piece&)>;
+
 // Splits `text` at the matches of a pattern as tokenizers' NormalizedString::split does. `matches` are
 // the pattern's non-overlapping matches in order; with `invert`, the text between them is the delimiter.
-// Appends the non-empty pieces to `out`; the first inherits `at_origin`.
+// Gives the non-empty pieces to `out` in order; the first inherits `at_origin`.
+void split_pieces(std::string_view text, bool at_origin, const std::vector<std::pair<size_t, size_t>>& matches,
+                  bool invert, SplitBehavior behavior, const PieceSink& out);
 void split_pieces(std::string_view text, bool at_origin, const std::vector<std::pair<size_t, size_t>>& matches,
                   bool invert, SplitBehavior behavior, std::vector<Piece>& out);
 
@@ -46,8 +52,9 @@ class PreTokenizer {
   static PreTokenizer from_json(const JsonView& json);
   PreTokenizer() = default;  // no pre-tokenizer: the whole piece goes to the model
 
-  // Rewrites `pieces` (in place) through every step; rewritten text is kept in `store`.
-  void apply(std::vector<Piece>& pieces, PieceStore& store) const;
+  // Runs `pieces` through every step and gives the final pieces to `sink` in order (the last step
+  // streams them: a large text is never held as a list of pieces). Rewritten text is kept in `store`.
+  void run(std::vector<Piece>& pieces, PieceStore& store, const PieceSink& sink) const;
 
   // The last step is ByteLevel: pieces reach the model as raw bytes, each standing for the vocabulary
   // character of GPT-2's bytes_to_unicode table (the model maps them; see BpeModel).

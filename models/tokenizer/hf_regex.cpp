@@ -307,9 +307,6 @@ class Translator {
   char prev_ = kNone;
 };
 
-struct MatchDataDeleter {
-  void operator()(pcre2_match_data* md) const { pcre2_match_data_free(md); }
-};
 struct MatchContextDeleter {
   void operator()(pcre2_match_context* c) const { pcre2_match_context_free(c); }
 };
@@ -409,30 +406,48 @@ Pattern& Pattern::operator=(Pattern&& o) noexcept {
 Pattern::~Pattern() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
 
 void Pattern::find_all(std::string_view text, std::vector<std::pair<size_t, size_t>>& out) const {
-  if (code_ == nullptr) {
-    for (size_t pos = 0; (pos = text.find(literal_, pos)) != std::string_view::npos; pos += literal_.size())
-      out.emplace_back(pos, pos + literal_.size());
-    return;
+  Matcher matcher(*this, text);
+  for (size_t start, end; matcher.next(start, end);) out.emplace_back(start, end);
+}
+
+Pattern::Matcher::Matcher(const Pattern& pattern, std::string_view text) : pattern_(pattern), text_(text) {
+  if (pattern.code_ == nullptr) return;
+  match_data_ = pcre2_match_data_create_from_pattern(static_cast<pcre2_code*>(pattern.code_), nullptr);
+  LORA_CHECK(match_data_ != nullptr, "{}: out of memory for PCRE2 match data", pattern.where_);
+}
+
+Pattern::Matcher::~Matcher() { pcre2_match_data_free(static_cast<pcre2_match_data*>(match_data_)); }
+
+bool Pattern::Matcher::next(size_t& start, size_t& end) {
+  if (pos_ >= text_.size()) return false;
+  if (pattern_.code_ == nullptr) {
+    const size_t hit = text_.find(pattern_.literal_, pos_);
+    if (hit == std::string_view::npos) {
+      pos_ = text_.size();
+      return false;
+    }
+    start = hit;
+    end = pos_ = hit + pattern_.literal_.size();
+    return true;
   }
-  auto* code = static_cast<pcre2_code*>(code_);
-  std::unique_ptr<pcre2_match_data, MatchDataDeleter> match(pcre2_match_data_create_from_pattern(code, nullptr));
-  LORA_CHECK(match != nullptr, "{}: out of memory for PCRE2 match data", where_);
-  pcre2_match_context* context = thread_match_context();
-  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
-  const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match.get());
-  for (size_t pos = 0; pos < text.size();) {
-    const int rc = pcre2_match(code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, match.get(), context);
-    if (rc == PCRE2_ERROR_NOMATCH) return;
-    LORA_CHECK(rc > 0, "{}: matching the regex failed at byte offset {} of a {}-byte piece of text: {}", where_, pos,
-               text.size(), pcre2_message(rc));
-    const size_t start = ovector[0], end = ovector[1];
-    // \K or a lookbehind could report a match that ends before it starts; the minimum length rules out
-    // empty matches, so the loop always advances.
-    LORA_CHECK(end > start && start >= pos, "{}: the regex made an empty or backward match at byte offset {}", where_,
-               start);
-    out.emplace_back(start, end);
-    pos = end;
+  auto* match = static_cast<pcre2_match_data*>(match_data_);
+  const int rc = pcre2_match(static_cast<pcre2_code*>(pattern_.code_), reinterpret_cast<PCRE2_SPTR>(text_.data()),
+                             text_.size(), pos_, PCRE2_NO_UTF_CHECK, match, thread_match_context());
+  if (rc == PCRE2_ERROR_NOMATCH) {
+    pos_ = text_.size();
+    return false;
   }
+  LORA_CHECK(rc > 0, "{}: matching the regex failed at byte offset {} of a {}-byte piece of text: {}",
+             pattern_.where_, pos_, text_.size(), pcre2_message(rc));
+  const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match);
+  start = ovector[0];
+  end = ovector[1];
+  // \K or a lookbehind could report a match that ends before it starts; the minimum length rules out
+  // empty matches, so the loop always advances.
+  LORA_CHECK(end > start && start >= pos_, "{}: the regex made an empty or backward match at byte offset {}",
+             pattern_.where_, start);
+  pos_ = end;
+  return true;
 }
 
 }  // namespace lora::tokenizer::hf

@@ -32,6 +32,22 @@ class Pattern {
   // offsets [start, end); every match is non-empty.
   void find_all(std::string_view text, std::vector<std::pair<size_t, size_t>>& out) const;
 
+  // The same matches one at a time, without collecting them.
+  class Matcher {
+   public:
+    Matcher(const Pattern& pattern, std::string_view text);
+    ~Matcher();
+    Matcher(const Matcher&) = delete;
+    Matcher& operator=(const Matcher&) = delete;
+    bool next(size_t& start, size_t& end);  // false when there is no further match
+
+   private:
+    const Pattern& pattern_;
+    std::string_view text_;
+    size_t pos_ = 0;
+    void* match_data_ = nullptr;  // pcre2_match_data*
+  };
+
   bool is_literal() const { return code_ == nullptr; }
   const std::string& literal_text() const { return literal_; }
 

@@ -225,14 +225,14 @@ void HFTokenizer::Impl::encode_part(std::string_view text, bool at_origin, bool 
   }
   hf::PieceStore store;
   std::vector<hf::Piece> pieces;
+  const hf::PieceSink to_model = [&](const hf::Piece& piece) { model->tokenize(piece.text, ids); };
   for (const hf::Segment& s : segments) {
     if (s.id >= 0) {
       ids.push_back(s.id);
       continue;
     }
     pieces.assign(1, {text.substr(s.start, s.end - s.start), at_origin && s.start == 0});
-    pre_tokenizer.apply(pieces, store);
-    for (const hf::Piece& piece : pieces) model->tokenize(piece.text, ids);
+    pre_tokenizer.run(pieces, store, to_model);
     store.clear();
   }
 }
