@@ -307,6 +307,44 @@ TEST_CASE("tokenizer.json: the regex translation matches Oniguruma on the record
   CHECK(refused <= 3);
 }
 
+TEST_CASE("tokenizer.json: Unicode classes match Oniguruma on every code point", "[tokenizer]") {
+  // unicode_classes.json: the code points tokenizers' Oniguruma puts in each general category, \\d, \\s.
+  const nlohmann::json fixture = read_json(kFixtures / "unicode_classes.json");
+  std::string all;  // every scalar value once, in order
+  for (char32_t c = 0; c <= 0x10FFFF; ++c)
+    if (c < 0xD800 || c > 0xDFFF) append_utf8(all, c);
+  for (const auto& [name, ranges_json] : fixture.items()) {
+    if (name == "tokenizers_version") continue;
+    INFO("class " << name);
+    const std::string pattern = name == "d" || name == "s" ? "\\" + name : "\\p{" + name + "}";
+    const hf::Pattern compiled = hf::Pattern::regex(pattern, "test");
+    std::vector<std::pair<size_t, size_t>> matches;
+    compiled.find_all(all, matches);
+    std::vector<char32_t> got;  // as ranges [first, last, ...], like the fixture
+    size_t longer = 0;          // matches of more than one character (none expected)
+    for (const auto& [start, end] : matches) {
+      size_t pos = start;
+      const char32_t c = next_code_point(all, pos);
+      longer += pos != end;
+      if (!got.empty() && got.back() == c - 1) got.back() = c;
+      else got.insert(got.end(), {c, c});
+    }
+    CHECK(longer == 0);
+    const auto want = ranges_json.get<std::vector<char32_t>>();
+    if (got != want) {
+      // Print what Oniguruma has and this does not, in the form hf_regex_tables.cpp takes.
+      std::vector<bool> in_got(0x110000, false);
+      for (size_t i = 0; i + 1 < got.size(); i += 2)
+        for (char32_t c = got[i]; c <= got[i + 1]; ++c) in_got[c] = true;
+      std::string missing;
+      for (size_t i = 0; i + 1 < want.size(); i += 2)
+        for (char32_t c = want[i]; c <= want[i + 1]; ++c)
+          if (!in_got[c]) missing += fmt::format("\\x{{{:X}}}", static_cast<uint32_t>(c));
+      FAIL_CHECK("\\p{" << name << "} differs from Oniguruma; characters it lacks: " << missing.substr(0, 2000));
+    }
+  }
+}
+
 TEST_CASE("tokenizer.json: concurrent encodes agree", "[tokenizer]") {
   const auto tok = load_tokenizer(kFixtures / "qwen2");
   const std::string text = read_text(fs::path(LORA_SOURCE_DIR) / "data" / "tinyshakespeare.txt").substr(0, 200000);

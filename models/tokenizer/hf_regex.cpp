@@ -225,7 +225,8 @@ class Translator {
       case 's': out_ += "\\p{White_Space}"; return after_escape(in_class);
       case 'S': out_ += "\\P{White_Space}"; return after_escape(in_class);
       case 'v': out_ += "\\x{0B}"; return after_escape(in_class);
-      case 'd': case 'D': case 'A': case 'z': case 'Z': case 't': case 'n': case 'r': case 'f': case 'a': case 'e':
+      case 'd': case 'D': return property(in_class, e == 'D', "Nd", "\\d");
+      case 'A': case 'z': case 'Z': case 't': case 'n': case 'r': case 'f': case 'a': case 'e':
         out_ += '\\';
         out_ += e;
         return after_escape(in_class);
@@ -256,14 +257,14 @@ class Translator {
       }
       case 'p': case 'P': {
         if (caseless_ && !in_class) refuse("has a \\p property in a case-insensitive part");
-        out_ += '\\';
-        out_ += e;
         if (i_ >= p_.size() || p_[i_] != '{') refuse("has a \\p without {name}");
         const size_t end = p_.find('}', i_);
         if (end == std::string_view::npos) refuse("has an unterminated \\p{");
-        out_.append(p_.substr(i_, end - i_ + 1));
+        std::string_view name = p_.substr(i_ + 1, end - i_ - 1);
+        bool negated = e == 'P';
+        if (name.starts_with('^')) negated = !negated, name.remove_prefix(1);
         i_ = end + 1;
-        return after_escape(in_class);
+        return property(in_class, negated, name, "\\p{" + std::string(name) + "}");
       }
       default: break;
     }
@@ -274,6 +275,29 @@ class Translator {
     out_ += '\\';
     out_ += e;
     if (!in_class) literal(e);
+  }
+
+  // A general category (or \\d, which is Nd): the PCRE2 class `pcre2` plus the characters Unicode 15-16
+  // added to it. Negated inside a class, a non-empty supplement cannot be written: refused.
+  void property(bool in_class, bool negated, std::string_view category, const std::string& pcre2) {
+    const auto extra = property_supplement(category);
+    if (!extra)
+      refuse(fmt::format("uses the property {} (only the general categories L Lu Ll Lt Lm Lo M Mc Me N Nd Nl No "
+                         "P* S* Z* are supported, with Oniguruma's Unicode 16 tables)",
+                         pcre2));
+    if (extra->empty()) {
+      out_ += negated ? (pcre2 == "\\d" ? std::string("\\D") : "\\P" + pcre2.substr(2)) : pcre2;
+    } else if (in_class) {
+      if (negated) refuse("negates a property inside a class");
+      out_ += pcre2;
+      out_.append(*extra);
+    } else {
+      out_ += negated ? "[^" : "[";
+      out_ += pcre2;
+      out_.append(*extra);
+      out_ += ']';
+    }
+    after_escape(in_class);
   }
 
   // After an escape that stands for a class or a non-letter: no letter before the next one.
@@ -364,7 +388,10 @@ Pattern Pattern::regex(std::string_view onig, std::string where) {
              onig.size(), kMaxPatternBytes);
   LORA_CHECK(find_invalid_utf8(onig) == std::string_view::npos, "{}: the regex is not valid UTF-8", where);
   const std::string translated = onig_to_pcre2(onig, where);
+  return pcre2(translated, std::move(where));
+}
 
+Pattern Pattern::pcre2(const std::string& translated, std::string where) {
   pcre2_compile_context* context = pcre2_compile_context_create(nullptr);
   LORA_CHECK(context != nullptr, "{}: out of memory for a PCRE2 compile context", where);
   pcre2_set_newline(context, PCRE2_NEWLINE_LF);  // Oniguruma's only line end
@@ -375,13 +402,13 @@ Pattern Pattern::regex(std::string_view onig, std::string where) {
                                    PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C, &error, &offset,
                                    context);
   pcre2_compile_context_free(context);
-  LORA_CHECK(code != nullptr, "{}: the regex \"{}\" does not compile (PCRE2, at offset {} of \"{}\"): {}", where, onig,
-             offset, translated, pcre2_message(error));
+  LORA_CHECK(code != nullptr, "{}: the regex does not compile (PCRE2, at offset {} of \"{}\"): {}", where, offset,
+             translated, pcre2_message(error));
   uint32_t min_length = 0;
   pcre2_pattern_info(code, PCRE2_INFO_MINLENGTH, &min_length);
   if (min_length == 0) {
     pcre2_code_free(code);
-    LORA_FAIL("{}: not supported: the regex \"{}\" can match the empty string", where, onig);
+    LORA_FAIL("{}: not supported: the regex (PCRE2 form \"{}\") can match the empty string", where, translated);
   }
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // without a JIT, matching is slower but the same
   Pattern p;
