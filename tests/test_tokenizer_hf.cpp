@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "models/tokenizer/byte_unicode.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
+#include "models/tokenizer/hf_normalizer.h"
 #include "models/tokenizer/hf_pretokenizer.h"
 #include "models/tokenizer/hf_regex.h"
 #include "models/tokenizer/hf_tokenizer.h"
@@ -342,6 +343,48 @@ TEST_CASE("tokenizer.json: Unicode classes match Oniguruma on every code point",
           if (!in_got[c]) missing += fmt::format("\\x{{{:X}}}", static_cast<uint32_t>(c));
       FAIL_CHECK("\\p{" << name << "} differs from Oniguruma; characters it lacks: " << missing.substr(0, 2000));
     }
+  }
+}
+
+TEST_CASE("tokenizer.json: Unicode normalization matches tokenizers' tables", "[tokenizer]") {
+  // normalization.json: FNV-1a hashes of tokenizers' outputs on every code point, every mark (category M)
+  // between "a" and a probe mark, and every two-character canonical decomposition.
+  const nlohmann::json fixture = read_json(kFixtures / "normalization.json");
+  const nlohmann::json classes = read_json(kFixtures / "unicode_classes.json");
+  auto to_utf8 = [](std::initializer_list<char32_t> cs) {
+    std::string s;
+    for (const char32_t c : cs) append_utf8(s, c);
+    return s;
+  };
+  std::vector<std::string> singles, probes, pairs;
+  for (char32_t c = 0; c <= 0x10FFFF; ++c)
+    if (c < 0xD800 || c > 0xDFFF) singles.push_back(to_utf8({c}));
+  const auto marks = classes["M"].get<std::vector<char32_t>>();
+  for (size_t i = 0; i + 1 < marks.size(); i += 2)
+    for (char32_t c = marks[i]; c <= marks[i + 1]; ++c)
+      for (const char32_t m : fixture["probe_marks"].get<std::vector<char32_t>>()) {
+        probes.push_back(to_utf8({U'a', c, m}));
+        probes.push_back(to_utf8({U'a', m, c}));
+      }
+  const auto pair_points = fixture["pairs"].get<std::vector<char32_t>>();
+  for (size_t i = 0; i + 1 < pair_points.size(); i += 2) pairs.push_back(to_utf8({pair_points[i], pair_points[i + 1]}));
+
+  auto hash = [](const std::vector<std::string>& texts, hf::Normalizer::Kind form) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (const std::string& t : texts) {
+      for (const char byte : hf::unicode_normalize(t, form) + std::string(1, '\0'))
+        h = (h ^ static_cast<unsigned char>(byte)) * 0x100000001B3ull;
+    }
+    return fmt::format("{:016x}", h);
+  };
+  const std::vector<std::pair<std::string, hf::Normalizer::Kind>> forms = {
+      {"NFC", hf::Normalizer::Kind::kNFC}, {"NFD", hf::Normalizer::Kind::kNFD},
+      {"NFKC", hf::Normalizer::Kind::kNFKC}, {"NFKD", hf::Normalizer::Kind::kNFKD}};
+  for (const auto& [name, form] : forms) {
+    INFO(name << " (a mismatch: rerun the comparison that made kUnknownToTokenizers in hf_normalizer.cpp)");
+    CHECK(hash(singles, form) == fixture[name]["code_points"].get<std::string>());
+    CHECK(hash(probes, form) == fixture[name]["marks"].get<std::string>());
+    CHECK(hash(pairs, form) == fixture[name]["pairs"].get<std::string>());
   }
 }
 
