@@ -49,11 +49,11 @@ std::string JsonView::shown() const {
 }
 
 void JsonView::fail(std::string_view message) const {
-  LORA_FAIL("tokenizer.json '{}': {}: {} (got {})", *file_, path_.empty() ? "(top level)" : path_, message, shown());
+  LORA_FAIL("{}: {}: {} (got {})", *file_, path_.empty() ? "(top level)" : path_, message, shown());
 }
 
 void JsonView::unsupported(std::string_view message) const {
-  LORA_FAIL("tokenizer.json '{}': {}: not supported: {} (got {})", *file_, path_.empty() ? "(top level)" : path_,
+  LORA_FAIL("{}: {}: not supported: {} (got {})", *file_, path_.empty() ? "(top level)" : path_,
             message, shown());
 }
 
@@ -61,7 +61,7 @@ JsonView JsonView::field(std::string_view key) const {
   if (!value_->is_object()) fail("expected a JSON object");
   const auto it = value_->find(key);
   const std::string path = path_.empty() ? std::string(key) : path_ + "." + std::string(key);
-  LORA_CHECK(it != value_->end(), "tokenizer.json '{}': {}: missing field", *file_, path);
+  LORA_CHECK(it != value_->end(), "{}: {}: missing field", *file_, path);
   return JsonView(*it, path, *file_);
 }
 

@@ -11,9 +11,10 @@
 
 namespace lora::tokenizer::hf {
 
-// A view of one JSON value and where it is: `file` (for messages) and `path`, e.g.
+// A view of one JSON value and where it is: `file`, the file as messages name it (e.g.
+// "tokenizer.json 'models/llama/tokenizer.json'"), and `path`, e.g.
 // "pre_tokenizer.pretokenizers[0].pattern.Regex". Accessors check the type and throw lora::Error
-// "tokenizer.json '<file>': <path>: <what> (got <value>)" on a mismatch.
+// "<file>: <path>: <what> (got <value>)" on a mismatch.
 class JsonView {
  public:
   JsonView(const nlohmann::json& value, std::string path, const std::string& file)
@@ -43,7 +44,7 @@ class JsonView {
   int64_t integer(int64_t min, int64_t max) const;  // an integer (not 1.0) in [min, max]
   char32_t character() const;                        // a string of exactly one code point
 
-  // Throw lora::Error about this value: "tokenizer.json '<file>': <path>: <message> (got <value>)".
+  // Throw lora::Error about this value: "<file>: <path>: <message> (got <value>)".
   [[noreturn]] void fail(std::string_view message) const;
   // The same, for a well-formed value that this implementation does not support.
   [[noreturn]] void unsupported(std::string_view message) const;

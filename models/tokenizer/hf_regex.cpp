@@ -364,7 +364,7 @@ std::string onig_to_pcre2(std::string_view onig, std::string_view where) { retur
 
 Pattern Pattern::from_json(const JsonView& pattern) {
   pattern.only_fields({"String", "Regex"});
-  const std::string where = fmt::format("tokenizer.json '{}': {}", pattern.file(), pattern.path());
+  const std::string where = fmt::format("{}: {}", pattern.file(), pattern.path());
   if (auto s = pattern.optional("String")) {
     if (pattern.optional("Regex")) pattern.fail("expected one of String or Regex");
     const std::string text = s->string();

@@ -47,7 +47,8 @@ nlohmann::json parse_json(std::string_view text, std::string_view what, const st
 }  // namespace
 
 struct HFTokenizer::Impl {
-  std::string name;
+  std::string name;   // the file
+  std::string label;  // the file as messages name it: tokenizer.json '<name>'
   hf::Normalizer normalizer;
   hf::PreTokenizer pre_tokenizer;
   std::unique_ptr<hf::BpeModel> model;
@@ -72,7 +73,7 @@ struct HFTokenizer::Impl {
 // Loading
 
 void HFTokenizer::Impl::load(const nlohmann::json& root) {
-  const JsonView top(root, "", name);
+  const JsonView top(root, "", label);
   top.only_fields({"version", "truncation", "padding", "added_tokens", "normalizer", "pre_tokenizer",
                    "post_processor", "decoder", "model"});
   if (const auto version = top.optional("version"); version && version->string() != "1.0")
@@ -163,7 +164,7 @@ void HFTokenizer::Impl::load_added_tokens(const JsonView& list) {
 void HFTokenizer::Impl::load_config(std::string_view config_json) {
   // tokenizer_config.json (transformers): only bos_token and eos_token are read, each a string, an
   // AddedToken object {"content": ...} or null.
-  const std::string what = name + " (tokenizer_config.json)";
+  const std::string what = fmt::format("tokenizer_config.json beside '{}'", name);
   const nlohmann::json config = parse_json(config_json, "tokenizer_config.json beside", name);
   const JsonView top(config, "", what);
   if (!config.is_object()) top.fail("expected a JSON object");
@@ -182,9 +183,10 @@ void HFTokenizer::Impl::load_config(std::string_view config_json) {
 HFTokenizer HFTokenizer::from_json(std::string_view json, const std::string& name, std::string_view config_json) {
   auto impl = std::make_unique<Impl>();
   impl->name = name;
+  impl->label = fmt::format("tokenizer.json '{}'", name);
   {
     const nlohmann::json root = parse_json(json, "tokenizer.json", name);
-    if (!root.is_object()) JsonView(root, "", name).fail("expected a JSON object");
+    if (!root.is_object()) JsonView(root, "", impl->label).fail("expected a JSON object");
     impl->load(root);
   }
   if (!config_json.empty()) impl->load_config(config_json);
