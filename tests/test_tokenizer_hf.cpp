@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "models/tokenizer/byte_unicode.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
+#include "models/tokenizer/hf_json.h"
 #include "models/tokenizer/hf_normalizer.h"
 #include "models/tokenizer/hf_pretokenizer.h"
 #include "models/tokenizer/hf_regex.h"
@@ -306,6 +307,47 @@ TEST_CASE("tokenizer.json: the regex translation matches Oniguruma on the record
   }
   CHECK(compared >= 20);
   CHECK(refused <= 3);
+
+  // Every split behaviour, inverted or not.
+  const std::vector<std::pair<std::string, hf::SplitBehavior>> behaviors = {
+      {"removed", hf::SplitBehavior::kRemoved},
+      {"isolated", hf::SplitBehavior::kIsolated},
+      {"merged_with_previous", hf::SplitBehavior::kMergedWithPrevious},
+      {"merged_with_next", hf::SplitBehavior::kMergedWithNext},
+      {"contiguous", hf::SplitBehavior::kContiguous}};
+  for (const auto& c : fixture["behaviors"]) {
+    const std::string pattern = c["pattern"].get<std::string>();
+    const hf::Pattern compiled = c["kind"] == "Regex" ? hf::Pattern::regex(pattern, "test")
+                                                      : hf::Pattern::literal(pattern, "test");
+    const auto behavior = std::find_if(behaviors.begin(), behaviors.end(),
+                                       [&](const auto& b) { return b.first == c["behavior"].get<std::string>(); });
+    REQUIRE(behavior != behaviors.end());
+    for (size_t t = 0; t < texts.size(); ++t) {
+      INFO("pattern " << pattern << ", " << behavior->first << (c["invert"].get<bool>() ? ", inverted" : "")
+                      << ", text " << nlohmann::json(texts[t]).dump());
+      std::vector<std::pair<size_t, size_t>> matches;
+      compiled.find_all(texts[t], matches);
+      std::vector<hf::Piece> pieces;
+      hf::split_pieces(texts[t], true, matches, c["invert"].get<bool>(), behavior->second, pieces);
+      std::vector<std::string> got;
+      for (const auto& p : pieces) got.emplace_back(p.text);
+      CHECK(got == c["splits"][t].get<std::vector<std::string>>());
+    }
+  }
+
+  // The Replace normalizer.
+  for (const auto& c : fixture["replaces"]) {
+    const nlohmann::json json = {{"type", "Replace"}, {"pattern", {{c["kind"].get<std::string>(), c["pattern"]}}},
+                                 {"content", c["content"]}};
+    const std::string label = "test";
+    const hf::Normalizer normalizer = hf::Normalizer::from_json(hf::JsonView(json, "normalizer", label));
+    for (size_t t = 0; t < texts.size(); ++t) {
+      INFO("Replace " << c["pattern"] << " with " << c["content"] << " in " << nlohmann::json(texts[t]).dump());
+      std::string text = texts[t];
+      normalizer.normalize(text);
+      CHECK(text == c["outputs"][t].get<std::string>());
+    }
+  }
 }
 
 TEST_CASE("tokenizer.json: Unicode classes match Oniguruma on every code point", "[tokenizer]") {

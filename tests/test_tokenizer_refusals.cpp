@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
+#include <random>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -58,6 +60,14 @@ TEST_CASE("tokenizer.json refusals: the base file loads and works", "[tokenizer]
   CHECK(tok.encode("ab", {.add_special_tokens = true}) == std::vector<int32_t>{5, 2});
   CHECK(tok.decode(std::vector<int32_t>{5, 2, 4, 3}, {.skip_special_tokens = true}) == "ab c");
   CHECK(tok.vocab_size() == 6);
+
+  // Without added tokens (a crash once: the id table was sized before the model's vocabulary was known).
+  json j = base();
+  j.erase("added_tokens");
+  j["post_processor"] = nullptr;
+  const HFTokenizer plain = load(j);
+  CHECK(plain.vocab_size() == 5);
+  CHECK(plain.encode("<s>ab", {}) == std::vector<int32_t>{2});  // "<", "s", ">" are not in the vocabulary
 }
 
 TEST_CASE("tokenizer.json refusals: each names the file, the field and the value", "[tokenizer]") {
@@ -276,4 +286,62 @@ TEST_CASE("load_tokenizer: says what it looked for", "[tokenizer]") {
   CHECK_THROWS_WITH(load_tokenizer(dir / "model"), Contains("tokenizer_config.json") && Contains("eos_token") &&
                                                        Contains("</s>"));
   fs::remove_all(dir);
+}
+
+TEST_CASE("tokenizer.json refusals: randomly damaged real files load or throw lora::Error", "[tokenizer]") {
+  // Each trial replaces one value somewhere in a fixture (or removes a field) and loads the result: it
+  // must either load and then encode and decode, or throw lora::Error; anything else fails the test
+  // (and under the sanitizers, any memory error does).
+  std::mt19937 rng(20240612);
+  const std::vector<json> replacements = {nullptr, true, false, -1, 0, 7, int64_t{1} << 40, 1.5, "", "x", "<s>",
+                                          "(", "\\p{Han}", "a*", json::array(), json::object(),
+                                          json::array({"a", "b"}), std::string(3000, 'z')};
+  int loaded = 0, refused = 0;
+  for (const char* family : {"gpt2", "llama3", "qwen2", "llama2", "mistral", "spm_unk", "roberta"}) {
+    const fs::path path = fs::path(LORA_TEST_DATA_DIR) / "tokenizers" / family / "tokenizer.json";
+    std::ifstream in(path);
+    const json original = json::parse(in);
+    for (int trial = 0; trial < 60; ++trial) {
+      json damaged = original;
+      json* node = &damaged;
+      std::string where;
+      // Walk down a random path, then damage the value found there.
+      while ((node->is_object() || node->is_array()) && !node->empty() && rng() % 4 != 0) {
+        const size_t pick = rng() % node->size();
+        if (node->is_object()) {
+          auto it = node->begin();
+          std::advance(it, static_cast<std::ptrdiff_t>(pick));
+          if (rng() % 8 == 0) {
+            where.append(".").append(it.key()).append(" (removed)");
+            node->erase(it);
+            break;
+          }
+          where.append(".").append(it.key());
+          node = &it.value();
+        } else {
+          where.append("[").append(std::to_string(pick)).append("]");
+          node = &(*node)[pick];
+        }
+      }
+      if (where.find("(removed)") == std::string::npos) *node = replacements[rng() % replacements.size()];
+      INFO(family << ": damaged at " << where);
+      try {
+        const HFTokenizer tok = HFTokenizer::from_json(damaged.dump(), "damaged.json");
+        for (const std::string text : {"Hello <s> world 123!", "", "\xE4\xB8\xAD \xF0\x9F\xA6\x99 caf\xC3\xA9"}) {
+          try {
+            const std::vector<int32_t> ids = tok.encode(text, {.add_special_tokens = true});
+            tok.decode(ids, {.skip_special_tokens = true});
+          } catch (const lora::Error&) {
+            // a damaged file may still fail on some text (e.g. a regex hitting its limit)
+          }
+        }
+        ++loaded;
+      } catch (const lora::Error& e) {
+        CHECK_THAT(e.what(), Contains("damaged.json"));
+        ++refused;
+      }
+    }
+  }
+  CHECK(loaded > 0);
+  CHECK(refused > 0);
 }

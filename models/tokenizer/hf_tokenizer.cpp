@@ -84,6 +84,7 @@ void HFTokenizer::Impl::load(const nlohmann::json& root) {
   if (const auto n = top.optional("normalizer")) normalizer = hf::Normalizer::from_json(*n);
   if (const auto p = top.optional("pre_tokenizer")) pre_tokenizer = hf::PreTokenizer::from_json(*p);
   model = std::make_unique<hf::BpeModel>(top.field("model"), pre_tokenizer.byte_level());
+  vocab_size = model->size();
   if (const auto list = top.optional("added_tokens")) load_added_tokens(*list);
 
   // The ids: the model's, then the added tokens that are not in its vocabulary.
@@ -125,7 +126,6 @@ void HFTokenizer::Impl::load_added_tokens(const JsonView& list) {
   // keeps that id, the others take the next ids after the vocabulary, in file order. A file whose ids
   // differ is refused: tokenizers would use other ids than the file says.
   const size_t count = list.size();
-  vocab_size = model->size();
   added.reserve(count);
   for (size_t i = 0; i < count; ++i) {
     const JsonView item = list[i];
