@@ -1,4 +1,4 @@
-// BpeMerges: the merge table and the heap-based merge of a piece into GPT-2 token ids.
+// BpeMerges: the merge table and the heap-based merge of a piece into GPT-2 token ids; MergeTable.
 #include "models/tokenizer/bpe.h"
 
 #include <algorithm>
@@ -19,15 +19,18 @@ void BpeMerges::add(int32_t rank, int32_t left, int32_t right, int32_t result, s
   if (auto used = first_use_rank_.find(result); used != first_use_rank_.end())
     LORA_FAIL("{}: makes a token that the earlier merge at rank {} already uses (not a BPE merge list)", where,
               used->second);
-  if (!insert(key(left, right), Merge{rank, result}))
-    LORA_FAIL("{}: the same pair is already merged at rank {}", where, find(left, right)->rank);
+  if (!table_.insert(left, right, MergeTable::Merge{rank, result}))
+    LORA_FAIL("{}: the same pair is already merged at rank {}", where, table_.find(left, right)->rank);
   auto [made, fresh_result] = made_by_rank_.try_emplace(result, rank);
   LORA_CHECK(fresh_result, "{}: the merged token is already made by the merge at rank {}", where, made->second);
   first_use_rank_.try_emplace(left, rank);
   first_use_rank_.try_emplace(right, rank);
 }
 
-const BpeMerges::Merge* BpeMerges::find(int32_t left, int32_t right) const {
+// ---------------------------------------------------------------------------------------------------
+// MergeTable
+
+const MergeTable::Merge* MergeTable::find(int32_t left, int32_t right) const {
   const uint64_t k = key(left, right);
   const size_t mask = slots_.size() - 1;
   for (size_t i = (k * 0x9E3779B97F4A7C15ull) >> shift_;; i = (i + 1) & mask) {  // Fibonacci hashing
@@ -36,14 +39,16 @@ const BpeMerges::Merge* BpeMerges::find(int32_t left, int32_t right) const {
   }
 }
 
-bool BpeMerges::insert(uint64_t k, Merge merge) {
+bool MergeTable::insert(int32_t left, int32_t right, Merge merge) { return insert_key(key(left, right), merge); }
+
+bool MergeTable::insert_key(uint64_t k, Merge merge) {
   if (2 * (count_ + 1) > slots_.size()) {  // keep at most half full: double and re-insert
     std::vector<Slot> old(2 * slots_.size(), Slot{kEmpty, {}});
     old.swap(slots_);
     --shift_;
     count_ = 0;
     for (const Slot& s : old)
-      if (s.key != kEmpty) insert(s.key, s.merge);
+      if (s.key != kEmpty) insert_key(s.key, s.merge);
   }
   const size_t mask = slots_.size() - 1;
   size_t i = (k * 0x9E3779B97F4A7C15ull) >> shift_;
@@ -53,6 +58,9 @@ bool BpeMerges::insert(uint64_t k, Merge merge) {
   ++count_;
   return true;
 }
+
+// ---------------------------------------------------------------------------------------------------
+// GPT-2's merge of one piece
 
 void BpeMerges::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
   LORA_CHECK(piece.size() < (size_t{1} << 31), "GPT-2 encode: a single piece of {} bytes is too long", piece.size());
@@ -83,7 +91,7 @@ void BpeMerges::encode_piece(std::string_view piece, std::vector<int32_t>& out) 
   auto push = [&](int32_t pos) {
     if (pos < 0 || sym[pos].next >= n) return;
     const int32_t next = sym[pos].next;
-    if (const Merge* m = find(sym[pos].id, sym[next].id)) {
+    if (const MergeTable::Merge* m = table_.find(sym[pos].id, sym[next].id)) {
       heap.push_back({m->rank, pos, sym[pos].id, sym[next].id, m->result});
       std::push_heap(heap.begin(), heap.end(), std::greater<>{});
     }

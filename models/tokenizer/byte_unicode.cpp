@@ -108,4 +108,51 @@ char32_t next_code_point(std::string_view s, size_t& pos) {
   return cp;
 }
 
+void append_utf8_lossy(std::string& out, std::string_view bytes) {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  const size_t n = bytes.size();
+  size_t i = 0, clean = 0;  // bytes[clean, i) are valid and not yet copied
+  auto replace = [&](size_t skip) {
+    out.append(bytes.data() + clean, i - clean);
+    out += "\xEF\xBF\xBD";
+    i += skip;
+    clean = i;
+  };
+  while (i < n) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      replace(1);
+      continue;
+    }
+    // The maximal subpart: the lead byte and the continuation bytes that could still complete it.
+    size_t k = 1;
+    if (i + 1 < n && p[i + 1] >= lo && p[i + 1] <= hi) {
+      k = 2;
+      while (k < len && i + k < n && (p[i + k] & 0xC0) == 0x80) ++k;
+    }
+    if (k < len) {
+      replace(k);
+      continue;
+    }
+    i += len;
+  }
+  out.append(bytes.data() + clean, n - clean);
+}
+
 }  // namespace lora::tokenizer

@@ -32,4 +32,8 @@ void append_utf8(std::string& out, char32_t cp);
 // Decode the code point that starts at s[pos] and advance pos past it. `s` must be valid UTF-8.
 char32_t next_code_point(std::string_view s, size_t& pos);
 
+// Append `bytes` to `out` as valid UTF-8: each maximal ill-formed subsequence becomes one U+FFFD (the
+// Unicode recommendation, as Rust's String::from_utf8_lossy and Python's errors="replace" do).
+void append_utf8_lossy(std::string& out, std::string_view bytes);
+
 }  // namespace lora::tokenizer

@@ -53,6 +53,8 @@ struct StringHash {
 
 struct GPT2Tokenizer::Impl {
   std::vector<std::string> token_bytes;  // (vocab_size) raw bytes of each token id
+  std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> id_of;  // vocabulary string -> id
+  std::string files;  // where it was read from, for describe()
   BpeMerges merges;
   PreTokenizer pretokenizer;
   int32_t eot = -1;
@@ -84,7 +86,7 @@ GPT2Tokenizer GPT2Tokenizer::from_files(const fs::path& encoder_json_path, const
   const size_t vocab = encoder.size();
   std::vector<std::string> token_bytes(vocab);
   std::vector<bool> seen(vocab, false);
-  std::unordered_map<std::string, int32_t> id_of;  // vocabulary string -> id (for vocab.bpe)
+  std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> id_of;  // vocabulary string -> id
   id_of.reserve(vocab);
   for (const auto& [token, value] : encoder.items()) {
     LORA_CHECK(value.is_number_integer(), "GPT-2 encoder.json '{}': the id of token \"{}\" is not an integer",
@@ -110,6 +112,7 @@ GPT2Tokenizer GPT2Tokenizer::from_files(const fs::path& encoder_json_path, const
   }
   auto impl = std::make_unique<Impl>(byte_ids);
   impl->token_bytes = std::move(token_bytes);
+  impl->files = fmt::format("'{}' + '{}'", encoder_json_path.string(), vocab_bpe_path.string());
   auto eot = id_of.find(std::string(kEndOfText));
   LORA_CHECK(eot != id_of.end(), "GPT-2 encoder.json '{}': no \"{}\" token", where_json, kEndOfText);
   impl->eot = eot->second;
@@ -142,6 +145,7 @@ GPT2Tokenizer GPT2Tokenizer::from_files(const fs::path& encoder_json_path, const
                      fmt::format("GPT-2 vocab.bpe '{}' line {}", where_bpe, line_no));
   }
   LORA_CHECK(rank > 0, "GPT-2 vocab.bpe '{}': no merges", where_bpe);
+  impl->id_of = std::move(id_of);
   return GPT2Tokenizer(std::move(impl));
 }
 
@@ -240,6 +244,39 @@ size_t GPT2Tokenizer::cache_size() const {
 void GPT2Tokenizer::clear_cache() const {
   std::unique_lock lock(impl_->cache_mutex);
   impl_->cache.clear();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The Tokenizer interface
+
+std::vector<int32_t> GPT2Tokenizer::encode(std::string_view text, const EncodeOptions& options) const {
+  return encode(text, options.parse_special_tokens);  // GPT-2 adds no special tokens around the text
+}
+
+std::string GPT2Tokenizer::decode(std::span<const int32_t> ids, const DecodeOptions& options) const {
+  if (!options.skip_special_tokens) return decode(ids);
+  std::string text;
+  text.reserve(ids.size() * 4);
+  for (const int32_t id : ids)
+    if (id != impl_->eot) text += token_bytes(id);
+  return text;
+}
+
+std::optional<int32_t> GPT2Tokenizer::token_to_id(std::string_view token) const {
+  const auto it = impl_->id_of.find(token);
+  if (it == impl_->id_of.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<std::string> GPT2Tokenizer::id_to_token(int32_t id) const {
+  if (id < 0 || static_cast<size_t>(id) >= impl_->token_bytes.size()) return std::nullopt;
+  std::string token;
+  for (const char b : impl_->token_bytes[static_cast<size_t>(id)]) append_utf8(token, byte_to_unicode(static_cast<uint8_t>(b)));
+  return token;
+}
+
+std::string GPT2Tokenizer::describe() const {
+  return fmt::format("GPT-2 BPE ({}): {} tokens, {} merges", impl_->files, vocab_size(), num_merges());
 }
 
 }  // namespace lora::tokenizer

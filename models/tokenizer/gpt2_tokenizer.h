@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "models/tokenizer/tokenizer.h"
+
 namespace lora::tokenizer {
 
 // Reproduces OpenAI's GPT-2 encoder.py (and tiktoken's "gpt2" encoding) token for token:
@@ -31,7 +33,13 @@ namespace lora::tokenizer {
 // encode() keeps a cache of piece -> token ids, guarded by a shared mutex (readers in parallel, a
 // writer alone). The cache is bounded: it holds pieces of at most kMaxCachedPieceBytes bytes and is
 // emptied when it reaches kMaxCacheEntries, so memory stays bounded on any input.
-class GPT2Tokenizer {
+//
+// As a Tokenizer (the interface that also serves tokenizer.json files): EncodeOptions'
+// parse_special_tokens is allow_special (true by default there, as in Hugging Face tokenizers);
+// add_special_tokens adds nothing (GPT-2 has no BOS/EOS template); "<|endoftext|>" is BOS, EOS and the
+// only special token; decode() returns raw bytes as decode(ids) does; token strings use the
+// bytes_to_unicode alphabet ("Ġthe").
+class GPT2Tokenizer final : public Tokenizer {
  public:
   static constexpr size_t kMaxCacheEntries = size_t{1} << 18;
   static constexpr size_t kMaxCachedPieceBytes = 128;
@@ -48,7 +56,7 @@ class GPT2Tokenizer {
 
   GPT2Tokenizer(GPT2Tokenizer&&) noexcept;
   GPT2Tokenizer& operator=(GPT2Tokenizer&&) noexcept;
-  ~GPT2Tokenizer();
+  ~GPT2Tokenizer() override;
 
   // Token ids of `text` (no BOS/EOS added). `text` must be valid UTF-8.
   std::vector<int32_t> encode(std::string_view text, bool allow_special = false) const;
@@ -63,12 +71,22 @@ class GPT2Tokenizer {
   const std::string& token_bytes(int32_t id) const;
 
   int32_t eot_token() const;  // 50256, "<|endoftext|>"
-  size_t vocab_size() const;  // 50257
+  size_t vocab_size() const override;  // 50257
   size_t num_merges() const;  // 50000
 
   // The piece cache: its current size, and a way to empty it (benchmarks measure a cold cache).
   size_t cache_size() const;
   void clear_cache() const;
+
+  // Tokenizer
+  std::vector<int32_t> encode(std::string_view text, const EncodeOptions& options) const override;
+  std::string decode(std::span<const int32_t> ids, const DecodeOptions& options) const override;
+  std::optional<int32_t> token_to_id(std::string_view token) const override;
+  std::optional<std::string> id_to_token(int32_t id) const override;
+  std::optional<int32_t> bos_id() const override { return eot_token(); }
+  std::optional<int32_t> eos_id() const override { return eot_token(); }
+  bool is_special(int32_t id) const override { return id == eot_token(); }
+  std::string describe() const override;
 
  private:
   struct Impl;
