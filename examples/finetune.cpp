@@ -29,6 +29,7 @@
 #include "tools/fault_injection.h"
 #include "tools/finetune_options.h"
 #include "tools/interrupt.h"
+#include "tools/model_tokenizer.h"
 #include "tools/subprocess.h"
 #include "tools/token_data.h"
 #include "tools/train_checkpoint.h"
@@ -133,9 +134,6 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   fmt::print("== {} fine-tuning, {} threads, device {}{}\n", lora_mode ? "LoRA" : "full", num_threads(), device.str(),
              comm.size() > 1 ? fmt::format(", {} ranks ({}), batch {} per rank", comm.size(), comm.engine(), o.batch) : "");
 
-  tools::TokenSplit data = tools::load_token_split(o.data.empty() ? default_data() : o.data);
-  fmt::print("data: {} training tokens, {} held out\n", data.train.size(), data.val.size());
-
   if (o.weights.empty()) {
     fmt::print("notice: no --weights given: '{}' is randomly initialised (the memory and speed figures are real; the "
                "losses are those of an untrained model)\n",
@@ -145,6 +143,14 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   const models::ModelDims dims = model->dims();
   fmt::print("model: {}, {} layers, hidden {}, {} parameters\n", model->model_type(), dims.n_layer, dims.hidden,
              model->num_parameters());
+  const std::string data_path = o.data.empty() ? default_data() : o.data;
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  if (!tools::is_token_file(data_path)) {
+    tok = tools::tokenizer_for_model(*model, o.weights, o.tokenizer);
+    fmt::print("tokenizer: {}\n", tok->describe());
+  }
+  tools::TokenSplit data = tools::load_token_split(data_path, tok.get());
+  fmt::print("data: {} training tokens, {} held out\n", data.train.size(), data.val.size());
   LORA_CHECK(o.seq <= dims.context_length, "--seq {} exceeds the model's context of {}", o.seq, dims.context_length);
   for (const auto* part : {&data.train, &data.val}) {
     for (int32_t id : *part) {

@@ -30,7 +30,8 @@
 #include "core/files.h"
 #include "models/generate.h"
 #include "models/registry.h"
-#include "models/tokenizer/gpt2_tokenizer.h"
+#include "models/tokenizer/tokenizer.h"
+#include "tools/model_tokenizer.h"
 #include "nn/lora/adapter.h"
 
 namespace {
@@ -51,18 +52,6 @@ std::vector<int32_t> parse_ids(const std::string& text) {
     pos = end;
   }
   return ids;
-}
-
-// Length of the longest prefix of `bytes` that does not end inside a multi-byte UTF-8 character.
-size_t complete_utf8_prefix(const std::string& bytes) {
-  const size_t n = bytes.size();
-  for (size_t back = 1; back <= 4 && back <= n; ++back) {
-    const auto c = static_cast<unsigned char>(bytes[n - back]);
-    if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back for the lead byte
-    const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-    return need > back ? n - back : n;
-  }
-  return n;  // only continuation bytes at the end (not valid UTF-8): print them as they are
 }
 
 // Loads a LoRA adapter; when the model refuses it, the error also names the model the adapter was trained
@@ -89,12 +78,13 @@ void load_adapter_explained(lora::nn::Module& model, const std::string& dir) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Generate text with a causal LM: greedy (--temperature 0) or sampled with temperature, top-k and top-p."};
-  std::string weights, config_name, prompt, prompt_ids_text, adapter;
+  std::string weights, config_name, tokenizer_path, prompt, prompt_ids_text, adapter;
   lora::models::SamplingOptions sampling;
   bool json = false, merge = false;
   app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file");
   app.add_option("--config", config_name, "A config.json path or a preset (gpt2, gpt2-medium, ..., tiny, smollm2-135m, llama-tiny): for a bare .safetensors file, or the random model");
-  auto* prompt_opt = app.add_option("--prompt", prompt, "Prompt text (default: start from <|endoftext|>)");
+  app.add_option("--tokenizer", tokenizer_path, "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
+  auto* prompt_opt = app.add_option("--prompt", prompt, "Prompt text (default: start from the beginning-of-sequence token)");
   auto* ids_opt = app.add_option("--prompt-ids", prompt_ids_text, "Prompt as token ids, e.g. 464,3139");
   prompt_opt->excludes(ids_opt);
   app.add_option("--max-new-tokens", sampling.max_new_tokens, "Tokens to generate")->capture_default_str()->check(CLI::NonNegativeNumber);
@@ -110,13 +100,13 @@ int main(int argc, char** argv) {
 
   try {
     sampling.validate();
-    const auto tokenizer = lora::tokenizer::GPT2Tokenizer::load_default();
 
     if (weights.empty()) {
       std::cerr << "notice: no --weights given: using a randomly initialised '" << (config_name.empty() ? "gpt2" : config_name)
                 << "' model (seed " << sampling.seed << "), so the text will be gibberish\n";
     }
     std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name, sampling.seed);
+    const auto tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
 
     std::vector<int32_t> prompt_ids;
     if (*ids_opt) {
@@ -125,11 +115,16 @@ int main(int argc, char** argv) {
     } else if (*prompt_opt) {
       LORA_CHECK(!prompt.empty(), "--prompt is empty: give some text (or leave --prompt out to start from the "
                  "beginning-of-sequence token)");
-      prompt_ids = tokenizer.encode(prompt);
+      // As transformers' tokenizer(prompt): the tokenizer's own special tokens (Llama's BOS) are added; special
+      // tokens written in the text stay text.
+      prompt_ids = tokenizer->encode(prompt, {.add_special_tokens = true, .parse_special_tokens = false});
+      LORA_CHECK(!prompt_ids.empty(), "--prompt encodes to no tokens");
     } else {
-      // The model's beginning-of-sequence token; GPT-2 has only <|endoftext|>, which begins documents too.
-      const int64_t start = model->bos_token_id() >= 0 ? model->bos_token_id() : model->eos_token_id();
-      prompt_ids = {static_cast<int32_t>(start >= 0 ? start : tokenizer.eot_token())};
+      // The beginning-of-sequence token; GPT-2 has only <|endoftext|>, which begins documents too.
+      int64_t start = model->bos_token_id() >= 0 ? model->bos_token_id() : model->eos_token_id();
+      if (start < 0) start = tokenizer->bos_id().value_or(tokenizer->eos_id().value_or(-1));
+      LORA_CHECK(start >= 0, "the model and its tokenizer name no beginning-of-sequence token: give --prompt or --prompt-ids");
+      prompt_ids = {static_cast<int32_t>(start)};
     }
 
     if (*adapter_opt) {
@@ -149,31 +144,26 @@ int main(int argc, char** argv) {
       std::cerr << "notice: the context is " << context << " tokens: generation stops when it is full\n";
     }
 
-    // Stream: print the prompt (unless it is the implicit <|endoftext|>), then each token's bytes, holding
-    // back a trailing partial UTF-8 character until the token that completes it arrives.
-    std::string pending = (*prompt_opt || *ids_opt) ? tokenizer.decode(prompt_ids) : "";
-    auto flush_complete = [&pending](bool all) {
-      const size_t n = all ? pending.size() : complete_utf8_prefix(pending);
-      std::cout.write(pending.data(), static_cast<std::streamsize>(n)).flush();
-      pending.erase(0, n);
-    };
-    flush_complete(false);
-
+    // Stream: the prompt (unless it is the implicit start token), then each token's text as soon as it is
+    // complete (a character split across tokens waits for its last byte).
+    lora::tokenizer::IncrementalDecoder decoder(*tokenizer);
+    if (*prompt_opt || *ids_opt) {
+      for (int32_t id : prompt_ids) std::cout << decoder.push(id);
+      std::cout.flush();
+    }
     const auto start = std::chrono::steady_clock::now();
     const std::vector<int32_t> generated = lora::models::generate(*model, prompt_ids, sampling, [&](int32_t id) {
-      pending += tokenizer.token_bytes(id);
-      flush_complete(false);
+      std::cout << decoder.push(id) << std::flush;
     });
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    flush_complete(true);
-    std::cout << '\n';
+    std::cout << decoder.finish() << '\n';
 
     const double tokens_per_s = seconds > 0 ? static_cast<double>(generated.size()) / seconds : 0.0;
     fmt::print(stderr, "{} tokens in {:.2f} s ({:.1f} tokens/s)\n", generated.size(), seconds, tokens_per_s);
     if (json) {
       const nlohmann::json out = {{"prompt_ids", prompt_ids},
                                   {"generated_ids", generated},
-                                  {"text", tokenizer.decode(generated)},
+                                  {"text", tokenizer->decode(generated, {})},
                                   {"tokens_per_s", tokens_per_s}};
       // A generation may end inside a multi-byte character: JSON gets U+FFFD for those bytes.
       std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';

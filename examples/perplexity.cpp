@@ -25,7 +25,7 @@
 #include "core/error.h"
 #include "core/files.h"
 #include "models/registry.h"
-#include "models/tokenizer/gpt2_tokenizer.h"
+#include "tools/model_tokenizer.h"
 #include "tools/token_data.h"
 
 namespace fs = std::filesystem;
@@ -33,26 +33,16 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// A .bin file is llm.c tokens; anything else is UTF-8 text for the tokenizer.
-std::vector<int32_t> load_tokens(const std::string& path) {
-  if (fs::path(path).extension() == ".bin") return lora::tools::read_llmc_tokens(path);
-  const std::string bytes = lora::read_file(path, "--data");
-  try {
-    return lora::tokenizer::GPT2Tokenizer::load_default().encode(bytes);
-  } catch (const lora::Error& e) {
-    LORA_FAIL("--data '{}': {}", path, e.what());
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Perplexity of a causal LM on a text file or an llm.c .bin token file (non-overlapping windows)."};
-  std::string weights, config_name, data_path;
+  std::string weights, config_name, tokenizer_path, data_path;
   int64_t seq = 0, batch = 4, max_windows = 0;
   bool json = false;
   app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors) or a .safetensors file");
   app.add_option("--config", config_name, "A config.json path or a preset (gpt2, ..., tiny, smollm2-135m, llama-tiny): for a bare .safetensors file, or the random model");
+  app.add_option("--tokenizer", tokenizer_path, "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
   app.add_option("--data", data_path, "Text file (encoded with the tokenizer) or llm.c .bin token file")->required();
   app.add_option("--seq", seq, "Window length T (default: min(1024, the model's context))")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "Windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
@@ -62,14 +52,26 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    const std::vector<int32_t> tokens = load_tokens(data_path);
-    const int64_t N = static_cast<int64_t>(tokens.size());
     if (weights.empty()) {
       std::cerr << "notice: no --weights given: using a randomly initialised '" << (config_name.empty() ? "gpt2" : config_name)
                 << "' model, so expect a loss near ln(vocabulary size)\n";
     }
     std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name);
     const int64_t context = model->dims().context_length, vocab = model->dims().vocab_size;
+    // A .bin file is llm.c tokens; anything else is UTF-8 text for the model's tokenizer.
+    std::vector<int32_t> tokens;
+    if (lora::tools::is_token_file(data_path)) {
+      tokens = lora::tools::read_llmc_tokens(data_path);
+    } else {
+      const auto tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
+      const std::string text = lora::read_file(data_path, "--data");
+      try {
+        tokens = tokenizer->encode(text, {.add_special_tokens = false, .parse_special_tokens = false});
+      } catch (const lora::Error& e) {
+        LORA_FAIL("--data '{}': {}", data_path, e.what());
+      }
+    }
+    const int64_t N = static_cast<int64_t>(tokens.size());
     const int64_t T = seq > 0 ? seq : std::min<int64_t>(1024, context);
     LORA_CHECK(T <= context, "--seq {}: longer than the model's context of {} tokens", T, context);
 

@@ -27,6 +27,7 @@ int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o
   CLI::App app{"Fine-tune a causal LM (GPT-2, Llama, Qwen2, Mistral) fully or with LoRA and report, measured, what LoRA saves."};
   app.add_option("--weights", o.weights, "Hugging Face model folder (config.json + model.safetensors or shards), or a .safetensors file");
   app.add_option("--config", o.config, "a config.json path, or a preset for a random model or a bare .safetensors file: gpt2 (default), gpt2-medium, gpt2-large, gpt2-xl, small-test, tiny, smollm2-135m, llama-tiny");
+  app.add_option("--tokenizer", o.tokenizer, "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
   app.add_option("--data", o.data, "training text (or llm.c .bin tokens); default: data/tinyshakespeare.txt");
   app.add_option("--mode", o.mode, "full, lora, or compare (both, each in a fresh process)")->check(CLI::IsMember({"full", "lora", "compare"}))->capture_default_str();
   app.add_option("--rank", o.rank, "LoRA rank r")->check(CLI::Range(int64_t{1}, int64_t{1} << 16))->capture_default_str();

@@ -6,7 +6,6 @@
 #include <sstream>
 
 #include "core/files.h"
-#include "models/tokenizer/gpt2_tokenizer.h"
 
 namespace lora::tools {
 
@@ -45,11 +44,13 @@ std::vector<int32_t> read_llmc_tokens(const std::string& path) {
   return tokens;
 }
 
-TokenSplit load_token_split(const std::string& path, double train_fraction) {
+bool is_token_file(const std::string& path) { return std::filesystem::path(path).extension() == ".bin"; }
+
+TokenSplit load_token_split(const std::string& path, const tokenizer::Tokenizer* tokenizer, double train_fraction) {
   LORA_CHECK(path_exists(path), "--data '{}': no such file", path);
   LORA_CHECK(train_fraction > 0 && train_fraction < 1, "train fraction {} is outside (0, 1)", train_fraction);
   TokenSplit split;
-  if (std::filesystem::path(path).extension() == ".bin") {
+  if (is_token_file(path)) {
     std::vector<int32_t> tokens = read_llmc_tokens(path);
     const size_t cut = static_cast<size_t>(static_cast<double>(tokens.size()) * train_fraction);
     split.train.assign(tokens.begin(), tokens.begin() + cut);
@@ -60,10 +61,11 @@ TokenSplit load_token_split(const std::string& path, double train_fraction) {
   // Cut at a character boundary (a UTF-8 continuation byte starts 10xxxxxx).
   size_t cut = static_cast<size_t>(static_cast<double>(text.size()) * train_fraction);
   while (cut < text.size() && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) ++cut;
-  const auto tokenizer = tokenizer::GPT2Tokenizer::load_default();
+  LORA_CHECK(tokenizer != nullptr, "--data '{}': a text file needs a tokenizer", path);
+  const tokenizer::EncodeOptions as_text{.add_special_tokens = false, .parse_special_tokens = false};
   try {
-    split.train = tokenizer.encode(std::string_view(text).substr(0, cut));
-    split.val = tokenizer.encode(std::string_view(text).substr(cut));
+    split.train = tokenizer->encode(std::string_view(text).substr(0, cut), as_text);
+    split.val = tokenizer->encode(std::string_view(text).substr(cut), as_text);
   } catch (const Error& e) {
     LORA_FAIL("--data '{}': {}", path, e.what());
   }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "models/tokenizer/tokenizer.h"
 
 namespace lora::tools {
 
@@ -14,9 +15,14 @@ struct TokenSplit {
   std::vector<int32_t> train, val;
 };
 
-// Reads `path` (text, or llm.c .bin by its extension) and splits it: the first `train_fraction` of the
-// characters (text) or tokens (.bin) for training, the rest held out. Errors name the file.
-TokenSplit load_token_split(const std::string& path, double train_fraction = 0.9);
+// Whether `path` is an llm.c token file (.bin) rather than text.
+bool is_token_file(const std::string& path);
+
+// Reads `path` and splits it: the first `train_fraction` of the characters (text, encoded with `tokenizer`;
+// special tokens written in the text stay text) or of the tokens (an llm.c .bin, by its extension; the
+// tokenizer may then be null) for training, the rest held out. Errors name the file.
+TokenSplit load_token_split(const std::string& path, const tokenizer::Tokenizer* tokenizer,
+                            double train_fraction = 0.9);
 
 // Reads an llm.c token file: a 256 x int32 header (magic 20240520, version, token count), then the tokens:
 // uint16 for version 1 (GPT-2), uint32 for version 2 (llm.c's LLaMA-3 files).
