@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   app.add_option("--seq", o.pre.seq, "pre-training window and context length")->check(CLI::Range(16, 4096));
   app.add_option("--pretrain-steps", o.pre.steps, "pre-training steps")->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   app.add_option("--pretrain-batch", o.pre.batch, "pre-training windows per step")->check(CLI::Range(1, 4096));
-  app.add_option("--pretrain-lr", o.pre.lr, "pre-training peak learning rate (cosine to a tenth)")->check(CLI::PositiveNumber);
+  app.add_option("--pretrain-lr", o.pre.lr, "pre-training peak learning rate (default 2e-3; 10% warm-up, then cosine to a tenth)")->check(CLI::PositiveNumber);
   app.add_option("--checkpoint-minutes", o.pre.checkpoint_minutes, "pre-training checkpoint interval")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_flag("--pretrain-only", o.pretrain_only, "stop after pre-training (tests determinism)");
   app.add_option("--stop-after", o.pre.stop_after, "stop pre-training after N steps of this process (exit 3; tests resuming)")->check(CLI::NonNegativeNumber);

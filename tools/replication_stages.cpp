@@ -60,7 +60,7 @@ std::vector<std::string> split_list(const std::string& s) {
 }  // namespace
 
 // The default pre-training corpus: four novels of plain 19th-century English prose (719,828 GPT-2 tokens;
-// the default pre-training reads 250 x 16 x 128 = 512,000 of them); verse and scripture are least like
+// the default pre-training reads 200 x 16 x 128 = 409,600 of them); verse and scripture are least like
 // E2E's descriptions and are left out, and Persuasion is held out for the style task (data/README.md).
 const std::vector<std::string> kFullCorpus = {
     "corpus/gutenberg-austen-emma.txt", "corpus/gutenberg-austen-pride.txt", "corpus/gutenberg-austen-sense.txt",
@@ -75,21 +75,22 @@ void Options::finalize(const std::vector<std::string>& argv) {
   set_default(n_embd, quick ? int64_t{64} : int64_t{128});
   set_default(n_layer, quick ? int64_t{2} : int64_t{4});
   set_default(n_head, quick ? int64_t{2} : int64_t{4});
-  if (pre.steps == PretrainOptions{}.steps) pre.steps = quick ? 30 : 250;
+  if (pre.steps == PretrainOptions{}.steps) pre.steps = quick ? 30 : 200;
   if (pre.batch == PretrainOptions{}.batch) pre.batch = quick ? 4 : 16;
   if (pre.seq == PretrainOptions{}.seq) pre.seq = quick ? 64 : 128;
-  pre.warmup = quick ? 5 : 100;
+  pre.warmup = std::max<int64_t>(1, pre.steps / 10);
   pre.eval_every = quick ? 10 : 200;
   pre.eval_batches = quick ? 2 : 8;
+  if (pre.lr == PretrainOptions{}.lr) pre.lr = 2e-3;
   pre.min_lr = pre.lr / 10;
   pre.seed = seed;
-  set_default(ft_steps, quick ? int64_t{24} : int64_t{150});
+  set_default(ft_steps, quick ? int64_t{24} : int64_t{120});
   set_default(ft_batch, quick ? int64_t{4} : int64_t{8});
-  set_default(eval_every, quick ? int64_t{8} : int64_t{25});
+  set_default(eval_every, quick ? int64_t{8} : int64_t{30});
   set_default(valid_examples, quick ? int64_t{16} : int64_t{146});
   set_default(test_mrs, quick ? int64_t{4} : int64_t{105});
-  set_default(max_new_tokens, quick ? int64_t{16} : int64_t{48});
-  set_default(style_steps, quick ? int64_t{8} : int64_t{60});
+  set_default(max_new_tokens, quick ? int64_t{16} : int64_t{40});
+  set_default(style_steps, quick ? int64_t{8} : int64_t{40});
   set_default(latency_rounds, quick ? int64_t{3} : int64_t{11});
   set_default(full_lr, 5e-4);
   set_default(lora_lr, 2e-3);
