@@ -51,11 +51,21 @@ int main(int argc, char** argv) {
   app.add_option("--runs", o.runs, "comma-separated subset of: " + all_run_names());
   app.add_option("--latency-rounds", o.latency_rounds, "alternating rounds of the merge latency measurement")->check(CLI::Range(1, 10000));
   app.add_option("--seed", o.seed, "seed of initialisation, data order and LoRA's A")->capture_default_str();
+  app.footer(R"(Stages, each skipped when its result file exists (rerun the same command to resume):
+  OUT/pretrain.json        pre-training (checkpoints OUT/pretrain/ckpt-N every --checkpoint-minutes; the model in
+                           OUT/pretrain/model); skipped with --weights
+  OUT/runs/NAME/train.json one fine-tuning run (NAME: full, lora_qv_r1 .. lora_qv_r64, lora_all_r8), its adapter or
+                           checkpoint beside it; OUT/runs/NAME/eval.json its generations, BLEU and ROUGE-L
+  OUT/runs/style_r8/       the second task's adapter (LoRA on --style-text)
+  OUT/switching.json       two adapters on one resident base: switch time, outputs before and after
+  OUT/merging.json         merged vs unmerged generations; base, unmerged and merged latency
+Report (REPORT_DIR): results.json, results.md, loss_curves.svg, generations/NAME.txt (one line per test MR, in
+the order of test_mrs.txt), references.json (per test MR, its references).
+Exit status: 0 all checks passed; 1 error; 2 a check failed (see results.md); 3 stopped by --stop-after.
+Threads: LORA_NUM_THREADS (default: all cores); set GOMP_SPINCOUNT=10000 on a shared machine.)");
   CLI11_PARSE(app, argc, argv);
 
   try {
-    // libgomp reads GOMP_SPINCOUNT at start-up; without it idle threads spin on a shared machine. Set it
-    // in the environment of the command (docs/replication.md); here it is only reported.
     o.finalize(std::vector<std::string>(argv, argv + argc));
     return run_all(o);
   } catch (const std::exception& e) {

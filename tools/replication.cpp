@@ -23,7 +23,7 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 void Progress::update(int64_t done, const std::string& detail) const {
   const double elapsed = elapsed_s();
-  const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total_ - done) : 0.0;
+  const double eta = done > first_ ? elapsed / static_cast<double>(done - first_) * static_cast<double>(total_ - done) : 0.0;
   fmt::print("{} {:>5}/{} | {} | {:.0f} s elapsed | ETA {:.0f} s\n", label_, done, total_, detail, elapsed, eta);
   std::fflush(stdout);
 }
@@ -160,7 +160,7 @@ nlohmann::json pretrain(models::CausalLM& model, const std::vector<int32_t>& tra
   }
   model.train();
   double seconds = log["train_seconds"].get<double>();
-  Progress progress("pre-train step", o.steps);
+  Progress progress("pre-train step", o.steps, start);
   auto t_checkpoint = Clock::now();
   int64_t done_here = 0;
   for (int64_t step = start; step < o.steps; ++step) {

@@ -24,13 +24,15 @@ double seconds_since(Clock::time_point t0);
 // "label 12/300 | ... | 3.1 s elapsed | ETA 55 s" lines, flushed.
 class Progress {
  public:
-  Progress(std::string label, int64_t total) : label_(std::move(label)), total_(total), start_(Clock::now()) {}
+  // `first`: the count already done when this process started (a resumed stage), left out of the rate.
+  Progress(std::string label, int64_t total, int64_t first = 0)
+      : label_(std::move(label)), total_(total), first_(first), start_(Clock::now()) {}
   void update(int64_t done, const std::string& detail) const;
   double elapsed_s() const { return seconds_since(start_); }
 
  private:
   std::string label_;
-  int64_t total_;
+  int64_t total_, first_;
   Clock::time_point start_;
 };
 

@@ -66,8 +66,13 @@ Tokens bleu_tokenize(std::string_view text, bool keep_case) {
   }
   std::string spaced = " ";
   for (char c : s) {
-    if (is_split_punctuation(c)) spaced += std::string(" ") + c + " ";
-    else spaced += c;
+    if (is_split_punctuation(c)) {
+      spaced += ' ';
+      spaced += c;
+      spaced += ' ';
+    } else {
+      spaced += c;
+    }
   }
   spaced += " ";
   // Period and comma unless preceded by a digit, unless followed by a digit; a dash after a digit.
