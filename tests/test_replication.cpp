@@ -49,15 +49,17 @@ TEST_CASE("BLEU-4 on a hand-worked corpus: clipped counts summed over segments, 
 
 TEST_CASE("BLEU's brevity penalty uses the closest reference, the shorter one on a tie", "[metrics]") {
   // c = 2, closest r = 3: BP = exp(1 - 3/2); no 3-gram matches, so BLEU is 0 (no smoothing).
-  const BleuScore short_hyp = corpus_bleu({words("a b")}, {{words("a b c"), words("a b c d e")}});
+  const BleuScore short_hyp = corpus_bleu(std::vector<Tokens>{words("a b")}, {{words("a b c"), words("a b c d e")}});
   CHECK(short_hyp.ref_length == 3);
   CHECK(short_hyp.brevity_penalty == Approx(std::exp(-0.5)).epsilon(1e-12));
   CHECK(short_hyp.bleu == 0.0);
   // |5 - 4| = |5 - 6|: the shorter (4) is taken, so c > r and BP = 1 (with 6 it would be exp(-0.2)).
-  const BleuScore tie = corpus_bleu({words("a b c d e")}, {{words("a b c d x y"), words("a b c d")}});
+  const BleuScore tie = corpus_bleu(std::vector<Tokens>{words("a b c d e")}, {{words("a b c d x y"), words("a b c d")}});
   CHECK(tie.ref_length == 4);
   CHECK(tie.brevity_penalty == 1.0);
-  CHECK(corpus_bleu({words("a b c d e")}, {{words("a b c d e")}}).bleu == 1.0);
+  CHECK(corpus_bleu(std::vector<Tokens>{words("a b c d e")}, {{words("a b c d e")}}).bleu == 1.0);
+  // Raw strings are tokenised first (lower-cased, punctuation split).
+  CHECK(corpus_bleu_text({"The cat sat, on the mat."}, {{"the cat sat , on the mat ."}}).bleu == 1.0);
 }
 
 TEST_CASE("mteval-v13a tokenisation: punctuation split, digits kept together, lower-cased", "[metrics]") {

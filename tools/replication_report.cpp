@@ -256,9 +256,9 @@ int write_report(const Options& o, const Data& d, double wall_seconds) {
   if (!merging.is_null()) checks["merged_generations_equal_unmerged"] = merging["generations_identical"] == merging["generations_compared"];
   // The metrics on inputs with known answers: identical text scores 1, disjoint text 0.
   const std::vector<std::vector<std::string>> known_refs = {{"the cat sat on the mat", "a cat was on the mat"}};
-  checks["metrics_known_inputs"] = corpus_bleu({"the cat sat on the mat"}, known_refs).bleu == 1.0 &&
+  checks["metrics_known_inputs"] = corpus_bleu_text({"the cat sat on the mat"}, known_refs).bleu == 1.0 &&
                                    corpus_rouge_l({"the cat sat on the mat"}, known_refs) == 1.0 &&
-                                   corpus_bleu({"dogs run"}, known_refs).bleu == 0.0;
+                                   corpus_bleu_text({"dogs run"}, known_refs).bleu == 0.0;
   bool all_ok = true;
   for (const auto& [k, v] : checks.items()) all_ok = all_ok && v.get<bool>();
 

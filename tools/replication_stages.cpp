@@ -404,7 +404,7 @@ int stage_evaluate(const Options& o, const Data& d, const RunSpec& spec, const t
   }
   std::vector<std::vector<std::string>> refs;
   for (const auto& g : d.test) refs.push_back(g.refs);
-  const BleuScore bleu = corpus_bleu(hyps, refs);
+  const BleuScore bleu = corpus_bleu_text(hyps, refs);
   const double rouge = corpus_rouge_l(hyps, refs);
   std::string text;
   for (const auto& h : hyps) text += h + "\n";

@@ -135,7 +135,7 @@ BleuScore corpus_bleu(const std::vector<Tokens>& hyps, const std::vector<std::ve
   return score;
 }
 
-BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
+BleuScore corpus_bleu_text(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs) {
   std::vector<Tokens> h;
   std::vector<std::vector<Tokens>> r(refs.size());
   for (const auto& s : hyps) h.push_back(bleu_tokenize(s));

@@ -44,8 +44,9 @@ struct BleuScore {
 
 // hyps[i] against refs[i] (at least one reference each), tokens already split.
 BleuScore corpus_bleu(const std::vector<Tokens>& hyps, const std::vector<std::vector<Tokens>>& refs);
-// The same on raw strings, tokenised with bleu_tokenize.
-BleuScore corpus_bleu(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs);
+// The same on raw strings, tokenised with bleu_tokenize. (A name of its own: with one overload set, a braced
+// {tokens} would silently convert to a list of strings.)
+BleuScore corpus_bleu_text(const std::vector<std::string>& hyps, const std::vector<std::vector<std::string>>& refs);
 
 // Length of the longest common subsequence of two token lists.
 int64_t lcs_length(const Tokens& a, const Tokens& b);
