@@ -8,9 +8,15 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/tape.h"
+#include "backends/elementwise_ops.h"
 #include "core/tensor.h"
 
 namespace lora::ops {
+
+// ---- Elementwise ops: the table in backends/elementwise_ops.h. The generic forms take any table entry; the
+// named functions below are the same ops.
+Tensor unary(UnaryOp op, const Tensor& x, double alpha = 0.0);     // f(x; alpha)   (autograd/ops/unary.cpp)
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);      // a op b  (autograd/ops/elementwise.cpp)
 
 // ---- Elementwise arithmetic with numpy broadcasting (leading dimensions, a trailing bias, size-1 axes)
 // autograd/ops/elementwise.cpp
@@ -18,11 +24,11 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
+
+// ---- Elementwise functions (autograd/ops/unary.cpp)
 Tensor add_scalar(const Tensor& x, double s);  // x + s
 Tensor mul_scalar(const Tensor& x, double s);  // x * s
 Tensor neg(const Tensor& x);
-
-// ---- Elementwise functions (autograd/ops/unary.cpp)
 Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
 Tensor tanh(const Tensor& x);

@@ -12,25 +12,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "backends/elementwise_ops.h"
 #include "core/tensor.h"
 
 namespace lora {
-
-enum class BinaryOp : uint8_t { Add, Sub, Mul, Div };
-
-// y = f(x; alpha). alpha is the scalar of the scalar ops and unused by the others.
-enum class UnaryOp : uint8_t {
-  Neg,        // y = -x
-  AddScalar,  // y = x + alpha
-  MulScalar,  // y = x * alpha
-  Exp,        // y = e^x
-  Log,        // y = ln x
-  Tanh,       // y = tanh x
-  Relu,       // y = max(x, 0)
-  Gelu,       // y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GPT-2's tanh approximation)
-  Square,     // y = x^2
-  Sqrt,       // y = sqrt x
-};
 
 // C[i] = alpha * op(A[i]) * op(B[i]) + beta * C[i] for i in [0, batch), row-major.
 // op(A) is [m, k] (A is stored [k, m] when trans_a), op(B) is [k, n] (B stored [n, k] when trans_b),
@@ -74,12 +59,14 @@ class Backend {
   virtual void copy_block(const Tensor& src, Tensor& dst, int64_t outer, int64_t src_mid, int64_t dst_mid,
                           int64_t inner, int64_t src_start, int64_t dst_start, int64_t count, bool accumulate) = 0;
 
-  // ---- Elementwise
+  // ---- Elementwise, one kernel per entry of the table in backends/elementwise_ops.h
   // out = a op b, with numpy broadcasting of a and b to out's shape.
   virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  // out = f(x; alpha)
   virtual void unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha = 0.0) = 0;
-  // grad_x = grad_y * dy/dx, given x and y = f(x) (each kernel reads whichever it needs).
-  virtual void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& grad_y, Tensor& grad_x,
+  // grad_x = grad_y * f'(x). `saved` is what the table says the derivative reads: x (Saves::Input), y = f(x)
+  // (Saves::Output), or an undefined tensor (Saves::Nothing); check_unary_backward_args checks it.
+  virtual void unary_backward(UnaryOp op, const Tensor& saved, const Tensor& grad_y, Tensor& grad_x,
                               double alpha = 0.0) = 0;
 
   // ---- Reductions and broadcasting
@@ -148,6 +135,10 @@ class Backend {
   // momentum_buffer is undefined when hp.momentum == 0.
   virtual void sgd_step(Tensor& param, const Tensor& grad, Tensor& momentum_buffer, const SgdStep& hp) = 0;
 };
+
+// Throws lora::Error naming the op unless `saved` is defined exactly when the op's derivative reads it and
+// saved, grad_y and grad_x have the same number of elements.
+void check_unary_backward_args(UnaryOp op, const Tensor& saved, const Tensor& grad_y, const Tensor& grad_x);
 
 // The backend for a device; throws lora::Error when that device type was not built in.
 Backend& backend_for(Device device);

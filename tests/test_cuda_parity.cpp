@@ -94,26 +94,7 @@ void check_close(const Tensor& gpu_t, const Tensor& cpu_t, Tol tol, const std::s
   }
 }
 
-const char* unary_name(UnaryOp op) {
-  switch (op) {
-    case UnaryOp::Neg: return "neg";
-    case UnaryOp::AddScalar: return "add_scalar";
-    case UnaryOp::MulScalar: return "mul_scalar";
-    case UnaryOp::Exp: return "exp";
-    case UnaryOp::Log: return "log";
-    case UnaryOp::Tanh: return "tanh";
-    case UnaryOp::Relu: return "relu";
-    case UnaryOp::Gelu: return "gelu";
-    case UnaryOp::Square: return "square";
-    case UnaryOp::Sqrt: return "sqrt";
-  }
-  return "?";
-}
-const std::vector<UnaryOp> kUnaryOps = {UnaryOp::Neg,  UnaryOp::AddScalar, UnaryOp::MulScalar, UnaryOp::Exp,
-                                        UnaryOp::Log,  UnaryOp::Tanh,      UnaryOp::Relu,      UnaryOp::Gelu,
-                                        UnaryOp::Square, UnaryOp::Sqrt};
-bool positive_domain(UnaryOp op) { return op == UnaryOp::Log || op == UnaryOp::Sqrt; }
-
+bool positive_domain(UnaryOp op) { return unary_info(op).domain == TestDomain::Positive; }
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------
@@ -168,7 +149,9 @@ TEST_CASE("cuda parity: fill", "[cuda]") {
 TEST_CASE("cuda parity: unary ops, aligned, misaligned and in place", "[cuda]") {
   LORA_REQUIRE_CUDA_DEVICE();
   Generator gen(1);
-  for (UnaryOp op : kUnaryOps) {
+  for (const UnaryInfo& info : kUnaryOps) {
+    const UnaryOp op = info.op;
+    const char* unary_name = info.name;
     for (int64_t n : kSizes) {
       const bool pos = positive_domain(op);
       Tensor x = rand_cpu({n}, gen, pos ? 0.1 : -3.0, 3.0);
@@ -177,11 +160,11 @@ TEST_CASE("cuda parity: unary ops, aligned, misaligned and in place", "[cuda]") 
       Tensor yg = poisoned({n});
       cpu().unary(op, x, yc, 0.7);
       gpu().unary(op, xg, yg, 0.7);
-      check_close(yg, yc, kElementwise, std::string("unary ") + unary_name(op));
+      check_close(yg, yc, kElementwise, std::string("unary ") + unary_name);
       // In place on the GPU.
       Tensor inplace = xg.clone();
       gpu().unary(op, inplace, inplace, 0.7);
-      check_close(inplace, yc, kElementwise, std::string("unary in place ") + unary_name(op));
+      check_close(inplace, yc, kElementwise, std::string("unary in place ") + unary_name);
       // A view one element in: not 16-byte aligned, so the scalar path runs.
       if (n > 1) {
         Tensor xv = x.narrow_rows(1, n - 1), xgv = xg.narrow_rows(1, n - 1);
@@ -189,7 +172,7 @@ TEST_CASE("cuda parity: unary ops, aligned, misaligned and in place", "[cuda]") 
         Tensor ygv = poisoned({n}).narrow_rows(1, n - 1);
         cpu().unary(op, xv, ycv, 0.7);
         gpu().unary(op, xgv, ygv, 0.7);
-        check_close(ygv, ycv, kElementwise, std::string("unary misaligned ") + unary_name(op));
+        check_close(ygv, ycv, kElementwise, std::string("unary misaligned ") + unary_name);
       }
     }
   }
@@ -198,18 +181,22 @@ TEST_CASE("cuda parity: unary ops, aligned, misaligned and in place", "[cuda]") 
 TEST_CASE("cuda parity: unary backward", "[cuda]") {
   LORA_REQUIRE_CUDA_DEVICE();
   Generator gen(2);
-  for (UnaryOp op : kUnaryOps) {
+  for (const UnaryInfo& info : kUnaryOps) {
+    const UnaryOp op = info.op;
+    const char* unary_name = info.name;
     for (int64_t n : kSizes) {
       const bool pos = positive_domain(op);
       Tensor x = rand_cpu({n}, gen, pos ? 0.1 : -3.0, 3.0);
       Tensor y = Tensor::empty({n});
       cpu().unary(op, x, y, 0.7);
+      // What the derivative reads, as the table says: x, y or nothing.
+      const Tensor saved = info.saves == Saves::Input ? x : info.saves == Saves::Output ? y : Tensor();
       Tensor gy = rand_cpu({n}, gen);
       Tensor gxc = Tensor::empty({n});
       Tensor gxg = poisoned({n});
-      cpu().unary_backward(op, x, y, gy, gxc, 0.7);
-      gpu().unary_backward(op, on_gpu(x), on_gpu(y), on_gpu(gy), gxg, 0.7);
-      check_close(gxg, gxc, kElementwise, std::string("unary_backward ") + unary_name(op));
+      cpu().unary_backward(op, saved, gy, gxc, 0.7);
+      gpu().unary_backward(op, saved.defined() ? on_gpu(saved) : Tensor(), on_gpu(gy), gxg, 0.7);
+      check_close(gxg, gxc, kElementwise, std::string("unary_backward ") + unary_name);
     }
   }
 }
@@ -230,7 +217,8 @@ TEST_CASE("cuda parity: binary ops with broadcasting", "[cuda]") {
   cases.push_back({{2, 3, 4, 5}, {3, 1, 5}, {2, 3, 4, 5}});
   cases.push_back({{6, 1}, {1, 7}, {6, 7}});
   cases.push_back({{2, 1, 3, 1, 2}, {1, 4, 1, 5, 1}, {2, 4, 3, 5, 2}});
-  for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div}) {
+  for (const BinaryInfo& info : kBinaryOps) {
+    const BinaryOp op = info.op;
     for (const Case& cs : cases) {
       Tensor a = rand_cpu(cs.a, gen, -2.0, 2.0);
       Tensor b = op == BinaryOp::Div ? rand_cpu(cs.b, gen, 0.5, 2.0) : rand_cpu(cs.b, gen, -2.0, 2.0);
@@ -238,7 +226,7 @@ TEST_CASE("cuda parity: binary ops with broadcasting", "[cuda]") {
       Tensor og = poisoned(cs.out);
       cpu().binary(op, a, b, oc);
       gpu().binary(op, on_gpu(a), on_gpu(b), og);
-      const std::string what = "binary " + std::to_string(static_cast<int>(op)) + " " + shape_str(cs.a) + " with " +
+      const std::string what = std::string("binary ") + info.name + " " + shape_str(cs.a) + " with " +
                                shape_str(cs.b);
       check_close(og, oc, kElementwise, what);
       if (cs.a == cs.out) {  // in place into a

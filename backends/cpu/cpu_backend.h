@@ -16,11 +16,10 @@ class CpuBackend final : public Backend {
   void copy_block(const Tensor& src, Tensor& dst, int64_t outer, int64_t src_mid, int64_t dst_mid, int64_t inner,
                   int64_t src_start, int64_t dst_start, int64_t count, bool accumulate) override;
 
-  // cpu_elementwise.cpp
+  // elementwise.cpp
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
   void unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) override;
-  void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& grad_y, Tensor& grad_x,
-                      double alpha) override;
+  void unary_backward(UnaryOp op, const Tensor& saved, const Tensor& grad_y, Tensor& grad_x, double alpha) override;
 
   // cpu_reduce.cpp
   void sum_to(const Tensor& x, Tensor& out) override;

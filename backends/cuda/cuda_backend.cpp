@@ -85,32 +85,6 @@ void ErrorFlag::check(const char* kernel, const char* what, int64_t limit) const
 
 namespace {
 
-Binary to_binary(BinaryOp op) {
-  switch (op) {
-    case BinaryOp::Add: return Binary::Add;
-    case BinaryOp::Sub: return Binary::Sub;
-    case BinaryOp::Mul: return Binary::Mul;
-    case BinaryOp::Div: return Binary::Div;
-  }
-  LORA_FAIL("cuda binary: unknown op {}", static_cast<int>(op));
-}
-
-Unary to_unary(UnaryOp op) {
-  switch (op) {
-    case UnaryOp::Neg: return Unary::Neg;
-    case UnaryOp::AddScalar: return Unary::AddScalar;
-    case UnaryOp::MulScalar: return Unary::MulScalar;
-    case UnaryOp::Exp: return Unary::Exp;
-    case UnaryOp::Log: return Unary::Log;
-    case UnaryOp::Tanh: return Unary::Tanh;
-    case UnaryOp::Relu: return Unary::Relu;
-    case UnaryOp::Gelu: return Unary::Gelu;
-    case UnaryOp::Square: return Unary::Square;
-    case UnaryOp::Sqrt: return Unary::Sqrt;
-  }
-  LORA_FAIL("cuda unary: unknown op {}", static_cast<int>(op));
-}
-
 std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& dims) {
   std::vector<int64_t> s(dims.size());
   int64_t acc = 1;
@@ -237,37 +211,32 @@ void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& 
   const float* pb = f32("binary", b, "b");
   float* po = f32("binary", out, "out");
   if (a.shape() == out.shape() && b.shape() == out.shape()) {
-    binary_f32(to_binary(op), pa, pb, po, out.numel());
+    binary_f32(op, pa, pb, po, out.numel());
     return;
   }
   const std::vector<int64_t> sa = broadcast_strides("binary", a.shape(), out.shape());
   const std::vector<int64_t> sb = broadcast_strides("binary", b.shape(), out.shape());
   if (out.numel() == 0) return;
-  binary_strided_f32(to_binary(op), pa, pb, po, out.numel(), coalesce("binary", out.shape().dims(), sa, sb));
+  binary_strided_f32(op, pa, pb, po, out.numel(), coalesce("binary", out.shape().dims(), sa, sb));
 }
 
 void CudaBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) {
-  activate("unary", {&x, &out});
-  check_same_shape("unary", x, "x", out, "out");
-  unary_f32(to_unary(op), f32("unary", x, "x"), f32("unary", out, "out"), out.numel(), static_cast<float>(alpha));
+  const std::string name = std::string("unary ") + unary_info(op).name;
+  const char* k = name.c_str();
+  activate(k, {&x, &out});
+  check_same_shape(k, x, "x", out, "out");
+  unary_f32(op, f32(k, x, "x"), f32(k, out, "out"), out.numel(), static_cast<float>(alpha));
 }
 
-void CudaBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& grad_y, Tensor& grad_x,
+void CudaBackend::unary_backward(UnaryOp op, const Tensor& saved, const Tensor& grad_y, Tensor& grad_x,
                                  double alpha) {
-  activate("unary_backward", {&x, &y, &grad_y, &grad_x});
-  check_same_shape("unary_backward", grad_y, "grad_y", grad_x, "grad_x");
-  const bool needs_x = op == UnaryOp::Gelu || op == UnaryOp::Square;
-  const bool needs_x_or_y = op == UnaryOp::Exp || op == UnaryOp::Log || op == UnaryOp::Tanh || op == UnaryOp::Relu ||
-                            op == UnaryOp::Sqrt;
-  LORA_CHECK(!needs_x || x.defined(), "cuda unary_backward: this op needs its input x");
-  LORA_CHECK(!needs_x_or_y || x.defined() || y.defined(), "cuda unary_backward: this op needs x or y");
-  // Read only what the op uses, so that an unused argument may be anything.
-  const float* px = (needs_x || needs_x_or_y) ? f32_or_null("unary_backward", x, "x") : nullptr;
-  const float* py = needs_x_or_y && !needs_x ? f32_or_null("unary_backward", y, "y") : nullptr;
-  if (px) check_same_shape("unary_backward", x, "x", grad_x, "grad_x");
-  if (py) check_same_shape("unary_backward", y, "y", grad_x, "grad_x");
-  unary_backward_f32(to_unary(op), px, py, f32("unary_backward", grad_y, "grad_y"),
-                     f32("unary_backward", grad_x, "grad_x"), grad_x.numel(), static_cast<float>(alpha));
+  check_unary_backward_args(op, saved, grad_y, grad_x);
+  const std::string name = std::string("unary_backward ") + unary_info(op).name;
+  const char* k = name.c_str();
+  activate(k, {&saved, &grad_y, &grad_x});
+  check_same_shape(k, grad_y, "grad_y", grad_x, "grad_x");
+  unary_backward_f32(op, f32_or_null(k, saved, "saved"), f32(k, grad_y, "grad_y"), f32(k, grad_x, "grad_x"),
+                     grad_x.numel(), static_cast<float>(alpha));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -353,7 +322,7 @@ void CudaBackend::expand(const Tensor& x, Tensor& out, bool accumulate) {
   if (out.numel() == 0) return;
   if (accumulate) {  // out = x (broadcast) + out
     const std::vector<int64_t> so = contiguous_strides(out.shape().dims());
-    binary_strided_f32(Binary::Add, px, po, po, out.numel(), coalesce("expand", out.shape().dims(), sx, so));
+    binary_strided_f32(BinaryOp::Add, px, po, po, out.numel(), coalesce("expand", out.shape().dims(), sx, so));
   } else {
     gather(px, po, out.numel(), 4, coalesce("expand", out.shape().dims(), sx, sx));
   }

@@ -23,8 +23,7 @@ class CudaBackend final : public Backend {
 
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
   void unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) override;
-  void unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& grad_y, Tensor& grad_x,
-                      double alpha) override;
+  void unary_backward(UnaryOp op, const Tensor& saved, const Tensor& grad_y, Tensor& grad_x, double alpha) override;
 
   void sum_to(const Tensor& x, Tensor& out) override;
   void expand(const Tensor& x, Tensor& out, bool accumulate) override;

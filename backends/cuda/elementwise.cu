@@ -2,6 +2,7 @@
 // (permute, expand), dropout, and the fused Adam and SGD steps. Contiguous kernels handle four elements
 // per thread with float4 loads when every pointer is 16-byte aligned, scalar loads otherwise.
 #include "backends/cuda/common.cuh"
+#include "backends/cuda/elementwise_formulas.cuh"
 #include "backends/cuda/kernels.h"
 #include "core/random.h"
 
@@ -58,77 +59,23 @@ void launch_map(const char* name, const float* a, const float* b, const float* c
   LORA_CUDA_CHECK_LAUNCH(name);
 }
 
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kGeluCoeff = 0.044715f;
-
-__device__ __forceinline__ float gelu(float x) {
-  return 0.5f * x * (1.f + tanhf(kSqrt2OverPi * (x + kGeluCoeff * x * x * x)));
-}
-
-__device__ __forceinline__ float gelu_grad(float x) {
-  const float x2 = x * x;
-  const float t = tanhf(kSqrt2OverPi * (x + kGeluCoeff * x2 * x));
-  return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * kGeluCoeff * x2);
-}
-
-__device__ __forceinline__ float apply_binary(Binary op, float a, float b) {
-  switch (op) {
-    case Binary::Add: return a + b;
-    case Binary::Sub: return a - b;
-    case Binary::Mul: return a * b;
-    case Binary::Div: return a / b;
-  }
-  return 0.f;
-}
-
-struct UnaryFn {
-  Unary op;
+// The formula of one table entry as a map functor (map_kernel passes a, b, c, i).
+template <UnaryOp Op>
+struct UnaryForwardFn {
   float alpha;
-  __device__ float operator()(float x, float, float, int64_t) const {
-    switch (op) {
-      case Unary::Neg: return -x;
-      case Unary::AddScalar: return x + alpha;
-      case Unary::MulScalar: return x * alpha;
-      case Unary::Exp: return expf(x);
-      case Unary::Log: return logf(x);
-      case Unary::Tanh: return tanhf(x);
-      case Unary::Relu: return x > 0.f ? x : 0.f;
-      case Unary::Gelu: return gelu(x);
-      case Unary::Square: return x * x;
-      case Unary::Sqrt: return sqrtf(x);
-    }
-    return 0.f;
-  }
+  __device__ float operator()(float x, float, float, int64_t) const { return Unary<Op>::forward(x, alpha); }
 };
 
-// Reads x and/or y, whichever was given (has_x / has_y); the backend checks that the op has what it needs.
+// a = what the derivative reads (x, y or nothing: 0), b = grad_y.
+template <UnaryOp Op>
 struct UnaryBackwardFn {
-  Unary op;
   float alpha;
-  bool has_x, has_y;
-  __device__ float operator()(float x, float y, float g, int64_t) const {
-    switch (op) {
-      case Unary::Neg: return -g;
-      case Unary::AddScalar: return g;
-      case Unary::MulScalar: return g * alpha;
-      case Unary::Exp: return g * (has_y ? y : expf(x));
-      case Unary::Log: return has_x ? g / x : g * expf(-y);
-      case Unary::Tanh: {
-        const float t = has_y ? y : tanhf(x);
-        return g * (1.f - t * t);
-      }
-      case Unary::Relu: return (has_x ? x : y) > 0.f ? g : 0.f;
-      case Unary::Gelu: return g * gelu_grad(x);
-      case Unary::Square: return 2.f * x * g;
-      case Unary::Sqrt: return g / (2.f * (has_y ? y : sqrtf(x)));
-    }
-    return 0.f;
-  }
+  __device__ float operator()(float saved, float g, float, int64_t) const { return Unary<Op>::backward(saved, g, alpha); }
 };
 
+template <BinaryOp Op>
 struct BinaryFn {
-  Binary op;
-  __device__ float operator()(float a, float b, float, int64_t) const { return apply_binary(op, a, b); }
+  __device__ float operator()(float a, float b, float, int64_t) const { return Binary<Op>::apply(a, b); }
 };
 
 // The draw is compared with p in single precision, exactly as the CPU backend does (identical masks).
@@ -161,12 +108,12 @@ __device__ __forceinline__ void strided_offsets(const StridedIndex& idx, I i, I&
   }
 }
 
-template <typename I>
-__global__ void binary_strided_kernel(Binary op, const float* a, const float* b, float* out, I n, StridedIndex idx) {
+template <BinaryOp Op, typename I>
+__global__ void binary_strided_kernel(const float* a, const float* b, float* out, I n, StridedIndex idx) {
   for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += static_cast<I>(gridDim.x) * blockDim.x) {
     I oa, ob;
     strided_offsets<I>(idx, i, oa, ob);
-    out[i] = apply_binary(op, a[oa], b[ob]);
+    out[i] = Binary<Op>::apply(a[oa], b[ob]);
   }
 }
 
@@ -280,26 +227,28 @@ void fill_f32(float* out, int64_t n, float value) { launch_fill(out, n, value); 
 void fill_i32(int32_t* out, int64_t n, int32_t value) { launch_fill(out, n, value); }
 void fill_i64(int64_t* out, int64_t n, int64_t value) { launch_fill(out, n, value); }
 
-void unary_f32(Unary op, const float* x, float* y, int64_t n, float alpha) {
-  launch_map("unary", x, nullptr, nullptr, y, n, UnaryFn{op, alpha});
+void unary_f32(UnaryOp op, const float* x, float* y, int64_t n, float alpha) {
+  visit_unary(op, [&]<UnaryOp Op>() { launch_map(unary_info(Op).name, x, nullptr, nullptr, y, n, UnaryForwardFn<Op>{alpha}); });
 }
 
-void unary_backward_f32(Unary op, const float* x, const float* y, const float* gy, float* gx, int64_t n, float alpha) {
-  launch_map("unary_backward", x, y, gy, gx, n, UnaryBackwardFn{op, alpha, x != nullptr, y != nullptr});
+void unary_backward_f32(UnaryOp op, const float* saved, const float* gy, float* gx, int64_t n, float alpha) {
+  visit_unary(op, [&]<UnaryOp Op>() {
+    launch_map(unary_info(Op).name, saved, gy, nullptr, gx, n, UnaryBackwardFn<Op>{alpha});
+  });
 }
 
-void binary_f32(Binary op, const float* a, const float* b, float* out, int64_t n) {
-  launch_map("binary", a, b, nullptr, out, n, BinaryFn{op});
+void binary_f32(BinaryOp op, const float* a, const float* b, float* out, int64_t n) {
+  visit_binary(op, [&]<BinaryOp Op>() { launch_map(binary_info(Op).name, a, b, nullptr, out, n, BinaryFn<Op>{}); });
 }
 
-void binary_strided_f32(Binary op, const float* a, const float* b, float* out, int64_t n, const StridedIndex& idx) {
+void binary_strided_f32(BinaryOp op, const float* a, const float* b, float* out, int64_t n, const StridedIndex& idx) {
   if (n <= 0) return;
   const unsigned grid = grid_for(n, kThreads);
-  if (fits_32bit(n, idx)) {
-    binary_strided_kernel<uint32_t><<<grid, kThreads>>>(op, a, b, out, static_cast<uint32_t>(n), idx);
-  } else {
-    binary_strided_kernel<int64_t><<<grid, kThreads>>>(op, a, b, out, n, idx);
-  }
+  const bool small = fits_32bit(n, idx);
+  visit_binary(op, [&]<BinaryOp Op>() {
+    if (small) binary_strided_kernel<Op, uint32_t><<<grid, kThreads>>>(a, b, out, static_cast<uint32_t>(n), idx);
+    else binary_strided_kernel<Op, int64_t><<<grid, kThreads>>>(a, b, out, n, idx);
+  });
   LORA_CUDA_CHECK_LAUNCH("binary_broadcast");
 }
 

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "backends/elementwise_ops.h"
+
 namespace lora::cuda {
 
 // ---------------------------------------------------------------------------------------------------
@@ -28,10 +30,6 @@ struct ReduceIndex {
   int64_t reduced_dims[kMaxDims] = {}, reduced_strides[kMaxDims] = {};
 };
 
-// Mirrors of lora::BinaryOp / lora::UnaryOp (the backend maps them one to one).
-enum class Binary : uint8_t { Add, Sub, Mul, Div };
-enum class Unary : uint8_t { Neg, AddScalar, MulScalar, Exp, Log, Tanh, Relu, Gelu, Square, Sqrt };
-
 // ---------------------------------------------------------------------------------------------------
 // elementwise.cu
 
@@ -39,14 +37,14 @@ void fill_f32(float* out, int64_t n, float value);
 void fill_i32(int32_t* out, int64_t n, int32_t value);
 void fill_i64(int64_t* out, int64_t n, int64_t value);
 
-// y = f(x); y may be x.
-void unary_f32(Unary op, const float* x, float* y, int64_t n, float alpha);
-// gx = gy * f'(x); x or y may be null when the op can do without it (the backend checks which it needs).
-void unary_backward_f32(Unary op, const float* x, const float* y, const float* gy, float* gx, int64_t n, float alpha);
+// y = f(x; alpha), the formulas of backends/cuda/elementwise_formulas.cuh; y may be x.
+void unary_f32(UnaryOp op, const float* x, float* y, int64_t n, float alpha);
+// gx = gy * f'(x); saved is what the table says the derivative reads (x or y), null when it reads nothing.
+void unary_backward_f32(UnaryOp op, const float* saved, const float* gy, float* gx, int64_t n, float alpha);
 // out = a op b, all of n elements.
-void binary_f32(Binary op, const float* a, const float* b, float* out, int64_t n);
+void binary_f32(BinaryOp op, const float* a, const float* b, float* out, int64_t n);
 // out[i] = a[idx_a(i)] op b[idx_b(i)] over n output elements.
-void binary_strided_f32(Binary op, const float* a, const float* b, float* out, int64_t n, const StridedIndex& idx);
+void binary_strided_f32(BinaryOp op, const float* a, const float* b, float* out, int64_t n, const StridedIndex& idx);
 // out[i] = x[idx_a(i)] for elements of 2, 4 or 8 bytes (permute, expand).
 void gather(const void* x, void* out, int64_t n, int elem_size, const StridedIndex& idx);
 
