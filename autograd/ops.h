@@ -34,6 +34,7 @@ Tensor log(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor gelu(const Tensor& x);  // tanh approximation, as GPT-2
+Tensor silu(const Tensor& x);  // x * sigmoid(x), as Llama's MLP
 Tensor square(const Tensor& x);
 Tensor sqrt(const Tensor& x);
 

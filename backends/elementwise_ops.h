@@ -21,6 +21,7 @@
   X(Tanh, tanh, Output, Real)             \
   X(Relu, relu, Input, Real)              \
   X(Gelu, gelu, Input, Real)              \
+  X(Silu, silu, Input, Real)              \
   X(Square, square, Input, Real)          \
   X(Sqrt, sqrt, Output, Positive)
 

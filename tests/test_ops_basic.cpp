@@ -53,6 +53,15 @@ TEST_CASE("gelu matches GPT-2's tanh approximation", "[ops]") {
   testing::require_close(ops::gelu(x), expected, 1e-12, 1e-12);
 }
 
+TEST_CASE("silu is x * sigmoid(x), in float64 and in float32", "[ops]") {
+  const std::vector<double> xs{-30, -3, -1, 0, 0.5, 2, 30};
+  std::vector<double> expected;
+  for (double v : xs) expected.push_back(v / (1 + std::exp(-v)));
+  testing::require_close(ops::silu(Tensor::from_vector(xs, {7})), expected, 1e-15, 1e-300);
+  const std::vector<float> xf(xs.begin(), xs.end());  // the float path uses the vectorised exp
+  testing::require_close(ops::silu(Tensor::from_vector(xf, {7})), expected, 1e-6, 1e-7);
+}
+
 TEST_CASE("gradcheck: matmul with transposes, batches and a shared matrix", "[ops][gradcheck]") {
   Generator gen(14);
   for (bool ta : {false, true}) {

@@ -1,6 +1,6 @@
-// The unary elementwise ops (neg, scalar ops, exp, log, tanh, relu, gelu, square, sqrt), forward and backward,
-// all from the table in backends/elementwise_ops.h: each saves exactly what the table says its derivative
-// reads (its input, its output, or nothing), and backward is one table-driven kernel.
+// The unary elementwise ops (neg, scalar ops, exp, log, tanh, relu, gelu, silu, square, sqrt), forward and
+// backward, all from the table in backends/elementwise_ops.h: each saves exactly what the table says its
+// derivative reads (its input, its output, or nothing), and backward is one table-driven kernel.
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
 
@@ -30,6 +30,7 @@ Tensor log(const Tensor& x) { return unary(UnaryOp::Log, x); }
 Tensor tanh(const Tensor& x) { return unary(UnaryOp::Tanh, x); }
 Tensor relu(const Tensor& x) { return unary(UnaryOp::Relu, x); }
 Tensor gelu(const Tensor& x) { return unary(UnaryOp::Gelu, x); }
+Tensor silu(const Tensor& x) { return unary(UnaryOp::Silu, x); }
 Tensor square(const Tensor& x) { return unary(UnaryOp::Square, x); }
 Tensor sqrt(const Tensor& x) { return unary(UnaryOp::Sqrt, x); }
 

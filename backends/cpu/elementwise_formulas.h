@@ -105,6 +105,20 @@ struct Unary<UnaryOp::Gelu> {
   }
 };
 
+// SiLU (swish, Llama's MLP): y = x sigmoid(x) = x / (1 + e^-x);  dy/dx = s (1 + x (1 - s)), s = sigmoid(x).
+template <>
+struct Unary<UnaryOp::Silu> {
+  template <typename T>
+  static T forward(T x, T) {
+    return x / (T(1) + fast_exp(-x));
+  }
+  template <typename T>
+  static T backward(T x, T g, T) {
+    const T s = T(1) / (T(1) + fast_exp(-x));
+    return g * s * (T(1) + x * (T(1) - s));
+  }
+};
+
 template <>
 struct Unary<UnaryOp::Square> {  // y = x^2;  dy/dx = 2x
   template <typename T> static T forward(T x, T) { return x * x; }

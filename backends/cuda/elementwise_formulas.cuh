@@ -89,6 +89,16 @@ struct Unary<UnaryOp::Gelu> {
   }
 };
 
+// SiLU: y = x sigmoid(x) = x / (1 + e^-x);  dy/dx = s (1 + x (1 - s)), s = sigmoid(x).
+template <>
+struct Unary<UnaryOp::Silu> {
+  __device__ static float forward(float x, float) { return x / (1.f + expf(-x)); }
+  __device__ static float backward(float x, float g, float) {
+    const float s = 1.f / (1.f + expf(-x));
+    return g * s * (1.f + x * (1.f - s));
+  }
+};
+
 template <>
 struct Unary<UnaryOp::Square> {  // y = x^2;  dy/dx = 2x
   __device__ static float forward(float x, float) { return x * x; }
