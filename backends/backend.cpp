@@ -1,4 +1,5 @@
-// The backend registry (the CPU backend is always there; CUDA registers itself) and the thread setting.
+// The backend registry (the CPU backend is always there; CUDA registers itself), the thread setting, and the
+// errors of the dispatch helpers.
 #include "backends/backend.h"
 
 #include <cblas.h>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/kernels/dispatch.h"
 
 namespace lora {
 namespace {
@@ -59,6 +61,10 @@ Backend& backend_for(Device device) {
 }
 
 void register_backend(DeviceType type, Backend* backend) { registry()[static_cast<int>(type)] = backend; }
+
+void kernels::throw_device_not_built(const char* kernel, Device device) {
+  LORA_FAIL("{}: device {} is not available: this build has no backend for it", kernel, device.str());
+}
 
 void throw_invalid_op(const char* kind, int value) {
   LORA_FAIL("{} {} is not an entry of the elementwise table (backends/elementwise_ops.h)", kind, value);

@@ -3,6 +3,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
+#include "backends/kernels/attention.h"
 
 namespace lora::ops {
 
@@ -32,7 +33,7 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, doubl
 
   Tensor out = detail::empty_like(q);                                     // [B, H, T, D]
   Tensor lse = detail::empty_like(q, {q.size(0), q.size(1), q.size(2)});  // [B, H, T]
-  backend_for(q).attention_forward(q, k, v, scale, out, lse);
+  kernels::run<kernels::AttentionForward>(q.device(), q, k, v, scale, out, lse);
 
   if (OpRecord rec(op, {q, k, v}); rec) {
     Tensor q_saved = rec.save(q), k_saved = rec.save(k), v_saved = rec.save(v);
@@ -40,8 +41,8 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, doubl
     rec.finish(out, [=](const Tensor& grad_out, GradSink& g) {
       Tensor grad_q = detail::empty_like(q_saved), grad_k = detail::empty_like(k_saved),
              grad_v = detail::empty_like(v_saved);
-      backend_for(grad_out).attention_backward(q_saved, k_saved, v_saved, out_saved, lse_saved, grad_out, scale, grad_q,
-                                               grad_k, grad_v);
+      kernels::run<kernels::AttentionBackward>(grad_out.device(), q_saved, k_saved, v_saved, out_saved, lse_saved,
+                                               grad_out, scale, grad_q, grad_k, grad_v);
       if (g.needs_grad(0)) g.set(0, grad_q);
       if (g.needs_grad(1)) g.set(1, grad_k);
       if (g.needs_grad(2)) g.set(2, grad_v);

@@ -1,6 +1,7 @@
 // cross_entropy: the fused, numerically stable mean of -log softmax(logits)[target], forward and backward.
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
+#include "backends/kernels/cross_entropy.h"
 
 namespace lora::ops {
 
@@ -32,7 +33,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor losses = detail::empty_like(logits, {rows});  // [N]
   Tensor lse = detail::empty_like(logits, {rows});     // [N]
   Backend& be = backend_for(logits);
-  be.cross_entropy_forward(logits2, targets1, ignore_index, losses, lse);  // checks the target range
+  // Checks every target against [0, V).
+  kernels::run<kernels::CrossEntropyForward>(logits.device(), logits2, targets1, ignore_index, losses, lse);
 
   // The rows that count, on the host (N integers: cheap next to the N x V logits).
   int64_t count = 0;
@@ -54,8 +56,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     const Shape logits_shape = logits.shape();
     rec.finish(loss, [=](const Tensor& grad_loss, GradSink& g) {
       Tensor grad_logits = detail::empty_like(logits_saved);  // [N, V]
-      backend_for(grad_loss).cross_entropy_backward(logits_saved, targets_saved, lse_saved, grad_loss, scale,
-                                                    ignore_index, grad_logits);
+      kernels::run<kernels::CrossEntropyBackward>(grad_loss.device(), logits_saved, targets_saved, lse_saved, grad_loss,
+                                                  scale, ignore_index, grad_logits);
       g.set(0, grad_logits.view(logits_shape));
     });
   }

@@ -10,6 +10,7 @@
 
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
+#include "backends/kernels/cross_entropy.h"
 
 namespace lora::ops {
 
@@ -40,7 +41,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   be.gemm(x2, weight, logits, s);
   Tensor losses = detail::empty_like(x, {N});              // [N]
   Tensor lse = detail::empty_like(x, {N});                 // [N]
-  be.cross_entropy_forward(logits, targets1, ignore_index, losses, lse);  // checks the target range
+  kernels::run<kernels::CrossEntropyForward>(x.device(), logits, targets1, ignore_index, losses, lse);  // checks ids
 
   int64_t count = 0;  // the rows that count, on the host (N integers)
   for (int64_t t : targets1.to_vector<int64_t>()) count += t != ignore_index;
@@ -61,7 +62,8 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
     rec.finish(loss, [=](const Tensor& grad_loss, GradSink& g) {
       Tensor grad_logits = logits_saved;  // the same storage: overwritten with the gradient
       Backend& b = backend_for(grad_loss);
-      b.cross_entropy_backward(logits_saved, targets_saved, lse_saved, grad_loss, scale, ignore_index, grad_logits);
+      kernels::run<kernels::CrossEntropyBackward>(grad_loss.device(), logits_saved, targets_saved, lse_saved, grad_loss,
+                                                  scale, ignore_index, grad_logits);
       if (g.needs_grad(0)) {  // grad_x [N, C] = G [N, V] W [V, C]
         Tensor gx = detail::empty_like(grad_logits, {N, C});
         GemmShape gs;

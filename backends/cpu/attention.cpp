@@ -1,4 +1,5 @@
-// CPU causal scaled-dot-product attention over [B, H, T, D], forward and backward, in blocks of query rows.
+// CPU kernels of causal scaled-dot-product attention over [B, H, T, D] (backends/kernels/attention.h), forward
+// and backward, in blocks of query rows.
 //
 // Saved vs recomputed: forward keeps only out [B, H, T, D] and the row logsumexp lse [B, H, T] (the op saves
 // them with q, k, v). No T x T matrix outlives a call: both passes work on one block of query rows at a
@@ -13,7 +14,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/dispatch.h"
+#include "backends/kernels/attention.h"
 #include "backends/cpu/fast_math.h"
 
 namespace lora {
@@ -70,7 +72,7 @@ Tensor workspace(int threads, int64_t rows, int64_t t, DType dtype) {
 // ---------------------------------------------------------------------------------------------------
 // Forward: per (b, h) and row block, S = q k^T * scale, P = softmax over j <= i, out = P v, lse saved.
 
-void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale, Tensor& out,
+void kernels::AttentionForward::cpu(const Tensor& q, const Tensor& k, const Tensor& v, double scale, Tensor& out,
                                    Tensor& lse) {
   const auto [bh, t, d] = attention_shape("attention_forward", q, k, v, out, lse);
   if (bh == 0 || t == 0) return;
@@ -129,7 +131,7 @@ void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tenso
 //   dP = gout v^T,  dS = P * (dP - rowsum(gout * out)),
 //   gq = scale * dS k,  gk += scale * dS^T q,  gv += P^T gout   (gk, gv gather over all row blocks).
 
-void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+void kernels::AttentionBackward::cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                     const Tensor& lse, const Tensor& grad_out, double scale, Tensor& grad_q,
                                     Tensor& grad_k, Tensor& grad_v) {
   const auto [bh, t, d] = attention_shape("attention_backward", q, k, v, out, lse);
