@@ -39,16 +39,16 @@ void Tape::clear() {
 // ---------------------------------------------------------------------------------------------------
 // OpRecord
 
-OpRecord::OpRecord(const char* op, std::initializer_list<Tensor> inputs) { init(op, inputs.begin(), inputs.size()); }
-OpRecord::OpRecord(const char* op, const std::vector<Tensor>& inputs) { init(op, inputs.data(), inputs.size()); }
+OpRecord::OpRecord(const OpDef& op, std::initializer_list<Tensor> inputs) { init(op, inputs.begin(), inputs.size()); }
+OpRecord::OpRecord(const OpDef& op, const std::vector<Tensor>& inputs) { init(op, inputs.data(), inputs.size()); }
 
-void OpRecord::init(const char* op, const Tensor* inputs, size_t count) {
+void OpRecord::init(const OpDef& op, const Tensor* inputs, size_t count) {
   if (!GradMode::is_enabled()) return;
   bool any = false;
   for (size_t i = 0; i < count; ++i) any = any || inputs[i].requires_grad();
   if (!any) return;
   active_ = true;
-  node_.op = op;
+  node_.op = &op;
   node_.inputs.resize(count);
   for (size_t i = 0; i < count; ++i) {
     const Tensor& t = inputs[i];
@@ -170,7 +170,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
       const NodeInput& in = node.inputs[j];
       Tensor& g = sink[j];
       if (!in.needs_grad || !g.defined()) continue;
-      LORA_CHECK(g.shape() == in.shape, "backward of {}: gradient of input {} has shape {}, expected {}", node.op, j,
+      LORA_CHECK(g.shape() == in.shape, "backward of {}: gradient of input {} has shape {}, expected {}", node.op->name(), j,
                  g.shape().str(), in.shape.str());
       Tensor grad = std::move(g);
       if (in.is_leaf) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/op_registry.h"
 #include "core/tensor.h"
 
 namespace lora::autograd {
@@ -46,7 +47,7 @@ struct NodeInput {
 };
 
 struct Node {
-  std::string op;
+  const OpDef* op = nullptr;  // the registered op that recorded it
   uint64_t output_id = 0;
   Shape output_shape;
   std::vector<NodeInput> inputs;
@@ -72,17 +73,17 @@ class Tape {
   std::vector<Node> nodes_;
 };
 
-// How an op records itself:
+// How an op records itself (exp_op() is its registered definition: LORA_REGISTER_OP, op_registry.h):
 //
 //   Tensor y = ...forward...;
-//   if (OpRecord rec("exp", {x}); rec) {
+//   if (OpRecord rec(exp_op(), {x}); rec) {
 //     Tensor y_saved = rec.save(y);                          // only what backward needs
 //     rec.finish(y, [y_saved](const Tensor& gy, GradSink& g) { g.set(0, gy * y_saved); });
 //   }
 class OpRecord {
  public:
-  OpRecord(const char* op, std::initializer_list<Tensor> inputs);
-  OpRecord(const char* op, const std::vector<Tensor>& inputs);
+  OpRecord(const OpDef& op, std::initializer_list<Tensor> inputs);
+  OpRecord(const OpDef& op, const std::vector<Tensor>& inputs);
   explicit operator bool() const { return active_; }
   bool needs_grad(size_t input) const { return active_ && node_.inputs[input].needs_grad; }
   // Keeps `t` for backward. Its storage is charged to the Activation category while the tape holds it
@@ -92,7 +93,7 @@ class OpRecord {
   void finish(Tensor& output, BackwardFn backward);
 
  private:
-  void init(const char* op, const Tensor* inputs, size_t count);
+  void init(const OpDef& op, const Tensor* inputs, size_t count);
   bool active_ = false;
   Node node_;
 };

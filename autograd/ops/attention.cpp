@@ -6,9 +6,9 @@
 #include "backends/kernels/attention.h"
 
 namespace lora::ops {
-
-using autograd::GradSink;
-using autograd::OpRecord;
+namespace {
+LORA_REGISTER_OP(causal_attention_op, "causal_attention");
+}  // namespace
 
 // out = softmax(q k^T * scale + causal mask) v, scale = 1 / sqrt(D) when 0 is passed.
 //
@@ -35,7 +35,7 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, doubl
   Tensor lse = detail::empty_like(q, {q.size(0), q.size(1), q.size(2)});  // [B, H, T]
   kernels::run<kernels::AttentionForward>(q.device(), q, k, v, scale, out, lse);
 
-  if (OpRecord rec(op, {q, k, v}); rec) {
+  if (OpRecord rec(causal_attention_op(), {q, k, v}); rec) {
     Tensor q_saved = rec.save(q), k_saved = rec.save(k), v_saved = rec.save(v);
     Tensor out_saved = rec.save(out), lse_saved = rec.save(lse);
     rec.finish(out, [=](const Tensor& grad_out, GradSink& g) {

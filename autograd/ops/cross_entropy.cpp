@@ -4,9 +4,9 @@
 #include "backends/kernels/cross_entropy.h"
 
 namespace lora::ops {
-
-using autograd::GradSink;
-using autograd::OpRecord;
+namespace {
+LORA_REGISTER_OP(cross_entropy_op, "cross_entropy");
+}  // namespace
 
 // logits [..., V], targets [...] (I32/I64) -> shape []: the mean over the rows whose target is not
 // ignore_index. When every row is ignored there is nothing to average: the loss is 0 and so is the
@@ -49,7 +49,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     be.fill(loss, 0.0);
   }
 
-  if (OpRecord rec(op, {logits}); rec) {
+  if (OpRecord rec(cross_entropy_op(), {logits}); rec) {
     Tensor logits_saved = rec.save(logits2);
     Tensor targets_saved = rec.save(targets1);
     Tensor lse_saved = rec.save(lse);

@@ -4,9 +4,9 @@
 #include "backends/kernels/dropout.h"
 
 namespace lora::ops {
-
-using autograd::GradSink;
-using autograd::OpRecord;
+namespace {
+LORA_REGISTER_OP(dropout_op, "dropout");
+}  // namespace
 
 // Element i is kept when counter_uniform(seed, i) >= p. Outside training, or with p == 0, dropout is the
 // identity: x itself comes back and nothing is recorded. Backward saves nothing: the mask is a function of
@@ -18,7 +18,7 @@ Tensor dropout(const Tensor& x, double p, bool training, uint64_t seed) {
 
   Tensor y = detail::empty_like(x);
   kernels::run<kernels::DropoutMask>(x.device(), x, y, p, seed);
-  if (OpRecord rec("dropout", {x}); rec) {
+  if (OpRecord rec(dropout_op(), {x}); rec) {
     rec.finish(y, [p, seed](const Tensor& grad_y, GradSink& g) {
       Tensor grad_x = detail::empty_like(grad_y);
       kernels::run<kernels::DropoutMask>(grad_y.device(), grad_y, grad_x, p, seed);  // the same mask

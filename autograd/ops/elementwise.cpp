@@ -4,6 +4,8 @@
 //
 // Broadcasting: out = a op b with a and b broadcast to a common shape. In backward, the gradient of an
 // input that was broadcast is summed over the broadcast axes (reduce_to_shape).
+#include <array>
+
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
 
@@ -12,6 +14,17 @@ namespace {
 
 using detail::empty_like;
 using detail::reduce_to_shape;
+
+// One registered op per table entry, under the table's name.
+const autograd::OpDef& binary_op(BinaryOp op) {
+  static const auto defs = [] {
+    std::array<const autograd::OpDef*, kNumBinaryOps> d{};
+    for (const BinaryInfo& info : kBinaryOps) d[static_cast<int>(info.op)] = &autograd::register_op(info.name, __FILE__);
+    return d;
+  }();
+  return *defs[static_cast<int>(op)];
+}
+[[maybe_unused]] const autograd::OpDef& binary_ops_at_startup = binary_op(BinaryOp::Add);
 
 // out = f(a, b) through one binary kernel.
 Tensor apply(BinaryOp op, const Tensor& a, const Tensor& b, const Shape& shape) {
@@ -82,7 +95,7 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const Shape out_shape = broadcast_shapes(a.shape(), b.shape(), info.name);
   Tensor out = apply(op, a, b, out_shape);
 
-  OpRecord rec(info.name, {a, b});
+  OpRecord rec(binary_op(op), {a, b});
   if (!rec) return out;
   // Operands read by the derivatives of the inputs that need a gradient.
   const uint8_t reads = (rec.needs_grad(0) ? info.grad_a_reads : 0) | (rec.needs_grad(1) ? info.grad_b_reads : 0);

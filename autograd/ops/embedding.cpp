@@ -4,9 +4,9 @@
 #include "backends/kernels/embedding.h"
 
 namespace lora::ops {
-
-using autograd::GradSink;
-using autograd::OpRecord;
+namespace {
+LORA_REGISTER_OP(embedding_op, "embedding");
+}  // namespace
 
 // out[..., :] = weight[ids[...], :]: ids [...] (I32/I64) -> [..., C]. Only the weight can have a gradient,
 // and it needs only the ids (not the weight or the output).
@@ -26,7 +26,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   Tensor out2 = out.view({n, cols});
   kernels::run<kernels::EmbeddingForward>(weight.device(), weight, ids_flat, out2);
 
-  if (OpRecord rec(op, {weight}); rec) {
+  if (OpRecord rec(embedding_op(), {weight}); rec) {
     Tensor ids_saved = rec.save(ids_flat);
     rec.finish(out, [ids_saved, vocab, cols, n](const Tensor& grad_out, GradSink& g) {
       Tensor grad_w = detail::zeros_like(grad_out, {vocab, cols});  // [V, C]: rows never looked up stay 0

@@ -4,9 +4,9 @@
 #include "backends/kernels/layer_norm.h"
 
 namespace lora::ops {
-
-using autograd::GradSink;
-using autograd::OpRecord;
+namespace {
+LORA_REGISTER_OP(layer_norm_op, "layer_norm");
+}  // namespace
 
 // y = (x - mean) * rstd * weight + bias over rows of x [..., C]; weight, bias [C].
 //
@@ -35,7 +35,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   Tensor x2 = x.view({rows, cols}), y2 = y.view({rows, cols});
   kernels::run<kernels::LayerNormForward>(x.device(), x2, weight, bias, eps, y2, mean, rstd);
 
-  if (OpRecord rec(op, {x, weight, bias}); rec) {
+  if (OpRecord rec(layer_norm_op(), {x, weight, bias}); rec) {
     const bool need_stats = rec.needs_grad(0) || rec.needs_grad(1);
     // The weight is a parameter: holding it costs no memory. The kernel interface reads it when it writes
     // grad_x, and takes it as an argument in any case.

@@ -13,6 +13,9 @@
 #include "backends/kernels/cross_entropy.h"
 
 namespace lora::ops {
+namespace {
+LORA_REGISTER_OP(linear_cross_entropy_op, "linear_cross_entropy");
+}  // namespace
 
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t ignore_index) {
   constexpr const char* op = "linear_cross_entropy";
@@ -54,7 +57,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
     be.fill(loss, 0.0);
   }
 
-  if (OpRecord rec(op, {x, weight}); rec) {
+  if (OpRecord rec(linear_cross_entropy_op(), {x, weight}); rec) {
     Tensor logits_saved = rec.save(logits), lse_saved = rec.save(lse), targets_saved = rec.save(targets1);
     Tensor x_saved = rec.needs_grad(1) ? rec.save(x2) : Tensor();
     Tensor w_saved = rec.needs_grad(0) ? rec.save(weight) : Tensor();

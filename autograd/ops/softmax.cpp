@@ -4,11 +4,11 @@
 #include "backends/kernels/softmax.h"
 
 namespace lora::ops {
-
-using autograd::GradSink;
-using autograd::OpRecord;
-
 namespace {
+
+LORA_REGISTER_OP(softmax_op, "softmax");
+LORA_REGISTER_OP(log_softmax_op, "log_softmax");
+
 void check_input(const Tensor& x, const char* op) {
   detail::check_floating(x, op, "x");
   LORA_CHECK(x.rank() >= 1, "{}: x has shape {}, expected at least one dimension (the softmax axis)", op,
@@ -23,7 +23,7 @@ Tensor softmax(const Tensor& x) {
   check_input(x, "softmax");
   Tensor y = detail::empty_like(x);  // [..., C]
   kernels::run<kernels::SoftmaxForward>(x.device(), x, y, /*log=*/false);
-  if (OpRecord rec("softmax", {x}); rec) {
+  if (OpRecord rec(softmax_op(), {x}); rec) {
     Tensor y_saved = rec.save(y);
     rec.finish(y, [y_saved](const Tensor& grad_y, GradSink& g) {
       Tensor grad_x = detail::empty_like(grad_y);
@@ -41,7 +41,7 @@ Tensor log_softmax(const Tensor& x) {
   check_input(x, "log_softmax");
   Tensor y = detail::empty_like(x);  // [..., C]
   kernels::run<kernels::SoftmaxForward>(x.device(), x, y, /*log=*/true);
-  if (OpRecord rec("log_softmax", {x}); rec) {
+  if (OpRecord rec(log_softmax_op(), {x}); rec) {
     Tensor y_saved = rec.save(y);
     rec.finish(y, [y_saved](const Tensor& grad_y, GradSink& g) {
       Tensor grad_x = detail::empty_like(grad_y);
