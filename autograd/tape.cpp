@@ -19,8 +19,9 @@ size_t Node::saved_bytes() const {
 
 void Node::release() {
   for (Tensor& t : saved) {
-    // The tape no longer needs it: whoever else holds it holds ordinary working memory.
-    if (t.defined() && t.storage()->category() == MemoryCategory::Activation) t.storage()->recharge(MemoryCategory::Workspace);
+    // When no node needs it any more, whoever else holds it holds ordinary working memory.
+    Storage& s = *t.storage();
+    if (s.remove_tape_save() == 0 && s.category() == MemoryCategory::Activation) s.recharge(MemoryCategory::Workspace);
   }
   saved.clear();
   backward = nullptr;  // drops the closure's copies of the saved tensors
@@ -62,9 +63,15 @@ void OpRecord::init(const OpDef& op, const Tensor* inputs, size_t count) {
   }
 }
 
+OpRecord::~OpRecord() {
+  if (active_) node_.release();
+}
+
 Tensor OpRecord::save(const Tensor& t) {
   if (!active_ || !t.defined()) return t;
-  if (t.storage()->category() == MemoryCategory::Workspace) t.storage()->recharge(MemoryCategory::Activation);
+  Storage& s = *t.storage();
+  s.add_tape_save();
+  if (s.category() == MemoryCategory::Workspace) s.recharge(MemoryCategory::Activation);
   node_.saved.push_back(t);
   return t;
 }
