@@ -1,5 +1,5 @@
-// The backend registry (the CPU backend is always there; CUDA registers itself), the thread setting, and the
-// errors of the dispatch helpers.
+// The backend registry (the CPU and meta backends are always there; CUDA registers itself), the thread
+// setting, and the errors of the dispatch helpers.
 #include "backends/backend.h"
 
 #include <cblas.h>
@@ -11,13 +11,14 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/kernels/dispatch.h"
+#include "backends/meta_backend.h"
 
 namespace lora {
 namespace {
 
 std::array<Backend*, kNumDeviceTypes>& registry() {
   static CpuBackend cpu;
-  static std::array<Backend*, kNumDeviceTypes> backends{&cpu, nullptr};
+  static std::array<Backend*, kNumDeviceTypes> backends{&cpu, nullptr, &meta_backend()};
   return backends;
 }
 

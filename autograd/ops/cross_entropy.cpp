@@ -36,9 +36,13 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   // Checks every target against [0, V).
   kernels::run<kernels::CrossEntropyForward>(logits.device(), logits2, targets1, ignore_index, losses, lse);
 
-  // The rows that count, on the host (N integers: cheap next to the N x V logits).
-  int64_t count = 0;
-  for (int64_t t : targets1.to_vector<int64_t>()) count += t != ignore_index;
+  // The rows that count, on the host (N integers: cheap next to the N x V logits). The meta device has no
+  // targets to read: every row counts.
+  int64_t count = rows;
+  if (!targets1.device().is_meta()) {
+    count = 0;
+    for (int64_t t : targets1.to_vector<int64_t>()) count += t != ignore_index;
+  }
   const double scale = count > 0 ? 1.0 / static_cast<double>(count) : 0.0;
 
   Tensor loss = detail::empty_like(logits, Shape());  // []

@@ -46,8 +46,11 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   Tensor lse = detail::empty_like(x, {N});                 // [N]
   kernels::run<kernels::CrossEntropyForward>(x.device(), logits, targets1, ignore_index, losses, lse);  // checks ids
 
-  int64_t count = 0;  // the rows that count, on the host (N integers)
-  for (int64_t t : targets1.to_vector<int64_t>()) count += t != ignore_index;
+  int64_t count = N;  // the rows that count, on the host (N integers; on the meta device, every row)
+  if (!targets1.device().is_meta()) {
+    count = 0;
+    for (int64_t t : targets1.to_vector<int64_t>()) count += t != ignore_index;
+  }
   const double scale = count > 0 ? 1.0 / static_cast<double>(count) : 0.0;
   Tensor loss = detail::empty_like(x, Shape());  // []
   if (count > 0) {

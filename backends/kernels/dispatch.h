@@ -7,7 +7,8 @@
 //   };
 //
 // K::cpu is defined in backends/cpu/<op>.cpp and K::cuda in backends/cuda/<op>.cu. run names both (K::cuda
-// when CUDA is built), so a device without its implementation is a link error, never a run-time lookup.
+// when CUDA is built), so a device without its implementation is a link error, never a run-time lookup. On
+// the meta device run does nothing: no contract needs meta code.
 #pragma once
 
 #include <utility>
@@ -37,6 +38,8 @@ void run(Device device, Args&&... args) {
 #else
       throw_device_not_built(K::name, device);
 #endif
+    case DeviceType::Meta:
+      return;  // shapes only: no data, nothing to compute (the outputs were allocated, and charged, by the op)
   }
   throw_device_not_built(K::name, device);
 }
