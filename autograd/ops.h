@@ -68,6 +68,9 @@ Tensor softmax(const Tensor& x);      // autograd/ops/softmax.cpp
 Tensor log_softmax(const Tensor& x);  // autograd/ops/softmax.cpp
 // weight and bias [C] for x [..., C] (autograd/ops/layer_norm.cpp)
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+// y = x * rsqrt(mean(x^2 over the last axis) + eps) * weight: x [..., C], weight [C] (Llama's RMSNorm;
+// autograd/ops/rms_norm.cpp)
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
 
 // ---- Lookup and losses
 // weight [V, C], ids [...] (I32/I64) -> [..., C]; backward is a scatter-add into weight (autograd/ops/embedding.cpp)
@@ -80,9 +83,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 // The mask comes from a counter-based generator keyed by `seed`, so backward regenerates it.
 Tensor dropout(const Tensor& x, double p, bool training, uint64_t seed);
 
-// ---- Attention (autograd/ops/attention.cpp)
-// Causal scaled-dot-product attention, q, k, v [B, H, T, D] -> [B, H, T, D], scale = 1/sqrt(D) by default.
+// ---- Attention
+// Causal scaled-dot-product attention, q [B, H, T, D], k and v [B, Hkv, T, D] with H % Hkv == 0 -> [B, H, T, D];
+// query head h reads kv head h / (H / Hkv) (grouped-query attention; Hkv = H is multi-head attention).
+// scale = 1/sqrt(D) when 0 is passed (autograd/ops/attention.cpp).
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale = 0.0);
+// Rotary position embedding, rotate-half convention (Hugging Face Llama, GPT-NeoX): x [B, T, H, D] (D even),
+// cos and sin [T, D/2] for the positions of x (constants). For i < D/2 at time t:
+//   y[i] = x[i] cos[t,i] - x[i + D/2] sin[t,i];   y[i + D/2] = x[i + D/2] cos[t,i] + x[i] sin[t,i]
+// (autograd/ops/rope.cpp)
+Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
 }  // namespace lora::ops
 

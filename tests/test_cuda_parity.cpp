@@ -11,7 +11,7 @@
 //                                     own rounding error grows ~1.2e-8 * rows for inputs in [-1, 1]
 //   gemm        atol 1e-4  rtol 1e-4  inputs in [-1, 1], k <= 300, full FP32 (TF32 off)
 //   gemm TF32   atol 5e-2  rtol 1e-2  TF32 keeps 10 mantissa bits
-//   attention   atol 1e-4  rtol 1e-3  two gemms around a softmax, T up to 257
+//   attention   atol 1e-4  rtol 1e-3  two gemms around a softmax, T up to 1100 (grouped-query included)
 //   sum_squares            rtol 1e-6  both accumulate in double
 // Output buffers on the GPU start as NaN, so an element a kernel forgets to write fails the comparison.
 #if defined(LORA_HAVE_CUDA)
@@ -31,6 +31,8 @@
 #include "backends/kernels/embedding.h"
 #include "backends/kernels/layer_norm.h"
 #include "backends/kernels/optimizer.h"
+#include "backends/kernels/rms_norm.h"
+#include "backends/kernels/rope.h"
 #include "backends/kernels/softmax.h"
 #include "backends/cuda/cuda_device.h"
 #include "core/allocator.h"
@@ -608,16 +610,23 @@ TEST_CASE("cuda parity: dropout keeps exactly the CPU's elements", "[cuda]") {
 // ---------------------------------------------------------------------------------------------------
 // Attention
 
-TEST_CASE("cuda parity: causal attention, forward and backward", "[cuda]") {
+TEST_CASE("cuda parity: causal attention, forward and backward, grouped-query included", "[cuda]") {
   LORA_REQUIRE_CUDA_DEVICE();
   Generator gen(17);
-  const std::vector<Shape> shapes = {{1, 1, 1, 8}, {2, 3, 7, 16}, {1, 2, 33, 8}, {2, 2, 65, 32}, {1, 1, 257, 64},
-                                     {1, 2, 1100, 16}};
-  for (const Shape& s : shapes) {
-    const std::string what = "attention " + shape_str(s);
+  struct Case {
+    Shape q;
+    int64_t kv_heads;
+  };
+  const std::vector<Case> cases = {{{1, 1, 1, 8}, 1},    {{2, 3, 7, 16}, 3},     {{1, 2, 33, 8}, 2},
+                                   {{2, 2, 65, 32}, 2},  {{1, 1, 257, 64}, 1},   {{1, 2, 1100, 16}, 2},
+                                   {{2, 4, 65, 32}, 2},  {{1, 6, 257, 64}, 1},   {{2, 8, 33, 16}, 2}};
+  for (const Case& cs : cases) {
+    const Shape& s = cs.q;
+    const Shape kv{s[0], cs.kv_heads, s[2], s[3]};
+    const std::string what = "attention " + shape_str(s) + " on " + std::to_string(cs.kv_heads) + " kv heads";
     const double scale = 1.0 / std::sqrt(static_cast<double>(s[3]));
     const Shape lse_shape{s[0], s[1], s[2]};
-    Tensor q = rand_cpu(s, gen), k = rand_cpu(s, gen), v = rand_cpu(s, gen);
+    Tensor q = rand_cpu(s, gen), k = rand_cpu(kv, gen), v = rand_cpu(kv, gen);
     Tensor qg = on_gpu(q), kg = on_gpu(k), vg = on_gpu(v);
     Tensor oc = Tensor::empty(s), lc = Tensor::empty(lse_shape);
     Tensor og = poisoned(s), lg = poisoned(lse_shape);
@@ -627,13 +636,55 @@ TEST_CASE("cuda parity: causal attention, forward and backward", "[cuda]") {
     check_close(lg, lc, kAttention, what + " lse");
 
     Tensor go = rand_cpu(s, gen);
-    Tensor gqc = Tensor::empty(s), gkc = Tensor::empty(s), gvc = Tensor::empty(s);
-    Tensor gqg = poisoned(s), gkg = poisoned(s), gvg = poisoned(s);
+    Tensor gqc = Tensor::empty(s), gkc = Tensor::empty(kv), gvc = Tensor::empty(kv);
+    Tensor gqg = poisoned(s), gkg = poisoned(kv), gvg = poisoned(kv);
     kernels::AttentionBackward::cpu(q, k, v, oc, lc, go, scale, gqc, gkc, gvc);
     kernels::AttentionBackward::cuda(qg, kg, vg, on_gpu(oc), on_gpu(lc), on_gpu(go), scale, gqg, gkg, gvg);
     check_close(gqg, gqc, kAttention, what + " grad_q");
     check_close(gkg, gkc, kAttention, what + " grad_k");
     check_close(gvg, gvc, kAttention, what + " grad_v");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// RMS norm, rotary embedding
+
+TEST_CASE("cuda parity: rms norm, forward and backward", "[cuda]") {
+  LORA_REQUIRE_CUDA_DEVICE();
+  Generator gen(20);
+  for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 7}, {33, 257}, {5, 3000}, {2048, 768}}) {
+    const Shape xs{rows, cols};
+    const std::string what = "rms_norm " + shape_str(xs);
+    Tensor x = rand_cpu(xs, gen, -2.0, 3.0), w = rand_cpu({cols}, gen, 0.5, 1.5);
+    Tensor yc = Tensor::empty(xs), rc = Tensor::empty({rows});
+    Tensor yg = poisoned(xs), rg = poisoned({rows});
+    kernels::RmsNormForward::cpu(x, w, 1e-6, yc, rc);
+    kernels::RmsNormForward::cuda(on_gpu(x), on_gpu(w), 1e-6, yg, rg);
+    check_close(yg, yc, kRows, what + " y");
+    check_close(rg, rc, kRows, what + " rstd");
+
+    Tensor gy = rand_cpu(xs, gen);
+    Tensor gxc = Tensor::empty(xs), gxg = poisoned(xs);
+    Tensor gwc = rand_cpu({cols}, gen), gwg = on_gpu(gwc);  // accumulated into
+    kernels::RmsNormBackward::cpu(gy, x, w, rc, gxc, gwc);
+    kernels::RmsNormBackward::cuda(on_gpu(gy), on_gpu(x), on_gpu(w), on_gpu(rc), gxg, gwg);
+    check_close(gxg, gxc, kRows, what + " grad_x");
+    check_close(gwg, gwc, kSums, what + " grad_weight");
+  }
+}
+
+TEST_CASE("cuda parity: rotary embedding, both directions", "[cuda]") {
+  LORA_REQUIRE_CUDA_DEVICE();
+  Generator gen(21);
+  for (const Shape& s : {Shape{1, 1, 1, 2}, Shape{2, 33, 4, 16}, Shape{1, 257, 3, 64}}) {
+    const Shape table{s[1], s[3] / 2};
+    Tensor x = rand_cpu(s, gen), c = rand_cpu(table, gen), sn = rand_cpu(table, gen);
+    for (bool inverse : {false, true}) {
+      Tensor yc = Tensor::empty(s), yg = poisoned(s);
+      kernels::Rope::cpu(x, c, sn, inverse, yc);
+      kernels::Rope::cuda(on_gpu(x), on_gpu(c), on_gpu(sn), inverse, yg);
+      check_close(yg, yc, kElementwise, std::string(inverse ? "rope inverse " : "rope ") + shape_str(s));
+    }
   }
 }
 

@@ -1,8 +1,8 @@
-// CUDA kernels of causal scaled-dot-product attention (backends/kernels/attention.h), on cuBLAS: per
-// (batch, head), scores S = scale q k^T go to a [chunk, T, T] workspace, a row kernel applies the causal
-// softmax in place (saving lse), and P v gives the output. Backward recomputes S from q, k and lse, and forms
-// dP = dO v^T, dS = P * (dP - rowsum(dO * O)), dV = P^T dO, dQ = scale dS k and dK = scale dS^T q. Chunks of
-// (batch, head) pairs bound the workspace.
+// CUDA kernels of causal scaled-dot-product attention (backends/kernels/attention.h), grouped-query attention
+// included, on cuBLAS: per (batch, head), scores S = scale q k^T go to a workspace, a row kernel applies the
+// causal softmax in place (saving lse), and P v gives the output. Backward recomputes S from q, k and lse,
+// and forms dP = dO v^T, dS = P * (dP - rowsum(dO * O)), dV = P^T dO, dQ = scale dS k and dK = scale dS^T q.
+// Chunks of kv heads bound the workspace.
 #include <algorithm>
 
 #include "backends/cuda/checks.h"
@@ -63,16 +63,36 @@ __global__ void attention_backward_ds_kernel(float* scores, float* dp, const flo
 
 constexpr int64_t kAttentionWorkspaceBytes = int64_t(1) << 30;  // per call, for the T x T buffers
 
-void check_attention_shapes(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v) {
-  LORA_CHECK(q.rank() == 4, "cuda {}: q has shape {}, expected [B, H, T, D]", kernel, q.shape().str());
-  check_same_shape(kernel, q, "q", k, "k");
-  check_same_shape(kernel, q, "q", v, "v");
+// q [B, H, T, D], k and v [B, Hkv, T, D] with H % Hkv == 0.
+struct AttentionShape {
+  int64_t kv_heads;  // B * Hkv: the batch of every gemm below
+  int64_t group;     // G = H / Hkv query heads per kv head
+  int64_t T, D;
+};
+AttentionShape check_attention_shapes(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v) {
+  LORA_CHECK(q.rank() == 4 && k.rank() == 4, "cuda {}: q {} and k {} must be [B, H, T, D] and [B, Hkv, T, D]",
+             kernel, q.shape().str(), k.shape().str());
+  check_same_shape(kernel, k, "k", v, "v");
+  const int64_t H = q.size(1), Hkv = k.size(1);
+  LORA_CHECK(k.size(0) == q.size(0) && k.size(2) == q.size(2) && k.size(3) == q.size(3) && Hkv > 0 && H % Hkv == 0,
+             "cuda {}: k {} does not fit q {} (expected [B, Hkv, T, D] with H % Hkv == 0)", kernel, k.shape().str(),
+             q.shape().str());
+  return {q.size(0) * Hkv, H / Hkv, q.size(2), q.size(3)};
 }
 
-// How many (batch, head) pairs fit the workspace when each needs `buffers` T x T float buffers.
-int64_t attention_chunk(int64_t batch_heads, int64_t T, int buffers) {
-  const int64_t per_pair = std::max<int64_t>(1, T * T * 4 * buffers);
-  return std::clamp<int64_t>(kAttentionWorkspaceBytes / per_pair, 1, batch_heads);
+// How many kv heads fit the workspace when each needs `buffers` T x T float buffers.
+int64_t attention_chunk(int64_t kv_heads, int64_t T, int64_t buffers) {
+  const int64_t per_head = std::max<int64_t>(1, T * T * 4 * buffers);
+  return std::clamp<int64_t>(kAttentionWorkspaceBytes / per_head, 1, kv_heads);
+}
+
+// Batched gemm arguments: `batch` products of [m, k] x [k, n] with the given strides and alpha.
+GemmArgs gemm_args(int64_t batch, int64_t m, int64_t n, int64_t k, bool trans_a, bool trans_b, int64_t stride_a,
+                   int64_t stride_b, int64_t stride_c, float alpha) {
+  GemmArgs g;
+  g.batch = batch, g.m = m, g.n = n, g.k = k, g.trans_a = trans_a, g.trans_b = trans_b;
+  g.stride_a = stride_a, g.stride_b = stride_b, g.stride_c = stride_c, g.alpha = alpha;
+  return g;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -100,33 +120,34 @@ void attention_backward_ds_f32(float* scores, float* dp, const float* grad_out, 
 
 namespace lora {
 
+// The G query heads that share a kv head are neighbours in q, so their rows form one [G T, D] matrix: every
+// product below runs per kv head, batched over the B Hkv kv heads, with G T query rows. Sums over the group
+// (grad_k, grad_v) are then the inner dimension of one gemm. With G = 1 this is plain multi-head attention.
+
 void kernels::AttentionForward::cuda(const Tensor& q, const Tensor& k, const Tensor& v, double scale, Tensor& out,
                                     Tensor& lse) {
   using namespace lora::cuda;
   const int device = activate(name, {&q, &k, &v, &out, &lse});
-  check_attention_shapes(name, q, k, v);
+  const auto [KV, G, T, D] = check_attention_shapes(name, q, k, v);
   check_same_shape(name, q, "q", out, "out");
-  const int64_t BH = q.size(0) * q.size(1), T = q.size(2), D = q.size(3);
-  check_numel(name, lse, "lse", BH * T);
+  check_numel(name, lse, "lse", KV * G * T);
   const float *pq = f32(name, q, "q"), *pk = f32(name, k, "k"), *pv = f32(name, v, "v");
   float* po = f32(name, out, "out");
   float* plse = f32(name, lse, "lse");
-  if (BH == 0 || T == 0) return;
-  const int64_t chunk = attention_chunk(BH, T, 1);
-  Tensor scores = workspace({chunk * T * T}, DType::F32, device);  // [chunk, T, T]
+  if (KV == 0 || T == 0) return;
+  const int64_t chunk = attention_chunk(KV, T, G);
+  Tensor scores = workspace({chunk * G * T * T}, DType::F32, device);  // [chunk, G T, T]
   float* ps = scores.data<float>();
-  for (int64_t bh = 0; bh < BH; bh += chunk) {
-    const int64_t nb = std::min(chunk, BH - bh);
-    const int64_t off = bh * T * D;
-    GemmArgs qk;  // S = scale q k^T: [T, D] x [T, D]^T
-    qk.batch = nb, qk.m = T, qk.n = T, qk.k = D, qk.trans_b = true;
-    qk.stride_a = T * D, qk.stride_b = T * D, qk.stride_c = T * T, qk.alpha = static_cast<float>(scale);
-    gemm_f32(device, pq + off, pk + off, ps, qk);
-    attention_softmax_f32(ps, plse + bh * T, nb * T, T);
-    GemmArgs pvg;  // out = P v: [T, T] x [T, D]
-    pvg.batch = nb, pvg.m = T, pvg.n = D, pvg.k = T;
-    pvg.stride_a = T * T, pvg.stride_b = T * D, pvg.stride_c = T * D;
-    gemm_f32(device, ps, pv + off, po + off, pvg);
+  const int64_t GT = G * T, TD = T * D;
+  for (int64_t kv = 0; kv < KV; kv += chunk) {
+    const int64_t nb = std::min(chunk, KV - kv);
+    const int64_t q_off = kv * GT * D, kv_off = kv * TD;
+    // S = scale q k^T: [G T, D] x [T, D]^T
+    gemm_f32(device, pq + q_off, pk + kv_off, ps,
+             gemm_args(nb, GT, T, D, false, true, GT * D, TD, GT * T, static_cast<float>(scale)));
+    attention_softmax_f32(ps, plse + kv * GT, nb * GT, T);  // row r is query t = r % T
+    // out = P v: [G T, T] x [T, D]
+    gemm_f32(device, ps, pv + kv_off, po + q_off, gemm_args(nb, GT, D, T, false, false, GT * T, TD, GT * D, 1.f));
   }
 }
 
@@ -135,40 +156,35 @@ void kernels::AttentionBackward::cuda(const Tensor& q, const Tensor& k, const Te
                                      Tensor& grad_k, Tensor& grad_v) {
   using namespace lora::cuda;
   const int device = activate(name, {&q, &k, &v, &out, &lse, &grad_out, &grad_q, &grad_k, &grad_v});
-  check_attention_shapes(name, q, k, v);
+  const auto [KV, G, T, D] = check_attention_shapes(name, q, k, v);
   check_same_shape(name, q, "q", out, "out");
   check_same_shape(name, q, "q", grad_out, "grad_out");
   check_same_shape(name, q, "q", grad_q, "grad_q");
-  check_same_shape(name, q, "q", grad_k, "grad_k");
-  check_same_shape(name, q, "q", grad_v, "grad_v");
-  const int64_t BH = q.size(0) * q.size(1), T = q.size(2), D = q.size(3);
-  check_numel(name, lse, "lse", BH * T);
+  check_same_shape(name, k, "k", grad_k, "grad_k");
+  check_same_shape(name, k, "k", grad_v, "grad_v");
+  check_numel(name, lse, "lse", KV * G * T);
   const float *pq = f32(name, q, "q"), *pk = f32(name, k, "k"), *pv = f32(name, v, "v");
   const float *po = f32(name, out, "out"), *plse = f32(name, lse, "lse"), *pgo = f32(name, grad_out, "grad_out");
   float *pgq = f32(name, grad_q, "grad_q"), *pgk = f32(name, grad_k, "grad_k"), *pgv = f32(name, grad_v, "grad_v");
-  if (BH == 0 || T == 0) return;
-  const int64_t chunk = attention_chunk(BH, T, 2);
-  Tensor buffers = workspace({2 * chunk * T * T}, DType::F32, device);  // S then P, and dP then dS: [chunk, T, T]
+  if (KV == 0 || T == 0) return;
+  const int64_t chunk = attention_chunk(KV, T, 2 * G);
+  Tensor buffers = workspace({2 * chunk * G * T * T}, DType::F32, device);  // S then P, dP then dS: [chunk, G T, T]
   float* ps = buffers.data<float>();
-  float* pdp = ps + chunk * T * T;
+  float* pdp = ps + chunk * G * T * T;
   const float fscale = static_cast<float>(scale);
-  for (int64_t bh = 0; bh < BH; bh += chunk) {
-    const int64_t nb = std::min(chunk, BH - bh);
-    const int64_t off = bh * T * D;
-    auto args = [&](int64_t m, int64_t n, int64_t kk, bool ta, bool tb, int64_t sa, int64_t sb, int64_t sc,
-                    float alpha) {
-      GemmArgs g;
-      g.batch = nb, g.m = m, g.n = n, g.k = kk, g.trans_a = ta, g.trans_b = tb;
-      g.stride_a = sa, g.stride_b = sb, g.stride_c = sc, g.alpha = alpha;
-      return g;
-    };
-    const int64_t TD = T * D, TT = T * T;
-    gemm_f32(device, pq + off, pk + off, ps, args(T, T, D, false, true, TD, TD, TT, fscale));   // S = scale q k^T
-    gemm_f32(device, pgo + off, pv + off, pdp, args(T, T, D, false, true, TD, TD, TT, 1.f));    // dP = dO v^T
-    attention_backward_ds_f32(ps, pdp, pgo + off, po + off, plse + bh * T, nb * T, T, D);      // P, dS
-    gemm_f32(device, ps, pgo + off, pgv + off, args(T, D, T, true, false, TT, TD, TD, 1.f));    // dV = P^T dO
-    gemm_f32(device, pdp, pk + off, pgq + off, args(T, D, T, false, false, TT, TD, TD, fscale));  // dQ = s dS k
-    gemm_f32(device, pdp, pq + off, pgk + off, args(T, D, T, true, false, TT, TD, TD, fscale));   // dK = s dS^T q
+  const int64_t GT = G * T, TD = T * D, GTT = G * T * T, GTD = G * T * D;
+  for (int64_t kv = 0; kv < KV; kv += chunk) {
+    const int64_t nb = std::min(chunk, KV - kv);
+    const int64_t q_off = kv * GTD, kv_off = kv * TD;
+    // S = scale q k^T [G T, T];  dP = dO v^T [G T, T]
+    gemm_f32(device, pq + q_off, pk + kv_off, ps, gemm_args(nb, GT, T, D, false, true, GTD, TD, GTT, fscale));
+    gemm_f32(device, pgo + q_off, pv + kv_off, pdp, gemm_args(nb, GT, T, D, false, true, GTD, TD, GTT, 1.f));
+    attention_backward_ds_f32(ps, pdp, pgo + q_off, po + q_off, plse + kv * GT, nb * GT, T, D);  // P, dS
+    // dV = P^T dO [T, D] and dK = scale dS^T q [T, D]: sums over the G T rows of the group
+    gemm_f32(device, ps, pgo + q_off, pgv + kv_off, gemm_args(nb, T, D, GT, true, false, GTT, GTD, TD, 1.f));
+    gemm_f32(device, pdp, pq + q_off, pgk + kv_off, gemm_args(nb, T, D, GT, true, false, GTT, GTD, TD, fscale));
+    // dQ = scale dS k [G T, D]
+    gemm_f32(device, pdp, pk + kv_off, pgq + q_off, gemm_args(nb, GT, D, T, false, false, GTT, TD, GTD, fscale));
   }
 }
 

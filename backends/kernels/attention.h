@@ -1,7 +1,8 @@
 // Kernel contract of causal scaled-dot-product attention (autograd/ops/attention.cpp); implemented by
 // backends/cpu/attention.cpp and backends/cuda/attention.cu.
 //
-// q, k, v, out [B, H, T, D]; lse [B, H, T].
+// q, out [B, H, T, D]; k, v [B, Hkv, T, D] with H a multiple of Hkv (grouped-query attention: query head h
+// reads kv head h / (H / Hkv); Hkv = H is plain multi-head attention); lse [B, H, T].
 #pragma once
 
 #include "backends/kernels/dispatch.h"
@@ -16,7 +17,7 @@ struct AttentionForward {
 };
 
 // Recomputes the probabilities from q, k and lse (no T x T tensor is kept between forward and backward).
-// Writes grad_q, grad_k, grad_v.
+// Writes grad_q [B, H, T, D] and grad_k, grad_v [B, Hkv, T, D] (summed over the query heads of each group).
 struct AttentionBackward {
   static constexpr const char* name = "attention_backward";
   LORA_DEVICE_KERNELS(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
