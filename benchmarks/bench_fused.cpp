@@ -43,7 +43,7 @@ Figures measure(const Fn& f, const std::vector<Tensor>& inputs, int repeats) {
   Figures fig{0, 0};
   std::vector<double> times;
   for (int r = 0; r < repeats + 2; ++r) {
-    for (const Tensor& t : inputs) const_cast<Tensor&>(t).set_grad(Tensor());
+    for (Tensor t : inputs) t.set_grad(Tensor());  // a handle: the inputs themselves lose their gradients
     synchronize(device);
     const int64_t act0 = tracker.live(MemoryCategory::Activation, device);
     const auto start = Clock::now();
