@@ -60,7 +60,6 @@ __global__ void attention_backward_ds_kernel(float* scores, float* dp, const flo
   }
 }
 
-
 constexpr int64_t kAttentionWorkspaceBytes = int64_t(1) << 30;  // per call, for the T x T buffers
 
 // q [B, H, T, D], k and v [B, Hkv, T, D] with H % Hkv == 0.

@@ -151,5 +151,4 @@ void gather(const void* x, void* out, int64_t n, int elem_size, const StridedInd
   }
 }
 
-
 }  // namespace lora::cuda
