@@ -8,9 +8,15 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/tape.h"
+#include "backends/elementwise_ops.h"
 #include "core/tensor.h"
 
 namespace lora::ops {
+
+// ---- Elementwise ops: the table in backends/elementwise_ops.h. The generic forms take any table entry; the
+// named functions below are the same ops.
+Tensor unary(UnaryOp op, const Tensor& x, double alpha = 0.0);     // f(x; alpha)   (autograd/ops/unary.cpp)
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);      // a op b  (autograd/ops/elementwise.cpp)
 
 // ---- Elementwise arithmetic with numpy broadcasting (leading dimensions, a trailing bias, size-1 axes)
 // autograd/ops/elementwise.cpp
@@ -18,16 +24,17 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
+
+// ---- Elementwise functions (autograd/ops/unary.cpp)
 Tensor add_scalar(const Tensor& x, double s);  // x + s
 Tensor mul_scalar(const Tensor& x, double s);  // x * s
 Tensor neg(const Tensor& x);
-
-// ---- Elementwise functions (autograd/ops/unary.cpp)
 Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor gelu(const Tensor& x);  // tanh approximation, as GPT-2
+Tensor silu(const Tensor& x);  // x * sigmoid(x), as Llama's MLP
 Tensor square(const Tensor& x);
 Tensor sqrt(const Tensor& x);
 
@@ -61,6 +68,9 @@ Tensor softmax(const Tensor& x);      // autograd/ops/softmax.cpp
 Tensor log_softmax(const Tensor& x);  // autograd/ops/softmax.cpp
 // weight and bias [C] for x [..., C] (autograd/ops/layer_norm.cpp)
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+// y = x * rsqrt(mean(x^2 over the last axis) + eps) * weight: x [..., C], weight [C] (Llama's RMSNorm;
+// autograd/ops/rms_norm.cpp)
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
 
 // ---- Lookup and losses
 // weight [V, C], ids [...] (I32/I64) -> [..., C]; backward is a scatter-add into weight (autograd/ops/embedding.cpp)
@@ -73,9 +83,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 // The mask comes from a counter-based generator keyed by `seed`, so backward regenerates it.
 Tensor dropout(const Tensor& x, double p, bool training, uint64_t seed);
 
-// ---- Attention (autograd/ops/attention.cpp)
-// Causal scaled-dot-product attention, q, k, v [B, H, T, D] -> [B, H, T, D], scale = 1/sqrt(D) by default.
+// ---- Attention
+// Causal scaled-dot-product attention, q [B, H, T, D], k and v [B, Hkv, T, D] with H % Hkv == 0 -> [B, H, T, D];
+// query head h reads kv head h / (H / Hkv) (grouped-query attention; Hkv = H is multi-head attention).
+// scale = 1/sqrt(D) when 0 is passed (autograd/ops/attention.cpp).
 Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale = 0.0);
+// Rotary position embedding, rotate-half convention (Hugging Face Llama, GPT-NeoX): x [B, T, H, D] (D even),
+// cos and sin [T, D/2] for the positions of x (constants). For i < D/2 at time t:
+//   y[i] = x[i] cos[t,i] - x[i + D/2] sin[t,i];   y[i + D/2] = x[i + D/2] cos[t,i] + x[i] sin[t,i]
+// (autograd/ops/rope.cpp)
+Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
 }  // namespace lora::ops
 

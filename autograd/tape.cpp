@@ -19,8 +19,9 @@ size_t Node::saved_bytes() const {
 
 void Node::release() {
   for (Tensor& t : saved) {
-    // The tape no longer needs it: whoever else holds it holds ordinary working memory.
-    if (t.defined() && t.storage()->category() == MemoryCategory::Activation) t.storage()->recharge(MemoryCategory::Workspace);
+    // When no node needs it any more, whoever else holds it holds ordinary working memory.
+    Storage& s = *t.storage();
+    if (s.remove_tape_save() == 0 && s.category() == MemoryCategory::Activation) s.recharge(MemoryCategory::Workspace);
   }
   saved.clear();
   backward = nullptr;  // drops the closure's copies of the saved tensors
@@ -39,16 +40,16 @@ void Tape::clear() {
 // ---------------------------------------------------------------------------------------------------
 // OpRecord
 
-OpRecord::OpRecord(const char* op, std::initializer_list<Tensor> inputs) { init(op, inputs.begin(), inputs.size()); }
-OpRecord::OpRecord(const char* op, const std::vector<Tensor>& inputs) { init(op, inputs.data(), inputs.size()); }
+OpRecord::OpRecord(const OpDef& op, std::initializer_list<Tensor> inputs) { init(op, inputs.begin(), inputs.size()); }
+OpRecord::OpRecord(const OpDef& op, const std::vector<Tensor>& inputs) { init(op, inputs.data(), inputs.size()); }
 
-void OpRecord::init(const char* op, const Tensor* inputs, size_t count) {
+void OpRecord::init(const OpDef& op, const Tensor* inputs, size_t count) {
   if (!GradMode::is_enabled()) return;
   bool any = false;
   for (size_t i = 0; i < count; ++i) any = any || inputs[i].requires_grad();
   if (!any) return;
   active_ = true;
-  node_.op = op;
+  node_.op = &op;
   node_.inputs.resize(count);
   for (size_t i = 0; i < count; ++i) {
     const Tensor& t = inputs[i];
@@ -62,9 +63,15 @@ void OpRecord::init(const char* op, const Tensor* inputs, size_t count) {
   }
 }
 
+OpRecord::~OpRecord() {
+  if (active_) node_.release();
+}
+
 Tensor OpRecord::save(const Tensor& t) {
   if (!active_ || !t.defined()) return t;
-  if (t.storage()->category() == MemoryCategory::Workspace) t.storage()->recharge(MemoryCategory::Activation);
+  Storage& s = *t.storage();
+  s.add_tape_save();
+  if (s.category() == MemoryCategory::Workspace) s.recharge(MemoryCategory::Activation);
   node_.saved.push_back(t);
   return t;
 }
@@ -170,7 +177,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
       const NodeInput& in = node.inputs[j];
       Tensor& g = sink[j];
       if (!in.needs_grad || !g.defined()) continue;
-      LORA_CHECK(g.shape() == in.shape, "backward of {}: gradient of input {} has shape {}, expected {}", node.op, j,
+      LORA_CHECK(g.shape() == in.shape, "backward of {}: gradient of input {} has shape {}, expected {}", node.op->name(), j,
                  g.shape().str(), in.shape.str());
       Tensor grad = std::move(g);
       if (in.is_leaf) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/op_registry.h"
 #include "core/tensor.h"
 
 namespace lora::autograd {
@@ -46,7 +47,13 @@ struct NodeInput {
 };
 
 struct Node {
-  std::string op;
+  Node() = default;
+  Node(Node&&) noexcept = default;  // the moved-from node holds nothing
+  Node& operator=(Node&&) = delete;
+  Node(const Node&) = delete;
+  ~Node() { release(); }
+
+  const OpDef* op = nullptr;  // the registered op that recorded it
   uint64_t output_id = 0;
   Shape output_shape;
   std::vector<NodeInput> inputs;
@@ -54,7 +61,8 @@ struct Node {
   BackwardFn backward;
 
   size_t saved_bytes() const;
-  // Releases what the node saved; saved storages that outlive it go back to the Workspace category.
+  // Releases what the node saved. A saved storage goes back from Activation to the Workspace category when
+  // no other node still holds it (Storage::tape_saves), for whoever else keeps it alive.
   void release();
 };
 
@@ -72,27 +80,30 @@ class Tape {
   std::vector<Node> nodes_;
 };
 
-// How an op records itself:
+// How an op records itself (exp_op() is its registered definition: LORA_REGISTER_OP, op_registry.h):
 //
 //   Tensor y = ...forward...;
-//   if (OpRecord rec("exp", {x}); rec) {
+//   if (OpRecord rec(exp_op(), {x}); rec) {
 //     Tensor y_saved = rec.save(y);                          // only what backward needs
 //     rec.finish(y, [y_saved](const Tensor& gy, GradSink& g) { g.set(0, gy * y_saved); });
 //   }
 class OpRecord {
  public:
-  OpRecord(const char* op, std::initializer_list<Tensor> inputs);
-  OpRecord(const char* op, const std::vector<Tensor>& inputs);
+  OpRecord(const OpDef& op, std::initializer_list<Tensor> inputs);
+  OpRecord(const OpDef& op, const std::vector<Tensor>& inputs);
+  OpRecord(const OpRecord&) = delete;
+  OpRecord& operator=(const OpRecord&) = delete;
+  ~OpRecord();  // an op that throws between save() and finish() gives back what it saved
   explicit operator bool() const { return active_; }
   bool needs_grad(size_t input) const { return active_ && node_.inputs[input].needs_grad; }
-  // Keeps `t` for backward. Its storage is charged to the Activation category while the tape holds it
-  // (parameters keep their own category: saving a weight costs no extra memory).
+  // Keeps `t` for backward. Its storage is charged to the Activation category while any node of the tape
+  // holds it (parameters keep their own category: saving a weight costs no extra memory).
   Tensor save(const Tensor& t);
   // Marks `output` as produced by this op (requires_grad, not a leaf) and pushes the node.
   void finish(Tensor& output, BackwardFn backward);
 
  private:
-  void init(const char* op, const Tensor* inputs, size_t count);
+  void init(const OpDef& op, const Tensor* inputs, size_t count);
   bool active_ = false;
   Node node_;
 };

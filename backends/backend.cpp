@@ -1,4 +1,5 @@
-// The backend registry (the CPU backend is always there; CUDA registers itself) and the thread setting.
+// The backend registry (the CPU and meta backends are always there; CUDA registers itself), the thread
+// setting, and the errors of the dispatch helpers.
 #include "backends/backend.h"
 
 #include <cblas.h>
@@ -9,13 +10,15 @@
 #include <string>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/kernels/dispatch.h"
+#include "backends/meta_backend.h"
 
 namespace lora {
 namespace {
 
 std::array<Backend*, kNumDeviceTypes>& registry() {
   static CpuBackend cpu;
-  static std::array<Backend*, kNumDeviceTypes> backends{&cpu, nullptr};
+  static std::array<Backend*, kNumDeviceTypes> backends{&cpu, nullptr, &meta_backend()};
   return backends;
 }
 
@@ -59,5 +62,29 @@ Backend& backend_for(Device device) {
 }
 
 void register_backend(DeviceType type, Backend* backend) { registry()[static_cast<int>(type)] = backend; }
+
+void kernels::throw_device_not_built(const char* kernel, Device device) {
+  LORA_FAIL("{}: device {} is not available: this build has no backend for it", kernel, device.str());
+}
+
+void throw_invalid_op(const char* kind, int value) {
+  LORA_FAIL("{} {} is not an entry of the elementwise table (backends/elementwise_ops.h)", kind, value);
+}
+
+void check_unary_backward_args(UnaryOp op, const Tensor& saved, const Tensor& grad_y, const Tensor& grad_x) {
+  const UnaryInfo& info = unary_info(op);
+  const char* what = info.saves == Saves::Input ? "its input x" : "its output y";
+  LORA_CHECK(grad_y.defined() && grad_x.defined(), "unary_backward {}: grad_y and grad_x must be defined", info.name);
+  LORA_CHECK(grad_y.numel() == grad_x.numel(), "unary_backward {}: grad_y {} and grad_x {} differ in size", info.name,
+             grad_y.shape().str(), grad_x.shape().str());
+  if (info.saves == Saves::Nothing) {
+    LORA_CHECK(!saved.defined(), "unary_backward {}: the derivative reads nothing, but a saved tensor was given",
+               info.name);
+    return;
+  }
+  LORA_CHECK(saved.defined(), "unary_backward {}: the derivative reads {}, which was not given", info.name, what);
+  LORA_CHECK(saved.numel() == grad_x.numel(), "unary_backward {}: {} has shape {}, grad_x {}", info.name, what,
+             saved.shape().str(), grad_x.shape().str());
+}
 
 }  // namespace lora

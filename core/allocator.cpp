@@ -1,4 +1,5 @@
-// The CPU allocator (64-byte aligned, with a cache of large blocks) and the per-device-type allocator registry.
+// The CPU allocator (64-byte aligned, with a cache of large blocks), the meta device's (no memory), and the
+// per-device-type allocator registry.
 #include "core/allocator.h"
 
 #include <sys/mman.h>
@@ -123,9 +124,25 @@ class CpuAllocator final : public Allocator {
   std::unordered_map<size_t, int64_t> frees_;  // large blocks freed, per size (a few distinct sizes)
 };
 
+// The meta device: no memory at all. Storages get a null pointer (and are still charged to the tracker by
+// Storage); Tensor checks the device before it copies or reads, so the copies below never see a meta tensor
+// from a code path that expects data.
+class MetaAllocator final : public Allocator {
+ public:
+  void* allocate(size_t, Device) override { return nullptr; }
+  void deallocate(void*, size_t, Device) override {}
+  void copy_to_host(void*, const void*, size_t, Device) override {
+    LORA_FAIL("the meta device has no data to copy to the host");
+  }
+  void copy_from_host(void*, const void*, size_t, Device) override {}
+  void copy_within(void*, const void*, size_t, Device) override {}
+  void set_zero(void*, size_t, Device) override {}
+};
+
 std::array<Allocator*, kNumDeviceTypes>& registry() {
   static CpuAllocator cpu;
-  static std::array<Allocator*, kNumDeviceTypes> allocators{&cpu, nullptr};
+  static MetaAllocator meta;
+  static std::array<Allocator*, kNumDeviceTypes> allocators{&cpu, nullptr, &meta};
   return allocators;
 }
 

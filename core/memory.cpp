@@ -50,7 +50,7 @@ MemoryTracker& MemoryTracker::instance() {
 }
 
 int MemoryTracker::slot(Device device) {
-  const int s = device.is_cpu() ? 0 : 1 + device.index;
+  const int s = device.is_cpu() ? 0 : device.is_meta() ? kMaxDevices - 1 : 1 + device.index;
   LORA_CHECK(s >= 0 && s < kMaxDevices, "memory tracker: device {} is out of range", device.str());
   return s;
 }

@@ -64,7 +64,7 @@ class MemoryTracker {
   std::string live_summary(Device device = Device::cpu()) const;
 
  private:
-  static constexpr int kMaxDevices = 1 + 16;  // the CPU, then up to 16 CUDA devices
+  static constexpr int kMaxDevices = 1 + 16 + 1;  // the CPU, up to 16 CUDA devices, the meta device
   static int slot(Device device);
   void update_peaks(DeviceMemoryStats& s);
 

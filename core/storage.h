@@ -1,6 +1,7 @@
 // Storage: a refcounted block of device memory, charged to one memory category for its whole life.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 
@@ -24,11 +25,18 @@ class Storage {
   // Moves this storage's bytes to another category (for instance a parameter that is frozen).
   void recharge(MemoryCategory category);
 
+  // How many tape nodes hold this storage among what they saved: OpRecord::save adds one, Node::release takes
+  // it away. The tape charges the bytes to Activation while any node holds them (autograd/tape.cpp).
+  int add_tape_save() { return ++tape_saves_; }
+  int remove_tape_save() { return --tape_saves_; }
+  int tape_saves() const { return tape_saves_; }
+
  private:
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;
   MemoryCategory category_;
+  std::atomic<int> tape_saves_{0};
 };
 
 }  // namespace lora

@@ -14,20 +14,26 @@ uint64_t TensorImpl::next_id() {
   return counter.fetch_add(1, std::memory_order_relaxed);
 }
 
+void Tensor::throw_no_data(const char* doing) const {
+  LORA_FAIL("tensor{} of shape {} is on the meta device and has no data ({})",
+            name().empty() ? "" : " '" + name() + "'", shape().str(), doing);
+}
+
 void throw_shape_mismatch(const char* op, const Shape& a, const Shape& b) {
   LORA_FAIL("{}: shape mismatch between {} and {}", op, a.str(), b.str());
 }
 
 Device Device::parse(const std::string& text) {
   if (text == "cpu") return Device::cpu();
+  if (text == "meta") return Device::meta();
   if (text == "cuda") return Device::cuda(0);
   if (text.rfind("cuda:", 0) == 0) {
     const std::string index = text.substr(5);
     LORA_CHECK(!index.empty() && index.find_first_not_of("0123456789") == std::string::npos,
-               "device '{}': expected cpu, cuda or cuda:N", text);
+               "device '{}': expected cpu, cuda, cuda:N or meta", text);
     return Device::cuda(std::stoi(index));
   }
-  LORA_FAIL("device '{}': expected cpu, cuda or cuda:N", text);
+  LORA_FAIL("device '{}': expected cpu, cuda, cuda:N or meta", text);
 }
 
 namespace {
@@ -73,6 +79,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   return empty(shape, dtype, device, MemoryCategoryGuard::current());
 }
 
+// The meta device holds no data: its factories make the tensor (charged to the tracker) and write nothing.
+
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
   t.zero_();
@@ -83,6 +91,7 @@ Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) { return ful
 
 // Values are written on the host, then copied: initialisation is not a hot path.
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  if (device.is_meta()) return empty(shape, dtype, device);
   Tensor host = empty(shape, dtype, Device::cpu());
   void* p = host.raw_data();
   for (int64_t i = 0; i < host.numel(); ++i) store_double(p, dtype, i, value);
@@ -90,6 +99,7 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device
 }
 
 Tensor Tensor::arange(int64_t n, DType dtype, Device device) {
+  if (device.is_meta()) return empty({n}, dtype, device);
   Tensor host = empty({n}, dtype, Device::cpu());
   void* p = host.raw_data();
   for (int64_t i = 0; i < n; ++i) store_double(p, dtype, i, static_cast<double>(i));
@@ -100,6 +110,7 @@ template <typename T>
 Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
   LORA_CHECK(static_cast<int64_t>(values.size()) == shape.numel(),
              "from_vector: {} values do not fill shape {} ({} elements)", values.size(), shape.str(), shape.numel());
+  if (device.is_meta()) return empty(shape, dtype_of<T>(), device);
   Tensor host = empty(shape, dtype_of<T>(), Device::cpu());
   if (!values.empty()) std::memcpy(host.raw_data(), values.data(), values.size() * sizeof(T));
   return host.to(device);
@@ -134,12 +145,14 @@ void fill_random(void* data, DType dtype, int64_t n, Generator& gen, Draw draw) 
 }  // namespace
 
 Tensor Tensor::randn(const Shape& shape, Generator& gen, double mean, double std, DType dtype, Device device) {
+  if (device.is_meta()) return empty(shape, dtype, device);
   Tensor host = empty(shape, dtype, Device::cpu());
   fill_random(host.raw_data(), dtype, host.numel(), gen, [=](Generator& g) { return mean + std * g.normal(); });
   return host.to(device);
 }
 
 Tensor Tensor::uniform(const Shape& shape, Generator& gen, double low, double high, DType dtype, Device device) {
+  if (device.is_meta()) return empty(shape, dtype, device);
   Tensor host = empty(shape, dtype, Device::cpu());
   fill_random(host.raw_data(), dtype, host.numel(), gen,
               [=](Generator& g) { return low + (high - low) * g.uniform(); });
@@ -167,6 +180,7 @@ const std::shared_ptr<Storage>& Tensor::storage() const {
 }
 void* Tensor::raw_data() const {
   LORA_CHECK(defined(), "raw_data(): the tensor is undefined");
+  if (impl_->storage->device().is_meta()) throw_no_data("reading its data");
   return static_cast<char*>(impl_->storage->data()) + impl_->offset_bytes;
 }
 
@@ -220,6 +234,8 @@ void Tensor::copy_from(const Tensor& src) {
              dtype_name(src.dtype()), dtype_name(dtype()));
   const size_t bytes = nbytes();
   const Device from = src.device(), to = device();
+  if (to.is_meta()) return;  // nothing to copy into
+  if (from.is_meta()) src.throw_no_data(fmt::format("copying it to {}", to.str()).c_str());
   if (from.is_cpu() && to.is_cpu()) {
     allocator_for(to).copy_within(raw_data(), src.raw_data(), bytes, to);
   } else if (from.is_cpu()) {
@@ -234,7 +250,10 @@ void Tensor::copy_from(const Tensor& src) {
   }
 }
 
-void Tensor::zero_() { allocator_for(device()).set_zero(raw_data(), nbytes(), device()); }
+void Tensor::zero_() {
+  if (device().is_meta()) return;
+  allocator_for(device()).set_zero(raw_data(), nbytes(), device());
+}
 
 Tensor Tensor::clone() const {
   Tensor out = empty(shape(), dtype(), device());
@@ -251,6 +270,7 @@ Tensor Tensor::to(Device device) const {
 
 Tensor Tensor::to(DType dtype) const {
   if (dtype == this->dtype()) return *this;
+  if (device().is_meta()) return empty(shape(), dtype, device());
   Tensor host = this->to(Device::cpu());
   Tensor out = empty(shape(), dtype, Device::cpu());
   void* dst = out.raw_data();
@@ -352,7 +372,7 @@ Tensor& Tensor::set_name(std::string name) {
 std::string Tensor::str(int max_elements) const {
   if (!defined()) return "Tensor(undefined)";
   std::string s = fmt::format("Tensor{} {} {}", shape().str(), dtype_name(dtype()), device().str());
-  if (dtype() == DType::F16 || dtype() == DType::BF16) return s;
+  if (dtype() == DType::F16 || dtype() == DType::BF16 || device().is_meta()) return s;
   Tensor host = to(Device::cpu());
   const int64_t n = std::min<int64_t>(numel(), max_elements);
   s += " [";

@@ -27,7 +27,8 @@ class Tensor {
   Tensor() = default;  // an undefined tensor: defined() is false
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  // ---- Factories. Memory is charged to MemoryCategoryGuard::current() unless a category is given.
+  // ---- Factories. Memory is charged to MemoryCategoryGuard::current() unless a category is given. On the
+  // meta device they make the tensor (charged with its byte size) and write no values.
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
   static Tensor empty(const Shape& shape, DType dtype, Device device, MemoryCategory category);
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
@@ -55,7 +56,8 @@ class Tensor {
   TensorImpl* impl() const { return impl_.get(); }
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
 
-  // Typed pointer to the first element (checks the dtype). On CUDA this is a device pointer.
+  // Typed pointer to the first element (checks the dtype). On CUDA this is a device pointer; on the meta
+  // device there is no data, and asking for it is a lora::Error.
   template <typename T> T* data() const;
   void* raw_data() const;
 
@@ -66,12 +68,15 @@ class Tensor {
   Tensor narrow_rows(int64_t start, int64_t length) const;
   Tensor clone() const;                      // a contiguous copy on the same device, charged to the current category
   Tensor to(Device device) const;            // a copy on another device (or *this if already there)
+                                             // (to the meta device: no data moves; from it: a lora::Error)
   Tensor to(DType dtype) const;              // a converted copy (CPU); float <-> double <-> int
   Tensor detach() const;                     // same data, no autograd history, requires_grad false
-  void copy_from(const Tensor& src);         // copies data of equal shape and dtype (any devices)
+  void copy_from(const Tensor& src);         // copies data of equal shape and dtype (any devices; into meta:
+                                             // nothing to do; out of meta: a lora::Error)
   void zero_();                              // sets every element to 0
 
-  // ---- Element access for tests and small programs (copies through the host when on a device)
+  // ---- Element access for tests and small programs (copies through the host when on a device; a meta tensor
+  // has no elements to read: lora::Error)
   double item() const;                            // the only element of a one-element tensor
   double at(std::initializer_list<int64_t> index) const;
   void set(std::initializer_list<int64_t> index, double value);
@@ -90,6 +95,9 @@ class Tensor {
   std::string str(int max_elements = 8) const;  // "Tensor[2, 3] float32 cpu [0.1, ...]"
 
  private:
+  // Throws lora::Error: this tensor is on the meta device and has no data, which `doing` needed.
+  [[noreturn]] void throw_no_data(const char* doing) const;
+
   std::shared_ptr<TensorImpl> impl_;
 };
 

@@ -59,17 +59,6 @@ Tensor attend_composed(const Tensor& q, const Tensor& keys, const Tensor& values
   return ops::reshape(ops::matmul(probs, values), {B, H, T, D});
 }
 
-// TEMPORARY until the fused kernel takes grouped heads: k/v [B, H_kv, T, D] -> [B, H_kv * G, T, D].
-Tensor repeat_heads(const Tensor& kv, int64_t groups) {
-  if (groups == 1) return kv;
-  std::vector<Tensor> parts;
-  for (int64_t h = 0; h < kv.size(1); ++h) {
-    const Tensor head = ops::slice(kv, 1, h, h + 1);
-    for (int64_t g = 0; g < groups; ++g) parts.push_back(head);
-  }
-  return ops::concat(parts, 1);
-}
-
 }  // namespace
 
 Tensor causal_self_attention(const Tensor& q, const Tensor& k, const Tensor& v, KVCache::Layer* cache, int64_t start,
@@ -79,10 +68,9 @@ Tensor causal_self_attention(const Tensor& q, const Tensor& k, const Tensor& v, 
              "attention: q {} and k, v {}, {} are not [B, H, T, D] and [B, H_kv, T, D] with H a multiple of H_kv",
              q.shape().str(), k.shape().str(), v.shape().str());
   LORA_CHECK(dropout_p >= 0.0 && dropout_p < 1.0, "attention: dropout {} is outside [0, 1)", dropout_p);
-  const int64_t groups = q.size(1) / k.size(1);
   if (!cache) {
     if (dropout_p > 0.0) return attend_composed(q, k, v, 0, dropout_p, dropout_seed);
-    return ops::causal_attention(q, repeat_heads(k, groups), repeat_heads(v, groups));
+    return ops::causal_attention(q, k, v);
   }
 
   LORA_CHECK(!GradMode::is_enabled() || !(q.requires_grad() || k.requires_grad() || v.requires_grad()),

@@ -2,7 +2,6 @@
 #pragma once
 
 #include "nn/module.h"
-#include "nn/pending_ops.h"
 
 namespace lora::nn {
 

@@ -1,7 +1,7 @@
-// Adam / AdamW: hyperparameter checks and the step, one backend adam_step kernel per parameter.
+// Adam / AdamW: hyperparameter checks and the step, one fused AdamUpdate kernel per parameter.
 #include "optim/adam.h"
 
-#include "backends/backend.h"
+#include "backends/kernels/optimizer.h"
 #include "core/error.h"
 
 namespace lora::optim {
@@ -28,7 +28,7 @@ void Adam::step() {
   hp.decoupled = decoupled_;
   for_each_update([&](Tensor& param, const Tensor& grad, ParamState& state) {
     hp.step = state.step;  // t counts from 1: already advanced for this update
-    backend_for(param).adam_step(param, grad, state.buffers[0], state.buffers[1], hp);
+    kernels::run<kernels::AdamUpdate>(param.device(), param, grad, state.buffers[0], state.buffers[1], hp);
   });
 }
 

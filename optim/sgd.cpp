@@ -1,7 +1,7 @@
-// SGD: hyperparameter checks and the step, one backend sgd_step kernel per parameter.
+// SGD: hyperparameter checks and the step, one fused SgdUpdate kernel per parameter.
 #include "optim/sgd.h"
 
-#include "backends/backend.h"
+#include "backends/kernels/optimizer.h"
 #include "core/error.h"
 
 namespace lora::optim {
@@ -31,7 +31,7 @@ void SGD::step() {
   for_each_update([&](Tensor& param, const Tensor& grad, ParamState& state) {
     hp.first_step = state.step == 1;  // the buffer starts as g instead of decaying zeros
     Tensor& buffer = state.buffers.empty() ? no_buffer : state.buffers[0];
-    backend_for(param).sgd_step(param, grad, buffer, hp);
+    kernels::run<kernels::SgdUpdate>(param.device(), param, grad, buffer, hp);
   });
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "autograd/gradcheck.h"
+#include "backends/elementwise_ops.h"
 #include "core/tensor.h"
 
 namespace lora::testing {
@@ -52,6 +53,18 @@ inline void require_close_scaled(const Tensor& actual, const Tensor& expected, d
 // A random float64 CPU leaf that requires grad (the inputs of double-precision gradchecks).
 inline Tensor random_input(const Shape& shape, Generator& gen, double low = -1.0, double high = 1.0) {
   Tensor t = Tensor::uniform(shape, gen, low, high, DType::F64);
+  t.set_requires_grad(true);
+  return t;
+}
+
+// A CPU leaf that requires grad, drawn from an elementwise op's test domain (backends/elementwise_ops.h):
+// Real: |x| in [0.1, 2] with either sign (away from kinks at 0); Positive: x in [0.2, 2].
+inline Tensor domain_input(const Shape& shape, Generator& gen, TestDomain domain, DType dtype = DType::F64) {
+  std::vector<double> v = Tensor::uniform(shape, gen, -1.0, 1.0, DType::F64).to_vector<double>();
+  for (double& x : v) {
+    x = domain == TestDomain::Positive ? 0.2 + 0.9 * (x + 1.0) : std::copysign(0.1 + 1.9 * std::abs(x), x);
+  }
+  Tensor t = Tensor::from_vector(v, shape).to(dtype);
   t.set_requires_grad(true);
   return t;
 }

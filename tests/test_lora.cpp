@@ -13,6 +13,7 @@
 #include "models/registry.h"
 #include "nn/lora/adapter.h"
 #include "optim/adam.h"
+#include "tests/op_cases.h"
 #include "tests/test_helpers.h"
 
 using namespace lora;
@@ -92,14 +93,22 @@ TEST_CASE("LoRALinear forward is base(x) + s (x A^T) B^T on the adapted slices",
   testing::require_close(ops::slice(layer.forward(x), 1, 3, 6), ops::slice(base->forward(x), 1, 3, 6), 0, 0);
 }
 
-TEST_CASE("gradcheck: add_columns", "[lora][gradcheck]") {
-  Generator gen(4);
-  Tensor base = testing::random_input({3, 7}, gen), delta = testing::random_input({3, 2}, gen);
-  REQUIRE_GRADCHECK([](const std::vector<Tensor>& in) { return ops::add_columns(in[0], in[1], 4, -1.5); },
-                    (std::vector<Tensor>{base, delta}));
-  Tensor base3 = testing::random_input({2, 2, 5}, gen), delta3 = testing::random_input({2, 2, 5}, gen);
-  REQUIRE_GRADCHECK([](const std::vector<Tensor>& in) { return ops::add_columns(in[0], in[1], 0); },
-                    (std::vector<Tensor>{base3, delta3}));
+LORA_OP_CASES(add_columns_cases) {
+  using testing::Inputs;
+  const auto inputs = [](Shape base, Shape delta, uint64_t seed, DType dtype) {
+    return [=] {
+      Generator gen(seed);
+      return Inputs{testing::uniform_leaf(base, gen, dtype), testing::uniform_leaf(delta, gen, dtype)};
+    };
+  };
+  const testing::OpFn slice = [](const Inputs& in) { return ops::add_columns(in[0], in[1], 4, -1.5); };
+  const testing::OpFn all = [](const Inputs& in) { return ops::add_columns(in[0], in[1], 0); };
+  testing::gradcheck_case("add_columns", "columns [4, 6) of [3, 7], scale -1.5", slice, inputs({3, 7}, {3, 2}, 4, DType::F64));
+  testing::gradcheck_case("add_columns", "every column of [2, 2, 5]", all, inputs({2, 2, 5}, {2, 2, 5}, 4, DType::F64));
+  testing::parity_case("add_columns", "columns [4, 6) of [33, 257]", slice, inputs({33, 257}, {33, 2}, 5, DType::F32));
+}
+
+TEST_CASE("add_columns: a delta that does not fit the columns is an error", "[lora]") {
   REQUIRE_THROWS_AS(ops::add_columns(Tensor::ones({2, 4}), Tensor::ones({2, 2}), 3), Error);
 }
 

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <vector>
 
-#include "backends/backend.h"
+#include "backends/kernels/optimizer.h"
 #include "core/tensor.h"
 
 using namespace lora;
@@ -65,14 +65,13 @@ void sgd_reference(double& p, double& buf, double grad, const SgdStep& hp) {
 }
 
 void check_adam(AdamStep hp, DType dtype) {
-  Backend& be = backend_for(Device::cpu());
   Tensor param = tensor_of(kParam0, dtype);
   Tensor m = Tensor::zeros(param.shape(), dtype), v = Tensor::zeros(param.shape(), dtype);
   std::vector<double> p_ref = kParam0, m_ref(kParam0.size(), 0.0), v_ref(kParam0.size(), 0.0);
   for (int64_t step = 1; step <= static_cast<int64_t>(kGrads.size()); ++step) {
     INFO("step " << step);
     hp.step = step;
-    be.adam_step(param, tensor_of(kGrads[step - 1], dtype), m, v, hp);
+    kernels::AdamUpdate::cpu(param, tensor_of(kGrads[step - 1], dtype), m, v, hp);
     for (size_t i = 0; i < p_ref.size(); ++i) adam_reference(p_ref[i], m_ref[i], v_ref[i], kGrads[step - 1][i], hp);
     require_close(param, p_ref, dtype);
     require_close(m, m_ref, dtype);
@@ -81,7 +80,6 @@ void check_adam(AdamStep hp, DType dtype) {
 }
 
 void check_sgd(SgdStep hp, DType dtype) {
-  Backend& be = backend_for(Device::cpu());
   Tensor param = tensor_of(kParam0, dtype);
   // Filled with NaN: the first step must overwrite the buffer without reading it.
   Tensor buf = hp.momentum != 0.0 ? Tensor::full(param.shape(), NAN, dtype) : Tensor();
@@ -89,7 +87,7 @@ void check_sgd(SgdStep hp, DType dtype) {
   for (size_t step = 0; step < kGrads.size(); ++step) {
     INFO("step " << step + 1);
     hp.first_step = step == 0;
-    be.sgd_step(param, tensor_of(kGrads[step], dtype), buf, hp);
+    kernels::SgdUpdate::cpu(param, tensor_of(kGrads[step], dtype), buf, hp);
     for (size_t i = 0; i < p_ref.size(); ++i) sgd_reference(p_ref[i], buf_ref[i], kGrads[step][i], hp);
     require_close(param, p_ref, dtype);
     if (buf.defined()) require_close(buf, buf_ref, dtype);
@@ -121,10 +119,9 @@ TEST_CASE("adam_step matches PyTorch's Adam and AdamW over three steps", "[optim
 
 TEST_CASE("adam_step: the first step moves each weight by about lr", "[optim]") {
   // With bias correction, step 1 is p -= lr * g / (|g| + eps): a fixed-size step whatever the gradient's scale.
-  Backend& be = backend_for(Device::cpu());
   Tensor p = tensor_of({1.0, 1.0}, DType::F64), g = tensor_of({1e-3, -50.0}, DType::F64);
   Tensor m = Tensor::zeros({2}, DType::F64), v = Tensor::zeros({2}, DType::F64);
-  be.adam_step(p, g, m, v, {.lr = 0.1, .eps = 0.0, .step = 1});
+  kernels::AdamUpdate::cpu(p, g, m, v, {.lr = 0.1, .eps = 0.0, .step = 1});
   REQUIRE(p.at({0}) == Approx(0.9).epsilon(1e-12));
   REQUIRE(p.at({1}) == Approx(1.1).epsilon(1e-12));
 }
@@ -144,11 +141,10 @@ TEST_CASE("sgd_step matches PyTorch's SGD over three steps", "[optim]") {
 }
 
 TEST_CASE("optimizer kernels reject bad state", "[optim]") {
-  Backend& be = backend_for(Device::cpu());
   Tensor p = Tensor::zeros({3}), g = Tensor::zeros({3}), m = Tensor::zeros({3}), v = Tensor::zeros({3});
-  REQUIRE_THROWS_AS(be.adam_step(p, g, m, v, {.step = 0}), lora::Error);
-  REQUIRE_THROWS_AS(be.adam_step(p, Tensor::zeros({4}), m, v, {}), lora::Error);
+  REQUIRE_THROWS_AS(kernels::AdamUpdate::cpu(p, g, m, v, {.step = 0}), lora::Error);
+  REQUIRE_THROWS_AS(kernels::AdamUpdate::cpu(p, Tensor::zeros({4}), m, v, {}), lora::Error);
   Tensor none;
-  REQUIRE_THROWS_AS(be.sgd_step(p, g, none, {.momentum = 0.9}), lora::Error);
-  REQUIRE_NOTHROW(be.sgd_step(p, g, none, {.momentum = 0.0}));
+  REQUIRE_THROWS_AS(kernels::SgdUpdate::cpu(p, g, none, {.momentum = 0.9}), lora::Error);
+  REQUIRE_NOTHROW(kernels::SgdUpdate::cpu(p, g, none, {.momentum = 0.0}));
 }

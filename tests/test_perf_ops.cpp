@@ -1,8 +1,6 @@
-// Tests of the ops and kernels added for speed: linear_cross_entropy (gradcheck in double, equality with
-// linear + cross_entropy in float32), the vectorised float exp, and the float32 GELU against float64.
-//
-// Gradcheck tolerance: GradcheckOptions' defaults, in float64 (central differences with eps = 1e-6, pass
-// when |analytic - numeric| <= 1e-7 + 1e-5 * |numeric|).
+// Tests of the ops and kernels added for speed: linear_cross_entropy (registered cases, run by
+// tests/test_op_registry.cpp; equality with linear + cross_entropy in float32), the vectorised float exp, and
+// the float32 GELU against float64.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <functional>
@@ -14,18 +12,12 @@
 #include "autograd/tape.h"
 #include "backends/backend.h"
 #include "backends/cpu/fast_math.h"
+#include "backends/kernels/optimizer.h"
+#include "tests/op_cases.h"
 
 using namespace lora;
 
 namespace {
-
-using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
-
-void require_gradcheck(const Fn& f, const std::vector<Tensor>& inputs) {
-  const autograd::GradcheckResult result = autograd::gradcheck(f, inputs);
-  INFO(result.report);
-  REQUIRE(result.ok);
-}
 
 Tensor randn(const Shape& shape, Generator& gen, DType dtype, bool requires_grad = true) {
   Tensor t = Tensor::randn(shape, gen, 0.0, 1.0, dtype);
@@ -44,22 +36,20 @@ void require_close(const std::vector<double>& a, const std::vector<double>& b, d
 
 }  // namespace
 
-TEST_CASE("linear_cross_entropy: gradcheck of x and weight, with ignored rows", "[perf]") {
-  Generator gen(21);
-  const Tensor targets = Tensor::from_vector(std::vector<int64_t>{2, -100, 0, 6, 6, 1}, {2, 3});
-  SECTION("both inputs") {
-    require_gradcheck(
-        [&](const std::vector<Tensor>& in) { return ops::linear_cross_entropy(in[0], in[1], targets); },
-        {randn({2, 3, 5}, gen, DType::F64), randn({7, 5}, gen, DType::F64)});
-  }
-  SECTION("frozen weight (only x needs a gradient), and frozen x") {
-    const Tensor w = randn({7, 5}, gen, DType::F64, false);
-    require_gradcheck([&](const std::vector<Tensor>& in) { return ops::linear_cross_entropy(in[0], w, targets); },
-                      {randn({2, 3, 5}, gen, DType::F64)});
-    const Tensor x = randn({2, 3, 5}, gen, DType::F64, false);
-    require_gradcheck([&](const std::vector<Tensor>& in) { return ops::linear_cross_entropy(x, in[0], targets); },
-                      {randn({7, 5}, gen, DType::F64)});
-  }
+LORA_OP_CASES(linear_cross_entropy_cases) {
+  using testing::Inputs;
+  const auto inputs = [](std::vector<bool> trains, uint64_t seed, DType dtype) {
+    return [=] {
+      Generator gen(seed);
+      return Inputs{testing::randn_leaf({2, 3, 5}, gen, dtype, trains[0]), testing::randn_leaf({7, 5}, gen, dtype, trains[1]),
+                    testing::ids({2, -100, 0, 6, 6, 1}, {2, 3})};
+    };
+  };
+  const testing::OpFn f = [](const Inputs& in) { return ops::linear_cross_entropy(in[0], in[1], in[2]); };
+  testing::gradcheck_case("linear_cross_entropy", "x and weight, an ignored row", f, inputs({true, true}, 21, DType::F64));
+  testing::gradcheck_case("linear_cross_entropy", "frozen weight", f, inputs({true, false}, 21, DType::F64));
+  testing::gradcheck_case("linear_cross_entropy", "frozen x", f, inputs({false, true}, 21, DType::F64));
+  testing::parity_case("linear_cross_entropy", "x and weight", f, inputs({true, true}, 22, DType::F32), testing::kGemm);
 }
 
 TEST_CASE("linear_cross_entropy: equals linear + cross_entropy in float32, value and gradients", "[perf]") {
@@ -131,7 +121,7 @@ TEST_CASE("adam_step: the vectorised float path matches the scalar formula, tail
                      vr = v.to_vector<float>();
   AdamStep hp;
   hp.lr = 1e-3, hp.weight_decay = 0.1, hp.step = 3;
-  backend_for(p).adam_step(p, g, m, v, hp);
+  kernels::AdamUpdate::cpu(p, g, m, v, hp);
   const double bc1 = 1.0 - std::pow(hp.beta1, 3.0), bc2 = 1.0 - std::pow(hp.beta2, 3.0);
   const float b1 = float(hp.beta1), b2 = float(hp.beta2), omb1 = float(1.0 - hp.beta1), omb2 = float(1.0 - hp.beta2);
   const float step = float(hp.lr / bc1), bc2s = float(std::sqrt(bc2)), eps = float(hp.eps);

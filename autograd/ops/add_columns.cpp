@@ -7,6 +7,9 @@
 #include "autograd/ops/op_utils.h"
 
 namespace lora::ops {
+namespace {
+LORA_REGISTER_OP(add_columns_op, "add_columns");
+}  // namespace
 
 Tensor add_columns(const Tensor& base, const Tensor& delta, int64_t column, double scale) {
   detail::check_floating(base, "add_columns", "base");
@@ -25,7 +28,7 @@ Tensor add_columns(const Tensor& base, const Tensor& delta, int64_t column, doub
     be.unary(UnaryOp::MulScalar, delta, scaled, scale);
   }
   be.copy_block(scaled, out, rows, w, n, 1, 0, column, w, /*accumulate=*/true);
-  if (OpRecord rec("add_columns", {base, delta}); rec) {
+  if (OpRecord rec(add_columns_op(), {base, delta}); rec) {
     const Shape delta_shape = delta.shape();
     rec.finish(out, [=](const Tensor& g, GradSink& grads) {
       if (grads.needs_grad(0)) grads.set(0, g);

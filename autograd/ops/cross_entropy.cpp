@@ -1,11 +1,12 @@
 // cross_entropy: the fused, numerically stable mean of -log softmax(logits)[target], forward and backward.
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
+#include "backends/kernels/cross_entropy.h"
 
 namespace lora::ops {
-
-using autograd::GradSink;
-using autograd::OpRecord;
+namespace {
+LORA_REGISTER_OP(cross_entropy_op, "cross_entropy");
+}  // namespace
 
 // logits [..., V], targets [...] (I32/I64) -> shape []: the mean over the rows whose target is not
 // ignore_index. When every row is ignored there is nothing to average: the loss is 0 and so is the
@@ -32,11 +33,16 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor losses = detail::empty_like(logits, {rows});  // [N]
   Tensor lse = detail::empty_like(logits, {rows});     // [N]
   Backend& be = backend_for(logits);
-  be.cross_entropy_forward(logits2, targets1, ignore_index, losses, lse);  // checks the target range
+  // Checks every target against [0, V).
+  kernels::run<kernels::CrossEntropyForward>(logits.device(), logits2, targets1, ignore_index, losses, lse);
 
-  // The rows that count, on the host (N integers: cheap next to the N x V logits).
-  int64_t count = 0;
-  for (int64_t t : targets1.to_vector<int64_t>()) count += t != ignore_index;
+  // The rows that count, on the host (N integers: cheap next to the N x V logits). The meta device has no
+  // targets to read: every row counts.
+  int64_t count = rows;
+  if (!targets1.device().is_meta()) {
+    count = 0;
+    for (int64_t t : targets1.to_vector<int64_t>()) count += t != ignore_index;
+  }
   const double scale = count > 0 ? 1.0 / static_cast<double>(count) : 0.0;
 
   Tensor loss = detail::empty_like(logits, Shape());  // []
@@ -47,15 +53,15 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     be.fill(loss, 0.0);
   }
 
-  if (OpRecord rec(op, {logits}); rec) {
+  if (OpRecord rec(cross_entropy_op(), {logits}); rec) {
     Tensor logits_saved = rec.save(logits2);
     Tensor targets_saved = rec.save(targets1);
     Tensor lse_saved = rec.save(lse);
     const Shape logits_shape = logits.shape();
     rec.finish(loss, [=](const Tensor& grad_loss, GradSink& g) {
       Tensor grad_logits = detail::empty_like(logits_saved);  // [N, V]
-      backend_for(grad_loss).cross_entropy_backward(logits_saved, targets_saved, lse_saved, grad_loss, scale,
-                                                    ignore_index, grad_logits);
+      kernels::run<kernels::CrossEntropyBackward>(grad_loss.device(), logits_saved, targets_saved, lse_saved, grad_loss,
+                                                  scale, ignore_index, grad_logits);
       g.set(0, grad_logits.view(logits_shape));
     });
   }

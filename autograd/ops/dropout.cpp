@@ -1,11 +1,12 @@
 // dropout: zero each element with probability p and scale the rest by 1 / (1 - p); backward regenerates the mask.
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
+#include "backends/kernels/dropout.h"
 
 namespace lora::ops {
-
-using autograd::GradSink;
-using autograd::OpRecord;
+namespace {
+LORA_REGISTER_OP(dropout_op, "dropout");
+}  // namespace
 
 // Element i is kept when counter_uniform(seed, i) >= p. Outside training, or with p == 0, dropout is the
 // identity: x itself comes back and nothing is recorded. Backward saves nothing: the mask is a function of
@@ -16,11 +17,11 @@ Tensor dropout(const Tensor& x, double p, bool training, uint64_t seed) {
   if (!training || p == 0.0) return x;
 
   Tensor y = detail::empty_like(x);
-  backend_for(x).dropout_forward(x, y, p, seed);
-  if (OpRecord rec("dropout", {x}); rec) {
+  kernels::run<kernels::DropoutMask>(x.device(), x, y, p, seed);
+  if (OpRecord rec(dropout_op(), {x}); rec) {
     rec.finish(y, [p, seed](const Tensor& grad_y, GradSink& g) {
       Tensor grad_x = detail::empty_like(grad_y);
-      backend_for(grad_y).dropout_backward(grad_y, grad_x, p, seed);
+      kernels::run<kernels::DropoutMask>(grad_y.device(), grad_y, grad_x, p, seed);  // the same mask
       g.set(0, grad_x);
     });
   }

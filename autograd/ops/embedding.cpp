@@ -1,11 +1,12 @@
 // embedding: a row lookup into weight [V, C], and its backward, a scatter-add into a zero gradient.
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
+#include "backends/kernels/embedding.h"
 
 namespace lora::ops {
-
-using autograd::GradSink;
-using autograd::OpRecord;
+namespace {
+LORA_REGISTER_OP(embedding_op, "embedding");
+}  // namespace
 
 // out[..., :] = weight[ids[...], :]: ids [...] (I32/I64) -> [..., C]. Only the weight can have a gradient,
 // and it needs only the ids (not the weight or the output).
@@ -23,13 +24,13 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   Tensor out = detail::empty_like(weight, Shape(out_dims));  // [..., C]
   Tensor ids_flat = ids.view({n});                           // [N]
   Tensor out2 = out.view({n, cols});
-  backend_for(weight).embedding_forward(weight, ids_flat, out2);
+  kernels::run<kernels::EmbeddingForward>(weight.device(), weight, ids_flat, out2);
 
-  if (OpRecord rec(op, {weight}); rec) {
+  if (OpRecord rec(embedding_op(), {weight}); rec) {
     Tensor ids_saved = rec.save(ids_flat);
     rec.finish(out, [ids_saved, vocab, cols, n](const Tensor& grad_out, GradSink& g) {
       Tensor grad_w = detail::zeros_like(grad_out, {vocab, cols});  // [V, C]: rows never looked up stay 0
-      backend_for(grad_out).embedding_backward(ids_saved, grad_out.view({n, cols}), grad_w);
+      kernels::run<kernels::EmbeddingBackward>(grad_out.device(), ids_saved, grad_out.view({n, cols}), grad_w);
       g.set(0, grad_w);
     });
   }

@@ -1,11 +1,12 @@
 // layer_norm over the last axis: forward (one fused kernel, saving per-row mean and rstd) and backward.
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
+#include "backends/kernels/layer_norm.h"
 
 namespace lora::ops {
-
-using autograd::GradSink;
-using autograd::OpRecord;
+namespace {
+LORA_REGISTER_OP(layer_norm_op, "layer_norm");
+}  // namespace
 
 // y = (x - mean) * rstd * weight + bias over rows of x [..., C]; weight, bias [C].
 //
@@ -32,9 +33,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   Tensor mean = detail::empty_like(x, {rows});  // [N]
   Tensor rstd = detail::empty_like(x, {rows});  // [N]
   Tensor x2 = x.view({rows, cols}), y2 = y.view({rows, cols});
-  backend_for(x).layer_norm_forward(x2, weight, bias, eps, y2, mean, rstd);
+  kernels::run<kernels::LayerNormForward>(x.device(), x2, weight, bias, eps, y2, mean, rstd);
 
-  if (OpRecord rec(op, {x, weight, bias}); rec) {
+  if (OpRecord rec(layer_norm_op(), {x, weight, bias}); rec) {
     const bool need_stats = rec.needs_grad(0) || rec.needs_grad(1);
     // The weight is a parameter: holding it costs no memory. The kernel interface reads it when it writes
     // grad_x, and takes it as an argument in any case.
@@ -50,7 +51,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
       if (g.needs_grad(2)) grad_b = detail::zeros_like(grad_y, {cols});
       if (need_stats) {
         Tensor gx2 = grad_x.defined() ? grad_x.view({rows, cols}) : Tensor();
-        backend_for(grad_y).layer_norm_backward(gy2, x_saved, w_saved, mean_saved, rstd_saved, gx2, grad_w, grad_b);
+        kernels::run<kernels::LayerNormBackward>(grad_y.device(), gy2, x_saved, w_saved, mean_saved, rstd_saved, gx2,
+                                                 grad_w, grad_b);
       } else {
         grad_b = detail::reduce_to_shape(gy2, {cols});  // only the bias trains: sum over rows
       }

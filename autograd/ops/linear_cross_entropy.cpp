@@ -10,8 +10,12 @@
 
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
+#include "backends/kernels/cross_entropy.h"
 
 namespace lora::ops {
+namespace {
+LORA_REGISTER_OP(linear_cross_entropy_op, "linear_cross_entropy");
+}  // namespace
 
 Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t ignore_index) {
   constexpr const char* op = "linear_cross_entropy";
@@ -40,10 +44,13 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   be.gemm(x2, weight, logits, s);
   Tensor losses = detail::empty_like(x, {N});              // [N]
   Tensor lse = detail::empty_like(x, {N});                 // [N]
-  be.cross_entropy_forward(logits, targets1, ignore_index, losses, lse);  // checks the target range
+  kernels::run<kernels::CrossEntropyForward>(x.device(), logits, targets1, ignore_index, losses, lse);  // checks ids
 
-  int64_t count = 0;  // the rows that count, on the host (N integers)
-  for (int64_t t : targets1.to_vector<int64_t>()) count += t != ignore_index;
+  int64_t count = N;  // the rows that count, on the host (N integers; on the meta device, every row)
+  if (!targets1.device().is_meta()) {
+    count = 0;
+    for (int64_t t : targets1.to_vector<int64_t>()) count += t != ignore_index;
+  }
   const double scale = count > 0 ? 1.0 / static_cast<double>(count) : 0.0;
   Tensor loss = detail::empty_like(x, Shape());  // []
   if (count > 0) {
@@ -53,7 +60,7 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
     be.fill(loss, 0.0);
   }
 
-  if (OpRecord rec(op, {x, weight}); rec) {
+  if (OpRecord rec(linear_cross_entropy_op(), {x, weight}); rec) {
     Tensor logits_saved = rec.save(logits), lse_saved = rec.save(lse), targets_saved = rec.save(targets1);
     Tensor x_saved = rec.needs_grad(1) ? rec.save(x2) : Tensor();
     Tensor w_saved = rec.needs_grad(0) ? rec.save(weight) : Tensor();
@@ -61,7 +68,8 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
     rec.finish(loss, [=](const Tensor& grad_loss, GradSink& g) {
       Tensor grad_logits = logits_saved;  // the same storage: overwritten with the gradient
       Backend& b = backend_for(grad_loss);
-      b.cross_entropy_backward(logits_saved, targets_saved, lse_saved, grad_loss, scale, ignore_index, grad_logits);
+      kernels::run<kernels::CrossEntropyBackward>(grad_loss.device(), logits_saved, targets_saved, lse_saved, grad_loss,
+                                                  scale, ignore_index, grad_logits);
       if (g.needs_grad(0)) {  // grad_x [N, C] = G [N, V] W [V, C]
         Tensor gx = detail::empty_like(grad_logits, {N, C});
         GemmShape gs;

@@ -9,6 +9,9 @@
 namespace lora::ops {
 namespace {
 
+LORA_REGISTER_OP(matmul_op, "matmul");
+LORA_REGISTER_OP(linear_op, "linear");
+
 using detail::empty_like;
 
 // Leading ("batch") dimensions of a tensor of rank >= 2.
@@ -66,7 +69,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   const int64_t sb = p.shared_b ? 0 : p.k * p.n;
   run_gemm(a, b, out, p.batch, p.m, p.n, p.k, ta, tb, p.m * p.k, sb);
 
-  if (OpRecord rec("matmul", {a, b}); rec) {
+  if (OpRecord rec(matmul_op(), {a, b}); rec) {
     Tensor a_saved = rec.needs_grad(1) ? rec.save(a) : Tensor();
     Tensor b_saved = rec.needs_grad(0) ? rec.save(b) : Tensor();
     const Shape a_shape = a.shape(), b_shape = b.shape();
@@ -129,7 +132,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (bias.defined()) backend_for(x).expand(bias, y, /*accumulate=*/false);
   run_gemm(x, weight, y, 1, rows, out_features, in, false, true, 0, 0, bias.defined() ? 1.0 : 0.0);
 
-  if (OpRecord rec("linear", {x, weight, bias}); rec) {
+  if (OpRecord rec(linear_op(), {x, weight, bias}); rec) {
     Tensor x_saved = rec.needs_grad(1) ? rec.save(x) : Tensor();       // for dW only
     Tensor w_saved = rec.needs_grad(0) ? rec.save(weight) : Tensor();  // for dx only
     const Shape x_shape = x.shape(), w_shape = weight.shape();

@@ -1,6 +1,9 @@
 // Helpers shared by the op files: output allocation and input checks with clear messages.
 #pragma once
 
+#include <string_view>
+
+#include "autograd/op_registry.h"
 #include "autograd/tape.h"
 #include "backends/backend.h"
 #include "core/tensor.h"
@@ -13,20 +16,20 @@ inline Tensor empty_like(const Tensor& t) { return empty_like(t, t.shape()); }
 inline Tensor zeros_like(const Tensor& t, const Shape& shape) { return Tensor::zeros(shape, t.dtype(), t.device()); }
 inline Tensor zeros_like(const Tensor& t) { return zeros_like(t, t.shape()); }
 
-inline void check_defined(const Tensor& t, const char* op, const char* what) {
+inline void check_defined(const Tensor& t, std::string_view op, const char* what) {
   LORA_CHECK(t.defined(), "{}: {} is undefined", op, what);
 }
-inline void check_floating(const Tensor& t, const char* op, const char* what) {
+inline void check_floating(const Tensor& t, std::string_view op, const char* what) {
   check_defined(t, op, what);
   LORA_CHECK(is_floating(t.dtype()), "{}: {} must be float32 or float64, got {}", op, what, dtype_name(t.dtype()));
 }
-inline void check_same_device_dtype(const Tensor& a, const Tensor& b, const char* op) {
+inline void check_same_device_dtype(const Tensor& a, const Tensor& b, std::string_view op) {
   LORA_CHECK(a.device() == b.device(), "{}: inputs are on different devices ({} and {})", op, a.device().str(),
              b.device().str());
   LORA_CHECK(a.dtype() == b.dtype(), "{}: inputs have different dtypes ({} and {})", op, dtype_name(a.dtype()),
              dtype_name(b.dtype()));
 }
-inline void check_integer(const Tensor& t, const char* op, const char* what) {
+inline void check_integer(const Tensor& t, std::string_view op, const char* what) {
   check_defined(t, op, what);
   LORA_CHECK(is_integer(t.dtype()), "{}: {} must be int32 or int64, got {}", op, what, dtype_name(t.dtype()));
 }

@@ -6,16 +6,20 @@
 namespace lora::ops {
 namespace {
 
+LORA_REGISTER_OP(sum_op, "sum");
+LORA_REGISTER_OP(mean_op, "mean");
+
 // Sums x into `out_shape` (whose dims are x's with the reduced axes set to 1, or [] for all), scales by
 // `scale`, and reshapes to `result_shape`.
-Tensor reduce(const char* name, const Tensor& x, const Shape& keep_shape, const Shape& result_shape, double scale) {
-  detail::check_floating(x, name, "input");
+Tensor reduce(const autograd::OpDef& op, const Tensor& x, const Shape& keep_shape, const Shape& result_shape,
+              double scale) {
+  detail::check_floating(x, op.name(), "input");
   Tensor kept = detail::empty_like(x, keep_shape);
   Backend& be = backend_for(x);
   be.sum_to(x, kept);
   if (scale != 1.0) be.unary(UnaryOp::MulScalar, kept, kept, scale);
   Tensor out = kept.view(result_shape);
-  if (OpRecord rec(name, {x}); rec) {
+  if (OpRecord rec(op, {x}); rec) {
     const Shape x_shape = x.shape();
     rec.finish(out, [x_shape, keep_shape, scale](const Tensor& g, autograd::GradSink& grads) {
       Tensor gx = detail::empty_like(g, x_shape);
@@ -43,21 +47,21 @@ Shape result_shape_for_axis(const Shape& s, int axis, bool keepdim) {
 
 }  // namespace
 
-Tensor sum(const Tensor& x) { return reduce("sum", x, Shape{}, Shape{}, 1.0); }
+Tensor sum(const Tensor& x) { return reduce(sum_op(), x, Shape{}, Shape{}, 1.0); }
 
 Tensor sum(const Tensor& x, int axis, bool keepdim) {
-  return reduce("sum", x, keep_shape_for_axis(x.shape(), axis), result_shape_for_axis(x.shape(), axis, keepdim), 1.0);
+  return reduce(sum_op(), x, keep_shape_for_axis(x.shape(), axis), result_shape_for_axis(x.shape(), axis, keepdim), 1.0);
 }
 
 Tensor mean(const Tensor& x) {
   LORA_CHECK(x.numel() > 0, "mean: the input {} is empty", x.shape().str());
-  return reduce("mean", x, Shape{}, Shape{}, 1.0 / static_cast<double>(x.numel()));
+  return reduce(mean_op(), x, Shape{}, Shape{}, 1.0 / static_cast<double>(x.numel()));
 }
 
 Tensor mean(const Tensor& x, int axis, bool keepdim) {
   const int64_t n = x.shape()[axis];
   LORA_CHECK(n > 0, "mean: axis {} of {} is empty", axis, x.shape().str());
-  return reduce("mean", x, keep_shape_for_axis(x.shape(), axis), result_shape_for_axis(x.shape(), axis, keepdim),
+  return reduce(mean_op(), x, keep_shape_for_axis(x.shape(), axis), result_shape_for_axis(x.shape(), axis, keepdim),
                 1.0 / static_cast<double>(n));
 }
 

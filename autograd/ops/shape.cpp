@@ -5,11 +5,17 @@
 #include "autograd/ops/op_utils.h"
 
 namespace lora::ops {
+namespace {
+LORA_REGISTER_OP(reshape_op, "reshape");
+LORA_REGISTER_OP(permute_op, "permute");
+LORA_REGISTER_OP(slice_op, "slice");
+LORA_REGISTER_OP(concat_op, "concat");
+}  // namespace
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
   detail::check_defined(x, "reshape", "input");
   Tensor out = x.view(shape);
-  if (OpRecord rec("reshape", {x}); rec) {
+  if (OpRecord rec(reshape_op(), {x}); rec) {
     const Shape x_shape = x.shape();
     rec.finish(out, [x_shape](const Tensor& g, autograd::GradSink& grads) { grads.set(0, g.view(x_shape)); });
   }
@@ -30,7 +36,7 @@ Tensor permute(const Tensor& x, const std::vector<int>& dims) {
   }
   Tensor out = detail::empty_like(x, Shape(out_dims));
   backend_for(x).permute(x, out, normalized);
-  if (OpRecord rec("permute", {x}); rec) {
+  if (OpRecord rec(permute_op(), {x}); rec) {
     const Shape x_shape = x.shape();
     rec.finish(out, [x_shape, inverse](const Tensor& g, autograd::GradSink& grads) {
       Tensor gx = detail::empty_like(g, x_shape);
@@ -59,7 +65,7 @@ Tensor slice(const Tensor& x, int axis, int64_t start, int64_t end) {
   dims[a] = count;
   Tensor out = detail::empty_like(x, Shape(dims));
   backend_for(x).copy_block(x, out, outer, n, count, inner, start, 0, count, false);
-  if (OpRecord rec("slice", {x}); rec) {
+  if (OpRecord rec(slice_op(), {x}); rec) {
     const Shape x_shape = x.shape();
     rec.finish(out, [=](const Tensor& g, autograd::GradSink& grads) {
       Tensor gx = detail::zeros_like(g, x_shape);
@@ -112,7 +118,7 @@ Tensor concat(const std::vector<Tensor>& xs, int axis) {
     offsets.push_back(offset);
     offset += n;
   }
-  if (OpRecord rec("concat", xs); rec) {
+  if (OpRecord rec(concat_op(), xs); rec) {
     std::vector<Shape> shapes;
     for (const Tensor& x : xs) shapes.push_back(x.shape());
     rec.finish(out, [=](const Tensor& g, autograd::GradSink& grads) {

@@ -1,13 +1,14 @@
 // softmax and log_softmax over the last axis: forward and backward. Each saves only its output y.
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
+#include "backends/kernels/softmax.h"
 
 namespace lora::ops {
-
-using autograd::GradSink;
-using autograd::OpRecord;
-
 namespace {
+
+LORA_REGISTER_OP(softmax_op, "softmax");
+LORA_REGISTER_OP(log_softmax_op, "log_softmax");
+
 void check_input(const Tensor& x, const char* op) {
   detail::check_floating(x, op, "x");
   LORA_CHECK(x.rank() >= 1, "{}: x has shape {}, expected at least one dimension (the softmax axis)", op,
@@ -21,12 +22,12 @@ void check_input(const Tensor& x, const char* op) {
 Tensor softmax(const Tensor& x) {
   check_input(x, "softmax");
   Tensor y = detail::empty_like(x);  // [..., C]
-  backend_for(x).softmax_forward(x, y);
-  if (OpRecord rec("softmax", {x}); rec) {
+  kernels::run<kernels::SoftmaxForward>(x.device(), x, y, /*log=*/false);
+  if (OpRecord rec(softmax_op(), {x}); rec) {
     Tensor y_saved = rec.save(y);
     rec.finish(y, [y_saved](const Tensor& grad_y, GradSink& g) {
       Tensor grad_x = detail::empty_like(grad_y);
-      backend_for(grad_y).softmax_backward(y_saved, grad_y, grad_x);
+      kernels::run<kernels::SoftmaxBackward>(grad_y.device(), y_saved, grad_y, grad_x, /*log=*/false);
       g.set(0, grad_x);
     });
   }
@@ -39,12 +40,12 @@ Tensor softmax(const Tensor& x) {
 Tensor log_softmax(const Tensor& x) {
   check_input(x, "log_softmax");
   Tensor y = detail::empty_like(x);  // [..., C]
-  backend_for(x).log_softmax_forward(x, y);
-  if (OpRecord rec("log_softmax", {x}); rec) {
+  kernels::run<kernels::SoftmaxForward>(x.device(), x, y, /*log=*/true);
+  if (OpRecord rec(log_softmax_op(), {x}); rec) {
     Tensor y_saved = rec.save(y);
     rec.finish(y, [y_saved](const Tensor& grad_y, GradSink& g) {
       Tensor grad_x = detail::empty_like(grad_y);
-      backend_for(grad_y).log_softmax_backward(y_saved, grad_y, grad_x);
+      kernels::run<kernels::SoftmaxBackward>(grad_y.device(), y_saved, grad_y, grad_x, /*log=*/true);
       g.set(0, grad_x);
     });
   }

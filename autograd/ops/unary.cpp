@@ -1,37 +1,53 @@
-// Elementwise functions (exp, log, tanh, relu, gelu, square, sqrt), forward and backward.
-// Each saves only what its derivative reads: the output for exp, tanh and sqrt, the input for the others.
+// The unary elementwise ops (neg, scalar ops, exp, log, tanh, relu, gelu, silu, square, sqrt), forward and
+// backward, all from the table in backends/elementwise_ops.h: each saves exactly what the table says its
+// derivative reads (its input, its output, or nothing), and backward is one table-driven kernel.
+#include <array>
+
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
 
 namespace lora::ops {
 namespace {
 
-enum class Saves { Input, Output };
+// One registered op per table entry, under the table's name.
+const autograd::OpDef& unary_op(UnaryOp op) {
+  static const auto defs = [] {
+    std::array<const autograd::OpDef*, kNumUnaryOps> d{};
+    for (const UnaryInfo& info : kUnaryOps) d[static_cast<int>(info.op)] = &autograd::register_op(info.name, __FILE__);
+    return d;
+  }();
+  return *defs[static_cast<int>(op)];
+}
+[[maybe_unused]] const autograd::OpDef& unary_ops_at_startup = unary_op(UnaryOp::Neg);
 
-Tensor unary_op(UnaryOp op, const char* name, Saves saves, const Tensor& x) {
-  detail::check_floating(x, name, "input");
+}  // namespace
+
+Tensor unary(UnaryOp op, const Tensor& x, double alpha) {
+  const UnaryInfo& info = unary_info(op);
+  detail::check_floating(x, info.name, "input");
   Tensor y = detail::empty_like(x);
-  backend_for(x).unary(op, x, y);
-  if (OpRecord rec(name, {x}); rec) {
-    Tensor x_saved = saves == Saves::Input ? rec.save(x) : Tensor();
-    Tensor y_saved = saves == Saves::Output ? rec.save(y) : Tensor();
-    rec.finish(y, [op, x_saved, y_saved](const Tensor& g, autograd::GradSink& grads) {
+  backend_for(x).unary(op, x, y, alpha);
+  if (OpRecord rec(unary_op(op), {x}); rec) {
+    Tensor saved = info.saves == Saves::Input ? rec.save(x) : info.saves == Saves::Output ? rec.save(y) : Tensor();
+    rec.finish(y, [op, alpha, saved](const Tensor& g, GradSink& grads) {
       Tensor gx = detail::empty_like(g);
-      backend_for(g).unary_backward(op, x_saved, y_saved, g, gx);
+      backend_for(g).unary_backward(op, saved, g, gx, alpha);  // gx = g * f'(x)
       grads.set(0, gx);
     });
   }
   return y;
 }
 
-}  // namespace
-
-Tensor exp(const Tensor& x) { return unary_op(UnaryOp::Exp, "exp", Saves::Output, x); }
-Tensor log(const Tensor& x) { return unary_op(UnaryOp::Log, "log", Saves::Input, x); }
-Tensor tanh(const Tensor& x) { return unary_op(UnaryOp::Tanh, "tanh", Saves::Output, x); }
-Tensor relu(const Tensor& x) { return unary_op(UnaryOp::Relu, "relu", Saves::Input, x); }
-Tensor gelu(const Tensor& x) { return unary_op(UnaryOp::Gelu, "gelu", Saves::Input, x); }
-Tensor square(const Tensor& x) { return unary_op(UnaryOp::Square, "square", Saves::Input, x); }
-Tensor sqrt(const Tensor& x) { return unary_op(UnaryOp::Sqrt, "sqrt", Saves::Output, x); }
+Tensor add_scalar(const Tensor& x, double s) { return unary(UnaryOp::AddScalar, x, s); }
+Tensor mul_scalar(const Tensor& x, double s) { return unary(UnaryOp::MulScalar, x, s); }
+Tensor neg(const Tensor& x) { return unary(UnaryOp::Neg, x); }
+Tensor exp(const Tensor& x) { return unary(UnaryOp::Exp, x); }
+Tensor log(const Tensor& x) { return unary(UnaryOp::Log, x); }
+Tensor tanh(const Tensor& x) { return unary(UnaryOp::Tanh, x); }
+Tensor relu(const Tensor& x) { return unary(UnaryOp::Relu, x); }
+Tensor gelu(const Tensor& x) { return unary(UnaryOp::Gelu, x); }
+Tensor silu(const Tensor& x) { return unary(UnaryOp::Silu, x); }
+Tensor square(const Tensor& x) { return unary(UnaryOp::Square, x); }
+Tensor sqrt(const Tensor& x) { return unary(UnaryOp::Sqrt, x); }
 
 }  // namespace lora::ops

@@ -1,10 +1,13 @@
-// CudaBackend, part 1: registration, the checking helpers, filling and layout, elementwise ops, reductions
-// and gemm. Strided operands (broadcast, permute) are described by a StridedIndex built here, with size-1
-// axes dropped and neighbouring axes merged, so kernels decompose as few dimensions as possible.
+// CudaBackend: registration and the generic primitives (filling and layout, the table-driven elementwise
+// kernels, reductions, gemm); the fused kernels are in backends/cuda/<op>.cu. Strided operands (broadcast,
+// permute) are described by a StridedIndex built here, with size-1 axes dropped and neighbouring axes merged,
+// so kernels decompose as few dimensions as possible.
 #include "backends/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <string>
 
+#include "backends/cuda/checks.h"
 #include "backends/cuda/cuda_context.h"
 #include "core/allocator.h"
 
@@ -24,92 +27,7 @@ CudaBackend& cuda_backend() {
 }();
 }  // namespace
 
-// ---------------------------------------------------------------------------------------------------
-// Helpers
-
-int activate(const char* kernel, std::initializer_list<const Tensor*> tensors) {
-  int index = -1;
-  for (const Tensor* t : tensors) {
-    if (t == nullptr || !t->defined()) continue;
-    const Device d = t->device();
-    LORA_CHECK(d.is_cuda(), "cuda {}: a tensor of shape {} is on {}, expected a CUDA device", kernel,
-               t->shape().str(), d.str());
-    if (index < 0) index = d.index;
-    LORA_CHECK(d.index == index, "cuda {}: tensors on different devices (cuda:{} and cuda:{})", kernel, index, d.index);
-  }
-  LORA_CHECK(index >= 0, "cuda {}: no defined tensor argument", kernel);
-  set_device(index);
-  return index;
-}
-
-float* f32(const char* kernel, const Tensor& t, const char* name) {
-  LORA_CHECK(t.defined(), "cuda {}: {} is undefined", kernel, name);
-  LORA_CHECK(t.dtype() == DType::F32, "cuda {}: {} has dtype {}; the CUDA backend supports float32 only", kernel,
-             name, dtype_name(t.dtype()));
-  return static_cast<float*>(t.raw_data());
-}
-
-float* f32_or_null(const char* kernel, const Tensor& t, const char* name) {
-  return t.defined() ? f32(kernel, t, name) : nullptr;
-}
-
-void check_same_shape(const char* kernel, const Tensor& a, const char* a_name, const Tensor& b, const char* b_name) {
-  LORA_CHECK(a.shape() == b.shape(), "cuda {}: {} has shape {} but {} has shape {}", kernel, a_name, a.shape().str(),
-             b_name, b.shape().str());
-}
-
-void check_numel(const char* kernel, const Tensor& t, const char* name, int64_t expected) {
-  LORA_CHECK(t.numel() == expected, "cuda {}: {} has shape {} ({} elements), expected {} elements", kernel, name,
-             t.shape().str(), t.numel(), expected);
-}
-
-bool check_ids(const char* kernel, const Tensor& ids, const char* name) {
-  LORA_CHECK(ids.defined(), "cuda {}: {} is undefined", kernel, name);
-  LORA_CHECK(ids.dtype() == DType::I32 || ids.dtype() == DType::I64, "cuda {}: {} has dtype {}, expected int32 or int64",
-             kernel, name, dtype_name(ids.dtype()));
-  return ids.dtype() == DType::I64;
-}
-
-Tensor workspace(const Shape& shape, DType dtype, int device) {
-  return Tensor::empty(shape, dtype, Device::cuda(device), MemoryCategory::Workspace);
-}
-
-ErrorFlag::ErrorFlag(int device) : buffer_(workspace({3}, DType::I64, device)) { buffer_.zero_(); }
-
-unsigned long long* ErrorFlag::data() const { return static_cast<unsigned long long*>(buffer_.raw_data()); }
-
-void ErrorFlag::check(const char* kernel, const char* what, int64_t limit) const {
-  const std::vector<int64_t> v = buffer_.to_vector<int64_t>();
-  LORA_CHECK(v[0] == 0, "cuda {}: {} {} at position {} is outside [0, {})", kernel, what, v[1], v[2], limit);
-}
-
 namespace {
-
-Binary to_binary(BinaryOp op) {
-  switch (op) {
-    case BinaryOp::Add: return Binary::Add;
-    case BinaryOp::Sub: return Binary::Sub;
-    case BinaryOp::Mul: return Binary::Mul;
-    case BinaryOp::Div: return Binary::Div;
-  }
-  LORA_FAIL("cuda binary: unknown op {}", static_cast<int>(op));
-}
-
-Unary to_unary(UnaryOp op) {
-  switch (op) {
-    case UnaryOp::Neg: return Unary::Neg;
-    case UnaryOp::AddScalar: return Unary::AddScalar;
-    case UnaryOp::MulScalar: return Unary::MulScalar;
-    case UnaryOp::Exp: return Unary::Exp;
-    case UnaryOp::Log: return Unary::Log;
-    case UnaryOp::Tanh: return Unary::Tanh;
-    case UnaryOp::Relu: return Unary::Relu;
-    case UnaryOp::Gelu: return Unary::Gelu;
-    case UnaryOp::Square: return Unary::Square;
-    case UnaryOp::Sqrt: return Unary::Sqrt;
-  }
-  LORA_FAIL("cuda unary: unknown op {}", static_cast<int>(op));
-}
 
 std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& dims) {
   std::vector<int64_t> s(dims.size());
@@ -237,37 +155,32 @@ void CudaBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& 
   const float* pb = f32("binary", b, "b");
   float* po = f32("binary", out, "out");
   if (a.shape() == out.shape() && b.shape() == out.shape()) {
-    binary_f32(to_binary(op), pa, pb, po, out.numel());
+    binary_f32(op, pa, pb, po, out.numel());
     return;
   }
   const std::vector<int64_t> sa = broadcast_strides("binary", a.shape(), out.shape());
   const std::vector<int64_t> sb = broadcast_strides("binary", b.shape(), out.shape());
   if (out.numel() == 0) return;
-  binary_strided_f32(to_binary(op), pa, pb, po, out.numel(), coalesce("binary", out.shape().dims(), sa, sb));
+  binary_strided_f32(op, pa, pb, po, out.numel(), coalesce("binary", out.shape().dims(), sa, sb));
 }
 
 void CudaBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) {
-  activate("unary", {&x, &out});
-  check_same_shape("unary", x, "x", out, "out");
-  unary_f32(to_unary(op), f32("unary", x, "x"), f32("unary", out, "out"), out.numel(), static_cast<float>(alpha));
+  const std::string name = std::string("unary ") + unary_info(op).name;
+  const char* k = name.c_str();
+  activate(k, {&x, &out});
+  check_same_shape(k, x, "x", out, "out");
+  unary_f32(op, f32(k, x, "x"), f32(k, out, "out"), out.numel(), static_cast<float>(alpha));
 }
 
-void CudaBackend::unary_backward(UnaryOp op, const Tensor& x, const Tensor& y, const Tensor& grad_y, Tensor& grad_x,
+void CudaBackend::unary_backward(UnaryOp op, const Tensor& saved, const Tensor& grad_y, Tensor& grad_x,
                                  double alpha) {
-  activate("unary_backward", {&x, &y, &grad_y, &grad_x});
-  check_same_shape("unary_backward", grad_y, "grad_y", grad_x, "grad_x");
-  const bool needs_x = op == UnaryOp::Gelu || op == UnaryOp::Square;
-  const bool needs_x_or_y = op == UnaryOp::Exp || op == UnaryOp::Log || op == UnaryOp::Tanh || op == UnaryOp::Relu ||
-                            op == UnaryOp::Sqrt;
-  LORA_CHECK(!needs_x || x.defined(), "cuda unary_backward: this op needs its input x");
-  LORA_CHECK(!needs_x_or_y || x.defined() || y.defined(), "cuda unary_backward: this op needs x or y");
-  // Read only what the op uses, so that an unused argument may be anything.
-  const float* px = (needs_x || needs_x_or_y) ? f32_or_null("unary_backward", x, "x") : nullptr;
-  const float* py = needs_x_or_y && !needs_x ? f32_or_null("unary_backward", y, "y") : nullptr;
-  if (px) check_same_shape("unary_backward", x, "x", grad_x, "grad_x");
-  if (py) check_same_shape("unary_backward", y, "y", grad_x, "grad_x");
-  unary_backward_f32(to_unary(op), px, py, f32("unary_backward", grad_y, "grad_y"),
-                     f32("unary_backward", grad_x, "grad_x"), grad_x.numel(), static_cast<float>(alpha));
+  check_unary_backward_args(op, saved, grad_y, grad_x);
+  const std::string name = std::string("unary_backward ") + unary_info(op).name;
+  const char* k = name.c_str();
+  activate(k, {&saved, &grad_y, &grad_x});
+  check_same_shape(k, grad_y, "grad_y", grad_x, "grad_x");
+  unary_backward_f32(op, f32_or_null(k, saved, "saved"), f32(k, grad_y, "grad_y"), f32(k, grad_x, "grad_x"),
+                     grad_x.numel(), static_cast<float>(alpha));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -353,7 +266,7 @@ void CudaBackend::expand(const Tensor& x, Tensor& out, bool accumulate) {
   if (out.numel() == 0) return;
   if (accumulate) {  // out = x (broadcast) + out
     const std::vector<int64_t> so = contiguous_strides(out.shape().dims());
-    binary_strided_f32(Binary::Add, px, po, po, out.numel(), coalesce("expand", out.shape().dims(), sx, so));
+    binary_strided_f32(BinaryOp::Add, px, po, po, out.numel(), coalesce("expand", out.shape().dims(), sx, so));
   } else {
     gather(px, po, out.numel(), 4, coalesce("expand", out.shape().dims(), sx, sx));
   }

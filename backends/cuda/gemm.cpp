@@ -22,7 +22,7 @@ void gemm_f32(int device, const float* a, const float* b, float* c, const GemmAr
     for (int64_t i = 0; i < calls; ++i) {
       float* ci = c + i * g.stride_c;
       if (g.beta == 0.f) fill_f32(ci, count, 0.f);
-      else unary_f32(Unary::MulScalar, ci, ci, count, g.beta);
+      else unary_f32(UnaryOp::MulScalar, ci, ci, count, g.beta);
     }
     return;
   }

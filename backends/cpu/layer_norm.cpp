@@ -1,10 +1,12 @@
-// CPU layer normalisation over the last axis: forward (saving mean and rstd) and backward.
+// CPU kernels of layer normalisation over the last axis (backends/kernels/layer_norm.h): forward (saving mean
+// and rstd) and backward.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/dispatch.h"
+#include "backends/kernels/layer_norm.h"
 
 namespace lora {
 namespace {
@@ -33,7 +35,7 @@ LayerNormShape layer_norm_shape(const char* kernel, const Tensor& x, const Tenso
 // ---------------------------------------------------------------------------------------------------
 // y = (x - mean) * rstd * weight + bias, mean and rstd per row (two passes: mean, then the biased variance)
 
-void CpuBackend::layer_norm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, Tensor& y,
+void kernels::LayerNormForward::cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, Tensor& y,
                                     Tensor& mean, Tensor& rstd) {
   const auto [rows, cols] = layer_norm_shape("layer_norm_forward", x, weight, mean, rstd);
   LORA_CHECK(bias.numel() == cols, "layer_norm_forward: bias has shape {}, expected [{}]", bias.shape().str(), cols);
@@ -71,7 +73,7 @@ void CpuBackend::layer_norm_forward(const Tensor& x, const Tensor& weight, const
 // The parameter gradients are summed per thread into a [threads, 2, C] workspace, then reduced, so no two
 // threads write the same element.
 
-void CpuBackend::layer_norm_backward(const Tensor& grad_y, const Tensor& x, const Tensor& weight, const Tensor& mean,
+void kernels::LayerNormBackward::cpu(const Tensor& grad_y, const Tensor& x, const Tensor& weight, const Tensor& mean,
                                      const Tensor& rstd, Tensor& grad_x, Tensor& grad_weight, Tensor& grad_bias) {
   const bool want_x = grad_x.defined(), want_w = grad_weight.defined(), want_b = grad_bias.defined();
   if (!want_x && !want_w && !want_b) return;

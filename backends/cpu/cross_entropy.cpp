@@ -1,9 +1,11 @@
-// CPU fused cross-entropy over logits [N, V]: per-row losses and logsumexp forward, softmax - onehot backward.
+// CPU kernels of the fused cross-entropy over logits [N, V] (backends/kernels/cross_entropy.h): per-row losses
+// and logsumexp forward, softmax - onehot backward.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/dispatch.h"
+#include "backends/kernels/cross_entropy.h"
 #include "backends/cpu/fast_math.h"
 
 namespace lora {
@@ -41,7 +43,7 @@ Targets read_targets(const char* kernel, const Tensor& logits, const Tensor& tar
 }  // namespace
 
 // lse[i] = logsumexp(logits[i]) (every row), losses[i] = lse[i] - logits[i, target[i]] (0 when ignored).
-void CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+void kernels::CrossEntropyForward::cpu(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                        Tensor& losses, Tensor& lse) {
   const auto [rows, vocab, target] = read_targets("cross_entropy_forward", logits, targets, ignore_index);
   LORA_CHECK(losses.numel() == rows && lse.numel() == rows, "cross_entropy_forward: losses {} and lse {} must hold {}",
@@ -67,7 +69,7 @@ void CpuBackend::cross_entropy_forward(const Tensor& logits, const Tensor& targe
 }
 
 // grad_logits[i] = grad_loss * scale * (exp(logits[i] - lse[i]) - onehot(target[i])), zero rows when ignored.
-void CpuBackend::cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+void kernels::CrossEntropyBackward::cpu(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                         const Tensor& grad_loss, double scale, int64_t ignore_index,
                                         Tensor& grad_logits) {
   const auto [rows, vocab, target] = read_targets("cross_entropy_backward", logits, targets, ignore_index);

@@ -1,5 +1,7 @@
-// CPU dropout with a counter-based mask: element i is kept when counter_uniform(seed, i) >= p.
-#include "backends/cpu/cpu_backend.h"
+// CPU kernel of dropout (backends/kernels/dropout.h): element i is kept when counter_uniform(seed, i) >= p, and
+// backward applies the same mask to the gradient.
+#include "backends/cpu/dispatch.h"
+#include "backends/kernels/dropout.h"
 #include "core/random.h"
 
 namespace lora {
@@ -28,13 +30,6 @@ void apply_mask(const char* kernel, const Tensor& in, Tensor& out, double p, uin
 
 }  // namespace
 
-void CpuBackend::dropout_forward(const Tensor& x, Tensor& y, double p, uint64_t seed) {
-  apply_mask("dropout_forward", x, y, p, seed);
-}
-
-// The same mask, regenerated from (seed, i): nothing was stored by the forward pass.
-void CpuBackend::dropout_backward(const Tensor& grad_y, Tensor& grad_x, double p, uint64_t seed) {
-  apply_mask("dropout_backward", grad_y, grad_x, p, seed);
-}
+void kernels::DropoutMask::cpu(const Tensor& x, Tensor& y, double p, uint64_t seed) { apply_mask("dropout", x, y, p, seed); }
 
 }  // namespace lora

@@ -1,4 +1,5 @@
-// CPU optimizer steps (Adam/AdamW and SGD with momentum), in place, with PyTorch's formulas (see backend.h).
+// CPU kernels of the optimizer steps (backends/kernels/optimizer.h: Adam/AdamW and SGD with momentum), in place,
+// with PyTorch's formulas.
 #include <omp.h>
 
 #include <algorithm>
@@ -7,7 +8,8 @@
 #include <immintrin.h>
 #endif
 
-#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/dispatch.h"
+#include "backends/kernels/optimizer.h"
 
 namespace lora {
 namespace {
@@ -69,7 +71,7 @@ void adam_update(T* p, const T* g, T* m, T* v, int64_t n, const AdamCoefficients
 //   g = grad (+ wd p when !decoupled);  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p = p (1 - lr wd) when decoupled;   p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
-void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamStep& hp) {
+void kernels::AdamUpdate::cpu(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamStep& hp) {
   check_state("adam_step", "grad", param, grad);
   check_state("adam_step", "exp_avg", param, exp_avg);
   check_state("adam_step", "exp_avg_sq", param, exp_avg_sq);
@@ -110,7 +112,7 @@ void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& exp_avg, T
 // SGD: g = grad + wd p; with momentum: buf = g on the first step, else momentum buf + (1 - dampening) g,
 // then g = nesterov ? g + momentum buf : buf; p -= lr g.
 
-void CpuBackend::sgd_step(Tensor& param, const Tensor& grad, Tensor& momentum_buffer, const SgdStep& hp) {
+void kernels::SgdUpdate::cpu(Tensor& param, const Tensor& grad, Tensor& momentum_buffer, const SgdStep& hp) {
   check_state("sgd_step", "grad", param, grad);
   const bool use_momentum = hp.momentum != 0.0;
   if (use_momentum) check_state("sgd_step", "momentum_buffer", param, momentum_buffer);

@@ -1,8 +1,9 @@
-// Layer normalisation (forward; backward for x by rows, for weight and bias by deterministic column sums)
-// and embedding lookup (forward gather, backward scatter-add with atomics). Bad ids are reported through the
-// error buffer (see kernels.h) and their rows are written as zeros / skipped.
+// CUDA kernels of layer normalisation over the last axis (backends/kernels/layer_norm.h): forward and the
+// backward for x by rows (a warp or a block per row), for weight and bias by deterministic column sums.
+#include "backends/cuda/checks.h"
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/kernels/layer_norm.h"
 
 namespace lora::cuda {
 namespace {
@@ -81,55 +82,7 @@ struct LayerNormParamLoad {
 };
 
 // ---------------------------------------------------------------------------------------------------
-// embedding: a block per row of ids; float4 copies when the row and both base pointers allow it.
-
-template <typename TId>
-__global__ void embedding_forward_kernel(const float* weight, const TId* ids, float* out, int64_t vocab, int64_t dim,
-                                         bool vec, unsigned long long* error) {
-  const int64_t row = blockIdx.x;
-  const int64_t id = static_cast<int64_t>(ids[row]);
-  float* o = out + row * dim;
-  if (id < 0 || id >= vocab) {
-    if (threadIdx.x == 0) record_error(error, id, row);
-    for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) o[j] = 0.f;
-    return;
-  }
-  const float* w = weight + id * dim;
-  if (vec) {
-    const int64_t n4 = dim / 4;
-    for (int64_t j = threadIdx.x; j < n4; j += blockDim.x)
-      reinterpret_cast<float4*>(o)[j] = reinterpret_cast<const float4*>(w)[j];
-  } else {
-    for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) o[j] = w[j];
-  }
-}
-
-template <typename TId>
-__global__ void embedding_backward_kernel(const TId* ids, const float* grad_out, float* grad_weight, int64_t vocab,
-                                          int64_t dim, unsigned long long* error) {
-  const int64_t row = blockIdx.x;
-  const int64_t id = static_cast<int64_t>(ids[row]);
-  if (id < 0 || id >= vocab) {
-    if (threadIdx.x == 0) record_error(error, id, row);
-    return;
-  }
-  const float* g = grad_out + row * dim;
-  float* w = grad_weight + id * dim;
-  for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) atomicAdd(w + j, g[j]);
-}
-
-template <typename TId>
-__global__ void validate_ids_kernel(const TId* ids, int64_t n, int64_t limit, unsigned long long* error) {
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t id = static_cast<int64_t>(ids[i]);
-    if (id < 0 || id >= limit) record_error(error, id, i);
-  }
-}
-
-int embedding_threads(int64_t dim) { return dim >= 512 ? 256 : 128; }
-
-}  // namespace
+// Launchers
 
 void layer_norm_forward_f32(const float* x, const float* weight, const float* bias, float eps, float* y, float* mean,
                             float* rstd, int64_t rows, int64_t cols) {
@@ -157,32 +110,55 @@ void layer_norm_backward_params_f32(const float* gy, const float* x, const float
                           cols, partial, splits, grad_weight, grad_bias, true);
 }
 
-void embedding_forward_f32(const float* weight, const void* ids, bool ids64, float* out, int64_t n, int64_t vocab,
-                           int64_t dim, unsigned long long* error) {
-  if (n <= 0 || dim <= 0) return;
-  const bool vec = dim % 4 == 0 && aligned16(weight) && aligned16(out);
-  const int threads = embedding_threads(dim);
-  const unsigned grid = static_cast<unsigned>(n);
-  if (ids64) embedding_forward_kernel<<<grid, threads>>>(weight, static_cast<const int64_t*>(ids), out, vocab, dim, vec, error);
-  else embedding_forward_kernel<<<grid, threads>>>(weight, static_cast<const int32_t*>(ids), out, vocab, dim, vec, error);
-  LORA_CUDA_CHECK_LAUNCH("embedding_forward");
-}
-
-void validate_ids(const void* ids, bool ids64, int64_t n, int64_t limit, unsigned long long* error) {
-  if (n <= 0) return;
-  if (ids64) validate_ids_kernel<<<grid_for(n, kThreads), kThreads>>>(static_cast<const int64_t*>(ids), n, limit, error);
-  else validate_ids_kernel<<<grid_for(n, kThreads), kThreads>>>(static_cast<const int32_t*>(ids), n, limit, error);
-  LORA_CUDA_CHECK_LAUNCH("validate_ids");
-}
-
-void embedding_backward_f32(const void* ids, bool ids64, const float* grad_out, float* grad_weight, int64_t n,
-                            int64_t vocab, int64_t dim, unsigned long long* error) {
-  if (n <= 0 || dim <= 0) return;
-  const int threads = embedding_threads(dim);
-  const unsigned grid = static_cast<unsigned>(n);
-  if (ids64) embedding_backward_kernel<<<grid, threads>>>(static_cast<const int64_t*>(ids), grad_out, grad_weight, vocab, dim, error);
-  else embedding_backward_kernel<<<grid, threads>>>(static_cast<const int32_t*>(ids), grad_out, grad_weight, vocab, dim, error);
-  LORA_CUDA_CHECK_LAUNCH("embedding_backward");
-}
-
+}  // namespace
 }  // namespace lora::cuda
+
+namespace lora {
+
+void kernels::LayerNormForward::cuda(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, Tensor& y,
+                                     Tensor& mean, Tensor& rstd) {
+  using namespace lora::cuda;
+  const char* k = name;
+  activate(k, {&x, &weight, &bias, &y, &mean, &rstd});
+  check_same_shape(k, x, "x", y, "y");
+  const Rows r = rows_of(x);
+  if (weight.defined()) check_numel(k, weight, "weight", r.cols);
+  if (bias.defined()) check_numel(k, bias, "bias", r.cols);
+  if (mean.defined()) check_numel(k, mean, "mean", r.rows);
+  if (rstd.defined()) check_numel(k, rstd, "rstd", r.rows);
+  layer_norm_forward_f32(f32(k, x, "x"), f32_or_null(k, weight, "weight"), f32_or_null(k, bias, "bias"),
+                         static_cast<float>(eps), f32(k, y, "y"), f32_or_null(k, mean, "mean"),
+                         f32_or_null(k, rstd, "rstd"), r.rows, r.cols);
+}
+
+void kernels::LayerNormBackward::cuda(const Tensor& grad_y, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                                      const Tensor& rstd, Tensor& grad_x, Tensor& grad_weight, Tensor& grad_bias) {
+  using namespace lora::cuda;
+  const char* k = name;
+  const int device = activate(k, {&grad_y, &x, &weight, &mean, &rstd, &grad_x, &grad_weight, &grad_bias});
+  check_same_shape(k, x, "x", grad_y, "grad_y");
+  const Rows r = rows_of(x);
+  check_numel(k, mean, "mean", r.rows);
+  check_numel(k, rstd, "rstd", r.rows);
+  if (weight.defined()) check_numel(k, weight, "weight", r.cols);
+  if (grad_weight.defined()) check_numel(k, grad_weight, "grad_weight", r.cols);
+  if (grad_bias.defined()) check_numel(k, grad_bias, "grad_bias", r.cols);
+  if (grad_x.defined()) check_same_shape(k, x, "x", grad_x, "grad_x");
+  const float* gy = f32(k, grad_y, "grad_y");
+  const float* px = f32(k, x, "x");
+  const float* pm = f32(k, mean, "mean");
+  const float* pr = f32(k, rstd, "rstd");
+  // Weight and bias first: grad_x may be grad_y's own storage.
+  if ((grad_weight.defined() || grad_bias.defined()) && r.rows > 0 && r.cols > 0) {
+    const int splits = column_reduce_splits(r.rows, r.cols);
+    Tensor partial = workspace({2 * static_cast<int64_t>(splits) * r.cols}, DType::F32, device);
+    layer_norm_backward_params_f32(gy, px, pm, pr, r.rows, r.cols, partial.data<float>(), splits,
+                                   f32_or_null(k, grad_weight, "grad_weight"), f32_or_null(k, grad_bias, "grad_bias"));
+  }
+  if (grad_x.defined()) {
+    layer_norm_backward_dx_f32(gy, px, f32_or_null(k, weight, "weight"), pm, pr, f32(k, grad_x, "grad_x"), r.rows,
+                               r.cols);
+  }
+}
+
+}  // namespace lora

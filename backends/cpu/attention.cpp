@@ -1,4 +1,5 @@
-// CPU causal scaled-dot-product attention over [B, H, T, D], forward and backward, in blocks of query rows.
+// CPU kernels of causal scaled-dot-product attention (backends/kernels/attention.h), grouped-query attention
+// included, forward and backward, in blocks of query rows.
 //
 // Saved vs recomputed: forward keeps only out [B, H, T, D] and the row logsumexp lse [B, H, T] (the op saves
 // them with q, k, v). No T x T matrix outlives a call: both passes work on one block of query rows at a
@@ -13,7 +14,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/dispatch.h"
+#include "backends/kernels/attention.h"
 #include "backends/cpu/fast_math.h"
 
 namespace lora {
@@ -24,10 +26,10 @@ constexpr int64_t kRowBlock = 64;  // query rows per block: the workspace is [th
 // cache's prompt pass on a tiny model, the tests).
 constexpr int64_t kMinParallelWork = int64_t(1) << 18;
 
-// Threads for a call over bh heads of [t, d].
-int attention_threads(int64_t bh, int64_t t, int64_t d) {
+// Threads for a call over bh heads of [t, d] whose loop has `items` independent iterations.
+int attention_threads(int64_t bh, int64_t t, int64_t d, int64_t items) {
   if (bh * t * t * d < kMinParallelWork) return 1;
-  return std::max<int>(1, std::min<int64_t>(omp_get_max_threads(), bh));
+  return std::max<int>(1, std::min<int64_t>(omp_get_max_threads(), items));
 }
 
 // C = alpha op(A) op(B) + beta C, row-major, through OpenBLAS (single-threaded inside our OpenMP region).
@@ -42,17 +44,23 @@ inline void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
               a, lda, b, ldb, beta, c, ldc);
 }
 
+// q, out [B, H, T, D]; k, v [B, Hkv, T, D] with H % Hkv == 0. Query head n (of B H) reads kv head kv(n).
 struct AttentionShape {
   int64_t bh, t, d;  // B * H, T, D
+  int64_t group;     // G = H / Hkv query heads per kv head
+  int64_t kv(int64_t n) const { return n / group; }  // (b H + h) / G = b Hkv + h / G, as G divides H
 };
 
 AttentionShape attention_shape(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                const Tensor& lse) {
-  LORA_CHECK(q.rank() == 4, "{}: q must be [B, H, T, D], got {}", kernel, q.shape().str());
-  LORA_CHECK(k.shape() == q.shape() && v.shape() == q.shape() && out.shape() == q.shape(),
-             "{}: q {}, k {}, v {} and out {} must have the same shape", kernel, q.shape().str(), k.shape().str(),
-             v.shape().str(), out.shape().str());
-  const AttentionShape s{q.size(0) * q.size(1), q.size(2), q.size(3)};
+  LORA_CHECK(q.rank() == 4 && k.rank() == 4, "{}: q {} and k {} must be [B, H, T, D] and [B, Hkv, T, D]", kernel,
+             q.shape().str(), k.shape().str());
+  const int64_t H = q.size(1), Hkv = k.size(1);
+  LORA_CHECK(v.shape() == k.shape() && out.shape() == q.shape() && k.size(0) == q.size(0) && k.size(2) == q.size(2) &&
+                 k.size(3) == q.size(3) && Hkv > 0 && H % Hkv == 0,
+             "{}: q {}, k {}, v {} and out {} do not fit (q, out [B, H, T, D]; k, v [B, Hkv, T, D], H % Hkv == 0)",
+             kernel, q.shape().str(), k.shape().str(), v.shape().str(), out.shape().str());
+  const AttentionShape s{q.size(0) * H, q.size(2), q.size(3), H / Hkv};
   LORA_CHECK(s.d > 0, "{}: the head dimension of q {} is empty", kernel, q.shape().str());
   LORA_CHECK(lse.numel() == s.bh * s.t, "{}: lse {} must be [B, H, T] for q {}", kernel, lse.shape().str(),
              q.shape().str());
@@ -70,18 +78,19 @@ Tensor workspace(int threads, int64_t rows, int64_t t, DType dtype) {
 // ---------------------------------------------------------------------------------------------------
 // Forward: per (b, h) and row block, S = q k^T * scale, P = softmax over j <= i, out = P v, lse saved.
 
-void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, double scale, Tensor& out,
+void kernels::AttentionForward::cpu(const Tensor& q, const Tensor& k, const Tensor& v, double scale, Tensor& out,
                                    Tensor& lse) {
-  const auto [bh, t, d] = attention_shape("attention_forward", q, k, v, out, lse);
+  const AttentionShape shape = attention_shape(name, q, k, v, out, lse);
+  const int64_t bh = shape.bh, t = shape.t, d = shape.d;
   if (bh == 0 || t == 0) return;
   const int64_t block = std::min(kRowBlock, t);
-  const int threads = attention_threads(bh, t, d);
+  const int threads = attention_threads(bh, t, d, bh);
   Tensor scores = workspace(threads, block, t, q.dtype());  // per thread: S, then P, of one row block
 
-  dispatch_floating(q.dtype(), "attention_forward", [&]<typename T>() {
+  dispatch_floating(q.dtype(), name, [&]<typename T>() {
     const T* qp = q.data<T>();  // [BH, T, D]
-    const T* kp = k.data<T>();  // [BH, T, D]
-    const T* vp = v.data<T>();  // [BH, T, D]
+    const T* kp = k.data<T>();  // [B Hkv, T, D]
+    const T* vp = v.data<T>();  // [B Hkv, T, D]
     T* op = out.data<T>();      // [BH, T, D]
     T* lp = lse.data<T>();      // [BH, T]
     T* ws = scores.data<T>();   // [threads, block, T]
@@ -90,8 +99,8 @@ void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tenso
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t n = 0; n < bh; ++n) {
       const T* qn = qp + n * t * d;
-      const T* kn = kp + n * t * d;
-      const T* vn = vp + n * t * d;
+      const T* kn = kp + shape.kv(n) * t * d;
+      const T* vn = vp + shape.kv(n) * t * d;
       T* on = op + n * t * d;
       T* ln = lp + n * t;
       T* s = ws + omp_get_thread_num() * block * t;  // [block, T], row stride T
@@ -127,75 +136,81 @@ void CpuBackend::attention_forward(const Tensor& q, const Tensor& k, const Tenso
 // ---------------------------------------------------------------------------------------------------
 // Backward, per (b, h) and row block, with P recomputed from q, k and lse:
 //   dP = gout v^T,  dS = P * (dP - rowsum(gout * out)),
-//   gq = scale * dS k,  gk += scale * dS^T q,  gv += P^T gout   (gk, gv gather over all row blocks).
+//   gq = scale * dS k,  gk += scale * dS^T q,  gv += P^T gout   (gk, gv gather over all row blocks, and over
+//   the query heads that share the kv head).
 
-void CpuBackend::attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+void kernels::AttentionBackward::cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                                     const Tensor& lse, const Tensor& grad_out, double scale, Tensor& grad_q,
                                     Tensor& grad_k, Tensor& grad_v) {
-  const auto [bh, t, d] = attention_shape("attention_backward", q, k, v, out, lse);
-  LORA_CHECK(grad_out.shape() == q.shape() && grad_q.shape() == q.shape() && grad_k.shape() == q.shape() &&
-                 grad_v.shape() == q.shape(),
-             "attention_backward: grad_out {}, grad_q {}, grad_k {}, grad_v {} must all be {}", grad_out.shape().str(),
-             grad_q.shape().str(), grad_k.shape().str(), grad_v.shape().str(), q.shape().str());
+  const AttentionShape shape = attention_shape(name, q, k, v, out, lse);
+  const int64_t bh = shape.bh, t = shape.t, d = shape.d, group = shape.group, kv_heads = bh / group;
+  LORA_CHECK(grad_out.shape() == q.shape() && grad_q.shape() == q.shape() && grad_k.shape() == k.shape() &&
+                 grad_v.shape() == k.shape(),
+             "{}: grad_out {} and grad_q {} must be {}, grad_k {} and grad_v {} must be {}", name,
+             grad_out.shape().str(), grad_q.shape().str(), q.shape().str(), grad_k.shape().str(), grad_v.shape().str(),
+             k.shape().str());
   if (bh == 0 || t == 0) return;
   const int64_t block = std::min(kRowBlock, t);
-  const int threads = attention_threads(bh, t, d);
+  // One kv head per iteration: its G query heads add into the same grad_k and grad_v, so they run in turn.
+  const int threads = attention_threads(bh, t, d, kv_heads);
   Tensor probs = workspace(threads, block, t, q.dtype());   // per thread: P of one row block
   Tensor dprobs = workspace(threads, block, t, q.dtype());  // per thread: dP, then dS, of one row block
 
-  dispatch_floating(q.dtype(), "attention_backward", [&]<typename T>() {
+  dispatch_floating(q.dtype(), name, [&]<typename T>() {
     const T* qp = q.data<T>();          // [BH, T, D]
-    const T* kp = k.data<T>();          // [BH, T, D]
-    const T* vp = v.data<T>();          // [BH, T, D]
+    const T* kp = k.data<T>();          // [B Hkv, T, D]
+    const T* vp = v.data<T>();          // [B Hkv, T, D]
     const T* op = out.data<T>();        // [BH, T, D]
     const T* lp = lse.data<T>();        // [BH, T]
     const T* gop = grad_out.data<T>();  // [BH, T, D]
     T* gqp = grad_q.data<T>();          // [BH, T, D]
-    T* gkp = grad_k.data<T>();          // [BH, T, D]
-    T* gvp = grad_v.data<T>();          // [BH, T, D]
+    T* gkp = grad_k.data<T>();          // [B Hkv, T, D]
+    T* gvp = grad_v.data<T>();          // [B Hkv, T, D]
     T* ws_p = probs.data<T>();          // [threads, block, T]
     T* ws_ds = dprobs.data<T>();        // [threads, block, T]
     const T alpha = static_cast<T>(scale);
 
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t n = 0; n < bh; ++n) {
-      const T* qn = qp + n * t * d;
-      const T* kn = kp + n * t * d;
-      const T* vn = vp + n * t * d;
-      const T* on = op + n * t * d;
-      const T* ln = lp + n * t;
-      const T* gon = gop + n * t * d;
-      T* gqn = gqp + n * t * d;
-      T* gkn = gkp + n * t * d;
-      T* gvn = gvp + n * t * d;
+    for (int64_t m = 0; m < kv_heads; ++m) {
+      const T* kn = kp + m * t * d;
+      const T* vn = vp + m * t * d;
+      T* gkn = gkp + m * t * d;
+      T* gvn = gvp + m * t * d;
       T* p = ws_p + omp_get_thread_num() * block * t;    // [block, T], row stride T
       T* ds = ws_ds + omp_get_thread_num() * block * t;  // [block, T], row stride T
       std::fill(gkn, gkn + t * d, T(0));
       std::fill(gvn, gvn + t * d, T(0));
-      for (int64_t i0 = 0; i0 < t; i0 += block) {
-        const int64_t i1 = std::min(t, i0 + block), rows = i1 - i0;
-        // p = scale * q[i0:i1] k[0:i1]^T (exponentiated below), ds = gout[i0:i1] v[0:i1]^T
-        blas_gemm(false, true, rows, i1, d, alpha, qn + i0 * d, d, kn, d, T(0), p, t);
-        blas_gemm(false, true, rows, i1, d, T(1), gon + i0 * d, d, vn, d, T(0), ds, t);
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t i = i0 + r;
-          T* pr = p + r * t;
-          T* dsr = ds + r * t;
-          T delta = 0;  // rowsum(gout * out) = sum_j P[i, j] dP[i, j]
+      for (int64_t n = m * group; n < (m + 1) * group; ++n) {  // the query heads of kv head m
+        const T* qn = qp + n * t * d;
+        const T* on = op + n * t * d;
+        const T* ln = lp + n * t;
+        const T* gon = gop + n * t * d;
+        T* gqn = gqp + n * t * d;
+        for (int64_t i0 = 0; i0 < t; i0 += block) {
+          const int64_t i1 = std::min(t, i0 + block), rows = i1 - i0;
+          // p = scale * q[i0:i1] k[0:i1]^T (exponentiated below), ds = gout[i0:i1] v[0:i1]^T
+          blas_gemm(false, true, rows, i1, d, alpha, qn + i0 * d, d, kn, d, T(0), p, t);
+          blas_gemm(false, true, rows, i1, d, T(1), gon + i0 * d, d, vn, d, T(0), ds, t);
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t i = i0 + r;
+            T* pr = p + r * t;
+            T* dsr = ds + r * t;
+            T delta = 0;  // rowsum(gout * out) = sum_j P[i, j] dP[i, j]
 #pragma omp simd reduction(+ : delta)
-          for (int64_t c = 0; c < d; ++c) delta += gon[i * d + c] * on[i * d + c];
-          const T lse_i = ln[i];
+            for (int64_t c = 0; c < d; ++c) delta += gon[i * d + c] * on[i * d + c];
+            const T lse_i = ln[i];
 #pragma omp simd
-          for (int64_t j = 0; j <= i; ++j) {
-            pr[j] = cpu::fast_exp(pr[j] - lse_i);
-            dsr[j] = pr[j] * (dsr[j] - delta);
+            for (int64_t j = 0; j <= i; ++j) {
+              pr[j] = cpu::fast_exp(pr[j] - lse_i);
+              dsr[j] = pr[j] * (dsr[j] - delta);
+            }
+            for (int64_t j = i + 1; j < i1; ++j) pr[j] = dsr[j] = 0;  // causal mask
           }
-          for (int64_t j = i + 1; j < i1; ++j) pr[j] = dsr[j] = 0;  // causal mask
+          // gv[0:i1] += P^T gout[i0:i1];  gq[i0:i1] = scale * dS k[0:i1];  gk[0:i1] += scale * dS^T q[i0:i1]
+          blas_gemm(true, false, i1, d, rows, T(1), p, t, gon + i0 * d, d, T(1), gvn, d);
+          blas_gemm(false, false, rows, d, i1, alpha, ds, t, kn, d, T(0), gqn + i0 * d, d);
+          blas_gemm(true, false, i1, d, rows, alpha, ds, t, qn + i0 * d, d, T(1), gkn, d);
         }
-        // gv[0:i1] += P^T gout[i0:i1];  gq[i0:i1] = scale * dS k[0:i1];  gk[0:i1] += scale * dS^T q[i0:i1]
-        blas_gemm(true, false, i1, d, rows, T(1), p, t, gon + i0 * d, d, T(1), gvn, d);
-        blas_gemm(false, false, rows, d, i1, alpha, ds, t, kn, d, T(0), gqn + i0 * d, d);
-        blas_gemm(true, false, i1, d, rows, alpha, ds, t, qn + i0 * d, d, T(1), gkn, d);
       }
     }
   });

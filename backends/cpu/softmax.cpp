@@ -1,8 +1,10 @@
-// CPU softmax and log-softmax over the last axis, forward and backward (numerically stable: row max first).
+// CPU kernels of softmax and log_softmax over the last axis (backends/kernels/softmax.h), forward and backward
+// (numerically stable: row max first).
 #include <algorithm>
 #include <cmath>
 
-#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/dispatch.h"
+#include "backends/kernels/softmax.h"
 
 namespace lora {
 namespace {
@@ -31,12 +33,10 @@ T row_max(const T* x, int64_t n) {
   return m;
 }
 
-}  // namespace
-
 // ---------------------------------------------------------------------------------------------------
 // softmax: y = exp(x - max) / sum(exp(x - max))
 
-void CpuBackend::softmax_forward(const Tensor& x, Tensor& y) {
+void softmax_forward(const Tensor& x, Tensor& y) {
   check_alike("softmax_forward", x, y);
   const auto [rows, cols] = row_shape(x);
   dispatch_floating(x.dtype(), "softmax_forward", [&]<typename T>() {
@@ -59,7 +59,7 @@ void CpuBackend::softmax_forward(const Tensor& x, Tensor& y) {
 }
 
 // grad_x = y * (grad_y - sum(grad_y * y)); grad_x may alias grad_y (the dot product is read first).
-void CpuBackend::softmax_backward(const Tensor& y, const Tensor& grad_y, Tensor& grad_x) {
+void softmax_backward(const Tensor& y, const Tensor& grad_y, Tensor& grad_x) {
   check_alike("softmax_backward", y, grad_y);
   check_alike("softmax_backward", y, grad_x);
   const auto [rows, cols] = row_shape(y);
@@ -82,7 +82,7 @@ void CpuBackend::softmax_backward(const Tensor& y, const Tensor& grad_y, Tensor&
 // ---------------------------------------------------------------------------------------------------
 // log_softmax: y = x - (max + log(sum(exp(x - max))))
 
-void CpuBackend::log_softmax_forward(const Tensor& x, Tensor& y) {
+void log_softmax_forward(const Tensor& x, Tensor& y) {
   check_alike("log_softmax_forward", x, y);
   const auto [rows, cols] = row_shape(x);
   dispatch_floating(x.dtype(), "log_softmax_forward", [&]<typename T>() {
@@ -102,7 +102,7 @@ void CpuBackend::log_softmax_forward(const Tensor& x, Tensor& y) {
 }
 
 // grad_x = grad_y - exp(y) * sum(grad_y); grad_x may alias grad_y.
-void CpuBackend::log_softmax_backward(const Tensor& y, const Tensor& grad_y, Tensor& grad_x) {
+void log_softmax_backward(const Tensor& y, const Tensor& grad_y, Tensor& grad_x) {
   check_alike("log_softmax_backward", y, grad_y);
   check_alike("log_softmax_backward", y, grad_x);
   const auto [rows, cols] = row_shape(y);
@@ -120,6 +120,18 @@ void CpuBackend::log_softmax_backward(const Tensor& y, const Tensor& grad_y, Ten
       for (int64_t j = 0; j < cols; ++j) gxr[j] = gyr[j] - std::exp(yr[j]) * sum;
     }
   });
+}
+
+}  // namespace
+
+void kernels::SoftmaxForward::cpu(const Tensor& x, Tensor& y, bool log) {
+  if (log) log_softmax_forward(x, y);
+  else softmax_forward(x, y);
+}
+
+void kernels::SoftmaxBackward::cpu(const Tensor& y, const Tensor& grad_y, Tensor& grad_x, bool log) {
+  if (log) log_softmax_backward(y, grad_y, grad_x);
+  else softmax_backward(y, grad_y, grad_x);
 }
 
 }  // namespace lora

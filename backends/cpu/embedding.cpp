@@ -1,7 +1,9 @@
-// CPU embedding lookup (row gather) and its backward (race-free scatter-add into the weight gradient).
+// CPU kernels of the embedding lookup (backends/kernels/embedding.h): row gather, and its backward, a
+// race-free scatter-add into the weight gradient.
 #include <algorithm>
 
-#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/dispatch.h"
+#include "backends/kernels/embedding.h"
 
 namespace lora {
 namespace {
@@ -36,7 +38,7 @@ struct IdReader {
 }  // namespace
 
 // out[i, :] = weight[ids[i], :]   weight [V, C], ids [N], out [N, C]
-void CpuBackend::embedding_forward(const Tensor& weight, const Tensor& ids, Tensor& out) {
+void kernels::EmbeddingForward::cpu(const Tensor& weight, const Tensor& ids, Tensor& out) {
   LORA_CHECK(weight.rank() == 2, "embedding_forward: weight must be [V, C], got {}", weight.shape().str());
   const int64_t vocab = weight.size(0), cols = weight.size(1), n = ids.numel();
   LORA_CHECK(out.numel() == n * cols && out.dtype() == weight.dtype(),
@@ -57,7 +59,7 @@ void CpuBackend::embedding_forward(const Tensor& weight, const Tensor& ids, Tens
 
 // grad_weight[ids[i], :] += grad_out[i, :]. Repeated ids add up; to stay race-free the work is split over
 // blocks of columns: each thread owns a column block and walks every row, so no two threads touch one element.
-void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& grad_out, Tensor& grad_weight) {
+void kernels::EmbeddingBackward::cpu(const Tensor& ids, const Tensor& grad_out, Tensor& grad_weight) {
   LORA_CHECK(grad_weight.rank() == 2, "embedding_backward: grad_weight must be [V, C], got {}",
              grad_weight.shape().str());
   const int64_t vocab = grad_weight.size(0), cols = grad_weight.size(1), n = ids.numel();
