@@ -61,7 +61,7 @@ TEST_CASE("ladder 2, train_mlp: SGD and Adam learn the moons; the SVG shows both
   CHECK(text.size() > 100);
   CHECK(text.substr(text.size() - 7) == "</svg>\n");
   CHECK(count(text, "<circle") == 2 * 120);  // every training point, in both panels
-  CHECK(count(text, "<g ") == 2);
+  CHECK(count(text, "<g class=\"panel\"") == 2);
 
   const RunResult bad = run(program, "--dataset rings");
   CHECK(bad.exit_code != 0);
