@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
 #include "models/lora.h"
 #include "models/registry.h"
 #include "optim/adam.h"
@@ -141,6 +142,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
+    set_num_threads(1);  // the same arithmetic, so the same figures, on every machine
     LORA_CHECK(embd % heads == 0, "--heads {} must divide --embd {}", heads, embd);
     const nlohmann::json config = {{"model_type", "gpt2"}, {"vocab_size", vocab}, {"n_positions", seq},
                                    {"n_embd", embd},       {"n_layer", layers},   {"n_head", heads}};
