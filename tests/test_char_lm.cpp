@@ -24,7 +24,7 @@ TEST_CASE("a character vocabulary: ids in byte order, round trips, clear refusal
   CHECK_THROWS_WITH(tools::CharVocab::from_text(""), Contains("empty"));
 }
 
-TEST_CASE("a character vocabulary saves and loads as JSON; bad files are refused by name", "[char_lm]") {
+TEST_CASE("a character vocabulary saves and loads as JSON, and bad files are refused by name", "[char_lm]") {
   const auto dir = std::filesystem::temp_directory_path() / ("char_vocab_" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   const std::string path = (dir / "char_vocab.json").string(), bad = (dir / "bad.json").string();

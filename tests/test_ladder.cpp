@@ -45,7 +45,7 @@ TEST_CASE("ladder 1, autograd_basics: the tape, and autograd agrees with the cha
   CHECK(run(program, "--bogus").exit_code != 0);
 }
 
-TEST_CASE("ladder 2, train_mlp: SGD and Adam learn the moons; the SVG shows both", "[ladder][examples]") {
+TEST_CASE("ladder 2, train_mlp: SGD and Adam learn the moons, and the SVG shows both", "[ladder][examples]") {
   REQUIRE_PROGRAM(program, "train_mlp");
   const fs::path svg = scratch_dir() / "ladder_moons.svg";
   const RunResult r = run(program, "--dataset moons --points 60 --steps 300 --grid 24 --log-every 100 --json --out " +
