@@ -69,10 +69,9 @@ TEST_CASE("ladder 2, train_mlp: SGD and Adam learn the moons, and the SVG shows 
   CHECK(run(program, "--steps 0").exit_code != 0);
 }
 
-TEST_CASE("ladder 3 and 4: a tiny character GPT, then LoRA on Austen, switched in and out", "[ladder][examples]") {
+TEST_CASE("ladder 3, train_char_gpt: a tiny character GPT learns, samples and is saved", "[ladder][examples]") {
   REQUIRE_PROGRAM(train, "train_char_gpt");
-  REQUIRE_PROGRAM(lora, "lora_char_gpt");
-  const fs::path base = scratch_dir() / "ladder_char_gpt", adapter = scratch_dir() / "ladder_austen";
+  const fs::path base = scratch_dir() / "ladder_char_gpt";
   const RunResult t = run(train, "--steps 30 --layers 1 --embd 32 --heads 2 --seq 32 --batch 8 --warmup 5 "
                                  "--eval-every 15 --eval-batches 2 --log-every 10 --sample-chars 40 --json --out " +
                                      quote(base));
@@ -83,6 +82,24 @@ TEST_CASE("ladder 3 and 4: a tiny character GPT, then LoRA on Austen, switched i
   CHECK_THAT(t.out, Contains("--- sample at step 15"));
   CHECK_THAT(t.out, Contains("ETA"));
   for (const char* file : {"config.json", "model.safetensors", "char_vocab.json"}) CHECK(fs::exists(base / file));
+
+  const RunResult bad_heads = run(train, "--embd 32 --heads 3");
+  CHECK(bad_heads.exit_code != 0);
+  CHECK_THAT(bad_heads.err, Contains("--heads 3"));
+  const RunResult bad_data = run(train, "--data " + quote(scratch_dir() / "no_such.txt"));
+  CHECK(bad_data.exit_code != 0);
+  CHECK_THAT(bad_data.err, Contains("no_such.txt"));
+}
+
+TEST_CASE("ladder 4, lora_char_gpt: LoRA on Austen, its memory, the adapter switched in and out",
+          "[ladder][examples]") {
+  REQUIRE_PROGRAM(train, "train_char_gpt");
+  REQUIRE_PROGRAM(lora, "lora_char_gpt");
+  const fs::path base = scratch_dir() / "ladder_lora_base", adapter = scratch_dir() / "ladder_austen";
+  const RunResult t = run(train, "--steps 30 --layers 1 --embd 32 --heads 2 --seq 32 --batch 8 --warmup 5 "
+                                 "--eval-every 0 --eval-batches 1 --sample-chars 0 --out " + quote(base));
+  INFO(t.out << t.err);
+  REQUIRE(t.exit_code == 0);
 
   const RunResult l = run(lora, "--base " + quote(base) + " --out " + quote(adapter) +
                                     " --steps 20 --full-steps 2 --batch 8 --warmup 2 --eval-every 10 --eval-batches 2 "
@@ -103,12 +120,12 @@ TEST_CASE("ladder 3 and 4: a tiny character GPT, then LoRA on Austen, switched i
   const RunResult no_base = run(lora, "--base " + quote(scratch_dir() / "nothing_here"));
   CHECK(no_base.exit_code != 0);
   CHECK_THAT(no_base.err, Contains("char_vocab.json"));
-  const RunResult bad_heads = run(train, "--embd 32 --heads 3");
-  CHECK(bad_heads.exit_code != 0);
-  CHECK_THAT(bad_heads.err, Contains("--heads 3"));
   const RunResult bad_seq = run(lora, "--base " + quote(base) + " --seq 64");
   CHECK(bad_seq.exit_code != 0);
   CHECK_THAT(bad_seq.err, Contains("context of 32"));
+  const RunResult bad_target = run(lora, "--base " + quote(base) + " --targets zz --steps 2 --warmup 0 --full-steps 0");
+  CHECK(bad_target.exit_code != 0);
+  CHECK_THAT(bad_target.err, Contains("'zz'"));
 }
 
 TEST_CASE("training_step_tour: the same output every run, and LoRA's smaller step", "[ladder][examples]") {
