@@ -33,4 +33,21 @@ struct Device {
   static Device parse(const std::string& text);
 };
 
+// The device that tensor factories (Tensor::empty, zeros, randn, ...) use when none is named: the CPU,
+// unless a DefaultDeviceGuard on this thread chose another. Building a model under
+// DefaultDeviceGuard(Device::meta()) builds it with shapes only: nothing is allocated, so a model can be
+// checked against a checkpoint, or its training step's memory predicted, before it exists.
+Device default_device();
+
+class DefaultDeviceGuard {
+ public:
+  explicit DefaultDeviceGuard(Device device);
+  ~DefaultDeviceGuard();
+  DefaultDeviceGuard(const DefaultDeviceGuard&) = delete;
+  DefaultDeviceGuard& operator=(const DefaultDeviceGuard&) = delete;
+
+ private:
+  Device previous_;
+};
+
 }  // namespace lora

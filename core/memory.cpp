@@ -105,6 +105,15 @@ void MemoryTracker::reset_peaks() {
   }
 }
 
+void MemoryTracker::reset_peaks(Device device) {
+  std::lock_guard lock(mutex_);
+  DeviceMemoryStats& s = devices_[slot(device)];
+  s.peak = s.live;
+  s.live_at_peak = s.live;
+  s.global_peak = s.live.total();
+  s.allocations = 0;
+}
+
 namespace {
 thread_local MemoryCategory t_current_category = MemoryCategory::Workspace;
 }

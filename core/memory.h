@@ -57,8 +57,9 @@ class MemoryTracker {
   DeviceMemoryStats stats(Device device = Device::cpu()) const;
   int64_t live(MemoryCategory category, Device device = Device::cpu()) const;
   int64_t peak(MemoryCategory category, Device device = Device::cpu()) const;
-  // Restarts peak tracking from the current live figures (all devices).
+  // Restarts peak tracking from the current live figures (all devices, or one).
   void reset_peaks();
+  void reset_peaks(Device device);
   // "trainable_params 474.7 MiB, frozen_params 0 B, ... (total 2.38 GiB)": what is held now, for errors
   // such as running out of memory.
   std::string live_summary(Device device = Device::cpu()) const;

@@ -27,21 +27,23 @@ class Tensor {
   Tensor() = default;  // an undefined tensor: defined() is false
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  // ---- Factories. Memory is charged to MemoryCategoryGuard::current() unless a category is given. On the
+  // ---- Factories. Memory is charged to MemoryCategoryGuard::current() unless a category is given; the
+  // device is default_device() (the CPU unless a DefaultDeviceGuard says otherwise) unless one is given.
+  // from_vector takes host data and defaults to the CPU. On the
   // meta device they make the tensor (charged with its byte size) and write no values.
-  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = default_device());
   static Tensor empty(const Shape& shape, DType dtype, Device device, MemoryCategory category);
-  static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
-  static Tensor ones(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
-  static Tensor full(const Shape& shape, double value, DType dtype = DType::F32, Device device = Device::cpu());
-  static Tensor arange(int64_t n, DType dtype = DType::F32, Device device = Device::cpu());
+  static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = default_device());
+  static Tensor ones(const Shape& shape, DType dtype = DType::F32, Device device = default_device());
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::F32, Device device = default_device());
+  static Tensor arange(int64_t n, DType dtype = DType::F32, Device device = default_device());
   template <typename T>
   static Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = Device::cpu());
   // Normal(mean, std) and Uniform[low, high) from a seeded generator (drawn on the CPU, in double).
   static Tensor randn(const Shape& shape, Generator& gen, double mean = 0.0, double std = 1.0,
-                      DType dtype = DType::F32, Device device = Device::cpu());
+                      DType dtype = DType::F32, Device device = default_device());
   static Tensor uniform(const Shape& shape, Generator& gen, double low = 0.0, double high = 1.0,
-                        DType dtype = DType::F32, Device device = Device::cpu());
+                        DType dtype = DType::F32, Device device = default_device());
 
   // ---- Properties
   bool defined() const { return impl_ != nullptr; }

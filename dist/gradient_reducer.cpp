@@ -33,12 +33,13 @@ GradientReducer::GradientReducer(Communicator& comm, std::vector<Tensor> params,
     bucket_of_[k] = buckets_.size() - 1;
     filled += int64_t(p.nbytes());
   }
+  if (comm_.size() == 1) return;  // alone: nothing to reduce, no buffers, no thread
   for (Bucket& b : buckets_) {
     const int64_t n = b.offsets.back() + params_[b.params.back()].numel();
     b.buffer = Tensor::empty({n}, DType::F32, params_[b.params[0]].device(), MemoryCategory::Workspace);
     b.pending = b.params.size();
   }
-  if (comm_.size() > 1) thread_ = std::thread([this] { worker(); });
+  thread_ = std::thread([this] { worker(); });
 }
 
 GradientReducer::~GradientReducer() {

@@ -29,6 +29,7 @@
 #include "tools/fault_injection.h"
 #include "tools/finetune_options.h"
 #include "tools/interrupt.h"
+#include "tools/memory_prediction.h"
 #include "tools/model_tokenizer.h"
 #include "tools/subprocess.h"
 #include "tools/token_data.h"
@@ -139,6 +140,32 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
                "losses are those of an untrained model)\n",
                o.config.empty() ? "gpt2" : o.config);
   }
+  // The step's memory, predicted on the meta device before anything is allocated, and the pre-flight check.
+  nn::LoRAConfig lora_config;
+  lora_config.options.rank = o.rank;
+  lora_config.options.alpha = o.alpha;
+  lora_config.options.dropout = o.lora_dropout;
+  lora_config.options.seed = o.seed;
+  lora_config.targets = nn::LoRAConfig::parse_targets(o.targets);
+  const models::ModelConfig model_config = models::resolve_config(o.weights, o.config);
+  const tools::StepMemoryPrediction prediction =
+      tools::predict_training_step(model_config, lora_mode ? &lora_config : nullptr, o.batch, o.seq);
+  fmt::print("predicted peak of a step: {}\n", tools::human_bytes(prediction.total_peak));
+  if (device.is_cpu() && !o.no_preflight) {
+    tools::check_fits(prediction, tools::available_host_memory(), int64_t(512) << 20,
+                      fmt::format("{} fine-tuning of this model at batch {} x {}", lora_mode ? "LoRA" : "full",
+                                  o.batch, o.seq),
+                      lora_mode ? "Lower --batch or --seq, or train fewer or smaller adapters (--targets, --rank)."
+                                : "Use --mode lora (no gradients or optimizer state for the frozen weights), or lower "
+                                  "--batch or --seq.");
+  }
+#if defined(LORA_HAVE_CUDA)
+  if (device.is_cuda() && !o.no_preflight) {
+    const CudaMemoryInfo info = cuda_memory_info(device.index);
+    tools::check_fits(prediction, int64_t(info.free_bytes + info.cached_bytes), int64_t(256) << 20,
+                      fmt::format("training on {}", device.str()), "Lower --batch or --seq, or use --mode lora.");
+  }
+#endif
   std::shared_ptr<models::CausalLM> model = models::load_model(o.weights, o.config, o.seed);
   const models::ModelDims dims = model->dims();
   fmt::print("model: {}, {} layers, hidden {}, {} parameters\n", model->model_type(), dims.n_layer, dims.hidden,
@@ -160,13 +187,7 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   }
   model->to(device);
   if (lora_mode) {
-    nn::LoRAConfig config;
-    config.options.rank = o.rank;
-    config.options.alpha = o.alpha;
-    config.options.dropout = o.lora_dropout;
-    config.options.seed = o.seed;
-    config.targets = nn::LoRAConfig::parse_targets(o.targets);
-    models::apply_lora(*model, config);
+    models::apply_lora(*model, lora_config);
     model->to(device);
     fmt::print("{}\n", nn::lora_summary(*model).str());
   }
@@ -181,6 +202,8 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   optim::AdamW optimizer(model->parameters(true), {.lr = lr, .weight_decay = o.weight_decay}, trainable_names);
 
   tools::ModeReport report;
+  report.predicted = prediction.peak;
+  report.predicted_total = prediction.total_peak;
   report.mode = mode;
   report.device = device.str();
   report.batch = o.batch * comm.size(), report.seq = o.seq;

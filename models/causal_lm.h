@@ -3,7 +3,7 @@
 // carry Hugging Face's names, so that checkpoints and PEFT adapters are read and written as published.
 //
 // Adding an architecture: a folder under models/ with its config (read from config.json), its blocks, a
-// class deriving from CausalLM, and one line in models/registry.cpp (docs/adding-a-model.md).
+// class deriving from CausalLM, and one line in models/registry.cpp (docs/models.md, "Adding a third architecture").
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -66,6 +66,12 @@ std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::stri
   const ModelConfig config = resolve_config(weights, config_arg, default_preset);
   if (weights.empty()) return create_model(config, seed);
   const HFWeights files = HFWeights::open(weights);  // headers validated before the model exists
+  {
+    // The model built with shapes only (nothing allocated): a checkpoint its config contradicts is refused
+    // before gigabytes are allocated and initialised for nothing.
+    DefaultDeviceGuard shapes_only(Device::meta());
+    check_hf_weights(*create_model(config, seed), files);
+  }
   auto model = create_model(config, seed);
   load_hf_weights(*model, files);
   return model;

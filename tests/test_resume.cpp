@@ -106,7 +106,7 @@ TEST_CASE("training killed at any moment and resumed ends bit-identical to an un
   }
 }
 
-TEST_CASE("SIGTERM saves a checkpoint and exits; the resumed run finishes as an uninterrupted one", "[resume][slow]") {
+TEST_CASE("SIGTERM saves a checkpoint and exits, and the resumed run finishes as an uninterrupted one", "[resume][slow]") {
   REQUIRE_PROGRAM(finetune, "finetune");
   const Setup s = make_setup("sigterm");
   const fs::path log = s.dir / "log.txt";

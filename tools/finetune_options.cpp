@@ -48,6 +48,7 @@ int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o
   app.add_option("--keep-checkpoints", o.keep_checkpoints, "how many of the newest checkpoints to keep")->check(CLI::Range(int64_t{1}, int64_t{1000}))->capture_default_str();
   app.add_option("--resume", o.resume, "continue from the newest complete checkpoint in this folder (with the same flags)");
   app.add_flag("--skip-nonfinite", o.skip_nonfinite, "skip steps whose loss or gradient is inf or nan (counted and reported) instead of stopping");
+  app.add_flag("--no-preflight", o.no_preflight, "start even when the predicted memory exceeds what is available");
   app.add_option("--eval-every", o.eval_every, "held-out loss every N steps (0: before and after only)")->check(CLI::Range(int64_t{0}, int64_t{1} << 40))->capture_default_str();
   app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
   app.add_option("--report-json", o.report_json, "write the report as JSON to this file");

@@ -62,7 +62,11 @@ nlohmann::json ModeReport::to_json() const {
       {"total_params", total_params},
       {"peak_bytes", peak},
       {"live_at_peak_bytes", figures_json(memory.live_at_peak)},
-      {"predicted_bytes", figures_json(predicted)},
+      {"predicted_bytes", [&] {
+         nlohmann::json j = figures_json(predicted);
+         j["total"] = predicted_total;
+         return j;
+       }()},
       {"peak_rss_bytes", peak_rss_bytes},
       {"step_time_s", median_step_time_s()},
       {"step_times_s", step_times_s},
@@ -96,6 +100,7 @@ ModeReport ModeReport::from_json(const nlohmann::json& j) {
   r.memory.global_peak = j.at("peak_bytes").at("total");
   r.memory.live_at_peak = figures_from_json(j.at("live_at_peak_bytes"));
   r.predicted = figures_from_json(j.at("predicted_bytes"));
+  r.predicted_total = j.at("predicted_bytes").value("total", int64_t{0});
   r.peak_rss_bytes = j.at("peak_rss_bytes");
   r.step_times_s = j.at("step_times_s").get<std::vector<double>>();
   r.losses = j.at("losses").get<std::vector<double>>();
@@ -122,11 +127,10 @@ std::string ModeReport::table() const {
   s += fmt::format("  {:<18} {:>14} {:>14} {:>14}\n", "category", "live at peak", "peak", "predicted");
   for (MemoryCategory c : kCategories) {
     s += fmt::format("  {:<18} {:>14} {:>14} {:>14}\n", category_name(c), human_bytes(memory.live_at_peak[c]),
-                     human_bytes(memory.peak[c]),
-                     c == MemoryCategory::Workspace ? std::string("-") : human_bytes(predicted[c]));
+                     human_bytes(memory.peak[c]), human_bytes(predicted[c]));
   }
   s += fmt::format("  {:<18} {:>14} {:>14} {:>14}\n", "total (tracker)", human_bytes(memory.live_at_peak.total()),
-                   human_bytes(memory.global_peak), human_bytes(predicted.total()));
+                   human_bytes(memory.global_peak), human_bytes(predicted_total));
   s += fmt::format("  {:<18} {:>14}   (process high-water mark: tracker peak + code, libraries, tokenizer, data,\n"
                    "  {:<18} {:>14}    BLAS buffers and allocator slack)\n",
                    "peak RSS", human_bytes(peak_rss_bytes), "", "");

@@ -18,7 +18,8 @@ struct ModeReport {
   int64_t trainable_params = 0, total_params = 0;
   DeviceMemoryStats memory;   // measured by the tracker over the training steps
   int64_t peak_rss_bytes = 0; // the process's high-water mark (getrusage)
-  MemoryFigures predicted;    // analytical figures for the same categories (activations: saved tensors)
+  MemoryFigures predicted;    // per category, predicted by the meta-device dry run (tools/memory_prediction.h)
+  int64_t predicted_total = 0;  // the predicted peak total
   std::vector<double> step_times_s;
   std::vector<double> losses;
   double val_loss_before = 0, val_loss_after = 0;
