@@ -58,7 +58,7 @@ void print_tape(const Names& names) {
     for (const Tensor& t : n.saved) {
       saved += fmt::format("{}{} ({})", saved.empty() ? "" : ", ", names.of(t), category_name(t.storage()->category()));
     }
-    fmt::print("  {:<3} {:<8} {:<46} {:<12} {:>4} B  {}\n", i, n.op, inputs, names.of(n.output_id) + " " +
+    fmt::print("  {:<3} {:<8} {:<46} {:<12} {:>4} B  {}\n", i, n.op->name(), inputs, names.of(n.output_id) + " " +
                n.output_shape.str(), n.saved_bytes(), saved.empty() ? "nothing" : saved);
   }
 }

@@ -148,6 +148,13 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   lora_config.options.seed = o.seed;
   lora_config.targets = nn::LoRAConfig::parse_targets(o.targets);
   const models::ModelConfig model_config = models::resolve_config(o.weights, o.config);
+  const std::string data_path = o.data.empty() ? default_data() : o.data;
+  LORA_CHECK(is_regular_file(data_path), "--data '{}': no such file", data_path);
+  {
+    DefaultDeviceGuard shapes_only(Device::meta());
+    const int64_t context = models::create_model(model_config)->dims().context_length;
+    LORA_CHECK(o.seq <= context, "--seq {} exceeds the model's context of {}", o.seq, context);
+  }
   const tools::StepMemoryPrediction prediction =
       tools::predict_training_step(model_config, lora_mode ? &lora_config : nullptr, o.batch, o.seq);
   fmt::print("predicted peak of a step: {}\n", tools::human_bytes(prediction.total_peak));
@@ -170,7 +177,6 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   const models::ModelDims dims = model->dims();
   fmt::print("model: {}, {} layers, hidden {}, {} parameters\n", model->model_type(), dims.n_layer, dims.hidden,
              model->num_parameters());
-  const std::string data_path = o.data.empty() ? default_data() : o.data;
   std::unique_ptr<tokenizer::Tokenizer> tok;
   if (!tools::is_token_file(data_path)) {
     tok = tools::tokenizer_for_model(*model, o.weights, o.tokenizer);

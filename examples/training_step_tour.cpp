@@ -54,7 +54,7 @@ void print_tape() {
       saved += fmt::format("{}{} in {} ({})", saved.empty() ? "" : ", ", format_bytes(int64_t(figures.second)),
                            figures.first == 1 ? "1 tensor" : fmt::format("{} tensors", figures.first), category);
     }
-    fmt::print("  {:>3}  {:<20} {:<14} {}\n", i, nodes[i].op, nodes[i].output_shape.str(), saved.empty() ? "-" : saved);
+    fmt::print("  {:>3}  {:<20} {:<14} {}\n", i, nodes[i].op->name(), nodes[i].output_shape.str(), saved.empty() ? "-" : saved);
   }
   fmt::print("  distinct storages charged to activations: {}\n\n", format_bytes(activation_bytes));
 }

@@ -14,6 +14,7 @@
 #include "exercises/softplus.h"
 #include "nn/lora/apply_lora.h"
 #include "optim/adam.h"
+#include "tests/op_cases.h"
 #include "tests/test_helpers.h"
 
 using namespace lora;
@@ -22,6 +23,19 @@ using Catch::Matchers::Contains;
 
 // ---------------------------------------------------------------------------------------------------
 // Exercise 1: softplus, an op with its own node
+
+// Its cases for the op registry (tests/test_op_registry.cpp), as every registered op has.
+LORA_OP_CASES(softplus_cases) {
+  const testing::OpFn f = [](const testing::Inputs& in) { return exercises::softplus(in[0]); };
+  testing::gradcheck_case("softplus", "[3, 4], values of both signs", f, [] {
+    Generator gen(41);
+    return testing::Inputs{testing::uniform_leaf({3, 4}, gen, DType::F64, -4.0, 4.0)};
+  });
+  testing::parity_case("softplus", "[64, 33]", f, [] {
+    Generator gen(42);
+    return testing::Inputs{testing::uniform_leaf({64, 33}, gen, DType::F32, -6.0, 6.0)};
+  });
+}
 
 TEST_CASE("exercise 1: softplus values, without overflow, in float64 and float32", "[exercise-1]") {
   const std::vector<double> xs = {-50, -20, -1, -1e-3, 0, 1e-3, 1, 20, 50, 100};
@@ -56,7 +70,7 @@ TEST_CASE("exercise 1: softplus records one node that saves one tensor, and noth
   x.set_requires_grad(true);
   const Tensor y = exercises::softplus(x);
   REQUIRE(tape.size() == 1);
-  CHECK(tape.nodes()[0].op == "softplus");
+  CHECK(tape.nodes()[0].op->name() == "softplus");
   CHECK(tape.nodes()[0].saved.size() == 1);
   CHECK(tape.nodes()[0].saved_bytes() == x.nbytes());
   CHECK(y.requires_grad());
