@@ -128,6 +128,15 @@ void accumulate_into_leaf(TensorImpl& leaf, Tensor grad) {
 
 }  // namespace
 
+namespace {
+thread_local GradReadyHook t_grad_ready_hook;
+}  // namespace
+
+GradReadyHookGuard::GradReadyHookGuard(GradReadyHook hook) : previous_(std::move(t_grad_ready_hook)) {
+  t_grad_ready_hook = std::move(hook);
+}
+GradReadyHookGuard::~GradReadyHookGuard() { t_grad_ready_hook = std::move(previous_); }
+
 void backward(const Tensor& root, const Tensor& grad_root) {
   LORA_CHECK(root.defined(), "backward: the root tensor is undefined");
   LORA_CHECK(root.requires_grad(),
@@ -155,12 +164,36 @@ void backward(const Tensor& root, const Tensor& grad_root) {
   std::unordered_map<uint64_t, Tensor> pending;
   pending.emplace(root.impl()->id, seed);
 
+  // With a grad-ready hook: how many nodes still hold each leaf that needs a gradient; at zero its gradient
+  // is complete.
   std::vector<Node>& nodes = tape.nodes();
+  std::unordered_map<const TensorImpl*, size_t> uses;
+  if (t_grad_ready_hook) {
+    for (const Node& node : nodes) {
+      for (const NodeInput& in : node.inputs) {
+        if (in.needs_grad && in.is_leaf) {
+          if (auto leaf = in.leaf.lock()) ++uses[leaf.get()];
+        }
+      }
+    }
+  }
+  auto used = [&](const Node& node) {
+    if (!t_grad_ready_hook) return;
+    for (const NodeInput& in : node.inputs) {
+      if (!in.needs_grad || !in.is_leaf) continue;
+      auto leaf = in.leaf.lock();
+      if (!leaf) continue;
+      auto u = uses.find(leaf.get());
+      if (u != uses.end() && --u->second == 0) t_grad_ready_hook(*leaf);
+    }
+  };
+
   for (size_t i = nodes.size(); i-- > 0;) {
     Node& node = nodes[i];
     auto it = pending.find(node.output_id);
     if (it == pending.end()) {  // this node does not lead to the root
       node.release();
+      used(node);
       continue;
     }
     Tensor grad_output = std::move(it->second);
@@ -187,6 +220,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
         if (!inserted) accumulate(slot->second, grad);
       }
     }
+    used(node);
   }
   tape.clear();
 }

@@ -108,6 +108,23 @@ class OpRecord {
   Node node_;
 };
 
+// Called by backward() on its thread when a leaf's gradient is complete: every node that adds to it has
+// run (or was skipped as not leading to the root). Data parallelism uses it to all-reduce a bucket of
+// gradients while backward goes on with the rest. Empty: none (and backward does no bookkeeping for it).
+using GradReadyHook = std::function<void(const TensorImpl& leaf)>;
+
+// Installs a hook on this thread for its lifetime (the previous one is restored after).
+class GradReadyHookGuard {
+ public:
+  explicit GradReadyHookGuard(GradReadyHook hook);
+  ~GradReadyHookGuard();
+  GradReadyHookGuard(const GradReadyHookGuard&) = delete;
+  GradReadyHookGuard& operator=(const GradReadyHookGuard&) = delete;
+
+ private:
+  GradReadyHook previous_;
+};
+
 // Runs reverse-mode differentiation from `root`. Without `grad_root`, root must hold one element
 // (a loss) and is seeded with 1. Leaves that require a gradient get it added into .grad (allocated in
 // the Gradient category on first use). The tape is empty afterwards.

@@ -33,6 +33,7 @@ GradientReducer::GradientReducer(Communicator& comm, std::vector<Tensor> params,
     bucket_of_[k] = buckets_.size() - 1;
     filled += int64_t(p.nbytes());
   }
+  for (size_t k = 0; k < params_.size(); ++k) index_of_.emplace(params_[k].impl(), k);
   if (comm_.size() == 1) return;  // alone: nothing to reduce, no buffers, no thread
   for (Bucket& b : buckets_) {
     const int64_t n = b.offsets.back() + params_[b.params.back()].numel();
@@ -61,6 +62,11 @@ void GradientReducer::mark_ready(size_t index) {
     queue_.push_back(bucket_of_[index]);
     wake_.notify_one();
   }
+}
+
+void GradientReducer::mark_ready(const TensorImpl& leaf) {
+  auto it = index_of_.find(&leaf);
+  if (it != index_of_.end()) mark_ready(it->second);
 }
 
 void GradientReducer::reduce(Bucket& b) {

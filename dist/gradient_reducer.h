@@ -13,6 +13,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "dist/communicator.h"
@@ -28,6 +29,9 @@ class GradientReducer {
 
   // Parameter `index`'s gradient is complete for this step (called by the backward hook).
   void mark_ready(size_t index);
+  // The same, by the parameter's storage identity, as the autograd grad-ready hook reports it; a leaf
+  // that is not one of the reduced parameters is ignored.
+  void mark_ready(const TensorImpl& leaf);
   // Reduces every bucket not reduced yet, waits for all, and leaves the averages in each .grad (a
   // parameter without a gradient on this rank gets one). A no-op with one rank.
   void finish();
@@ -56,6 +60,7 @@ class GradientReducer {
   Communicator& comm_;
   std::vector<Tensor> params_;
   std::vector<size_t> bucket_of_;  // param -> bucket
+  std::unordered_map<const TensorImpl*, size_t> index_of_;  // param storage -> index into params_
   std::vector<Bucket> buckets_;
   StepFigures last_, current_;
 

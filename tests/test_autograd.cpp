@@ -1,6 +1,9 @@
 // Tests of the tape: what is recorded and saved, gradient accumulation, errors, and memory categories.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <map>
+
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "tests/test_helpers.h"
@@ -175,4 +178,46 @@ TEST_CASE("gradients of leaves that do not require grad are never allocated", "[
   backward(ops::sum(ops::mul(frozen, ops::sum(trainable))));
   REQUIRE_FALSE(frozen.grad().defined());
   REQUIRE(tracker.live(MemoryCategory::Gradient) == grad0 + 40);
+}
+
+TEST_CASE("the grad-ready hook reports each leaf once, when its gradient is complete, last layer first",
+          "[autograd]") {
+  // loss = sum((x * w1) * w2) + sum(x * w1): w1 is used twice, so it is complete only after both uses.
+  Tensor x = Tensor::from_vector<double>({1, 2}, {2});
+  Tensor w1 = Tensor::from_vector<double>({3, 4}, {2});
+  Tensor w2 = Tensor::from_vector<double>({5, 6}, {2});
+  Tensor unused = Tensor::from_vector<double>({7}, {1});
+  for (Tensor* t : {&w1, &w2, &unused}) t->set_requires_grad(true);
+  Tensor h = ops::mul(x, w1);
+  Tensor loss = ops::add(ops::sum(ops::mul(h, w2)), ops::sum(h));
+  Tensor dead = ops::mul_scalar(unused, 2.0);  // recorded, but does not lead to the loss
+
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<double>> grad_when_ready;
+  {
+    autograd::GradReadyHookGuard hook([&](const TensorImpl& leaf) {
+      for (auto [name, w] : {std::pair{"w1", &w1}, std::pair{"w2", &w2}}) {
+        if (&leaf != w->impl()) continue;
+        order.push_back(name);
+        grad_when_ready[name] = w->grad().to_vector<double>();
+      }
+      if (&leaf == unused.impl()) order.push_back("unused");
+    });
+    backward(loss);
+  }
+  // w2's only use is the last node recorded before the sums; w1 waits for both uses of h.
+  REQUIRE(order.size() == 3);
+  REQUIRE(std::count(order.begin(), order.end(), "w1") == 1);
+  const auto w1_at = std::find(order.begin(), order.end(), "w1") - order.begin();
+  const auto w2_at = std::find(order.begin(), order.end(), "w2") - order.begin();
+  REQUIRE(w2_at < w1_at);
+  // When reported, each gradient already holds its final value: d/dw1 = x * (w2 + 1), d/dw2 = x * w1.
+  REQUIRE(grad_when_ready["w1"] == std::vector<double>{6, 14});
+  REQUIRE(grad_when_ready["w2"] == std::vector<double>{3, 8});
+  testing::require_close(w1.grad(), std::vector<double>{6, 14});
+
+  // Without a hook installed (the guard restored the empty one), backward reports nothing.
+  order.clear();
+  backward(ops::sum(ops::mul(x, w2)));
+  REQUIRE(order.empty());
 }

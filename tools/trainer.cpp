@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "autograd/tape.h"
 #include "optim/clip.h"
 #include "tools/fault_injection.h"
 #include "tools/interrupt.h"
@@ -60,7 +61,11 @@ void Trainer::run(ModeReport& report) {
     sampler_.next_shard(x, y, device_, comm_.rank(), comm_.size());
     optimizer_.set_lr(options_.schedule.lr_at(step));
     Tensor loss = model_.loss(x, y);
-    backward(loss);
+    {
+      // Each bucket of gradients is all-reduced on a background thread as soon as backward completes it.
+      autograd::GradReadyHookGuard overlap([this](const TensorImpl& leaf) { reducer_.mark_ready(leaf); });
+      backward(loss);
+    }
     reducer_.finish();  // every rank now holds the average gradient
     tools::fault_point("train-step");
     const double loss_value = comm_.all_reduce_sum(loss.item()) / comm_.size();
