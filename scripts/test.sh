@@ -2,7 +2,8 @@
 # Builds lora.cpp and runs every test:
 #   1. the Release build (with the CUDA backend compiled when the toolkit is present; GPU tests skip
 #      without a device), all tests under ctest;
-#   2. a Debug build with AddressSanitizer + UndefinedBehaviorSanitizer (CPU only), all tests except the
+#   2. cmake --install, and examples/consumer/ built against the installed package;
+#   3. a Debug build with AddressSanitizer + UndefinedBehaviorSanitizer (CPU only), all tests except the
 #      ones tagged [slow] (end-to-end training runs, which take minutes under the sanitizers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ echo "== Release build and tests"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build --parallel "$jobs"
 ctest --test-dir build --output-on-failure --parallel "$jobs"
+
+echo "== Install, and a project outside the tree that uses it (find_package(lora))"
+bash scripts/check-install.sh build
 
 echo "== Debug + AddressSanitizer/UBSan build and tests (without [slow])"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLORA_SANITIZE=ON -DLORA_CUDA=OFF \

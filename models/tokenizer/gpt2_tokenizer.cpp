@@ -151,11 +151,11 @@ GPT2Tokenizer GPT2Tokenizer::from_files(const fs::path& encoder_json_path, const
 
 fs::path GPT2Tokenizer::default_dir() {
   if (const char* dir = std::getenv("LORA_TOKENIZER_DIR"); dir != nullptr && *dir != '\0') return dir;
-#ifdef LORA_SOURCE_DIR
-  return fs::path(LORA_SOURCE_DIR) / "data" / "gpt2";
-#else
-  return fs::path("data") / "gpt2";
-#endif
+  // The source tree's copy while it exists (the programs and tests run from it), else the installed one.
+  const fs::path source_copy = fs::path(LORA_SOURCE_DIR) / "data" / "gpt2";
+  std::error_code ec;
+  if (fs::exists(source_copy / "encoder.json", ec)) return source_copy;
+  return fs::path(LORA_INSTALL_DATA_DIR) / "gpt2";
 }
 
 GPT2Tokenizer GPT2Tokenizer::load_default() {
@@ -163,7 +163,7 @@ GPT2Tokenizer GPT2Tokenizer::load_default() {
   try {
     return from_files(dir / "encoder.json", dir / "vocab.bpe");
   } catch (const Error& e) {
-    LORA_FAIL("{} (the tokenizer files are looked for in $LORA_TOKENIZER_DIR, else <source dir>/data/gpt2)",
+    LORA_FAIL("{} (the tokenizer files are looked for in $LORA_TOKENIZER_DIR, else <source dir>/data/gpt2, else the installed <prefix>/share/lora/data/gpt2)",
               e.what());
   }
 }

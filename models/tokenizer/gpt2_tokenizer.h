@@ -51,7 +51,7 @@ class GPT2Tokenizer final : public Tokenizer {
   // Load encoder.json and vocab.bpe from default_dir().
   static GPT2Tokenizer load_default();
 
-  // $LORA_TOKENIZER_DIR when set and not empty, else <LORA_SOURCE_DIR>/data/gpt2.
+  // $LORA_TOKENIZER_DIR when set and not empty, else <LORA_SOURCE_DIR>/data/gpt2 while it exists, else the installed <prefix>/share/lora/data/gpt2.
   static std::filesystem::path default_dir();
 
   GPT2Tokenizer(GPT2Tokenizer&&) noexcept;
