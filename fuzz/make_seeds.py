@@ -90,6 +90,19 @@ encoder["<|endoftext|>"] = len(encoder)
 vocab = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
 out("fuzz_tokenizer_files", "bytes_and_merges", json.dumps(encoder) + "\n--VOCAB--\n" + vocab)
 
+# tokenizer.json files: every fixture (BPE byte-level, Metaspace, ByteFallback, RoBERTa post-processing),
+# with its tokenizer_config.json when there is one, and once with a text of special tokens to encode.
+TOKENIZERS = os.path.join(FIXTURES, "tokenizers")
+for name in sorted(d for d in os.listdir(TOKENIZERS) if os.path.isdir(os.path.join(TOKENIZERS, d))):
+    with open(os.path.join(TOKENIZERS, name, "tokenizer.json"), encoding="utf-8") as f:
+        seed = f.read()
+    config_path = os.path.join(TOKENIZERS, name, "tokenizer_config.json")
+    if os.path.exists(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            seed += "\n--CONFIG--\n" + f.read()
+            out("fuzz_tokenizer_json", name + "_text", seed + "\n--TEXT--\n<s>[INST] hi </s> <|im_start|>ok\u00e9")
+    out("fuzz_tokenizer_json", name, seed)
+
 # llm.c token files, versions 1 (uint16) and 2 (uint32).
 for version, dtype in [(1, "<u2"), (2, "<u4")]:
     header = np.zeros(256, dtype="<i4")

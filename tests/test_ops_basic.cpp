@@ -39,14 +39,17 @@ LORA_OP_CASES(elementwise_cases) {
   uint64_t seed = 100;
   for (const BinaryInfo& info : kBinaryOps) {
     const OpFn f = [op = info.op](const Inputs& in) { return ops::binary(op, in[0], in[1]); };
-    for (const auto& [sa, sb] : shapes) {
+    for (const auto& shape_pair : shapes) {
+      const Shape sa = shape_pair.first, sb = shape_pair.second;  // captured by copy below
       const uint64_t s = seed++;
       gradcheck_case(info.name, sa.str() + " with " + sb.str(), f, [=] {
         Generator gen(s);
         return Inputs{uniform_leaf(sa, gen, F64), uniform_leaf(sb, gen, F64, 0.5, 2.0)};
       });
     }
-    for (const auto& [sa, sb] : std::vector<std::pair<Shape, Shape>>{{{33, 257}, {257}}, {{4, 1, 5}, {3, 1}}, {{7, 33}, {7, 33}}}) {
+    for (const auto& shape_pair :
+         std::vector<std::pair<Shape, Shape>>{{{33, 257}, {257}}, {{4, 1, 5}, {3, 1}}, {{7, 33}, {7, 33}}}) {
+      const Shape sa = shape_pair.first, sb = shape_pair.second;
       const uint64_t s = seed++;
       parity_case(info.name, sa.str() + " with " + sb.str(), f, [=] {
         Generator gen(s);

@@ -45,7 +45,10 @@ Targets read_targets(const char* kernel, const Tensor& logits, const Tensor& tar
 // lse[i] = logsumexp(logits[i]) (every row), losses[i] = lse[i] - logits[i, target[i]] (0 when ignored).
 void kernels::CrossEntropyForward::cpu(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                        Tensor& losses, Tensor& lse) {
-  const auto [rows, vocab, target] = read_targets("cross_entropy_forward", logits, targets, ignore_index);
+  const Targets read = read_targets("cross_entropy_forward", logits, targets, ignore_index);
+  // Not a structured binding: OpenMP regions capture these.
+  const int64_t rows = read.rows, vocab = read.vocab;
+  const std::vector<int64_t>& target = read.ids;
   LORA_CHECK(losses.numel() == rows && lse.numel() == rows, "cross_entropy_forward: losses {} and lse {} must hold {}",
              losses.shape().str(), lse.shape().str(), rows);
   dispatch_floating(logits.dtype(), "cross_entropy_forward", [&]<typename T>() {
@@ -72,7 +75,10 @@ void kernels::CrossEntropyForward::cpu(const Tensor& logits, const Tensor& targe
 void kernels::CrossEntropyBackward::cpu(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                         const Tensor& grad_loss, double scale, int64_t ignore_index,
                                         Tensor& grad_logits) {
-  const auto [rows, vocab, target] = read_targets("cross_entropy_backward", logits, targets, ignore_index);
+  const Targets read = read_targets("cross_entropy_backward", logits, targets, ignore_index);
+  // Not a structured binding: OpenMP regions capture these.
+  const int64_t rows = read.rows, vocab = read.vocab;
+  const std::vector<int64_t>& target = read.ids;
   LORA_CHECK(lse.numel() == rows, "cross_entropy_backward: lse {} must hold {}", lse.shape().str(), rows);
   LORA_CHECK(grad_loss.numel() == 1, "cross_entropy_backward: grad_loss has shape {}, expected one element",
              grad_loss.shape().str());

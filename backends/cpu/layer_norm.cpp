@@ -37,7 +37,8 @@ LayerNormShape layer_norm_shape(const char* kernel, const Tensor& x, const Tenso
 
 void kernels::LayerNormForward::cpu(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, Tensor& y,
                                     Tensor& mean, Tensor& rstd) {
-  const auto [rows, cols] = layer_norm_shape("layer_norm_forward", x, weight, mean, rstd);
+  const LayerNormShape shape = layer_norm_shape("layer_norm_forward", x, weight, mean, rstd);
+  const int64_t rows = shape.rows, cols = shape.cols;  // not a structured binding: OpenMP regions capture these
   LORA_CHECK(bias.numel() == cols, "layer_norm_forward: bias has shape {}, expected [{}]", bias.shape().str(), cols);
   LORA_CHECK(y.shape() == x.shape(), "layer_norm_forward: y has shape {}, expected {}", y.shape().str(),
              x.shape().str());
@@ -77,7 +78,8 @@ void kernels::LayerNormBackward::cpu(const Tensor& grad_y, const Tensor& x, cons
                                      const Tensor& rstd, Tensor& grad_x, Tensor& grad_weight, Tensor& grad_bias) {
   const bool want_x = grad_x.defined(), want_w = grad_weight.defined(), want_b = grad_bias.defined();
   if (!want_x && !want_w && !want_b) return;
-  const auto [rows, cols] = layer_norm_shape("layer_norm_backward", x, weight, mean, rstd);
+  const LayerNormShape shape = layer_norm_shape("layer_norm_backward", x, weight, mean, rstd);
+  const int64_t rows = shape.rows, cols = shape.cols;  // not a structured binding: OpenMP regions capture these
   LORA_CHECK(grad_y.shape() == x.shape(), "layer_norm_backward: grad_y has shape {}, expected {}", grad_y.shape().str(),
              x.shape().str());
   LORA_CHECK(!want_x || grad_x.shape() == x.shape(), "layer_norm_backward: grad_x has shape {}, expected {}",

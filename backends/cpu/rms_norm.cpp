@@ -31,7 +31,8 @@ RowsCols rms_norm_shape(const char* kernel, const Tensor& x, const Tensor& rstd)
 // y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps) per row
 
 void kernels::RmsNormForward::cpu(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
-  const auto [rows, cols] = rms_norm_shape(name, x, rstd);
+  const auto shape = rms_norm_shape(name, x, rstd);
+  const int64_t rows = shape.rows, cols = shape.cols;  // not a structured binding: OpenMP regions capture these
   LORA_CHECK(weight.numel() == cols, "{}: weight has shape {}, expected [{}]", name, weight.shape().str(), cols);
   LORA_CHECK(y.shape() == x.shape(), "{}: y has shape {}, expected {}", name, y.shape().str(), x.shape().str());
   dispatch_floating(x.dtype(), name, [&]<typename T>() {
@@ -64,7 +65,8 @@ void kernels::RmsNormBackward::cpu(const Tensor& grad_y, const Tensor& x, const 
                                    Tensor& grad_x, Tensor& grad_weight) {
   const bool want_x = grad_x.defined(), want_w = grad_weight.defined();
   if (!want_x && !want_w) return;
-  const auto [rows, cols] = rms_norm_shape(name, x, rstd);
+  const auto shape = rms_norm_shape(name, x, rstd);
+  const int64_t rows = shape.rows, cols = shape.cols;  // not a structured binding: OpenMP regions capture these
   LORA_CHECK(grad_y.shape() == x.shape(), "{}: grad_y has shape {}, expected {}", name, grad_y.shape().str(),
              x.shape().str());
   LORA_CHECK(!want_x || (grad_x.shape() == x.shape() && weight.defined() && weight.numel() == cols),

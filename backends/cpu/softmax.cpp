@@ -38,7 +38,8 @@ T row_max(const T* x, int64_t n) {
 
 void softmax_forward(const Tensor& x, Tensor& y) {
   check_alike("softmax_forward", x, y);
-  const auto [rows, cols] = row_shape(x);
+  const auto shape = row_shape(x);
+  const int64_t rows = shape.rows, cols = shape.cols;  // not a structured binding: OpenMP regions capture these
   dispatch_floating(x.dtype(), "softmax_forward", [&]<typename T>() {
     const T* xp = x.data<T>();  // [rows, cols]
     T* yp = y.data<T>();        // [rows, cols]
@@ -62,7 +63,8 @@ void softmax_forward(const Tensor& x, Tensor& y) {
 void softmax_backward(const Tensor& y, const Tensor& grad_y, Tensor& grad_x) {
   check_alike("softmax_backward", y, grad_y);
   check_alike("softmax_backward", y, grad_x);
-  const auto [rows, cols] = row_shape(y);
+  const auto shape = row_shape(y);
+  const int64_t rows = shape.rows, cols = shape.cols;  // not a structured binding: OpenMP regions capture these
   dispatch_floating(y.dtype(), "softmax_backward", [&]<typename T>() {
     const T* yp = y.data<T>();
     const T* gyp = grad_y.data<T>();
@@ -84,7 +86,8 @@ void softmax_backward(const Tensor& y, const Tensor& grad_y, Tensor& grad_x) {
 
 void log_softmax_forward(const Tensor& x, Tensor& y) {
   check_alike("log_softmax_forward", x, y);
-  const auto [rows, cols] = row_shape(x);
+  const auto shape = row_shape(x);
+  const int64_t rows = shape.rows, cols = shape.cols;  // not a structured binding: OpenMP regions capture these
   dispatch_floating(x.dtype(), "log_softmax_forward", [&]<typename T>() {
     const T* xp = x.data<T>();
     T* yp = y.data<T>();
@@ -105,7 +108,8 @@ void log_softmax_forward(const Tensor& x, Tensor& y) {
 void log_softmax_backward(const Tensor& y, const Tensor& grad_y, Tensor& grad_x) {
   check_alike("log_softmax_backward", y, grad_y);
   check_alike("log_softmax_backward", y, grad_x);
-  const auto [rows, cols] = row_shape(y);
+  const auto shape = row_shape(y);
+  const int64_t rows = shape.rows, cols = shape.cols;  // not a structured binding: OpenMP regions capture these
   dispatch_floating(y.dtype(), "log_softmax_backward", [&]<typename T>() {
     const T* yp = y.data<T>();
     const T* gyp = grad_y.data<T>();
