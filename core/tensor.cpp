@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cstring>
+#include <limits>
 
 #include "core/allocator.h"
 
@@ -29,9 +31,12 @@ Device Device::parse(const std::string& text) {
   if (text == "cuda") return Device::cuda(0);
   if (text.rfind("cuda:", 0) == 0) {
     const std::string index = text.substr(5);
-    LORA_CHECK(!index.empty() && index.find_first_not_of("0123456789") == std::string::npos,
-               "device '{}': expected cpu, cuda, cuda:N or meta", text);
-    return Device::cuda(std::stoi(index));
+    int value = -1;
+    const auto [end, error] = std::from_chars(index.data(), index.data() + index.size(), value);
+    LORA_CHECK(!index.empty() && error == std::errc() && end == index.data() + index.size() && value >= 0,
+               "device '{}': expected cpu, cuda, cuda:N (N a GPU index, 0 to {}) or meta", text,
+               std::numeric_limits<int>::max());
+    return Device::cuda(value);
   }
   LORA_FAIL("device '{}': expected cpu, cuda, cuda:N or meta", text);
 }

@@ -93,6 +93,10 @@ TEST_CASE("devices parse and unavailable devices give a clear error", "[core]") 
   REQUIRE(Device::parse("cuda:1") == Device::cuda(1));
   REQUIRE_THROWS_AS(Device::parse("gpu"), Error);
   REQUIRE_THROWS_AS(Device::parse("cuda:x"), Error);
+  // Out of int's range, signs, spaces and trailing text are refused with lora::Error, not std::out_of_range.
+  for (const char* bad : {"cuda:99999999999999999999", "cuda:-1", "cuda:+1", "cuda: 1", "cuda:1 ", "cuda:", "cuda:0x1"}) {
+    REQUIRE_THROWS_WITH(Device::parse(bad), Catch::Contains("expected cpu, cuda, cuda:N"));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
@@ -102,7 +103,10 @@ fs::path latest_checkpoint(const fs::path& dir) {
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
     if (!entry.is_directory() || name.rfind("ckpt-", 0) != 0 || name.find(".tmp") != std::string::npos) continue;
-    const int64_t step = std::stoll(name.substr(5));
+    int64_t step = -1;  // ckpt-<step>; another name under dir is not ours
+    const char* digits = name.c_str() + 5;
+    const auto [end, error] = std::from_chars(digits, name.c_str() + name.size(), step);
+    if (error != std::errc() || end != name.c_str() + name.size() || step < 0) continue;
     if (step > best_step) best_step = step, best = entry.path();
   }
   return best;

@@ -18,6 +18,7 @@
 #include "backends/cuda/cuda_device.h"
 #include "core/allocator.h"
 #include "core/error.h"
+#include "core/memory.h"
 
 namespace lora::cuda {
 namespace {
@@ -60,8 +61,9 @@ class CudaCachingAllocator final : public Allocator {
         (void)cudaMemGetInfo(&free_b, &total_b);
         (void)cudaGetLastError();
         LORA_FAIL("CUDA out of memory on cuda:{} allocating {} bytes (class {}): {}; the pool reserves {} bytes, "
-                  "{} in use; the device reports {} free of {}",
-                  index, bytes, size, cudaGetErrorString(err), pool.reserved, pool.in_use, free_b, total_b);
+                  "{} in use; the device reports {} free of {}. The tracker holds on cuda:{}: {}",
+                  index, bytes, size, cudaGetErrorString(err), pool.reserved, pool.in_use, free_b, total_b, index,
+                  MemoryTracker::instance().live_summary(Device::cuda(index)));
       }
       pool.reserved += size;
       ++pool.mallocs;
