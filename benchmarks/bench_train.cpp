@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "backends/backend.h"
+#include "backends/cpu/blas_kernels.h"
 #include "core/allocator.h"
 #include "models/lora.h"
 #include "models/registry.h"
@@ -255,7 +256,8 @@ int main(int argc, char** argv) {
                std::getenv("GOMP_SPINCOUNT") ? std::getenv("GOMP_SPINCOUNT")
                : std::getenv("OMP_WAIT_POLICY") || o.omp_spin < 0 ? "default" : std::to_string(o.omp_spin));
     const double ceiling = sgemm_ceiling_gflops(o.ceiling_size);
-    fmt::print("sgemm ceiling (raw cblas_sgemm, {0} x {0} x {0}): {1:.1f} GFLOP/s\n", o.ceiling_size, ceiling);
+    fmt::print("sgemm ceiling (raw cblas_sgemm, {0} x {0} x {0}, OpenBLAS {2} kernels): {1:.1f} GFLOP/s\n",
+               o.ceiling_size, ceiling, blas_kernel_family());
     nlohmann::json all;
     all["ceiling_gflops"] = ceiling;
     all["threads"] = num_threads();

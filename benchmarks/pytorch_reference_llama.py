@@ -59,14 +59,21 @@ def run_one(cfg, args):
 
     for _ in range(args.warmup):
         step()
-    times = []
+    def cpu_seconds():  # user + system time of every thread of this process: less sensitive to other load
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    times, cpu_times = [], []
     for i in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         loss = step()
         times.append(time.perf_counter() - t0)
-        print(f"  {cfg} step {i + 1}/{args.steps}: {times[-1]:.3f} s (loss {loss:.3f})", file=sys.stderr)
+        cpu_times.append(cpu_seconds() - c0)
+        print(f"  {cfg} step {i + 1}/{args.steps}: {times[-1]:.3f} s ({cpu_times[-1]:.3f} CPU s) (loss {loss:.3f})",
+              file=sys.stderr)
     s = statistics.median(times)
     return {"config": cfg, "mode": mode, "batch": B, "seq": T, "step_s": s, "step_times_s": times,
+            "cpu_s": statistics.median(cpu_times), "step_cpu_times_s": cpu_times,
             "tokens_per_s": B * T / s, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "trainable_params": sum(p.numel() for p in params), "torch": torch.__version__,
             "intra_op_threads": torch.get_num_threads()}
@@ -94,7 +101,8 @@ def main():
                "--threads", str(args.threads)]
         r = json.loads(subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout)
         r["threads"], r["malloc"] = args.threads, args.malloc
-        print(f"threads={args.threads or 'default'} malloc={args.malloc:<8} {cfg:<10} {r['step_s']:7.3f} s  "
+        print(f"threads={args.threads or 'default'} malloc={args.malloc:<8} {cfg:<10} {r['step_s']:7.3f} s "
+              f"({r['cpu_s']:.3f} CPU s)  "
               f"{r['tokens_per_s']:6.0f} tok/s  peak RSS {r['peak_rss_bytes'] / 2**30:5.2f} GiB", flush=True)
         results.append(r)
     if args.json:
