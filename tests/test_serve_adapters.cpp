@@ -154,8 +154,9 @@ TEST_CASE("lora_gather: each row gathers its adapter's pieces, in double precisi
 
 #if defined(LORA_HAVE_CUDA)
 #include "backends/cuda/cuda_device.h"
+#include "serve/decode_engine.h"
 
-TEST_CASE("cuda: a mixed-adapter batch gives the CPU's logits", "[serve][cuda]") {
+TEST_CASE("cuda: a mixed-adapter batch gives the CPU's logits, and batched decoding its greedy tokens", "[serve][cuda]") {
   if (!cuda_device_available()) {
     WARN("no CUDA device: skipped");
     return;
@@ -187,6 +188,28 @@ TEST_CASE("cuda: a mixed-adapter batch gives the CPU's logits", "[serve][cuda]")
     const Tensor expected = cpu_model->forward(Tensor::from_vector(ids, {B, T}));
     const Tensor got = gpu_model->forward(Tensor::from_vector(ids, {B, T}, cuda)).to(Device::cpu());
     testing::require_close(got, expected, 1e-3, 1e-4);
+
+    // Continuous batching over the KV pool on the GPU: greedy tokens as on the CPU.
+    auto decode = [&](models::CausalLM& m, serve::AdapterSet& set) {
+      serve::DecodeEngine engine(m, set, {.max_sequences = 2, .max_queue = 8, .capacity = 32});
+      std::map<int64_t, std::vector<int32_t>> out;
+      for (int i = 0; i < 4; ++i) {
+        serve::Request r;
+        r.prompt = {static_cast<int32_t>(i + 1), 5, 9};
+        r.adapter = i == 0 ? "" : std::to_string(i % 2);
+        r.options.max_tokens = 4 + 2 * i;
+        r.options.temperature = 0;
+        r.options.stop_at_eos = false;
+        r.on_event = [&out](const serve::Event& e) {
+          if (e.token >= 0) out[e.id].push_back(e.token);
+        };
+        engine.submit(std::move(r));
+      }
+      while (engine.step()) {
+      }
+      return out;
+    };
+    REQUIRE(decode(*gpu_model, gpu_set) == decode(*cpu_model, cpu_set));
   }
 }
 #endif

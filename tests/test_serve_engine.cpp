@@ -1,0 +1,175 @@
+// Continuous batching (serve/decode_engine.h): requests decoded together, joining and leaving as they come
+// and go, each with its own adapter, give exactly the tokens each gives alone through models::generate;
+// stop strings, cancellation and the queue's limit.
+#include <catch2/catch.hpp>
+
+#include <map>
+
+#include "models/generate.h"
+#include "models/tokenizer/gpt2_tokenizer.h"
+#include "serve/decode_engine.h"
+#include "tests/serve_checks.h"
+
+using namespace lora;
+
+namespace {
+
+std::vector<int32_t> random_tokens(int64_t T, int64_t V, Generator& gen) {
+  std::vector<int32_t> ids(static_cast<size_t>(T));
+  for (auto& id : ids) id = static_cast<int32_t>(gen.below(V));
+  return ids;
+}
+
+// The tokens `model` generates for a request alone, with its adapter imported the ordinary way.
+std::vector<int32_t> alone(models::CausalLM& model, const serve::Request& r, const nn::AdapterState* adapter) {
+  if (adapter) nn::import_adapter(model, *adapter);
+  models::SamplingOptions o;
+  o.max_new_tokens = r.options.max_tokens;
+  o.temperature = r.options.temperature;
+  o.top_p = r.options.top_p;
+  o.seed = r.options.seed;
+  o.stop_at_eos = false;
+  std::vector<int32_t> out = models::generate(model, r.prompt, o);
+  nn::remove_lora(model);
+  return out;
+}
+
+struct Collected {
+  std::vector<int32_t> tokens;
+  std::string text;
+  serve::FinishReason finish = serve::FinishReason::None;
+};
+
+}  // namespace
+
+TEST_CASE("engine: batched decode with joins and leaves gives each request's tokens alone (GPT-2, Llama)", "[serve]") {
+  for (const std::string preset : {"tiny", "llama-tiny"}) {
+    INFO(preset);
+    const models::ModelConfig config = models::read_config_arg(preset);
+    auto model = models::create_model(config, 11);
+    auto reference = models::create_model(config, 11);
+    const std::vector<nn::AdapterState> states =
+        testing::random_adapters(*reference, {{"qv", 2, {"q", "v"}}, {"all", 4, {"all-linear"}}}, 3);
+    serve::AdapterSet set(*model, 4);
+    set.load("qv", states[0]);
+    set.load("all", states[1]);
+    // 3 slots for 7 requests of different lengths: finished ones leave, waiting ones join mid-flight.
+    serve::DecodeEngine engine(*model, set, {.max_sequences = 3, .max_queue = 16, .capacity = 40});
+    Generator gen(5);
+    const int64_t V = model->dims().vocab_size;
+    std::vector<serve::Request> requests;
+    std::vector<int> adapter_of;
+    std::map<int64_t, Collected> got;
+    for (int i = 0; i < 7; ++i) {
+      serve::Request r;
+      r.prompt = random_tokens(1 + (i * 3) % 7, V, gen);
+      r.adapter = i % 3 == 0 ? "" : i % 3 == 1 ? "qv" : "all";
+      r.options.max_tokens = 2 + (i * 5) % 9;
+      r.options.temperature = i == 4 ? 0.8 : 0.0;  // one sampled request: its own seeded generator
+      r.options.top_p = i == 4 ? 0.9 : 1.0;
+      r.options.seed = 100 + i;
+      r.options.stop_at_eos = false;
+      requests.push_back(r);
+      adapter_of.push_back(i % 3 == 0 ? -1 : i % 3 - 1);
+    }
+    std::vector<int64_t> ids;
+    auto submit = [&](int i) {
+      serve::Request r = requests[static_cast<size_t>(i)];
+      r.on_event = [&got](const serve::Event& e) {
+        if (e.token >= 0) got[e.id].tokens.push_back(e.token);
+        if (e.finish != serve::FinishReason::None) got[e.id].finish = e.finish;
+      };
+      ids.push_back(engine.submit(std::move(r)));
+    };
+    for (int i = 0; i < 5; ++i) submit(i);
+    int steps = 0;
+    while (engine.step()) {
+      if (++steps == 3) {  // two more join while others are decoding
+        submit(5);
+        submit(6);
+      }
+      REQUIRE(steps < 200);
+    }
+    REQUIRE(engine.active() == 0);
+    REQUIRE(engine.queued() == 0);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      INFO("request " << i);
+      const int a = adapter_of[i];
+      const std::vector<int32_t> expected = alone(*reference, requests[i], a < 0 ? nullptr : &states[static_cast<size_t>(a)]);
+      REQUIRE(got[ids[i]].tokens == expected);
+      REQUIRE(got[ids[i]].finish == serve::FinishReason::Length);
+    }
+  }
+}
+
+TEST_CASE("engine: stop strings end the text before them; cancel; a full queue refuses", "[serve]") {
+  const models::ModelConfig config = models::read_config_arg("tiny");
+  auto model = models::create_model(config, 2);
+  auto reference = models::create_model(config, 2);
+  serve::AdapterSet set(*model, 1);
+  const auto tokenizer = tokenizer::GPT2Tokenizer::load_default();  // ids below 94 are ASCII characters
+  serve::DecodeEngine engine(*model, set, {.max_sequences = 2, .max_queue = 2, .capacity = 64}, &tokenizer);
+
+  serve::Request r;
+  r.prompt = {1, 2, 3};
+  r.options.max_tokens = 20;
+  r.options.temperature = 0.0;
+  r.options.stop_at_eos = false;
+  const std::vector<int32_t> full = alone(*reference, r, nullptr);
+  const std::string full_text = tokenizer.decode(full, {});
+  // A stop string of two ASCII characters from the 4th on: the text ends before its first occurrence.
+  size_t at = 3;
+  while (at + 2 < full_text.size() && !(full_text[at] > ' ' && full_text[at] < 127 && full_text[at + 1] > ' ' &&
+                                        full_text[at + 1] < 127)) {
+    ++at;
+  }
+  REQUIRE(at + 2 < full_text.size());
+  const std::string stop = full_text.substr(at, 2);
+  r.options.stop = {stop};
+  Collected c;
+  r.on_event = [&c](const serve::Event& e) {
+    c.text += e.text;
+    if (e.finish != serve::FinishReason::None) c.finish = e.finish;
+  };
+  engine.submit(r);
+  while (engine.step()) {
+  }
+  REQUIRE(c.finish == serve::FinishReason::Stop);
+  REQUIRE(c.text == full_text.substr(0, full_text.find(stop)));
+
+  // Errors name what was wrong.
+  serve::Request bad = r;
+  bad.adapter = "nope";
+  REQUIRE_THROWS_WITH(engine.submit(bad), Catch::Contains("no adapter named 'nope'"));
+  bad = r;
+  bad.prompt.assign(static_cast<size_t>(engine.capacity() + 1), 1);  // the tiny preset's context: 32 tokens
+  REQUIRE(engine.capacity() == 32);
+  REQUIRE_THROWS_WITH(engine.submit(bad), Catch::Contains("33 tokens") && Catch::Contains("context of 32"));
+  bad = r;
+  bad.prompt = {1000000};
+  REQUIRE_THROWS_WITH(engine.submit(bad), Catch::Contains("outside the vocabulary"));
+  bad = r;
+  bad.options.max_tokens = 0;
+  REQUIRE_THROWS_WITH(engine.submit(bad), Catch::Contains("max_tokens"));
+
+  // Two wait, the third is refused; a cancelled one ends with its reason.
+  Collected first, second;
+  serve::Request a = r, b = r;
+  a.options.stop.clear();
+  b.options.stop.clear();
+  a.on_event = [&first](const serve::Event& e) {
+    if (e.finish != serve::FinishReason::None) first.finish = e.finish;
+  };
+  b.on_event = [&second](const serve::Event& e) {
+    if (e.finish != serve::FinishReason::None) second.finish = e.finish;
+  };
+  const int64_t id_a = engine.submit(a);
+  engine.submit(b);
+  REQUIRE(engine.queued() == 2);
+  REQUIRE_THROWS_AS(engine.submit(r), serve::QueueFull);
+  engine.cancel(id_a);
+  while (engine.step()) {
+  }
+  REQUIRE(first.finish == serve::FinishReason::Cancelled);
+  REQUIRE(second.finish == serve::FinishReason::Length);
+}
