@@ -7,6 +7,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "backends/backend.h"
+#include "backends/kernels/decode_attention.h"
 
 namespace lora::nn {
 
@@ -76,7 +77,8 @@ Tensor attend_composed(const Tensor& q, const Tensor& keys, const Tensor& values
 }
 
 // One token per row, each row at its own sequence and position of the cache (KVCache::rows): row b writes
-// its key and value at (slot, position) and its queries attend over that sequence's position + 1 keys.
+// its key and value at (slot, position), then one fused kernel lets every row's queries attend over its
+// sequence's position + 1 keys (backends/kernels/decode_attention.h).
 Tensor attend_rows(const Tensor& q, const Tensor& k, const Tensor& v, KVCache::Layer& cache) {
   const std::vector<CacheRow>& rows = *cache.rows;
   const int64_t B = q.size(0), H = q.size(1), D = q.size(3), H_kv = k.size(1), capacity = cache.k.size(2);
@@ -84,7 +86,8 @@ Tensor attend_rows(const Tensor& q, const Tensor& k, const Tensor& v, KVCache::L
              "attention: a decode step over cache rows takes one token for each of its {} rows, got q {}", rows.size(),
              q.shape().str());
   Backend& be = backend_for(q);
-  Tensor out = Tensor::empty({B, H, 1, D}, q.dtype(), q.device());
+  std::vector<int64_t> table;  // [B, 2]: (slot, position)
+  table.reserve(static_cast<size_t>(2 * B));
   for (int64_t b = 0; b < B; ++b) {
     const CacheRow& r = rows[static_cast<size_t>(b)];
     LORA_CHECK(r.slot >= 0 && r.slot < cache.k.size(0) && r.position >= 0 && r.position < capacity,
@@ -93,12 +96,13 @@ Tensor attend_rows(const Tensor& q, const Tensor& k, const Tensor& v, KVCache::L
     Tensor k_seq = cache.k.narrow_rows(r.slot, 1), v_seq = cache.v.narrow_rows(r.slot, 1);  // [1, H_kv, capacity, D]
     be.copy_block(k.narrow_rows(b, 1), k_seq, H_kv, 1, capacity, D, 0, r.position, 1, false);
     be.copy_block(v.narrow_rows(b, 1), v_seq, H_kv, 1, capacity, D, 0, r.position, 1, false);
-    const Tensor keys = ops::slice(k_seq, 2, 0, r.position + 1);    // [1, H_kv, L, D]
-    const Tensor values = ops::slice(v_seq, 2, 0, r.position + 1);  // [1, H_kv, L, D]
-    const Tensor y = attend_composed(q.narrow_rows(b, 1), keys, values, r.position, 0.0, 0);  // [1, H, 1, D]
-    be.copy_block(y, out, 1, 1, B, H * D, 0, b, 1, false);
+    table.insert(table.end(), {r.slot, r.position});
   }
-  return out;
+  Tensor out = Tensor::empty({B, H, D}, q.dtype(), q.device());
+  kernels::run<kernels::DecodeAttention>(q.device(), q.view({B, H, D}), cache.k, cache.v,
+                                         Tensor::from_vector(table, {B, 2}).to(q.device()),
+                                         1.0 / std::sqrt(static_cast<double>(D)), out);
+  return out.view({B, H, 1, D});
 }
 
 }  // namespace

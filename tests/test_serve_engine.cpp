@@ -5,10 +5,12 @@
 
 #include <map>
 
+#include "backends/kernels/decode_attention.h"
 #include "models/generate.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "serve/decode_engine.h"
 #include "tests/serve_checks.h"
+#include "tests/test_helpers.h"
 
 using namespace lora;
 
@@ -172,4 +174,34 @@ TEST_CASE("engine: stop strings end the text before them; cancel; a full queue r
   }
   REQUIRE(first.finish == serve::FinishReason::Cancelled);
   REQUIRE(second.finish == serve::FinishReason::Length);
+}
+
+TEST_CASE("decode_attention: each row attends over its own sequence of the pool, as composed ops do", "[serve]") {
+  // A pool of 3 sequences, 2 key/value heads for 4 query heads (grouped), 4 rows at different positions,
+  // two of them in the same sequence; double precision against softmax(q k^T / sqrt(D)) v from ops.
+  Generator gen(9);
+  const int64_t S = 3, H = 4, H_kv = 2, capacity = 7, D = 5, B = 4;
+  const Tensor k_pool = Tensor::randn({S, H_kv, capacity, D}, gen, 0.0, 1.0, DType::F64);
+  const Tensor v_pool = Tensor::randn({S, H_kv, capacity, D}, gen, 0.0, 1.0, DType::F64);
+  const Tensor q = Tensor::randn({B, H, D}, gen, 0.0, 1.0, DType::F64);
+  const std::vector<int64_t> table = {2, 0, 0, 6, 1, 3, 0, 2};  // (slot, position) per row
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  Tensor out = Tensor::empty({B, H, D}, DType::F64);
+  kernels::run<kernels::DecodeAttention>(Device::cpu(), q, k_pool, v_pool, Tensor::from_vector(table, {B, 2}), scale, out);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t slot = table[2 * b], L = table[2 * b + 1] + 1;
+    for (int64_t h = 0; h < H; ++h) {
+      INFO("row " << b << " head " << h);
+      const int64_t kv = h / (H / H_kv);
+      const Tensor keys = ops::slice(ops::reshape(k_pool.narrow_rows(slot, 1), {H_kv, capacity, D}).narrow_rows(kv, 1), 1, 0, L);
+      const Tensor values = ops::slice(ops::reshape(v_pool.narrow_rows(slot, 1), {H_kv, capacity, D}).narrow_rows(kv, 1), 1, 0, L);
+      const Tensor qh = ops::reshape(q.narrow_rows(b, 1), {H, D}).narrow_rows(h, 1);  // [1, D]
+      const Tensor probs = ops::softmax(ops::matmul(qh, ops::reshape(keys, {L, D}), false, true) * scale);  // [1, L]
+      const Tensor expected = ops::matmul(probs, ops::reshape(values, {L, D}));                             // [1, D]
+      testing::require_close(ops::reshape(out.narrow_rows(b, 1), {H, D}).narrow_rows(h, 1), expected, 1e-12, 1e-12);
+    }
+  }
+  const Tensor bad = Tensor::from_vector(std::vector<int64_t>{2, 0, 3, 0, 1, 3, 0, 2}, {B, 2});
+  REQUIRE_THROWS_WITH(kernels::run<kernels::DecodeAttention>(Device::cpu(), q, k_pool, v_pool, bad, scale, out),
+                      Catch::Contains("slot 3"));
 }
