@@ -15,6 +15,7 @@ const char* finish_reason_name(FinishReason reason) {
     case FinishReason::Stop: return "stop";
     case FinishReason::Length: return "length";
     case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::Error: return "error";
   }
   return "none";
 }
@@ -160,7 +161,7 @@ bool DecodeEngine::accept(Sequence& s, int32_t token) {
 
 // The prompt runs alone through the slot's part of the pool (a [1, H_kv, capacity, D] view per layer),
 // then its first token is sampled.
-void DecodeEngine::admit(std::unique_ptr<Sequence> s, int64_t slot) {
+void DecodeEngine::admit(std::unique_ptr<Sequence>& s, int64_t slot) {
   s->adapter_slot = s->request.adapter.empty() ? -1 : adapters_.slot(s->request.adapter);
   nn::KVCache view;
   for (const nn::KVCache::Layer& l : pool_.layers) view.layers.push_back({l.k.narrow_rows(slot, 1), l.v.narrow_rows(slot, 1), nullptr});
@@ -205,13 +206,21 @@ bool DecodeEngine::step() {
       waiting_.pop_front();
     }
   }
-  for (auto& s : admitted) {
+  for (size_t i = 0; i < admitted.size(); ++i) {
+    std::unique_ptr<Sequence>& s = admitted[i];
     const int64_t slot = std::find(slots_.begin(), slots_.end(), nullptr) - slots_.begin();
     if (!s->request.adapter.empty() && !adapters_.contains(s->request.adapter)) {
       finish(*s, FinishReason::Cancelled);  // its adapter was unloaded while it waited
       continue;
     }
-    admit(std::move(s), slot);
+    try {
+      admit(s, slot);
+    } catch (...) {
+      finish(*s, FinishReason::Error);  // admit() keeps a sequence only once its prompt has run
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      for (size_t j = admitted.size(); j > i + 1; --j) waiting_.push_front(std::move(admitted[j - 1]));
+      throw;
+    }
   }
 
   // One decode step over every active sequence: row b is slot rows[b].slot at its position.
@@ -235,6 +244,10 @@ bool DecodeEngine::step() {
       logits = model_.forward(Tensor::from_vector(tokens, {B, 1}, model_.device()), &pool_);  // [B, 1, V]
     } catch (...) {
       pool_.set_rows({});
+      for (auto& s : slots_) {
+        if (s) finish(*s, FinishReason::Error);
+        s.reset();
+      }
       throw;
     }
     pool_.set_rows({});

@@ -33,8 +33,9 @@ struct RequestOptions {
   bool stop_at_eos = true;        // the model's end-of-sequence tokens end it
 };
 
-enum class FinishReason { None, Stop, Length, Cancelled };
-const char* finish_reason_name(FinishReason reason);  // "stop", "length", "cancelled"
+// Error: the model failed on this sequence's step (step() then rethrows what it threw).
+enum class FinishReason { None, Stop, Length, Cancelled, Error };
+const char* finish_reason_name(FinishReason reason);  // "stop", "length", "cancelled", "error"
 
 // What a request's callback sees: each new token with the text it completes (text may be empty while a
 // character or what may be the start of a stop string is held back), then one last event with the finish
@@ -80,7 +81,8 @@ class DecodeEngine {
   // Ends a waiting or active request with FinishReason::Cancelled at the next step. Thread-safe.
   void cancel(int64_t id);
   // Admits waiting requests into free slots, then decodes one token for every active sequence. Returns
-  // whether any sequence is active or waiting afterwards.
+  // whether any sequence is active or waiting afterwards. When the model throws, the sequences of that
+  // prompt or step end with FinishReason::Error and the exception is rethrown; the others go on.
   bool step();
 
   // Adapters changed between steps. Unloading ends the sequences that use the adapter (Cancelled): none
@@ -96,7 +98,9 @@ class DecodeEngine {
 
  private:
   struct Sequence;
-  void admit(std::unique_ptr<Sequence> s, int64_t slot);
+  // Runs the prompt into `slot` and samples the first token; moves the sequence into the slot unless it
+  // has finished already.
+  void admit(std::unique_ptr<Sequence>& s, int64_t slot);
   // Appends a sampled token; returns whether the sequence is finished.
   bool accept(Sequence& s, int32_t token);
   void finish(Sequence& s, FinishReason reason);

@@ -165,6 +165,9 @@ struct HttpServer::Impl {
           if (e.finish != FinishReason::None) finish = e.finish;
         }
       }
+      if (finish == FinishReason::Error) {
+        throw ApiError(500, "server_error", "decoding failed (the server's log says why)");
+      }
       if (finish == FinishReason::Cancelled) {
         throw ApiError(409, "conflict_error", fmt::format("the request was cancelled: its adapter '{}' was unloaded", adapter));
       }
