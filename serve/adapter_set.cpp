@@ -71,14 +71,20 @@ int32_t AdapterSet::load(const std::string& name, const nn::AdapterState& state)
     throw;
   }
   NoGradGuard no_grad;
-  for (auto& [path, adapter] : harvested) {
-    auto it = layers_.find(path);
-    if (it == layers_.end()) {
-      auto base = std::dynamic_pointer_cast<nn::Linear>(model_.module_at(path));
-      LORA_CHECK(base != nullptr, "adapters: '{}' is not a linear layer", path);
-      it = layers_.emplace(path, std::make_shared<MultiLoRALinear>(base, rows_)).first;
+  try {
+    for (auto& [path, adapter] : harvested) {
+      auto it = layers_.find(path);
+      if (it == layers_.end()) {
+        auto base = std::dynamic_pointer_cast<nn::Linear>(model_.module_at(path));
+        LORA_CHECK(base != nullptr, "adapters: '{}' is not a linear layer", path);
+        it = layers_.emplace(path, std::make_shared<MultiLoRALinear>(base, rows_)).first;
+      }
+      it->second->set(slot, std::move(adapter));  // refuses a rank over the kernel's limit
     }
-    it->second->set(slot, std::move(adapter));
+  } catch (...) {
+    for (auto& [path, layer] : layers_) layer->clear(slot);
+    wrap();
+    throw;
   }
   wrap();
   slots_[name] = slot;
