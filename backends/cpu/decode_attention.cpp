@@ -10,6 +10,12 @@
 #include "backends/kernels/decode_attention.h"
 
 namespace lora {
+namespace {
+
+constexpr int64_t kMinParallelWork = 1 << 15;  // multiply-adds below which one thread runs the loop (a parallel
+                                               // region costs more than a small step's whole attention)
+
+}  // namespace
 
 void kernels::DecodeAttention::cpu(const Tensor& q, const Tensor& k_pool, const Tensor& v_pool, const Tensor& rows,
                                    double scale, Tensor& out) {
@@ -25,7 +31,9 @@ void kernels::DecodeAttention::cpu(const Tensor& q, const Tensor& k_pool, const 
   LORA_CHECK(q.dtype() == k_pool.dtype() && q.dtype() == v_pool.dtype() && q.dtype() == out.dtype(),
              "{}: q, k_pool, v_pool and out must share one dtype", name);
   const int64_t* r = rows.data<int64_t>();  // [B, 2]
+  int64_t work = 0;  // 2 L D multiply-adds per (row, head)
   for (int64_t b = 0; b < B; ++b) {
+    work += 2 * (r[2 * b + 1] + 1) * D * H;
     LORA_CHECK(r[2 * b] >= 0 && r[2 * b] < S && r[2 * b + 1] >= 0 && r[2 * b + 1] < capacity,
                "{}: row {} (slot {}, position {}) is outside the pool's {} slots of {} positions", name, b, r[2 * b],
                r[2 * b + 1], S, capacity);
@@ -36,7 +44,7 @@ void kernels::DecodeAttention::cpu(const Tensor& q, const Tensor& k_pool, const 
     const T* vp = v_pool.data<T>();  // [S, H_kv, capacity, D]
     T* op = out.data<T>();           // [B, H, D]
     const T s = static_cast<T>(scale);
-#pragma omp parallel if (B * H > 1)
+#pragma omp parallel if (work >= kMinParallelWork)
     {
       std::vector<T> scores(static_cast<size_t>(capacity));
 #pragma omp for schedule(static)
