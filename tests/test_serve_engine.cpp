@@ -104,7 +104,7 @@ TEST_CASE("engine: batched decode with joins and leaves gives each request's tok
   }
 }
 
-TEST_CASE("engine: stop strings end the text before them; cancel; a full queue refuses", "[serve]") {
+TEST_CASE("engine: stop strings end the text before them, cancel ends a request, a full queue refuses", "[serve]") {
   const models::ModelConfig config = models::read_config_arg("tiny");
   auto model = models::create_model(config, 2);
   auto reference = models::create_model(config, 2);
