@@ -125,6 +125,7 @@ int64_t DecodeEngine::queued() const {
 
 void DecodeEngine::finish(Sequence& s, FinishReason reason) {
   s.done = true;
+  if (reason == FinishReason::Cancelled) ++cancelled_total_;
   Event e{s.id, -1, s.text.substr(s.emitted), reason};
   s.emitted = s.text.size();
   if (s.request.on_event) s.request.on_event(e);

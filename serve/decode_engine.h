@@ -7,6 +7,7 @@
 // samples from its own generator.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -93,6 +94,7 @@ class DecodeEngine {
 
   int64_t active() const;
   int64_t queued() const;
+  int64_t cancelled_total() const { return cancelled_total_; }  // requests ended by cancel() or an unload
   int64_t capacity() const { return capacity_; }
   const EngineOptions& options() const { return options_; }
 
@@ -118,6 +120,7 @@ class DecodeEngine {
   std::vector<int64_t> cancelled_;
   int64_t next_id_ = 1;
   int64_t active_count_ = 0;
+  std::atomic<int64_t> cancelled_total_{0};
 
   std::mutex model_mutex_;
   std::vector<std::unique_ptr<Sequence>> slots_;  // by KV slot; null: free

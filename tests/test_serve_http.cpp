@@ -270,3 +270,42 @@ TEST_CASE("serve program: bad flags are refused before anything is served", "[se
   r = testing::run(serve, "--port 70000");
   CHECK(r.exit_code != 0);
 }
+
+TEST_CASE("serve: a client that hangs up mid-stream has its request cancelled, and the server goes on", "[serve][http]") {
+  // A tiny model with room for 500 tokens: the stream is still running when the client leaves.
+  nlohmann::json config = models::read_config_arg("tiny").json;
+  config["n_positions"] = 512;
+  config["n_ctx"] = 512;
+  auto model = models::create_model({config, "tiny with 512 positions"}, 4);
+  const auto tokenizer = tokenizer::GPT2Tokenizer::load_default();
+  serve::AdapterSet set(*model, 1);
+  serve::DecodeEngine engine(*model, set, {.max_sequences = 2, .max_queue = 2}, &tokenizer);
+  serve::ServerOptions options;
+  options.port = 0;
+  serve::HttpServer server(engine, tokenizer, options);
+  const int port = server.start();
+
+  httplib::Client leaving("127.0.0.1", port);
+  int chunks = 0;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = completion("base", {4, 5}, 500, true).dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 2; };
+  (void)leaving.send(req);
+  REQUIRE(chunks == 2);
+  json health;
+  for (int i = 0; i < 200; ++i) {
+    health = get(port, "/health").body;
+    if (health["active"] == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE(health["active"] == 0);
+  REQUIRE(health["cancelled"] == 1);
+  // And the server goes on serving.
+  const Reply r = post(port, "/v1/completions", completion("base", {1, 2}, 3).dump());
+  REQUIRE(r.status == 200);
+  REQUIRE(r.body["usage"]["completion_tokens"] == 3);
+  server.stop();
+}

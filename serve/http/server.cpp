@@ -269,6 +269,7 @@ struct HttpServer::Impl {
       res.set_content(dump({{"status", "ok"},
                             {"active", engine.active()},
                             {"queued", engine.queued()},
+                            {"cancelled", engine.cancelled_total()},
                             {"max_sequences", o.max_sequences},
                             {"max_queue", o.max_queue},
                             {"adapters", engine.adapter_names()}}),
