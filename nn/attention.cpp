@@ -7,6 +7,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "backends/backend.h"
+#include "backends/kernels/decode_attention.h"
 
 namespace lora::nn {
 
@@ -29,6 +30,22 @@ void KVCache::check_room(int64_t tokens, int64_t batch_size, const char* model) 
   LORA_CHECK(batch_size == batch(), "{}: the KV cache holds batch {}, the input has {}", model, batch(), batch_size);
   LORA_CHECK(length + tokens <= capacity(), "{}: {} cached + {} new tokens exceed the cache's capacity of {}", model,
              length, tokens, capacity());
+}
+
+void KVCache::set_rows(std::vector<CacheRow> batch_rows) {
+  rows = batch_rows.empty() ? nullptr : std::make_shared<const std::vector<CacheRow>>(std::move(batch_rows));
+  for (Layer& l : layers) l.rows = rows;
+}
+
+void KVCache::check_rows(int64_t batch_size, const char* model) const {
+  LORA_CHECK(!layers.empty() && rows, "{}: the KV cache has no rows set", model);
+  LORA_CHECK(static_cast<int64_t>(rows->size()) == batch_size, "{}: the KV cache has {} rows, the input {}", model,
+             rows->size(), batch_size);
+  for (const CacheRow& r : *rows) {
+    LORA_CHECK(r.slot >= 0 && r.slot < batch() && r.position >= 0 && r.position < capacity(),
+               "{}: cache row (slot {}, position {}) is outside the cache's {} slots of {} positions", model, r.slot,
+               r.position, batch(), capacity());
+  }
 }
 
 namespace {
@@ -59,6 +76,35 @@ Tensor attend_composed(const Tensor& q, const Tensor& keys, const Tensor& values
   return ops::reshape(ops::matmul(probs, values), {B, H, T, D});
 }
 
+// One token per row, each row at its own sequence and position of the cache (KVCache::rows): row b writes
+// its key and value at (slot, position), then one fused kernel lets every row's queries attend over its
+// sequence's position + 1 keys (backends/kernels/decode_attention.h).
+Tensor attend_rows(const Tensor& q, const Tensor& k, const Tensor& v, KVCache::Layer& cache) {
+  const std::vector<CacheRow>& rows = *cache.rows;
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(3), H_kv = k.size(1), capacity = cache.k.size(2);
+  LORA_CHECK(q.size(2) == 1 && static_cast<int64_t>(rows.size()) == B,
+             "attention: a decode step over cache rows takes one token for each of its {} rows, got q {}", rows.size(),
+             q.shape().str());
+  Backend& be = backend_for(q);
+  std::vector<int64_t> table;  // [B, 2]: (slot, position)
+  table.reserve(static_cast<size_t>(2 * B));
+  for (int64_t b = 0; b < B; ++b) {
+    const CacheRow& r = rows[static_cast<size_t>(b)];
+    LORA_CHECK(r.slot >= 0 && r.slot < cache.k.size(0) && r.position >= 0 && r.position < capacity,
+               "attention: cache row (slot {}, position {}) is outside the cache {}", r.slot, r.position,
+               cache.k.shape().str());
+    Tensor k_seq = cache.k.narrow_rows(r.slot, 1), v_seq = cache.v.narrow_rows(r.slot, 1);  // [1, H_kv, capacity, D]
+    be.copy_block(k.narrow_rows(b, 1), k_seq, H_kv, 1, capacity, D, 0, r.position, 1, false);
+    be.copy_block(v.narrow_rows(b, 1), v_seq, H_kv, 1, capacity, D, 0, r.position, 1, false);
+    table.insert(table.end(), {r.slot, r.position});
+  }
+  Tensor out = Tensor::empty({B, H, D}, q.dtype(), q.device());
+  kernels::run<kernels::DecodeAttention>(q.device(), q.view({B, H, D}), cache.k, cache.v,
+                                         Tensor::from_vector(table, {B, 2}).to(q.device()),
+                                         1.0 / std::sqrt(static_cast<double>(D)), out);
+  return out.view({B, H, 1, D});
+}
+
 }  // namespace
 
 Tensor causal_self_attention(const Tensor& q, const Tensor& k, const Tensor& v, KVCache::Layer* cache, int64_t start,
@@ -78,6 +124,7 @@ Tensor causal_self_attention(const Tensor& q, const Tensor& k, const Tensor& v, 
   LORA_CHECK(cache->k.defined() && cache->k.size(1) == k.size(1) && cache->k.size(3) == k.size(3),
              "attention: the KV cache {} does not fit keys {}", cache->k.defined() ? cache->k.shape().str() : "(none)",
              k.shape().str());
+  if (cache->rows) return attend_rows(q, k, v, *cache);
   const int64_t B = k.size(0), H_kv = k.size(1), T = k.size(2), D = k.size(3), capacity = cache->k.size(2);
   LORA_CHECK(start >= 0 && start + T <= capacity, "attention: positions [{}, {}) exceed the KV cache's capacity {}", start,
              start + T, capacity);

@@ -5,21 +5,40 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/tensor.h"
 
 namespace lora::nn {
 
+// One batch row of a decode step over a pool of sequences (serve/decode_engine.h): the row's token is
+// sequence `slot` of the cache, at `position` (the number of tokens that sequence has cached).
+struct CacheRow {
+  int64_t slot = 0, position = 0;
+};
+
 // Keys and values of the tokens seen so far, one pair per layer: [B, H_kv, capacity, D] each. `length`
 // tokens are cached; the next forward pass writes its tokens at positions [length, length + T), and the
 // model advances `length` once every layer has written (advance()).
+//
+// A pool of sequences decoded together, each at its own position, sets `rows` instead (set_rows): then a
+// forward pass takes one token per batch row, row b writes and reads cache row rows[b].slot at
+// rows[b].position, and `length` is not used.
 struct KVCache {
   struct Layer {
     Tensor k, v;
+    std::shared_ptr<const std::vector<CacheRow>> rows;  // the cache's rows (null: one shared length)
   };
   std::vector<Layer> layers;
   int64_t length = 0;
+  std::shared_ptr<const std::vector<CacheRow>> rows;
+
+  // The rows of the next forward pass (empty: back to one shared length).
+  void set_rows(std::vector<CacheRow> batch_rows);
+  bool ragged() const { return rows != nullptr; }
+  // Checks that rows fit: one per batch row, slots inside the cache, positions inside its capacity.
+  void check_rows(int64_t batch, const char* model) const;
 
   // Zeroed-length caches for `n_layer` layers of batch x kv_heads x capacity x head_dim floats.
   static KVCache allocate(int64_t n_layer, int64_t batch, int64_t kv_heads, int64_t capacity, int64_t head_dim,

@@ -29,9 +29,10 @@ generate() {
   done | LC_ALL=C awk -F'\t' '
     # The layers, lowest first (docs/architecture.md); programs may include any layer below them.
     BEGIN {
-      n_order = split("core backends autograd nn optim models tools", order, " ")
+      n_order = split("core backends autograd nn optim models tools serve", order, " ")
       for (i = 1; i <= n_order; i++) rank[order[i]] = i
       rank["optim"] = rank["nn"]  # side by side: neither includes the other
+      rank["serve"] = rank["tools"]
       split("examples tests benchmarks fuzz exercises", progs, " ")
       for (i in progs) { rank[progs[i]] = 100; program[progs[i]] = 1 }
     }

@@ -8,6 +8,7 @@ packages=(
   libopenblas-dev libopenblas0-openmp   # BLAS; the OpenMP build shares one thread pool with our kernels
   libfmt-dev nlohmann-json3-dev libpcre2-dev libcli11-dev catch2
   libutf8proc-dev                       # Unicode normalization for tokenizer.json normalizers
+  libcpp-httplib-dev                    # the HTTP server of the serve program
   openmpi-bin libopenmpi-dev            # data-parallel training across processes (optional at build time)
   clang libclang-rt-14-dev libomp-dev   # the sanitizer and libFuzzer build of the tests
 )

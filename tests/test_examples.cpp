@@ -145,7 +145,7 @@ TEST_CASE("every example program answers --help", "[examples]") {
   // The generic programs, and the GPT-2 names kept as aliases of them.
   for (const char* name : {"finetune", "generate", "perplexity", "forward_logits", "bench_train", "tokenize_gpt2",
                            "bench_matmul", "finetune_gpt2", "generate_gpt2", "perplexity_gpt2", "forward_gpt2",
-                           "bench_gpt2"}) {
+                           "bench_gpt2", "serve"}) {
     const fs::path program = program_path(name);
     if (program.empty()) {
       WARN(name << " was not built next to the tests: skipping");

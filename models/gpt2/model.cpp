@@ -69,24 +69,38 @@ models::ModelDims GPT2LMHeadModel::dims() const {
 Tensor GPT2LMHeadModel::hidden_states(const Tensor& ids, nn::KVCache* cache) {
   LORA_CHECK(ids.rank() == 2, "GPT-2: token ids must be [batch, time], got {}", ids.shape().str());
   const int64_t T = ids.size(1);
-  const int64_t start = cache ? cache->length : 0;
+  const bool ragged = cache && cache->ragged();  // each row at its own position (a pool of sequences)
+  const int64_t start = cache && !ragged ? cache->length : 0;
   LORA_CHECK(start + T <= config_.n_positions, "GPT-2: {} tokens exceed the context length {}", start + T,
              config_.n_positions);
   if (cache) {
     LORA_CHECK(static_cast<int64_t>(cache->layers.size()) == config_.n_layer, "GPT-2: a KV cache of {} layers for {}",
                cache->layers.size(), config_.n_layer);
-    cache->check_room(T, ids.size(0), "GPT-2");
+    if (ragged) cache->check_rows(ids.size(0), "GPT-2");
+    else cache->check_room(T, ids.size(0), "GPT-2");
   }
+  // Positions [T] from start, or [B, 1] for the rows of a pool.
   std::vector<int64_t> positions(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) positions[t] = start + t;
-  const Tensor pos = Tensor::from_vector(positions, {T}, ids.device());
+  Shape pos_shape{T};
+  if (ragged) {
+    LORA_CHECK(T == 1, "GPT-2: a decode step over cache rows takes one token per row, got {}", T);
+    positions.clear();
+    for (const nn::CacheRow& r : *cache->rows) {
+      LORA_CHECK(r.position < config_.n_positions, "GPT-2: position {} is outside the context length {}", r.position,
+                 config_.n_positions);
+      positions.push_back(r.position);
+    }
+    pos_shape = Shape{ids.size(0), 1};
+  }
+  const Tensor pos = Tensor::from_vector(positions, pos_shape, ids.device());
 
   // x = wte[ids] + wpe[pos]   [B, T, C] + [T, C]
   Tensor x = transformer->drop->forward(transformer->wte->forward(ids) + transformer->wpe->forward(pos));
   for (size_t layer = 0; layer < transformer->h->size(); ++layer) {
     x = (*transformer->h)[layer].forward(x, cache ? &cache->layers[layer] : nullptr, start);
   }
-  if (cache) cache->advance(T);
+  if (cache && !ragged) cache->advance(T);
   return transformer->ln_f->forward(x);
 }
 

@@ -2,6 +2,7 @@
 #include "models/llama/model.h"
 
 #include "autograd/ops/linear_cross_entropy.h"
+#include "backends/backend.h"
 #include "nn/attention.h"
 
 namespace lora::llama {
@@ -29,9 +30,12 @@ Tensor LlamaAttention::forward(const Tensor& x, const Tensor& cos, const Tensor&
                                int64_t start) {
   const int64_t B = x.size(0), T = x.size(1), H = n_head_, H_kv = n_kv_head_, D = head_dim_;
   // [B, T, heads * D] -> [B, T, heads, D] (rotated) -> [B, heads, T, D]
+  // Rows of a pool of sequences (one token each, cos and sin [B, D/2]) are rotated as B time steps of one row.
+  const bool ragged = cache && cache->rows;
   auto heads = [&](const Tensor& projected, int64_t n, bool rotate) {
     Tensor h = ops::reshape(projected, {B, T, n, D});
-    if (rotate) h = ops::rope(h, cos, sin);
+    if (rotate && ragged) h = ops::reshape(ops::rope(ops::reshape(h, {1, B, n, D}), cos, sin), {B, T, n, D});
+    else if (rotate) h = ops::rope(h, cos, sin);
     return ops::permute(h, {0, 2, 1, 3});
   };
   const Tensor q = heads(q_proj->forward(x), H, true);
@@ -126,20 +130,39 @@ models::ModelDims LlamaForCausalLM::dims() const {
 
 Tensor LlamaForCausalLM::hidden_states(const Tensor& ids, nn::KVCache* cache) {
   LORA_CHECK(ids.rank() == 2, "{}: token ids must be [batch, time], got {}", config_.model_type, ids.shape().str());
-  const int64_t T = ids.size(1), start = cache ? cache->length : 0;
+  const bool ragged = cache && cache->ragged();  // each row at its own position (a pool of sequences)
+  const int64_t T = ids.size(1), start = cache && !ragged ? cache->length : 0;
   LORA_CHECK(start + T <= config_.max_position_embeddings, "{}: {} tokens exceed the context length {}",
              config_.model_type, start + T, config_.max_position_embeddings);
   if (cache) {
     LORA_CHECK(static_cast<int64_t>(cache->layers.size()) == config_.num_hidden_layers, "{}: a KV cache of {} layers for {}",
                config_.model_type, cache->layers.size(), config_.num_hidden_layers);
-    cache->check_room(T, ids.size(0), config_.model_type.c_str());
+    if (ragged) cache->check_rows(ids.size(0), config_.model_type.c_str());
+    else cache->check_room(T, ids.size(0), config_.model_type.c_str());
   }
-  const auto [cos, sin] = rotary_.tables(start, T, ids.device());  // [T, head_dim / 2]
+  // cos, sin [T, head_dim / 2] for positions [start, start + T); for the rows of a pool, [B, head_dim / 2],
+  // row b's position in row b (the attention then rotates its one token per row with them).
+  auto [cos, sin] = rotary_.tables(start, T, ids.device());
+  if (ragged) {
+    LORA_CHECK(T == 1, "{}: a decode step over cache rows takes one token per row, got {}", config_.model_type, T);
+    const int64_t B = ids.size(0), half = config_.head_dim / 2;
+    cos = Tensor::empty({B, half}, DType::F32, ids.device());
+    sin = Tensor::empty({B, half}, DType::F32, ids.device());
+    Backend& be = backend_for(cos);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t position = (*cache->rows)[static_cast<size_t>(b)].position;
+      LORA_CHECK(position < config_.max_position_embeddings, "{}: position {} is outside the context length {}",
+                 config_.model_type, position, config_.max_position_embeddings);
+      const auto [c, s] = rotary_.tables(position, 1, ids.device());  // [1, half]
+      be.copy_block(c, cos, 1, 1, B, half, 0, b, 1, false);
+      be.copy_block(s, sin, 1, 1, B, half, 0, b, 1, false);
+    }
+  }
   Tensor x = model->embed_tokens->forward(ids);                     // [B, T, hidden]
   for (size_t i = 0; i < model->layers->size(); ++i) {
     x = (*model->layers)[i].forward(x, cos, sin, cache ? &cache->layers[i] : nullptr, start);
   }
-  if (cache) cache->advance(T);
+  if (cache && !ragged) cache->advance(T);
   return model->norm->forward(x);
 }
 

@@ -1,0 +1,240 @@
+// bench_serve: what serving costs. Three parts, each printing the machine's load average beside it:
+//
+// 1. the memory bandwidth bound: a streaming read of a buffer far larger than the caches, with the same
+//    threads; generation at batch 1 reads every weight once per token, so tokens/s <= bandwidth / bytes;
+// 2. decoding at batch 1 (prompt 16, --new-tokens): models::generate and the DecodeEngine with one request,
+//    against that bound;
+// 3. many adapters: --requests requests (all arriving at once) spread round-robin over 1, 8 and 64 distinct
+//    adapters (rank --rank on q, v), served either as mixed batches in one pass (every request in one
+//    engine batch, each row gathering its adapter) or one adapter at a time (each adapter's requests as one
+//    batch, the next adapter's after it: PEFT's sub-batches). Throughput in generated tokens/s and request
+//    latency p50/p99 (from arrival to the last token).
+//
+//   bench_serve                                   GPT-2 small (random init), 2 threads by LORA_NUM_THREADS
+//   bench_serve --config tiny --requests 16       a quick run
+//   bench_serve --skip-adapters                   parts 1 and 2 only
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "models/generate.h"
+#include "models/lora.h"
+#include "models/registry.h"
+#include "nn/lora/adapter.h"
+#include "serve/adapter_set.h"
+#include "serve/decode_engine.h"
+
+using namespace lora;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double load_average() {
+  double load = -1;
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &load) != 1) load = -1;
+    std::fclose(f);
+  }
+  return load;
+}
+
+// GB/s of summing `bytes` of floats with every thread (best of `repeats`).
+double stream_read_gbps(size_t bytes, int repeats) {
+  const size_t n = bytes / sizeof(float);
+  std::vector<float> buffer(n);
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) buffer[i] = static_cast<float>(i & 7);  // touched by the thread that reads it
+  double best = 0, sink = 0;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t = Clock::now();
+    float total = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (size_t i = 0; i < n; ++i) total += buffer[i];
+    best = std::max(best, static_cast<double>(bytes) / seconds_since(t) / 1e9);
+    sink += total;
+  }
+  if (sink == 42) std::puts("");  // keeps the sums
+  return best;
+}
+
+std::vector<int32_t> random_prompt(int64_t n, int64_t vocab, Generator& gen) {
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& id : ids) id = static_cast<int32_t>(gen.below(vocab));
+  return ids;
+}
+
+// A random adapter for `model` (left as it was): LoRA on `targets` with small random B.
+nn::AdapterState random_adapter(models::CausalLM& model, int64_t rank, const std::vector<std::string>& targets,
+                                uint64_t seed) {
+  nn::LoRAConfig config;
+  config.options.rank = rank;
+  config.options.seed = seed;
+  config.targets = targets;
+  models::apply_lora(model, config);
+  Generator gen(seed);
+  {
+    NoGradGuard no_grad;
+    for (auto& [path, layer] : nn::lora_layers(model)) {
+      layer->lora_B.copy_from(Tensor::randn(layer->lora_B.shape(), gen, 0.0, 0.02, DType::F32, layer->lora_B.device()));
+    }
+  }
+  nn::AdapterState state = models::export_adapter(model, "bench");
+  nn::remove_lora(model);
+  return state;
+}
+
+struct RunResult {
+  double seconds = 0, tokens_per_s = 0, p50 = 0, p99 = 0;
+};
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5));
+  return v[i];
+}
+
+// Serves `requests` (all arriving at t0) in `groups`, one group after the other; each group is one engine
+// batch. Latency: from t0 to a request's last token.
+RunResult serve_groups(serve::DecodeEngine& engine, const std::vector<std::vector<serve::Request>>& groups) {
+  std::vector<double> latency;
+  int64_t tokens = 0;
+  const auto t0 = Clock::now();
+  for (const auto& group : groups) {
+    for (serve::Request r : group) {
+      r.on_event = [&](const serve::Event& e) {
+        tokens += e.token >= 0 ? 1 : 0;
+        if (e.finish != serve::FinishReason::None) latency.push_back(seconds_since(t0));
+      };
+      engine.submit(std::move(r));
+    }
+    while (engine.step()) {
+    }
+  }
+  RunResult out;
+  out.seconds = seconds_since(t0);
+  out.tokens_per_s = static_cast<double>(tokens) / out.seconds;
+  out.p50 = percentile(latency, 0.5);
+  out.p99 = percentile(latency, 0.99);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Serving benchmarks: the bandwidth bound, batch-1 decoding, and many adapters in one batch vs one at a time."};
+  std::string config = "gpt2";
+  int64_t new_tokens = 32, prompt_tokens = 16, requests = 64, adapter_tokens = 16, rank = 8, bandwidth_mib = 1024;
+  bool skip_adapters = false, skip_decode = false;
+  app.add_option("--config", config, "A preset or config.json (random weights)")->capture_default_str();
+  app.add_option("--new-tokens", new_tokens, "Tokens generated at batch 1")->capture_default_str();
+  app.add_option("--prompt-tokens", prompt_tokens, "Prompt length of every request")->capture_default_str();
+  app.add_option("--requests", requests, "Requests in the many-adapter runs")->capture_default_str();
+  app.add_option("--adapter-tokens", adapter_tokens, "Tokens generated per request in the many-adapter runs")->capture_default_str();
+  app.add_option("--rank", rank, "Rank of the adapters (on q and v)")->capture_default_str();
+  app.add_option("--bandwidth-mib", bandwidth_mib, "Buffer read by the bandwidth test")->capture_default_str();
+  app.add_flag("--skip-adapters", skip_adapters, "Only the bandwidth bound and batch-1 decoding");
+  app.add_flag("--skip-decode", skip_decode, "Only the bandwidth bound and the many-adapter runs");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    const int threads = num_threads();
+    fmt::print("threads {}, load average {:.2f}\n", threads, load_average());
+    const double gbps = stream_read_gbps(static_cast<size_t>(bandwidth_mib) << 20, 5);
+    fmt::print("streaming read of {} MiB: {:.2f} GB/s (best of 5)\n", bandwidth_mib, gbps);
+
+    auto model = models::create_model(models::read_config_arg(config), 1);
+    model->eval();
+    // Bytes a decode step reads: every parameter once (a tied head is one tensor).
+    size_t weight_bytes = 0;
+    for (const Tensor& p : model->parameters()) weight_bytes += p.nbytes();
+    const double bound = gbps * 1e9 / static_cast<double>(weight_bytes);
+    fmt::print("model '{}': {:.1f} MB of weights -> bandwidth bound {:.1f} tokens/s at batch 1\n", config,
+               static_cast<double>(weight_bytes) / 1e6, bound);
+    const int64_t vocab = model->dims().vocab_size;
+    Generator gen(3);
+
+    if (!skip_decode) {
+      const std::vector<int32_t> prompt = random_prompt(prompt_tokens, vocab, gen);
+      models::SamplingOptions o;
+      o.max_new_tokens = new_tokens;
+      o.temperature = 0;
+      o.stop_at_eos = false;
+      models::SamplingOptions warm = o;
+      warm.max_new_tokens = 2;
+      models::generate(*model, prompt, warm);  // warm-up
+      auto t = Clock::now();
+      const size_t n = models::generate(*model, prompt, o).size();
+      const double generate_tps = static_cast<double>(n - 1) / seconds_since(t);  // the prompt's step excluded
+      fmt::print("batch 1, models::generate: {:.1f} tokens/s ({:.0f}% of the bound), load {:.2f}\n", generate_tps,
+                 100 * generate_tps / bound, load_average());
+
+      serve::AdapterSet set(*model, 1);
+      serve::DecodeEngine engine(*model, set, {.max_sequences = 1, .max_queue = 1, .capacity = prompt_tokens + new_tokens});
+      std::vector<double> stamps;
+      serve::Request r;
+      r.prompt = prompt;
+      r.options.max_tokens = new_tokens;
+      r.options.temperature = 0;
+      r.options.stop_at_eos = false;
+      r.on_event = [&](const serve::Event& e) {
+        if (e.token >= 0) stamps.push_back(std::chrono::duration<double>(Clock::now().time_since_epoch()).count());
+      };
+      engine.submit(r);
+      while (engine.step()) {
+      }
+      const double engine_tps = static_cast<double>(stamps.size() - 1) / (stamps.back() - stamps.front());
+      fmt::print("batch 1, DecodeEngine:     {:.1f} tokens/s ({:.0f}% of the bound), load {:.2f}\n", engine_tps,
+                 100 * engine_tps / bound, load_average());
+    }
+
+    if (!skip_adapters) {
+      fmt::print("\n{} requests, prompt {} + {} new tokens each, adapters of rank {} on q, v\n", requests,
+                 prompt_tokens, adapter_tokens, rank);
+      fmt::print("| adapters | mode | tokens/s | p50 latency s | p99 latency s | total s | load |\n|---|---|---|---|---|---|---|\n");
+      std::vector<nn::AdapterState> states;
+      for (int64_t a = 0; a < 64; ++a) states.push_back(random_adapter(*model, rank, {"q", "v"}, 100 + a));
+      std::vector<std::vector<int32_t>> prompts;
+      for (int64_t i = 0; i < requests; ++i) prompts.push_back(random_prompt(prompt_tokens, vocab, gen));
+      for (const int64_t n_adapters : {1, 8, 64}) {
+        serve::AdapterSet set(*model, 64);
+        for (int64_t a = 0; a < n_adapters; ++a) set.load(fmt::format("a{}", a), states[static_cast<size_t>(a)]);
+        serve::DecodeEngine engine(*model, set,
+                                   {.max_sequences = requests, .max_queue = requests, .capacity = prompt_tokens + adapter_tokens});
+        std::vector<std::vector<serve::Request>> by_adapter(static_cast<size_t>(n_adapters));
+        for (int64_t i = 0; i < requests; ++i) {
+          serve::Request r;
+          r.prompt = prompts[static_cast<size_t>(i)];
+          r.adapter = fmt::format("a{}", i % n_adapters);
+          r.options.max_tokens = adapter_tokens;
+          r.options.temperature = 0;
+          r.options.stop_at_eos = false;
+          by_adapter[static_cast<size_t>(i % n_adapters)].push_back(r);
+        }
+        std::vector<serve::Request> all;
+        for (const auto& g : by_adapter) all.insert(all.end(), g.begin(), g.end());
+        const RunResult mixed = serve_groups(engine, {all});
+        fmt::print("| {} | mixed batch, one pass | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |\n", n_adapters,
+                   mixed.tokens_per_s, mixed.p50, mixed.p99, mixed.seconds, load_average());
+        const RunResult one = serve_groups(engine, by_adapter);
+        fmt::print("| {} | one adapter at a time | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |\n", n_adapters,
+                   one.tokens_per_s, one.p50, one.p99, one.seconds, load_average());
+        std::fflush(stdout);
+      }
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,98 @@
+// serve: an OpenAI-compatible HTTP server for one base model and many LoRA adapters at once. Requests for
+// different adapters are decoded together in one batch (each row gathers its own adapter), and requests
+// join and leave the batch as they come and finish (continuous batching).
+//
+//   serve --weights models/gpt2 --adapter sql=out/sql/lora --adapter chat=out/chat/lora --port 8080
+//   curl localhost:8080/v1/completions -d '{"model": "sql", "prompt": "SELECT", "max_tokens": 20}'
+//   curl localhost:8080/v1/completions -d '{"model": "base", "prompt": "Hi", "stream": true}'
+//   curl localhost:8080/v1/adapters -d '{"name": "poem", "path": "out/poem/lora"}'     (load at run time)
+//   curl -X DELETE localhost:8080/v1/adapters/poem                                     (unload)
+//   curl localhost:8080/health                                                         (load: active, queued)
+//
+// Without --weights the model is randomly initialised (for trying the server out: the text is gibberish).
+// Ctrl-C stops it.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include "core/error.h"
+#include "core/files.h"
+#include "models/registry.h"
+#include "nn/lora/adapter.h"
+#include "serve/adapter_set.h"
+#include "serve/decode_engine.h"
+#include "serve/http/server.h"
+#include "tools/model_tokenizer.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int) { g_stop = true; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Serve a causal LM and its LoRA adapters over HTTP (OpenAI-compatible /v1/completions)."};
+  std::string weights, config_name, tokenizer_path;
+  std::vector<std::string> adapters;
+  lora::serve::ServerOptions server;
+  lora::serve::EngineOptions engine_options;
+  int64_t max_adapters = 64;
+  uint64_t seed = 0;
+  app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file");
+  app.add_option("--config", config_name, "A config.json path or a preset (gpt2, tiny, llama-tiny, ...): for a bare .safetensors file, or the random model");
+  app.add_option("--tokenizer", tokenizer_path, "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
+  app.add_option("--adapter", adapters, "NAME=DIR: a PEFT adapter folder served as model NAME (repeatable)");
+  app.add_option("--host", server.host, "Address to listen on")->capture_default_str();
+  app.add_option("--port", server.port, "Port to listen on (0: any free port)")->capture_default_str()->check(CLI::Range(0, 65535));
+  app.add_option("--model-name", server.model_name, "The base model's name in requests and /v1/models")->capture_default_str();
+  app.add_option("--max-sequences", engine_options.max_sequences, "Sequences decoded at once (KV-cache slots)")->capture_default_str()->check(CLI::Range(1, 4096));
+  app.add_option("--max-queue", engine_options.max_queue, "Requests waiting beyond which the server answers 429")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  app.add_option("--context", engine_options.capacity, "Tokens per sequence, prompt included (0: the model's context)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--max-tokens-limit", server.limits.max_tokens, "The largest max_tokens a request may ask for")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--max-body-bytes", server.max_body_bytes, "The largest request body")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--max-adapters", max_adapters, "Adapters resident at once")->capture_default_str()->check(CLI::Range(1, 65536));
+  app.add_option("--seed", seed, "Seed of the random model (without --weights)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (weights.empty()) {
+      std::cerr << "notice: no --weights given: using a randomly initialised '" << (config_name.empty() ? "gpt2" : config_name)
+                << "' model, so the text will be gibberish\n";
+    }
+    auto model = lora::models::load_model(weights, config_name, seed);
+    const auto tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
+    lora::serve::AdapterSet set(*model, max_adapters);
+    for (const std::string& spec : adapters) {
+      const size_t eq = spec.find('=');
+      LORA_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < spec.size(),
+                 "--adapter '{}': expected NAME=DIR (a name, '=', a PEFT adapter folder)", spec);
+      const std::string name = spec.substr(0, eq), dir = spec.substr(eq + 1);
+      LORA_CHECK(name != server.model_name, "--adapter '{}': '{}' is the base model's name (--model-name)", spec, name);
+      LORA_CHECK(lora::is_directory(dir), "--adapter '{}': no such folder '{}'", spec, dir);
+      set.load(name, lora::nn::read_adapter(dir));
+      std::cerr << fmt::format("adapter '{}' from {}\n", name, dir);
+    }
+    lora::serve::DecodeEngine engine(*model, set, engine_options, tokenizer.get());
+    lora::serve::HttpServer http(engine, *tokenizer, server);
+    const int port = http.start();
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    std::cerr << fmt::format("serving '{}' and {} adapters on http://{}:{} ({} sequences at once, {} waiting at most, "
+                             "context {})\n",
+                             server.model_name, set.size(), server.host, port, engine_options.max_sequences,
+                             engine_options.max_queue, engine.capacity());
+    while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::cerr << "stopping\n";
+    http.stop();
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << '\n';
+    return 1;
+  }
+}

@@ -1,0 +1,274 @@
+// DecodeEngine: the queue, admission (prompt processing into a slot), the batched decode step, and stop
+// conditions.
+#include "serve/decode_engine.h"
+
+#include <algorithm>
+
+#include "autograd/grad_mode.h"
+#include "models/generate.h"
+
+namespace lora::serve {
+
+const char* finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::None: return "none";
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::Error: return "error";
+  }
+  return "none";
+}
+
+struct DecodeEngine::Sequence {
+  int64_t id = 0;
+  Request request;
+  models::SamplingOptions sampling;
+  int32_t adapter_slot = -1;  // -1: the base model
+  int64_t position = 0;       // tokens cached in its KV slot
+  int32_t last = -1;          // the token to feed next
+  int64_t generated = 0;
+  Generator gen;
+  std::unique_ptr<tokenizer::IncrementalDecoder> decoder;  // null without a tokenizer
+  std::string text;     // everything generated so far
+  size_t emitted = 0;   // bytes of text given to the callback
+  size_t hold = 0;      // bytes held back: the longest stop string minus one
+  bool done = false;
+};
+
+
+DecodeEngine::DecodeEngine(models::CausalLM& model, AdapterSet& adapters, EngineOptions options,
+                           const tokenizer::Tokenizer* tokenizer)
+    : model_(model), adapters_(adapters), options_(options), tokenizer_(tokenizer) {
+  const models::ModelDims d = model_.dims();
+  LORA_CHECK(options_.max_sequences > 0, "engine: max_sequences {} must be positive", options_.max_sequences);
+  LORA_CHECK(options_.max_queue >= 0, "engine: max_queue {} must not be negative", options_.max_queue);
+  LORA_CHECK(options_.capacity >= 0, "engine: capacity {} must not be negative", options_.capacity);
+  capacity_ = options_.capacity == 0 ? d.context_length : std::min(options_.capacity, d.context_length);
+  eos_ = model_.eos_token_ids();
+  pool_ = model_.make_kv_cache(options_.max_sequences, capacity_);
+  slots_.resize(static_cast<size_t>(options_.max_sequences));
+}
+
+DecodeEngine::~DecodeEngine() = default;
+
+int64_t DecodeEngine::submit(Request request) {
+  const RequestOptions& o = request.options;
+  const int64_t V = model_.dims().vocab_size, P = static_cast<int64_t>(request.prompt.size());
+  LORA_CHECK(P > 0, "the prompt is empty (give at least one token)");
+  LORA_CHECK(P <= capacity_, "the prompt has {} tokens, more than the context of {}", P, capacity_);
+  for (int32_t t : request.prompt) LORA_CHECK(t >= 0 && t < V, "prompt token {} is outside the vocabulary [0, {})", t, V);
+  LORA_CHECK(o.max_tokens >= 1, "max_tokens {} must be at least 1", o.max_tokens);
+  for (const std::string& s : o.stop) LORA_CHECK(!s.empty(), "a stop string is empty");
+  auto s = std::make_unique<Sequence>();
+  s->sampling.max_new_tokens = o.max_tokens;
+  s->sampling.temperature = o.temperature;
+  s->sampling.top_p = o.top_p;
+  s->sampling.top_k = o.top_k;
+  s->sampling.seed = o.seed;
+  s->sampling.validate();
+  s->gen.seed(o.seed);
+  if (tokenizer_) s->decoder = std::make_unique<tokenizer::IncrementalDecoder>(*tokenizer_);
+  for (const std::string& stop : o.stop) s->hold = std::max(s->hold, stop.size() - 1);
+  if (!request.adapter.empty()) {
+    std::lock_guard<std::mutex> model_lock(model_mutex_);  // the set changes only between steps
+    (void)adapters_.slot(request.adapter);                  // throws naming the loaded adapters
+  }
+  s->request = std::move(request);
+
+  std::lock_guard<std::mutex> lock(queue_mutex_);
+  if (static_cast<int64_t>(waiting_.size()) >= options_.max_queue) {
+    throw QueueFull(fmt::format("the queue is full ({} requests waiting)", waiting_.size()));
+  }
+  s->id = next_id_++;
+  const int64_t id = s->id;
+  waiting_.push_back(std::move(s));
+  return id;
+}
+
+void DecodeEngine::cancel(int64_t id) {
+  std::lock_guard<std::mutex> lock(queue_mutex_);
+  cancelled_.push_back(id);
+}
+
+int32_t DecodeEngine::load_adapter(const std::string& name, const nn::AdapterState& state) {
+  std::lock_guard<std::mutex> model_lock(model_mutex_);
+  return adapters_.load(name, state);
+}
+
+void DecodeEngine::unload_adapter(const std::string& name) {
+  std::lock_guard<std::mutex> model_lock(model_mutex_);
+  (void)adapters_.slot(name);  // throws naming the loaded adapters
+  for (auto& s : slots_) {
+    if (s && s->request.adapter == name) {
+      finish(*s, FinishReason::Cancelled);
+      s.reset();
+    }
+  }
+  adapters_.unload(name);  // requests waiting for it are ended when their turn comes
+}
+
+std::vector<std::string> DecodeEngine::adapter_names() {
+  std::lock_guard<std::mutex> model_lock(model_mutex_);
+  return adapters_.names();
+}
+
+int64_t DecodeEngine::active() const {
+  std::lock_guard<std::mutex> lock(queue_mutex_);
+  return active_count_;
+}
+
+int64_t DecodeEngine::queued() const {
+  std::lock_guard<std::mutex> lock(queue_mutex_);
+  return static_cast<int64_t>(waiting_.size());
+}
+
+void DecodeEngine::finish(Sequence& s, FinishReason reason) {
+  s.done = true;
+  if (reason == FinishReason::Cancelled) ++cancelled_total_;
+  Event e{s.id, -1, s.text.substr(s.emitted), reason};
+  s.emitted = s.text.size();
+  if (s.request.on_event) s.request.on_event(e);
+}
+
+bool DecodeEngine::accept(Sequence& s, int32_t token) {
+  ++s.generated;
+  const bool eos = s.request.options.stop_at_eos && std::find(eos_.begin(), eos_.end(), token) != eos_.end();
+  const bool length = s.generated >= s.request.options.max_tokens || s.position >= capacity_;
+  if (s.decoder) {
+    s.text += s.decoder->push(token);
+    if (eos || length) s.text += s.decoder->finish();  // what an incomplete character held back
+  }
+  // A stop string ends the text before it. Text not yet given out holds any stop string not yet found
+  // (the longest one's length minus one is always held back).
+  for (const std::string& stop : s.request.options.stop) {
+    const size_t at = s.text.find(stop, s.emitted);
+    if (at != std::string::npos) {
+      s.text.resize(at);
+      if (s.request.on_event) s.request.on_event(Event{s.id, token, "", FinishReason::None});
+      finish(s, FinishReason::Stop);
+      return true;
+    }
+  }
+  // Text safe to give out: all of it at the end, else all but what may be the start of a stop string.
+  const size_t safe = eos || length ? s.text.size() : s.text.size() > s.hold ? s.text.size() - s.hold : 0;
+  Event e{s.id, token, safe > s.emitted ? s.text.substr(s.emitted, safe - s.emitted) : "", FinishReason::None};
+  s.emitted = std::max(s.emitted, safe);
+  if (s.request.on_event) s.request.on_event(e);
+  if (eos) finish(s, FinishReason::Stop);
+  else if (length) finish(s, FinishReason::Length);
+  return s.done;
+}
+
+// The prompt runs alone through the slot's part of the pool (a [1, H_kv, capacity, D] view per layer),
+// then its first token is sampled.
+void DecodeEngine::admit(std::unique_ptr<Sequence>& s, int64_t slot) {
+  s->adapter_slot = s->request.adapter.empty() ? -1 : adapters_.slot(s->request.adapter);
+  nn::KVCache view;
+  for (const nn::KVCache::Layer& l : pool_.layers) view.layers.push_back({l.k.narrow_rows(slot, 1), l.v.narrow_rows(slot, 1), nullptr});
+  adapters_.select({s->adapter_slot});
+  const int64_t P = static_cast<int64_t>(s->request.prompt.size()), V = model_.dims().vocab_size;
+  const Tensor logits = model_.forward(Tensor::from_vector(s->request.prompt, {1, P}, model_.device()), &view);
+  const std::vector<float> last = logits.view({P, V}).narrow_rows(P - 1, 1).to_vector<float>();
+  s->position = P;
+  const int32_t token = models::sample_token(last, s->sampling, s->gen);
+  s->last = token;
+  if (!accept(*s, token)) slots_[static_cast<size_t>(slot)] = std::move(s);
+}
+
+bool DecodeEngine::step() {
+  std::lock_guard<std::mutex> model_lock(model_mutex_);
+  NoGradGuard no_grad;
+  model_.eval();
+  // Cancellations, then admissions into free slots.
+  std::vector<std::unique_ptr<Sequence>> admitted;
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    for (int64_t id : cancelled_) {
+      for (auto& s : slots_) {
+        if (s && s->id == id) {
+          finish(*s, FinishReason::Cancelled);
+          s.reset();
+        }
+      }
+      for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+        if ((*it)->id == id) {
+          finish(**it, FinishReason::Cancelled);
+          waiting_.erase(it);
+          break;
+        }
+      }
+    }
+    cancelled_.clear();
+    int64_t free_slots = 0;
+    for (const auto& s : slots_) free_slots += s ? 0 : 1;
+    while (free_slots-- > 0 && !waiting_.empty()) {
+      admitted.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+    }
+  }
+  for (size_t i = 0; i < admitted.size(); ++i) {
+    std::unique_ptr<Sequence>& s = admitted[i];
+    const int64_t slot = std::find(slots_.begin(), slots_.end(), nullptr) - slots_.begin();
+    if (!s->request.adapter.empty() && !adapters_.contains(s->request.adapter)) {
+      finish(*s, FinishReason::Cancelled);  // its adapter was unloaded while it waited
+      continue;
+    }
+    try {
+      admit(s, slot);
+    } catch (...) {
+      finish(*s, FinishReason::Error);  // admit() keeps a sequence only once its prompt has run
+      std::lock_guard<std::mutex> lock(queue_mutex_);
+      for (size_t j = admitted.size(); j > i + 1; --j) waiting_.push_front(std::move(admitted[j - 1]));
+      throw;
+    }
+  }
+
+  // One decode step over every active sequence: row b is slot rows[b].slot at its position.
+  std::vector<nn::CacheRow> rows;
+  std::vector<int32_t> tokens, adapter_rows;
+  std::vector<Sequence*> seqs;
+  for (size_t slot = 0; slot < slots_.size(); ++slot) {
+    Sequence* s = slots_[slot].get();
+    if (!s) continue;
+    rows.push_back({static_cast<int64_t>(slot), s->position});
+    tokens.push_back(s->last);
+    adapter_rows.push_back(s->adapter_slot);
+    seqs.push_back(s);
+  }
+  if (!seqs.empty()) {
+    const int64_t B = static_cast<int64_t>(seqs.size()), V = model_.dims().vocab_size;
+    pool_.set_rows(rows);
+    adapters_.select(adapter_rows);
+    Tensor logits;
+    try {
+      logits = model_.forward(Tensor::from_vector(tokens, {B, 1}, model_.device()), &pool_);  // [B, 1, V]
+    } catch (...) {
+      pool_.set_rows({});
+      for (auto& s : slots_) {
+        if (s) finish(*s, FinishReason::Error);
+        s.reset();
+      }
+      throw;
+    }
+    pool_.set_rows({});
+    const std::vector<float> all = logits.to_vector<float>();  // [B * V]
+    std::vector<float> row(static_cast<size_t>(V));
+    for (int64_t b = 0; b < B; ++b) {
+      Sequence& s = *seqs[static_cast<size_t>(b)];
+      std::copy(all.begin() + b * V, all.begin() + (b + 1) * V, row.begin());
+      ++s.position;
+      s.last = models::sample_token(row, s.sampling, s.gen);
+      accept(s, s.last);
+    }
+    for (auto& s : slots_) {
+      if (s && s->done) s.reset();
+    }
+  }
+  std::lock_guard<std::mutex> lock(queue_mutex_);
+  active_count_ = 0;
+  for (const auto& s : slots_) active_count_ += s ? 1 : 0;
+  return active_count_ > 0 || !waiting_.empty();
+}
+
+}  // namespace lora::serve

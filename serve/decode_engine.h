@@ -1,0 +1,129 @@
+// DecodeEngine: continuous batching over a preallocated pool of KV-cache slots. Requests wait in a bounded
+// queue; each step admits waiting requests into free slots (their prompts run one by one, each with its
+// adapter), then runs one decode step for every active sequence at once: one token per row, each row at
+// its own position in its own slot and with its own adapter (serve/adapter_set.h). A sequence that
+// finishes (end of sequence, a stop string, max_tokens, the end of its slot) leaves at once and frees its
+// slot for the next waiting request. Outputs do not depend on what else is in the batch: each sequence
+// samples from its own generator.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/random.h"
+#include "models/causal_lm.h"
+#include "models/tokenizer/tokenizer.h"
+#include "serve/adapter_set.h"
+
+namespace lora::serve {
+
+struct RequestOptions {
+  int64_t max_tokens = 16;    // at least 1
+  double temperature = 1.0;   // 0: greedy
+  double top_p = 1.0;         // (0, 1]
+  int64_t top_k = 0;          // 0: all
+  uint64_t seed = 0;
+  std::vector<std::string> stop;  // stop strings: the text ends before the first one
+  bool stop_at_eos = true;        // the model's end-of-sequence tokens end it
+};
+
+// Error: the model failed on this sequence's step (step() then rethrows what it threw).
+enum class FinishReason { None, Stop, Length, Cancelled, Error };
+const char* finish_reason_name(FinishReason reason);  // "stop", "length", "cancelled", "error"
+
+// What a request's callback sees: each new token with the text it completes (text may be empty while a
+// character or what may be the start of a stop string is held back), then one last event with the finish
+// reason and any text held back until then.
+struct Event {
+  int64_t id = 0;
+  int32_t token = -1;  // -1 in the last event
+  std::string text;
+  FinishReason finish = FinishReason::None;
+};
+
+struct Request {
+  std::vector<int32_t> prompt;
+  std::string adapter;  // "" : the base model
+  RequestOptions options;
+  std::function<void(const Event&)> on_event;  // called on the engine's thread
+};
+
+struct EngineOptions {
+  int64_t max_sequences = 8;  // KV-cache slots: sequences decoded at once
+  int64_t max_queue = 64;     // waiting requests beyond which submit() refuses
+  int64_t capacity = 0;       // tokens per slot (prompt + generated); 0: the model's context
+};
+
+// submit() refuses when the queue is full (the server answers 429/503).
+struct QueueFull : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class DecodeEngine {
+ public:
+  // tokenizer: turns each sequence's tokens into text (events' text, stop strings); null: no text. It must
+  // outlive the engine.
+  DecodeEngine(models::CausalLM& model, AdapterSet& adapters, EngineOptions options,
+               const tokenizer::Tokenizer* tokenizer = nullptr);
+  ~DecodeEngine();
+  DecodeEngine(const DecodeEngine&) = delete;
+  DecodeEngine& operator=(const DecodeEngine&) = delete;
+
+  // Checks the request (a prompt of known tokens that fits a slot, a loaded adapter, valid sampling
+  // settings) and queues it; returns its id. Thread-safe.
+  int64_t submit(Request request);
+  // Ends a waiting or active request with FinishReason::Cancelled at the next step. Thread-safe.
+  void cancel(int64_t id);
+  // Admits waiting requests into free slots, then decodes one token for every active sequence. Returns
+  // whether any sequence is active or waiting afterwards. When the model throws, the sequences of that
+  // prompt or step end with FinishReason::Error and the exception is rethrown; the others go on.
+  bool step();
+
+  // Adapters changed between steps. Unloading ends the sequences that use the adapter (Cancelled): none
+  // goes on with the base model in its place.
+  int32_t load_adapter(const std::string& name, const nn::AdapterState& state);
+  void unload_adapter(const std::string& name);
+  std::vector<std::string> adapter_names();
+
+  int64_t active() const;
+  int64_t queued() const;
+  int64_t cancelled_total() const { return cancelled_total_; }  // requests ended by cancel() or an unload
+  int64_t capacity() const { return capacity_; }
+  const EngineOptions& options() const { return options_; }
+
+ private:
+  struct Sequence;
+  // Runs the prompt into `slot` and samples the first token; moves the sequence into the slot unless it
+  // has finished already.
+  void admit(std::unique_ptr<Sequence>& s, int64_t slot);
+  // Appends a sampled token; returns whether the sequence is finished.
+  bool accept(Sequence& s, int32_t token);
+  void finish(Sequence& s, FinishReason reason);
+
+  models::CausalLM& model_;
+  AdapterSet& adapters_;
+  EngineOptions options_;
+  const tokenizer::Tokenizer* tokenizer_;
+  int64_t capacity_;
+  std::vector<int64_t> eos_;
+  nn::KVCache pool_;  // [max_sequences, H_kv, capacity, D] per layer, allocated once
+
+  mutable std::mutex queue_mutex_;  // guards waiting_, cancelled_, next_id_, active_count_
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<int64_t> cancelled_;
+  int64_t next_id_ = 1;
+  int64_t active_count_ = 0;
+  std::atomic<int64_t> cancelled_total_{0};
+
+  std::mutex model_mutex_;
+  std::vector<std::unique_ptr<Sequence>> slots_;  // by KV slot; null: free
+};
+
+}  // namespace lora::serve
