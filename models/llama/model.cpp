@@ -3,6 +3,7 @@
 
 #include "autograd/ops/linear_cross_entropy.h"
 #include "nn/attention.h"
+#include "nn/checkpoint.h"
 
 namespace lora::llama {
 
@@ -137,7 +138,14 @@ Tensor LlamaForCausalLM::hidden_states(const Tensor& ids, nn::KVCache* cache) {
   const auto [cos, sin] = rotary_.tables(start, T, ids.device());  // [T, head_dim / 2]
   Tensor x = model->embed_tokens->forward(ids);                     // [B, T, hidden]
   for (size_t i = 0; i < model->layers->size(); ++i) {
-    x = (*model->layers)[i].forward(x, cos, sin, cache ? &cache->layers[i] : nullptr, start);
+    LlamaDecoderLayer* layer = &(*model->layers)[i];
+    if (cache) {
+      x = layer->forward(x, cos, sin, &cache->layers[i], start);
+    } else {  // training: checkpointed when CheckpointMode is on (the closure outlives this call)
+      x = nn::checkpoint_block(
+          *layer, [layer, cos = cos, sin = sin, start](const Tensor& h) { return layer->forward(h, cos, sin, nullptr, start); },
+          x);
+    }
   }
   if (cache) cache->advance(T);
   return model->norm->forward(x);
