@@ -17,10 +17,12 @@
 #include <fstream>
 #include <unistd.h>
 
+#include "autograd/checkpoint.h"
 #include "backends/backend.h"
 #include "core/files.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
+#include "models/quantize_base.h"
 #include "models/registry.h"
 #include "dist/communicator.h"
 #include "optim/adam.h"
@@ -132,7 +134,10 @@ void check_ranks_agree(dist::Communicator& comm, const std::string& description)
 tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& mode, dist::Communicator& comm,
                            Device device) {
   const bool lora_mode = mode == "lora";
-  fmt::print("== {} fine-tuning, {} threads, device {}{}\n", lora_mode ? "LoRA" : "full", num_threads(), device.str(),
+  const QuantFormat base_format = parse_quant_format(o.base_dtype);
+  fmt::print("== {} fine-tuning{}{}, {} threads, device {}{}\n", lora_mode ? "LoRA" : "full",
+             base_format == QuantFormat::F32 ? "" : fmt::format(" on a {} base", o.base_dtype),
+             o.checkpoint_activations ? ", activations checkpointed" : "", num_threads(), device.str(),
              comm.size() > 1 ? fmt::format(", {} ranks ({}), batch {} per rank", comm.size(), comm.engine(), o.batch) : "");
 
   if (o.weights.empty()) {
@@ -156,7 +161,8 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     LORA_CHECK(o.seq <= context, "--seq {} exceeds the model's context of {}", o.seq, context);
   }
   const tools::StepMemoryPrediction prediction =
-      tools::predict_training_step(model_config, lora_mode ? &lora_config : nullptr, o.batch, o.seq);
+      tools::predict_training_step(model_config, lora_mode ? &lora_config : nullptr, o.batch, o.seq, base_format,
+                                   o.checkpoint_activations);
   fmt::print("predicted peak of a step: {}\n", tools::human_bytes(prediction.total_peak));
   if (device.is_cpu() && !o.no_preflight) {
     tools::check_fits(prediction, tools::available_host_memory(), int64_t(512) << 20,
@@ -192,10 +198,14 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     }
   }
   model->to(device);
+  const int64_t total_params = model->num_parameters();  // before a quantized base leaves the parameters
   if (lora_mode) {
     models::apply_lora(*model, lora_config);
     model->to(device);
     fmt::print("{}\n", nn::lora_summary(*model).str());
+    if (base_format != QuantFormat::F32) {
+      fmt::print("base weights as {}: {}\n", o.base_dtype, models::quantize_base(*model, base_format).str());
+    }
   }
   if (comm.size() > 1) {
     check_ranks_agree(comm, rank_description(*model, data, o, mode));
@@ -214,7 +224,7 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   report.device = device.str();
   report.batch = o.batch * comm.size(), report.seq = o.seq;
   report.trainable_params = model->num_parameters(true);
-  report.total_params = model->num_parameters();
+  report.total_params = total_params;
   const auto evaluate_held_out = [&] { return evaluate(*model, data.val, o, device); };
   if (comm.rank() == 0) {
     report.val_loss_before = evaluate_held_out();
@@ -242,6 +252,7 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     if (lora_mode) {
       identity.settings["lora"] = {{"rank", o.rank}, {"alpha", o.alpha}, {"dropout", o.lora_dropout},
                                    {"targets", nn::LoRAConfig::parse_targets(o.targets)}};
+      if (base_format != QuantFormat::F32) identity.settings["base_dtype"] = o.base_dtype;  // the base it trains on
     }
     identity.model = model->hf_config();
     identity.frozen_fingerprint = tools::RunIdentity::fingerprint(*model);
@@ -251,7 +262,10 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   }
   tools::BatchSampler sampler(data.train, o.batch, o.seq, o.seed, "training");
   tools::Trainer trainer(*model, optimizer, sampler, device, comm, train, identity, evaluate_held_out);
-  trainer.run(report);
+  {
+    autograd::CheckpointGuard checkpointing(o.checkpoint_activations);
+    trainer.run(report);
+  }
 
   report.memory = MemoryTracker::instance().stats(device);
   report.peak_rss_bytes = tools::process_peak_rss_bytes();

@@ -7,6 +7,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "core/quantized.h"
 #include "nn/lora/apply_lora.h"
 
 namespace lora::tools {
@@ -21,6 +22,9 @@ void FinetuneOptions::validate() const {
              "--save-every and --resume apply to one run: use them with --mode full or --mode lora");
   LORA_CHECK(save_every == 0 || !save.empty(), "--save-every {} needs --save DIR (where checkpoints go)", save_every);
   if (mode != "full") nn::LoRAConfig::parse_targets(targets);
+  LORA_CHECK(parse_quant_format(base_dtype) == QuantFormat::F32 || mode == "lora",
+             "--base-dtype {} quantizes the frozen base, which only LoRA has: use it with --mode lora (--mode {} trains "
+             "every weight, and a quantized weight cannot be updated)", base_dtype, mode);
 }
 
 int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o) {
@@ -33,6 +37,7 @@ int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o
   app.add_option("--rank", o.rank, "LoRA rank r")->check(CLI::Range(int64_t{1}, int64_t{1} << 16))->capture_default_str();
   app.add_option("--alpha", o.alpha, "LoRA alpha (scale alpha / r)")->check(CLI::Range(1e-6, 1e6))->capture_default_str();
   app.add_option("--targets", o.targets, "LoRA targets: names the model declares (q, k, v; any model: all-linear), layer names (c_attn, attn.c_proj, mlp.c_fc, q_proj, v_proj, gate_proj, ...) or patterns with *")->capture_default_str();
+  app.add_option("--base-dtype", o.base_dtype, "with --mode lora: hold the frozen base's linear weights as f32, bf16, int8 or nf4 (QLoRA's 4-bit NormalFloat, double-quantized)")->capture_default_str();
   app.add_option("--lora-dropout", o.lora_dropout, "dropout on the LoRA branch's input")->check(CLI::Range(0.0, 0.99))->capture_default_str();
   app.add_option("--steps", o.steps, "training steps per mode")->check(CLI::Range(int64_t{1}, int64_t{1} << 40))->capture_default_str();
   app.add_option("--batch", o.batch, "sequences per batch")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
@@ -48,6 +53,7 @@ int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o
   app.add_option("--keep-checkpoints", o.keep_checkpoints, "how many of the newest checkpoints to keep")->check(CLI::Range(int64_t{1}, int64_t{1000}))->capture_default_str();
   app.add_option("--resume", o.resume, "continue from the newest complete checkpoint in this folder (with the same flags)");
   app.add_flag("--skip-nonfinite", o.skip_nonfinite, "skip steps whose loss or gradient is inf or nan (counted and reported) instead of stopping");
+  app.add_flag("--checkpoint-activations", o.checkpoint_activations, "keep only each Transformer block's input for backward and recompute the block's inside then (less activation memory, about one more forward pass)");
   app.add_flag("--no-preflight", o.no_preflight, "start even when the predicted memory exceeds what is available");
   app.add_option("--eval-every", o.eval_every, "held-out loss every N steps (0: before and after only)")->check(CLI::Range(int64_t{0}, int64_t{1} << 40))->capture_default_str();
   app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
