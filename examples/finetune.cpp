@@ -299,25 +299,29 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
 
 // Runs this program again for one mode (no shell: the arguments pass through as they are) and reads back
 // its JSON report.
-tools::ModeReport run_child(const std::string& mode, const std::vector<std::string>& args) {
-  const fs::path json_path = fs::temp_directory_path() / fmt::format("finetune_{}_{}.json", mode, getpid());
+tools::ModeReport run_child(const tools::Variant& variant, const std::vector<std::string>& args) {
+  const fs::path json_path = fs::temp_directory_path() / fmt::format("finetune_{}_{}.json", variant.name, getpid());
   std::vector<std::string> argv = {tools::self_executable()};
   for (size_t i = 1; i < args.size(); ++i) {
-    if (args[i] == "--mode" || args[i] == "--report-json") {
+    if (args[i] == "--mode" || args[i] == "--report-json" || args[i] == "--variants") {
       ++i;
       continue;
     }
-    if (args[i].rfind("--mode=", 0) == 0 || args[i].rfind("--report-json=", 0) == 0) continue;
+    if (args[i].rfind("--mode=", 0) == 0 || args[i].rfind("--report-json=", 0) == 0 ||
+        args[i].rfind("--variants=", 0) == 0) {
+      continue;
+    }
     argv.push_back(args[i]);
   }
-  argv.insert(argv.end(), {"--mode", mode, "--report-json", json_path.string()});
+  argv.insert(argv.end(), {"--mode", variant.mode, "--base-dtype", variant.base_dtype, "--report-json", json_path.string()});
+  if (variant.checkpoint) argv.push_back("--checkpoint-activations");
   // libgomp reads GOMP_SPINCOUNT before main: shorter spinning keeps idle OpenMP threads from taking a
   // core from the other thread when the machine is shared (measured: 7.0 -> 2.0 s per LoRA step under load).
   std::vector<std::string> env;
   if (!std::getenv("GOMP_SPINCOUNT")) env.push_back("GOMP_SPINCOUNT=10000");
   std::fflush(stdout);
   const int status = tools::run_program(argv, env);
-  LORA_CHECK(status == 0, "the {} run failed (exit status {})", mode, status);
+  LORA_CHECK(status == 0, "the {} run failed (exit status {})", variant.name, status);
   std::ifstream in(json_path);
   const auto j = nlohmann::json::parse(in);
   fs::remove(json_path);
@@ -356,9 +360,14 @@ int main(int argc, char** argv) {
     std::vector<tools::ModeReport> reports;
     if (o.mode == "compare") {
       const std::vector<std::string> args(argv, argv + argc);
-      reports.push_back(run_child("full", args));
-      reports.push_back(run_child("lora", args));
-      fmt::print("{}", tools::comparison_table(reports[0], reports[1]));
+      const std::vector<tools::Variant> variants = tools::parse_variants(o.variants);
+      std::vector<std::string> names;
+      for (const tools::Variant& v : variants) {
+        reports.push_back(run_child(v, args));
+        names.push_back(v.name);
+      }
+      if (o.variants == "full,lora") fmt::print("{}", tools::comparison_table(reports[0], reports[1]));
+      else fmt::print("{}", tools::variants_table(names, reports));
     } else {
       reports.push_back(run_mode(o, o.mode, *comm, device));
     }

@@ -44,6 +44,23 @@ TEST_CASE("finetune trains LoRA on an nf4 base with checkpointed activations", "
   CHECK(report["val_loss_after"].get<double>() < report["val_loss_before"].get<double>());
 }
 
+TEST_CASE("finetune --mode compare --variants gives each variant a column", "[examples][quantized]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  const fs::path json = scratch_dir() / "variants_report.json";
+  const RunResult r = run(finetune, "--weights " + quote(kTinyModel) + " --data " + quote(quantized_tokens()) +
+                                        " --variants lora,lora+nf4+ckpt --steps 2 --warmup 1 --batch 2 --seq 8"
+                                        " --eval-batches 1 --report-json " + quote(json));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("Variants, batch 2 x 8") && Catch::Contains("lora+nf4+ckpt") &&
+                        Catch::Contains("predicted peak total"));
+  const auto modes = nlohmann::json::parse(lora::read_file(json.string(), "the report"))["modes"];
+  REQUIRE(modes.size() == 2);
+  // The nf4 base holds the linear weights in about an eighth of the bytes; checkpointing keeps fewer activations.
+  CHECK(modes[1]["peak_bytes"]["frozen_params"].get<int64_t>() < modes[0]["peak_bytes"]["frozen_params"].get<int64_t>());
+  CHECK(modes[1]["peak_bytes"]["activations"].get<int64_t>() < modes[0]["peak_bytes"]["activations"].get<int64_t>());
+}
+
 TEST_CASE("generate and perplexity run on a quantized base, close to the f32 base", "[examples][quantized]") {
   REQUIRE_PROGRAM(generate, "generate");
   REQUIRE_PROGRAM(perplexity, "perplexity");
@@ -71,7 +88,11 @@ TEST_CASE("bad --base-dtype uses are refused, naming the flag", "[examples][quan
   const std::vector<std::tuple<fs::path, std::string, std::string>> bad = {
       {finetune, model + " --mode lora --base-dtype fp8", "--base-dtype 'fp8': expected one of f32, bf16, int8, nf4"},
       {finetune, model + " --mode full --base-dtype nf4", "use it with --mode lora"},
-      {finetune, model + " --base-dtype int8", "use it with --mode lora"},  // compare runs a full fine-tune too
+      {finetune, model + " --base-dtype int8", "per variant (--variants lora+nf4+ckpt)"},  // compare: per variant
+      {finetune, model + " --variants lora,lora+fp8", "--variants 'lora+fp8': the base format 'fp8'"},
+      {finetune, model + " --variants full+nf4", "a quantized base (+nf4) needs lora"},
+      {finetune, model + " --variants half", "must start with full or lora"},
+      {finetune, model + " --mode lora --variants lora,lora+nf4", "--variants applies to --mode compare"},
       {perplexity, "--weights " + quote(kTinyModel) + " --data " + quote(quantized_tokens()) + " --base-dtype q4",
        "--base-dtype 'q4'"},
   };
