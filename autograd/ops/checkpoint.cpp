@@ -69,7 +69,13 @@ Tensor checkpoint(const std::function<Tensor(const Tensor&)>& fn, const Tensor& 
       // Parameters get their gradients added into .grad here, in the order the plain backward adds them.
       backward(y_again, g);
     }
-    if (grads.needs_grad(0)) grads.set(0, x_leaf.grad());
+    if (grads.needs_grad(0)) {
+      // The inner backward charged the input's gradient as a leaf's (Gradient); it is an activation's gradient
+      // (one block input at a time, so the Gradient peak grows by at most that).
+      Tensor gx = x_leaf.grad();
+      gx.storage()->recharge(MemoryCategory::Workspace);
+      grads.set(0, gx);
+    }
   });
   return y;
 }
