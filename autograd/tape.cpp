@@ -1,5 +1,6 @@
 // The tape, op recording, and the backward pass.
 #include "autograd/tape.h"
+#include "autograd/tape_guard.h"
 
 #include <unordered_map>
 
@@ -27,10 +28,15 @@ void Node::release() {
   backward = nullptr;  // drops the closure's copies of the saved tensors
 }
 
-Tape& Tape::current() {
-  thread_local Tape tape;
-  return tape;
-}
+namespace {
+thread_local Tape t_default_tape;
+thread_local Tape* t_current_tape = nullptr;  // null: the thread's own tape
+}  // namespace
+
+Tape& Tape::current() { return t_current_tape ? *t_current_tape : t_default_tape; }
+
+TapeGuard::TapeGuard(Tape& tape) : previous_(t_current_tape) { t_current_tape = &tape; }
+TapeGuard::~TapeGuard() { t_current_tape = previous_; }
 
 void Tape::clear() {
   for (Node& n : nodes_) n.release();

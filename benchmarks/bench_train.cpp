@@ -7,6 +7,7 @@
 //   bench_train --configs lora:4x64 --steps 5    # one configuration
 //   bench_train --config smollm2-135m --configs full:4x256,lora:4x256
 //   bench_train --json out.json                  # also write the results as JSON (benchmarks/compare_pytorch.py)
+//   bench_train --configs lora:4x256,lora+nf4:4x256,lora+nf4+ckpt:4x256   # a quantized base, checkpointing
 //
 // OpenMP's idle threads: libgomp lets a thread that has finished its share spin for up to 300,000 iterations
 // before it sleeps. When another process holds one of the two cores, our two threads share the other and the
@@ -35,13 +36,16 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "backends/backend.h"
 #include "backends/cpu/blas_kernels.h"
 #include "core/allocator.h"
+#include "autograd/checkpoint.h"
 #include "models/lora.h"
+#include "models/quantize_base.h"
 #include "models/registry.h"
 #include "nn/linear.h"
 #include "optim/adam.h"
@@ -60,10 +64,16 @@ struct Options {
   double alpha = 16;
 };
 
+// MODE[+BASE][+ckpt]:BATCHxSEQ, e.g. lora+nf4+ckpt:4x256.
 struct RunConfig {
   std::string mode;  // "full" or "lora"
+  QuantFormat base = QuantFormat::F32;  // the frozen base's format (LoRA only)
+  bool checkpoint = false;              // activation checkpointing of every block
   int64_t batch = 0, seq = 0;
-  std::string str() const { return fmt::format("{}:{}x{}", mode, batch, seq); }
+  std::string str() const {
+    return fmt::format("{}{}{}:{}x{}", mode, base == QuantFormat::F32 ? "" : "+" + std::string(quant_format_name(base)),
+                       checkpoint ? "+ckpt" : "", batch, seq);
+  }
 };
 
 RunConfig parse_config(const std::string& s) {
@@ -71,8 +81,17 @@ RunConfig parse_config(const std::string& s) {
   const auto colon = s.find(':'), x = s.find('x', colon == std::string::npos ? 0 : colon);
   LORA_CHECK(colon != std::string::npos && x != std::string::npos,
              "--configs: '{}' is not MODE:BATCHxSEQ (e.g. lora:4x64)", s);
-  c.mode = s.substr(0, colon);
+  std::stringstream parts(s.substr(0, colon));
+  std::getline(parts, c.mode, '+');
   LORA_CHECK(c.mode == "full" || c.mode == "lora", "--configs: mode '{}' in '{}' is not full or lora", c.mode, s);
+  for (std::string part; std::getline(parts, part, '+');) {
+    if (part == "ckpt") {
+      c.checkpoint = true;
+      continue;
+    }
+    c.base = parse_quant_format(part, fmt::format("--configs '{}': the base format", s));
+    LORA_CHECK(c.mode == "lora", "--configs '{}': a quantized base ({}) needs LoRA (full fine-tuning trains it)", s, part);
+  }
   auto number = [&](const std::string& digits) {
     int64_t v = 0;
     const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
@@ -141,6 +160,7 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
     lc.options.alpha = o.alpha;
     lc.targets = nn::LoRAConfig::parse_targets(o.targets);
     models::apply_lora(*model, lc);
+    models::quantize_base(*model, rc.base);
   }
   optim::AdamW optimizer(model->parameters(true), {.lr = lora_mode ? 1e-3 : 1e-4, .weight_decay = 0.0});
 
@@ -156,6 +176,7 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
     for (auto& id : ids) id = static_cast<int32_t>(gen.below(uint64_t(cfg.vocab_size)));
     return Tensor::from_vector(ids, {rc.batch, rc.seq});
   };
+  autograd::CheckpointGuard checkpointing(rc.checkpoint);
   auto step = [&] {
     Tensor x = random_ids(), y = random_ids();
     Tensor loss = model->loss(x, y);
@@ -194,6 +215,8 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
   j["flops_per_step"] = flops;
   j["gflops"] = flops / s / 1e9;
   j["tracker_peak_bytes"] = stats.global_peak;
+  j["activation_peak_bytes"] = stats.peak[MemoryCategory::Activation];
+  j["frozen_bytes"] = stats.live[MemoryCategory::FrozenParameter];
   j["allocator_reserved_bytes"] = allocator_for(Device::cpu()).reserved_bytes(Device::cpu());
   j["peak_rss_bytes"] = tools::process_peak_rss_bytes();
   j["minor_faults_per_step"] = faults_per_step;
@@ -203,7 +226,7 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
 
 // Runs this program again for one configuration and reads back its JSON.
 nlohmann::json run_child(const Options& o, const RunConfig& rc) {
-  const fs::path json_path = fs::temp_directory_path() / fmt::format("bench_train_{}_{}.json", getpid(), rc.mode);
+  const fs::path json_path = fs::temp_directory_path() / fmt::format("bench_train_{}_{}.json", getpid(), rc.str());
   std::vector<std::string> env;
   if (o.omp_spin >= 0 && !std::getenv("OMP_WAIT_POLICY") && !std::getenv("GOMP_SPINCOUNT")) {
     env.push_back(fmt::format("GOMP_SPINCOUNT={}", o.omp_spin));
@@ -267,15 +290,20 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "running {} ...\n", rc.str());
       all["results"].push_back(run_child(o, rc));
     }
-    fmt::print("\n{:<12} {:>8} {:>9} {:>8} {:>7} {:>12} {:>10} {:>11}\n", "config", "step s", "tokens/s", "GFLOP/s",
-               "% ceil", "tracker peak", "peak RSS", "faults/step");
+    fmt::print("\n{:<22} {:>8} {:>9} {:>8} {:>7} {:>12} {:>12} {:>12} {:>10} {:>11}\n", "config", "step s", "tokens/s",
+               "GFLOP/s", "% ceil", "frozen", "activations", "tracker peak", "peak RSS", "faults/step");
     for (auto& r : all["results"]) {
       r["fraction_of_ceiling"] = r["gflops"].get<double>() / ceiling;
-      fmt::print("{:<12} {:>8.3f} {:>9.0f} {:>8.1f} {:>6.0f}% {:>12} {:>10} {:>11.0f}\n", r["config"].get<std::string>(),
-                 r["step_s"].get<double>(), r["tokens_per_s"].get<double>(), r["gflops"].get<double>(),
-                 100 * r["fraction_of_ceiling"].get<double>(), tools::human_bytes(r["tracker_peak_bytes"].get<int64_t>()),
+      fmt::print("{:<22} {:>8.3f} {:>9.0f} {:>8.1f} {:>6.0f}% {:>12} {:>12} {:>12} {:>10} {:>11.0f}\n",
+                 r["config"].get<std::string>(), r["step_s"].get<double>(), r["tokens_per_s"].get<double>(),
+                 r["gflops"].get<double>(), 100 * r["fraction_of_ceiling"].get<double>(),
+                 tools::human_bytes(r["frozen_bytes"].get<int64_t>()),
+                 tools::human_bytes(r["activation_peak_bytes"].get<int64_t>()),
+                 tools::human_bytes(r["tracker_peak_bytes"].get<int64_t>()),
                  tools::human_bytes(r["peak_rss_bytes"].get<int64_t>()), r["minor_faults_per_step"].get<double>());
     }
+    fmt::print("A quantized base (+bf16, +int8, +nf4) and checkpointing (+ckpt) keep the FLOPs of their mode (the "
+               "recomputation is not counted).\n");
     fmt::print("FLOPs per step: full 6 N B T + 12 L T^2 C B, LoRA 4 N B T + 12 L T^2 C B + 6 N_lora B T "
                "(N = linear and head weights)\n");
     if (!o.json.empty()) std::ofstream(o.json) << all.dump(2) << "\n";

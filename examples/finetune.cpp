@@ -17,10 +17,12 @@
 #include <fstream>
 #include <unistd.h>
 
+#include "autograd/checkpoint.h"
 #include "backends/backend.h"
 #include "core/files.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
+#include "models/quantize_base.h"
 #include "models/registry.h"
 #include "dist/communicator.h"
 #include "optim/adam.h"
@@ -132,7 +134,10 @@ void check_ranks_agree(dist::Communicator& comm, const std::string& description)
 tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& mode, dist::Communicator& comm,
                            Device device) {
   const bool lora_mode = mode == "lora";
-  fmt::print("== {} fine-tuning, {} threads, device {}{}\n", lora_mode ? "LoRA" : "full", num_threads(), device.str(),
+  const QuantFormat base_format = parse_quant_format(o.base_dtype);
+  fmt::print("== {} fine-tuning{}{}, {} threads, device {}{}\n", lora_mode ? "LoRA" : "full",
+             base_format == QuantFormat::F32 ? "" : fmt::format(" on a {} base", o.base_dtype),
+             o.checkpoint_activations ? ", activations checkpointed" : "", num_threads(), device.str(),
              comm.size() > 1 ? fmt::format(", {} ranks ({}), batch {} per rank", comm.size(), comm.engine(), o.batch) : "");
 
   if (o.weights.empty()) {
@@ -156,7 +161,8 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     LORA_CHECK(o.seq <= context, "--seq {} exceeds the model's context of {}", o.seq, context);
   }
   const tools::StepMemoryPrediction prediction =
-      tools::predict_training_step(model_config, lora_mode ? &lora_config : nullptr, o.batch, o.seq);
+      tools::predict_training_step(model_config, lora_mode ? &lora_config : nullptr, o.batch, o.seq, base_format,
+                                   o.checkpoint_activations);
   fmt::print("predicted peak of a step: {}\n", tools::human_bytes(prediction.total_peak));
   if (device.is_cpu() && !o.no_preflight) {
     tools::check_fits(prediction, tools::available_host_memory(), int64_t(512) << 20,
@@ -192,10 +198,14 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     }
   }
   model->to(device);
+  const int64_t total_params = model->num_parameters();  // before a quantized base leaves the parameters
   if (lora_mode) {
     models::apply_lora(*model, lora_config);
     model->to(device);
     fmt::print("{}\n", nn::lora_summary(*model).str());
+    if (base_format != QuantFormat::F32) {
+      fmt::print("base weights as {}: {}\n", o.base_dtype, models::quantize_base(*model, base_format).str());
+    }
   }
   if (comm.size() > 1) {
     check_ranks_agree(comm, rank_description(*model, data, o, mode));
@@ -214,7 +224,7 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   report.device = device.str();
   report.batch = o.batch * comm.size(), report.seq = o.seq;
   report.trainable_params = model->num_parameters(true);
-  report.total_params = model->num_parameters();
+  report.total_params = total_params;
   const auto evaluate_held_out = [&] { return evaluate(*model, data.val, o, device); };
   if (comm.rank() == 0) {
     report.val_loss_before = evaluate_held_out();
@@ -242,6 +252,7 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     if (lora_mode) {
       identity.settings["lora"] = {{"rank", o.rank}, {"alpha", o.alpha}, {"dropout", o.lora_dropout},
                                    {"targets", nn::LoRAConfig::parse_targets(o.targets)}};
+      if (base_format != QuantFormat::F32) identity.settings["base_dtype"] = o.base_dtype;  // the base it trains on
     }
     identity.model = model->hf_config();
     identity.frozen_fingerprint = tools::RunIdentity::fingerprint(*model);
@@ -251,7 +262,10 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   }
   tools::BatchSampler sampler(data.train, o.batch, o.seq, o.seed, "training");
   tools::Trainer trainer(*model, optimizer, sampler, device, comm, train, identity, evaluate_held_out);
-  trainer.run(report);
+  {
+    autograd::CheckpointGuard checkpointing(o.checkpoint_activations);
+    trainer.run(report);
+  }
 
   report.memory = MemoryTracker::instance().stats(device);
   report.peak_rss_bytes = tools::process_peak_rss_bytes();
@@ -285,25 +299,29 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
 
 // Runs this program again for one mode (no shell: the arguments pass through as they are) and reads back
 // its JSON report.
-tools::ModeReport run_child(const std::string& mode, const std::vector<std::string>& args) {
-  const fs::path json_path = fs::temp_directory_path() / fmt::format("finetune_{}_{}.json", mode, getpid());
+tools::ModeReport run_child(const tools::Variant& variant, const std::vector<std::string>& args) {
+  const fs::path json_path = fs::temp_directory_path() / fmt::format("finetune_{}_{}.json", variant.name, getpid());
   std::vector<std::string> argv = {tools::self_executable()};
   for (size_t i = 1; i < args.size(); ++i) {
-    if (args[i] == "--mode" || args[i] == "--report-json") {
+    if (args[i] == "--mode" || args[i] == "--report-json" || args[i] == "--variants") {
       ++i;
       continue;
     }
-    if (args[i].rfind("--mode=", 0) == 0 || args[i].rfind("--report-json=", 0) == 0) continue;
+    if (args[i].rfind("--mode=", 0) == 0 || args[i].rfind("--report-json=", 0) == 0 ||
+        args[i].rfind("--variants=", 0) == 0) {
+      continue;
+    }
     argv.push_back(args[i]);
   }
-  argv.insert(argv.end(), {"--mode", mode, "--report-json", json_path.string()});
+  argv.insert(argv.end(), {"--mode", variant.mode, "--base-dtype", variant.base_dtype, "--report-json", json_path.string()});
+  if (variant.checkpoint) argv.push_back("--checkpoint-activations");
   // libgomp reads GOMP_SPINCOUNT before main: shorter spinning keeps idle OpenMP threads from taking a
   // core from the other thread when the machine is shared (measured: 7.0 -> 2.0 s per LoRA step under load).
   std::vector<std::string> env;
   if (!std::getenv("GOMP_SPINCOUNT")) env.push_back("GOMP_SPINCOUNT=10000");
   std::fflush(stdout);
   const int status = tools::run_program(argv, env);
-  LORA_CHECK(status == 0, "the {} run failed (exit status {})", mode, status);
+  LORA_CHECK(status == 0, "the {} run failed (exit status {})", variant.name, status);
   std::ifstream in(json_path);
   const auto j = nlohmann::json::parse(in);
   fs::remove(json_path);
@@ -342,9 +360,14 @@ int main(int argc, char** argv) {
     std::vector<tools::ModeReport> reports;
     if (o.mode == "compare") {
       const std::vector<std::string> args(argv, argv + argc);
-      reports.push_back(run_child("full", args));
-      reports.push_back(run_child("lora", args));
-      fmt::print("{}", tools::comparison_table(reports[0], reports[1]));
+      const std::vector<tools::Variant> variants = tools::parse_variants(o.variants);
+      std::vector<std::string> names;
+      for (const tools::Variant& v : variants) {
+        reports.push_back(run_child(v, args));
+        names.push_back(v.name);
+      }
+      if (o.variants == "full,lora") fmt::print("{}", tools::comparison_table(reports[0], reports[1]));
+      else fmt::print("{}", tools::variants_table(names, reports));
     } else {
       reports.push_back(run_mode(o, o.mode, *comm, device));
     }

@@ -33,6 +33,7 @@
 #include "models/tokenizer/tokenizer.h"
 #include "tools/model_tokenizer.h"
 #include "nn/lora/adapter.h"
+#include "models/quantize_base.h"
 
 namespace {
 
@@ -78,7 +79,7 @@ void load_adapter_explained(lora::nn::Module& model, const std::string& dir) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Generate text with a causal LM: greedy (--temperature 0) or sampled with temperature, top-k and top-p."};
-  std::string weights, config_name, tokenizer_path, prompt, prompt_ids_text, adapter;
+  std::string weights, config_name, tokenizer_path, prompt, prompt_ids_text, adapter, base_dtype = "f32";
   lora::models::SamplingOptions sampling;
   bool json = false, merge = false;
   app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file");
@@ -95,11 +96,13 @@ int main(int argc, char** argv) {
   auto* adapter_opt = app.add_option("--adapter", adapter, "LoRA adapter folder in PEFT's format (adapter_config.json + adapter_model.safetensors)");
   app.add_flag("--merge", merge, "Merge the adapter into the base weights (zero extra latency) instead of running it beside them")
       ->needs(adapter_opt);
+  app.add_option("--base-dtype", base_dtype, "Hold the linear layers' weights as f32, bf16, int8 or nf4 (quantized on load, after --adapter and --merge)")->capture_default_str();
   app.add_flag("--json", json, "End with one JSON line: prompt_ids, generated_ids, text, tokens_per_s");
   CLI11_PARSE(app, argc, argv);
 
   try {
     sampling.validate();
+    const lora::QuantFormat base_format = lora::parse_quant_format(base_dtype);
 
     if (weights.empty()) {
       std::cerr << "notice: no --weights given: using a randomly initialised '" << (config_name.empty() ? "gpt2" : config_name)
@@ -135,6 +138,11 @@ int main(int argc, char** argv) {
       std::cerr << fmt::format("adapter {}: {} adapted layers, rank {} per slice, scale {}, {}\n", adapter, layers.size(),
                                first.rank(), first.scaling(),
                                merge ? "merged into the base weights" : "unmerged (--merge folds it into the weights)");
+    }
+    if (base_format != lora::QuantFormat::F32) {
+      model->freeze();  // inference: nothing trains
+      const auto report = lora::models::quantize_base(*model, base_format);
+      std::cerr << fmt::format("base weights as {}: {}\n", base_dtype, report.str());
     }
     const int64_t context = model->dims().context_length, vocab = model->dims().vocab_size;
     for (int32_t id : prompt_ids) {

@@ -24,6 +24,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "models/quantize_base.h"
 #include "models/registry.h"
 #include "tools/model_tokenizer.h"
 #include "tools/token_data.h"
@@ -37,7 +38,7 @@ namespace {
 
 int main(int argc, char** argv) {
   CLI::App app{"Perplexity of a causal LM on a text file or an llm.c .bin token file (non-overlapping windows)."};
-  std::string weights, config_name, tokenizer_path, data_path;
+  std::string weights, config_name, tokenizer_path, data_path, base_dtype = "f32";
   int64_t seq = 0, batch = 4, max_windows = 0;
   bool json = false;
   app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors) or a .safetensors file");
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "Windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--max-windows", max_windows, "Evaluate at most this many windows (0 = all)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--base-dtype", base_dtype, "Hold the linear layers' weights as f32, bf16, int8 or nf4 (quantized on load)")->capture_default_str();
   app.add_flag("--json", json, "End with one JSON line: mean_loss, perplexity, tokens, windows");
   CLI11_PARSE(app, argc, argv);
 
@@ -56,7 +58,12 @@ int main(int argc, char** argv) {
       std::cerr << "notice: no --weights given: using a randomly initialised '" << (config_name.empty() ? "gpt2" : config_name)
                 << "' model, so expect a loss near ln(vocabulary size)\n";
     }
+    const lora::QuantFormat base_format = lora::parse_quant_format(base_dtype);
     std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name);
+    if (base_format != lora::QuantFormat::F32) {
+      model->freeze();  // evaluation: nothing trains
+      std::cerr << fmt::format("base weights as {}: {}\n", base_dtype, lora::models::quantize_base(*model, base_format).str());
+    }
     const int64_t context = model->dims().context_length, vocab = model->dims().vocab_size;
     // A .bin file is llm.c tokens; anything else is UTF-8 text for the model's tokenizer.
     std::vector<int32_t> tokens;

@@ -4,8 +4,10 @@
 // And the pre-flight check's refusal names the categories and what to change.
 #include <catch2/catch.hpp>
 
+#include "autograd/checkpoint.h"
 #include "autograd/tape.h"
 #include "models/lora.h"
+#include "models/quantize_base.h"
 #include "models/registry.h"
 #include "optim/adam.h"
 #include "optim/clip.h"
@@ -18,9 +20,11 @@ namespace {
 
 // The same two steps as the prediction, on the CPU, measured by the tracker.
 DeviceMemoryStats measure_training_step(const models::ModelConfig& config, const nn::LoRAConfig* lora, int64_t batch,
-                                        int64_t seq) {
+                                        int64_t seq, QuantFormat base = QuantFormat::F32, bool checkpoint = false) {
   auto model = models::create_model(config, 0);
   if (lora) models::apply_lora(*model, *lora);
+  if (lora) models::quantize_base(*model, base);
+  autograd::CheckpointGuard checkpointing(checkpoint);
   optim::AdamW optimizer(model->parameters(true), {});
   Generator gen(1);
   std::vector<int32_t> ids(size_t(batch * seq));
@@ -62,6 +66,27 @@ TEST_CASE("predicted step memory matches the measured step for every model, full
       CHECK(close(predicted.total_peak, measured.global_peak));
       CHECK(predicted.peak[MemoryCategory::Activation] > 0);
       if (use_lora) CHECK(predicted.peak[MemoryCategory::Gradient] < predicted.peak[MemoryCategory::FrozenParameter] / 10);
+    }
+  }
+}
+
+TEST_CASE("predicted step memory matches the measured step on an nf4 base with checkpointing", "[memory][quantized]") {
+  for (const std::string preset : {"small-test", "llama-tiny"}) {
+    for (const bool checkpoint : {false, true}) {
+      INFO(preset << " lora on nf4" << (checkpoint ? ", checkpointed" : ""));
+      const models::ModelConfig config = models::read_config_arg(preset);
+      nn::LoRAConfig lora;
+      lora.options.rank = 4;
+      lora.targets = {"all-linear"};
+      const auto predicted = tools::predict_training_step(config, &lora, 2, 16, QuantFormat::NF4, checkpoint);
+      const DeviceMemoryStats measured = measure_training_step(config, &lora, 2, 16, QuantFormat::NF4, checkpoint);
+      autograd::Tape::current().clear();
+      for (int c = 0; c < kNumMemoryCategories; ++c) {
+        INFO(category_name(static_cast<MemoryCategory>(c)) << ": predicted " << predicted.peak.bytes[c] << ", measured "
+                                                           << measured.peak.bytes[c]);
+        CHECK(close(predicted.peak.bytes[c], measured.peak.bytes[c]));
+      }
+      CHECK(close(predicted.total_peak, measured.global_peak));
     }
   }
 }

@@ -4,20 +4,33 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace lora::tools {
 
 struct FinetuneOptions {
   std::string weights, config, tokenizer, data, mode = "compare", targets = "q,v", device = "cpu", save, resume, report_json;
+  std::string base_dtype = "f32";  // the frozen base's format under LoRA (core/quantized.h)
+  std::string variants = "full,lora";  // --mode compare: what runs, each in its own process
   int64_t rank = 8, steps = 6, batch = 4, seq = 64, warmup = 2, eval_every = 0, eval_batches = 2;
   int64_t save_every = 0, keep_checkpoints = 2;
   double alpha = 16, lora_dropout = 0, lr = -1, grad_clip = 1.0, weight_decay = 0.0;
   bool skip_nonfinite = false, no_preflight = false;
+  bool checkpoint_activations = false;  // recompute each block's inside during backward
   uint64_t seed = 1337;
 
   // Relations between flags that the parser cannot check one by one; throws lora::Error naming the flags.
   void validate() const;
 };
+
+// One variant of --mode compare: "full", "lora", "lora+nf4", "lora+nf4+ckpt", "full+ckpt", ...
+struct Variant {
+  std::string name, mode;          // mode: "full" or "lora"
+  std::string base_dtype = "f32";  // +bf16, +int8, +nf4 (LoRA only)
+  bool checkpoint = false;         // +ckpt
+};
+// Parses --variants; throws lora::Error naming the variant and what was expected.
+std::vector<Variant> parse_variants(const std::string& list);
 
 // Parses argv into `o`. Returns -1 to go on, or the exit code to return now (0 after --help, non-zero
 // after a bad flag, with CLI11's message printed).

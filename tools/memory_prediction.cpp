@@ -3,23 +3,27 @@
 
 #include <fstream>
 
+#include "autograd/checkpoint.h"
 #include "autograd/grad_mode.h"
 #include "autograd/tape.h"
 #include "models/lora.h"
+#include "models/quantize_base.h"
 #include "optim/adam.h"
 #include "optim/clip.h"
 
 namespace lora::tools {
 
 StepMemoryPrediction predict_training_step(const models::ModelConfig& config, const nn::LoRAConfig* lora,
-                                           int64_t batch, int64_t seq) {
+                                           int64_t batch, int64_t seq, QuantFormat base, bool checkpoint) {
   const Device meta = Device::meta();
   auto& tracker = MemoryTracker::instance();
   StepMemoryPrediction prediction;
   {
     DefaultDeviceGuard shapes_only(meta);
+    autograd::CheckpointGuard checkpointing(checkpoint);
     auto model = models::create_model(config, 0);
     if (lora) models::apply_lora(*model, *lora);
+    if (lora && base != QuantFormat::F32) models::quantize_base(*model, base);
     optim::AdamW optimizer(model->parameters(true), {});
     const Tensor ids = Tensor::zeros({batch, seq}, DType::I32, meta);
     tracker.reset_peaks(meta);  // the step alone, with the model and its optimizer already in place

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <fmt/format.h>
 
+#include "core/error.h"
+
 namespace lora::tools {
 
 namespace {
@@ -172,6 +174,43 @@ std::string comparison_table(const ModeReport& full, const ModeReport& lora) {
   bytes_row("saved on disk", full.saved_bytes, lora.saved_bytes);
   row("held-out loss after", full.val_loss_after, lora.val_loss_after, fmt::format("{:.4f}", full.val_loss_after),
       fmt::format("{:.4f}", lora.val_loss_after));
+  return s;
+}
+
+std::string variants_table(const std::vector<std::string>& names, const std::vector<ModeReport>& reports) {
+  LORA_CHECK(!reports.empty() && names.size() == reports.size(), "variants_table: {} names for {} reports",
+             names.size(), reports.size());
+  const ModeReport& first = reports[0];
+  std::string s = fmt::format("\nVariants, batch {} x {} tokens, {} (x: against {})\n", first.batch, first.seq,
+                              first.device, names[0]);
+  s += fmt::format("  {:<26}", "");
+  for (const std::string& n : names) s += fmt::format(" {:>22}", n);
+  s += "\n";
+  // A row: each column's figure, and after the first its ratio to the first.
+  auto row = [&](const std::string& name, auto value, auto format) {
+    s += fmt::format("  {:<26}", name);
+    for (size_t i = 0; i < reports.size(); ++i) {
+      const double v = static_cast<double>(value(reports[i]));
+      const std::string cell = format(reports[i]) + (i ? " (" + ratio(v, static_cast<double>(value(first))) + ")" : "");
+      s += fmt::format(" {:>22}", cell);
+    }
+    s += "\n";
+  };
+  auto bytes_row = [&](const std::string& name, auto value) {
+    row(name, value, [&](const ModeReport& r) { return human_bytes(value(r)); });
+  };
+  row("trainable parameters", [](const ModeReport& r) { return r.trainable_params; },
+      [](const ModeReport& r) { return fmt::format("{}", r.trainable_params); });
+  for (MemoryCategory c : kCategories) {
+    bytes_row(fmt::format("peak {}", category_name(c)), [c](const ModeReport& r) { return r.memory.peak[c]; });
+  }
+  bytes_row("peak total (tracker)", [](const ModeReport& r) { return r.memory.global_peak; });
+  bytes_row("predicted peak total", [](const ModeReport& r) { return r.predicted_total; });
+  bytes_row("peak RSS (process)", [](const ModeReport& r) { return r.peak_rss_bytes; });
+  row("step time (median)", [](const ModeReport& r) { return r.median_step_time_s(); },
+      [](const ModeReport& r) { return fmt::format("{:.3f} s", r.median_step_time_s()); });
+  row("held-out loss after", [](const ModeReport& r) { return r.val_loss_after; },
+      [](const ModeReport& r) { return fmt::format("{:.4f}", r.val_loss_after); });
   return s;
 }
 

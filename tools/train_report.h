@@ -47,6 +47,9 @@ int64_t process_peak_rss_bytes();
 
 // Full fine-tuning vs LoRA side by side, with ratios.
 std::string comparison_table(const ModeReport& full, const ModeReport& lora);
+// One column per variant (finetune --variants: "full", "lora+nf4+ckpt", ...), with the predicted peak; ratios
+// are against the first column.
+std::string variants_table(const std::vector<std::string>& names, const std::vector<ModeReport>& reports);
 
 // Bytes -> "123.4 MiB"
 std::string human_bytes(int64_t bytes);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "autograd/ops/linear_cross_entropy.h"
+#include "nn/checkpoint.h"
 
 namespace lora::gpt2 {
 namespace {
@@ -98,7 +99,12 @@ Tensor GPT2LMHeadModel::hidden_states(const Tensor& ids, nn::KVCache* cache) {
   // x = wte[ids] + wpe[pos]   [B, T, C] + [T, C]
   Tensor x = transformer->drop->forward(transformer->wte->forward(ids) + transformer->wpe->forward(pos));
   for (size_t layer = 0; layer < transformer->h->size(); ++layer) {
-    x = (*transformer->h)[layer].forward(x, cache ? &cache->layers[layer] : nullptr, start);
+    GPT2Block* block = &(*transformer->h)[layer];
+    if (cache) {
+      x = block->forward(x, &cache->layers[layer], start);
+    } else {  // training: checkpointed when CheckpointMode is on (the closure outlives this call)
+      x = nn::checkpoint_block(*block, [block, start](const Tensor& h) { return block->forward(h, nullptr, start); }, x);
+    }
   }
   if (cache && !ragged) cache->advance(T);
   return transformer->ln_f->forward(x);

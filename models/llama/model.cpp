@@ -4,6 +4,7 @@
 #include "autograd/ops/linear_cross_entropy.h"
 #include "backends/backend.h"
 #include "nn/attention.h"
+#include "nn/checkpoint.h"
 
 namespace lora::llama {
 
@@ -160,7 +161,14 @@ Tensor LlamaForCausalLM::hidden_states(const Tensor& ids, nn::KVCache* cache) {
   }
   Tensor x = model->embed_tokens->forward(ids);                     // [B, T, hidden]
   for (size_t i = 0; i < model->layers->size(); ++i) {
-    x = (*model->layers)[i].forward(x, cos, sin, cache ? &cache->layers[i] : nullptr, start);
+    LlamaDecoderLayer* layer = &(*model->layers)[i];
+    if (cache) {
+      x = layer->forward(x, cos, sin, &cache->layers[i], start);
+    } else {  // training: checkpointed when CheckpointMode is on (the closure outlives this call)
+      x = nn::checkpoint_block(
+          *layer, [layer, cos = cos, sin = sin, start](const Tensor& h) { return layer->forward(h, cos, sin, nullptr, start); },
+          x);
+    }
   }
   if (cache && !ragged) cache->advance(T);
   return model->norm->forward(x);

@@ -21,6 +21,8 @@ LoRALinear::LoRALinear(std::shared_ptr<Linear> base, const LoRAOptions& options,
     : base_layer(std::move(base)), options_(options), slices_(std::move(slices)) {
   options_.validate();
   LORA_CHECK(base_layer != nullptr, "LoRALinear: no base layer");
+  LORA_CHECK(base_layer->has_dense_weight(), "LoRALinear: the base layer is quantized; apply LoRA before "
+             "quantizing the base");
   const int64_t out = base_layer->out_features(), in = base_layer->in_features(), r = options_.rank;
   if (slices_.empty()) slices_.push_back({0, out});
   for (size_t i = 0; i < slices_.size(); ++i) {
@@ -82,6 +84,8 @@ Tensor LoRALinear::forward(const Tensor& x) {
 
 // W[slice] += sign * s * B_s A_s, without recording anything.
 void LoRALinear::apply_delta(double sign) {
+  LORA_CHECK(base_layer->has_dense_weight(), "LoRALinear: cannot merge into a quantized base weight (merge onto "
+             "the f32 base: load it with --base-dtype f32)");
   NoGradGuard no_grad;
   const int64_t r = options_.rank, size = slices_[0].size, in = in_features(), out = out_features();
   Backend& be = backend_for(lora_A);

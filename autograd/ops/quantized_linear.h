@@ -1,0 +1,20 @@
+// quantized_linear: y = x W^T + b with W a quantized frozen weight (core/quantized.h), the base layer of
+// QLoRA-style training (autograd/ops/quantized_linear.cpp).
+#pragma once
+
+#include <memory>
+
+#include "core/quantized.h"
+
+namespace lora::ops {
+
+// Weight rows dequantized per tile: the f32 workspace is at most this many elements (1 MiB), or one row.
+inline constexpr int64_t kQuantizedTileElements = int64_t{1} << 18;
+
+// x [..., in], weight [out, in] quantized, bias [out] or undefined -> [..., out]. The weight takes no
+// gradient (it is frozen); x and the bias do, when they require one. Nothing is saved for backward: the
+// input gradient reads only the weight, which the op holds.
+Tensor quantized_linear(const Tensor& x, const std::shared_ptr<const QuantizedWeight>& weight,
+                        const Tensor& bias = Tensor());
+
+}  // namespace lora::ops

@@ -1,0 +1,140 @@
+// CUDA kernels of the matmul with a quantized frozen weight (backends/kernels/quantized_linear.h): a kernel
+// dequantizes one tile of weight rows (one thread per weight), then cuBLAS multiplies by the tile, writing
+// a column block of y (forward) or accumulating into grad_x (backward) through leading dimensions.
+#include <climits>
+
+#include "backends/cuda/checks.h"
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/cuda_context.h"
+#include "backends/kernels/quantized_linear.h"
+
+namespace lora::cuda {
+namespace {
+
+// The device pointers of a quantized weight.
+struct DeviceView {
+  QuantFormat format;
+  int64_t cols;
+  const uint8_t* data;
+  const float* scale;
+  const int8_t* absmax_codes;
+  const float* absmax_scale;
+  float absmax_mean;
+  float nf4[16];  // the code table, passed by value with the launch (no per-device constant memory to fill)
+};
+
+// out[e] = W_flat[first + e] for e < count (the formats of core/quantized.h).
+__global__ void dequantize_kernel(DeviceView v, int64_t first, int64_t count, float* out) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = first + e;
+    float w = 0.f;
+    switch (v.format) {
+      case QuantFormat::BF16:
+        w = __uint_as_float(uint32_t(reinterpret_cast<const uint16_t*>(v.data)[i]) << 16);
+        break;
+      case QuantFormat::Int8:  // q * absmax_row / 127
+        w = float(reinterpret_cast<const int8_t*>(v.data)[i]) * v.scale[i / v.cols];
+        break;
+      case QuantFormat::NF4: {  // code[q] * absmax_block
+        const int64_t b = i / kNf4Block;
+        const float absmax = v.absmax_codes ? v.absmax_mean + float(v.absmax_codes[b]) * v.absmax_scale[b / kNf4AbsmaxBlock]
+                                            : v.scale[b];
+        const uint8_t byte = v.data[i >> 1];
+        w = v.nf4[(i & 1) ? (byte >> 4) : (byte & 0x0F)] * absmax;
+        break;
+      }
+      case QuantFormat::F32: break;
+    }
+    out[e] = w;
+  }
+}
+
+DeviceView device_view(const char* k, const QuantizedWeight& w) {
+  LORA_CHECK(w.format != QuantFormat::F32, "{}: the weight is not quantized", k);
+  DeviceView v{w.format, w.cols, static_cast<const uint8_t*>(w.data.raw_data()), nullptr, nullptr, nullptr,
+               w.absmax_mean, {}};
+  for (int c = 0; c < 16; ++c) v.nf4[c] = kNf4Codes[c];
+  if (w.scale.defined()) v.scale = w.scale.data<float>();
+  if (w.absmax_codes.defined()) v.absmax_codes = static_cast<const int8_t*>(w.absmax_codes.raw_data());
+  if (w.absmax_scale.defined()) v.absmax_scale = w.absmax_scale.data<float>();
+  return v;
+}
+
+void dequantize_rows(const char* k, const DeviceView& v, int64_t row0, int64_t count, float* out) {
+  const int64_t n = count * v.cols;
+  if (n <= 0) return;
+  dequantize_kernel<<<grid_for(n, kThreads), kThreads>>>(v, row0 * v.cols, n, out);
+  LORA_CUDA_CHECK_LAUNCH(k);
+}
+
+// Checks that the weight and the other tensors are on one device, and makes it current.
+int activate_weight(const char* k, const QuantizedWeight& w, const Tensor& a, const Tensor& b, const Tensor& c) {
+  return activate(k, {&a, &b, &c, &w.data, &w.scale, &w.absmax_codes, &w.absmax_scale});
+}
+
+void check_int(const char* k, std::initializer_list<int64_t> sizes) {
+  for (int64_t s : sizes) LORA_CHECK(s <= INT_MAX, "{}: size {} exceeds cuBLAS's 32-bit limit", k, s);
+}
+
+}  // namespace
+}  // namespace lora::cuda
+
+namespace lora {
+
+void kernels::QuantizedLinearForward::cuda(const Tensor& x, const QuantizedWeight& w, Tensor& tile, Tensor& y) {
+  using namespace lora::cuda;
+  const char* k = name;
+  const int device = activate_weight(k, w, x, tile, y);
+  const int64_t in = w.cols, out = w.rows, rows = x.numel() / std::max<int64_t>(in, 1), tile_rows = tile.size(0);
+  LORA_CHECK(x.size(-1) == in && y.numel() == rows * out && tile.numel() == tile_rows * in,
+             "{}: x {}, y {}, tile {} do not fit a weight [{}, {}]", k, x.shape().str(), y.shape().str(),
+             tile.shape().str(), out, in);
+  check_int(k, {rows, in, out});
+  const float* px = f32(k, x, "x");
+  float *pt = f32(k, tile, "tile"), *py = f32(k, y, "y");
+  const DeviceView v = device_view(k, w);
+  cublasHandle_t handle = cublas_handle(device);
+  const float one = 1.f, zero = 0.f;
+  for (int64_t j0 = 0; j0 < out; j0 += tile_rows) {
+    const int64_t t = std::min(tile_rows, out - j0);
+    dequantize_rows(k, v, j0, t, pt);
+    // Row-major y[:, j0 : j0 + t] (ld out) = x [rows, in] tile^T; column-major: y^T = tile x^T.
+    LORA_CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(t), int(rows), int(in), &one, pt, int(in), px,
+                                  int(in), &zero, py + j0, int(out)));
+  }
+}
+
+void kernels::QuantizedLinearBackward::cuda(const Tensor& grad_y, const QuantizedWeight& w, Tensor& tile,
+                                            Tensor& grad_x) {
+  using namespace lora::cuda;
+  const char* k = name;
+  const int device = activate_weight(k, w, grad_y, tile, grad_x);
+  const int64_t in = w.cols, out = w.rows, rows = grad_y.numel() / std::max<int64_t>(out, 1), tile_rows = tile.size(0);
+  LORA_CHECK(grad_y.size(-1) == out && grad_x.numel() == rows * in && tile.numel() == tile_rows * in,
+             "{}: grad_y {}, grad_x {}, tile {} do not fit a weight [{}, {}]", k, grad_y.shape().str(),
+             grad_x.shape().str(), tile.shape().str(), out, in);
+  check_int(k, {rows, in, out});
+  const float* pg = f32(k, grad_y, "grad_y");
+  float *pt = f32(k, tile, "tile"), *px = f32(k, grad_x, "grad_x");
+  const DeviceView v = device_view(k, w);
+  cublasHandle_t handle = cublas_handle(device);
+  const float one = 1.f, zero = 0.f;
+  for (int64_t j0 = 0; j0 < out; j0 += tile_rows) {
+    const int64_t t = std::min(tile_rows, out - j0);
+    dequantize_rows(k, v, j0, t, pt);
+    // Row-major grad_x (+)= grad_y[:, j0 : j0 + t] (ld out) tile; column-major: grad_x^T (+)= tile^T grad_y^T.
+    LORA_CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(in), int(rows), int(t), &one, pt, int(in),
+                                  pg + j0, int(out), j0 == 0 ? &zero : &one, px, int(in)));
+  }
+}
+
+void kernels::QuantizedDequantize::cuda(const QuantizedWeight& w, int64_t row0, int64_t count, Tensor& out) {
+  using namespace lora::cuda;
+  const char* k = name;
+  activate_weight(k, w, out, Tensor(), Tensor());
+  LORA_CHECK(row0 >= 0 && count >= 0 && row0 <= w.rows - count && out.numel() == count * w.cols,
+             "{}: rows [{}, {}) of a weight [{}, {}] into {}", k, row0, row0 + count, w.rows, w.cols, out.shape().str());
+  dequantize_rows(k, device_view(k, w), row0, count, f32(k, out, "out"));
+}
+
+}  // namespace lora

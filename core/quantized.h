@@ -1,0 +1,128 @@
+// Quantized frozen weights: the formats of a base model's frozen linear layers under LoRA, and their
+// reference quantizer (on the host). The matmul that reads them is backends/kernels/quantized_linear.h.
+//
+//   bf16  storage only: each weight rounded to bfloat16 (2 bytes), math in f32;
+//   int8  per output channel (row) absmax: q = round(127 w / absmax_row), w ~ q absmax_row / 127;
+//   nf4   QLoRA's 4-bit NormalFloat (Dettmers et al., 2023): the weight, flattened row-major, in blocks of
+//         64; w ~ kNf4Codes[q] absmax_block, q the nearest of the 16 codes to w / absmax_block.
+//         Double quantization stores the block absmaxes (positive) as 8-bit codes, per block of 256:
+//         c ~ mean + q2 scale2, q2 = round((c - mean) / scale2), scale2 = max |c - mean| / 127.
+//         (QLoRA uses 8-bit floats for q2; linear int8 codes are used here: the same 8 bits, a simpler
+//         decode, and a bound that is easy to state.)
+//
+// Packed codes live in int32 tensors read as bytes (the framework has no byte dtype); every tensor here
+// is charged to the FrozenParameter memory category.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "core/half.h"
+#include "core/tensor.h"
+
+namespace lora {
+
+enum class QuantFormat : uint8_t { F32, BF16, Int8, NF4 };
+
+// "f32", "bf16", "int8", "nf4"; anything else is a lora::Error naming `flag` and the choices.
+QuantFormat parse_quant_format(const std::string& name, const std::string& flag = "--base-dtype");
+std::string_view quant_format_name(QuantFormat format);
+
+inline constexpr int64_t kNf4Block = 64;         // weights per absmax
+inline constexpr int64_t kNf4AbsmaxBlock = 256;  // absmaxes per second-level scale (double quantization)
+
+// The 16 NF4 values of QLoRA's Appendix E (bitsandbytes' table), ascending; code 7 is exactly 0.
+inline constexpr float kNf4Codes[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
+    -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+    0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
+    0.7229568362236023f, 1.0f};
+
+// A frozen weight [rows, cols] = [out, in] in one of the compact formats (never F32).
+struct QuantizedWeight {
+  QuantFormat format = QuantFormat::BF16;
+  int64_t rows = 0, cols = 0;
+  bool double_quant = false;  // nf4 only
+  // bf16: data BF16 [rows, cols]
+  // int8: data: rows*cols int8 codes;                scale F32 [rows] = absmax_row / 127
+  // nf4:  data: rows*cols/2 bytes, two 4-bit codes a byte, element i in byte i/2 (low nibble when i is even);
+  //       plain:            scale F32 [blocks] = absmax per block of 64
+  //       double-quantized: absmax_codes: blocks int8 codes; absmax_scale F32 [ceil(blocks/256)]; absmax_mean
+  Tensor data, scale, absmax_codes, absmax_scale;
+  float absmax_mean = 0.0f;
+
+  int64_t blocks() const { return (rows * cols + kNf4Block - 1) / kNf4Block; }
+  Device device() const { return data.device(); }
+  size_t nbytes() const;  // every tensor above
+};
+
+// Quantizes a 2-D float weight (f32, f64, bf16 or f16, on any device; read through the host) into `format`
+// on the weight's device. double_quant applies to nf4 only.
+QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool double_quant = false);
+
+// Reference dequantization on the host: rows [row0, row0 + count) as f32 [count, cols] (tests and the
+// round-trip bounds; the matmul uses the kernels of backends/kernels/quantized_linear.h).
+Tensor dequantize_weight(const QuantizedWeight& w, int64_t row0, int64_t count);
+inline Tensor dequantize_weight(const QuantizedWeight& w) { return dequantize_weight(w, 0, w.rows); }
+
+// The same weight with every tensor on `device`.
+QuantizedWeight quantized_to(const QuantizedWeight& w, Device device);
+
+// ---- Decoding on the host (the reference dequantizer and the CPU kernel share it) ------------------
+
+// The host pointers of a weight's tensors (the weight must be on the CPU).
+struct QuantizedView {
+  QuantFormat format;
+  int64_t rows, cols;
+  const uint8_t* data;          // codes (bf16: the 16-bit values, read as bytes)
+  const float* scale;           // int8: per row; nf4 plain: per block
+  const int8_t* absmax_codes;   // nf4 double-quantized
+  const float* absmax_scale;
+  float absmax_mean;
+};
+QuantizedView host_view(const QuantizedWeight& w);
+
+// The absmax of nf4 block b.
+inline float nf4_absmax(const QuantizedView& v, int64_t b) {
+  if (!v.absmax_codes) return v.scale[b];
+  return v.absmax_mean + static_cast<float>(v.absmax_codes[b]) * v.absmax_scale[b / kNf4AbsmaxBlock];
+}
+
+// out[i - begin] = W_flat[i] for i in [begin, end): the elements of the weight flattened row-major.
+template <typename T>
+void dequantize_span(const QuantizedView& v, int64_t begin, int64_t end, T* out) {
+  switch (v.format) {
+    case QuantFormat::BF16: {
+      const uint16_t* p = reinterpret_cast<const uint16_t*>(v.data);
+      for (int64_t i = begin; i < end; ++i) out[i - begin] = static_cast<T>(bfloat16_to_float(p[i]));
+      return;
+    }
+    case QuantFormat::Int8: {
+      const int8_t* q = reinterpret_cast<const int8_t*>(v.data);
+      for (int64_t i = begin; i < end;) {  // one row segment at a time: w = q * (absmax_row / 127)
+        const int64_t row = i / v.cols, stop = std::min(end, (row + 1) * v.cols);
+        const T s = static_cast<T>(v.scale[row]);
+        for (; i < stop; ++i) out[i - begin] = static_cast<T>(q[i]) * s;
+      }
+      return;
+    }
+    case QuantFormat::NF4: {
+      for (int64_t i = begin; i < end;) {  // one block segment at a time: w = code[q] * absmax_block
+        const int64_t block = i / kNf4Block, stop = std::min(end, (block + 1) * kNf4Block);
+        const float absmax = nf4_absmax(v, block);
+        for (; i < stop; ++i) {
+          const uint8_t byte = v.data[i >> 1];
+          const int code = (i & 1) ? (byte >> 4) : (byte & 0x0F);
+          out[i - begin] = static_cast<T>(kNf4Codes[code] * absmax);
+        }
+      }
+      return;
+    }
+    case QuantFormat::F32: break;
+  }
+  LORA_FAIL("dequantize: a quantized weight cannot be in format f32");
+}
+
+}  // namespace lora

@@ -1,0 +1,53 @@
+// QuantizedLinear and quantize_frozen_linears.
+#include "nn/quantized_linear.h"
+
+#include <vector>
+
+namespace lora::nn {
+
+QuantizedLinear::QuantizedLinear(const Linear& layer, QuantFormat format, bool double_quant)
+    : Linear(layer.in_features(), layer.out_features()) {
+  LORA_CHECK(layer.has_dense_weight(), "QuantizedLinear: the layer is already quantized");
+  LORA_CHECK(!layer.weight.requires_grad(), "QuantizedLinear: cannot quantize a weight that trains (a quantized "
+             "weight receives no updates; freeze it, as LoRA does)");
+  quantized = std::make_shared<const QuantizedWeight>(quantize_weight(layer.weight, format, double_quant));
+  if (layer.bias.defined()) {
+    bias = layer.bias;
+    register_parameter("bias", bias);
+    freeze();  // the bias is frozen like the weight (register_parameter makes it trainable)
+  }
+}
+
+std::string QuantizeReport::str() const {
+  constexpr double MiB = 1024.0 * 1024.0;
+  return fmt::format("{} linear layers: {:.1f} MiB of f32 weights -> {:.1f} MiB", layers, f32_bytes / MiB,
+                     quantized_bytes / MiB);
+}
+
+QuantizeReport quantize_frozen_linears(Module& model, QuantFormat format, bool double_quant,
+                                       const std::function<bool(const std::string&)>& include) {
+  std::vector<std::pair<std::string, std::shared_ptr<Linear>>> chosen;
+  for (const auto& [path, module] : model.named_modules()) {
+    auto linear = std::dynamic_pointer_cast<Linear>(module);
+    if (!linear || !linear->has_dense_weight() || !include(path)) continue;
+    LORA_CHECK(!linear->weight.requires_grad() && !(linear->bias.defined() && linear->bias.requires_grad()),
+               "quantize: '{}.weight' trains; a quantized base must be frozen (use LoRA, which freezes it; a full "
+               "fine-tune needs the f32 weights)", path);
+    chosen.emplace_back(path, linear);
+  }
+  QuantizeReport report;
+  if (format == QuantFormat::F32) return report;
+  for (const auto& [path, linear] : chosen) {
+    const size_t dot = path.rfind('.');
+    Module& parent = dot == std::string::npos ? model : *model.module_at(path.substr(0, dot));
+    auto q = std::make_shared<QuantizedLinear>(*linear, format, double_quant);
+    report.layers += 1;
+    report.f32_bytes += static_cast<size_t>(linear->weight.numel()) * 4;
+    report.quantized_bytes += q->quantized->nbytes();
+    parent.replace_child(dot == std::string::npos ? path : path.substr(dot + 1), q);
+    linear->weight = Tensor();  // the f32 weight goes now, not when the old layer does
+  }
+  return report;
+}
+
+}  // namespace lora::nn

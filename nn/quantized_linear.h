@@ -1,0 +1,37 @@
+// QuantizedLinear: a frozen Linear whose weight is held in a compact format (core/quantized.h) and
+// multiplied through ops::quantized_linear; the base of QLoRA-style training. quantize_frozen_linears
+// swaps a model's frozen linear layers for it, LoRA wrappers' base layers included.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "autograd/ops/quantized_linear.h"
+#include "nn/linear.h"
+
+namespace lora::nn {
+
+class QuantizedLinear : public Linear {
+ public:
+  // Quantizes `layer`'s weight on its device; the bias stays f32 (frozen). The layer must be frozen.
+  QuantizedLinear(const Linear& layer, QuantFormat format, bool double_quant = false);
+  Tensor forward(const Tensor& x) override { return ops::quantized_linear(x, quantized, bias); }
+
+  std::shared_ptr<const QuantizedWeight> quantized;
+};
+
+struct QuantizeReport {
+  int64_t layers = 0;
+  size_t f32_bytes = 0, quantized_bytes = 0;  // of the weights replaced
+  std::string str() const;  // "quantized 48 linear layers to nf4: 324.0 MiB of f32 -> 45.6 MiB"
+};
+
+// Replaces every Linear of `model` whose path `include` accepts by a QuantizedLinear (the weight's f32
+// storage is released when nothing else holds it). Throws lora::Error before changing anything when one of
+// them has a weight that trains: a quantized weight cannot be updated (use LoRA, which freezes the base).
+// The f32 format changes nothing.
+QuantizeReport quantize_frozen_linears(Module& model, QuantFormat format, bool double_quant,
+                                       const std::function<bool(const std::string&)>& include);
+
+}  // namespace lora::nn

@@ -1,0 +1,246 @@
+// A quantized frozen base: the formats' round trips, the NF4 table, the tiled matmul against the f32
+// matmul on the dequantized weight, gradients through it, its bounded workspace, and the refusals.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "autograd/gradcheck.h"
+#include "autograd/ops/quantized_linear.h"
+#include "backends/kernels/quantized_linear.h"
+#include "nn/lora/apply_lora.h"
+#include "nn/quantized_linear.h"
+#include "tests/op_cases.h"
+
+using namespace lora;
+
+namespace {
+
+// A weight with rows of different scales (so per-row and per-block absmaxes differ) and a few zeros.
+Tensor test_weight(int64_t rows, int64_t cols, uint64_t seed, DType dtype = DType::F32) {
+  Generator gen(seed);
+  Tensor w = Tensor::randn({rows, cols}, gen, 0.0, 1.0, DType::F64);
+  double* p = w.data<double>();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) p[r * cols + c] *= 0.02 * (1 + r % 5);
+  }
+  p[0] = 0.0;
+  return w.to(dtype);
+}
+
+std::shared_ptr<const QuantizedWeight> quantized(const Tensor& w, QuantFormat f, bool dq = false) {
+  return std::make_shared<const QuantizedWeight>(quantize_weight(w, f, dq));
+}
+
+// max |a - b| over all elements.
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
+  double m = 0;
+  for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
+  return m;
+}
+
+}  // namespace
+
+// The op's registered cases: float64 gradcheck of the input and bias, float32 against float64.
+LORA_OP_CASES(quantized_linear_cases) {
+  static const auto w_nf4 = quantized(test_weight(7, 70, 1), QuantFormat::NF4, true);
+  static const auto w_int8 = quantized(test_weight(7, 70, 2), QuantFormat::Int8);
+  for (const auto& [what, w] : {std::pair{"nf4, double-quantized", w_nf4}, std::pair{"int8", w_int8}}) {
+    // The weight follows the inputs to their device (the CUDA parity run).
+    const testing::OpFn f = [w = w](const testing::Inputs& in) {
+      const auto on_device = in[0].device() == w->device()
+                                 ? w : std::make_shared<const QuantizedWeight>(quantized_to(*w, in[0].device()));
+      return ops::quantized_linear(in[0], on_device, in[1]);
+    };
+    testing::gradcheck_case("quantized_linear", std::string(what) + ": input and bias train", f, [] {
+      Generator gen(3);
+      return testing::Inputs{testing::randn_leaf({2, 3, 70}, gen, DType::F64), testing::randn_leaf({7}, gen, DType::F64)};
+    });
+    testing::parity_case("quantized_linear", what, f, [] {
+      Generator gen(4);
+      return testing::Inputs{testing::randn_leaf({5, 70}, gen, DType::F32), testing::randn_leaf({7}, gen, DType::F32)};
+    }, testing::kGemm);
+  }
+}
+
+TEST_CASE("the nf4 codes are QLoRA's table", "[quantized]") {
+  // Dettmers et al., 2023, Appendix E (NormalFloat4), as bitsandbytes ships it.
+  const double paper[16] = {-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+                            -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+                            0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+                            0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0};
+  for (int i = 0; i < 16; ++i) CHECK(kNf4Codes[i] == static_cast<float>(paper[i]));
+}
+
+TEST_CASE("quantize and dequantize round trip within each format's bound", "[quantized]") {
+  const int64_t rows = 13, cols = 200;  // 2600 elements: blocks of 64 cross rows, the last block is partial
+  const Tensor w = test_weight(rows, cols, 7);
+  const std::vector<double> x = w.to_vector<double>();
+  auto errors = [&](const QuantizedWeight& q) {
+    REQUIRE(q.rows == rows);
+    REQUIRE(q.cols == cols);
+    return dequantize_weight(q).to_vector<double>();
+  };
+  SECTION("bf16: relative error at most 2^-8") {
+    const auto d = errors(quantize_weight(w, QuantFormat::BF16));
+    for (size_t i = 0; i < x.size(); ++i) REQUIRE(std::abs(d[i] - x[i]) <= std::abs(x[i]) * std::ldexp(1.0, -8));
+  }
+  SECTION("int8: at most half a step, absmax_row / 254") {
+    const auto d = errors(quantize_weight(w, QuantFormat::Int8));
+    for (int64_t r = 0; r < rows; ++r) {
+      double absmax = 0;
+      for (int64_t c = 0; c < cols; ++c) absmax = std::max(absmax, std::abs(x[r * cols + c]));
+      for (int64_t c = 0; c < cols; ++c) {
+        REQUIRE(std::abs(d[r * cols + c] - x[r * cols + c]) <= absmax / 254 * (1 + 1e-5));
+      }
+    }
+  }
+  for (bool dq : {false, true}) {
+    DYNAMIC_SECTION("nf4" << (dq ? " double-quantized" : "") << ": the nearest code times the block's absmax") {
+      const QuantizedWeight q = quantize_weight(w, QuantFormat::NF4, dq);
+      const auto d = errors(q);
+      // The widest gap between neighbouring codes is [-1, -0.696]: half of it bounds the code's error.
+      double half_gap = 0;
+      for (int i = 0; i < 15; ++i) half_gap = std::max(half_gap, 0.5 * double(kNf4Codes[i + 1] - kNf4Codes[i]));
+      const int64_t n = rows * cols;
+      std::vector<double> absmax((n + 63) / 64, 0.0);
+      for (int64_t i = 0; i < n; ++i) absmax[i / 64] = std::max(absmax[i / 64], std::abs(x[i]));
+      // Double quantization adds the absmax's own error: half a step of the second level.
+      double absmax_error = 0;
+      if (dq) {
+        double mean = 0, spread = 0;
+        for (double a : absmax) mean += a;
+        mean /= double(absmax.size());
+        for (double a : absmax) spread = std::max(spread, std::abs(a - mean));  // one outer block of 256 here
+        absmax_error = spread / 254 * (1 + 1e-5);
+        REQUIRE(q.absmax_codes.defined());
+        REQUIRE_FALSE(q.scale.defined());
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        INFO("element " << i);
+        REQUIRE(std::abs(d[i] - x[i]) <= absmax[i / 64] * half_gap * (1 + 1e-5) + absmax_error + 1e-7);
+      }
+      // 4 bits per weight plus the absmaxes: about an eighth of f32.
+      CHECK(q.nbytes() < static_cast<size_t>(n) * 4 / 7);
+    }
+  }
+  SECTION("bf16 and f16 checkpoints quantize as their f32 values") {
+    for (const DType half : {DType::BF16, DType::F16}) {
+      // The weight rounded to 16 bits, and the same values as f32.
+      const Tensor w32 = w.to(DType::F32);
+      Tensor w16 = Tensor::empty(w.shape(), half), widened = Tensor::empty(w.shape());
+      for (int64_t i = 0; i < w.numel(); ++i) {
+        const float v = w32.data<float>()[i];
+        const uint16_t h = half == DType::BF16 ? float_to_bfloat16(v) : float_to_half(v);
+        static_cast<uint16_t*>(w16.raw_data())[i] = h;
+        widened.data<float>()[i] = half == DType::BF16 ? bfloat16_to_float(h) : half_to_float(h);
+      }
+      const Tensor a = dequantize_weight(quantize_weight(w16, QuantFormat::NF4));
+      const Tensor b = dequantize_weight(quantize_weight(widened, QuantFormat::NF4));
+      CHECK(max_abs_diff(a, b) == 0.0);
+    }
+  }
+}
+
+TEST_CASE("the quantized matmul equals the f32 matmul on the dequantized weight, forward and backward", "[quantized]") {
+  // 1000 x 300 = 300k weights: more than one tile of kQuantizedTileElements, the last one partial.
+  const int64_t out = 1000, in = 300;
+  REQUIRE(out * in > ops::kQuantizedTileElements);
+  const Tensor w = test_weight(out, in, 11);
+  for (QuantFormat f : {QuantFormat::BF16, QuantFormat::Int8, QuantFormat::NF4}) {
+    INFO("format " << quant_format_name(f));
+    const auto q = quantized(w, f, f == QuantFormat::NF4);
+    const Tensor dense = dequantize_weight(*q);
+    Generator gen(5);
+    Tensor x = Tensor::randn({2, 3, in}, gen).set_requires_grad();
+    Tensor bias = Tensor::randn({out}, gen);
+    Tensor y = ops::quantized_linear(x, q, bias);
+    const Tensor g = Tensor::randn(y.shape(), gen);
+    backward(ops::sum(y * g));
+    const Tensor gx = x.grad();
+    x.set_grad(Tensor());
+    Tensor y_ref = ops::linear(x, dense, bias);
+    backward(ops::sum(y_ref * g));
+    CHECK(max_abs_diff(y, y_ref) < 1e-4);
+    CHECK(max_abs_diff(gx, x.grad()) < 1e-4);
+  }
+}
+
+TEST_CASE("gradients of LoRA parameters and the input through a quantized base pass gradcheck", "[quantized]") {
+  // y = x Wq^T + b + s (x A^T) B^T in float64, Wq a double-quantized nf4 weight (as QLoRA trains).
+  const auto q = quantized(test_weight(6, 64, 21), QuantFormat::NF4, true);
+  Generator gen(22);
+  const Tensor bias = Tensor::randn({6}, gen, 0.0, 1.0, DType::F64);
+  const std::vector<Tensor> inputs = {testing::randn_leaf({3, 64}, gen, DType::F64),   // x
+                                      testing::randn_leaf({2, 64}, gen, DType::F64),   // A [r, in]
+                                      testing::randn_leaf({6, 2}, gen, DType::F64)};   // B [out, r]
+  const auto f = [&](const std::vector<Tensor>& in) {
+    return ops::quantized_linear(in[0], q, bias) + ops::linear(ops::linear(in[0], in[1]), in[2]) * 2.0;
+  };
+  const autograd::GradcheckResult r = autograd::gradcheck(f, inputs);
+  INFO(r.report);
+  CHECK(r.ok);
+}
+
+TEST_CASE("a quantized matmul never holds the f32 weight: the tracker's peak stays below it", "[quantized][memory]") {
+  const int64_t out = 2048, in = 1024;  // 8 MiB in f32
+  const auto q = quantized(test_weight(out, in, 31), QuantFormat::NF4, true);
+  Generator gen(32);
+  Tensor x = Tensor::randn({4, in}, gen).set_requires_grad();
+  auto& tracker = MemoryTracker::instance();
+  const int64_t before = tracker.stats().live.total();
+  tracker.reset_peaks();
+  Tensor y = ops::quantized_linear(x, q);
+  backward(ops::sum(y));
+  const int64_t step_peak = tracker.stats().global_peak - before;
+  const int64_t f32_weight = out * in * 4;
+  INFO("peak during forward + backward: " << step_peak << " bytes; the f32 weight: " << f32_weight);
+  // What the step may hold: the tile (1 MiB), x, y, their gradients: far below the 8 MiB weight.
+  CHECK(step_peak < f32_weight / 4);
+  CHECK(x.grad().defined());
+}
+
+TEST_CASE("quantizing a model's base: LoRA trains on it, and what cannot work is refused", "[quantized]") {
+  struct Net : nn::Module {
+    std::shared_ptr<nn::Layer> fc1, fc2;
+    explicit Net(Generator& gen)
+        : fc1(std::make_shared<nn::Linear>(64, 32, true, gen)), fc2(std::make_shared<nn::Linear>(32, 8, false, gen)) {
+      register_module("fc1", fc1);
+      register_module("fc2", fc2);
+    }
+  };
+  Generator gen(41);
+  auto net = std::make_shared<Net>(gen);
+  const auto all = [](const std::string&) { return true; };
+
+  SECTION("a weight that trains is refused, naming it") {
+    CHECK_THROWS_WITH(nn::quantize_frozen_linears(*net, QuantFormat::NF4, false, all),
+                      Catch::Contains("fc1.weight") && Catch::Contains("frozen"));
+  }
+  SECTION("an unknown format is refused, naming the flag and the choices") {
+    CHECK_THROWS_WITH(parse_quant_format("fp8"), Catch::Contains("--base-dtype 'fp8'") && Catch::Contains("nf4"));
+  }
+  SECTION("LoRA on an nf4 base: only the adapters train, merging is refused") {
+    nn::LoRAConfig config;
+    config.targets = {"fc1"};
+    nn::apply_lora(*net, config);
+    const nn::QuantizeReport report = nn::quantize_frozen_linears(*net, QuantFormat::NF4, true, all);
+    CHECK(report.layers == 2);  // fc1's base layer and the frozen fc2
+    CHECK(report.quantized_bytes * 6 < report.f32_bytes);
+    for (const auto& [name, p] : net->named_parameters()) CHECK((name.find("lora_") != std::string::npos) == p.requires_grad());
+    Tensor x = Tensor::randn({5, 64}, gen);
+    auto lora = nn::lora_layers(*net)[0].second;
+    Tensor loss = ops::sum(std::dynamic_pointer_cast<nn::Layer>(net->fc2)->forward(lora->forward(x)));
+    backward(loss);
+    CHECK(lora->lora_B.grad().defined());
+    CHECK_THROWS_WITH(lora->merge(), Catch::Contains("quantized"));
+    CHECK_THROWS_WITH(std::make_shared<nn::LoRALinear>(lora->base_layer, nn::LoRAOptions{}),
+                      Catch::Contains("quantized"));
+  }
+  SECTION("a weight that is not 2-D, or of an integer dtype, is refused") {
+    CHECK_THROWS_WITH(quantize_weight(Tensor::zeros({8}), QuantFormat::Int8), Catch::Contains("2-D"));
+    CHECK_THROWS_WITH(quantize_weight(Tensor::zeros({2, 2}, DType::I32), QuantFormat::Int8), Catch::Contains("int32"));
+    CHECK_THROWS_WITH(quantize_weight(Tensor::zeros({2, 2}), QuantFormat::Int8, true), Catch::Contains("nf4 only"));
+  }
+}

@@ -1,0 +1,105 @@
+// --base-dtype and --checkpoint-activations in the programs, as subprocesses on the tiny fixture: LoRA
+// trains on an nf4 base with checkpointing, generate and perplexity run on a quantized base, and bad
+// flags are refused naming them.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <tuple>
+
+#include "core/files.h"
+#include "core/random.h"
+#include "tests/program_runner.h"
+
+namespace fs = std::filesystem;
+using namespace lora;
+using namespace lora::testing;
+
+namespace {
+
+fs::path quantized_tokens() {
+  const fs::path path = scratch_dir() / "quantized_tokens.bin";
+  if (!fs::exists(path)) {
+    std::vector<int32_t> tokens;
+    Generator gen(13);
+    for (int i = 0; i < 400; ++i) tokens.push_back(i % 3 == 0 ? 42 : static_cast<int32_t>(gen.below(101)));
+    write_file(path, llmc_bin(tokens));
+  }
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("finetune trains LoRA on an nf4 base with checkpointed activations", "[examples][quantized]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  const fs::path json = scratch_dir() / "qlora_report.json";
+  const RunResult r = run(finetune, "--weights " + quote(kTinyModel) + " --data " + quote(quantized_tokens()) +
+                                        " --mode lora --base-dtype nf4 --checkpoint-activations --steps 3 --warmup 1"
+                                        " --batch 2 --seq 8 --eval-batches 1 --lr 0.05 --report-json " + quote(json));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("on a nf4 base, activations checkpointed"));
+  CHECK_THAT(r.out, Catch::Contains("linear layers:"));
+  const auto report = nlohmann::json::parse(lora::read_file(json.string(), "the report"))["modes"][0];
+  CHECK(report["val_loss_after"].get<double>() < report["val_loss_before"].get<double>());
+}
+
+TEST_CASE("finetune --mode compare --variants gives each variant a column", "[examples][quantized]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  const fs::path json = scratch_dir() / "variants_report.json";
+  const RunResult r = run(finetune, "--weights " + quote(kTinyModel) + " --data " + quote(quantized_tokens()) +
+                                        " --variants lora,lora+nf4+ckpt --steps 2 --warmup 1 --batch 2 --seq 8"
+                                        " --eval-batches 1 --report-json " + quote(json));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("Variants, batch 2 x 8") && Catch::Contains("lora+nf4+ckpt") &&
+                        Catch::Contains("predicted peak total"));
+  const auto modes = nlohmann::json::parse(lora::read_file(json.string(), "the report"))["modes"];
+  REQUIRE(modes.size() == 2);
+  // The nf4 base holds the linear weights in about an eighth of the bytes; checkpointing keeps fewer activations.
+  CHECK(modes[1]["peak_bytes"]["frozen_params"].get<int64_t>() < modes[0]["peak_bytes"]["frozen_params"].get<int64_t>());
+  CHECK(modes[1]["peak_bytes"]["activations"].get<int64_t>() < modes[0]["peak_bytes"]["activations"].get<int64_t>());
+}
+
+TEST_CASE("generate and perplexity run on a quantized base, close to the f32 base", "[examples][quantized]") {
+  REQUIRE_PROGRAM(generate, "generate");
+  REQUIRE_PROGRAM(perplexity, "perplexity");
+  const std::string weights = "--weights " + quote(kTinyModel);
+  const RunResult g = run(generate, weights + " --base-dtype int8 --prompt-ids 5,17,42 --max-new-tokens 4 --temperature 0 --json");
+  INFO(g.err);
+  REQUIRE(g.exit_code == 0);
+  CHECK(last_json_line(g.out)["generated_ids"].size() == 4);
+  auto ppl = [&](const std::string& base) {
+    const RunResult r = run(perplexity, weights + " --data " + quote(quantized_tokens()) + " --seq 16 --base-dtype " +
+                                            base + " --json");
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return last_json_line(r.out)["mean_loss"].get<double>();
+  };
+  const double f32 = ppl("f32"), bf16 = ppl("bf16"), nf4 = ppl("nf4");
+  CHECK(std::abs(bf16 - f32) < 1e-2);
+  CHECK(std::abs(nf4 - f32) < 0.1 * f32);
+}
+
+TEST_CASE("bad --base-dtype uses are refused, naming the flag", "[examples][quantized]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  REQUIRE_PROGRAM(perplexity, "perplexity");
+  const std::string model = "--weights " + quote(kTinyModel) + " --data " + quote(quantized_tokens()) + " --steps 1";
+  const std::vector<std::tuple<fs::path, std::string, std::string>> bad = {
+      {finetune, model + " --mode lora --base-dtype fp8", "--base-dtype 'fp8': expected one of f32, bf16, int8, nf4"},
+      {finetune, model + " --mode full --base-dtype nf4", "use it with --mode lora"},
+      {finetune, model + " --base-dtype int8", "per variant (--variants lora+nf4+ckpt)"},  // compare: per variant
+      {finetune, model + " --variants lora,lora+fp8", "--variants 'lora+fp8': the base format 'fp8'"},
+      {finetune, model + " --variants full+nf4", "a quantized base (+nf4) needs lora"},
+      {finetune, model + " --variants half", "must start with full or lora"},
+      {finetune, model + " --mode lora --variants lora,lora+nf4", "--variants applies to --mode compare"},
+      {perplexity, "--weights " + quote(kTinyModel) + " --data " + quote(quantized_tokens()) + " --base-dtype q4",
+       "--base-dtype 'q4'"},
+  };
+  for (const auto& [program, args, message] : bad) {
+    INFO(program.filename().string() << " " << args);
+    const RunResult r = run(program, args);
+    CHECK(r.exit_code != 0);
+    CHECK_THAT(r.err, Catch::Contains(message));
+  }
+}
