@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "dist/communicator.h"
@@ -56,6 +57,7 @@ class NcclCommunicator final : public Communicator {
   [[noreturn]] void abort(int code) override {
     ncclCommAbort(comm_);
     mpi_.abort(code);
+    std::abort();  // not reached: MPI_Abort ends the job (the interface cannot promise that to the compiler)
   }
 
  private:

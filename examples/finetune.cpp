@@ -10,7 +10,6 @@
 //
 // Read next: models/causal_lm.h (what a model offers), nn/lora/lora_linear.h (LoRA), docs/memory.md (the
 // report).
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -66,10 +65,6 @@ std::string default_data() {
     if (is_regular_file(p)) return p;
   }
   LORA_FAIL("no --data given and data/tinyshakespeare.txt was not found");
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // Mean loss over fixed held-out batches (the same ones before and after training).
