@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "core/stopwatch.h"
 #include "models/generate.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
@@ -47,8 +48,6 @@ using namespace lora;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 double load_average() {
   double load = -1;

@@ -44,6 +44,7 @@
 #include "backends/cpu/blas_kernels.h"
 #include "core/allocator.h"
 #include "autograd/checkpoint.h"
+#include "core/stopwatch.h"
 #include "models/lora.h"
 #include "models/quantize_base.h"
 #include "models/registry.h"
@@ -103,8 +104,6 @@ RunConfig parse_config(const std::string& s) {
   c.seq = number(s.substr(x + 1));
   return c;
 }
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

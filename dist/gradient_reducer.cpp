@@ -5,15 +5,9 @@
 
 #include "autograd/grad_mode.h"
 #include "backends/backend.h"
+#include "core/stopwatch.h"
 
 namespace lora::dist {
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-}  // namespace
 
 GradientReducer::GradientReducer(Communicator& comm, std::vector<Tensor> params, int64_t bucket_bytes)
     : comm_(comm), params_(std::move(params)), bucket_of_(params_.size()) {

@@ -25,6 +25,7 @@
 
 #include "backends/backend.h"
 #include "core/files.h"
+#include "core/stopwatch.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
 #include "models/registry.h"
@@ -50,10 +51,6 @@ struct Options {
   uint64_t seed = 1337;
   bool json = false;
 };
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 int64_t folder_bytes(const fs::path& dir) {
   int64_t total = 0;

@@ -20,6 +20,7 @@
 
 #include "backends/backend.h"
 #include "core/files.h"
+#include "core/stopwatch.h"
 #include "models/hf_checkpoint.h"
 #include "models/registry.h"
 #include "optim/adam.h"
@@ -42,10 +43,6 @@ struct Options {
   uint64_t seed = 1337;
   bool json = false;
 };
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 void print_sample(models::CausalLM& model, const tools::CharVocab& vocab, const Options& o, int64_t chars,
                   const std::string& when) {

@@ -13,14 +13,13 @@
 
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
+#include "core/stopwatch.h"
 #include "models/generate.h"
 #include "optim/adam.h"
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
 
 namespace lora::tools {
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 void Progress::update(int64_t done, const std::string& detail) const {
   const double elapsed = elapsed_s();

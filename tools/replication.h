@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/stopwatch.h"
 #include "models/causal_lm.h"
 #include "tools/e2e_data.h"
 
@@ -19,7 +20,6 @@ namespace lora::tools {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0);
 
 // "label 12/300 | ... | 3.1 s elapsed | ETA 55 s" lines, flushed.
 class Progress {

@@ -6,19 +6,12 @@
 #include <cstdio>
 
 #include "autograd/tape.h"
+#include "core/stopwatch.h"
 #include "optim/clip.h"
 #include "tools/fault_injection.h"
 #include "tools/interrupt.h"
 
 namespace lora::tools {
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-}  // namespace
-
 Trainer::Trainer(models::CausalLM& model, optim::Optimizer& optimizer, BatchSampler& sampler, Device device,
                  dist::Communicator& comm, TrainerOptions options, RunIdentity identity,
                  std::function<double()> evaluate)
