@@ -19,6 +19,7 @@
 #include "autograd/checkpoint.h"
 #include "backends/backend.h"
 #include "core/files.h"
+#include "lora_source_dir.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
 #include "models/quantize_base.h"

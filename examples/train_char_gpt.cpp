@@ -21,6 +21,7 @@
 #include "backends/backend.h"
 #include "core/files.h"
 #include "core/stopwatch.h"
+#include "lora_source_dir.h"
 #include "models/hf_checkpoint.h"
 #include "models/registry.h"
 #include "optim/adam.h"

@@ -2,6 +2,7 @@
 // output and code are compared (scripts/check-docs.sh, convention in docs/ladder.md).
 #include <catch2/catch.hpp>
 
+#include "lora_source_dir.h"
 #include "tests/program_runner.h"
 
 using namespace lora::testing;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "autograd/op_registry.h"
+#include "lora_source_dir.h"
 #include "tests/op_cases.h"
 #if defined(LORA_HAVE_CUDA)
 #include "backends/cuda/cuda_device.h"

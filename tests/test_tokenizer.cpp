@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "lora_source_dir.h"
 #include "models/tokenizer/byte_unicode.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "lora_source_dir.h"
 #include "models/tokenizer/byte_unicode.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "models/tokenizer/hf_json.h"

@@ -11,6 +11,7 @@
 
 #include "backends/backend.h"
 #include "core/safetensors.h"
+#include "lora_source_dir.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
 #include "models/registry.h"

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "lora_source_dir.h"
 #include "models/tokenizer/bpe.h"
 #include "models/tokenizer/byte_unicode.h"
 #include "models/tokenizer/pretokenizer.h"
