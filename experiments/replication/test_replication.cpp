@@ -1,6 +1,6 @@
 // The LoRA replication: BLEU and ROUGE-L on hand-worked examples, E2E batches and their loss mask, the
-// SVG plot, and replicate_lora end to end (--quick's invariants, deterministic and resumable pre-training,
-// errors).
+// replication's BPE against Hugging Face tokenizers, the subspace similarity, the claims' criteria, the SVG
+// plots, and replicate_lora end to end (--quick's invariants, deterministic and resumable pre-training, errors).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -9,14 +9,21 @@
 #include <sstream>
 
 #include "tests/program_runner.h"
-#include "tools/e2e_data.h"
-#include "tools/replication.h"
+#include "experiments/replication/replication_internal.h"
+#include "core/random.h"
+#include "experiments/replication/subspace.h"
+#include "experiments/replication/svg_heatmap.h"
+#include "lora_source_dir.h"
+#include "models/tokenizer/tokenizer.h"
+#include "experiments/replication/e2e_data.h"
+#include "experiments/replication/replication.h"
 #include "tools/svg_plot.h"
-#include "tools/text_metrics.h"
+#include "experiments/replication/text_metrics.h"
 
 using namespace lora;
 using namespace lora::tools;
 using namespace lora::testing;
+using lora::replicate::Matrix;
 
 namespace {
 Tokens words(const std::string& s) {
@@ -136,6 +143,116 @@ TEST_CASE("SVG plot: axes, one polyline per series, escaped text", "[replication
   CHECK_THROWS(line_plot_svg({}, {}));
 }
 
+TEST_CASE("the replication's BPE encodes as Hugging Face tokenizers does", "[replication][tokenizer]") {
+  // fixtures/bpe_vectors.jsonl: made by make_bpe_vectors.py with tokenizers 0.23.3 from data/replication/tokenizer.json.
+  const auto tok = tokenizer::load_tokenizer(fs::path(LORA_SOURCE_DIR) / "data/replication/tokenizer.json");
+  REQUIRE(tok->vocab_size() == 4096);
+  CHECK(tok->token_to_id("<|endoftext|>") == 0);
+  std::ifstream in(fs::path(LORA_SOURCE_DIR) / "experiments/replication/fixtures/bpe_vectors.jsonl");
+  int vectors = 0;
+  for (std::string line; std::getline(in, line); ++vectors) {
+    const auto v = nlohmann::json::parse(line);
+    const std::string text = v["text"].get<std::string>();
+    INFO(text);
+    CHECK(tok->encode(text, {.parse_special_tokens = true}) == v["ids"].get<std::vector<int32_t>>());
+    CHECK(tok->encode(text, {.parse_special_tokens = false}) == v["ids_plain"].get<std::vector<int32_t>>());
+    CHECK(tok->decode(v["ids_plain"].get<std::vector<int32_t>>(), {}) == text);
+  }
+  CHECK(vectors == 47);
+}
+
+namespace {
+Matrix matrix(int64_t rows, int64_t cols, std::vector<double> v) { return Matrix{rows, cols, std::move(v)}; }
+}  // namespace
+
+TEST_CASE("subspace similarity: hand-worked cases, invariants, and the eigensolver under it", "[replication]") {
+  // A symmetric 3 x 3 with eigenvalues 4, 2, 1 (diag(2, 4, 1) rotated in its first two coordinates).
+  const double c = std::cos(0.3), s = std::sin(0.3);
+  Matrix q = matrix(3, 3, {c, -s, 0, s, c, 0, 0, 0, 1}), sym = matrix(3, 3, std::vector<double>(9, 0.0));
+  const double diag[3] = {2, 4, 1};
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int k = 0; k < 3; ++k) sym.at(i, j) += q.at(i, k) * diag[k] * q.at(j, k);
+  std::vector<double> values;
+  Matrix vectors;
+  replicate::symmetric_eigen(sym, values, vectors);
+  CHECK(values[0] == Approx(4).epsilon(1e-12));
+  CHECK(values[1] == Approx(2).epsilon(1e-12));
+  CHECK(values[2] == Approx(1).epsilon(1e-12));
+  CHECK(std::abs(vectors.at(0, 0) * -s + vectors.at(1, 0) * c) == Approx(1).epsilon(1e-12));  // q's 2nd column
+
+  // Directions ordered by singular value: e1 (sigma 3) before e2 (sigma 1), or the other way round.
+  const Matrix e1 = matrix(1, 4, {1, 0, 0, 0});
+  const Matrix e1_first = matrix(2, 4, {3, 0, 0, 0, 0, 1, 0, 0}), e2_first = matrix(2, 4, {0, 3, 0, 0, 1, 0, 0, 0});
+  Matrix phi = replicate::subspace_similarity(e1, e1_first);
+  CHECK(phi.at(0, 0) == Approx(1).epsilon(1e-12));
+  CHECK(phi.at(0, 1) == Approx(1).epsilon(1e-12));
+  phi = replicate::subspace_similarity(e1, e2_first);
+  CHECK(phi.at(0, 0) == Approx(0).margin(1e-12));
+  CHECK(phi.at(0, 1) == Approx(1).epsilon(1e-12));  // e1 is in span(e2, e1)
+  // 45 degrees: (e1 + e2) / sqrt 2 against e1 is cos^2 = 1/2.
+  CHECK(replicate::subspace_similarity(matrix(1, 4, {1, 1, 0, 0}), e1).at(0, 0) == Approx(0.5).epsilon(1e-12));
+
+  // The same span, whatever the basis: phi(r, r) = 1; with itself, every phi(i, i) = 1.
+  Generator gen(7);
+  Matrix a = matrix(3, 10, std::vector<double>(30));
+  for (double& v : a.v) v = gen.normal();
+  Matrix mixed = matrix(3, 10, std::vector<double>(30, 0.0));
+  const double m[9] = {1, 2, 0, 0, 1, -1, 3, 0, 1};
+  for (int i = 0; i < 3; ++i)
+    for (int k = 0; k < 3; ++k)
+      for (int j = 0; j < 10; ++j) mixed.at(i, j) += m[i * 3 + k] * a.at(k, j);
+  CHECK(replicate::subspace_similarity(a, mixed).at(2, 2) == Approx(1).epsilon(1e-10));
+  phi = replicate::subspace_similarity(a, a);
+  for (int i = 0; i < 3; ++i) CHECK(phi.at(i, i) == Approx(1).epsilon(1e-10));
+  for (double v : phi.v) CHECK((v >= -1e-12 && v <= 1 + 1e-12));
+  // A rank-deficient A has no defined direction: refused, not a NaN.
+  CHECK_THROWS_WITH(replicate::subspace_similarity(matrix(2, 4, {1, 0, 0, 0, 2, 0, 0, 0}), e1), Catch::Contains("rank"));
+}
+
+TEST_CASE("the claims' criteria: met and missed at their thresholds", "[replication]") {
+  using nlohmann::json;
+  auto run = [](const std::string& name, const std::string& targets, int64_t rank, double loss, double bleu, int64_t bytes) {
+    return json{{"name", name}, {"mode", rank ? "lora" : "full"}, {"targets", targets}, {"rank", rank},
+                {"heldout_loss", loss}, {"eval", {{"bleu", bleu}}}, {"saved_bytes", bytes},
+                {"memory", {{"global_peak_bytes", rank ? 100 : 200}}}};
+  };
+  const json base = {{"heldout_loss", 5.0}, {"corpus_heldout_loss", 4.0}};
+  // Full drops 2.0; r = 8 drops 1.82 (91%), BLEU 0.45 vs 0.5 (90%); r = 1 drops 1.73 (95.05% of r = 8's).
+  json runs = json::array({run("full", "", 0, 3.0, 0.5, 4000000), run("lora_qv_r8", "q,v", 8, 3.18, 0.45, 4000),
+                           run("lora_qv_r1", "q,v", 1, 3.27, 0.40, 1000)});
+  json claims = replicate::evaluate_claims(base, runs, json(), json(), json());
+  CHECK(claims["1_lora_matches_full"]["met"] == true);
+  CHECK(claims["2_small_rank_suffices"]["met"] == true);
+  CHECK(claims["3_faster_less_memory"]["met"].is_null());  // no quiet-machine step time: not measured
+  CHECK(claims["4_small_task_file"]["met"] == true);       // exactly 1,000 x
+  runs[1]["heldout_loss"] = 3.21;  // 89.5% of full's drop
+  runs[1]["saved_bytes"] = 4001;
+  claims = replicate::evaluate_claims(base, runs, json(), json(), json());
+  CHECK(claims["1_lora_matches_full"]["met"] == false);
+  CHECK(claims["4_small_task_file"]["met"] == false);
+  CHECK_THAT(claims["1_lora_matches_full"]["figure"].get<std::string>(), Catch::Contains("89.5%"));
+  runs[1]["heldout_loss"] = 3.0, runs[1]["eval"]["bleu"] = 0.44;  // all of the drop, but BLEU at 88%
+  CHECK(replicate::evaluate_claims(base, runs, json(), json(), json())["1_lora_matches_full"]["met"] == false);
+  const json timing = {{"variants", {{"full", {{"median_s", 1.0}, {"vs_full", 1.0}}}, {"lora_qv_r8", {{"median_s", 0.7}, {"vs_full", 0.7}}}}},
+                       {"load_average_before", "0.90"}, {"load_average_after", "1.10"}};
+  CHECK(replicate::evaluate_claims(base, runs, json(), json(), timing)["3_faster_less_memory"]["met"] == true);
+}
+
+TEST_CASE("SVG heatmap: one cell per value, labels escaped, bad panels refused", "[replication]") {
+  const std::string svg = replicate::heatmap_svg({{"q <last>", {{0.0, 0.5, 1.0}, {1.0, 0.25, 0.0}}}, {"v", {{0.3}}}},
+                                                 {.title = "phi", .x_label = "j", .y_label = "i"});
+  CHECK(svg.rfind("<svg", 0) == 0);
+  size_t cells = 0;
+  for (size_t p = 0; (p = svg.find("<title>i=", p)) != std::string::npos; ++p) ++cells;
+  CHECK(cells == 7);
+  CHECK_THAT(svg, Catch::Contains("q &lt;last&gt;"));
+  CHECK_THAT(svg, Catch::Contains("fill=\"#ffffff\""));  // 0: white
+  CHECK_THAT(svg, Catch::Contains("fill=\"#08306b\""));  // 1: dark blue
+  CHECK_THROWS(replicate::heatmap_svg({}, {}));
+  CHECK_THROWS(replicate::heatmap_svg({{"ragged", {{0.1, 0.2}, {0.3}}}}, {}));
+}
+
 TEST_CASE("replicate_lora --quick: every invariant holds, files for every run, a rerun skips finished stages",
           "[examples][slow]") {
   REQUIRE_PROGRAM(program, "replicate_lora");
@@ -151,19 +268,39 @@ TEST_CASE("replicate_lora --quick: every invariant holds, files for every run, a
   }
   CHECK(results["checks"].size() == 6);
   REQUIRE(results["runs"].size() == 7);
+  // The base before fine-tuning, the fairness check, every claim, and a sweep of two learning rates per run.
+  CHECK(results["base"]["heldout_loss"].get<double>() > 0);
+  CHECK(results["base"]["corpus_heldout_loss"].get<double>() > 0);
+  CHECK(results["fairness"]["ratio"].get<double>() > 0);
+  CHECK(results["claims"].size() == 6);
+  CHECK(results["sweep"].size() == 14);
+  CHECK(results["subspace"]["layers"].size() == 4);  // 2 layers x (q, v)
   const auto refs = nlohmann::json::parse(slurp(out / "report" / "references.json"));
   for (const auto& run : results["runs"]) {
     const std::string generations = slurp(out / "report" / run["generations_file"].get<std::string>());
     CHECK(std::count(generations.begin(), generations.end(), '\n') == static_cast<long>(refs.size()));
     if (run["mode"] == "lora") CHECK(run["trainable_params"].get<int64_t>() < results["runs"][0]["trainable_params"].get<int64_t>());
+    CHECK(run["heldout_loss"] == run["curve"].back()[1]);
+    double best = 1e9;  // the chosen run has the sweep's lowest validation loss
+    for (const auto& s : results["sweep"]) {
+      if (s["name"] == run["name"]) best = std::min(best, s["heldout_loss"].get<double>());
+    }
+    CHECK(run["heldout_loss"].get<double>() == best);
   }
-  CHECK(fs::exists(out / "report" / "loss_curves.svg"));
+  for (const char* plot : {"loss_curves.svg", "rank_sweep.svg", "subspace_similarity.svg"}) CHECK(fs::exists(out / "report" / plot));
   CHECK(results["merging"]["latency"]["base_a_median_s_per_token"].get<double>() > 0);
 
   const RunResult again = run(program, "--quick --out " + quote(out));
   CHECK(again.exit_code == 0);
   CHECK_THAT(again.out, Catch::Contains("pre-training: done"));
-  CHECK_THAT(again.out, Catch::Contains("fine-tune lora_qv_r8: done"));
+  CHECK_THAT(again.out, Catch::Contains("fine-tune lora_qv_r8 lr 1.0e-03: done"));
+
+  // The step-time measurement alone, and the report from what is there.
+  const RunResult timing = run(program, "--quick --step-timing --out " + quote(out));
+  CHECK(timing.exit_code == 0);
+  const auto timed = nlohmann::json::parse(slurp(out / "report" / "results.json"));
+  CHECK(timed["step_timing"]["variants"]["full"]["median_s"].get<double>() > 0);
+  CHECK_FALSE(timed["claims"]["3_faster_less_memory"]["met"].is_null());
 }
 
 TEST_CASE("replicate_lora pre-training is deterministic and an interrupted run resumes to the same bytes",
@@ -192,6 +329,11 @@ TEST_CASE("replicate_lora refuses bad flags and inputs, naming them", "[examples
       {"--quick --weights /nonexistent/gpt2", "/nonexistent/gpt2"},
       {"--quick --corpus corpus/missing.txt", "missing.txt"},
       {"--quick --corpus corpus/gutenberg-austen-persuasion.txt", "held out"},
+      {"--quick --corpus e2e/train.txt", "E2E"},
+      {"--quick --tokenizer /nonexistent/tokenizer.json", "/nonexistent/tokenizer.json"},
+      {"--quick --full-lrs 0.001,2", "--full-lrs"},
+      {"--quick --device tpu", "tpu"},
+      {"--quick --device meta", "--device meta"},
   };
   for (const auto& [args, message] : bad) {
     INFO("replicate_lora " << args);
@@ -201,7 +343,8 @@ TEST_CASE("replicate_lora refuses bad flags and inputs, naming them", "[examples
   }
   const RunResult help = run(program, "--help");
   CHECK(help.exit_code == 0);
-  for (const char* flag : {"--quick", "--weights", "--out", "--report-dir", "--runs", "--stop-after"}) {
+  for (const char* flag : {"--quick", "--weights", "--out", "--report-dir", "--runs", "--stop-after", "--lora-lrs",
+                           "--full-lrs", "--lora-alpha", "--step-timing", "--device", "--tokenizer"}) {
     CHECK_THAT(help.out, Catch::Contains(flag));
   }
 }
