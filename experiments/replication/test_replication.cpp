@@ -225,6 +225,8 @@ TEST_CASE("the claims' criteria: met and missed at their thresholds", "[replicat
   CHECK(claims["1_lora_matches_full"]["met"] == true);
   CHECK(claims["2_small_rank_suffices"]["met"] == true);
   CHECK(claims["3_faster_less_memory"]["met"].is_null());  // no quiet-machine step time: not measured
+  CHECK(claims.size() == 6);
+  CHECK(claims["5_switching"]["met"].is_null());
   CHECK(claims["4_small_task_file"]["met"] == true);       // exactly 1,000 x
   runs[1]["heldout_loss"] = 3.21;  // 89.5% of full's drop
   runs[1]["saved_bytes"] = 4001;
