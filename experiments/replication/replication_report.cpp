@@ -182,8 +182,9 @@ int write_report(const Options& o, const Data& d, double wall_seconds) {
     for (double lr : sweep_lrs(o, spec)) {
       const json t = read_if(sweep_dir(o, spec.name, lr) / "train.json");
       if (t.is_null()) continue;
-      sweep_rows.push_back({{"name", spec.name}, {"lr", lr}, {"heldout_loss", t["heldout_loss"]}});
-      if (spec.lora) {
+      sweep_rows.push_back({{"name", spec.name}, {"lr", lr}, {"heldout_loss", t["heldout_loss"]},
+                            {"diverged_at_step", t.value("diverged_at_step", json())}});
+      if (spec.lora && !t["heldout_loss"].is_null()) {
         any_lora = true;
         lora_falls = lora_falls && t["curve"].back()[1].get<double>() < t["curve"].front()[1].get<double>();
         base_same = base_same && t["base_bit_identical"].get<bool>();
@@ -261,8 +262,10 @@ int write_report(const Options& o, const Data& d, double wall_seconds) {
   for (const auto& s : sweep_rows) {
     const fs::path chosen = chosen_dir(o, s["name"].get<std::string>());
     const bool is_chosen = !chosen.empty() && chosen.filename() == "lr-" + lr_text(s["lr"].get<double>());
-    sweep_table += fmt::format("| {} | {} | {:.4f}{} |\n", s["name"].get<std::string>(), lr_text(s["lr"].get<double>()),
-                               s["heldout_loss"].get<double>(), is_chosen ? " (chosen)" : "");
+    const std::string loss = s["heldout_loss"].is_null()
+                                 ? fmt::format("diverged at step {}", s["diverged_at_step"].get<int64_t>())
+                                 : fmt::format("{:.4f}{}", s["heldout_loss"].get<double>(), is_chosen ? " (chosen)" : "");
+    sweep_table += fmt::format("| {} | {} | {} |\n", s["name"].get<std::string>(), lr_text(s["lr"].get<double>()), loss);
   }
   std::string memory_table = "| run |";
   for (int c = 0; c < kNumMemoryCategories; ++c) memory_table += fmt::format(" {} |", category_name(static_cast<MemoryCategory>(c)));

@@ -86,7 +86,8 @@ const std::vector<double>& sweep_lrs(const Options& o, const RunSpec& spec) { re
 fs::path chosen_dir(const Options& o, const std::string& name) {
   const fs::path chosen = run_dir(o, name) / "chosen.json";
   if (!fs::exists(chosen)) return {};
-  return run_dir(o, name) / read_json(chosen).at("folder").get<std::string>();
+  const json folder = read_json(chosen).at("folder");
+  return folder.is_null() ? fs::path() : run_dir(o, name) / folder.get<std::string>();  // null: every run diverged
 }
 
 nn::LoRAConfig lora_config(const Options& o, const std::string& targets, int64_t rank) {
@@ -157,8 +158,16 @@ int stage_finetune(const Options& o, const Data& d, const RunSpec& spec, double 
     optimizer.zero_grad();
     const double value = loss.item();
     step_times.push_back(seconds_since(t0));
+    if (!std::isfinite(value)) {
+      // A learning rate too high for this configuration: the run is recorded as diverged (the sweep's choice
+      // skips it) rather than stopping the whole experiment, which would stop again at the same step on a rerun.
+      fmt::print("fine-tune {} at lr {}: the loss is {} at step {}: diverged\n", spec.name, lr_text(lr), value, step + 1);
+      write_json_atomically(done, {{"name", spec.name}, {"mode", spec.lora ? "lora" : "full"}, {"lr", lr},
+                                   {"diverged_at_step", step + 1}, {"heldout_loss", nullptr}, {"curve", curve},
+                                   {"train_losses", losses}});
+      return 0;
+    }
     losses.push_back(value);
-    LORA_CHECK(std::isfinite(value), "fine-tune {} at lr {}: the loss is {} at step {}", spec.name, lr_text(lr), value, step + 1);
     if ((step + 1) % o.eval_every == 0 || step + 1 == o.ft_steps) {
       absorb_peaks();
       curve.push_back({step + 1, heldout_example_loss(*model, d.valid, o.ft_batch, pad)});
@@ -214,9 +223,16 @@ int stage_choose(const Options& o, const RunSpec& spec) {
   for (double lr : sweep_lrs(o, spec)) {
     const fs::path f = sweep_dir(o, spec.name, lr) / "train.json";
     if (!fs::exists(f)) return 0;  // the sweep is not finished
-    const double loss = read_json(f).at("heldout_loss").get<double>();
-    sweep.push_back({{"lr", lr}, {"heldout_loss", loss}});
+    const json held_out = read_json(f).at("heldout_loss");
+    sweep.push_back({{"lr", lr}, {"heldout_loss", held_out}});
+    if (held_out.is_null()) continue;  // diverged
+    const double loss = held_out.get<double>();
     if (folder.empty() || loss < best) best = loss, chosen_lr = lr, folder = sweep_dir(o, spec.name, lr).filename().string();
+  }
+  if (folder.empty()) {
+    fmt::print("{}: every learning rate of the sweep diverged; no run chosen\n", spec.name);
+    write_json_atomically(done, {{"folder", nullptr}, {"sweep", sweep}, {"chosen_on", "every run diverged"}});
+    return 0;
   }
   const auto lrs = sweep_lrs(o, spec);
   const bool at_edge = lrs.size() > 1 && (chosen_lr == *std::min_element(lrs.begin(), lrs.end()) ||

@@ -241,6 +241,32 @@ TEST_CASE("the claims' criteria: met and missed at their thresholds", "[replicat
   CHECK(replicate::evaluate_claims(base, runs, json(), json(), timing)["3_faster_less_memory"]["met"] == true);
 }
 
+TEST_CASE("the sweep's choice: the lowest validation loss, diverged runs skipped, none when all diverged", "[replication]") {
+  replicate::Options o;
+  o.out = (scratch_dir() / "choose").string();
+  o.lora_lrs = {1e-3, 2e-3, 4e-3};
+  const replicate::RunSpec spec{"lora_qv_r8", true, "q,v", 8};
+  auto write_run = [&](double lr, nlohmann::json loss) {
+    write_json_atomically(replicate::sweep_dir(o, spec.name, lr) / "train.json", {{"lr", lr}, {"heldout_loss", loss}});
+  };
+  write_run(1e-3, 3.2);
+  write_run(2e-3, 3.1);
+  CHECK(replicate::stage_choose(o, spec) == 0);
+  CHECK_FALSE(fs::exists(replicate::run_dir(o, spec.name) / "chosen.json"));  // the sweep is not finished
+  write_run(4e-3, nullptr);  // diverged
+  replicate::stage_choose(o, spec);
+  CHECK(replicate::chosen_dir(o, spec.name) == replicate::sweep_dir(o, spec.name, 2e-3));
+  const auto chosen = nlohmann::json::parse(slurp(replicate::run_dir(o, spec.name) / "chosen.json"));
+  CHECK(chosen["lr"].get<double>() == 2e-3);
+  CHECK(chosen["at_edge_of_sweep"] == false);
+  CHECK(chosen["sweep"].size() == 3);
+
+  fs::remove_all(o.out);
+  for (double lr : o.lora_lrs) write_run(lr, nullptr);
+  replicate::stage_choose(o, spec);
+  CHECK(replicate::chosen_dir(o, spec.name).empty());
+}
+
 TEST_CASE("SVG heatmap: one cell per value, labels escaped, bad panels refused", "[replication]") {
   const std::string svg = replicate::heatmap_svg({{"q <last>", {{0.0, 0.5, 1.0}, {1.0, 0.25, 0.0}}}, {"v", {{0.3}}}},
                                                  {.title = "phi", .x_label = "j", .y_label = "i"});
@@ -285,7 +311,7 @@ TEST_CASE("replicate_lora --quick: every invariant holds, files for every run, a
     CHECK(run["heldout_loss"] == run["curve"].back()[1]);
     double best = 1e9;  // the chosen run has the sweep's lowest validation loss
     for (const auto& s : results["sweep"]) {
-      if (s["name"] == run["name"]) best = std::min(best, s["heldout_loss"].get<double>());
+      if (s["name"] == run["name"] && !s["heldout_loss"].is_null()) best = std::min(best, s["heldout_loss"].get<double>());
     }
     CHECK(run["heldout_loss"].get<double>() == best);
   }
