@@ -1,6 +1,6 @@
 // Replication pieces: progress, atomic stage files, resumable pre-training, held-out losses, greedy
 // generation, weight snapshots.
-#include "tools/replication.h"
+#include "experiments/replication/replication.h"
 
 #include <fmt/format.h>
 
@@ -82,7 +82,7 @@ std::vector<int64_t> pretrain_windows(int64_t n_windows, int64_t batch, int64_t 
 namespace {
 
 void window_batch(const std::vector<int32_t>& tokens, const std::vector<int64_t>& windows, int64_t seq, Tensor& x,
-                  Tensor& y) {
+                  Tensor& y, Device device) {
   const int64_t B = static_cast<int64_t>(windows.size());
   std::vector<int32_t> xs(static_cast<size_t>(B * seq)), ys(static_cast<size_t>(B * seq));
   for (int64_t b = 0; b < B; ++b) {
@@ -90,8 +90,8 @@ void window_batch(const std::vector<int32_t>& tokens, const std::vector<int64_t>
     std::copy(start, start + seq, xs.begin() + b * seq);
     std::copy(start + 1, start + seq + 1, ys.begin() + b * seq);
   }
-  x = Tensor::from_vector(xs, {B, seq});
-  y = Tensor::from_vector(ys, {B, seq});
+  x = Tensor::from_vector(xs, {B, seq}, device);
+  y = Tensor::from_vector(ys, {B, seq}, device);
 }
 
 // The latest complete checkpoint dir/ckpt-N (N largest), or "" when none.
@@ -169,7 +169,7 @@ nlohmann::json pretrain(models::CausalLM& model, const std::vector<int32_t>& tra
   for (int64_t step = start; step < o.steps; ++step) {
     const auto t0 = Clock::now();
     Tensor x, y;
-    window_batch(train, pretrain_windows(n_windows, o.batch, step, o.seed), o.seq, x, y);
+    window_batch(train, pretrain_windows(n_windows, o.batch, step, o.seed), o.seq, x, y, model.device());
     optimizer.set_lr(schedule.lr_at(step));
     Tensor loss = model.loss(x, y);
     backward(loss);
@@ -218,7 +218,7 @@ double heldout_window_loss(models::CausalLM& model, const std::vector<int32_t>& 
     std::vector<int64_t> windows;
     for (int64_t i = b * batch; i < (b + 1) * batch; ++i) windows.push_back(i * n_windows / wanted % n_windows);
     Tensor x, y;
-    window_batch(tokens, windows, seq, x, y);
+    window_batch(tokens, windows, seq, x, y, model.device());
     total += model.loss(x, y).item();
   }
   model.train(was_training);
@@ -238,7 +238,7 @@ double heldout_example_loss(models::CausalLM& model, const std::vector<LMExample
     std::vector<int64_t> rows;
     for (int64_t r = i; r < std::min<int64_t>(i + batch, static_cast<int64_t>(examples.size())); ++r) rows.push_back(r);
     Tensor x, y;
-    make_lm_batch(examples, rows, pad, x, y);
+    make_lm_batch(examples, rows, pad, x, y, model.device());
     const int64_t n = count_targets(examples, rows);
     total += model.loss(x, y).item() * static_cast<double>(n);  // loss is the mean over the batch's targets
     count += n;

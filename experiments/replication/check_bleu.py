@@ -6,7 +6,7 @@ lower-cased; pycocoevalcap's Rouge (the E2E script's ROUGE-L) on the same tokens
 punctuation tokens (its PTB tokenizer is Java, not run here).
 
     pip install nltk sacrebleu pycocoevalcap
-    python3 scripts/check_bleu.py docs/replication        # the folder that holds results.json
+    python3 experiments/replication/check_bleu.py docs/replication        # the folder that holds results.json
 """
 import json
 import warnings

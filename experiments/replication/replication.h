@@ -14,7 +14,7 @@
 
 #include "core/stopwatch.h"
 #include "models/causal_lm.h"
-#include "tools/e2e_data.h"
+#include "experiments/replication/e2e_data.h"
 
 namespace lora::tools {
 

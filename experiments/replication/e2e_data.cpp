@@ -1,5 +1,5 @@
 // E2E NLG data: reading, grouping by meaning representation, encoding with a loss mask, padded batches.
-#include "tools/e2e_data.h"
+#include "experiments/replication/e2e_data.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -45,13 +45,15 @@ std::vector<E2EGroup> group_by_mr(const std::vector<E2EExample>& examples) {
 
 std::string e2e_prompt(const std::string& mr) { return mr + " ||"; }
 
-LMExample encode_e2e(const tokenizer::GPT2Tokenizer& tok, const E2EExample& example, int64_t max_tokens) {
+LMExample encode_e2e(const tokenizer::Tokenizer& tok, int32_t end_token, const E2EExample& example, int64_t max_tokens) {
+  // Special-token text inside the data stays text: an E2E line cannot inject an end token.
+  const tokenizer::EncodeOptions plain{.add_special_tokens = false, .parse_special_tokens = false};
   LMExample out;
-  out.ids = tok.encode(e2e_prompt(example.mr));
+  out.ids = tok.encode(e2e_prompt(example.mr), plain);
   out.prompt_len = static_cast<int64_t>(out.ids.size());
-  const std::vector<int32_t> ref = tok.encode(" " + example.ref);
+  const std::vector<int32_t> ref = tok.encode(" " + example.ref, plain);
   out.ids.insert(out.ids.end(), ref.begin(), ref.end());
-  out.ids.push_back(tok.eot_token());
+  out.ids.push_back(end_token);
   if (static_cast<int64_t>(out.ids.size()) > max_tokens) out.ids.resize(static_cast<size_t>(max_tokens));
   LORA_CHECK(out.prompt_len + 1 < static_cast<int64_t>(out.ids.size()),
              "E2E example '{}': its prompt alone fills the {} tokens allowed", example.mr, max_tokens);
@@ -59,7 +61,7 @@ LMExample encode_e2e(const tokenizer::GPT2Tokenizer& tok, const E2EExample& exam
 }
 
 void make_lm_batch(const std::vector<LMExample>& examples, std::span<const int64_t> rows, int32_t pad, Tensor& inputs,
-                   Tensor& targets) {
+                   Tensor& targets, Device device) {
   LORA_CHECK(!rows.empty(), "make_lm_batch: no rows");
   int64_t T = 1;
   for (int64_t r : rows) T = std::max(T, static_cast<int64_t>(examples.at(static_cast<size_t>(r)).ids.size()) - 1);
@@ -73,8 +75,8 @@ void make_lm_batch(const std::vector<LMExample>& examples, std::span<const int64
       if (t + 1 >= e.prompt_len) y[static_cast<size_t>(b * T + t)] = e.ids[static_cast<size_t>(t + 1)];
     }
   }
-  inputs = Tensor::from_vector(x, {B, T});
-  targets = Tensor::from_vector(y, {B, T});
+  inputs = Tensor::from_vector(x, {B, T}, device);
+  targets = Tensor::from_vector(y, {B, T}, device);
 }
 
 int64_t count_targets(const std::vector<LMExample>& examples, std::span<const int64_t> rows) {

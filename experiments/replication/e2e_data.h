@@ -9,7 +9,8 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "models/tokenizer/gpt2_tokenizer.h"
+#include "core/device.h"
+#include "models/tokenizer/tokenizer.h"
 
 namespace lora::tools {
 
@@ -36,15 +37,16 @@ struct LMExample {
   int64_t prompt_len = 0;
 };
 
-// prompt tokens = encode(MR + " ||"), then encode(" " + ref) + <|endoftext|>; cut to max_tokens.
-LMExample encode_e2e(const tokenizer::GPT2Tokenizer& tok, const E2EExample& example, int64_t max_tokens);
+// prompt tokens = encode(MR + " ||"), then encode(" " + ref) + end_token; cut to max_tokens. Any tokenizer:
+// the replication's own BPE, or GPT-2's with --weights.
+LMExample encode_e2e(const tokenizer::Tokenizer& tok, int32_t end_token, const E2EExample& example, int64_t max_tokens);
 
 // Inputs [B, T] and targets [B, T] for the examples `rows`, T = the longest (length - 1). Row b holds
 // ids[0, len - 1) then `pad`; its target at t is ids[t + 1] when t + 1 >= prompt_len and t + 1 < len, else
 // -100 (cross-entropy's ignore_index): padding and the prompt cost nothing. Right padding keeps a causal
 // model's outputs at the real positions unchanged.
 void make_lm_batch(const std::vector<LMExample>& examples, std::span<const int64_t> rows, int32_t pad, Tensor& inputs,
-                   Tensor& targets);
+                   Tensor& targets, Device device = Device::cpu());
 
 // The number of target tokens (not -100) of those rows: what a batch's mean loss averages over.
 int64_t count_targets(const std::vector<LMExample>& examples, std::span<const int64_t> rows);

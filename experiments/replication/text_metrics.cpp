@@ -1,6 +1,6 @@
 // Corpus BLEU-4 (mteval-v13a rules) and ROUGE-L (pycocoevalcap), the E2E NLG Challenge's way; the
 // formulas are in text_metrics.h.
-#include "tools/text_metrics.h"
+#include "experiments/replication/text_metrics.h"
 
 #include <algorithm>
 #include <cctype>
