@@ -72,6 +72,11 @@ void plan_cache(const ForwardBatch& batch, const ModelLimits& m, nn::AttentionLa
     in_order = layout.slots[static_cast<size_t>(b)] == b && layout.starts[static_cast<size_t>(b)] == layout.starts[0];
   }
   layout.plain = in_order;
+  if (T == 1) {  // the decode kernel's (slot, position) table, once for every layer
+    std::vector<int64_t> rows;
+    for (int64_t b = 0; b < B; ++b) rows.insert(rows.end(), {layout.slots[static_cast<size_t>(b)], layout.starts[static_cast<size_t>(b)]});
+    layout.decode_rows = Tensor::from_vector(rows, {B, 2}, batch.ids.device());
+  }
 }
 
 }  // namespace

@@ -107,12 +107,15 @@ Tensor attend_composed(const Tensor& q, const Tensor& keys, const Tensor& values
 // (backends/kernels/decode_attention.h).
 Tensor attend_rows(const Tensor& q, const AttentionLayout& layout, const KVCache::Layer& cache) {
   const int64_t B = q.size(0), H = q.size(1), D = q.size(3);
-  std::vector<int64_t> table;  // [B, 2]: (slot, position)
-  table.reserve(static_cast<size_t>(2 * B));
-  for (int64_t b = 0; b < B; ++b) table.insert(table.end(), {layout.slots[b], layout.starts[b]});
+  Tensor table = layout.decode_rows;  // [B, 2]: (slot, position), built once per pass by the runner
+  if (!table.defined() || table.device() != q.device()) {
+    std::vector<int64_t> rows;
+    rows.reserve(static_cast<size_t>(2 * B));
+    for (int64_t b = 0; b < B; ++b) rows.insert(rows.end(), {layout.slots[b], layout.starts[b]});
+    table = Tensor::from_vector(rows, {B, 2}, q.device());
+  }
   Tensor out = Tensor::empty({B, H, D}, q.dtype(), q.device());
-  kernels::run<kernels::DecodeAttention>(q.device(), q.view({B, H, D}), cache.k, cache.v,
-                                         Tensor::from_vector(table, {B, 2}).to(q.device()),
+  kernels::run<kernels::DecodeAttention>(q.device(), q.view({B, H, D}), cache.k, cache.v, table,
                                          1.0 / std::sqrt(static_cast<double>(D)), out);
   return out.view({B, H, 1, D});
 }

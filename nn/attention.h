@@ -42,6 +42,9 @@ struct AttentionLayout {
   // attends over that slot's positions [0, starts[b] + t]. Empty without a cache.
   std::vector<int64_t> slots, starts;
   bool plain = false;  // slots are 0..B-1 of a B-slot cache and every start is equal: one copy per layer
+  // One token per row: (slot, start) per row as I64 [B, 2] on the model's device, built once per pass for
+  // the decode kernel (backends/kernels/decode_attention.h) of every layer.
+  Tensor decode_rows;
   // Packed segments (no cache): query (b, t) sees keys [key_start[b, t], t] of its row, the tokens of its
   // own segment. key_start_host is [B * T]; key_start is the same as I32 [B, T] on the model's device.
   // Empty / undefined: every query sees its row from position 0.
