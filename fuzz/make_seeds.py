@@ -36,7 +36,7 @@ out("fuzz_safetensors", "empty", safetensors_bytes({"e": np.zeros((0, 3), dtype=
 # config.json: every architecture and both transformers layouts.
 for name, path in [("gpt2", "gpt2_tiny/config.json"), ("llama_v5", "llama_gqa/config.json"),
                    ("llama_v4", "llama_gqa/config_v4.json"), ("qwen2", "qwen2_tiny/config.json"),
-                   ("llama_tied", "llama_tied/config.json")]:
+                   ("llama_tied", "llama_tied/config.json"), ("gemma", "gemma_tiny/config.json")]:
     with open(os.path.join(FIXTURES, path)) as f:
         out("fuzz_config", name, f.read())
 

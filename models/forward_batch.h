@@ -7,6 +7,7 @@
 //   cache, slots      the KV cache and the slot each row reads and appends to (default: row b in slot b)
 //   adapters          the adapter slot each row uses (-1: the base model) on a model serving many adapters
 //   segments [B, T]   packed examples: attention stays inside a run of equal ids, positions restart at 0
+//   lengths [B]       rows of different lengths padded to T: row b's first lengths[b] tokens are real
 //   logits            which positions need logits: all, the last of each row, none, or given positions
 //
 // Built with chained setters:
@@ -47,6 +48,11 @@ struct ForwardBatch {
 
   std::vector<int32_t> adapters;  // [B]: adapter slot per row (-1: base); empty: every row the base model
   std::vector<int32_t> segments;  // [B * T]: packed examples, one run of equal ids each; empty: one per row
+  // [B], each in [1, T]: row b holds lengths[b] real tokens followed by padding (several prompts of
+  // different lengths in one pass). Padding is never cached (a slot grows by its row's length), its
+  // positions repeat the row's last one, no real token attends to it, and LogitRows::Last takes the last
+  // real token. Empty: every row is T tokens long.
+  std::vector<int64_t> lengths;
 
   LogitRows logits = LogitRows::All;
   std::vector<int64_t> logit_positions;  // with LogitRows::Given
@@ -66,6 +72,7 @@ struct ForwardBatch {
     segments = std::move(ids_of_segments);
     return *this;
   }
+  ForwardBatch& with_lengths(std::vector<int64_t> row_lengths) { return lengths = std::move(row_lengths), *this; }
   ForwardBatch& last_logits() { return logits = LogitRows::Last, *this; }
   ForwardBatch& no_logits() { return logits = LogitRows::None, *this; }
   ForwardBatch& logits_at(std::vector<int64_t> flat_positions) {

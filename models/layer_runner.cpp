@@ -25,12 +25,17 @@ TokenPositions from_per_token(std::vector<int64_t> values, int64_t B, int64_t T)
   return {std::move(values), same, B, T};
 }
 
-// Row b's tokens at starts[b], starts[b] + 1, ...
-TokenPositions from_starts(const std::vector<int64_t>& starts, int64_t B, int64_t T) {
+// Row b's tokens at starts[b], starts[b] + 1, ...: [B * T].
+std::vector<int64_t> from_starts(const std::vector<int64_t>& starts, int64_t B, int64_t T) {
   std::vector<int64_t> values(static_cast<size_t>(B * T));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) values[static_cast<size_t>(b * T + t)] = starts[static_cast<size_t>(b)] + t;
-  return from_per_token(std::move(values), B, T);
+  return values;
+}
+
+// A row's real tokens: lengths[b], or T.
+int64_t row_length(const ForwardBatch& batch, int64_t b) {
+  return batch.lengths.empty() ? batch.time() : batch.lengths[static_cast<size_t>(b)];
 }
 
 // The cache slots of the rows: distinct, inside the cache, with room for T more tokens within the context.
@@ -62,16 +67,24 @@ void plan_cache(const ForwardBatch& batch, const ModelLimits& m, nn::AttentionLa
                m.model, b, slot, cache.slots());
     LORA_CHECK(!taken[static_cast<size_t>(slot)], "{}: cache slot {} is named by two rows", m.model, slot);
     taken[static_cast<size_t>(slot)] = true;
-    const int64_t start = cache.lengths[static_cast<size_t>(slot)];
-    LORA_CHECK(start + T <= cache.capacity(), "{}: {} cached + {} new tokens exceed the cache's capacity of {} (slot {})",
-               m.model, start, T, cache.capacity(), slot);
+    const int64_t start = cache.lengths[static_cast<size_t>(slot)], n = row_length(batch, b);
+    LORA_CHECK(start + n <= cache.capacity(), "{}: {} cached + {} new tokens exceed the cache's capacity of {} (slot {})",
+               m.model, start, n, cache.capacity(), slot);
     layout.starts.push_back(start);
   }
-  bool in_order = cache.slots() == B;
+  bool padded = false;
+  for (int64_t b = 0; b < B; ++b) padded = padded || row_length(batch, b) != T;
+  if (padded) layout.lengths = batch.lengths;
+  bool in_order = cache.slots() == B && !padded;
   for (int64_t b = 0; b < B && in_order; ++b) {
     in_order = layout.slots[static_cast<size_t>(b)] == b && layout.starts[static_cast<size_t>(b)] == layout.starts[0];
   }
   layout.plain = in_order;
+  if (T == 1) {  // the decode kernel's (slot, position) table, once for every layer
+    std::vector<int64_t> rows;
+    for (int64_t b = 0; b < B; ++b) rows.insert(rows.end(), {layout.slots[static_cast<size_t>(b)], layout.starts[static_cast<size_t>(b)]});
+    layout.decode_rows = Tensor::from_vector(rows, {B, 2}, batch.ids.device());
+  }
 }
 
 }  // namespace
@@ -91,6 +104,11 @@ ForwardPlan plan_forward(const ForwardBatch& batch, const ModelLimits& m, const 
   sized(batch.positions.size(), B * T, "positions");
   sized(batch.segments.size(), B * T, "segment ids");
   sized(batch.adapters.size(), B, "row adapters");
+  sized(batch.lengths.size(), B, "row lengths");
+  for (size_t b = 0; b < batch.lengths.size(); ++b) {
+    LORA_CHECK(batch.lengths[b] >= 1 && batch.lengths[b] <= T, "{}: row {} has length {}, outside [1, {}]", m.model, b,
+               batch.lengths[b], T);
+  }
   LORA_CHECK(int(!batch.starts.empty()) + int(!batch.positions.empty()) + int(!batch.segments.empty()) <= 1,
              "{}: give row starts, positions or segments, not several", m.model);
 
@@ -101,25 +119,30 @@ ForwardPlan plan_forward(const ForwardBatch& batch, const ModelLimits& m, const 
   nn::AttentionLayout& layout = plan.pass->attention;
 
   // Positions: from the cache slots, the row starts, the segments, as given, or 0, 1, ... in every row.
+  std::vector<int64_t> values;  // [B * T]
   if (batch.cache) {
     plan_cache(batch, m, layout);
-    plan.positions = from_starts(layout.starts, B, T);
+    values = from_starts(layout.starts, B, T);
   } else if (!batch.starts.empty()) {
     for (int64_t s : batch.starts) LORA_CHECK(s >= 0, "{}: a row starts at position {}", m.model, s);
-    plan.positions = from_starts(batch.starts, B, T);
+    values = from_starts(batch.starts, B, T);
   } else if (!batch.positions.empty()) {
     for (int64_t p : batch.positions) LORA_CHECK(p >= 0, "{}: a token at position {}", m.model, p);
-    plan.positions = from_per_token(batch.positions, B, T);
+    values = batch.positions;
   } else if (!batch.segments.empty()) {
     // Attention stays inside each segment and its positions restart at 0.
     layout.key_start_host = nn::segment_key_starts(batch.segments, B, T);
     layout.key_start = Tensor::from_vector(layout.key_start_host, {B, T}, ids.device());
-    std::vector<int64_t> values(static_cast<size_t>(B * T));
+    values.resize(static_cast<size_t>(B * T));
     for (int64_t i = 0; i < B * T; ++i) values[static_cast<size_t>(i)] = i % T - layout.key_start_host[i];
-    plan.positions = from_per_token(std::move(values), B, T);
   } else {
-    plan.positions = from_starts(std::vector<int64_t>(static_cast<size_t>(B), 0), B, T);
+    values = from_starts(std::vector<int64_t>(static_cast<size_t>(B), 0), B, T);
   }
+  for (int64_t b = 0; b < B; ++b) {  // padding repeats its row's last real position
+    const int64_t n = row_length(batch, b);
+    for (int64_t t = n; t < T; ++t) values[static_cast<size_t>(b * T + t)] = values[static_cast<size_t>(b * T + n - 1)];
+  }
+  plan.positions = from_per_token(std::move(values), B, T);
   const int64_t last = *std::max_element(plan.positions.values.begin(), plan.positions.values.end());
   LORA_CHECK(last < m.context_length, "{}: position {} is outside the context length {}", m.model, last,
              m.context_length);
@@ -144,7 +167,7 @@ ForwardPlan plan_forward(const ForwardBatch& batch, const ModelLimits& m, const 
       break;
     case LogitRows::Last:
       LORA_CHECK(batch.logit_positions.empty(), "{}: logit positions are given only with LogitRows::Given", m.model);
-      for (int64_t b = 0; b < B; ++b) plan.logit_rows.push_back(b * T + T - 1);
+      for (int64_t b = 0; b < B; ++b) plan.logit_rows.push_back(b * T + row_length(batch, b) - 1);
       break;
     case LogitRows::Given:
       for (int64_t p : batch.logit_positions) {
@@ -159,7 +182,10 @@ ForwardPlan plan_forward(const ForwardBatch& batch, const ModelLimits& m, const 
 
 void advance_cache(const ForwardBatch& batch, const ForwardPlan& plan) {
   if (!batch.cache) return;
-  for (int64_t slot : plan.pass->attention.slots) batch.cache->lengths[static_cast<size_t>(slot)] += plan.time;
+  const std::vector<int64_t>& slots = plan.pass->attention.slots;
+  for (size_t b = 0; b < slots.size(); ++b) {
+    batch.cache->lengths[static_cast<size_t>(slots[b])] += row_length(batch, static_cast<int64_t>(b));
+  }
 }
 
 Tensor gather_rows(const Tensor& x, const std::vector<int64_t>& rows) {

@@ -77,7 +77,7 @@ struct ModelLimits {
 // logit positions) and derives the plan. Throws lora::Error naming the field and what was expected.
 ForwardPlan plan_forward(const ForwardBatch& batch, const ModelLimits& limits, const nn::RotaryEmbedding* rotary);
 
-// Every row's slot length grows by T: the tokens of the pass are cached.
+// Every row's slot length grows by its real tokens (T, or its length): the tokens of the pass are cached.
 void advance_cache(const ForwardBatch& batch, const ForwardPlan& plan);
 
 // Rows `rows` of x [N, C] as [rows.size(), C], differentiable in x (the gradient scatters back).

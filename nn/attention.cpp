@@ -107,17 +107,25 @@ Tensor attend_composed(const Tensor& q, const Tensor& keys, const Tensor& values
 // (backends/kernels/decode_attention.h).
 Tensor attend_rows(const Tensor& q, const AttentionLayout& layout, const KVCache::Layer& cache) {
   const int64_t B = q.size(0), H = q.size(1), D = q.size(3);
-  std::vector<int64_t> table;  // [B, 2]: (slot, position)
-  table.reserve(static_cast<size_t>(2 * B));
-  for (int64_t b = 0; b < B; ++b) table.insert(table.end(), {layout.slots[b], layout.starts[b]});
+  Tensor table = layout.decode_rows;  // [B, 2]: (slot, position), built once per pass by the runner
+  if (!table.defined() || table.device() != q.device()) {
+    std::vector<int64_t> rows;
+    rows.reserve(static_cast<size_t>(2 * B));
+    for (int64_t b = 0; b < B; ++b) rows.insert(rows.end(), {layout.slots[b], layout.starts[b]});
+    table = Tensor::from_vector(rows, {B, 2}, q.device());
+  }
   Tensor out = Tensor::empty({B, H, D}, q.dtype(), q.device());
-  kernels::run<kernels::DecodeAttention>(q.device(), q.view({B, H, D}), cache.k, cache.v,
-                                         Tensor::from_vector(table, {B, 2}).to(q.device()),
+  kernels::run<kernels::DecodeAttention>(q.device(), q.view({B, H, D}), cache.k, cache.v, table,
                                          1.0 / std::sqrt(static_cast<double>(D)), out);
   return out.view({B, H, 1, D});
 }
 
-// Writes each row's k, v [B, H_kv, T, D] into its slot at its start.
+// A row's real tokens (the rest of its T is padding).
+int64_t row_length(const AttentionLayout& layout, int64_t b, int64_t T) {
+  return layout.lengths.empty() ? T : layout.lengths[static_cast<size_t>(b)];
+}
+
+// Writes each row's k, v [B, H_kv, T, D] (its real tokens) into its slot at its start.
 void write_cache(const Tensor& k, const Tensor& v, const AttentionLayout& layout, KVCache::Layer& cache) {
   const int64_t B = k.size(0), H_kv = k.size(1), T = k.size(2), D = k.size(3), capacity = cache.k.size(2);
   Backend& be = backend_for(k);
@@ -128,8 +136,9 @@ void write_cache(const Tensor& k, const Tensor& v, const AttentionLayout& layout
   }
   for (int64_t b = 0; b < B; ++b) {
     Tensor k_seq = cache.k.narrow_rows(layout.slots[b], 1), v_seq = cache.v.narrow_rows(layout.slots[b], 1);
-    be.copy_block(k.narrow_rows(b, 1), k_seq, H_kv, T, capacity, D, 0, layout.starts[b], T, false);
-    be.copy_block(v.narrow_rows(b, 1), v_seq, H_kv, T, capacity, D, 0, layout.starts[b], T, false);
+    const int64_t n = row_length(layout, b, T);
+    be.copy_block(k.narrow_rows(b, 1), k_seq, H_kv, T, capacity, D, 0, layout.starts[b], n, false);
+    be.copy_block(v.narrow_rows(b, 1), v_seq, H_kv, T, capacity, D, 0, layout.starts[b], n, false);
   }
 }
 
@@ -146,9 +155,9 @@ Tensor attend_cached(const Tensor& q, const Tensor& k, const Tensor& v, const At
     return attend_composed(q, ops::slice(cache.k, 2, 0, L), ops::slice(cache.v, 2, 0, L), layout.starts[0], {}, 0.0,
                            0);
   }
-  std::vector<Tensor> rows;  // each row over its own slot's keys [0, start + T)
+  std::vector<Tensor> rows;  // each row over its own slot's keys [0, start + n): its padding sees them all
   for (int64_t b = 0; b < B; ++b) {
-    const int64_t L = layout.starts[b] + T;
+    const int64_t L = layout.starts[b] + row_length(layout, b, T);
     const Tensor keys = ops::slice(cache.k.narrow_rows(layout.slots[b], 1), 2, 0, L);
     const Tensor values = ops::slice(cache.v.narrow_rows(layout.slots[b], 1), 2, 0, L);
     rows.push_back(attend_composed(q.narrow_rows(b, 1), keys, values, layout.starts[b], {}, 0.0, 0));
@@ -184,11 +193,14 @@ Tensor causal_self_attention(const Tensor& q, const Tensor& k, const Tensor& v, 
              k.shape().str());
   LORA_CHECK(static_cast<int64_t>(layout.slots.size()) == B && static_cast<int64_t>(layout.starts.size()) == B,
              "attention: the layout names {} cache slots for {} rows", layout.slots.size(), B);
+  LORA_CHECK(layout.lengths.empty() || static_cast<int64_t>(layout.lengths.size()) == B,
+             "attention: the layout has {} row lengths for {} rows", layout.lengths.size(), B);
   for (int64_t b = 0; b < B; ++b) {  // the runner checked these; a kernel must never write outside the cache
-    LORA_CHECK(layout.slots[b] >= 0 && layout.slots[b] < cache->k.size(0) && layout.starts[b] >= 0 &&
-                   layout.starts[b] + T <= cache->k.size(2),
+    const int64_t n = row_length(layout, b, T);
+    LORA_CHECK(n >= 1 && n <= T && layout.slots[b] >= 0 && layout.slots[b] < cache->k.size(0) &&
+                   layout.starts[b] >= 0 && layout.starts[b] + n <= cache->k.size(2),
                "attention: row {} (slot {}, positions [{}, {})) is outside the KV cache {}", b, layout.slots[b],
-               layout.starts[b], layout.starts[b] + T, cache->k.shape().str());
+               layout.starts[b], layout.starts[b] + n, cache->k.shape().str());
   }
   write_cache(k, v, layout, *cache);
   return attend_cached(q, k, v, layout, *cache);

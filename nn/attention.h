@@ -38,10 +38,14 @@ struct KVCache {
 // values go in the KV cache, and which keys each query may see. Built once per pass by the layer runner
 // (models/layer_runner.h); the same for every layer.
 struct AttentionLayout {
-  // With a KV cache: row b writes slot slots[b] at positions [starts[b], starts[b] + T) and its query t
-  // attends over that slot's positions [0, starts[b] + t]. Empty without a cache.
-  std::vector<int64_t> slots, starts;
+  // With a KV cache: row b writes slot slots[b] at positions [starts[b], starts[b] + n_b) and its query t
+  // attends over that slot's positions [0, starts[b] + t], n_b = lengths[b] (the row's real tokens; the
+  // rest is padding, never written) or T when lengths is empty. slots and starts are empty without a cache.
+  std::vector<int64_t> slots, starts, lengths;
   bool plain = false;  // slots are 0..B-1 of a B-slot cache and every start is equal: one copy per layer
+  // One token per row: (slot, start) per row as I64 [B, 2] on the model's device, built once per pass for
+  // the decode kernel (backends/kernels/decode_attention.h) of every layer.
+  Tensor decode_rows;
   // Packed segments (no cache): query (b, t) sees keys [key_start[b, t], t] of its row, the tokens of its
   // own segment. key_start_host is [B * T]; key_start is the same as I32 [B, T] on the model's device.
   // Empty / undefined: every query sees its row from position 0.

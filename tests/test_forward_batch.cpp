@@ -228,6 +228,40 @@ TEST_CASE("forward batch: rows in their own cache slots at their own lengths dec
   }
 }
 
+TEST_CASE("forward batch: prompts of different lengths, padded into one pass, give what each gives alone",
+          "[forward]") {
+  for (const std::string preset : {"tiny", "llama-tiny"}) {
+    INFO(preset);
+    auto model = models::create_model(models::read_config_arg(preset), 9);
+    NoGradGuard no_grad;
+    model->eval();
+    const int64_t V = model->dims().vocab_size;
+    Generator gen(2);
+    const std::vector<int32_t> a = random_tokens(7, V, gen), b = random_tokens(5, V, gen);  // a: 5 + 2, b: 3 + 2
+    nn::KVCache pool = model->make_kv_cache(3, 12);
+    // Row 0: b's 3-token prompt padded to 5 (with tokens that must not matter), into slot 2; row 1: a's 5.
+    std::vector<int32_t> ids = {b[0], b[1], b[2], 99 % static_cast<int32_t>(V), 7, a[0], a[1], a[2], a[3], a[4]};
+    const Tensor last = model->forward(models::ForwardBatch(Tensor::from_vector(ids, {2, 5}))
+                                           .with_cache(pool, {2, 0})
+                                           .with_lengths({3, 5})
+                                           .last_logits());  // [2, V]
+    REQUIRE(pool.length(2) == 3);
+    REQUIRE(pool.length(0) == 5);
+    const Tensor full_a = model->forward(Tensor::from_vector(a, {1, 7})).view({7, V});
+    const Tensor full_b = model->forward(Tensor::from_vector(b, {1, 5})).view({5, V});
+    testing::require_close(last.narrow_rows(0, 1), full_b.narrow_rows(2, 1), 1e-4, 1e-5);
+    testing::require_close(last.narrow_rows(1, 1), full_a.narrow_rows(4, 1), 1e-4, 1e-5);
+    // Then two more tokens each, in one pass, as if the padding had never been there.
+    const Tensor next = model->forward(
+        models::ForwardBatch(Tensor::from_vector(std::vector<int32_t>{b[3], b[4], a[5], a[6]}, {2, 2})).with_cache(pool, {2, 0}));
+    testing::require_close(next.view({4, V}).narrow_rows(1, 1), full_b.narrow_rows(4, 1), 1e-4, 1e-5);
+    testing::require_close(next.view({4, V}).narrow_rows(3, 1), full_a.narrow_rows(6, 1), 1e-4, 1e-5);
+    // Without a cache, a padded row's last real token is its last logit too.
+    const Tensor uncached = model->forward(models::ForwardBatch(Tensor::from_vector(ids, {2, 5})).with_lengths({3, 5}).last_logits());
+    testing::require_close(uncached.narrow_rows(0, 1), full_b.narrow_rows(2, 1), 1e-4, 1e-5);
+  }
+}
+
 TEST_CASE("forward batch: a malformed batch is refused before anything runs, naming what is wrong", "[forward]") {
   auto model = models::create_model(models::read_config_arg("tiny"), 1);  // context 32
   NoGradGuard no_grad;
@@ -244,6 +278,8 @@ TEST_CASE("forward batch: a malformed batch is refused before anything runs, nam
   refused(models::ForwardBatch(ids).with_segments({0, 1, 0, 0, 0, 0}), "segment 0 appears again");
   refused(models::ForwardBatch(ids).with_adapters({0, -1}), "serves no adapters");
   refused(models::ForwardBatch(ids).logits_at({6}), "position 6, outside the batch's 2 x 3 tokens");
+  refused(models::ForwardBatch(ids).with_lengths({0, 3}), "row 0 has length 0, outside [1, 3]");
+  refused(models::ForwardBatch(ids).with_lengths({3}), "1 row lengths");
 
   nn::KVCache pool = model->make_kv_cache(3, 4);
   refused(models::ForwardBatch(ids).with_cache(pool), "3 slots for a batch of 2 rows");
