@@ -143,6 +143,55 @@ step_pytorch() {
   python3 "$script" --device cuda --configs full:8x1024,lora:8x1024 --warmup 1 --steps 3 || return 1
 }
 
+# The card's own ceilings, measured in the same run as the figures they judge (PyTorch's cuBLAS): sgemm
+# with TF32 off, TF32 and BF16 at 8192^3 and at GPT-2 small's MLP shape (8192 x 768 x 3072), and the
+# device-to-device copy bandwidth (bytes read + written).
+step_ceilings() {
+  python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null ||
+    { echo "skipped: PyTorch with CUDA is not installed"; return 2; }
+  python3 - <<'PY' || return 1
+import torch
+def tflops(m, k, n, dtype, tf32):
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    a = torch.randn(m, k, device="cuda", dtype=dtype); b = torch.randn(k, n, device="cuda", dtype=dtype)
+    for _ in range(3): a @ b
+    torch.cuda.synchronize()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(10): a @ b
+    e.record(); torch.cuda.synchronize()
+    return 2 * m * k * n * 10 / (s.elapsed_time(e) / 1e3) / 1e12
+print(torch.cuda.get_device_name(0))
+for name, dtype, tf32 in [("fp32 sgemm (TF32 off)", torch.float32, False), ("tf32", torch.float32, True),
+                          ("bf16", torch.bfloat16, False)]:
+    print(f"ceiling {name:<22} 8192^3 {tflops(8192, 8192, 8192, dtype, tf32):7.1f} TFLOP/s   "
+          f"8192x768x3072 {tflops(8192, 768, 3072, dtype, tf32):7.1f} TFLOP/s")
+x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
+for _ in range(3): y.copy_(x)
+torch.cuda.synchronize()
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+s.record()
+for _ in range(10): y.copy_(x)
+e.record(); torch.cuda.synchronize()
+print(f"ceiling bandwidth (device copy, read + write) {2 * (1 << 30) * 10 / (s.elapsed_time(e) / 1e3) / 1e9:.0f} GB/s")
+PY
+}
+
+# The same comparison at 4 x 256.
+step_gpt2_compare_small() {
+  require_program "$BUILD_DIR/finetune_gpt2" || return $?
+  require_gpu || return $?
+  "$BUILD_DIR/finetune_gpt2" --device cuda --mode compare --batch 4 --seq 256 --steps 6 --warmup 2 \
+    --eval-batches 1 --report-json "$LOG_DIR/gpt2_compare_4x256.json" || return 1
+}
+
+# Batch-1 forward and greedy decoding of GPT-2 small (random weights) on the GPU, base and LoRA variants.
+step_decode() {
+  require_program "$BUILD_DIR/bench_inference" || return $?
+  require_gpu || return $?
+  "$BUILD_DIR/bench_inference" --device cuda --seq 128 --prompt-tokens 16 --new-tokens 128 --repeats 3 || return 1
+}
+
 # Data parallelism over NCCL: one rank per GPU (a single GPU still runs a 1-rank NCCL job), LoRA on the
 # tiny GPT-2 for a few steps; the report must say NCCL and show the all-reduced bytes.
 step_nccl() {
@@ -166,22 +215,26 @@ print(f"{ranks} rank(s), {m['comm_engine'] or 'single process'}: {m['allreduce_b
 PY
 }
 
-# name:function:time limit in seconds. Keep the sum of the limits within 9 minutes (now 540 s); on an H200
+# name:function:time limit in seconds. Keep the sum of the limits within 9 minutes without the build (now 505 s); on an H200
 # the build takes about 1-2 minutes and the parity tests well under one.
 STEPS=(
   "device:step_device:15"
   "build (Release, CUDA):step_build:180"
-  "cuda tests:step_cuda_tests:60"
+  "cuda tests:step_cuda_tests:90"
+  "card ceilings:step_ceilings:45"
   "gpt2 full vs lora 8x1024:step_gpt2_compare:120"
+  "gpt2 full vs lora 4x256:step_gpt2_compare_small:45"
   "micro-benchmarks:step_benchmarks:45"
+  "decode batch 1:step_decode:60"
   "pytorch eager reference:step_pytorch:60"
-  "nccl data parallel:step_nccl:60"
+  "nccl data parallel:step_nccl:30"
 )
 
 # ---------------------------------------------------------------------------------------------------
 # Runner
 
-export -f require_program require_gpu step_device step_build step_cuda_tests step_gpt2_compare step_benchmarks step_pytorch step_nccl
+export -f require_program require_gpu step_device step_build step_cuda_tests step_ceilings step_gpt2_compare \
+  step_gpt2_compare_small step_benchmarks step_decode step_pytorch step_nccl
 export ROOT BUILD_DIR JOBS DO_BUILD LOG_DIR
 
 declare -a SUMMARY=()
