@@ -185,6 +185,12 @@ nlohmann::json pretrain(models::CausalLM& model, const std::vector<int32_t>& tra
       const double v = heldout_window_loss(model, val, o.batch, o.seq, o.eval_batches);
       log["evals"].push_back({step + 1, v});
       fmt::print("pre-train held-out loss at step {}: {:.4f}\n", step + 1, v);
+      if (o.side_eval) {
+        const double side = o.side_eval(model);
+        if (!log.contains("side_evals")) log["side_evals"] = nlohmann::json::array();
+        log["side_evals"].push_back({step + 1, side});
+        fmt::print("pre-train side evaluation at step {}: {:.4f} ({:.3f} x the held-out loss)\n", step + 1, side, side / v);
+      }
     }
     if ((step + 1) % 10 == 0 || last || step == start) {
       progress.update(step + 1, fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} tokens/s", value, optimizer.lr(),
