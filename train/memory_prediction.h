@@ -1,8 +1,8 @@
 // Predicting a training step's memory from what the tape saves, without allocating it: the step runs on
 // the meta device, where every tensor has its shape and is charged to the MemoryTracker by category but
 // holds no memory and no kernel runs. The model is built there from its config, LoRA applied with the same
-// settings, and two steps taken (forward, backward, clipping, AdamW: the second step sees the optimizer
-// state); the meta device's peaks are the prediction. Each op saves on meta exactly what it saves on the
+// settings, and two steps taken by train_step (forward, backward, clipping, AdamW: the second step sees the
+// optimizer state); the meta device's peaks are the prediction. Each op saves on meta exactly what it saves on the
 // CPU (OpRecord::save), so the prediction follows the model, the targets and the ops, with no per-model
 // arithmetic; tests hold it against the measured step for every model.
 #pragma once
@@ -15,7 +15,7 @@
 #include "models/registry.h"
 #include "nn/lora/apply_lora.h"
 
-namespace lora::tools {
+namespace lora::train {
 
 struct StepMemoryPrediction {
   MemoryFigures peak;          // per category: the most it holds during a step
@@ -39,4 +39,4 @@ int64_t available_host_memory();
 void check_fits(const StepMemoryPrediction& prediction, int64_t available, int64_t overhead, const std::string& what,
                 const std::string& advice);
 
-}  // namespace lora::tools
+}  // namespace lora::train

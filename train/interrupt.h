@@ -3,11 +3,11 @@
 // ends the process at once (the default action), for a user who does not want to wait.
 #pragma once
 
-namespace lora::tools {
+namespace lora::train {
 
 // Installs the handlers (idempotent).
 void install_interrupt_handlers();
 // The signal received (SIGINT or SIGTERM), or 0.
 int interrupt_signal();
 
-}  // namespace lora::tools
+}  // namespace lora::train

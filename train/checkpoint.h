@@ -5,9 +5,11 @@
 //   DIR/checkpoint-<step>/
 //     trainable.safetensors   the trainable parameters by name (the whole model, or LoRA's A and B)
 //     optimizer.safetensors   the optimizer's moments and step counts, by parameter name
+//     best.safetensors        with early stopping: the trainable weights of the best evaluation so far
 //     state.json              format version, steps done, the run's settings, the model's config, a
-//                             fingerprint of the frozen weights, the data sampler's generator, every
-//                             random stream's counter (dropout), the losses so far
+//                             fingerprint of the frozen weights, the data's position (its BatchSource's
+//                             state: a generator, or an epoch and a row), every random stream's counter
+//                             (dropout), the losses and evaluations so far
 //
 // Each checkpoint folder is written as one commit (staging folder + rename): it exists complete or not at
 // all, and the previous checkpoint stays until the new one is in place.
@@ -20,11 +22,10 @@
 #include <string>
 #include <vector>
 
-#include "core/random.h"
 #include "models/causal_lm.h"
 #include "optim/optimizer.h"
 
-namespace lora::tools {
+namespace lora::train {
 
 // What identifies a run: a checkpoint resumes only the run it was written by.
 struct RunIdentity {
@@ -41,8 +42,14 @@ struct RunIdentity {
 struct TrainingProgress {
   int64_t step = 0;           // optimizer steps done (skipped non-finite steps included)
   int64_t skipped_steps = 0;  // steps skipped for a non-finite loss or gradient
-  GeneratorState sampler;     // the training data sampler's generator
+  nlohmann::json data;        // the training BatchSource's state
   std::vector<double> losses;
+  std::vector<std::pair<int64_t, double>> evals;  // (step, held-out loss)
+  // Early stopping: the best held-out loss so far, its step (0: none yet), the evaluations since, and the
+  // trainable weights of that step (host copies, by name; written as best.safetensors).
+  int64_t best_step = 0, evals_since_best = 0;
+  double best_eval = 0;
+  std::vector<std::pair<std::string, Tensor>> best_weights;
 };
 
 // Writes DIR/checkpoint-<progress.step> as one commit and removes all but the newest `keep` checkpoints.
@@ -60,4 +67,4 @@ std::string latest_checkpoint(const std::string& dir);
 TrainingProgress load_training_checkpoint(const std::string& path, models::CausalLM& model,
                                           optim::Optimizer& optimizer, const RunIdentity& identity);
 
-}  // namespace lora::tools
+}  // namespace lora::train

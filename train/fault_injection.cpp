@@ -1,5 +1,5 @@
 // fault_point: SIGKILL at the chosen hit of a named point (LORA_FAULT_INJECT="<point>:<n>").
-#include "tools/fault_injection.h"
+#include "train/fault_injection.h"
 
 #include <signal.h>
 
@@ -7,7 +7,7 @@
 #include <cstring>
 #include <string>
 
-namespace lora::tools {
+namespace lora::train {
 
 void fault_point(const char* name) {
   static const char* spec = std::getenv("LORA_FAULT_INJECT");
@@ -21,4 +21,4 @@ void fault_point(const char* name) {
   if (++hits == target) ::raise(SIGKILL);
 }
 
-}  // namespace lora::tools
+}  // namespace lora::train

@@ -1,5 +1,5 @@
 // The meta-device dry run that predicts a training step's memory, and the check against what is available.
-#include "tools/memory_prediction.h"
+#include "train/memory_prediction.h"
 
 #include <fstream>
 
@@ -9,9 +9,9 @@
 #include "models/lora.h"
 #include "models/quantize_base.h"
 #include "optim/adam.h"
-#include "optim/clip.h"
+#include "train/train_step.h"
 
-namespace lora::tools {
+namespace lora::train {
 
 StepMemoryPrediction predict_training_step(const models::ModelConfig& config, const nn::LoRAConfig* lora,
                                            int64_t batch, int64_t seq, QuantFormat base, bool checkpoint) {
@@ -25,15 +25,13 @@ StepMemoryPrediction predict_training_step(const models::ModelConfig& config, co
     if (lora) models::apply_lora(*model, *lora);
     if (lora && base != QuantFormat::F32) models::quantize_base(*model, base);
     optim::AdamW optimizer(model->parameters(true), {});
-    const Tensor ids = Tensor::zeros({batch, seq}, DType::I32, meta);
+    Batch shapes;
+    shapes.ids = Tensor::zeros({batch, seq}, DType::I32, meta);
+    shapes.targets = shapes.ids;
+    shapes.trained_tokens = batch * seq;
+    shapes.sequences = batch;
     tracker.reset_peaks(meta);  // the step alone, with the model and its optimizer already in place
-    for (int step = 0; step < 2; ++step) {
-      Tensor loss = model->loss(ids, ids);
-      backward(loss);
-      optim::clip_grad_norm(optimizer.params(), 1.0);
-      optimizer.step();
-      optimizer.zero_grad();
-    }
+    for (int step = 0; step < 2; ++step) (void)train_step(*model, optimizer, {shapes});
     const DeviceMemoryStats stats = tracker.stats(meta);
     prediction.peak = stats.peak;
     prediction.live_at_peak = stats.live_at_peak;
@@ -82,4 +80,4 @@ void check_fits(const StepMemoryPrediction& p, int64_t available, int64_t overhe
             format_bytes(available), categories, advice);
 }
 
-}  // namespace lora::tools
+}  // namespace lora::train

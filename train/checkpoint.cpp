@@ -1,5 +1,5 @@
 // Training checkpoints: writing one as a commit, finding the newest, and resuming only the run that wrote it.
-#include "tools/train_checkpoint.h"
+#include "train/checkpoint.h"
 
 #include <charconv>
 #include <cstring>
@@ -10,16 +10,16 @@
 #include "core/atomic_file.h"
 #include "core/files.h"
 #include "core/safetensors.h"
-#include "tools/fault_injection.h"
+#include "train/fault_injection.h"
 
-namespace lora::tools {
+namespace lora::train {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
 
 constexpr const char* kFormat = "lora.cpp training checkpoint";
-constexpr int kVersion = 1;
+constexpr int kVersion = 2;  // 2: the data's position is its BatchSource's state
 constexpr const char* kPrefix = "checkpoint-";
 
 // 64-bit FNV-1a over bytes, extended word by word (fast enough to hash a model's weights at start-up).
@@ -72,18 +72,6 @@ void describe_differences(const json& saved, const json& now, const std::string&
   }
 }
 
-json generator_json(const GeneratorState& g) {
-  return {{"s", {g.s[0], g.s[1], g.s[2], g.s[3]}}, {"has_spare_normal", g.has_spare_normal}, {"spare_normal", g.spare_normal}};
-}
-
-GeneratorState generator_from_json(const json& j) {
-  GeneratorState g;
-  for (int i = 0; i < 4; ++i) g.s[i] = j.at("s").at(i).get<uint64_t>();
-  g.has_spare_normal = j.at("has_spare_normal").get<bool>();
-  g.spare_normal = j.at("spare_normal").get<double>();
-  return g;
-}
-
 }  // namespace
 
 std::string RunIdentity::fingerprint(const models::CausalLM& model) {
@@ -116,13 +104,19 @@ std::string save_training_checkpoint(const std::string& dir, const models::Causa
                         {"model", identity.model},
                         {"frozen_weights", identity.frozen_fingerprint},
                         {"data", identity.data}}},
-                      {"sampler", generator_json(progress.sampler)},
+                      {"data_position", progress.data},
                       {"rng_counters", counters},
-                      {"losses", progress.losses}};
+                      {"losses", progress.losses},
+                      {"evals", progress.evals},
+                      {"best", {{"step", progress.best_step}, {"eval_loss", progress.best_eval},
+                                {"evals_since", progress.evals_since_best}}}};
   const fs::path path = fs::path(dir) / fmt::format("{}{:09d}", kPrefix, progress.step);
   write_directory_atomically(path.string(), [&](const std::string& staging) {
     save_safetensors((fs::path(staging) / "trainable.safetensors").string(), trainable, {{"format", "lora.cpp"}});
     optimizer.save_state((fs::path(staging) / "optimizer.safetensors").string());
+    if (!progress.best_weights.empty()) {
+      save_safetensors((fs::path(staging) / "best.safetensors").string(), progress.best_weights, {{"format", "lora.cpp"}});
+    }
     write_file_atomically((fs::path(staging) / "state.json").string(),
                           [&](std::ostream& out) { out << state.dump(1) << "\n"; });
     fault_point("checkpoint-commit");  // tests kill the process here: the staging folder is complete, not committed
@@ -171,8 +165,12 @@ TrainingProgress load_training_checkpoint(const std::string& path, models::Causa
     LORA_CHECK(differences.empty(), "checkpoint '{}' belongs to another run:{}", path, differences);
     progress.step = state.at("step").get<int64_t>();
     progress.skipped_steps = state.at("skipped_steps").get<int64_t>();
-    progress.sampler = generator_from_json(state.at("sampler"));
+    progress.data = state.at("data_position");
     progress.losses = state.at("losses").get<std::vector<double>>();
+    progress.evals = state.at("evals").get<std::vector<std::pair<int64_t, double>>>();
+    progress.best_step = state.at("best").at("step").get<int64_t>();
+    progress.best_eval = state.at("best").at("eval_loss").get<double>();
+    progress.evals_since_best = state.at("best").at("evals_since").get<int64_t>();
     counters = state.at("rng_counters").get<std::map<std::string, uint64_t>>();
   } catch (const json::exception& e) {
     LORA_FAIL("checkpoint '{}': malformed state.json ({})", path, e.what());
@@ -201,6 +199,19 @@ TrainingProgress load_training_checkpoint(const std::string& path, models::Causa
     values.push_back(weights.load(name, p.dtype(), p.device(), MemoryCategory::Workspace));
     LORA_CHECK(all_finite(values.back()), "checkpoint '{}': '{}' holds inf or nan values", path, name);
   }
+  const std::string best_path = (fs::path(path) / "best.safetensors").string();
+  if (is_regular_file(best_path)) {
+    const SafeTensorsFile best = SafeTensorsFile::open(best_path);
+    LORA_CHECK(best.size() == trainable.size(), "checkpoint '{}': best.safetensors holds {} tensors, this run trains {}",
+               path, best.size(), trainable.size());
+    for (const auto& [name, p] : trainable) {
+      LORA_CHECK(best.contains(name) && best.info(name).shape == p.shape(),
+                 "checkpoint '{}': best.safetensors has no '{}' of shape {}", path, name, p.shape().str());
+      progress.best_weights.emplace_back(name, best.load(name, p.dtype(), Device::cpu(), MemoryCategory::Workspace));
+      LORA_CHECK(all_finite(progress.best_weights.back().second), "checkpoint '{}': best '{}' holds inf or nan", path,
+                 name);
+    }
+  }
   optimizer.load_state((fs::path(path) / "optimizer.safetensors").string());  // checks, then replaces
   NoGradGuard no_grad;
   for (size_t i = 0; i < trainable.size(); ++i) trainable[i].second.copy_from(values[i]);
@@ -208,4 +219,4 @@ TrainingProgress load_training_checkpoint(const std::string& path, models::Causa
   return progress;
 }
 
-}  // namespace lora::tools
+}  // namespace lora::train

@@ -1,11 +1,11 @@
 // SIGINT/SIGTERM handlers that record the signal; the second one restores the default action.
-#include "tools/interrupt.h"
+#include "train/interrupt.h"
 
 #include <signal.h>
 
 #include <atomic>
 
-namespace lora::tools {
+namespace lora::train {
 namespace {
 
 std::atomic<int> g_signal{0};
@@ -30,4 +30,4 @@ void install_interrupt_handlers() {
 
 int interrupt_signal() { return g_signal.load(); }
 
-}  // namespace lora::tools
+}  // namespace lora::train

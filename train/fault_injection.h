@@ -4,8 +4,8 @@
 // "train-step" (between backward and the optimizer update).
 #pragma once
 
-namespace lora::tools {
+namespace lora::train {
 
 void fault_point(const char* name);
 
-}  // namespace lora::tools
+}  // namespace lora::train
