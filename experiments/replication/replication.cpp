@@ -1,4 +1,4 @@
-// Replication pieces: progress, atomic stage files, resumable pre-training, held-out losses, greedy
+// Replication pieces: progress, atomic stage files, resumable pre-training (train::train_step per step), held-out losses, greedy
 // generation, weight snapshots.
 #include "experiments/replication/replication.h"
 
@@ -16,8 +16,8 @@
 #include "core/stopwatch.h"
 #include "models/generate.h"
 #include "optim/adam.h"
-#include "optim/clip.h"
 #include "optim/lr_schedule.h"
+#include "train/train_step.h"
 
 namespace lora::tools {
 
@@ -171,12 +171,12 @@ nlohmann::json pretrain(models::CausalLM& model, const std::vector<int32_t>& tra
     Tensor x, y;
     window_batch(train, pretrain_windows(n_windows, o.batch, step, o.seed), o.seq, x, y, model.device());
     optimizer.set_lr(schedule.lr_at(step));
-    Tensor loss = model.loss(x, y);
-    backward(loss);
-    if (o.grad_clip > 0) optim::clip_grad_norm(optimizer.params(), o.grad_clip);
-    optimizer.step();
-    optimizer.zero_grad();
-    const double value = loss.item(), dt = seconds_since(t0);
+    train::Batch batch;
+    batch.ids = x, batch.targets = y, batch.trained_tokens = o.batch * o.seq, batch.sequences = o.batch;
+    const train::StepResult result = train::train_step(model, optimizer, {batch}, {.grad_clip = o.grad_clip});
+    LORA_CHECK(result.applied, "pre-training step {}: {}; nothing was updated (a lower --pretrain-lr may help)", step + 1,
+               result.nonfinite);
+    const double value = result.loss, dt = seconds_since(t0);
     seconds += dt;
     log["losses"].push_back(value);
     ++done_here;
@@ -185,6 +185,12 @@ nlohmann::json pretrain(models::CausalLM& model, const std::vector<int32_t>& tra
       const double v = heldout_window_loss(model, val, o.batch, o.seq, o.eval_batches);
       log["evals"].push_back({step + 1, v});
       fmt::print("pre-train held-out loss at step {}: {:.4f}\n", step + 1, v);
+      if (o.side_eval) {
+        const double side = o.side_eval(model);
+        if (!log.contains("side_evals")) log["side_evals"] = nlohmann::json::array();
+        log["side_evals"].push_back({step + 1, side});
+        fmt::print("pre-train side evaluation at step {}: {:.4f} ({:.3f} x the held-out loss)\n", step + 1, side, side / v);
+      }
     }
     if ((step + 1) % 10 == 0 || last || step == start) {
       progress.update(step + 1, fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} tokens/s", value, optimizer.lr(),

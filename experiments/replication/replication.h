@@ -49,6 +49,9 @@ struct PretrainOptions {
   uint64_t seed = 1234;
   double checkpoint_minutes = 3.0;  // a checkpoint at least this often (and at the end)
   int64_t stop_after = 0;           // > 0: stop after this many steps of this process (tests an interruption)
+  // Measured beside the held-out loss at every evaluation, never trained on (the replication: E2E's validation
+  // loss, so the log shows when the base becomes fair); empty: nothing.
+  std::function<double(models::CausalLM&)> side_eval;
 };
 
 // The training windows of step `step`: window w of an epoch is tokens [w seq, w seq + seq + 1); each epoch
@@ -60,7 +63,8 @@ std::vector<int64_t> pretrain_windows(int64_t n_windows, int64_t batch, int64_t 
 // Trains `model` from its state under dir (the latest complete checkpoint dir/ckpt-N, if any) to
 // options.steps, writing a checkpoint (weights, AdamW moments and step counts, loss log) every
 // checkpoint_minutes into dir/ckpt-N.tmp, renamed to dir/ckpt-N when complete. Returns the log
-// ({"losses": [...], "evals": [[step, loss], ...], "tokens_per_s", "train_seconds", "resumed_from"}); the
+// ({"losses": [...], "evals": [[step, loss], ...], "side_evals": [[step, value], ...] with side_eval, "tokens_per_s",
+// "train_seconds", "resumed_from"}); the
 // model holds the final weights. When stop_after ends it early, the log has "stopped_at".
 nlohmann::json pretrain(models::CausalLM& model, const std::vector<int32_t>& train, const std::vector<int32_t>& val,
                         const PretrainOptions& options, const fs::path& dir);

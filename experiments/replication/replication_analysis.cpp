@@ -15,7 +15,7 @@
 #include "models/lora.h"
 #include "models/registry.h"
 #include "optim/adam.h"
-#include "optim/clip.h"
+#include "train/train_step.h"
 
 namespace lora::replicate {
 
@@ -159,13 +159,12 @@ int stage_step_timing(const Options& o, const Data& d) {
   }
   std::vector<int64_t> rows(static_cast<size_t>(o.ft_batch));
   std::iota(rows.begin(), rows.end(), int64_t{0});
-  auto step = [&](Variant& v, const Tensor& x, const Tensor& y) {
-    Tensor loss = v.model->loss(x, y);
-    backward(loss);
-    optim::clip_grad_norm(v.optimizer->params(), 1.0);
-    v.optimizer->step();
-    v.optimizer->zero_grad();
-    (void)loss.item();
+  auto step = [&](Variant& v, const Tensor& x, const Tensor& y) {  // the runs' step: train::train_step
+    train::Batch batch;
+    batch.ids = x, batch.targets = y, batch.trained_tokens = count_targets(d.train, rows);
+    batch.sequences = static_cast<int64_t>(rows.size());
+    const train::StepResult r = train::train_step(*v.model, *v.optimizer, {batch}, {.grad_clip = 1.0});
+    LORA_CHECK(r.applied, "step timing, {}: {}", v.name, r.nonfinite);
   };
   // Memory, by the allocator: each variant alone (its model the only one alive), two steps, the peak.
   json memory;

@@ -333,6 +333,18 @@ int write_report(const Options& o, const Data& d, double wall_seconds) {
   std::string md = "## Fine-tuning runs (each configuration at the learning rate its sweep chose on the validation set)\n\n" +
                    table + "\n## Learning-rate sweeps (E2E validation loss after the last step)\n\n" + sweep_table +
                    "\n## Memory at the peak, by category (MiB)\n\n" + memory_table;
+  if (!pretrain.is_null() && pretrain.contains("evals")) {
+    md += "\n## Pre-training: held-out corpus loss and E2E validation loss (measured, never trained on)\n\n"
+          "| step | corpus held-out loss | E2E validation loss | ratio |\n|---:|---:|---:|---:|\n";
+    const json side = pretrain.value("e2e_validation_evals", json::array());
+    for (const auto& e : pretrain["evals"]) {
+      std::string e2e = "-", ratio = "-";
+      for (const auto& v : side) {
+        if (v[0] == e[0]) e2e = fmt::format("{:.4f}", v[1].get<double>()), ratio = fmt::format("{:.3f}", v[1].get<double>() / e[1].get<double>());
+      }
+      md += fmt::format("| {} | {:.4f} | {} | {} |\n", e[0].get<int64_t>(), e[1].get<double>(), e2e, ratio);
+    }
+  }
   if (!fairness.is_null()) {
     md += fmt::format("\n## Is the base fair?\n\nE2E reference loss before fine-tuning {:.4f}, corpus held-out loss {:.4f}: "
                       "ratio {:.3f} (at most 1.5 asked): {}\n", fairness["e2e_reference_loss_before_finetuning"].get<double>(),

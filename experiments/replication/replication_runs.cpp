@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <numeric>
 
 #include "backends/backend.h"
@@ -15,9 +16,9 @@
 #include "models/lora.h"
 #include "models/registry.h"
 #include "optim/adam.h"
-#include "optim/clip.h"
 #include "optim/lr_schedule.h"
 #include "tools/train_report.h"
+#include "train/train_step.h"
 
 namespace lora::replicate {
 
@@ -151,12 +152,15 @@ int stage_finetune(const Options& o, const Data& d, const RunSpec& spec, double 
     Tensor x, y;
     make_lm_batch(d.train, rows, pad, x, y, device);
     optimizer.set_lr(schedule.lr_at(step));
-    Tensor loss = model->loss(x, y);
-    backward(loss);
-    optim::clip_grad_norm(optimizer.params(), 1.0);
-    optimizer.step();
-    optimizer.zero_grad();
-    const double value = loss.item();
+    train::Batch batch;
+    batch.ids = x, batch.targets = y, batch.trained_tokens = count_targets(d.train, rows);
+    batch.sequences = static_cast<int64_t>(rows.size());
+    for (int64_t r : rows) batch.padding -= static_cast<int64_t>(d.train[static_cast<size_t>(r)].ids.size()) - 1;
+    batch.padding += x.numel();
+    // The one training step every program takes (train/): forward, loss on the reference tokens, backward,
+    // the non-finite guard, clipping at 1, AdamW.
+    const train::StepResult result = train::train_step(*model, optimizer, {batch}, {.grad_clip = 1.0});
+    const double value = result.applied ? result.loss : std::numeric_limits<double>::quiet_NaN();
     step_times.push_back(seconds_since(t0));
     if (!std::isfinite(value)) {
       // A learning rate too high for this configuration: the run is recorded as diverged (the sweep's choice

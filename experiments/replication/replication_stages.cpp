@@ -248,7 +248,10 @@ int stage_pretrain(const Options& o, const Data& d) {
              model->num_parameters() - embedding_params, d.corpus_train.size(), d.corpus_val.size(), o.pre.steps,
              o.pre.batch, o.pre.seq);
   const auto t0 = Clock::now();
-  json log = pretrain(*model, d.corpus_train, d.corpus_val, o.pre, fs::path(o.out) / "pretrain");
+  PretrainOptions pre = o.pre;
+  // E2E's validation loss at every evaluation, beside the corpus's: when the base becomes fair (never trained on).
+  pre.side_eval = [&](models::CausalLM& m) { return heldout_example_loss(m, d.valid, o.ft_batch, d.eot); };
+  json log = pretrain(*model, d.corpus_train, d.corpus_val, pre, fs::path(o.out) / "pretrain");
   if (log.contains("stopped_at")) {
     fmt::print("pre-training stopped after step {} (--stop-after); rerun the same command to resume\n",
                log["stopped_at"].get<int64_t>());
@@ -272,6 +275,7 @@ int stage_pretrain(const Options& o, const Data& d) {
                  {"wall_seconds_this_process", seconds_since(t0)},
                  {"train_seconds", log["train_seconds"]}, {"tokens_per_s", log["tokens_per_s"]},
                  {"resumed_from", log["resumed_from"]}, {"evals", log["evals"]},
+                 {"e2e_validation_evals", log.value("side_evals", json::array())},
                  {"corpus_heldout_loss", log["evals"].back()[1]},
                  {"final_train_loss", log["losses"].back()}};
   write_json_atomically(done, result);

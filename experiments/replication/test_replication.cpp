@@ -342,6 +342,11 @@ TEST_CASE("replicate_lora pre-training is deterministic and an interrupted run r
   const RunResult resumed = run(program, "--quick --pretrain-only --out " + quote(b));
   REQUIRE(resumed.exit_code == 0);
   CHECK_THAT(resumed.out, Catch::Contains("resuming from"));
+  // E2E's validation loss beside the corpus's at every evaluation (measured, never trained on).
+  const auto log = nlohmann::json::parse(slurp(a / "pretrain.json"));
+  REQUIRE(log["e2e_validation_evals"].size() == log["evals"].size());
+  CHECK(log["e2e_validation_evals"][0][0] == log["evals"][0][0]);
+  CHECK(log["e2e_validation_evals"][0][1].get<double>() > 0);
   const std::string weights_a = slurp(a / "pretrain" / "model" / "model.safetensors");
   CHECK(!weights_a.empty());
   CHECK(weights_a == slurp(b / "pretrain" / "model" / "model.safetensors"));
