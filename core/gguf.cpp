@@ -459,6 +459,15 @@ void File::parse_all() {
   }
 }
 
+void File::release(const TensorInfo& t) const {
+  if (!mapping_ || t.nbytes == 0) return;
+  // Whole pages inside the tensor only: a page it shares with a neighbour stays.
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(t.data) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 const Value* File::find(const std::string& key) const {
   auto it = key_index_.find(key);
   return it == key_index_.end() ? nullptr : &metadata_[it->second].second;

@@ -122,7 +122,7 @@ struct TensorInfo {
   uint64_t nbytes = 0;
   const uint8_t* data = nullptr;  // inside the mapping
   int64_t elements() const;
-  int64_t rows() const { return ne.empty() ? 1 : elements() / ne[0]; }
+  int64_t rows() const { return ne.empty() || ne[0] == 0 ? 0 : elements() / ne[0]; }  // rows of ne[0] elements
 };
 
 // A parsed GGUF file. open() maps the file read-only (tensor data is never copied); parse() reads bytes
@@ -165,6 +165,11 @@ class File {
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find_tensor(const std::string& name) const;
+  // Tells the kernel that a tensor's bytes will not be read again, so that the pages of the mapping it
+  // read are dropped from the process (a loader that converts tensor by tensor then holds one tensor of
+  // the file at a time, not the whole file). The data stays readable (pages are read again on access).
+  // A no-op for parse()d bytes.
+  void release(const TensorInfo& tensor) const;
 
  private:
   File() = default;

@@ -124,6 +124,7 @@ std::shared_ptr<CausalLM> load_gguf_model(const gguf::File& f, uint64_t seed, Im
       const int64_t dest = heads > 0 ? hf_row_of_gguf_row(r, rows, heads) : r;  // undo llama.cpp's q/k permutation
       gguf::dequantize_row(t.type, t.data + static_cast<uint64_t>(r) * row_bytes, out + dest * row, row);
     }
+    f.release(t);  // its pages of the mapping are no longer needed: one tensor of the file is held at a time
     LORA_CHECK(all_finite(host), "GGUF file '{}': tensor '{}' holds inf or nan values", f.path(), t.name);
     if (!param.device().is_cpu()) param.copy_from(host.to(param.device()));
     ++local.tensors_by_type[std::string(gguf::type_name(t.type))];
@@ -195,6 +196,8 @@ ExportSummary export_gguf(const CausalLM& model, const TokenizerFiles& tokenizer
   for (auto& [key, value] : tokenizer_to_gguf(tokenizer, config, model.dims().vocab_size)) w.set(key, std::move(value));
 
   ExportSummary summary;
+  bool tied = true;  // no lm_head of its own: token_embd is the output head too
+  for (const auto& [param_name, param] : model.named_parameters()) tied = tied && model.hf_name(param_name) != "lm_head.weight";
   for (const auto& [param_name, param] : model.named_parameters()) {
     if (param_name.find(".lora_") != std::string::npos) continue;
     const std::string hf = model.hf_name(param_name);
@@ -204,6 +207,10 @@ ExportSummary export_gguf(const CausalLM& model, const TokenizerFiles& tokenizer
     std::vector<int64_t> ne(param.shape().dims().rbegin(), param.shape().dims().rend());
     // Norms and biases stay f32; q8_0/q4_0 need rows of whole blocks (else f16, as the converter falls back).
     gguf::TensorType t = param.rank() < 2 ? gguf::TensorType::F32 : type;
+    // The output head in a 4-bit file stays 8-bit: it decides every logit, and llama-quantize keeps it at
+    // 6 bits (Q6_K) for the same reason.
+    const bool head = gguf_name == "output.weight" || (gguf_name == "token_embd.weight" && tied);
+    if (t == gguf::TensorType::Q4_0 && head) t = gguf::TensorType::Q8_0;
     if (gguf::type_traits(t).block_size > 1 && ne[0] % gguf::type_traits(t).block_size != 0) t = gguf::TensorType::F16;
     const int64_t heads = permuted_heads(config, hf);
     const Tensor value = param;

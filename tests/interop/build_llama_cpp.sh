@@ -18,7 +18,7 @@ mkdir -p "$(dirname "$PREFIX")"
 exec 9>"$PREFIX.lock"
 flock 9
 
-stamp="$PREFIX/bin/.built-$VERSION"
+stamp="$PREFIX/bin/.built-$VERSION-noamx"
 if [ -f "$stamp" ]; then
   echo "llama.cpp from llama-cpp-python $VERSION is built in $PREFIX/bin"
   exit 0
@@ -36,11 +36,16 @@ mkdir -p "$PREFIX"
 mv "$work/llama_cpp_python-$VERSION/vendor/llama.cpp" "$PREFIX/src"
 
 echo "== build (Release, CPU only): ${TOOLS[*]}"
+# -march=native without AMX: a CPU may report AMX to cpuid while the kernel (a VM) does not let a process use
+# it, and ggml's AMX kernels then die with SIGILL on the first Q8_0/Q4_0 matrix product.
+no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 cmake -S "$PREFIX/src" -B "$PREFIX/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_CUDA=OFF \
+  -DCMAKE_C_FLAGS="$no_amx" -DCMAKE_CXX_FLAGS="$no_amx" -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
   -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
   -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF >/dev/null
 cmake --build "$PREFIX/build" --parallel "$(nproc)" --target "${TOOLS[@]}"
 mkdir -p "$PREFIX/bin"
-for t in "${TOOLS[@]}"; do cp "$PREFIX/build/bin/$t" "$PREFIX/bin/"; done
+# Copied under a temporary name and renamed: a program of the old build may be running.
+for t in "${TOOLS[@]}"; do cp "$PREFIX/build/bin/$t" "$PREFIX/bin/.$t.new" && mv "$PREFIX/bin/.$t.new" "$PREFIX/bin/$t"; done
 touch "$stamp"
 echo "llama.cpp from llama-cpp-python $VERSION is built in $PREFIX/bin"
