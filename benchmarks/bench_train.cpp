@@ -15,8 +15,10 @@
 // 60% of it in libgomp's spin loop). libgomp reads GOMP_SPINCOUNT when it is loaded, before main(), so the
 // children run with GOMP_SPINCOUNT=--omp-spin (default 10000) unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set.
 //
-// One step = forward + backward + AdamW step + zero_grad, on random token ids (the speed of a step does not
-// depend on the values). Warm-up steps first, then the median of --steps timed steps.
+// One step = train::train_step (train/train_step.h), the step every training program takes: forward,
+// backward, the non-finite guard (one pass over the gradients for their norm), clipping when --grad-clip is
+// given, AdamW, zero_grad; on random token ids (the speed of a step does not depend on the values). Warm-up
+// steps first, then the median of --steps timed steps.
 //
 // FLOPs per step (matmul FLOPs of forward and backward, attention and the LM head included; the formula of the
 // PaLM paper's appendix B, with attention over the full T x T product):
@@ -51,6 +53,7 @@
 #include "nn/linear.h"
 #include "optim/adam.h"
 #include "tools/subprocess.h"
+#include "train/train_step.h"
 #include "tools/train_report.h"
 
 using namespace lora;
@@ -62,7 +65,7 @@ namespace {
 struct Options {
   std::string config = "gpt2", targets = "q,v", configs = "full:4x64,lora:4x64,full:4x256,lora:4x256", run, json;
   int64_t warmup = 2, steps = 3, rank = 8, ceiling_size = 2048, omp_spin = 10000;
-  double alpha = 16;
+  double alpha = 16, grad_clip = 0;
 };
 
 // MODE[+BASE][+ckpt]:BATCHxSEQ, e.g. lora+nf4+ckpt:4x256.
@@ -177,12 +180,14 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
   };
   autograd::CheckpointGuard checkpointing(rc.checkpoint);
   auto step = [&] {
-    Tensor x = random_ids(), y = random_ids();
-    Tensor loss = model->loss(x, y);
-    backward(loss);
-    optimizer.step();
-    optimizer.zero_grad();
-    return loss.item();
+    train::Batch batch;
+    batch.ids = random_ids();
+    batch.targets = random_ids();
+    batch.trained_tokens = rc.batch * rc.seq;
+    batch.sequences = rc.batch;
+    const train::StepResult result = train::train_step(*model, optimizer, {batch}, {.grad_clip = o.grad_clip});
+    LORA_CHECK(result.applied, "{}: {}", rc.str(), result.nonfinite);
+    return result.loss;
   };
   for (int64_t i = 0; i < o.warmup; ++i) step();
   MemoryTracker::instance().reset_peaks();
@@ -233,6 +238,7 @@ nlohmann::json run_child(const Options& o, const RunConfig& rc) {
   const std::vector<std::string> argv = {tools::self_executable(), "--config", o.config, "--targets", o.targets,
                                          "--warmup", std::to_string(o.warmup), "--steps", std::to_string(o.steps),
                                          "--rank", std::to_string(o.rank), "--alpha", fmt::format("{}", o.alpha),
+                                         "--grad-clip", fmt::format("{}", o.grad_clip),
                                          "--run", rc.str(), "--json", json_path.string()};
   std::fflush(stdout);
   const int status = tools::run_program(argv, env);
@@ -255,6 +261,7 @@ int main(int argc, char** argv) {
   app.add_option("--steps", o.steps, "timed steps (the median is reported)")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--rank", o.rank, "LoRA rank")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--alpha", o.alpha, "LoRA alpha")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--grad-clip", o.grad_clip, "clip the global gradient norm to this (0: no clipping)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--ceiling-size", o.ceiling_size, "n of the n x n x n sgemm ceiling")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--omp-spin", o.omp_spin, "GOMP_SPINCOUNT for the runs (-1: libgomp's default)")->capture_default_str();
   app.add_option("--json", o.json, "write the results as JSON to this file");

@@ -44,6 +44,7 @@ class GradientReducer {
     double hidden_share() const { return comm_seconds > 0 ? std::max(0.0, 1.0 - exposed_seconds / comm_seconds) : 0.0; }
   };
   const StepFigures& last_step() const { return last_; }
+  Communicator& communicator() const { return comm_; }
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
 
  private:

@@ -29,16 +29,15 @@
 #include "optim/adam.h"
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
-#include "tools/fault_injection.h"
 #include "tools/finetune_options.h"
-#include "tools/interrupt.h"
-#include "tools/memory_prediction.h"
 #include "tools/model_tokenizer.h"
 #include "tools/subprocess.h"
-#include "tools/token_data.h"
-#include "tools/train_checkpoint.h"
 #include "tools/train_report.h"
-#include "tools/trainer.h"
+#include "train/evaluate.h"
+#include "train/memory_prediction.h"
+#include "train/token_file.h"
+#include "train/token_stream.h"
+#include "train/trainer.h"
 
 #if defined(LORA_HAVE_CUDA)
 #include "backends/cuda/cuda_device.h"
@@ -48,10 +47,6 @@ using namespace lora;
 namespace fs = std::filesystem;
 
 namespace {
-
-
-
-
 
 int gpu_count() {
 #if defined(LORA_HAVE_CUDA)
@@ -69,19 +64,12 @@ std::string default_data() {
   LORA_FAIL("no --data given and data/tinyshakespeare.txt was not found");
 }
 
-// Mean loss over fixed held-out batches (the same ones before and after training).
-double evaluate(models::CausalLM& model, const std::vector<int32_t>& val, const tools::FinetuneOptions& o, Device device) {
-  NoGradGuard no_grad;
-  model.eval();
-  tools::BatchSampler sampler(val, o.batch, o.seq, o.seed + 999, "held-out");
-  double total = 0;
-  for (int64_t i = 0; i < o.eval_batches; ++i) {
-    Tensor x, y;
-    sampler.next(x, y, device);
-    total += model.loss(x, y).item();
-  }
-  model.train();
-  return total / static_cast<double>(o.eval_batches);
+// Fixed held-out batches (the same ones before, during and after training).
+std::vector<train::HostBatch> held_out_windows(const std::vector<int32_t>& val, const tools::FinetuneOptions& o) {
+  train::WindowSource windows(val, o.batch, o.seq, o.seed + 999, "held-out");
+  std::vector<train::HostBatch> batches;
+  for (int64_t i = 0; i < o.eval_batches; ++i) batches.push_back(windows.next_host());
+  return batches;
 }
 
 int64_t directory_bytes(const fs::path& dir) {
@@ -94,7 +82,7 @@ int64_t directory_bytes(const fs::path& dir) {
 
 // The identity of a data-parallel job's inputs: every rank must see the same model, trainable set, data
 // and flags. A short text per rank, gathered and compared at start-up.
-std::string rank_description(const models::CausalLM& model, const tools::TokenSplit& data,
+std::string rank_description(const models::CausalLM& model, const train::TokenSplit& data,
                              const tools::FinetuneOptions& o, const std::string& mode) {
   nlohmann::json trainable = nlohmann::json::array();
   for (const auto& [name, p] : model.named_parameters(true)) trainable.push_back(name + p.shape().str());
@@ -125,7 +113,7 @@ void check_ranks_agree(dist::Communicator& comm, const std::string& description)
                                                           other[key].dump().substr(0, 200), value.dump().substr(0, 200));
     }
   }
-  if (!differences.empty()) throw tools::AllRanksError{"the ranks of this job disagree:" + differences};
+  if (!differences.empty()) throw train::AllRanksError{"the ranks of this job disagree:" + differences};
 }
 
 tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& mode, dist::Communicator& comm,
@@ -157,12 +145,12 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     const int64_t context = models::create_model(model_config)->dims().context_length;
     LORA_CHECK(o.seq <= context, "--seq {} exceeds the model's context of {}", o.seq, context);
   }
-  const tools::StepMemoryPrediction prediction =
-      tools::predict_training_step(model_config, lora_mode ? &lora_config : nullptr, o.batch, o.seq, base_format,
+  const train::StepMemoryPrediction prediction =
+      train::predict_training_step(model_config, lora_mode ? &lora_config : nullptr, o.batch, o.seq, base_format,
                                    o.checkpoint_activations);
   fmt::print("predicted peak of a step: {}\n", tools::human_bytes(prediction.total_peak));
   if (device.is_cpu() && !o.no_preflight) {
-    tools::check_fits(prediction, tools::available_host_memory(), int64_t(512) << 20,
+    train::check_fits(prediction, train::available_host_memory(), int64_t(512) << 20,
                       fmt::format("{} fine-tuning of this model at batch {} x {}", lora_mode ? "LoRA" : "full",
                                   o.batch, o.seq),
                       lora_mode ? "Lower --batch or --seq, or train fewer or smaller adapters (--targets, --rank)."
@@ -172,7 +160,7 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
 #if defined(LORA_HAVE_CUDA)
   if (device.is_cuda() && !o.no_preflight) {
     const CudaMemoryInfo info = cuda_memory_info(device.index);
-    tools::check_fits(prediction, int64_t(info.free_bytes + info.cached_bytes), int64_t(256) << 20,
+    train::check_fits(prediction, int64_t(info.free_bytes + info.cached_bytes), int64_t(256) << 20,
                       fmt::format("training on {}", device.str()), "Lower --batch or --seq, or use --mode lora.");
   }
 #endif
@@ -181,11 +169,11 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   fmt::print("model: {}, {} layers, hidden {}, {} parameters\n", model->model_type(), dims.n_layer, dims.hidden,
              model->num_parameters());
   std::unique_ptr<tokenizer::Tokenizer> tok;
-  if (!tools::is_token_file(data_path)) {
+  if (!train::has_llmc_magic(data_path) && !data_path.ends_with(".bin")) {
     tok = tools::tokenizer_for_model(*model, o.weights, o.tokenizer);
     fmt::print("tokenizer: {}\n", tok->describe());
   }
-  tools::TokenSplit data = tools::load_token_split(data_path, tok.get());
+  train::TokenSplit data = train::load_token_split(data_path, tok.get());
   fmt::print("data: {} training tokens, {} held out\n", data.train.size(), data.val.size());
   LORA_CHECK(o.seq <= dims.context_length, "--seq {} exceeds the model's context of {}", o.seq, dims.context_length);
   for (const auto* part : {&data.train, &data.val}) {
@@ -222,26 +210,26 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   report.batch = o.batch * comm.size(), report.seq = o.seq;
   report.trainable_params = model->num_parameters(true);
   report.total_params = total_params;
-  const auto evaluate_held_out = [&] { return evaluate(*model, data.val, o, device); };
+  const std::vector<train::HostBatch> held_out = held_out_windows(data.val, o);
+  const auto evaluate_held_out = [&] { return train::evaluate_loss(*model, held_out, device); };
   if (comm.rank() == 0) {
     report.val_loss_before = evaluate_held_out();
     fmt::print("held-out loss before: {:.4f}\n", report.val_loss_before);
   }
 
   // What identifies this run in its checkpoints.
-  tools::TrainerOptions train;
-  train.steps = o.steps;
-  train.schedule = {optim::ScheduleKind::Cosine, lr, o.warmup, o.steps};
-  train.grad_clip = o.grad_clip;
-  train.skip_nonfinite = o.skip_nonfinite;
-  train.eval_every = o.eval_every;
-  train.checkpoint_dir = !o.save.empty() ? o.save : o.resume;
-  train.save_every = o.save_every;
-  train.keep_checkpoints = int(o.keep_checkpoints);
-  train.resume_dir = o.resume;
-  train.tokens_per_step = o.batch * o.seq * comm.size();
-  tools::RunIdentity identity;
-  if (!train.checkpoint_dir.empty()) {
+  train::TrainerOptions trainer_options;
+  trainer_options.steps = o.steps;
+  trainer_options.schedule = {optim::ScheduleKind::Cosine, lr, o.warmup, o.steps};
+  trainer_options.step.grad_clip = o.grad_clip;
+  trainer_options.skip_nonfinite = o.skip_nonfinite;
+  trainer_options.eval_every = o.eval_every;
+  trainer_options.checkpoint_dir = !o.save.empty() ? o.save : o.resume;
+  trainer_options.save_every = o.save_every;
+  trainer_options.keep_checkpoints = int(o.keep_checkpoints);
+  trainer_options.resume_dir = o.resume;
+  train::RunIdentity identity;
+  if (!trainer_options.checkpoint_dir.empty()) {
     identity.settings = {{"mode", mode},       {"batch", o.batch},       {"seq", o.seq},
                          {"steps", o.steps},   {"lr", lr},               {"warmup", o.warmup},
                          {"grad_clip", o.grad_clip}, {"weight_decay", o.weight_decay}, {"seed", o.seed},
@@ -252,17 +240,27 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
       if (base_format != QuantFormat::F32) identity.settings["base_dtype"] = o.base_dtype;  // the base it trains on
     }
     identity.model = model->hf_config();
-    identity.frozen_fingerprint = tools::RunIdentity::fingerprint(*model);
+    identity.frozen_fingerprint = train::RunIdentity::fingerprint(*model);
     identity.data = {{"path", o.data.empty() ? default_data() : o.data},
                      {"train_tokens", data.train.size()},
                      {"held_out_tokens", data.val.size()}};
   }
-  tools::BatchSampler sampler(data.train, o.batch, o.seq, o.seed, "training");
-  tools::Trainer trainer(*model, optimizer, sampler, device, comm, train, identity, evaluate_held_out);
+  train::WindowSource windows(data.train, o.batch, o.seq, o.seed, "training", {comm.rank(), comm.size()});
+  train::Trainer trainer(*model, optimizer, windows, device, comm, trainer_options, identity, {.evaluate = evaluate_held_out});
+  train::TrainingRecord record;
   {
     autograd::CheckpointGuard checkpointing(o.checkpoint_activations);
-    trainer.run(report);
+    record = trainer.run();
   }
+  report.losses = record.losses;
+  report.step_times_s = record.step_times_s;
+  report.skipped_steps = record.skipped_steps;
+  report.ranks = record.ranks;
+  report.comm_engine = record.comm_engine;
+  report.allreduce_bytes_per_step = record.allreduce_bytes_per_step;
+  report.comm_buckets = record.comm_buckets;
+  report.comm_seconds_per_step = record.comm_seconds_per_step;
+  report.comm_hidden_share = record.comm_hidden_share;
 
   report.memory = MemoryTracker::instance().stats(device);
   report.peak_rss_bytes = tools::process_peak_rss_bytes();
@@ -373,9 +371,9 @@ int main(int argc, char** argv) {
       reports.push_back(run_mode(o, o.mode, *comm, device));
     }
     if (!o.report_json.empty() && comm->rank() == 0) write_json(o.report_json, reports);
-  } catch (const tools::Interrupted& i) {
+  } catch (const train::Interrupted& i) {
     return 128 + i.signal;
-  } catch (const tools::AllRanksError& e) {  // every rank reached the same verdict: no need to abort the job
+  } catch (const train::AllRanksError& e) {  // every rank reached the same verdict: no need to abort the job
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;
   } catch (const std::exception& e) {

@@ -31,10 +31,10 @@
 #include "models/lora.h"
 #include "models/registry.h"
 #include "optim/adam.h"
-#include "optim/clip.h"
 #include "optim/lr_schedule.h"
 #include "tools/char_lm.h"
-#include "tools/token_data.h"
+#include "train/train_step.h"
+#include "train/window_source.h"
 
 using namespace lora;
 namespace fs = std::filesystem;
@@ -71,13 +71,13 @@ struct Figures {
 
 // `steps` AdamW steps on windows of `ids`: ids -> loss -> backward -> clip -> step. `on_step(step, loss)`
 // sees each step (progress, evaluations). Returns the tracker's figures for these steps alone.
-Figures train(models::CausalLM& model, const std::vector<int32_t>& ids, const Options& o, int64_t steps, double lr,
+Figures train_steps(models::CausalLM& model, const std::vector<int32_t>& ids, const Options& o, int64_t steps, double lr,
               const std::function<void(int64_t, double)>& on_step) {
   std::vector<std::string> names;
   for (const auto& [name, p] : model.named_parameters(true)) names.push_back(name);
   optim::AdamW optimizer(model.parameters(true), {.lr = lr, .beta2 = 0.99}, names);
   optim::LRSchedule schedule{optim::ScheduleKind::Cosine, lr, std::min(o.warmup, steps - 1), steps, lr / 10};
-  tools::BatchSampler sampler(ids, o.batch, o.seq, o.seed, "training");
+  train::WindowSource windows(ids, o.batch, o.seq, o.seed, "training");
   Figures f;
   f.trainable = model.num_parameters(true);
   f.total = model.num_parameters();
@@ -86,20 +86,16 @@ Figures train(models::CausalLM& model, const std::vector<int32_t>& ids, const Op
   for (int64_t step = 1; step <= steps; ++step) {
     tracker.reset_peaks();  // the peaks of this step alone: evaluations between steps do not count
     const auto t0 = std::chrono::steady_clock::now();
-    Tensor x, y;
-    sampler.next(x, y);
+    const train::Batch batch = windows.next(Device::cpu());
     optimizer.set_lr(schedule.lr_at(step - 1));
-    Tensor loss = model.loss(x, y);
-    backward(loss);
-    optim::clip_grad_norm(optimizer.params(), 1.0, true, names);
-    optimizer.step();
-    optimizer.zero_grad();
+    const train::StepResult result = train::train_step(model, optimizer, {batch}, {.grad_clip = 1.0});
+    LORA_CHECK(result.applied, "step {}: {}; training stopped", step, result.nonfinite);
     times.push_back(seconds_since(t0));
     // The most each category held in any step, and the breakdown of the step with the highest total.
     const DeviceMemoryStats s = tracker.stats();
     for (int c = 0; c < kNumMemoryCategories; ++c) f.memory.peak.bytes[c] = std::max(f.memory.peak.bytes[c], s.peak.bytes[c]);
     if (s.global_peak > f.memory.global_peak) f.memory.global_peak = s.global_peak, f.memory.live_at_peak = s.live_at_peak;
-    on_step(step, loss.item());
+    on_step(step, result.loss);
   }
   std::sort(times.begin(), times.end());
   f.median_step_s = times[times.size() / 2];
@@ -210,7 +206,7 @@ int main(int argc, char** argv) {
     if (o.full_steps > 0) {
       fmt::print("\n== full fine-tuning, {} steps to measure what it holds\n", o.full_steps);
       auto model = load_base();
-      full = train(*model, text.train, o, o.full_steps, o.lr / 10, progress("full", o.full_steps, std::chrono::steady_clock::now()));
+      full = train_steps(*model, text.train, o, o.full_steps, o.lr / 10, progress("full", o.full_steps, std::chrono::steady_clock::now()));
       const fs::path tmp = fs::temp_directory_path() / fmt::format("lora_char_gpt_full_{}", getpid());
       models::save_hf_checkpoint(*model, tmp.string());
       full.saved_bytes = folder_bytes(tmp);
@@ -231,7 +227,7 @@ int main(int argc, char** argv) {
                base_on_text);
     const auto t0 = std::chrono::steady_clock::now();
     auto report = progress("lora", o.steps, t0);
-    Figures lora = train(*model, text.train, o, o.steps, o.lr, [&](int64_t step, double loss) {
+    Figures lora = train_steps(*model, text.train, o, o.steps, o.lr, [&](int64_t step, double loss) {
       report(step, loss);
       if (o.eval_every > 0 && step % o.eval_every == 0 && step < o.steps) {
         fmt::print("held-out loss on the new text at step {}: {:.4f}\n", step,

@@ -27,7 +27,7 @@
 #include "models/quantize_base.h"
 #include "models/registry.h"
 #include "tools/model_tokenizer.h"
-#include "tools/token_data.h"
+#include "train/token_file.h"
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -65,10 +65,11 @@ int main(int argc, char** argv) {
       std::cerr << fmt::format("base weights as {}: {}\n", base_dtype, lora::models::quantize_base(*model, base_format).str());
     }
     const int64_t context = model->dims().context_length, vocab = model->dims().vocab_size;
-    // A .bin file is llm.c tokens; anything else is UTF-8 text for the model's tokenizer.
+    // An llm.c token file (by its magic; a .bin without it is refused); anything else is UTF-8 text for the
+    // model's tokenizer.
     std::vector<int32_t> tokens;
-    if (lora::tools::is_token_file(data_path)) {
-      tokens = lora::tools::read_llmc_tokens(data_path);
+    if (lora::train::has_llmc_magic(data_path) || data_path.ends_with(".bin")) {
+      tokens = lora::train::read_llmc_tokens(data_path);
     } else {
       const auto tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
       const std::string text = lora::read_file(data_path, "--data");

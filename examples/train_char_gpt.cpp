@@ -25,10 +25,10 @@
 #include "models/hf_checkpoint.h"
 #include "models/registry.h"
 #include "optim/adam.h"
-#include "optim/clip.h"
 #include "optim/lr_schedule.h"
 #include "tools/char_lm.h"
-#include "tools/token_data.h"
+#include "train/train_step.h"
+#include "train/window_source.h"
 
 using namespace lora;
 
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
     optim::AdamW optimizer(model->parameters(true), {.lr = o.lr, .beta2 = 0.99, .weight_decay = o.weight_decay}, names);
     optim::LRSchedule schedule{optim::ScheduleKind::Cosine, o.lr, o.warmup, o.steps, o.min_lr};
     schedule.validate();
-    tools::BatchSampler sampler(split.train, o.batch, o.seq, o.seed, "training");
+    train::WindowSource windows(split.train, o.batch, o.seq, o.seed, "training");
     const uint64_t eval_seed = o.seed + 999;  // the same held-out windows at every evaluation
     const double uniform = std::log(static_cast<double>(vocab.size()));
     fmt::print("held-out loss before training: {:.4f} (a uniform guess: ln {} = {:.4f})\n",
@@ -126,16 +126,12 @@ int main(int argc, char** argv) {
     double loss_sum = 0, last_loss = 0;
     int64_t loss_count = 0;
     for (int64_t step = 1; step <= o.steps; ++step) {
-      Tensor x, y;  // [batch, seq] character ids and the next character of each
-      sampler.next(x, y);
+      const train::Batch batch = windows.next(Device::cpu());  // [batch, seq] characters and the next of each
       optimizer.set_lr(schedule.lr_at(step - 1));
-      Tensor loss = model->loss(x, y);
-      backward(loss);
-      const double norm = o.grad_clip > 0 ? optim::clip_grad_norm(optimizer.params(), o.grad_clip, true, names)
-                                          : optim::grad_norm(optimizer.params());
-      optimizer.step();
-      optimizer.zero_grad();
-      last_loss = loss.item();
+      const train::StepResult result = train::train_step(*model, optimizer, {batch}, {.grad_clip = o.grad_clip});
+      LORA_CHECK(result.applied, "step {}: {}; training stopped (try a lower --lr)", step, result.nonfinite);
+      const double norm = result.grad_norm;
+      last_loss = result.loss;
       loss_sum += last_loss, ++loss_count;
       if (step % o.log_every == 0 || step == o.steps) {
         const double elapsed = seconds_since(t_start);

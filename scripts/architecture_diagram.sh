@@ -29,11 +29,13 @@ generate() {
   done | LC_ALL=C awk -F'\t' '
     # The layers, lowest first (docs/architecture.md); programs may include any layer below them.
     BEGIN {
-      n_order = split("core backends autograd nn optim models tools serve", order, " ")
+      n_order = split("core backends autograd nn optim dist models train serve", order, " ")
       for (i = 1; i <= n_order; i++) rank[order[i]] = i
       rank["optim"] = rank["nn"]  # side by side: neither includes the other
-      rank["serve"] = rank["tools"]
-      split("examples tests benchmarks fuzz exercises", progs, " ")
+      rank["dist"] = rank["nn"]
+      rank["serve"] = rank["train"]
+      # tools/: what the programs share (outside the installed library), a program-side folder.
+      n_progs = split("tools examples tests benchmarks fuzz exercises", progs, " ")
       for (i in progs) { rank[progs[i]] = 100; program[progs[i]] = 1 }
     }
     function folder(path) { return index(path, "/") ? substr(path, 1, index(path, "/") - 1) : "" }
@@ -50,7 +52,7 @@ generate() {
       # Nodes in layer order, then programs, then any folder the layers do not name yet.
       n = 0
       for (i = 1; i <= n_order; i++) if (order[i] in files) node[++n] = order[i]
-      for (i = 1; i <= 5; i++) if (progs[i] in files) node[++n] = progs[i]
+      for (i = 1; i <= n_progs; i++) if (progs[i] in files) node[++n] = progs[i]
       m = n
       for (f in files) { known = 0; for (i = 1; i <= m; i++) if (node[i] == f) known = 1; if (!known) extra[f] = 1 }
       k = asorti_compat(extra, sorted_extra)
@@ -97,8 +99,8 @@ generate() {
       }
       print ""
       if (bad == 0) {
-        print "Layering: every include goes down the layers (core, backends, autograd, nn and optim, models, tools;"
-        print "then the programs)."
+        print "Layering: every include goes down the layers (core, backends, autograd, nn and optim and dist, models,"
+        print "train and serve; then the programs and what they share in tools/)."
       } else {
         print "Layering: these includes go up the layers (red above):"
         print ""

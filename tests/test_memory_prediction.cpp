@@ -1,4 +1,4 @@
-// The memory prediction (a meta-device dry run of the training step, tools/memory_prediction.h) against
+// The memory prediction (a meta-device dry run of the training step, train/memory_prediction.h) against
 // the measurement, for every model the framework has, full fine-tuning and LoRA: each category within
 // 1% + 64 KiB of what the allocator-tracked CPU step charges, end to end through finetune's report too.
 // And the pre-flight check's refusal names the categories and what to change.
@@ -10,15 +10,15 @@
 #include "models/quantize_base.h"
 #include "models/registry.h"
 #include "optim/adam.h"
-#include "optim/clip.h"
 #include "tests/program_runner.h"
-#include "tools/memory_prediction.h"
+#include "train/memory_prediction.h"
+#include "train/train_step.h"
 
 using namespace lora;
 
 namespace {
 
-// The same two steps as the prediction, on the CPU, measured by the tracker.
+// The same two steps as the prediction (train_step), on the CPU, measured by the tracker.
 DeviceMemoryStats measure_training_step(const models::ModelConfig& config, const nn::LoRAConfig* lora, int64_t batch,
                                         int64_t seq, QuantFormat base = QuantFormat::F32, bool checkpoint = false) {
   auto model = models::create_model(config, 0);
@@ -29,15 +29,13 @@ DeviceMemoryStats measure_training_step(const models::ModelConfig& config, const
   Generator gen(1);
   std::vector<int32_t> ids(size_t(batch * seq));
   for (auto& id : ids) id = static_cast<int32_t>(gen.below(uint64_t(model->dims().vocab_size)));
-  const Tensor x = Tensor::from_vector(ids, {batch, seq});
+  train::Batch batch_of_ids;
+  batch_of_ids.ids = Tensor::from_vector(ids, {batch, seq});
+  batch_of_ids.targets = batch_of_ids.ids;
+  batch_of_ids.trained_tokens = batch * seq;
+  batch_of_ids.sequences = batch;
   MemoryTracker::instance().reset_peaks(Device::cpu());
-  for (int step = 0; step < 2; ++step) {
-    Tensor loss = model->loss(x, x);
-    backward(loss);
-    optim::clip_grad_norm(optimizer.params(), 1.0);
-    optimizer.step();
-    optimizer.zero_grad();
-  }
+  for (int step = 0; step < 2; ++step) REQUIRE(train::train_step(*model, optimizer, {batch_of_ids}).applied);
   return MemoryTracker::instance().stats(Device::cpu());
 }
 
@@ -55,7 +53,7 @@ TEST_CASE("predicted step memory matches the measured step for every model, full
       nn::LoRAConfig lora;
       lora.options.rank = 4;
       lora.targets = preset == "llama-tiny" ? std::vector<std::string>{"all-linear"} : std::vector<std::string>{"q", "v"};
-      const auto predicted = tools::predict_training_step(config, use_lora ? &lora : nullptr, 2, 16);
+      const auto predicted = train::predict_training_step(config, use_lora ? &lora : nullptr, 2, 16);
       const DeviceMemoryStats measured = measure_training_step(config, use_lora ? &lora : nullptr, 2, 16);
       autograd::Tape::current().clear();
       for (int c = 0; c < kNumMemoryCategories; ++c) {
@@ -78,7 +76,7 @@ TEST_CASE("predicted step memory matches the measured step on an nf4 base with c
       nn::LoRAConfig lora;
       lora.options.rank = 4;
       lora.targets = {"all-linear"};
-      const auto predicted = tools::predict_training_step(config, &lora, 2, 16, QuantFormat::NF4, checkpoint);
+      const auto predicted = train::predict_training_step(config, &lora, 2, 16, QuantFormat::NF4, checkpoint);
       const DeviceMemoryStats measured = measure_training_step(config, &lora, 2, 16, QuantFormat::NF4, checkpoint);
       autograd::Tape::current().clear();
       for (int c = 0; c < kNumMemoryCategories; ++c) {
@@ -111,15 +109,15 @@ TEST_CASE("finetune's report: prediction and measurement agree", "[memory][examp
 }
 
 TEST_CASE("the pre-flight check refuses what will not fit, by category and with what to change", "[memory]") {
-  const auto prediction = tools::predict_training_step(models::read_config_arg("gpt2-xl"), nullptr, 1, 256);
+  const auto prediction = train::predict_training_step(models::read_config_arg("gpt2-xl"), nullptr, 1, 256);
   // GPT-2 XL, full fine-tuning: parameters, gradients and AdamW's two moments, four copies of 1.56 B floats.
   CHECK(prediction.peak[MemoryCategory::TrainableParameter] == int64_t(1557611200) * 4);
   CHECK(prediction.peak[MemoryCategory::OptimizerState] == int64_t(1557611200) * 8);
-  REQUIRE_THROWS_WITH(tools::check_fits(prediction, int64_t(24) << 30, int64_t(512) << 20, "full fine-tuning",
+  REQUIRE_THROWS_WITH(train::check_fits(prediction, int64_t(24) << 30, int64_t(512) << 20, "full fine-tuning",
                                         "Use --mode lora."),
                       Catch::Contains("will not fit") && Catch::Contains("optimizer_state") &&
                           Catch::Contains("Use --mode lora"));
   nn::LoRAConfig lora;
-  const auto lora_prediction = tools::predict_training_step(models::read_config_arg("gpt2-xl"), &lora, 1, 256);
-  CHECK_NOTHROW(tools::check_fits(lora_prediction, int64_t(24) << 30, int64_t(512) << 20, "LoRA", ""));
+  const auto lora_prediction = train::predict_training_step(models::read_config_arg("gpt2-xl"), &lora, 1, 256);
+  CHECK_NOTHROW(train::check_fits(lora_prediction, int64_t(24) << 30, int64_t(512) << 20, "LoRA", ""));
 }

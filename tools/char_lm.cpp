@@ -11,7 +11,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/files.h"
-#include "tools/token_data.h"
+#include "train/window_source.h"
 
 namespace lora::tools {
 
@@ -128,12 +128,11 @@ double held_out_loss(models::CausalLM& model, const std::vector<int32_t>& ids, i
   NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
-  BatchSampler sampler(ids, batch, seq, seed, "held-out");
+  train::WindowSource windows(ids, batch, seq, seed, "held-out");
   double total = 0;
   for (int64_t i = 0; i < batches; ++i) {
-    Tensor x, y;
-    sampler.next(x, y, model.device());
-    total += model.loss(x, y).item();
+    const train::Batch b = windows.next(model.device());
+    total += model.loss(b.ids, b.targets).item();
   }
   model.train(was_training);
   return total / static_cast<double>(batches);
