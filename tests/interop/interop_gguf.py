@@ -173,11 +173,14 @@ def llama_greedy(llama, gguf, prompt, n, lora=None):
 
 
 def perplexity(llama, gguf, text_file):
-    r = run([f"{llama}/llama-perplexity", "-m", gguf, "-f", text_file, "-c", "128", "--chunks", "12", "-t", "2", "-b", "128"])
+    """llama-perplexity's final estimate, or None (with its last lines printed) when it gives none."""
+    cmd = [f"{llama}/llama-perplexity", "-m", gguf, "-f", text_file, "-c", "128", "--chunks", "12", "-t", "2", "-b", "128"]
+    r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", env=ENV)
     for line in (r.stdout + r.stderr).splitlines():
         if "Final estimate: PPL =" in line:
             return float(line.split("PPL =")[1].split()[0])
-    sys.exit(f"no perplexity in the output of {gguf}")
+    print(f"llama-perplexity gave no estimate for {gguf} (exit {r.returncode}):\n{r.stderr[-1500:]}")
+    return None
 
 
 def main():
@@ -228,6 +231,10 @@ def main():
             theirs_file = os.path.join(folder, f"{name}-llama-quantize-{t}.gguf")
             run([f"{llama}/llama-quantize", files["f32"], theirs_file, qname])
             ppl_ours, ppl_theirs = perplexity(llama, files[t], text), perplexity(llama, theirs_file, text)
+            if ppl_ours is None or ppl_theirs is None:
+                checks.report(False, f"{name} {t}: llama-perplexity gave no estimate (lora.cpp's export: {ppl_ours}, "
+                              f"llama-quantize's: {ppl_theirs})")
+                continue
             rel = abs(ppl_ours - ppl_theirs) / ppl_theirs
             checks.report(rel <= 0.01, f"{name} {t}: llama-perplexity of lora.cpp's export {ppl_ours:.4f} vs llama-quantize's "
                           f"{ppl_theirs:.4f}: {100 * rel:.3f}% apart (target 1%)")
