@@ -23,6 +23,7 @@
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
 #include "models/quantize_base.h"
+#include "models/gguf/model_io.h"
 #include "models/registry.h"
 #include "dist/communicator.h"
 #include "optim/adam.h"
@@ -282,6 +283,10 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   const std::string base_name = !o.weights.empty() ? o.weights : o.config.empty() ? "gpt2" : o.config;
   if (lora_mode) models::save_adapter(*model, dir.string(), base_name);
   else models::save_hf_checkpoint(*model, dir.string());
+  if (lora_mode && o.save_gguf_adapter) {  // llama-cli -m BASE.gguf --lora DIR/adapter.gguf
+    const auto gguf = models::gguf_io::export_gguf_adapter(*model, (dir / "adapter.gguf").string());
+    fmt::print("saved the adapter as GGUF too: {} ({})\n", (dir / "adapter.gguf").string(), gguf.str());
+  }
   report.saved_bytes = directory_bytes(dir);
   report.saved_path = keep ? dir.string() : "";
   fmt::print("saved {} ({}){}\n", lora_mode ? "the adapter" : "the model", tools::human_bytes(report.saved_bytes),

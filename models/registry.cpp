@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "models/gemma/model.h"
+#include "models/gguf/model_io.h"
 #include "models/gpt2/model.h"
 #include "models/hf_checkpoint.h"
 #include "models/llama/model.h"
@@ -55,6 +56,9 @@ std::shared_ptr<CausalLM> create_model(const ModelConfig& config, uint64_t seed)
 ModelConfig resolve_config(const std::string& weights, const std::string& config_arg, const std::string& default_preset) {
   if (!config_arg.empty()) return read_config_arg(config_arg);
   if (weights.empty()) return read_config_arg(default_preset);
+  if (gguf_io::is_gguf_path(weights)) {  // a GGUF file describes its model itself
+    return {gguf_io::gguf_model_config(gguf::File::open(weights)), fmt::format("GGUF file '{}'", weights)};
+  }
   std::error_code ec;
   LORA_CHECK(fs::exists(weights, ec), "--weights '{}': no such file or folder", weights);
   const fs::path p(weights);
@@ -66,6 +70,11 @@ ModelConfig resolve_config(const std::string& weights, const std::string& config
 
 std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::string& config_arg, uint64_t seed,
                                      const std::string& default_preset) {
+  if (!weights.empty() && gguf_io::is_gguf_path(weights)) {
+    LORA_CHECK(config_arg.empty(), "--config '{}': a GGUF file (--weights '{}') describes its model itself; leave --config "
+               "out", config_arg, weights);
+    return gguf_io::load_gguf_model(weights, seed);
+  }
   const ModelConfig config = resolve_config(weights, config_arg, default_preset);
   if (weights.empty()) return create_model(config, seed);
   const HFWeights files = HFWeights::open(weights);  // headers validated before the model exists

@@ -36,6 +36,8 @@ std::shared_ptr<CausalLM> create_model(const ModelConfig& config, uint64_t seed 
 // - weights a model folder: its config.json (or --config) and its weights (model.safetensors, or shards
 //   listed by model.safetensors.index.json);
 // - weights a .safetensors file or an index .json: --config when given, else the config.json beside it;
+// - weights a .gguf file (models/gguf/): the model its metadata describes (--config must be empty), its
+//   tensors dequantized to float32;
 // - no weights: a random model from --config (default_preset when --config is empty).
 // The weights' names and shapes are checked against the config before anything is loaded.
 ModelConfig resolve_config(const std::string& weights, const std::string& config_arg,

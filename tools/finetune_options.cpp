@@ -22,6 +22,7 @@ void FinetuneOptions::validate() const {
   LORA_CHECK(mode != "compare" || (save_every == 0 && resume.empty()),
              "--save-every and --resume apply to one run: use them with --mode full or --mode lora");
   LORA_CHECK(save_every == 0 || !save.empty(), "--save-every {} needs --save DIR (where checkpoints go)", save_every);
+  LORA_CHECK(!save_gguf_adapter || (!save.empty() && mode == "lora"), "--save-gguf-adapter needs --mode lora and --save DIR");
   if (mode != "full") nn::LoRAConfig::parse_targets(targets);
   const std::vector<Variant> runs = parse_variants(variants);
   LORA_CHECK(mode == "compare" || variants == "full,lora", "--variants applies to --mode compare (given --mode {})", mode);
@@ -86,6 +87,7 @@ int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o
   app.add_option("--resume", o.resume, "continue from the newest complete checkpoint in this folder (with the same flags)");
   app.add_flag("--skip-nonfinite", o.skip_nonfinite, "skip steps whose loss or gradient is inf or nan (counted and reported) instead of stopping");
   app.add_flag("--checkpoint-activations", o.checkpoint_activations, "keep only each Transformer block's input for backward and recompute the block's inside then (less activation memory, about one more forward pass)");
+  app.add_flag("--save-gguf-adapter", o.save_gguf_adapter, "with --mode lora --save DIR: also write DIR/lora/adapter.gguf, the adapter as llama.cpp's GGUF LoRA adapter for the same base (docs/gguf.md)");
   app.add_flag("--no-preflight", o.no_preflight, "start even when the predicted memory exceeds what is available");
   app.add_option("--eval-every", o.eval_every, "held-out loss every N steps (0: before and after only)")->check(CLI::Range(int64_t{0}, int64_t{1} << 40))->capture_default_str();
   app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();

@@ -16,6 +16,7 @@ struct FinetuneOptions {
   int64_t save_every = 0, keep_checkpoints = 2;
   double alpha = 16, lora_dropout = 0, lr = -1, grad_clip = 1.0, weight_decay = 0.0;
   bool skip_nonfinite = false, no_preflight = false;
+  bool save_gguf_adapter = false;  // also write SAVE/lora/adapter.gguf (llama.cpp's LoRA adapter format)
   bool checkpoint_activations = false;  // recompute each block's inside during backward
   uint64_t seed = 1337;
 

@@ -1,0 +1,48 @@
+// The GGUF path through the programs: export_gguf writes a model, finetune trains LoRA on the GGUF file and
+// saves the adapter as PEFT and as GGUF, generate runs the GGUF with the adapter, export_gguf refuses bad flags.
+#include <catch2/catch.hpp>
+
+#include "core/files.h"
+#include "core/gguf.h"
+#include "lora_source_dir.h"
+#include "tests/program_runner.h"
+
+using namespace lora;
+using namespace lora::testing;
+
+TEST_CASE("export_gguf -> finetune --weights x.gguf --save-gguf-adapter -> generate with the adapter", "[examples][gguf]") {
+  REQUIRE_PROGRAM(exporter, "export_gguf");
+  REQUIRE_PROGRAM(finetune, "finetune");
+  REQUIRE_PROGRAM(generate, "generate");
+  const fs::path dir = scratch_dir() / "gguf_programs";
+  fs::create_directories(dir);
+  const fs::path model = dir / "model-q8_0.gguf", save = dir / "run";
+  RunResult r = run(exporter, "--config small-test --type q8_0 --out " + quote(model) + " --ollama-modelfile " + quote(dir / "Modelfile"));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("q8_0") != std::string::npos);
+  const std::string modelfile = read_file((dir / "Modelfile").string(), "Modelfile");
+  CHECK(modelfile.find("FROM ./model-q8_0.gguf") != std::string::npos);
+  CHECK(modelfile.find("PARAMETER stop \"<|endoftext|>\"") != std::string::npos);
+
+  r = run(finetune, "--weights " + quote(model) + " --data " + quote(std::string(LORA_SOURCE_DIR) + "/data/tinyshakespeare.txt") +
+                        " --mode lora --steps 2 --warmup 0 --batch 1 --seq 16 --save " + quote(save) + " --save-gguf-adapter --no-preflight");
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  const gguf::File adapter = gguf::File::open((save / "lora" / "adapter.gguf").string());
+  CHECK(adapter.get_string("general.type") == "adapter");
+  CHECK(adapter.find_tensor("blk.0.attn_qkv.weight.lora_a") != nullptr);
+
+  r = run(generate, "--weights " + quote(model) + " --adapter " + quote(save / "lora") +
+                        " --prompt Hello --max-new-tokens 3 --temperature 0 --json");
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(last_json_line(r.out)["generated_ids"].size() == 3);
+
+  r = run(exporter, "--config small-test --type q5_1 --out " + quote(dir / "x.gguf"));
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("--type 'q5_1': expected f32, f16, bf16, q8_0 or q4_0") != std::string::npos);
+  r = run(generate, "--weights " + quote(model) + " --config gpt2 --prompt Hi");
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("describes its model itself") != std::string::npos);
+}
