@@ -1,7 +1,8 @@
 // bench_serve: what serving costs. Three parts, each printing the machine's load average beside it:
 //
 // 1. the memory bandwidth bound: a streaming read of a buffer far larger than the caches, with the same
-//    threads; generation at batch 1 reads every weight once per token, so tokens/s <= bandwidth / bytes;
+//    threads and vector loads (backends/cpu/bandwidth_probe.h); generation at batch 1 reads every weight
+//    once per token, so tokens/s <= bandwidth / bytes;
 // 2. decoding at batch 1 (prompt 16, --new-tokens): models::generate and the DecodeEngine with one request,
 //    against that bound;
 // 3. many adapters: --requests requests (all arriving at once) spread round-robin over 1, 8 and 64 distinct
@@ -35,6 +36,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cpu/bandwidth_probe.h"
 #include "core/stopwatch.h"
 #include "models/generate.h"
 #include "models/hf_checkpoint.h"
@@ -56,25 +58,6 @@ double load_average() {
     std::fclose(f);
   }
   return load;
-}
-
-// GB/s of summing `bytes` of floats with every thread (best of `repeats`).
-double stream_read_gbps(size_t bytes, int repeats) {
-  const size_t n = bytes / sizeof(float);
-  std::vector<float> buffer(n);
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; ++i) buffer[i] = static_cast<float>(i & 7);  // touched by the thread that reads it
-  double best = 0, sink = 0;
-  for (int r = 0; r < repeats; ++r) {
-    const auto t = Clock::now();
-    float total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-    for (size_t i = 0; i < n; ++i) total += buffer[i];
-    best = std::max(best, static_cast<double>(bytes) / seconds_since(t) / 1e9);
-    sink += total;
-  }
-  if (sink == 42) std::puts("");  // keeps the sums
-  return best;
 }
 
 std::vector<int32_t> random_prompt(int64_t n, int64_t vocab, Generator& gen) {
@@ -143,7 +126,8 @@ RunResult serve_groups(serve::DecodeEngine& engine, const std::vector<std::vecto
 int main(int argc, char** argv) {
   CLI::App app{"Serving benchmarks: the bandwidth bound, batch-1 decoding, and many adapters in one batch vs one at a time."};
   std::string config = "gpt2";
-  int64_t new_tokens = 32, prompt_tokens = 16, requests = 64, adapter_tokens = 16, rank = 8, bandwidth_mib = 1024;
+  int64_t new_tokens = 32, prompt_tokens = 16, requests = 64, adapter_tokens = 16, rank = 8;
+  int64_t bandwidth_mib = static_cast<int64_t>(cpu::default_probe_bytes() >> 20);
   int64_t pp_tokens = 128, tg_tokens = 64, repeats = 5;
   bool skip_adapters = false, skip_decode = false, llama_bench = false;
   std::string weights, save_weights;
@@ -167,8 +151,10 @@ int main(int argc, char** argv) {
   try {
     const int threads = num_threads();
     fmt::print("threads {}, load average {:.2f}\n", threads, load_average());
-    const double gbps = stream_read_gbps(static_cast<size_t>(bandwidth_mib) << 20, 5);
-    fmt::print("streaming read of {} MiB: {:.2f} GB/s (best of 5)\n", bandwidth_mib, gbps);
+    const cpu::BandwidthResult probe = cpu::measure_read_bandwidth(static_cast<size_t>(bandwidth_mib) << 20, 5);
+    const double gbps = probe.best_gbps;
+    fmt::print("streaming read of {} MiB (last-level cache {} MiB), {} threads: {:.2f} GB/s best, {:.2f} median of 5\n",
+               bandwidth_mib, cpu::last_level_cache_bytes() >> 20, probe.threads, gbps, probe.median_gbps);
 
     auto model = weights.empty() ? models::create_model(models::read_config_arg(config), 1)
                                  : models::load_model(weights, "", 1);
