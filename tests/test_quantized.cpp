@@ -45,24 +45,28 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
 
 // The op's registered cases: float64 gradcheck of the input and bias, float32 against float64.
 LORA_OP_CASES(quantized_linear_cases) {
+  // nf4 at 70 columns (blocks straddle rows) and 64; the block formats need whole blocks of 32.
   static const auto w_nf4 = quantized(test_weight(7, 70, 1), QuantFormat::NF4, true);
+  static const auto w_nf4_64 = quantized(test_weight(7, 64, 4), QuantFormat::NF4);
   static const auto w_q8 = quantized(test_weight(7, 64, 2), QuantFormat::Q8_0);
   static const auto w_q4 = quantized(test_weight(7, 96, 3), QuantFormat::Q4_0);
-  for (const auto& [what, w] :
-       {std::pair{"nf4, double-quantized", w_nf4}, std::pair{"q8_0", w_q8}, std::pair{"q4_0", w_q4}}) {
+  for (const auto& [what, w] : {std::pair{"nf4, double-quantized", w_nf4}, std::pair{"nf4, 64 columns", w_nf4_64},
+                                std::pair{"q8_0", w_q8}, std::pair{"q4_0", w_q4}}) {
     // The weight follows the inputs to their device (the CUDA parity run).
     const testing::OpFn f = [w = w](const testing::Inputs& in) {
       const auto on_device = in[0].device() == w->device()
                                  ? w : std::make_shared<const QuantizedWeight>(quantized_to(*w, in[0].device()));
       return ops::quantized_linear(in[0], on_device, in[1]);
     };
-    testing::gradcheck_case("quantized_linear", std::string(what) + ": input and bias train", f, [] {
+    const int64_t cols = w->cols;
+    testing::gradcheck_case("quantized_linear", std::string(what) + ": input and bias train", f, [cols] {
       Generator gen(3);
-      return testing::Inputs{testing::randn_leaf({2, 3, 70}, gen, DType::F64), testing::randn_leaf({7}, gen, DType::F64)};
+      return testing::Inputs{testing::randn_leaf({2, 3, cols}, gen, DType::F64), testing::randn_leaf({7}, gen, DType::F64)};
     });
-    testing::parity_case("quantized_linear", what, f, [] {
+    // 5 rows in f32: the CPU's skinny product, against float64 through dequantized tiles.
+    testing::parity_case("quantized_linear", what, f, [cols] {
       Generator gen(4);
-      return testing::Inputs{testing::randn_leaf({5, 70}, gen, DType::F32), testing::randn_leaf({7}, gen, DType::F32)};
+      return testing::Inputs{testing::randn_leaf({5, cols}, gen, DType::F32), testing::randn_leaf({7}, gen, DType::F32)};
     }, testing::kGemm);
   }
 }
