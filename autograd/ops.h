@@ -86,8 +86,10 @@ Tensor dropout(const Tensor& x, double p, bool training, uint64_t seed);
 // ---- Attention
 // Causal scaled-dot-product attention, q [B, H, T, D], k and v [B, Hkv, T, D] with H % Hkv == 0 -> [B, H, T, D];
 // query head h reads kv head h / (H / Hkv) (grouped-query attention; Hkv = H is multi-head attention).
-// scale = 1/sqrt(D) when 0 is passed (autograd/ops/attention.cpp).
-Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale = 0.0);
+// scale = 1/sqrt(D) when 0 is passed (autograd/ops/attention.cpp). key_start I32 [B, T] (packed segments):
+// query t of batch row b sees keys [key_start[b, t], t] only; undefined: keys [0, t].
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale = 0.0,
+                        const Tensor& key_start = Tensor());
 // Rotary position embedding, rotate-half convention (Hugging Face Llama, GPT-NeoX): x [B, T, H, D] (D even),
 // cos and sin [T, D/2] for the positions of x (constants). For i < D/2 at time t:
 //   y[i] = x[i] cos[t,i] - x[i + D/2] sin[t,i];   y[i + D/2] = x[i + D/2] cos[t,i] + x[i] sin[t,i]

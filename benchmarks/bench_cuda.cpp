@@ -88,9 +88,9 @@ int main(int argc, char** argv) {
     Tensor out = Tensor::empty(q.shape(), DType::F32, gpu), lse = Tensor::empty({batch, H, seq}, DType::F32, gpu);
     Tensor gq = Tensor::empty(q.shape(), DType::F32, gpu), gk = gq.clone(), gv = gq.clone(), gout = q.clone();
     const double scale = 0.125;
-    const double fwd = median_seconds(repeats, [&] { kernels::AttentionForward::cuda(q, k, v, scale, out, lse); });
+    const double fwd = median_seconds(repeats, [&] { kernels::AttentionForward::cuda(q, k, v, Tensor(), scale, out, lse); });
     const double bwd =
-        median_seconds(repeats, [&] { kernels::AttentionBackward::cuda(q, k, v, out, lse, gout, scale, gq, gk, gv); });
+        median_seconds(repeats, [&] { kernels::AttentionBackward::cuda(q, k, v, Tensor(), out, lse, gout, scale, gq, gk, gv); });
     const double dense = 4.0 * batch * H * seq * seq * D;
     fmt::print("\n{:<34} {:>10} {:>12}\n", "causal attention [B,12,T,64]", "ms", "TFLOP/s*");
     fmt::print("{:<34} {:>10.3f} {:>12.1f}\n", "forward", fwd * 1e3, dense / fwd / 1e12);

@@ -118,6 +118,145 @@ double load_average() {
 
 std::string signed_percent(double ratio) { return fmt::format("{:+.1f} %", (ratio - 1.0) * 100.0); }
 
+// The five variants (see the top of the file): the models they run and, per variant, its timings and the
+// outputs of its warm-up run.
+struct Variant {
+  Variant(std::string n, models::CausalLM* m, bool mg) : name(std::move(n)), model(m), merged(mg) {}
+  std::string name;
+  models::CausalLM* model;
+  bool merged;  // the state of the LoRA model's adapters for this variant
+  Stats forward, generate;
+  std::vector<float> logits;
+  std::vector<int32_t> tokens;
+};
+
+struct Models {
+  std::shared_ptr<models::CausalLM> base, lora, unwrapped, base_again;
+  nn::LoRASummary summary;
+};
+
+// base; the same weights with LoRA (unmerged and merged by toggling); a plain copy of the merged weights;
+// a second, identical base model (the A/A control). All on `device`, in eval mode.
+Models build_models(const Options& o, const std::string& config_given, Device device) {
+  Models m;
+  m.base = make_model(o, config_given);
+  const models::ModelDims c = m.base->dims();
+  LORA_CHECK(o.seq <= c.context_length, "--seq {} exceeds the model's context of {}", o.seq, c.context_length);
+  LORA_CHECK(o.prompt_tokens + o.new_tokens <= c.context_length,
+             "--prompt-tokens {} + --new-tokens {} exceed the model's context of {}", o.prompt_tokens, o.new_tokens,
+             c.context_length);
+  m.lora = make_model(o, config_given);
+  nn::LoRAConfig lc;
+  lc.options.rank = o.rank;
+  lc.options.alpha = o.alpha;
+  lc.options.seed = o.seed;
+  lc.targets = nn::LoRAConfig::parse_targets(o.targets);
+  m.summary = models::apply_lora(*m.lora, lc);
+  {
+    Generator gen(o.seed + 7);
+    NoGradGuard no_grad;
+    for (auto& [path, layer] : nn::lora_layers(*m.lora)) {
+      layer->lora_B.copy_from(Tensor::randn(layer->lora_B.shape(), gen, 0.0, o.b_std));
+    }
+  }
+  nn::merge_lora(*m.lora);
+  m.unwrapped = unwrapped_copy(*m.lora);
+  nn::unmerge_lora(*m.lora);
+  m.base_again = make_model(o, config_given);
+  for (auto* model : {&m.base, &m.lora, &m.unwrapped, &m.base_again}) {
+    (*model)->to(device);
+    (*model)->eval();
+  }
+  return m;
+}
+
+// What every variant runs: one forward pass over `ids`, and greedy generation after `prompt`.
+struct Workload {
+  Tensor ids;
+  std::vector<int32_t> prompt;
+  models::SamplingOptions sampling;
+};
+
+// One run of a variant; timed runs add to its statistics, the warm-up keeps its outputs.
+void run_variant(Variant& v, models::CausalLM& lora_model, const Workload& w, bool timed) {
+  NoGradGuard no_grad;
+  if (v.model == &lora_model) v.merged ? nn::merge_lora(lora_model) : nn::unmerge_lora(lora_model);
+  std::vector<float> logits;
+  const double f = time_ms([&] { logits = v.model->forward(w.ids).to_vector<float>(); });  // to_vector waits for the device
+  std::vector<int32_t> tokens;
+  const double g = time_ms([&] { tokens = models::generate(*v.model, w.prompt, w.sampling); });
+  if (timed) {
+    v.forward.ms.push_back(f);
+    v.generate.ms.push_back(g);
+  } else {
+    v.logits = std::move(logits);
+    v.tokens = std::move(tokens);
+  }
+}
+
+void print_table(const std::vector<Variant>& variants, const Options& o, double load_before, double load_after) {
+  const Variant& b = variants[0];
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  fmt::print("load average {:.1f} before, {:.1f} after the runs, on {} cores (this benchmark's own threads count in it){}\n\n",
+             load_before, load_after, cores,
+             load_after > cores + 0.5 ? ": other processes competed for the cores, so the figures are noisy" : "");
+  fmt::print("{:<18} | {:>10} {:>10} {:>7} | {:>10} {:>10} {:>7} {:>9}\n", "", "forward", "", "", "generate", "", "",
+             "");
+  fmt::print("{:<18} | {:>10} {:>10} {:>7} | {:>10} {:>10} {:>7} {:>9}\n", "variant", "median ms", "min ms", "ratio",
+             "median ms", "min ms", "ratio", "tokens/s");
+  fmt::print("{:-<18}-+-{:-<29}-+-{:-<39}\n", "", "", "");
+  for (const Variant& v : variants) {
+    fmt::print("{:<18} | {:>10.2f} {:>10.2f} {:>7.3f} | {:>10.2f} {:>10.2f} {:>7.3f} {:>9.1f}\n", v.name,
+               v.forward.median(), v.forward.min(), v.forward.median() / b.forward.median(), v.generate.median(),
+               v.generate.min(), v.generate.median() / b.generate.median(),
+               double(o.new_tokens) / (v.generate.median() / 1000.0));
+  }
+}
+
+// Same function (the merged variants compute what the unmerged adapter does), then the zero-latency
+// claim: merged vs base, judged against the noise: the spread of the runs and the gap between the base
+// model and its identical copy.
+void print_verdicts(const std::vector<Variant>& variants, const Options& o) {
+  const Variant &b = variants[0], &unmerged = variants[1], &merged = variants[2], &plain = variants[3],
+                &again = variants[4];
+  fmt::print("\noutputs: max |logit diff| merged vs unmerged {:.2e}, unwrapped vs unmerged {:.2e}, LoRA vs base {:.2e}; "
+             "greedy tokens merged {} unmerged\n",
+             max_abs_diff(merged.logits, unmerged.logits), max_abs_diff(plain.logits, unmerged.logits),
+             max_abs_diff(unmerged.logits, b.logits), merged.tokens == unmerged.tokens ? "==" : "!=");
+  auto verdict = [&](const Stats& v, const Stats& base_stats, const Stats& again_stats) {
+    const double diff = v.median() / base_stats.median() - 1.0;
+    const double noise = std::max({v.spread(), base_stats.spread(), std::abs(again_stats.median() / base_stats.median() - 1.0)});
+    const char* judged = o.repeats < 3       ? "too few runs to judge"
+                         : noise > 0.10      ? "too noisy to judge"
+                         : std::abs(diff) <= noise ? "within noise"
+                                                   : "beyond noise";
+    return fmt::format("{} (noise ±{:.1f} %: {})", signed_percent(v.median() / base_stats.median()), noise * 100.0, judged);
+  };
+  auto fastest = [&](const Variant& v) {
+    return fmt::format("fastest runs: forward {}, generate {}", signed_percent(v.forward.min() / b.forward.min()),
+                       signed_percent(v.generate.min() / b.generate.min()));
+  };
+  fmt::print("base, 2nd copy vs base: forward {}, generate {} (the same model twice: the noise floor); {}\n",
+             signed_percent(again.forward.median() / b.forward.median()),
+             signed_percent(again.generate.median() / b.generate.median()), fastest(again));
+  for (const Variant* v : {&merged, &plain, &unmerged}) {
+    fmt::print("{} vs base: forward {}, generate {}; {}\n", v->name, verdict(v->forward, b.forward, again.forward),
+               verdict(v->generate, b.generate, again.generate), fastest(*v));
+  }
+}
+
+void print_json(const std::vector<Variant>& variants) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const Variant& v : variants) {
+    j[v.name] = {{"forward_ms", v.forward.median()}, {"generate_ms", v.generate.median()},
+                 {"forward_min_ms", v.forward.min()}, {"generate_min_ms", v.generate.min()},
+                 {"forward_spread", v.forward.spread()}, {"generate_spread", v.generate.spread()}};
+  }
+  j["max_abs_logit_diff_merged_unmerged"] = max_abs_diff(variants[2].logits, variants[1].logits);
+  j["same_tokens_merged_unmerged"] = variants[2].tokens == variants[1].tokens;
+  fmt::print("{}\n", j.dump());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -142,155 +281,40 @@ int main(int argc, char** argv) {
   try {
     set_num_threads(o.threads);
     const Device device = Device::parse(o.device);
-    const std::string config_given = *config_opt ? o.config : "";
-
-    // The models: base, and the same weights with LoRA (unmerged and merged by toggling), and a plain copy
-    // of the merged weights.
-    auto base = make_model(o, config_given);
-    const models::ModelDims c = base->dims();
-    LORA_CHECK(o.seq <= c.context_length, "--seq {} exceeds the model's context of {}", o.seq, c.context_length);
-    LORA_CHECK(o.prompt_tokens + o.new_tokens <= c.context_length,
-               "--prompt-tokens {} + --new-tokens {} exceed the model's context of {}", o.prompt_tokens, o.new_tokens,
-               c.context_length);
-    auto lora_model = make_model(o, config_given);
-    nn::LoRAConfig lc;
-    lc.options.rank = o.rank;
-    lc.options.alpha = o.alpha;
-    lc.options.seed = o.seed;
-    lc.targets = nn::LoRAConfig::parse_targets(o.targets);
-    const nn::LoRASummary summary = models::apply_lora(*lora_model, lc);
-    {
-      Generator gen(o.seed + 7);
-      NoGradGuard no_grad;
-      for (auto& [path, layer] : nn::lora_layers(*lora_model)) {
-        layer->lora_B.copy_from(Tensor::randn(layer->lora_B.shape(), gen, 0.0, o.b_std));
-      }
-    }
-    nn::merge_lora(*lora_model);
-    auto unwrapped = unwrapped_copy(*lora_model);
-    nn::unmerge_lora(*lora_model);
-    auto base_again = make_model(o, config_given);  // a second, identical base model: the A/A control
-    for (auto* m : {&base, &lora_model, &unwrapped, &base_again}) {
-      (*m)->to(device);
-      (*m)->eval();
-    }
-
-    struct Variant {
-      Variant(std::string n, models::CausalLM* m, bool mg) : name(std::move(n)), model(m), merged(mg) {}
-      std::string name;
-      models::CausalLM* model;
-      bool merged;  // the state of lora_model's adapters for this variant
-      Stats forward, generate;
-      std::vector<float> logits;
-      std::vector<int32_t> tokens;
-    };
+    const Models m = build_models(o, *config_opt ? o.config : "", device);
+    const models::ModelDims c = m.base->dims();
     std::vector<Variant> variants;
-    variants.push_back({"base", base.get(), false});
-    variants.push_back({"LoRA unmerged", lora_model.get(), false});
-    variants.push_back({"LoRA merged", lora_model.get(), true});
-    variants.push_back({"merged, unwrapped", unwrapped.get(), false});
-    variants.push_back({"base, 2nd copy", base_again.get(), false});
+    variants.push_back({"base", m.base.get(), false});
+    variants.push_back({"LoRA unmerged", m.lora.get(), false});
+    variants.push_back({"LoRA merged", m.lora.get(), true});
+    variants.push_back({"merged, unwrapped", m.unwrapped.get(), false});
+    variants.push_back({"base, 2nd copy", m.base_again.get(), false});
 
-    const Tensor ids = Tensor::from_vector(random_ids(o.seq, c.vocab_size, o.seed + 1), {1, o.seq}, device);
-    const std::vector<int32_t> prompt = random_ids(o.prompt_tokens, c.vocab_size, o.seed + 2);
-    models::SamplingOptions sampling;
-    sampling.max_new_tokens = o.new_tokens;
-    sampling.temperature = 0.0;
-    sampling.stop_at_eos = false;  // always generate new_tokens tokens
+    Workload w;
+    w.ids = Tensor::from_vector(random_ids(o.seq, c.vocab_size, o.seed + 1), {1, o.seq}, device);
+    w.prompt = random_ids(o.prompt_tokens, c.vocab_size, o.seed + 2);
+    w.sampling.max_new_tokens = o.new_tokens;
+    w.sampling.temperature = 0.0;
+    w.sampling.stop_at_eos = false;  // always generate new_tokens tokens
 
-    NoGradGuard no_grad;
-    auto run = [&](Variant& v, bool timed) {
-      if (v.model == lora_model.get()) v.merged ? nn::merge_lora(*lora_model) : nn::unmerge_lora(*lora_model);
-      std::vector<float> logits;
-      const double f = time_ms([&] { logits = v.model->forward(ids).to_vector<float>(); });  // to_vector waits for the device
-      std::vector<int32_t> tokens;
-      const double g = time_ms([&] { tokens = models::generate(*v.model, prompt, sampling); });
-      if (timed) {
-        v.forward.ms.push_back(f);
-        v.generate.ms.push_back(g);
-      } else {
-        v.logits = std::move(logits);
-        v.tokens = std::move(tokens);
-      }
-    };
-
-    fmt::print("{} {} ({} layers, hidden {}), {} parameters, device {}, {} threads\n", base->model_type(),
+    fmt::print("{} {} ({} layers, hidden {}), {} parameters, device {}, {} threads\n", m.base->model_type(),
                o.weights.empty() ? "'" + o.config + "' (random init)" : o.weights, c.n_layer, c.hidden,
-               base->num_parameters(), device.str(), num_threads());
+               m.base->num_parameters(), device.str(), num_threads());
     fmt::print("LoRA r={} alpha={} on {}: {} adapted layers, {} adapter parameters, B ~ N(0, {})\n", o.rank, o.alpha,
-               o.targets, summary.adapted_layers, summary.trainable_params, o.b_std);
+               o.targets, m.summary.adapted_layers, m.summary.trainable_params, o.b_std);
     fmt::print("forward: 1 x {} tokens; generate: {} tokens greedy with the KV cache after a {}-token prompt\n", o.seq,
                o.new_tokens, o.prompt_tokens);
     fmt::print("median of {} runs per variant after one warm-up, interleaved round-robin\n\n", o.repeats);
     std::fflush(stdout);
 
     const double load_before = load_average();
-    for (Variant& v : variants) run(v, false);  // warm-up, and the outputs to compare
-    const size_t n = variants.size();
+    for (Variant& v : variants) run_variant(v, *m.lora, w, false);  // warm-up, and the outputs to compare
     for (int r = 0; r < o.repeats; ++r) {
-      for (size_t i = 0; i < n; ++i) run(variants[(size_t(r) + i) % n], true);
+      for (size_t i = 0; i < variants.size(); ++i) run_variant(variants[(size_t(r) + i) % variants.size()], *m.lora, w, true);
     }
-
-    const Variant& b = variants[0];
-    const double load_after = load_average();
-    const int cores = static_cast<int>(std::thread::hardware_concurrency());
-    fmt::print("load average {:.1f} before, {:.1f} after the runs, on {} cores (this benchmark's own threads count in it){}\n\n",
-               load_before, load_after, cores,
-               load_after > cores + 0.5 ? ": other processes competed for the cores, so the figures are noisy" : "");
-    fmt::print("{:<18} | {:>10} {:>10} {:>7} | {:>10} {:>10} {:>7} {:>9}\n", "", "forward", "", "", "generate", "", "",
-               "");
-    fmt::print("{:<18} | {:>10} {:>10} {:>7} | {:>10} {:>10} {:>7} {:>9}\n", "variant", "median ms", "min ms", "ratio",
-               "median ms", "min ms", "ratio", "tokens/s");
-    fmt::print("{:-<18}-+-{:-<29}-+-{:-<39}\n", "", "", "");
-    for (const Variant& v : variants) {
-      fmt::print("{:<18} | {:>10.2f} {:>10.2f} {:>7.3f} | {:>10.2f} {:>10.2f} {:>7.3f} {:>9.1f}\n", v.name,
-                 v.forward.median(), v.forward.min(), v.forward.median() / b.forward.median(), v.generate.median(),
-                 v.generate.min(), v.generate.median() / b.generate.median(),
-                 double(o.new_tokens) / (v.generate.median() / 1000.0));
-    }
-
-    // Same function: the merged variants must compute what the unmerged adapter does.
-    const Variant &unmerged = variants[1], &merged = variants[2], &plain = variants[3];
-    fmt::print("\noutputs: max |logit diff| merged vs unmerged {:.2e}, unwrapped vs unmerged {:.2e}, LoRA vs base {:.2e}; "
-               "greedy tokens merged {} unmerged\n",
-               max_abs_diff(merged.logits, unmerged.logits), max_abs_diff(plain.logits, unmerged.logits),
-               max_abs_diff(unmerged.logits, b.logits), merged.tokens == unmerged.tokens ? "==" : "!=");
-
-    // The zero-latency claim: merged vs base, judged against the noise: the spread of the runs and the gap
-    // between the base model and its identical copy.
-    const Variant& again = variants[4];
-    auto verdict = [&](const Stats& v, const Stats& base_stats, const Stats& again_stats) {
-      const double diff = v.median() / base_stats.median() - 1.0;
-      const double noise = std::max({v.spread(), base_stats.spread(), std::abs(again_stats.median() / base_stats.median() - 1.0)});
-      const char* judged = o.repeats < 3       ? "too few runs to judge"
-                           : noise > 0.10      ? "too noisy to judge"
-                           : std::abs(diff) <= noise ? "within noise"
-                                                     : "beyond noise";
-      return fmt::format("{} (noise ±{:.1f} %: {})", signed_percent(v.median() / base_stats.median()), noise * 100.0, judged);
-    };
-    auto fastest = [&](const Variant& v) {
-      return fmt::format("fastest runs: forward {}, generate {}", signed_percent(v.forward.min() / b.forward.min()),
-                         signed_percent(v.generate.min() / b.generate.min()));
-    };
-    fmt::print("base, 2nd copy vs base: forward {}, generate {} (the same model twice: the noise floor); {}\n",
-               signed_percent(again.forward.median() / b.forward.median()),
-               signed_percent(again.generate.median() / b.generate.median()), fastest(again));
-    for (const Variant* v : {&merged, &plain, &unmerged}) {
-      fmt::print("{} vs base: forward {}, generate {}; {}\n", v->name, verdict(v->forward, b.forward, again.forward),
-                 verdict(v->generate, b.generate, again.generate), fastest(*v));
-    }
-
-    if (o.json) {
-      nlohmann::json j = nlohmann::json::object();
-      for (const Variant& v : variants) {
-        j[v.name] = {{"forward_ms", v.forward.median()}, {"generate_ms", v.generate.median()},
-                     {"forward_min_ms", v.forward.min()}, {"generate_min_ms", v.generate.min()},
-                     {"forward_spread", v.forward.spread()}, {"generate_spread", v.generate.spread()}};
-      }
-      j["max_abs_logit_diff_merged_unmerged"] = max_abs_diff(merged.logits, unmerged.logits);
-      j["same_tokens_merged_unmerged"] = merged.tokens == unmerged.tokens;
-      fmt::print("{}\n", j.dump());
-    }
+    print_table(variants, o, load_before, load_average());
+    print_verdicts(variants, o);
+    if (o.json) print_json(variants);
     return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());

@@ -2,8 +2,11 @@
 // LoRA, checkpoints, generation and the memory report see. A model is an nn::Module whose parameters
 // carry Hugging Face's names, so that checkpoints and PEFT adapters are read and written as published.
 //
-// Adding an architecture: a folder under models/ with its config (read from config.json), its blocks, a
-// class deriving from CausalLM, and one line in models/registry.cpp (docs/models.md, "Adding a third architecture").
+// A forward pass is described by its ForwardBatch (models/forward_batch.h) and run by the one non-virtual
+// forward(), which validates the batch once and hands it to the shared layer runner
+// (models/layer_runner.h). An architecture is a folder under models/ with its config (read from
+// config.json), its block (a DecoderBlock), the hooks below (embedding, blocks, final norm, head), its
+// weights' names, and one line in models/registry.cpp (docs/models.md, "Adding an architecture").
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -13,9 +16,13 @@
 #include <utility>
 #include <vector>
 
+#include "models/forward_batch.h"
+#include "models/layer_runner.h"
 #include "nn/attention.h"
 #include "nn/lora/apply_lora.h"
 #include "nn/module.h"
+#include "nn/row_adapters.h"
+#include "nn/rotary.h"
 
 namespace lora::models {
 
@@ -42,13 +49,26 @@ class CausalLM : public nn::Module {
   Device device() const;  // where its parameters live
 
   // ---- Computing
-  // ids [B, T] (I32/I64) -> logits [B, T, vocab]. With `cache` the tokens continue after the cache.length
-  // tokens it holds (their positions start there), and their keys and values are appended to it.
-  virtual Tensor forward(const Tensor& ids, nn::KVCache* cache = nullptr) = 0;
-  // Mean next-token cross-entropy of targets [B, T] (-100: ignored) for inputs ids [B, T].
-  virtual Tensor loss(const Tensor& ids, const Tensor& targets) = 0;
-  // An empty cache for `batch` sequences of up to `capacity` tokens (0: the context length).
-  nn::KVCache make_kv_cache(int64_t batch, int64_t capacity = 0) const;
+  // The forward pass the batch describes: logits [B, T, V] for every position, [B, V] for the last of
+  // each row, [N, V] for given positions, or none (models/forward_batch.h). With a KV cache the rows'
+  // tokens are appended to their slots, which advance when the pass succeeds. The batch is validated
+  // before anything runs (lora::Error names what is wrong).
+  Tensor forward(const ForwardBatch& batch);
+  // ids [B, T] (I32/I64) -> logits [B, T, vocab]: forward(ForwardBatch(ids)).
+  Tensor forward(const Tensor& ids) { return forward(ForwardBatch(ids)); }
+  // Mean next-token cross-entropy of targets [B, T] (-100: ignored, HF's convention after the shift) over
+  // the batch's tokens. The head and the loss run fused (ops::linear_cross_entropy), and only on the
+  // positions that are trained: a batch whose prompts are masked never computes their logits. The batch
+  // asks for no logits of its own (LogitRows::All, the default) and has no KV cache.
+  Tensor loss(const ForwardBatch& batch, const Tensor& targets);
+  Tensor loss(const Tensor& ids, const Tensor& targets) { return loss(ForwardBatch(ids), targets); }
+  // An empty cache of `slots` sequences of up to `capacity` tokens each (0: the context length).
+  nn::KVCache make_kv_cache(int64_t slots, int64_t capacity = 0) const;
+
+  // The per-row adapter slots of a model serving many adapters at once (nn/row_adapters.h): null until
+  // serve::AdapterSet installs its layers, which read them; forward() sets them from batch.adapters.
+  const std::shared_ptr<nn::RowAdapters>& row_adapters() const { return row_adapters_; }
+  void set_row_adapters(std::shared_ptr<nn::RowAdapters> rows) { row_adapters_ = std::move(rows); }
 
   // ---- Hugging Face weight names and layout (what model.safetensors holds)
   // The parameters as saved: HF names, HF layout, tied weights once. A LoRA-wrapped layer contributes its
@@ -72,9 +92,30 @@ class CausalLM : public nn::Module {
   virtual bool hf_fan_in_fan_out() const { return false; }
 
  protected:
+  // ---- What an architecture provides; forward() and loss() do the rest (models/layer_runner.h)
+  // Its input embeddings of ids [B, T] whose tokens sit at `positions`: [B, T, hidden] (GPT-2 adds its
+  // learned position embeddings here; rotary architectures ignore the positions).
+  virtual Tensor embed(const Tensor& ids, const TokenPositions& positions) = 0;
+  // Its dims().n_layer blocks, in order.
+  virtual DecoderBlock& block(int64_t layer) = 0;
+  // The norm after the last block, on hidden states [N, hidden] or [B, T, hidden].
+  virtual Tensor final_norm(const Tensor& h) = 0;
+  // The output head's weight [vocab, hidden] (logits = h W^T): the token embedding when tied.
+  virtual const Tensor& head_weight() const = 0;
+  // The rotary embedding its blocks apply (the runner builds the tables once per pass); null: none.
+  virtual const nn::RotaryEmbedding* rotary() const { return nullptr; }
+
   virtual std::vector<nn::LoRATarget> declared_lora_targets() const { return {}; }
   // The output head's module path ("lm_head"), left out of "all-linear" as PEFT does; "" when tied.
   virtual std::string output_head_path() const { return ""; }
+
+ private:
+  // Embedding, blocks (checkpointed when CheckpointMode is on; with the cache otherwise) before the final
+  // norm: [B, T, hidden].
+  Tensor run_blocks(const ForwardBatch& batch, const ForwardPlan& plan);
+  ForwardPlan plan(const ForwardBatch& batch) const;
+
+  std::shared_ptr<nn::RowAdapters> row_adapters_;
 };
 
 }  // namespace lora::models

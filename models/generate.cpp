@@ -79,9 +79,8 @@ std::vector<int32_t> generate(CausalLM& model, const std::vector<int32_t>& promp
   Tensor ids = Tensor::from_vector(prompt, {1, static_cast<int64_t>(prompt.size())}, device);
   int64_t position = static_cast<int64_t>(prompt.size());
   while (static_cast<int64_t>(out.size()) < options.max_new_tokens) {
-    Tensor logits = model.forward(ids, &cache);  // [1, T, V]
-    const int64_t T = logits.size(1);
-    std::vector<float> last = logits.view({T, V}).narrow_rows(T - 1, 1).to_vector<float>();
+    // The prompt, then each new token, appended to the cache; logits of the last position only: [1, V].
+    const std::vector<float> last = model.forward(ForwardBatch(ids).with_cache(cache).last_logits()).to_vector<float>();
     const int32_t next = sample_token(last, options, gen);
     out.push_back(next);
     if (on_token) on_token(next);

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "models/gemma/model.h"
 #include "models/gpt2/model.h"
 #include "models/hf_checkpoint.h"
 #include "models/llama/model.h"
@@ -10,15 +11,16 @@
 namespace lora::models {
 namespace fs = std::filesystem;
 
-std::vector<std::string> supported_model_types() { return {"gpt2", "llama", "mistral", "qwen2"}; }
+std::vector<std::string> supported_model_types() { return {"gemma", "gpt2", "llama", "mistral", "qwen2"}; }
 
 std::vector<std::string> preset_names() {
-  return {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "small-test", "tiny", "smollm2-135m", "llama-tiny"};
+  return {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "small-test", "tiny", "smollm2-135m", "llama-tiny", "gemma-tiny"};
 }
 
 nlohmann::json preset_config(const std::string& name) {
   nlohmann::json j = gpt2::GPT2Config::preset_json(name);
   if (j.is_null()) j = llama::LlamaConfig::preset_json(name);
+  if (j.is_null()) j = gemma::GemmaConfig::preset_json(name);
   if (!j.is_null()) return j;
   std::string known;
   for (const auto& n : preset_names()) known += (known.empty() ? "" : ", ") + n;
@@ -38,12 +40,13 @@ ModelConfig read_config_arg(const std::string& value) {
 std::shared_ptr<CausalLM> create_model(const ModelConfig& config, uint64_t seed) {
   LORA_CHECK(config.json.is_object(), "config {}: expected a JSON object", config.source);
   LORA_CHECK(config.json.contains("model_type") && config.json["model_type"].is_string(),
-             "config {}: 'model_type' is missing (expected one of gpt2, llama, mistral, qwen2)", config.source);
+             "config {}: 'model_type' is missing (expected one of gemma, gpt2, llama, mistral, qwen2)", config.source);
   const std::string type = config.json["model_type"].get<std::string>();
   if (type == "gpt2") return std::make_shared<gpt2::GPT2LMHeadModel>(gpt2::GPT2Config::from_json(config.json, config.source), seed);
   if (type == "llama" || type == "mistral" || type == "qwen2") {
     return std::make_shared<llama::LlamaForCausalLM>(llama::LlamaConfig::from_json(config.json, config.source), seed);
   }
+  if (type == "gemma") return std::make_shared<gemma::GemmaForCausalLM>(gemma::GemmaConfig::from_json(config.json, config.source), seed);
   std::string known;
   for (const auto& t : supported_model_types()) known += (known.empty() ? "" : ", ") + t;
   LORA_FAIL("config {}: 'model_type' = '{}' is not supported (supported: {})", config.source, type, known);

@@ -13,7 +13,7 @@
 
 namespace lora::models {
 
-// model_type values that build a model: "gpt2", "llama", "qwen2", "mistral".
+// model_type values that build a model: "gemma", "gpt2", "llama", "qwen2", "mistral".
 std::vector<std::string> supported_model_types();
 // Names --config accepts besides a config.json path, e.g. "gpt2", "gpt2-xl", "smollm2-135m".
 std::vector<std::string> preset_names();

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "autograd/ops.h"
 #include "core/error.h"
 
 namespace lora::nn {
@@ -49,16 +50,29 @@ RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double theta, RopeScaling s) 
 }
 
 std::pair<Tensor, Tensor> RotaryEmbedding::tables(int64_t start, int64_t T, Device device) const {
-  const int64_t half = static_cast<int64_t>(inv_freq_.size());
+  std::vector<int64_t> positions(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) positions[static_cast<size_t>(t)] = start + t;
+  return tables(positions, device);
+}
+
+std::pair<Tensor, Tensor> RotaryEmbedding::tables(const std::vector<int64_t>& positions, Device device) const {
+  const int64_t half = static_cast<int64_t>(inv_freq_.size()), T = static_cast<int64_t>(positions.size());
   std::vector<float> cos(static_cast<size_t>(T * half)), sin(cos.size());
   for (int64_t t = 0; t < T; ++t) {
+    const float position = static_cast<float>(positions[static_cast<size_t>(t)]);
     for (int64_t i = 0; i < half; ++i) {
-      const float angle = static_cast<float>(start + t) * inv_freq_[static_cast<size_t>(i)];  // a float32 product
+      const float angle = position * inv_freq_[static_cast<size_t>(i)];  // a float32 product
       cos[static_cast<size_t>(t * half + i)] = static_cast<float>(std::cos(static_cast<double>(angle)));
       sin[static_cast<size_t>(t * half + i)] = static_cast<float>(std::sin(static_cast<double>(angle)));
     }
   }
   return {Tensor::from_vector(cos, {T, half}, device), Tensor::from_vector(sin, {T, half}, device)};
+}
+
+Tensor apply_rotary(const Tensor& x, const RotaryTables& tables) {
+  if (!tables.per_token) return ops::rope(x, tables.cos, tables.sin);
+  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3);
+  return ops::reshape(ops::rope(ops::reshape(x, {1, B * T, H, D}), tables.cos, tables.sin), {B, T, H, D});
 }
 
 }  // namespace lora::nn

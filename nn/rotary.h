@@ -26,15 +26,28 @@ struct RopeScaling {
   int64_t original_max_position_embeddings = 8192;
 };
 
+// cos and sin for the tokens of one forward pass: [T, D/2] when every batch row has the same positions
+// (shared), else [B * T, D/2], one row per token.
+struct RotaryTables {
+  Tensor cos, sin;
+  bool per_token = false;
+};
+
 class RotaryEmbedding {
  public:
   RotaryEmbedding(int64_t head_dim, double theta, RopeScaling scaling = {});
   // cos and sin [T, D/2] (float32) for positions [start, start + T), on `device`.
   std::pair<Tensor, Tensor> tables(int64_t start, int64_t T, Device device) const;
+  // cos and sin [N, D/2] (float32) for the N positions given, on `device`.
+  std::pair<Tensor, Tensor> tables(const std::vector<int64_t>& positions, Device device) const;
   const std::vector<float>& inv_freq() const { return inv_freq_; }
 
  private:
   std::vector<float> inv_freq_;  // [D/2], computed in float32 as transformers does
 };
+
+// Rotates the heads of x [B, T, heads, D] by `tables` (ops::rope, differentiable in x). Per-token tables
+// rotate x viewed as one row of B * T time steps.
+Tensor apply_rotary(const Tensor& x, const RotaryTables& tables);
 
 }  // namespace lora::nn

@@ -22,9 +22,12 @@ std::string joined(const std::vector<std::string>& names) {
 }  // namespace
 
 AdapterSet::AdapterSet(models::CausalLM& model, int64_t capacity)
-    : model_(model), rows_(std::make_shared<RowAdapters>(capacity)) {
+    : model_(model) {
   LORA_CHECK(capacity > 0 && capacity <= (1 << 16), "adapters: capacity {} outside [1, 65536]", capacity);
   LORA_CHECK(nn::lora_layers(model_).empty(), "adapters: the model already holds LoRA layers (give a plain base model)");
+  LORA_CHECK(!model_.row_adapters(), "adapters: the model already serves another adapter set");
+  rows_ = std::make_shared<nn::RowAdapters>(capacity);
+  model_.set_row_adapters(rows_);
 }
 
 AdapterSet::~AdapterSet() {
@@ -32,6 +35,7 @@ AdapterSet::~AdapterSet() {
     unwrap();
   } catch (...) {  // a destructor must not throw; the model is going away with the set in every caller
   }
+  model_.set_row_adapters(nullptr);
 }
 
 void AdapterSet::unwrap() {

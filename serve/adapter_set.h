@@ -1,12 +1,12 @@
 // AdapterSet: many LoRA adapters resident on one base model at once, loaded and unloaded by name while
 // the base weights stay as they are. Every layer some adapter targets becomes a MultiLoRALinear
-// (serve/multi_lora.h); select() names each batch row's adapter before a forward pass, so one pass serves
-// a batch that mixes adapters.
+// (serve/multi_lora.h); each forward pass names its rows' adapters in its ForwardBatch, so one pass
+// serves a batch that mixes adapters.
 //
 //   AdapterSet set(model, 64);
 //   set.load("sql", nn::read_adapter("adapters/sql"));
-//   set.select({set.slot("sql"), -1});   // row 0 with "sql", row 1 the base model
-//   Tensor logits = model.forward(ids);  // ids [2, T]
+//   // ids [2, T]: row 0 with "sql", row 1 the base model
+//   Tensor logits = model.forward(models::ForwardBatch(ids).with_adapters({set.slot("sql"), -1}));
 #pragma once
 
 #include <map>
@@ -41,14 +41,11 @@ class AdapterSet {
   int64_t size() const { return static_cast<int64_t>(slots_.size()); }
   int64_t capacity() const { return rows_->slots(); }
 
-  // The slot of each batch row for the next forward passes (-1: the base model).
-  void select(std::vector<int32_t> row_slots) { rows_->select(std::move(row_slots)); }
-
  private:
   void unwrap();  // the plain base layers in the model
   void wrap();    // the MultiLoRALinear layers in the model
   models::CausalLM& model_;
-  std::shared_ptr<RowAdapters> rows_;
+  std::shared_ptr<nn::RowAdapters> rows_;  // the model's (CausalLM::row_adapters) while the set exists
   std::map<std::string, int32_t> slots_;
   std::map<std::string, std::shared_ptr<MultiLoRALinear>> layers_;  // by module path
 };

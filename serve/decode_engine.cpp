@@ -25,7 +25,7 @@ struct DecodeEngine::Sequence {
   Request request;
   models::SamplingOptions sampling;
   int32_t adapter_slot = -1;  // -1: the base model
-  int64_t position = 0;       // tokens cached in its KV slot
+  int64_t slot = -1;          // its KV slot once admitted
   int32_t last = -1;          // the token to feed next
   int64_t generated = 0;
   Generator gen;
@@ -134,7 +134,8 @@ void DecodeEngine::finish(Sequence& s, FinishReason reason) {
 bool DecodeEngine::accept(Sequence& s, int32_t token) {
   ++s.generated;
   const bool eos = s.request.options.stop_at_eos && std::find(eos_.begin(), eos_.end(), token) != eos_.end();
-  const bool length = s.generated >= s.request.options.max_tokens || s.position >= capacity_;
+  // The slot is full when the token just sampled cannot be fed back.
+  const bool length = s.generated >= s.request.options.max_tokens || pool_.length(s.slot) >= capacity_;
   if (s.decoder) {
     s.text += s.decoder->push(token);
     if (eos || length) s.text += s.decoder->finish();  // what an incomplete character held back
@@ -160,53 +161,68 @@ bool DecodeEngine::accept(Sequence& s, int32_t token) {
   return s.done;
 }
 
-// The prompt runs alone through the slot's part of the pool (a [1, H_kv, capacity, D] view per layer),
-// then its first token is sampled.
-void DecodeEngine::admit(std::unique_ptr<Sequence>& s, int64_t slot) {
-  s->adapter_slot = s->request.adapter.empty() ? -1 : adapters_.slot(s->request.adapter);
-  nn::KVCache view;
-  for (const nn::KVCache::Layer& l : pool_.layers) view.layers.push_back({l.k.narrow_rows(slot, 1), l.v.narrow_rows(slot, 1), nullptr});
-  adapters_.select({s->adapter_slot});
-  const int64_t P = static_cast<int64_t>(s->request.prompt.size()), V = model_.dims().vocab_size;
-  const Tensor logits = model_.forward(Tensor::from_vector(s->request.prompt, {1, P}, model_.device()), &view);
-  const std::vector<float> last = logits.view({P, V}).narrow_rows(P - 1, 1).to_vector<float>();
-  s->position = P;
-  const int32_t token = models::sample_token(last, s->sampling, s->gen);
-  s->last = token;
-  if (!accept(*s, token)) slots_[static_cast<size_t>(slot)] = std::move(s);
+models::ForwardBatch DecodeEngine::prompt_batch(const Sequence& s) {
+  const int64_t P = static_cast<int64_t>(s.request.prompt.size());
+  return models::ForwardBatch(Tensor::from_vector(s.request.prompt, {1, P}, model_.device()))
+      .with_cache(pool_, {s.slot})
+      .with_adapters({s.adapter_slot})
+      .last_logits();
 }
 
-bool DecodeEngine::step() {
-  std::lock_guard<std::mutex> model_lock(model_mutex_);
-  NoGradGuard no_grad;
-  model_.eval();
-  // Cancellations, then admissions into free slots.
+models::ForwardBatch DecodeEngine::decode_batch(const std::vector<Sequence*>& rows) {
+  std::vector<int32_t> tokens, adapters;
+  std::vector<int64_t> slots;
+  for (const Sequence* s : rows) {
+    tokens.push_back(s->last);
+    slots.push_back(s->slot);
+    adapters.push_back(s->adapter_slot);
+  }
+  const int64_t B = static_cast<int64_t>(rows.size());
+  return models::ForwardBatch(Tensor::from_vector(tokens, {B, 1}, model_.device()))
+      .with_cache(pool_, std::move(slots))
+      .with_adapters(std::move(adapters))
+      .last_logits();
+}
+
+// The prompt runs alone into its slot (emptied first), then its first token is sampled.
+void DecodeEngine::admit(std::unique_ptr<Sequence>& s, int64_t slot) {
+  s->adapter_slot = s->request.adapter.empty() ? -1 : adapters_.slot(s->request.adapter);
+  s->slot = slot;
+  pool_.clear(slot);
+  const std::vector<float> last = model_.forward(prompt_batch(*s)).to_vector<float>();  // [1, V]
+  s->last = models::sample_token(last, s->sampling, s->gen);
+  if (!accept(*s, s->last)) slots_[static_cast<size_t>(slot)] = std::move(s);
+}
+
+std::vector<std::unique_ptr<DecodeEngine::Sequence>> DecodeEngine::take_admissions() {
   std::vector<std::unique_ptr<Sequence>> admitted;
-  {
-    std::lock_guard<std::mutex> lock(queue_mutex_);
-    for (int64_t id : cancelled_) {
-      for (auto& s : slots_) {
-        if (s && s->id == id) {
-          finish(*s, FinishReason::Cancelled);
-          s.reset();
-        }
-      }
-      for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
-        if ((*it)->id == id) {
-          finish(**it, FinishReason::Cancelled);
-          waiting_.erase(it);
-          break;
-        }
+  std::lock_guard<std::mutex> lock(queue_mutex_);
+  for (int64_t id : cancelled_) {
+    for (auto& s : slots_) {
+      if (s && s->id == id) {
+        finish(*s, FinishReason::Cancelled);
+        s.reset();
       }
     }
-    cancelled_.clear();
-    int64_t free_slots = 0;
-    for (const auto& s : slots_) free_slots += s ? 0 : 1;
-    while (free_slots-- > 0 && !waiting_.empty()) {
-      admitted.push_back(std::move(waiting_.front()));
-      waiting_.pop_front();
+    for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+      if ((*it)->id == id) {
+        finish(**it, FinishReason::Cancelled);
+        waiting_.erase(it);
+        break;
+      }
     }
   }
+  cancelled_.clear();
+  int64_t free_slots = 0;
+  for (const auto& s : slots_) free_slots += s ? 0 : 1;
+  while (free_slots-- > 0 && !waiting_.empty()) {
+    admitted.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+  return admitted;
+}
+
+void DecodeEngine::admit_all(std::vector<std::unique_ptr<Sequence>>& admitted) {
   for (size_t i = 0; i < admitted.size(); ++i) {
     std::unique_ptr<Sequence>& s = admitted[i];
     const int64_t slot = std::find(slots_.begin(), slots_.end(), nullptr) - slots_.begin();
@@ -223,48 +239,44 @@ bool DecodeEngine::step() {
       throw;
     }
   }
+}
 
-  // One decode step over every active sequence: row b is slot rows[b].slot at its position.
-  std::vector<nn::CacheRow> rows;
-  std::vector<int32_t> tokens, adapter_rows;
-  std::vector<Sequence*> seqs;
-  for (size_t slot = 0; slot < slots_.size(); ++slot) {
-    Sequence* s = slots_[slot].get();
-    if (!s) continue;
-    rows.push_back({static_cast<int64_t>(slot), s->position});
-    tokens.push_back(s->last);
-    adapter_rows.push_back(s->adapter_slot);
-    seqs.push_back(s);
+void DecodeEngine::decode_active() {
+  std::vector<Sequence*> rows;  // row b: the sequence in the b-th occupied slot
+  for (auto& s : slots_) {
+    if (s) rows.push_back(s.get());
   }
-  if (!seqs.empty()) {
-    const int64_t B = static_cast<int64_t>(seqs.size()), V = model_.dims().vocab_size;
-    pool_.set_rows(rows);
-    adapters_.select(adapter_rows);
-    Tensor logits;
-    try {
-      logits = model_.forward(Tensor::from_vector(tokens, {B, 1}, model_.device()), &pool_);  // [B, 1, V]
-    } catch (...) {
-      pool_.set_rows({});
-      for (auto& s : slots_) {
-        if (s) finish(*s, FinishReason::Error);
-        s.reset();
-      }
-      throw;
-    }
-    pool_.set_rows({});
-    const std::vector<float> all = logits.to_vector<float>();  // [B * V]
-    std::vector<float> row(static_cast<size_t>(V));
-    for (int64_t b = 0; b < B; ++b) {
-      Sequence& s = *seqs[static_cast<size_t>(b)];
-      std::copy(all.begin() + b * V, all.begin() + (b + 1) * V, row.begin());
-      ++s.position;
-      s.last = models::sample_token(row, s.sampling, s.gen);
-      accept(s, s.last);
-    }
+  if (rows.empty()) return;
+  const int64_t V = model_.dims().vocab_size;
+  std::vector<float> all;  // [B * V]
+  try {
+    all = model_.forward(decode_batch(rows)).to_vector<float>();
+  } catch (...) {
     for (auto& s : slots_) {
-      if (s && s->done) s.reset();
+      if (s) finish(*s, FinishReason::Error);
+      s.reset();
     }
+    throw;
   }
+  std::vector<float> row(static_cast<size_t>(V));
+  for (size_t b = 0; b < rows.size(); ++b) {
+    Sequence& s = *rows[b];
+    std::copy(all.begin() + static_cast<int64_t>(b) * V, all.begin() + static_cast<int64_t>(b + 1) * V, row.begin());
+    s.last = models::sample_token(row, s.sampling, s.gen);
+    accept(s, s.last);
+  }
+  for (auto& s : slots_) {
+    if (s && s->done) s.reset();
+  }
+}
+
+bool DecodeEngine::step() {
+  std::lock_guard<std::mutex> model_lock(model_mutex_);
+  NoGradGuard no_grad;
+  model_.eval();
+  std::vector<std::unique_ptr<Sequence>> admitted = take_admissions();
+  admit_all(admitted);
+  decode_active();
   std::lock_guard<std::mutex> lock(queue_mutex_);
   active_count_ = 0;
   for (const auto& s : slots_) active_count_ += s ? 1 : 0;

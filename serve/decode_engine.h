@@ -1,7 +1,9 @@
 // DecodeEngine: continuous batching over a preallocated pool of KV-cache slots. Requests wait in a bounded
 // queue; each step admits waiting requests into free slots (their prompts run one by one, each with its
 // adapter), then runs one decode step for every active sequence at once: one token per row, each row at
-// its own position in its own slot and with its own adapter (serve/adapter_set.h). A sequence that
+// its own position in its own slot and with its own adapter (serve/adapter_set.h). Each of those forward
+// passes is one models::ForwardBatch (prompt_batch, decode_batch) that names the rows' slots and adapters;
+// nothing is set on the model or the cache around it. A sequence that
 // finishes (end of sequence, a stop string, max_tokens, the end of its slot) leaves at once and frees its
 // slot for the next waiting request. Outputs do not depend on what else is in the batch: each sequence
 // samples from its own generator.
@@ -19,6 +21,7 @@
 
 #include "core/random.h"
 #include "models/causal_lm.h"
+#include "models/forward_batch.h"
 #include "models/tokenizer/tokenizer.h"
 #include "serve/adapter_set.h"
 
@@ -100,9 +103,20 @@ class DecodeEngine {
 
  private:
   struct Sequence;
+  // Applies the cancellations and takes as many waiting requests as there are free slots.
+  std::vector<std::unique_ptr<Sequence>> take_admissions();
+  // Runs each admitted prompt into a free slot; on a model error, ends that sequence and puts the ones
+  // not yet run back at the head of the queue before rethrowing.
+  void admit_all(std::vector<std::unique_ptr<Sequence>>& admitted);
   // Runs the prompt into `slot` and samples the first token; moves the sequence into the slot unless it
   // has finished already.
   void admit(std::unique_ptr<Sequence>& s, int64_t slot);
+  // One token for every active sequence.
+  void decode_active();
+  // The forward passes: a prompt into its slot, and one token per active sequence, each row in its own
+  // slot with its own adapter; logits of each row's last position.
+  models::ForwardBatch prompt_batch(const Sequence& s);
+  models::ForwardBatch decode_batch(const std::vector<Sequence*>& rows);
   // Appends a sampled token; returns whether the sequence is finished.
   bool accept(Sequence& s, int32_t token);
   void finish(Sequence& s, FinishReason reason);

@@ -1,4 +1,4 @@
-// MultiLoRALinear: the per-row adapter selection, packing the resident adapters, and the forward pass.
+// MultiLoRALinear: packing the resident adapters, and the forward pass.
 #include "serve/multi_lora.h"
 
 #include <cstring>
@@ -9,34 +9,9 @@
 namespace lora::serve {
 
 // ---------------------------------------------------------------------------------------------------
-// RowAdapters
-
-void RowAdapters::select(std::vector<int32_t> row_slots) {
-  for (size_t i = 0; i < row_slots.size(); ++i) {
-    LORA_CHECK(row_slots[i] >= -1 && row_slots[i] < slots_, "adapters: row {} names slot {}, outside [-1, {})", i,
-               row_slots[i], slots_);
-  }
-  if (row_slots != rows_) stale_ = true;
-  rows_ = std::move(row_slots);
-}
-
-const Tensor& RowAdapters::token_slots(int64_t n, Device device) {
-  const int64_t B = static_cast<int64_t>(rows_.size());
-  LORA_CHECK(B > 0 && n % B == 0, "adapters: {} token rows do not split into the {} batch rows selected", n, B);
-  if (stale_ || !tokens_.defined() || tokens_.numel() != n || tokens_.device() != device) {
-    const int64_t per_row = n / B;
-    std::vector<int32_t> slots(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) slots[static_cast<size_t>(i)] = rows_[static_cast<size_t>(i / per_row)];
-    tokens_ = Tensor::from_vector(slots, {n}).to(device);
-    stale_ = false;
-  }
-  return tokens_;
-}
-
-// ---------------------------------------------------------------------------------------------------
 // MultiLoRALinear
 
-MultiLoRALinear::MultiLoRALinear(std::shared_ptr<nn::Linear> base, std::shared_ptr<RowAdapters> rows)
+MultiLoRALinear::MultiLoRALinear(std::shared_ptr<nn::Linear> base, std::shared_ptr<nn::RowAdapters> rows)
     : base_layer(std::move(base)), rows_(std::move(rows)) {
   LORA_CHECK(base_layer != nullptr && rows_ != nullptr, "MultiLoRALinear: no base layer or row selection");
   adapters_.resize(static_cast<size_t>(rows_->slots()));
@@ -118,7 +93,7 @@ void MultiLoRALinear::repack() {
 
 Tensor MultiLoRALinear::forward(const Tensor& x) {
   Tensor y = base_layer->forward(x);  // [..., out]: one matmul for every row, whatever its adapter
-  if (pieces_.size(0) == 0) return y;
+  if (pieces_.size(0) == 0 || !rows_->any()) return y;  // no adapter resident here, or none asked for
   LORA_CHECK(!GradMode::is_enabled() || !x.requires_grad(),
              "MultiLoRALinear: mixed-adapter batches are for inference (use NoGradGuard)");
   const int64_t in = base_layer->in_features(), out = base_layer->out_features(), n = x.numel() / in;

@@ -6,7 +6,8 @@
 //
 // Adapters may differ in rank and in which slices of a fused projection they adapt. Inference only: the
 // adapters are not parameters and nothing is recorded for backward. serve/adapter_set.h installs these
-// layers and loads adapters into them.
+// layers and loads adapters into them; the rows' slots come from the model's nn::RowAdapters, which
+// CausalLM::forward sets from its ForwardBatch for the length of the pass.
 #pragma once
 
 #include <memory>
@@ -14,28 +15,9 @@
 #include <vector>
 
 #include "nn/lora/lora_linear.h"
+#include "nn/row_adapters.h"
 
 namespace lora::serve {
-
-// Which adapter slot each batch row uses (-1: the base model), shared by every MultiLoRALinear of a model.
-// Set once before a forward pass; the layers expand it to one slot per token row.
-class RowAdapters {
- public:
-  explicit RowAdapters(int64_t slots) : slots_(slots) {}
-  // One entry per batch row, each in [-1, slots).
-  void select(std::vector<int32_t> row_slots);
-  const std::vector<int32_t>& rows() const { return rows_; }
-  int64_t slots() const { return slots_; }
-  // The slot of each of the n token rows of x [B, ..., in] (n / B tokens per batch row), int32 [n] on
-  // `device`; rebuilt only when the selection, n or the device changes.
-  const Tensor& token_slots(int64_t n, Device device);
-
- private:
-  int64_t slots_;
-  std::vector<int32_t> rows_;
-  Tensor tokens_;  // int32 [n]
-  bool stale_ = true;
-};
 
 class MultiLoRALinear : public nn::Layer {
  public:
@@ -48,7 +30,7 @@ class MultiLoRALinear : public nn::Layer {
     Tensor A, B;
   };
 
-  MultiLoRALinear(std::shared_ptr<nn::Linear> base, std::shared_ptr<RowAdapters> rows);
+  MultiLoRALinear(std::shared_ptr<nn::Linear> base, std::shared_ptr<nn::RowAdapters> rows);
   Tensor forward(const Tensor& x) override;
 
   // Puts an adapter in a slot (replacing what was there) or empties it; repacks this layer's buffers.
@@ -60,7 +42,7 @@ class MultiLoRALinear : public nn::Layer {
 
  private:
   void repack();
-  std::shared_ptr<RowAdapters> rows_;
+  std::shared_ptr<nn::RowAdapters> rows_;
   std::vector<std::optional<Adapter>> adapters_;  // by slot
   // The packed form the kernel reads (backends/kernels/lora_gather.h), on the base weight's device.
   Tensor slot_pieces_, pieces_, scales_, a_pack_, b_pack_;

@@ -65,13 +65,15 @@ inline void check_kv_cache_matches_forward(models::CausalLM& model, const std::v
   const Tensor full = model.forward(Tensor::from_vector(tokens, {1, n}));  // [1, n, V]
   nn::KVCache cache = model.make_kv_cache(1, n);
   const std::vector<int32_t> head(tokens.begin(), tokens.begin() + static_cast<int64_t>(prompt));
-  Tensor prefix = model.forward(Tensor::from_vector(head, {1, static_cast<int64_t>(prompt)}), &cache);
+  const models::ForwardBatch prompt_batch(Tensor::from_vector(head, {1, static_cast<int64_t>(prompt)}));
+  Tensor prefix = model.forward(models::ForwardBatch(prompt_batch).with_cache(cache));
   require_close(prefix, ops::slice(full, 1, 0, static_cast<int64_t>(prompt)), 1e-4, 1e-5);
   for (int64_t t = static_cast<int64_t>(prompt); t < n; ++t) {
-    Tensor step = model.forward(Tensor::from_vector(std::vector<int32_t>{tokens[t]}, {1, 1}), &cache);
+    const Tensor token = Tensor::from_vector(std::vector<int32_t>{tokens[t]}, {1, 1});
+    Tensor step = model.forward(models::ForwardBatch(token).with_cache(cache));
     require_close(step, ops::slice(full, 1, t, t + 1), 1e-4, 1e-5);
   }
-  REQUIRE(cache.length == n);
+  REQUIRE(cache.length(0) == n);
 }
 
 }  // namespace lora::testing

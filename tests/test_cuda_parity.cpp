@@ -37,6 +37,7 @@
 #include "backends/cuda/cuda_device.h"
 #include "core/allocator.h"
 #include "core/tensor.h"
+#include "nn/attention.h"
 
 using namespace lora;
 
@@ -630,16 +631,51 @@ TEST_CASE("cuda parity: causal attention, forward and backward, grouped-query in
     Tensor qg = on_gpu(q), kg = on_gpu(k), vg = on_gpu(v);
     Tensor oc = Tensor::empty(s), lc = Tensor::empty(lse_shape);
     Tensor og = poisoned(s), lg = poisoned(lse_shape);
-    kernels::AttentionForward::cpu(q, k, v, scale, oc, lc);
-    kernels::AttentionForward::cuda(qg, kg, vg, scale, og, lg);
+    kernels::AttentionForward::cpu(q, k, v, Tensor(), scale, oc, lc);
+    kernels::AttentionForward::cuda(qg, kg, vg, Tensor(), scale, og, lg);
     check_close(og, oc, kAttention, what + " out");
     check_close(lg, lc, kAttention, what + " lse");
 
     Tensor go = rand_cpu(s, gen);
     Tensor gqc = Tensor::empty(s), gkc = Tensor::empty(kv), gvc = Tensor::empty(kv);
     Tensor gqg = poisoned(s), gkg = poisoned(kv), gvg = poisoned(kv);
-    kernels::AttentionBackward::cpu(q, k, v, oc, lc, go, scale, gqc, gkc, gvc);
-    kernels::AttentionBackward::cuda(qg, kg, vg, on_gpu(oc), on_gpu(lc), on_gpu(go), scale, gqg, gkg, gvg);
+    kernels::AttentionBackward::cpu(q, k, v, Tensor(), oc, lc, go, scale, gqc, gkc, gvc);
+    kernels::AttentionBackward::cuda(qg, kg, vg, Tensor(), on_gpu(oc), on_gpu(lc), on_gpu(go), scale, gqg, gkg, gvg);
+    check_close(gqg, gqc, kAttention, what + " grad_q");
+    check_close(gkg, gkc, kAttention, what + " grad_k");
+    check_close(gvg, gvc, kAttention, what + " grad_v");
+  }
+}
+
+TEST_CASE("cuda parity: causal attention over packed segments, forward and backward", "[cuda]") {
+  LORA_REQUIRE_CUDA_DEVICE();
+  Generator gen(23);
+  // Rows of T = 70 tokens cut into segments of random lengths (1 to 40), grouped-query and not.
+  for (const auto& [q_shape, kv_heads] : std::vector<std::pair<Shape, int64_t>>{{{2, 4, 70, 16}, 2}, {{3, 2, 70, 32}, 2}}) {
+    const int64_t B = q_shape[0], T = q_shape[2];
+    std::vector<int32_t> segments(static_cast<size_t>(B * T));
+    for (int64_t b = 0; b < B; ++b) {
+      int32_t id = 0;
+      for (int64_t t = 0, left = 0; t < T; ++t, --left) {
+        if (left == 0) left = 1 + static_cast<int64_t>(gen.below(40)), ++id;
+        segments[static_cast<size_t>(b * T + t)] = id;
+      }
+    }
+    const Tensor key_start = Tensor::from_vector(nn::segment_key_starts(segments, B, T), {B, T});
+    const Shape kv{B, kv_heads, T, q_shape[3]}, lse_shape{B, q_shape[1], T};
+    const std::string what = "segmented attention " + shape_str(q_shape);
+    const double scale = 0.25;
+    Tensor q = rand_cpu(q_shape, gen), k = rand_cpu(kv, gen), v = rand_cpu(kv, gen), go = rand_cpu(q_shape, gen);
+    Tensor oc = Tensor::empty(q_shape), lc = Tensor::empty(lse_shape), og = poisoned(q_shape), lg = poisoned(lse_shape);
+    kernels::AttentionForward::cpu(q, k, v, key_start, scale, oc, lc);
+    kernels::AttentionForward::cuda(on_gpu(q), on_gpu(k), on_gpu(v), on_gpu(key_start), scale, og, lg);
+    check_close(og, oc, kAttention, what + " out");
+    check_close(lg, lc, kAttention, what + " lse");
+    Tensor gqc = Tensor::empty(q_shape), gkc = Tensor::empty(kv), gvc = Tensor::empty(kv);
+    Tensor gqg = poisoned(q_shape), gkg = poisoned(kv), gvg = poisoned(kv);
+    kernels::AttentionBackward::cpu(q, k, v, key_start, oc, lc, go, scale, gqc, gkc, gvc);
+    kernels::AttentionBackward::cuda(on_gpu(q), on_gpu(k), on_gpu(v), on_gpu(key_start), on_gpu(oc), on_gpu(lc),
+                                     on_gpu(go), scale, gqg, gkg, gvg);
     check_close(gqg, gqc, kAttention, what + " grad_q");
     check_close(gkg, gkc, kAttention, what + " grad_k");
     check_close(gvg, gvc, kAttention, what + " grad_v");

@@ -36,8 +36,9 @@ void check_mixed_batch(models::CausalLM& model, serve::AdapterSet& set, const st
   }
   NoGradGuard no_grad;
   model.eval();
-  set.select(slots);
-  const Tensor logits = model.forward(Tensor::from_vector(all, {B, T}, model.device())).to(Device::cpu());  // [B, T, V]
+  const Tensor logits =
+      model.forward(models::ForwardBatch(Tensor::from_vector(all, {B, T}, model.device())).with_adapters(slots))
+          .to(Device::cpu());  // [B, T, V]
   for (int64_t b = 0; b < B; ++b) {
     INFO("row " << b << " with adapter " << row_adapter[static_cast<size_t>(b)]);
     const int a = row_adapter[static_cast<size_t>(b)];
@@ -108,7 +109,9 @@ TEST_CASE("mixed-adapter batch: refusals name what was wrong and leave the set a
   REQUIRE_FALSE(set.contains("w"));
   set.load("b", states[0]);
   REQUIRE_THROWS_WITH(set.load("c", states[0]), Catch::Contains("all 2 slots are taken"));
-  REQUIRE_THROWS_WITH(set.select({0, 2}), Catch::Contains("slot 2"));
+  REQUIRE_THROWS_WITH(model->forward(models::ForwardBatch(Tensor::from_vector(std::vector<int32_t>{1, 2}, {2, 1}))
+                                         .with_adapters({0, 2})),
+                      Catch::Contains("slot 2"));
   check_mixed_batch(*model, set, {"a"}, states, {0, -1}, 4, *reference);
 }
 
@@ -183,10 +186,10 @@ TEST_CASE("cuda: a mixed-adapter batch gives the CPU's logits, and batched decod
     NoGradGuard no_grad;
     cpu_model->eval();
     gpu_model->eval();
-    cpu_set.select({1, -1, 0, 1});
-    gpu_set.select({1, -1, 0, 1});
-    const Tensor expected = cpu_model->forward(Tensor::from_vector(ids, {B, T}));
-    const Tensor got = gpu_model->forward(Tensor::from_vector(ids, {B, T}, cuda)).to(Device::cpu());
+    const std::vector<int32_t> rows = {1, -1, 0, 1};
+    const Tensor expected = cpu_model->forward(models::ForwardBatch(Tensor::from_vector(ids, {B, T})).with_adapters(rows));
+    const Tensor got =
+        gpu_model->forward(models::ForwardBatch(Tensor::from_vector(ids, {B, T}, cuda)).with_adapters(rows)).to(Device::cpu());
     testing::require_close(got, expected, 1e-3, 1e-4);
 
     // Continuous batching over the KV pool on the GPU: greedy tokens as on the CPU.

@@ -11,15 +11,16 @@ namespace {
 LORA_REGISTER_OP(causal_attention_op, "causal_attention");
 }  // namespace
 
-// out = softmax(q k^T * scale + causal mask) v, scale = 1 / sqrt(D) when 0 is passed. q [B, H, T, D]; k and v
+// out = softmax(q k^T * scale + mask) v, scale = 1 / sqrt(D) when 0 is passed. q [B, H, T, D]; k and v
 // [B, Hkv, T, D] with H % Hkv == 0: query head h reads kv head h / (H / Hkv), and in backward grad_k and grad_v
-// gather over the H / Hkv query heads of each group.
+// gather over the H / Hkv query heads of each group. The mask lets query t see keys j <= t, and with
+// key_start (I32 [B, T], packed segments) only keys j >= key_start[b, t] of those: a constant, no gradient.
 //
 // Saved for backward: q, k, v, out and the row logsumexp lse [B, H, T]. The T x T attention probabilities are
 // not kept: backward recomputes them block by block from q, k and lse. Every gradient needs q, k and lse (to
 // rebuild P); grad_q and grad_k also need v and out. The kernel writes all three gradients at once, so all
 // five tensors are kept whenever any input needs a gradient.
-Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale) {
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale, const Tensor& key_start) {
   constexpr const char* op = "causal_attention";
   detail::check_floating(q, op, "q");
   detail::check_floating(k, op, "k");
@@ -37,20 +38,28 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, doubl
              q.size(1), k.size(1), k.shape().str());
   LORA_CHECK(q.size(3) > 0, "causal_attention: q has shape {}, the head dimension D is empty", q.shape().str());
   LORA_CHECK(std::isfinite(scale), "causal_attention: scale = {} must be finite", scale);
+  if (key_start.defined()) {
+    LORA_CHECK(key_start.dtype() == DType::I32 && key_start.shape() == (Shape{q.size(0), q.size(2)}) &&
+                   key_start.device() == q.device(),
+               "causal_attention: key_start must be int32 [B, T] = [{}, {}] on {}, got {} {} on {}", q.size(0),
+               q.size(2), q.device().str(), dtype_name(key_start.dtype()), key_start.shape().str(),
+               key_start.device().str());
+  }
   if (scale == 0.0) scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
 
   Tensor out = detail::empty_like(q);                                     // [B, H, T, D]
   Tensor lse = detail::empty_like(q, {q.size(0), q.size(1), q.size(2)});  // [B, H, T]
-  kernels::run<kernels::AttentionForward>(q.device(), q, k, v, scale, out, lse);
+  kernels::run<kernels::AttentionForward>(q.device(), q, k, v, key_start, scale, out, lse);
 
   if (OpRecord rec(causal_attention_op(), {q, k, v}); rec) {
     Tensor q_saved = rec.save(q), k_saved = rec.save(k), v_saved = rec.save(v);
     Tensor out_saved = rec.save(out), lse_saved = rec.save(lse);
+    Tensor starts_saved = key_start;  // a small constant, kept as it is
     rec.finish(out, [=](const Tensor& grad_out, GradSink& g) {
       Tensor grad_q = detail::empty_like(q_saved);                                   // [B, H, T, D]
       Tensor grad_k = detail::empty_like(k_saved), grad_v = detail::empty_like(v_saved);  // [B, Hkv, T, D]
-      kernels::run<kernels::AttentionBackward>(grad_out.device(), q_saved, k_saved, v_saved, out_saved, lse_saved,
-                                               grad_out, scale, grad_q, grad_k, grad_v);
+      kernels::run<kernels::AttentionBackward>(grad_out.device(), q_saved, k_saved, v_saved, starts_saved, out_saved,
+                                               lse_saved, grad_out, scale, grad_q, grad_k, grad_v);
       if (g.needs_grad(0)) g.set(0, grad_q);
       if (g.needs_grad(1)) g.set(1, grad_k);
       if (g.needs_grad(2)) g.set(2, grad_v);

@@ -6,8 +6,10 @@
 // time, and backward recomputes that block's probabilities as P = exp(q k^T * scale - lse), masked.
 //
 // Row block [i0, i1) only attends to keys [0, i1), so every gemm below stops at column i1: the masked upper
-// triangle beyond the block is never computed, which halves the work of a full T x T product. Inside the
-// block, entries with j > i are set to 0 before they are used.
+// triangle beyond the block is never computed, which halves the work of a full T x T product. With packed
+// segments (key_start), row i sees keys [key_start[i], i] only, so the gemms of a block also start at the
+// block's first visible key j0: a row of short examples costs what they cost apart, not T x T. Inside
+// the block, entries outside [key_start[i], i] are set to 0 before they are used.
 #include <cblas.h>
 #include <omp.h>
 
@@ -52,7 +54,7 @@ struct AttentionShape {
 };
 
 AttentionShape attention_shape(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                               const Tensor& lse) {
+                               const Tensor& lse, const Tensor& key_start) {
   LORA_CHECK(q.rank() == 4 && k.rank() == 4, "{}: q {} and k {} must be [B, H, T, D] and [B, Hkv, T, D]", kernel,
              q.shape().str(), k.shape().str());
   const int64_t H = q.size(1), Hkv = k.size(1);
@@ -64,7 +66,27 @@ AttentionShape attention_shape(const char* kernel, const Tensor& q, const Tensor
   LORA_CHECK(s.d > 0, "{}: the head dimension of q {} is empty", kernel, q.shape().str());
   LORA_CHECK(lse.numel() == s.bh * s.t, "{}: lse {} must be [B, H, T] for q {}", kernel, lse.shape().str(),
              q.shape().str());
+  if (key_start.defined()) {
+    LORA_CHECK(key_start.dtype() == DType::I32 && key_start.shape() == (Shape{q.size(0), s.t}),
+               "{}: key_start {} {} must be int32 [B, T] for q {}", kernel, dtype_name(key_start.dtype()),
+               key_start.shape().str(), q.shape().str());
+    const int32_t* ks = key_start.data<int32_t>();
+    for (int64_t i = 0; i < key_start.numel(); ++i) {
+      LORA_CHECK(ks[i] >= 0 && ks[i] <= i % s.t, "{}: key_start[{}, {}] = {} is outside [0, {}]", kernel, i / s.t,
+                 i % s.t, ks[i], i % s.t);
+    }
+  }
   return s;
+}
+
+// The first key row i of one batch row sees (ks: that row's key_start [T], or null: 0), and the first any
+// row of the block [i0, i1) sees.
+inline int64_t first_key(const int32_t* ks, int64_t i) { return ks ? ks[i] : 0; }
+inline int64_t block_first_key(const int32_t* ks, int64_t i0, int64_t i1) {
+  if (!ks) return 0;
+  int64_t j0 = ks[i0];
+  for (int64_t i = i0 + 1; i < i1; ++i) j0 = std::min<int64_t>(j0, ks[i]);
+  return j0;
 }
 
 // Per-thread scratch of [threads, rows, T], allocated once per call (before the parallel loop) and charged
@@ -76,11 +98,14 @@ Tensor workspace(int threads, int64_t rows, int64_t t, DType dtype) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------
-// Forward: per (b, h) and row block, S = q k^T * scale, P = softmax over j <= i, out = P v, lse saved.
+// Forward: per (b, h) and row block, S = q k^T * scale, P = softmax over key_start[i] <= j <= i, out = P v,
+// lse saved.
 
-void kernels::AttentionForward::cpu(const Tensor& q, const Tensor& k, const Tensor& v, double scale, Tensor& out,
-                                   Tensor& lse) {
-  const AttentionShape shape = attention_shape(name, q, k, v, out, lse);
+void kernels::AttentionForward::cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start,
+                                   double scale, Tensor& out, Tensor& lse) {
+  const AttentionShape shape = attention_shape(name, q, k, v, out, lse, key_start);
+  const int64_t heads = q.size(1);
+  const int32_t* ksp = key_start.defined() ? key_start.data<int32_t>() : nullptr;  // [B, T]
   const int64_t bh = shape.bh, t = shape.t, d = shape.d;
   if (bh == 0 || t == 0) return;
   const int64_t block = std::min(kRowBlock, t);
@@ -103,31 +128,33 @@ void kernels::AttentionForward::cpu(const Tensor& q, const Tensor& k, const Tens
       const T* vn = vp + shape.kv(n) * t * d;
       T* on = op + n * t * d;
       T* ln = lp + n * t;
+      const int32_t* ks = ksp ? ksp + (n / heads) * t : nullptr;  // this batch row's key_start [T]
       T* s = ws + omp_get_thread_num() * block * t;  // [block, T], row stride T
       for (int64_t i0 = 0; i0 < t; i0 += block) {
-        const int64_t i1 = std::min(t, i0 + block), rows = i1 - i0;
-        // s[0:rows, 0:i1] = scale * q[i0:i1] k[0:i1]^T
-        blas_gemm(false, true, rows, i1, d, alpha, qn + i0 * d, d, kn, d, T(0), s, t);
+        const int64_t i1 = std::min(t, i0 + block), rows = i1 - i0, j0 = block_first_key(ks, i0, i1);
+        // s[0:rows, j0:i1] = scale * q[i0:i1] k[j0:i1]^T
+        blas_gemm(false, true, rows, i1 - j0, d, alpha, qn + i0 * d, d, kn + j0 * d, d, T(0), s + j0, t);
         for (int64_t r = 0; r < rows; ++r) {
-          const int64_t i = i0 + r;
+          const int64_t i = i0 + r, lo = first_key(ks, i);
           T* sr = s + r * t;
-          T m = sr[0];
+          T m = sr[lo];
 #pragma omp simd reduction(max : m)
-          for (int64_t j = 1; j <= i; ++j) m = std::max(m, sr[j]);
+          for (int64_t j = lo + 1; j <= i; ++j) m = std::max(m, sr[j]);
           T sum = 0;
 #pragma omp simd reduction(+ : sum)
-          for (int64_t j = 0; j <= i; ++j) {
+          for (int64_t j = lo; j <= i; ++j) {
             sr[j] = cpu::fast_exp(sr[j] - m);
             sum += sr[j];
           }
           const T inv = T(1) / sum;
 #pragma omp simd
-          for (int64_t j = 0; j <= i; ++j) sr[j] *= inv;
+          for (int64_t j = lo; j <= i; ++j) sr[j] *= inv;
+          for (int64_t j = j0; j < lo; ++j) sr[j] = 0;      // an earlier segment
           for (int64_t j = i + 1; j < i1; ++j) sr[j] = 0;  // causal mask
           ln[i] = m + std::log(sum);
         }
-        // out[i0:i1] = P[0:rows, 0:i1] v[0:i1]
-        blas_gemm(false, false, rows, d, i1, T(1), s, t, vn, d, T(0), on + i0 * d, d);
+        // out[i0:i1] = P[0:rows, j0:i1] v[j0:i1]
+        blas_gemm(false, false, rows, d, i1 - j0, T(1), s + j0, t, vn + j0 * d, d, T(0), on + i0 * d, d);
       }
     }
   });
@@ -139,10 +166,12 @@ void kernels::AttentionForward::cpu(const Tensor& q, const Tensor& k, const Tens
 //   gq = scale * dS k,  gk += scale * dS^T q,  gv += P^T gout   (gk, gv gather over all row blocks, and over
 //   the query heads that share the kv head).
 
-void kernels::AttentionBackward::cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                    const Tensor& lse, const Tensor& grad_out, double scale, Tensor& grad_q,
-                                    Tensor& grad_k, Tensor& grad_v) {
-  const AttentionShape shape = attention_shape(name, q, k, v, out, lse);
+void kernels::AttentionBackward::cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start,
+                                    const Tensor& out, const Tensor& lse, const Tensor& grad_out, double scale,
+                                    Tensor& grad_q, Tensor& grad_k, Tensor& grad_v) {
+  const AttentionShape shape = attention_shape(name, q, k, v, out, lse, key_start);
+  const int64_t heads = q.size(1);
+  const int32_t* ksp = key_start.defined() ? key_start.data<int32_t>() : nullptr;  // [B, T]
   const int64_t bh = shape.bh, t = shape.t, d = shape.d, group = shape.group, kv_heads = bh / group;
   LORA_CHECK(grad_out.shape() == q.shape() && grad_q.shape() == q.shape() && grad_k.shape() == k.shape() &&
                  grad_v.shape() == k.shape(),
@@ -186,13 +215,14 @@ void kernels::AttentionBackward::cpu(const Tensor& q, const Tensor& k, const Ten
         const T* ln = lp + n * t;
         const T* gon = gop + n * t * d;
         T* gqn = gqp + n * t * d;
+        const int32_t* ks = ksp ? ksp + (n / heads) * t : nullptr;  // this batch row's key_start [T]
         for (int64_t i0 = 0; i0 < t; i0 += block) {
-          const int64_t i1 = std::min(t, i0 + block), rows = i1 - i0;
-          // p = scale * q[i0:i1] k[0:i1]^T (exponentiated below), ds = gout[i0:i1] v[0:i1]^T
-          blas_gemm(false, true, rows, i1, d, alpha, qn + i0 * d, d, kn, d, T(0), p, t);
-          blas_gemm(false, true, rows, i1, d, T(1), gon + i0 * d, d, vn, d, T(0), ds, t);
+          const int64_t i1 = std::min(t, i0 + block), rows = i1 - i0, j0 = block_first_key(ks, i0, i1), w = i1 - j0;
+          // p = scale * q[i0:i1] k[j0:i1]^T (exponentiated below), ds = gout[i0:i1] v[j0:i1]^T
+          blas_gemm(false, true, rows, w, d, alpha, qn + i0 * d, d, kn + j0 * d, d, T(0), p + j0, t);
+          blas_gemm(false, true, rows, w, d, T(1), gon + i0 * d, d, vn + j0 * d, d, T(0), ds + j0, t);
           for (int64_t r = 0; r < rows; ++r) {
-            const int64_t i = i0 + r;
+            const int64_t i = i0 + r, lo = first_key(ks, i);
             T* pr = p + r * t;
             T* dsr = ds + r * t;
             T delta = 0;  // rowsum(gout * out) = sum_j P[i, j] dP[i, j]
@@ -200,16 +230,17 @@ void kernels::AttentionBackward::cpu(const Tensor& q, const Tensor& k, const Ten
             for (int64_t c = 0; c < d; ++c) delta += gon[i * d + c] * on[i * d + c];
             const T lse_i = ln[i];
 #pragma omp simd
-            for (int64_t j = 0; j <= i; ++j) {
+            for (int64_t j = lo; j <= i; ++j) {
               pr[j] = cpu::fast_exp(pr[j] - lse_i);
               dsr[j] = pr[j] * (dsr[j] - delta);
             }
+            for (int64_t j = j0; j < lo; ++j) pr[j] = dsr[j] = 0;      // an earlier segment
             for (int64_t j = i + 1; j < i1; ++j) pr[j] = dsr[j] = 0;  // causal mask
           }
-          // gv[0:i1] += P^T gout[i0:i1];  gq[i0:i1] = scale * dS k[0:i1];  gk[0:i1] += scale * dS^T q[i0:i1]
-          blas_gemm(true, false, i1, d, rows, T(1), p, t, gon + i0 * d, d, T(1), gvn, d);
-          blas_gemm(false, false, rows, d, i1, alpha, ds, t, kn, d, T(0), gqn + i0 * d, d);
-          blas_gemm(true, false, i1, d, rows, alpha, ds, t, qn + i0 * d, d, T(1), gkn, d);
+          // gv[j0:i1] += P^T gout[i0:i1];  gq[i0:i1] = scale * dS k[j0:i1];  gk[j0:i1] += scale * dS^T q[i0:i1]
+          blas_gemm(true, false, w, d, rows, T(1), p + j0, t, gon + i0 * d, d, T(1), gvn + j0 * d, d);
+          blas_gemm(false, false, rows, d, w, alpha, ds + j0, t, kn + j0 * d, d, T(0), gqn + i0 * d, d);
+          blas_gemm(true, false, w, d, rows, alpha, ds + j0, t, qn + i0 * d, d, T(1), gkn + j0 * d, d);
         }
       }
     }

@@ -2,7 +2,8 @@
 // included, on cuBLAS: per (batch, head), scores S = scale q k^T go to a workspace, a row kernel applies the
 // causal softmax in place (saving lse), and P v gives the output. Backward recomputes S from q, k and lse,
 // and forms dP = dO v^T, dS = P * (dP - rowsum(dO * O)), dV = P^T dO, dQ = scale dS k and dK = scale dS^T q.
-// Chunks of kv heads bound the workspace.
+// Chunks of kv heads bound the workspace. With packed segments (key_start), the row kernels also mask the
+// keys before the row's segment (the products still cover the whole T x T).
 #include <algorithm>
 
 #include "backends/cuda/checks.h"
@@ -14,32 +15,42 @@ namespace lora::cuda {
 namespace {
 
 // ---------------------------------------------------------------------------------------------------
-// attention rows (scores [rows, T], row r is query t = r % T, keys j <= t are visible)
+// attention rows (scores [rows, T], row r is query t = r % T, keys lo <= j <= t are visible)
+
+// Which batch row a score row belongs to, and the first key it sees: rows of one launch are (kv head,
+// group member, t) for kv heads kv0, kv0 + 1, ... (GT rows each), and kv head m is batch row m / Hkv.
+struct KeyStarts {
+  const int32_t* key_start;  // [B, T], or null: every row from key 0
+  int64_t kv0, GT, Hkv;
+  __device__ int64_t first(int64_t row, int64_t t, int64_t T) const {
+    return key_start ? key_start[((kv0 + row / GT) / Hkv) * T + t] : 0;
+  }
+};
 
 template <bool kBlock>
-__global__ void attention_softmax_kernel(float* scores, float* lse, int64_t rows, int64_t T) {
+__global__ void attention_softmax_kernel(float* scores, float* lse, int64_t rows, int64_t T, KeyStarts ks) {
   __shared__ float smem[64];
   using Map = RowMap<kBlock>;
   const int64_t row = Map::row();
   if (row >= rows) return;
-  const int64_t t = row % T;
+  const int64_t t = row % T, lo = ks.first(row, t, T);
   float* sr = scores + row * T;
   MaxSum ms = maxsum_empty();
-  for (int64_t j = Map::lane(); j <= t; j += Map::width()) maxsum_add(ms, sr[j]);
+  for (int64_t j = lo + Map::lane(); j <= t; j += Map::width()) maxsum_add(ms, sr[j]);
   ms = Map::maxsum(ms, smem);
   const float inv = 1.f / ms.s;
-  for (int64_t j = Map::lane(); j < T; j += Map::width()) sr[j] = j <= t ? expf(sr[j] - ms.m) * inv : 0.f;
+  for (int64_t j = Map::lane(); j < T; j += Map::width()) sr[j] = j >= lo && j <= t ? expf(sr[j] - ms.m) * inv : 0.f;
   if (Map::lane() == 0) lse[row] = ms.m + logf(ms.s);
 }
 
 template <bool kBlock>
 __global__ void attention_backward_ds_kernel(float* scores, float* dp, const float* grad_out, const float* out,
-                                             const float* lse, int64_t rows, int64_t T, int64_t D) {
+                                             const float* lse, int64_t rows, int64_t T, int64_t D, KeyStarts ks) {
   __shared__ float smem[32];
   using Map = RowMap<kBlock>;
   const int64_t row = Map::row();
   if (row >= rows) return;
-  const int64_t t = row % T;
+  const int64_t t = row % T, lo = ks.first(row, t, T);
   const float* go = grad_out + row * D;
   const float* o = out + row * D;
   float di = 0.f;
@@ -49,7 +60,7 @@ __global__ void attention_backward_ds_kernel(float* scores, float* dp, const flo
   float* sr = scores + row * T;
   float* dr = dp + row * T;
   for (int64_t j = Map::lane(); j < T; j += Map::width()) {
-    if (j <= t) {
+    if (j >= lo && j <= t) {
       const float p = expf(sr[j] - l);
       sr[j] = p;
       dr[j] = p * (dr[j] - di);
@@ -79,6 +90,16 @@ AttentionShape check_attention_shapes(const char* kernel, const Tensor& q, const
   return {q.size(0) * Hkv, H / Hkv, q.size(2), q.size(3)};
 }
 
+// key_start's device pointer (checked to be int32 [B, T] on q's device), or null when it is undefined.
+const int32_t* key_start_ptr(const char* kernel, const Tensor& key_start, const Tensor& q) {
+  if (!key_start.defined()) return nullptr;
+  LORA_CHECK(key_start.dtype() == DType::I32 && key_start.shape() == (Shape{q.size(0), q.size(2)}) &&
+                 key_start.device() == q.device(),
+             "cuda {}: key_start must be int32 [B, T] for q {} on its device, got {} {}", kernel, q.shape().str(),
+             dtype_name(key_start.dtype()), key_start.shape().str());
+  return key_start.data<int32_t>();
+}
+
 // How many kv heads fit the workspace when each needs `buffers` T x T float buffers.
 int64_t attention_chunk(int64_t kv_heads, int64_t T, int64_t buffers) {
   const int64_t per_head = std::max<int64_t>(1, T * T * 4 * buffers);
@@ -97,20 +118,20 @@ GemmArgs gemm_args(int64_t batch, int64_t m, int64_t n, int64_t k, bool trans_a,
 // ---------------------------------------------------------------------------------------------------
 // Launchers
 
-void attention_softmax_f32(float* scores, float* lse, int64_t rows, int64_t T) {
+void attention_softmax_f32(float* scores, float* lse, int64_t rows, int64_t T, KeyStarts ks) {
   if (rows <= 0) return;
   const RowLaunch l = row_launch(rows, T);
-  if (l.block) attention_softmax_kernel<true><<<l.grid, l.threads>>>(scores, lse, rows, T);
-  else attention_softmax_kernel<false><<<l.grid, l.threads>>>(scores, lse, rows, T);
+  if (l.block) attention_softmax_kernel<true><<<l.grid, l.threads>>>(scores, lse, rows, T, ks);
+  else attention_softmax_kernel<false><<<l.grid, l.threads>>>(scores, lse, rows, T, ks);
   LORA_CUDA_CHECK_LAUNCH("attention_softmax");
 }
 
 void attention_backward_ds_f32(float* scores, float* dp, const float* grad_out, const float* out, const float* lse,
-                               int64_t rows, int64_t T, int64_t D) {
+                               int64_t rows, int64_t T, int64_t D, KeyStarts ks) {
   if (rows <= 0) return;
   const RowLaunch l = row_launch(rows, T);
-  if (l.block) attention_backward_ds_kernel<true><<<l.grid, l.threads>>>(scores, dp, grad_out, out, lse, rows, T, D);
-  else attention_backward_ds_kernel<false><<<l.grid, l.threads>>>(scores, dp, grad_out, out, lse, rows, T, D);
+  if (l.block) attention_backward_ds_kernel<true><<<l.grid, l.threads>>>(scores, dp, grad_out, out, lse, rows, T, D, ks);
+  else attention_backward_ds_kernel<false><<<l.grid, l.threads>>>(scores, dp, grad_out, out, lse, rows, T, D, ks);
   LORA_CUDA_CHECK_LAUNCH("attention_backward_ds");
 }
 
@@ -123,8 +144,8 @@ namespace lora {
 // product below runs per kv head, batched over the B Hkv kv heads, with G T query rows. Sums over the group
 // (grad_k, grad_v) are then the inner dimension of one gemm. With G = 1 this is plain multi-head attention.
 
-void kernels::AttentionForward::cuda(const Tensor& q, const Tensor& k, const Tensor& v, double scale, Tensor& out,
-                                    Tensor& lse) {
+void kernels::AttentionForward::cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start,
+                                    double scale, Tensor& out, Tensor& lse) {
   using namespace lora::cuda;
   const int device = activate(name, {&q, &k, &v, &out, &lse});
   const auto [KV, G, T, D] = check_attention_shapes(name, q, k, v);
@@ -133,6 +154,8 @@ void kernels::AttentionForward::cuda(const Tensor& q, const Tensor& k, const Ten
   const float *pq = f32(name, q, "q"), *pk = f32(name, k, "k"), *pv = f32(name, v, "v");
   float* po = f32(name, out, "out");
   float* plse = f32(name, lse, "lse");
+  const int32_t* pks = key_start_ptr(name, key_start, q);
+  const int64_t Hkv = k.size(1);
   if (KV == 0 || T == 0) return;
   const int64_t chunk = attention_chunk(KV, T, G);
   Tensor scores = workspace({chunk * G * T * T}, DType::F32, device);  // [chunk, G T, T]
@@ -144,15 +167,15 @@ void kernels::AttentionForward::cuda(const Tensor& q, const Tensor& k, const Ten
     // S = scale q k^T: [G T, D] x [T, D]^T
     gemm_f32(device, pq + q_off, pk + kv_off, ps,
              gemm_args(nb, GT, T, D, false, true, GT * D, TD, GT * T, static_cast<float>(scale)));
-    attention_softmax_f32(ps, plse + kv * GT, nb * GT, T);  // row r is query t = r % T
+    attention_softmax_f32(ps, plse + kv * GT, nb * GT, T, {pks, kv, GT, Hkv});  // row r is query t = r % T
     // out = P v: [G T, T] x [T, D]
     gemm_f32(device, ps, pv + kv_off, po + q_off, gemm_args(nb, GT, D, T, false, false, GT * T, TD, GT * D, 1.f));
   }
 }
 
-void kernels::AttentionBackward::cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                                     const Tensor& lse, const Tensor& grad_out, double scale, Tensor& grad_q,
-                                     Tensor& grad_k, Tensor& grad_v) {
+void kernels::AttentionBackward::cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start,
+                                     const Tensor& out, const Tensor& lse, const Tensor& grad_out, double scale,
+                                     Tensor& grad_q, Tensor& grad_k, Tensor& grad_v) {
   using namespace lora::cuda;
   const int device = activate(name, {&q, &k, &v, &out, &lse, &grad_out, &grad_q, &grad_k, &grad_v});
   const auto [KV, G, T, D] = check_attention_shapes(name, q, k, v);
@@ -165,6 +188,8 @@ void kernels::AttentionBackward::cuda(const Tensor& q, const Tensor& k, const Te
   const float *pq = f32(name, q, "q"), *pk = f32(name, k, "k"), *pv = f32(name, v, "v");
   const float *po = f32(name, out, "out"), *plse = f32(name, lse, "lse"), *pgo = f32(name, grad_out, "grad_out");
   float *pgq = f32(name, grad_q, "grad_q"), *pgk = f32(name, grad_k, "grad_k"), *pgv = f32(name, grad_v, "grad_v");
+  const int32_t* pks = key_start_ptr(name, key_start, q);
+  const int64_t Hkv = k.size(1);
   if (KV == 0 || T == 0) return;
   const int64_t chunk = attention_chunk(KV, T, 2 * G);
   Tensor buffers = workspace({2 * chunk * G * T * T}, DType::F32, device);  // S then P, dP then dS: [chunk, G T, T]
@@ -178,7 +203,8 @@ void kernels::AttentionBackward::cuda(const Tensor& q, const Tensor& k, const Te
     // S = scale q k^T [G T, T];  dP = dO v^T [G T, T]
     gemm_f32(device, pq + q_off, pk + kv_off, ps, gemm_args(nb, GT, T, D, false, true, GTD, TD, GTT, fscale));
     gemm_f32(device, pgo + q_off, pv + kv_off, pdp, gemm_args(nb, GT, T, D, false, true, GTD, TD, GTT, 1.f));
-    attention_backward_ds_f32(ps, pdp, pgo + q_off, po + q_off, plse + kv * GT, nb * GT, T, D);  // P, dS
+    attention_backward_ds_f32(ps, pdp, pgo + q_off, po + q_off, plse + kv * GT, nb * GT, T, D,
+                              {pks, kv, GT, Hkv});  // P, dS
     // dV = P^T dO [T, D] and dK = scale dS^T q [T, D]: sums over the G T rows of the group
     gemm_f32(device, ps, pgo + q_off, pgv + kv_off, gemm_args(nb, T, D, GT, true, false, GTT, GTD, TD, 1.f));
     gemm_f32(device, pdp, pq + q_off, pgk + kv_off, gemm_args(nb, T, D, GT, true, false, GTT, GTD, TD, fscale));

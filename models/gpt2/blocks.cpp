@@ -35,7 +35,7 @@ GPT2Attention::GPT2Attention(const GPT2Config& c, Generator& gen)
   register_rng_counter("attn_dropout_calls", attn_calls_);
 }
 
-Tensor GPT2Attention::forward(const Tensor& x, nn::KVCache::Layer* cache, int64_t start) {
+Tensor GPT2Attention::forward(const Tensor& x, const models::BlockContext& ctx) {
   LORA_CHECK(x.rank() == 3 && x.size(2) == n_embd_, "GPT-2 attention: input {} is not [B, T, {}]", x.shape().str(),
              n_embd_);
   const int64_t B = x.size(0), T = x.size(1), C = n_embd_, H = n_head_, D = C / H;
@@ -47,7 +47,8 @@ Tensor GPT2Attention::forward(const Tensor& x, nn::KVCache::Layer* cache, int64_
   };
   const double p = is_training() ? attn_pdrop_ : 0.0;
   const uint64_t seed = p > 0 ? splitmix64(attn_seed_ ^ (0x9E3779B97F4A7C15ull * ++attn_calls_)) : 0;
-  Tensor y = nn::causal_self_attention(head_view(0), head_view(1), head_view(2), cache, start, p, seed);  // [B, H, T, D]
+  Tensor y = nn::causal_self_attention(head_view(0), head_view(1), head_view(2), ctx.attention(), ctx.cache, p,
+                                       seed);  // [B, H, T, D]
   y = ops::reshape(ops::permute(y, {0, 2, 1, 3}), {B, T, C});
   return resid_dropout->forward(c_proj->forward(y));
 }
@@ -66,8 +67,8 @@ GPT2Block::GPT2Block(const GPT2Config& c, Generator& gen) {
   register_module("mlp", mlp);
 }
 
-Tensor GPT2Block::forward(const Tensor& x, nn::KVCache::Layer* cache, int64_t start) {
-  Tensor h = x + attn->forward(ln_1->forward(x), cache, start);
+Tensor GPT2Block::forward(const Tensor& x, const models::BlockContext& ctx) {
+  Tensor h = x + attn->forward(ln_1->forward(x), ctx);
   return h + mlp->forward(ln_2->forward(h));
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "models/gpt2/config.h"
+#include "models/layer_runner.h"
 #include "nn/attention.h"
 #include "nn/layers.h"
 #include "nn/linear.h"
@@ -27,8 +28,7 @@ class GPT2MLP : public nn::Module {
 class GPT2Attention : public nn::Module {
  public:
   GPT2Attention(const GPT2Config& config, Generator& gen);
-  // With a cache (inference), the tokens continue at position cache->length of the model's cache.
-  Tensor forward(const Tensor& x, nn::KVCache::Layer* cache = nullptr, int64_t start = 0);
+  Tensor forward(const Tensor& x, const models::BlockContext& ctx = {});
 
   std::shared_ptr<nn::Layer> c_attn;  // Linear(C, 3C): q, k, v in one projection
   std::shared_ptr<nn::Layer> c_proj;  // Linear(C, C)
@@ -41,10 +41,10 @@ class GPT2Attention : public nn::Module {
 };
 
 // Pre-LayerNorm residual block: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)).
-class GPT2Block : public nn::Module {
+class GPT2Block : public models::DecoderBlock {
  public:
   GPT2Block(const GPT2Config& config, Generator& gen);
-  Tensor forward(const Tensor& x, nn::KVCache::Layer* cache = nullptr, int64_t start = 0);
+  Tensor forward(const Tensor& x, const models::BlockContext& ctx) override;
 
   std::shared_ptr<nn::LayerNorm> ln_1;
   std::shared_ptr<GPT2Attention> attn;

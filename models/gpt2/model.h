@@ -35,11 +35,6 @@ class GPT2LMHeadModel : public models::CausalLM {
   int64_t bos_token_id() const override { return config_.bos_token_id; }
   int64_t eos_token_id() const override { return config_.eos_token_id; }
 
-  // ids [B, T] -> final hidden states [B, T, n_embd].
-  Tensor hidden_states(const Tensor& ids, nn::KVCache* cache = nullptr);
-  Tensor forward(const Tensor& ids, nn::KVCache* cache = nullptr) override;
-  Tensor loss(const Tensor& ids, const Tensor& targets) override;
-
   bool hf_transposed(const std::string& hf_name) const override;
   std::string hf_key_to_name(const std::string& key) const override;
   bool hf_fan_in_fan_out() const override { return true; }
@@ -48,13 +43,17 @@ class GPT2LMHeadModel : public models::CausalLM {
   std::shared_ptr<nn::Linear> lm_head;  // only when the head is untied
 
  protected:
+  // x = dropout(wte[ids] + wpe[positions])   [B, T, C]
+  Tensor embed(const Tensor& ids, const models::TokenPositions& positions) override;
+  models::DecoderBlock& block(int64_t layer) override { return (*transformer->h)[static_cast<size_t>(layer)]; }
+  Tensor final_norm(const Tensor& h) override { return transformer->ln_f->forward(h); }
+  const Tensor& head_weight() const override { return lm_head ? lm_head->weight : transformer->wte->weight; }
   // "q", "k", "v": those rows of every block's fused c_attn.
   std::vector<nn::LoRATarget> declared_lora_targets() const override;
   std::string output_head_path() const override { return lm_head ? "lm_head" : ""; }
 
  private:
   void init_weights(Generator& gen);
-  const Tensor& head_weight() const { return lm_head ? lm_head->weight : transformer->wte->weight; }
   GPT2Config config_;
 };
 

@@ -7,7 +7,6 @@
 #include "core/error.h"
 
 namespace lora::llama {
-namespace {
 
 // bos_token_id / eos_token_id: one id, a list of ids (Llama 3 stops on any of several), or null.
 std::vector<int64_t> read_token_ids(ConfigReader& r, const std::string& key, int64_t vocab_size) {
@@ -31,7 +30,11 @@ nlohmann::json token_ids_json(const std::vector<int64_t>& ids) {
 
 // The rotary settings: transformers 4.x writes rope_theta and rope_scaling at the top level, 5.x one
 // rope_parameters object holding rope_theta, rope_type and the scaling fields.
-void read_rope(ConfigReader& r, LlamaConfig& c, double default_theta) {
+void read_rope(ConfigReader& r, double default_theta, double& theta_out, nn::RopeScaling& scaling_out) {
+  struct {
+    double rope_theta;
+    nn::RopeScaling rope_scaling;
+  } c;
   nlohmann::json params = r.object("rope_parameters");
   nlohmann::json scaling = r.object("rope_scaling");
   const std::string params_key = params.empty() ? "rope_scaling" : "rope_parameters";
@@ -86,9 +89,9 @@ void read_rope(ConfigReader& r, LlamaConfig& c, double default_theta) {
       r.fail(params_key, fmt::format("field '{}' = {} is not supported by {} rope scaling here", key, value.dump(), kind));
     }
   }
+  theta_out = c.rope_theta;
+  scaling_out = c.rope_scaling;
 }
-
-}  // namespace
 
 nlohmann::json LlamaConfig::preset_json(const std::string& name) {
   LlamaConfig c;
@@ -151,7 +154,7 @@ LlamaConfig LlamaConfig::read(ConfigReader& r) {
   } else if (c.model_type == "qwen2") {
     c.qkv_bias = true;  // Qwen2 always has q, k, v biases and none on o_proj
   }
-  read_rope(r, c, 10000.0);  // transformers' default for all three
+  read_rope(r, 10000.0, c.rope_theta, c.rope_scaling);  // transformers' default for all three
   c.bos_token_ids = read_token_ids(r, "bos_token_id", c.vocab_size);
   c.eos_token_ids = read_token_ids(r, "eos_token_id", c.vocab_size);
 

@@ -53,4 +53,12 @@ struct LlamaConfig {
   void validate() const;
 };
 
+// What the architectures built like Llama share when reading a config.json (models/gemma/ uses them too):
+// bos_token_id / eos_token_id as one id, a list of ids or null (ids outside the vocabulary dropped), and
+// written back; rope_theta and the rope scaling as transformers 4.x (top-level rope_theta, rope_scaling)
+// and 5.x (rope_parameters) write them, unknown scalings refused.
+std::vector<int64_t> read_token_ids(ConfigReader& r, const std::string& key, int64_t vocab_size);
+nlohmann::json token_ids_json(const std::vector<int64_t>& ids);
+void read_rope(ConfigReader& r, double default_theta, double& theta, nn::RopeScaling& scaling);
+
 }  // namespace lora::llama

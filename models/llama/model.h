@@ -9,24 +9,9 @@
 #include "nn/layers.h"
 #include "nn/linear.h"
 #include "nn/rotary.h"
+#include "nn/self_attention.h"
 
 namespace lora::llama {
-
-// q = q_proj(x), k = k_proj(x), v = v_proj(x) over H, H_kv and H_kv heads of head_dim; rotary embeddings on
-// q and k; causal attention with each group of H / H_kv query heads sharing one key/value head; o_proj.
-class LlamaAttention : public nn::Module {
- public:
-  LlamaAttention(const LlamaConfig& config, Generator& gen);
-  // x [B, T, hidden], cos/sin [T, head_dim / 2] for the tokens' positions (start, start + 1, ...).
-  Tensor forward(const Tensor& x, const Tensor& cos, const Tensor& sin, nn::KVCache::Layer* cache, int64_t start);
-
-  std::shared_ptr<nn::Layer> q_proj, k_proj, v_proj, o_proj;
-
- private:
-  int64_t n_head_, n_kv_head_, head_dim_;
-  double dropout_;
-  uint64_t dropout_seed_, dropout_calls_ = 0;
-};
 
 // SwiGLU: down_proj(silu(gate_proj(x)) * up_proj(x)).
 class LlamaMLP : public nn::Module {
@@ -38,13 +23,13 @@ class LlamaMLP : public nn::Module {
 };
 
 // x = x + self_attn(input_layernorm(x)); x = x + mlp(post_attention_layernorm(x)).
-class LlamaDecoderLayer : public nn::Module {
+class LlamaDecoderLayer : public models::DecoderBlock {
  public:
   LlamaDecoderLayer(const LlamaConfig& config, Generator& gen);
-  Tensor forward(const Tensor& x, const Tensor& cos, const Tensor& sin, nn::KVCache::Layer* cache, int64_t start);
+  Tensor forward(const Tensor& x, const models::BlockContext& ctx) override;
 
   std::shared_ptr<nn::RMSNorm> input_layernorm;
-  std::shared_ptr<LlamaAttention> self_attn;
+  std::shared_ptr<nn::RotarySelfAttention> self_attn;  // q_proj, k_proj, v_proj, o_proj; rotary; GQA
   std::shared_ptr<nn::RMSNorm> post_attention_layernorm;
   std::shared_ptr<LlamaMLP> mlp;
 };
@@ -72,22 +57,22 @@ class LlamaForCausalLM : public models::CausalLM {
   int64_t eos_token_id() const override { return config_.eos_token_ids.empty() ? -1 : config_.eos_token_ids[0]; }
   std::vector<int64_t> eos_token_ids() const override { return config_.eos_token_ids; }
 
-  Tensor hidden_states(const Tensor& ids, nn::KVCache* cache = nullptr);
-  Tensor forward(const Tensor& ids, nn::KVCache* cache = nullptr) override;
-  Tensor loss(const Tensor& ids, const Tensor& targets) override;
-
   std::string hf_key_to_name(const std::string& key) const override;
 
   std::shared_ptr<LlamaModel> model;
   std::shared_ptr<nn::Linear> lm_head;  // only when the head is untied
 
  protected:
+  Tensor embed(const Tensor& ids, const models::TokenPositions&) override { return model->embed_tokens->forward(ids); }
+  models::DecoderBlock& block(int64_t layer) override { return (*model->layers)[static_cast<size_t>(layer)]; }
+  Tensor final_norm(const Tensor& h) override { return model->norm->forward(h); }
+  const Tensor& head_weight() const override { return lm_head ? lm_head->weight : model->embed_tokens->weight; }
+  const nn::RotaryEmbedding* rotary() const override { return &rotary_; }
   // "q", "k", "v": every layer's q_proj, k_proj, v_proj (so --targets q,v means the same on every model).
   std::vector<nn::LoRATarget> declared_lora_targets() const override;
   std::string output_head_path() const override { return lm_head ? "lm_head" : ""; }
 
  private:
-  const Tensor& head_weight() const { return lm_head ? lm_head->weight : model->embed_tokens->weight; }
   LlamaConfig config_;
   nn::RotaryEmbedding rotary_;
 };
