@@ -41,6 +41,7 @@
 #include "models/generate.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
+#include "models/quantize_base.h"
 #include "models/registry.h"
 #include "nn/lora/adapter.h"
 #include "serve/adapter_set.h"
@@ -130,7 +131,7 @@ int main(int argc, char** argv) {
   int64_t bandwidth_mib = static_cast<int64_t>(cpu::default_probe_bytes() >> 20);
   int64_t pp_tokens = 128, tg_tokens = 64, repeats = 5;
   bool skip_adapters = false, skip_decode = false, llama_bench = false;
-  std::string weights, save_weights;
+  std::string weights, save_weights, base_dtype = "f32";
   app.add_option("--config", config, "A preset or config.json (random weights)")->capture_default_str();
   app.add_option("--new-tokens", new_tokens, "Tokens generated at batch 1")->capture_default_str();
   app.add_option("--prompt-tokens", prompt_tokens, "Prompt length of every request")->capture_default_str();
@@ -141,6 +142,7 @@ int main(int argc, char** argv) {
   app.add_flag("--skip-adapters", skip_adapters, "Only the bandwidth bound and batch-1 decoding");
   app.add_flag("--skip-decode", skip_decode, "Only the bandwidth bound and the many-adapter runs");
   app.add_option("--weights", weights, "Hugging Face model folder (default: random init from --config)");
+  app.add_option("--base-dtype", base_dtype, "Hold the linear layers' weights (the head aside) as f32, bf16, q8_0, q4_0 or nf4")->capture_default_str();
   app.add_option("--save-weights", save_weights, "Write the (random) model as a Hugging Face folder and exit");
   app.add_flag("--llama-bench", llama_bench, "Also measure llama-bench's prompt (--pp-tokens) and generation (--tg-tokens)");
   app.add_option("--pp-tokens", pp_tokens, "Prompt length of the --llama-bench prompt test")->capture_default_str();
@@ -164,9 +166,20 @@ int main(int argc, char** argv) {
       fmt::print("wrote '{}' to {}\n", weights.empty() ? config : weights, save_weights);
       return 0;
     }
-    // Bytes a decode step reads: every parameter once (a tied head is one tensor).
+    const QuantFormat base_format = parse_quant_format(base_dtype);
+    if (base_format != QuantFormat::F32) {
+      model->freeze();  // inference: nothing trains
+      fmt::print("base weights as {}: {}\n", base_dtype, models::quantize_base(*model, base_format, /*inference_head=*/true).str());
+    }
+    // Bytes a decode step reads: every parameter once (a tied head is one tensor), quantized weights included.
     size_t weight_bytes = 0;
     for (const Tensor& p : model->parameters()) weight_bytes += p.nbytes();
+    for (const auto& [path, module] : model->named_modules()) {
+      if (auto q = std::dynamic_pointer_cast<nn::QuantizedLinear>(module)) weight_bytes += q->quantized->nbytes();
+    }
+    if (const auto& head = model->inference_head()) {  // logits read the quantized head, not the f32 one
+      weight_bytes += head->nbytes() - static_cast<size_t>(head->rows * head->cols) * sizeof(float);
+    }
     const double bound = gbps * 1e9 / static_cast<double>(weight_bytes);
     fmt::print("model '{}': {:.1f} MB of weights -> bandwidth bound {:.1f} tokens/s at batch 1\n",
                weights.empty() ? config : weights,

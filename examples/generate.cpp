@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
     }
     if (base_format != lora::QuantFormat::F32) {
       model->freeze();  // inference: nothing trains
-      const auto report = lora::models::quantize_base(*model, base_format);
+      const auto report = lora::models::quantize_base(*model, base_format, /*inference_head=*/true);
       std::cerr << fmt::format("base weights as {}: {}\n", base_dtype, report.str());
     }
     const int64_t context = model->dims().context_length, vocab = model->dims().vocab_size;

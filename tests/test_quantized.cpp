@@ -9,6 +9,8 @@
 #include "autograd/ops/quantized_linear.h"
 #include "backends/kernels/quantized_linear.h"
 #include "nn/lora/apply_lora.h"
+#include "models/quantize_base.h"
+#include "models/registry.h"
 #include "nn/quantized_linear.h"
 #include "tests/op_cases.h"
 
@@ -272,4 +274,35 @@ TEST_CASE("quantizing a model's base: LoRA trains on it, and what cannot work is
     CHECK_THROWS_WITH(quantize_weight(Tensor::zeros({2, 2}, DType::I32), QuantFormat::Q8_0), Catch::Contains("int32"));
     CHECK_THROWS_WITH(quantize_weight(Tensor::zeros({2, 2}), QuantFormat::Q8_0, true), Catch::Contains("nf4 only"));
   }
+}
+
+TEST_CASE("an inference head: logits through a q8_0 copy of the head, the loss through the f32 one", "[quantized]") {
+  // llama-tiny: hidden 64, a tied head. Two copies of one random model, both with a q4_0 body; one also
+  // with the quantized inference head.
+  auto make = [] {
+    auto m = models::create_model(models::read_config_arg("llama-tiny"), 5);
+    m->eval();
+    m->freeze();
+    return m;
+  };
+  auto plain = make(), with_head = make();
+  models::quantize_base(*plain, QuantFormat::Q4_0);
+  const nn::QuantizeReport report = models::quantize_base(*with_head, QuantFormat::Q4_0, /*inference_head=*/true);
+  REQUIRE(plain->inference_head() == nullptr);
+  REQUIRE(with_head->inference_head() != nullptr);
+  CHECK(with_head->inference_head()->format == QuantFormat::Q8_0);  // the head stays above 4 bits
+  CHECK(report.quantized_bytes > 0);
+  Tensor ids = Tensor::from_vector(std::vector<int32_t>{3, 17, 42, 7, 99, 1}, {1, 6});
+  NoGradGuard no_grad;
+  const Tensor a = plain->forward(models::ForwardBatch(ids)), b = with_head->forward(models::ForwardBatch(ids));
+  REQUIRE(a.shape() == b.shape());
+  // Q8_0's error on the head's rows, relative to the logits' scale.
+  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < x.size(); ++i) scale = std::max(scale, std::abs(x[i])), diff = std::max(diff, std::abs(x[i] - y[i]));
+  CHECK(diff > 0);
+  CHECK(diff < 0.02 * scale);
+  // The loss uses the f32 head: the same in both.
+  const Tensor targets = Tensor::from_vector(std::vector<int32_t>{17, 42, 7, 99, 1, 3}, {1, 6});
+  CHECK(plain->loss(ids, targets).item() == with_head->loss(ids, targets).item());
 }

@@ -32,6 +32,7 @@ struct V512 {
   static reg set1(float v) { return _mm512_set1_ps(v); }
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static void prefetch(uintptr_t address) { _mm_prefetch(reinterpret_cast<const char*>(address), _MM_HINT_T0); }
   static float hsum(reg a) { return _mm512_reduce_add_ps(a); }
 
   static float half_scalar(uint16_t h) { return _cvtsh_ss(h); }

@@ -21,47 +21,49 @@ namespace {
 
 constexpr int kStep = 32;  // columns per step: one Q8_0 / Q4_0 block, half an nf4 block
 
-// ---- Decoders: the 32 weights of `row` at columns [c, c + 32) into w[32 / W], in the order the x operand
-// is laid out in (natural order, except nf4: see skinny_matmul.cpp, which reorders x for it).
+// ---- Decoders: the 32 weights of a row at columns [c, c + 32) into w[32 / W], in the order the x operand
+// is laid out in (natural order, except nf4: see skinny_matmul.cpp, which reorders x for it). `row` points
+// at the row's first byte (row_bytes() apart), `e0` is the index of its first element in W flattened; c is
+// a multiple of 32, so block indices are shifts (no division in the inner loop).
 
 template <class V>
 struct DecodeF32 {
-  static void step(const QuantizedView& v, int64_t row, int64_t c, typename V::reg* w) {
-    const float* p = reinterpret_cast<const float*>(v.data) + row * v.cols + c;
+  static int64_t row_bytes(int64_t cols) { return 4 * cols; }
+  static void step(const QuantizedView&, const uint8_t* row, int64_t, int64_t c, typename V::reg* w) {
+    const float* p = reinterpret_cast<const float*>(row) + c;
     for (int j = 0; j < kStep / V::W; ++j) w[j] = V::load(p + j * V::W);
   }
-  static float at(const QuantizedView& v, int64_t row, int64_t c) {
-    return reinterpret_cast<const float*>(v.data)[row * v.cols + c];
-  }
+  static float at(const uint8_t* row, int64_t c) { return reinterpret_cast<const float*>(row)[c]; }
 };
 
 template <class V>
 struct DecodeBF16 {
-  static void step(const QuantizedView& v, int64_t row, int64_t c, typename V::reg* w) {
-    const uint16_t* p = reinterpret_cast<const uint16_t*>(v.data) + row * v.cols + c;
+  static int64_t row_bytes(int64_t cols) { return 2 * cols; }
+  static void step(const QuantizedView&, const uint8_t* row, int64_t, int64_t c, typename V::reg* w) {
+    const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + c;
     for (int j = 0; j < kStep / V::W; ++j) w[j] = V::load_bf16(p + j * V::W);
   }
-  static float at(const QuantizedView& v, int64_t row, int64_t c) {
-    return V::bf16_scalar(reinterpret_cast<const uint16_t*>(v.data)[row * v.cols + c]);
-  }
+  static float at(const uint8_t* row, int64_t c) { return V::bf16_scalar(reinterpret_cast<const uint16_t*>(row)[c]); }
 };
 
 // w = q d
 template <class V>
 struct DecodeQ8_0 {
-  static void step(const QuantizedView& v, int64_t row, int64_t c, typename V::reg* w) {
-    const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(v.data)[(row * v.cols + c) / kStep];
+  static int64_t row_bytes(int64_t cols) { return (cols >> 5) * int64_t(sizeof(BlockQ8_0)); }
+  static void step(const QuantizedView&, const uint8_t* row, int64_t, int64_t c, typename V::reg* w) {
+    const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[uint64_t(c) >> 5];
     const typename V::reg d = V::set1(V::half_scalar(b.d));
     for (int j = 0; j < kStep / V::W; ++j) w[j] = V::mul(V::load_i8(b.qs + j * V::W), d);
   }
-  static float at(const QuantizedView&, int64_t, int64_t) { return 0.0f; }  // rows are whole blocks
+  static float at(const uint8_t*, int64_t) { return 0.0f; }  // rows are whole blocks
 };
 
 // w = (q - 8) d = q d - 8 d; the low nibbles are columns 0-15, the high ones 16-31.
 template <class V>
 struct DecodeQ4_0 {
-  static void step(const QuantizedView& v, int64_t row, int64_t c, typename V::reg* w) {
-    const BlockQ4_0& b = reinterpret_cast<const BlockQ4_0*>(v.data)[(row * v.cols + c) / kStep];
+  static int64_t row_bytes(int64_t cols) { return (cols >> 5) * int64_t(sizeof(BlockQ4_0)); }
+  static void step(const QuantizedView&, const uint8_t* row, int64_t, int64_t c, typename V::reg* w) {
+    const BlockQ4_0& b = reinterpret_cast<const BlockQ4_0*>(row)[uint64_t(c) >> 5];
     const float d = V::half_scalar(b.d);
     const typename V::reg vd = V::set1(d), offset = V::set1(-8.0f * d);
     constexpr int half = kStep / V::W / 2;  // registers per 16 columns
@@ -70,7 +72,7 @@ struct DecodeQ4_0 {
       w[j + half] = V::fma(V::load_u4_high(b.qs + j * V::W), vd, offset);
     }
   }
-  static float at(const QuantizedView&, int64_t, int64_t) { return 0.0f; }
+  static float at(const uint8_t*, int64_t) { return 0.0f; }
 };
 
 // w = code[q] absmax_block. Element e of the row is in byte e / 2 (low nibble when e is even), so the low
@@ -79,13 +81,14 @@ struct DecodeQ4_0 {
 // straddles a block of 64 and rows start on a byte).
 template <class V>
 struct DecodeNF4 {
-  static void step(const QuantizedView& v, int64_t row, int64_t c, typename V::reg* w) {
-    const int64_t e = row * v.cols + c;
-    const int64_t block = e / kNf4Block;
+  static int64_t row_bytes(int64_t cols) { return cols >> 1; }
+  static void step(const QuantizedView& v, const uint8_t* row, int64_t e0, int64_t c, typename V::reg* w) {
+    static_assert(kNf4Block == 64, "the shift below divides by 64");
+    const uint64_t block = uint64_t(e0 + c) >> 6;
     const float absmax = v.absmax_codes ? v.absmax_mean + static_cast<float>(v.absmax_codes[block]) *
                                                               v.absmax_scale[block / kNf4AbsmaxBlock]
                                         : v.scale[block];
-    const uint8_t* bytes = v.data + e / 2;
+    const uint8_t* bytes = row + (uint64_t(c) >> 1);
     const typename V::reg a = V::set1(absmax);
     constexpr int half = kStep / V::W / 2;
     for (int j = 0; j < half; ++j) {
@@ -93,7 +96,7 @@ struct DecodeNF4 {
       w[j + half] = V::mul(V::nf4_high(bytes + j * V::W), a);
     }
   }
-  static float at(const QuantizedView&, int64_t, int64_t) { return 0.0f; }
+  static float at(const uint8_t*, int64_t) { return 0.0f; }
 };
 
 // ---- The tile: M rows of x against R rows of W.
@@ -104,13 +107,21 @@ void tile(const SkinnyProduct& p, int64_t i0, int64_t row0) {
   for (int i = 0; i < M; ++i) {
     for (int r = 0; r < R; ++r) acc[i][r] = V::zero();
   }
-  const int64_t k = p.w.cols, full = k / kStep * kStep;
+  const int64_t k = p.w.cols, full = k / kStep * kStep, row_bytes = D::row_bytes(k);
   const float* x = p.x + i0 * p.ldx;
+  const uint8_t* rows = p.w.data + row0 * row_bytes;
+  const int64_t e0 = row0 * k;
+  // The tile reads R short rows at once (a q8_0 row of GPT-2 is 816 bytes): more streams than the hardware
+  // prefetchers follow well. So each step also prefetches its share of the next tile's bytes, which lie
+  // right after this tile's (a prefetch past the weight's end is harmless: it never faults).
+  const uintptr_t next = reinterpret_cast<uintptr_t>(rows) + uintptr_t(R * row_bytes);  // an address, not a pointer
+  const int64_t share = full > 0 ? (R * row_bytes * kStep + k - 1) / k : 0;
   for (int64_t c = 0; c < full; c += kStep) {
+    for (int64_t off = 0; off < share; off += 64) V::prefetch(next + uintptr_t((c / kStep) * share + off));
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       reg w[kStep / V::W];
-      D::step(p.w, row0 + r, c, w);
+      D::step(p.w, rows + r * row_bytes, e0 + r * k, c, w);
 #pragma GCC unroll 4
       for (int j = 0; j < kStep / V::W; ++j) {
 #pragma GCC unroll 4
@@ -121,7 +132,7 @@ void tile(const SkinnyProduct& p, int64_t i0, int64_t row0) {
   for (int i = 0; i < M; ++i) {
     for (int r = 0; r < R; ++r) {
       float s = V::hsum(acc[i][r]);
-      for (int64_t c = full; c < k; ++c) s += D::at(p.w, row0 + r, c) * x[i * p.ldx + c];  // f32, bf16 only
+      for (int64_t c = full; c < k; ++c) s += D::at(rows + r * row_bytes, c) * x[i * p.ldx + c];  // f32, bf16 only
       float& y = p.y[(i0 + i) * p.ldy + row0 + r];
       y = p.beta == 0.0f ? p.alpha * s : p.alpha * s + p.beta * y;
     }
