@@ -3,6 +3,11 @@
 //
 //   bench_matmul                     all cores, median of 10 timed runs after warm-up
 //   bench_matmul --threads 1 --repeats 20
+//   bench_matmul --skinny            x [m, 768] W^T for m = 1..32 with W [3072, 768] in each base format:
+//                                    the skinny product (backends/cpu/skinny_matmul.h) against OpenBLAS
+//                                    (on the f32 weight, or on dequantized tiles), over a ring of weights
+//                                    4x the last-level cache so that every weight comes from memory: the
+//                                    crossover kSkinnyCrossover is read from this table
 #include <CLI/CLI.hpp>
 #include <cblas.h>
 #include <fmt/format.h>
@@ -14,7 +19,10 @@
 
 #include "autograd/ops.h"
 #include "backends/backend.h"
+#include "backends/cpu/bandwidth_probe.h"
+#include "backends/cpu/skinny_matmul.h"
 #include "core/error.h"
+#include "core/quantized.h"
 
 using lora::Tensor;
 using Clock = std::chrono::steady_clock;
@@ -82,6 +90,63 @@ void bench_linear(const LinearShape& s, int repeats, lora::Generator& gen) {
              gflops(3 * flops, t_raw3), gflops(3 * flops, t_fb), t_fb / t_raw3);
 }
 
+// The skinny product against BLAS for one base format, over `count` copies of a [out, in] weight (a ring
+// larger than the last-level cache: each product reads its weight from memory, as decoding does).
+void bench_skinny(lora::QuantFormat format, int64_t in, int64_t out, size_t ring_bytes, int repeats, double gbps,
+                  lora::Generator& gen) {
+  using namespace lora;
+  const Tensor w32 = Tensor::randn({out, in}, gen, 0.0, 0.02);
+  QuantizedWeight q;
+  QuantizedView one{QuantFormat::F32, out, in, static_cast<const uint8_t*>(w32.raw_data()), nullptr, nullptr, nullptr, 0.0f};
+  if (format != QuantFormat::F32) q = quantize_weight(w32, format, format == QuantFormat::NF4), one = host_view(q);
+  const size_t bytes = format == QuantFormat::F32 ? w32.nbytes() : q.nbytes();
+  const size_t count = std::max<size_t>(2, ring_bytes / bytes);
+  // The ring: `count` copies of the weight's tensors (nf4's absmaxes are shared: they are 1/16 of its bytes).
+  std::vector<std::vector<uint8_t>> ring(count);
+  const size_t data_bytes = format == QuantFormat::F32 ? w32.nbytes() : q.data.nbytes();
+  for (auto& r : ring) r.assign(one.data, one.data + data_bytes);
+  size_t next = 0;
+  auto view = [&] {
+    QuantizedView v = one;
+    v.data = ring[next].data();
+    next = (next + 1) % count;
+    return v;
+  };
+  const Tensor x = Tensor::randn({32, in}, gen);
+  std::vector<float> y(static_cast<size_t>(32 * out)), tile(static_cast<size_t>(out * in));
+  fmt::print("\n{} weight [{}, {}], {:.2f} MB, ring of {} ({:.0f} MB)\n", quant_format_name(format), out, in,
+             static_cast<double>(bytes) / 1e6, count, static_cast<double>(bytes * count) / 1e6);
+  fmt::print("{:>4} | {:>10} {:>8} {:>6} | {:>10} {:>8} | {:>7}\n", "m", "skinny us", "GB/s", "bound", "BLAS us",
+             format == QuantFormat::F32 ? "GB/s" : "(deq.)", "BLAS/sk");
+  for (int64_t m : {1, 2, 4, 8, 12, 16, 24, 32}) {
+    double t_skinny = 0;
+    if (m <= cpu::kSkinnyMaxRows) {
+      t_skinny = median_seconds(repeats, [&] {
+        cpu::SkinnyProduct p;
+        p.x = x.data<float>(), p.m = m, p.ldx = in, p.w = view(), p.y = y.data(), p.ldy = out;
+        cpu::skinny_matmul(p);
+      });
+    }
+    const double t_blas = median_seconds(repeats, [&] {
+      const QuantizedView v = view();
+      const float* w = reinterpret_cast<const float*>(v.data);
+      if (format != QuantFormat::F32) {  // the tile path: dequantize (threaded over rows), then sgemm
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < out; ++r) dequantize_span(v, r * in, (r + 1) * in, tile.data() + r * in);
+        w = tile.data();
+      }
+      sgemm(false, true, m, out, in, x.data<float>(), w, y.data());
+    });
+    const double gb = static_cast<double>(bytes) / 1e9;
+    if (m <= cpu::kSkinnyMaxRows) {
+      fmt::print("{:>4} | {:>10.1f} {:>8.1f} {:>5.0f}% | {:>10.1f} {:>8.1f} | {:>6.2f}x\n", m, t_skinny * 1e6,
+                 gb / t_skinny, 100 * gb / t_skinny / gbps, t_blas * 1e6, gb / t_blas, t_blas / t_skinny);
+    } else {
+      fmt::print("{:>4} | {:>10} {:>8} {:>6} | {:>10.1f} {:>8.1f} | {:>7}\n", m, "-", "-", "-", t_blas * 1e6, gb / t_blas, "-");
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -90,11 +155,25 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", repeats, "Timed runs per measurement (the median is reported)")
       ->capture_default_str()->check(CLI::Range(1, 10000));
   app.add_option("--threads", threads, "Threads for OpenBLAS and OpenMP")->capture_default_str()->check(CLI::PositiveNumber);
+  bool skinny = false;
+  app.add_flag("--skinny", skinny, "The skinny product (m = 1..16) against BLAS in every base format");
   CLI11_PARSE(app, argc, argv);
 
   try {
     lora::set_num_threads(threads);
     lora::Generator gen(0);
+    if (skinny) {
+      const size_t ring = lora::cpu::default_probe_bytes();
+      const auto bw = lora::cpu::measure_read_bandwidth(ring, 5);
+      fmt::print("threads {}, ISA {}, median of {} runs; streaming read of {:.0f} MB: {:.1f} GB/s (best of 5); "
+                 "bound = GB/s of weights read / that\n", threads, lora::cpu::isa_name(lora::cpu::detected_isa()),
+                 repeats, static_cast<double>(bw.bytes) / 1e6, bw.best_gbps);
+      for (auto f : {lora::QuantFormat::F32, lora::QuantFormat::BF16, lora::QuantFormat::Q8_0, lora::QuantFormat::Q4_0,
+                     lora::QuantFormat::NF4}) {
+        bench_skinny(f, 768, 3072, ring, repeats, bw.best_gbps, gen);
+      }
+      return 0;
+    }
     fmt::print("threads: {}, median of {} runs, float32, GFLOP/s (ratio = framework time / sgemm time)\n\n", threads,
                repeats);
     fmt::print("{:^20} | {:^31} | {:^24}\n", "x [rows, in] W^T", "forward", "forward + backward");

@@ -1,7 +1,8 @@
 // bench_serve: what serving costs. Three parts, each printing the machine's load average beside it:
 //
 // 1. the memory bandwidth bound: a streaming read of a buffer far larger than the caches, with the same
-//    threads; generation at batch 1 reads every weight once per token, so tokens/s <= bandwidth / bytes;
+//    threads and vector loads (backends/cpu/bandwidth_probe.h); generation at batch 1 reads every weight
+//    once per token, so tokens/s <= bandwidth / bytes;
 // 2. decoding at batch 1 (prompt 16, --new-tokens): models::generate and the DecodeEngine with one request,
 //    against that bound;
 // 3. many adapters: --requests requests (all arriving at once) spread round-robin over 1, 8 and 64 distinct
@@ -35,10 +36,12 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cpu/bandwidth_probe.h"
 #include "core/stopwatch.h"
 #include "models/generate.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
+#include "models/quantize_base.h"
 #include "models/registry.h"
 #include "nn/lora/adapter.h"
 #include "serve/adapter_set.h"
@@ -56,25 +59,6 @@ double load_average() {
     std::fclose(f);
   }
   return load;
-}
-
-// GB/s of summing `bytes` of floats with every thread (best of `repeats`).
-double stream_read_gbps(size_t bytes, int repeats) {
-  const size_t n = bytes / sizeof(float);
-  std::vector<float> buffer(n);
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; ++i) buffer[i] = static_cast<float>(i & 7);  // touched by the thread that reads it
-  double best = 0, sink = 0;
-  for (int r = 0; r < repeats; ++r) {
-    const auto t = Clock::now();
-    float total = 0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
-    for (size_t i = 0; i < n; ++i) total += buffer[i];
-    best = std::max(best, static_cast<double>(bytes) / seconds_since(t) / 1e9);
-    sink += total;
-  }
-  if (sink == 42) std::puts("");  // keeps the sums
-  return best;
 }
 
 std::vector<int32_t> random_prompt(int64_t n, int64_t vocab, Generator& gen) {
@@ -143,10 +127,11 @@ RunResult serve_groups(serve::DecodeEngine& engine, const std::vector<std::vecto
 int main(int argc, char** argv) {
   CLI::App app{"Serving benchmarks: the bandwidth bound, batch-1 decoding, and many adapters in one batch vs one at a time."};
   std::string config = "gpt2";
-  int64_t new_tokens = 32, prompt_tokens = 16, requests = 64, adapter_tokens = 16, rank = 8, bandwidth_mib = 1024;
+  int64_t new_tokens = 32, prompt_tokens = 16, requests = 64, adapter_tokens = 16, rank = 8;
+  int64_t bandwidth_mib = static_cast<int64_t>(cpu::default_probe_bytes() >> 20);
   int64_t pp_tokens = 128, tg_tokens = 64, repeats = 5;
   bool skip_adapters = false, skip_decode = false, llama_bench = false;
-  std::string weights, save_weights;
+  std::string weights, save_weights, base_dtype = "f32";
   app.add_option("--config", config, "A preset or config.json (random weights)")->capture_default_str();
   app.add_option("--new-tokens", new_tokens, "Tokens generated at batch 1")->capture_default_str();
   app.add_option("--prompt-tokens", prompt_tokens, "Prompt length of every request")->capture_default_str();
@@ -157,6 +142,7 @@ int main(int argc, char** argv) {
   app.add_flag("--skip-adapters", skip_adapters, "Only the bandwidth bound and batch-1 decoding");
   app.add_flag("--skip-decode", skip_decode, "Only the bandwidth bound and the many-adapter runs");
   app.add_option("--weights", weights, "Hugging Face model folder (default: random init from --config)");
+  app.add_option("--base-dtype", base_dtype, "Hold the linear layers' weights (the head aside) as f32, bf16, q8_0, q4_0 or nf4")->capture_default_str();
   app.add_option("--save-weights", save_weights, "Write the (random) model as a Hugging Face folder and exit");
   app.add_flag("--llama-bench", llama_bench, "Also measure llama-bench's prompt (--pp-tokens) and generation (--tg-tokens)");
   app.add_option("--pp-tokens", pp_tokens, "Prompt length of the --llama-bench prompt test")->capture_default_str();
@@ -167,8 +153,10 @@ int main(int argc, char** argv) {
   try {
     const int threads = num_threads();
     fmt::print("threads {}, load average {:.2f}\n", threads, load_average());
-    const double gbps = stream_read_gbps(static_cast<size_t>(bandwidth_mib) << 20, 5);
-    fmt::print("streaming read of {} MiB: {:.2f} GB/s (best of 5)\n", bandwidth_mib, gbps);
+    const cpu::BandwidthResult probe = cpu::measure_read_bandwidth(static_cast<size_t>(bandwidth_mib) << 20, 5);
+    const double gbps = probe.best_gbps;
+    fmt::print("streaming read of {} MiB (last-level cache {} MiB), {} threads: {:.2f} GB/s best, {:.2f} median of 5\n",
+               bandwidth_mib, cpu::last_level_cache_bytes() >> 20, probe.threads, gbps, probe.median_gbps);
 
     auto model = weights.empty() ? models::create_model(models::read_config_arg(config), 1)
                                  : models::load_model(weights, "", 1);
@@ -178,9 +166,20 @@ int main(int argc, char** argv) {
       fmt::print("wrote '{}' to {}\n", weights.empty() ? config : weights, save_weights);
       return 0;
     }
-    // Bytes a decode step reads: every parameter once (a tied head is one tensor).
+    const QuantFormat base_format = parse_quant_format(base_dtype);
+    if (base_format != QuantFormat::F32) {
+      model->freeze();  // inference: nothing trains
+      fmt::print("base weights as {}: {}\n", base_dtype, models::quantize_base(*model, base_format, /*inference_head=*/true).str());
+    }
+    // Bytes a decode step reads: every parameter once (a tied head is one tensor), quantized weights included.
     size_t weight_bytes = 0;
     for (const Tensor& p : model->parameters()) weight_bytes += p.nbytes();
+    for (const auto& [path, module] : model->named_modules()) {
+      if (auto q = std::dynamic_pointer_cast<nn::QuantizedLinear>(module)) weight_bytes += q->quantized->nbytes();
+    }
+    if (const auto& head = model->inference_head()) {  // logits read the quantized head, not the f32 one
+      weight_bytes += head->nbytes() - static_cast<size_t>(head->rows * head->cols) * sizeof(float);
+    }
     const double bound = gbps * 1e9 / static_cast<double>(weight_bytes);
     fmt::print("model '{}': {:.1f} MB of weights -> bandwidth bound {:.1f} tokens/s at batch 1\n",
                weights.empty() ? config : weights,

@@ -43,16 +43,18 @@ int8_t round_to_int8(float x) { return static_cast<int8_t>(std::lround(std::clam
 QuantFormat parse_quant_format(const std::string& name, const std::string& flag) {
   if (name == "f32" || name == "float32") return QuantFormat::F32;
   if (name == "bf16" || name == "bfloat16") return QuantFormat::BF16;
-  if (name == "int8") return QuantFormat::Int8;
+  if (name == "q8_0" || name == "int8") return QuantFormat::Q8_0;
+  if (name == "q4_0") return QuantFormat::Q4_0;
   if (name == "nf4") return QuantFormat::NF4;
-  LORA_FAIL("{} '{}': expected one of f32, bf16, int8, nf4", flag, name);
+  LORA_FAIL("{} '{}': expected one of f32, bf16, q8_0 (or int8), q4_0, nf4", flag, name);
 }
 
 std::string_view quant_format_name(QuantFormat format) {
   switch (format) {
     case QuantFormat::F32: return "f32";
     case QuantFormat::BF16: return "bf16";
-    case QuantFormat::Int8: return "int8";
+    case QuantFormat::Q8_0: return "q8_0";
+    case QuantFormat::Q4_0: return "q4_0";
     case QuantFormat::NF4: return "nf4";
   }
   return "?";
@@ -73,6 +75,9 @@ QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool d
              "quantize: weight holds {}; expected float32, float64, bfloat16 or float16", dtype_name(weight.dtype()));
   LORA_CHECK(!double_quant || format == QuantFormat::NF4, "quantize: double quantization applies to nf4 only, not {}",
              quant_format_name(format));
+  LORA_CHECK((format != QuantFormat::Q8_0 && format != QuantFormat::Q4_0) || weight.size(1) % kQuantBlock == 0,
+             "quantize: {} stores rows in blocks of {} weights, but this weight {} has {} columns (bf16 and nf4 "
+             "take any shape)", quant_format_name(format), kQuantBlock, weight.shape().str(), weight.size(1));
   QuantizedWeight q;
   q.format = format, q.rows = weight.size(0), q.cols = weight.size(1), q.double_quant = double_quant;
   const int64_t n = q.rows * q.cols, blocks = q.blocks();
@@ -83,7 +88,8 @@ QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool d
   // Allocated where they are built (the host, or meta for a dry run), then moved.
   switch (format) {
     case QuantFormat::BF16: q.data = Tensor::empty({q.rows, q.cols}, DType::BF16, host, MemoryCategory::FrozenParameter); break;
-    case QuantFormat::Int8: q.data = byte_tensor(n, host), q.scale = f32_tensor(q.rows, host); break;
+    case QuantFormat::Q8_0: q.data = byte_tensor(q.rows * q8_0_row_bytes(q.cols), host); break;
+    case QuantFormat::Q4_0: q.data = byte_tensor(q.rows * q4_0_row_bytes(q.cols), host); break;
     case QuantFormat::NF4:
       q.data = byte_tensor((n + 1) / 2, host);
       if (double_quant) q.absmax_codes = byte_tensor(blocks, host), q.absmax_scale = f32_tensor(outer_blocks, host);
@@ -102,18 +108,16 @@ QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool d
       for (int64_t i = 0; i < n; ++i) out[i] = float_to_bfloat16(w[i]);
       break;
     }
-    case QuantFormat::Int8: {  // per row: scale = absmax / 127, q = round(w / scale)
-      int8_t* codes = reinterpret_cast<int8_t*>(q.data.raw_data());
-      float* scale = q.scale.data<float>();
+    case QuantFormat::Q8_0: {  // ggml's reference quantizer, one row at a time
+      auto* blocks = reinterpret_cast<BlockQ8_0*>(q.data.raw_data());
 #pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < q.rows; ++r) {
-        const float* row = w + r * q.cols;
-        float absmax = 0.0f;
-        for (int64_t c = 0; c < q.cols; ++c) absmax = std::max(absmax, std::fabs(row[c]));
-        scale[r] = absmax / 127.0f;
-        const float inv = absmax > 0 ? 127.0f / absmax : 0.0f;
-        for (int64_t c = 0; c < q.cols; ++c) codes[r * q.cols + c] = round_to_int8(row[c] * inv);
-      }
+      for (int64_t r = 0; r < q.rows; ++r) quantize_row_q8_0(w + r * q.cols, blocks + r * (q.cols / kQuantBlock), q.cols);
+      break;
+    }
+    case QuantFormat::Q4_0: {
+      auto* blocks = reinterpret_cast<BlockQ4_0*>(q.data.raw_data());
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < q.rows; ++r) quantize_row_q4_0(w + r * q.cols, blocks + r * (q.cols / kQuantBlock), q.cols);
       break;
     }
     case QuantFormat::NF4: {

@@ -2,7 +2,10 @@
 // reference quantizer (on the host). The matmul that reads them is backends/kernels/quantized_linear.h.
 //
 //   bf16  storage only: each weight rounded to bfloat16 (2 bytes), math in f32;
-//   int8  per output channel (row) absmax: q = round(127 w / absmax_row), w ~ q absmax_row / 127;
+//   q8_0  ("int8") ggml's Q8_0, byte for byte (core/quant_blocks.h): each row in blocks of 32 weights with
+//         an fp16 scale, w ~ q d, d = absmax_block / 127; 8.5 bits a weight; what llama.cpp's Q8_0 reads;
+//   q4_0  ggml's Q4_0: blocks of 32 with an fp16 scale, w ~ (q - 8) d, d = -max_block / 8; 4.5 bits a weight;
+//         (both need rows of whole blocks: the number of columns a multiple of 32)
 //   nf4   QLoRA's 4-bit NormalFloat (Dettmers et al., 2023): the weight, flattened row-major, in blocks of
 //         64; w ~ kNf4Codes[q] absmax_block, q the nearest of the 16 codes to w / absmax_block.
 //         Double quantization stores the block absmaxes (positive) as 8-bit codes, per block of 256:
@@ -20,13 +23,15 @@
 #include <string_view>
 
 #include "core/half.h"
+#include "core/quant_blocks.h"
 #include "core/tensor.h"
 
 namespace lora {
 
-enum class QuantFormat : uint8_t { F32, BF16, Int8, NF4 };
+enum class QuantFormat : uint8_t { F32, BF16, Q8_0, Q4_0, NF4 };
 
-// "f32", "bf16", "int8", "nf4"; anything else is a lora::Error naming `flag` and the choices.
+// "f32", "bf16", "q8_0" (or "int8"), "q4_0", "nf4"; anything else is a lora::Error naming `flag` and the
+// choices.
 QuantFormat parse_quant_format(const std::string& name, const std::string& flag = "--base-dtype");
 std::string_view quant_format_name(QuantFormat format);
 
@@ -46,7 +51,8 @@ struct QuantizedWeight {
   int64_t rows = 0, cols = 0;
   bool double_quant = false;  // nf4 only
   // bf16: data BF16 [rows, cols]
-  // int8: data: rows*cols int8 codes;                scale F32 [rows] = absmax_row / 127
+  // q8_0: data: rows * cols / 32 BlockQ8_0 (34 bytes each), row after row
+  // q4_0: data: rows * cols / 32 BlockQ4_0 (18 bytes each), row after row
   // nf4:  data: rows*cols/2 bytes, two 4-bit codes a byte, element i in byte i/2 (low nibble when i is even);
   //       plain:            scale F32 [blocks] = absmax per block of 64
   //       double-quantized: absmax_codes: blocks int8 codes; absmax_scale F32 [ceil(blocks/256)]; absmax_mean
@@ -76,8 +82,8 @@ QuantizedWeight quantized_to(const QuantizedWeight& w, Device device);
 struct QuantizedView {
   QuantFormat format;
   int64_t rows, cols;
-  const uint8_t* data;          // codes (bf16: the 16-bit values, read as bytes)
-  const float* scale;           // int8: per row; nf4 plain: per block
+  const uint8_t* data;          // codes (f32, bf16: the values, read as bytes; q8_0, q4_0: the blocks)
+  const float* scale;           // nf4 plain: per block
   const int8_t* absmax_codes;   // nf4 double-quantized
   const float* absmax_scale;
   float absmax_mean;
@@ -99,12 +105,21 @@ void dequantize_span(const QuantizedView& v, int64_t begin, int64_t end, T* out)
       for (int64_t i = begin; i < end; ++i) out[i - begin] = static_cast<T>(bfloat16_to_float(p[i]));
       return;
     }
-    case QuantFormat::Int8: {
-      const int8_t* q = reinterpret_cast<const int8_t*>(v.data);
-      for (int64_t i = begin; i < end;) {  // one row segment at a time: w = q * (absmax_row / 127)
-        const int64_t row = i / v.cols, stop = std::min(end, (row + 1) * v.cols);
-        const T s = static_cast<T>(v.scale[row]);
-        for (; i < stop; ++i) out[i - begin] = static_cast<T>(q[i]) * s;
+    case QuantFormat::Q8_0: {  // rows are whole blocks, so element i is in block i / 32
+      const BlockQ8_0* blocks = reinterpret_cast<const BlockQ8_0*>(v.data);
+      for (int64_t i = begin; i < end; ++i) {
+        const BlockQ8_0& b = blocks[i / kQuantBlock];
+        out[i - begin] = static_cast<T>(static_cast<float>(b.qs[i % kQuantBlock]) * half_to_float(b.d));
+      }
+      return;
+    }
+    case QuantFormat::Q4_0: {
+      const BlockQ4_0* blocks = reinterpret_cast<const BlockQ4_0*>(v.data);
+      for (int64_t i = begin; i < end; ++i) {
+        const BlockQ4_0& b = blocks[i / kQuantBlock];
+        const int64_t j = i % kQuantBlock;
+        const int q = j < kQuantBlock / 2 ? (b.qs[j] & 0x0F) : (b.qs[j - kQuantBlock / 2] >> 4);
+        out[i - begin] = static_cast<T>(static_cast<float>(q - 8) * half_to_float(b.d));
       }
       return;
     }
@@ -120,9 +135,13 @@ void dequantize_span(const QuantizedView& v, int64_t begin, int64_t end, T* out)
       }
       return;
     }
-    case QuantFormat::F32: break;
+    case QuantFormat::F32: {
+      const float* p = reinterpret_cast<const float*>(v.data);
+      for (int64_t i = begin; i < end; ++i) out[i - begin] = static_cast<T>(p[i]);
+      return;
+    }
   }
-  LORA_FAIL("dequantize: a quantized weight cannot be in format f32");
+  LORA_FAIL("dequantize: unknown format");
 }
 
 }  // namespace lora

@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   auto* adapter_opt = app.add_option("--adapter", adapter, "LoRA adapter folder in PEFT's format (adapter_config.json + adapter_model.safetensors)");
   app.add_flag("--merge", merge, "Merge the adapter into the base weights (zero extra latency) instead of running it beside them")
       ->needs(adapter_opt);
-  app.add_option("--base-dtype", base_dtype, "Hold the linear layers' weights as f32, bf16, int8 or nf4 (quantized on load, after --adapter and --merge)")->capture_default_str();
+  app.add_option("--base-dtype", base_dtype, "Hold the linear layers' weights as f32, bf16, q8_0 (or int8), q4_0 or nf4 (quantized on load, after --adapter and --merge)")->capture_default_str();
   app.add_flag("--json", json, "End with one JSON line: prompt_ids, generated_ids, text, tokens_per_s");
   CLI11_PARSE(app, argc, argv);
 
@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
     }
     if (base_format != lora::QuantFormat::F32) {
       model->freeze();  // inference: nothing trains
-      const auto report = lora::models::quantize_base(*model, base_format);
+      const auto report = lora::models::quantize_base(*model, base_format, /*inference_head=*/true);
       std::cerr << fmt::format("base weights as {}: {}\n", base_dtype, report.str());
     }
     const int64_t context = model->dims().context_length, vocab = model->dims().vocab_size;

@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "Windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--max-windows", max_windows, "Evaluate at most this many windows (0 = all)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--base-dtype", base_dtype, "Hold the linear layers' weights as f32, bf16, int8 or nf4 (quantized on load)")->capture_default_str();
+  app.add_option("--base-dtype", base_dtype, "Hold the linear layers' weights as f32, bf16, q8_0 (or int8), q4_0 or nf4 (quantized on load)")->capture_default_str();
   app.add_flag("--json", json, "End with one JSON line: mean_loss, perplexity, tokens, windows");
   CLI11_PARSE(app, argc, argv);
 

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "autograd/ops/linear_cross_entropy.h"
+#include "autograd/ops/quantized_linear.h"
 #include "nn/checkpoint.h"
 #include "nn/linear.h"
 
@@ -54,6 +55,11 @@ Tensor CausalLM::run_blocks(const ForwardBatch& batch, const ForwardPlan& plan) 
   return x;
 }
 
+void CausalLM::quantize_inference_head(QuantFormat format) {
+  inference_head_ = format == QuantFormat::F32 ? nullptr
+                                               : std::make_shared<const QuantizedWeight>(quantize_weight(head_weight(), format));
+}
+
 Tensor CausalLM::forward(const ForwardBatch& batch) {
   const ForwardPlan p = plan(batch);
   std::optional<nn::RowAdapters::Scope> adapters;  // the rows' adapters, for this pass only
@@ -61,16 +67,19 @@ Tensor CausalLM::forward(const ForwardBatch& batch) {
   const Tensor h = run_blocks(batch, p);  // [B, T, hidden]
   advance_cache(batch, p);
   const int64_t B = p.batch, T = p.time, C = h.size(2);
+  auto head = [&](const Tensor& x) {  // logits = x W_head^T, through the quantized inference head when set
+    return inference_head_ ? ops::quantized_linear(x, inference_head_, Tensor()) : ops::linear(x, head_weight());
+  };
   switch (batch.logits) {
     case LogitRows::None: return Tensor();
-    case LogitRows::All: return ops::linear(final_norm(h), head_weight());  // logits = norm(h) W_head^T
+    case LogitRows::All: return head(final_norm(h));
     case LogitRows::Last:
-      if (T == 1) return ops::linear(final_norm(ops::reshape(h, {B, C})), head_weight());
+      if (T == 1) return head(final_norm(ops::reshape(h, {B, C})));
       break;
     case LogitRows::Given: break;
   }
   // Only the rows asked for go through the norm and the head.
-  return ops::linear(final_norm(gather_rows(ops::reshape(h, {B * T, C}), p.logit_rows)), head_weight());
+  return head(final_norm(gather_rows(ops::reshape(h, {B * T, C}), p.logit_rows)));
 }
 
 Tensor CausalLM::loss(const ForwardBatch& batch, const Tensor& targets) {

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/quantized.h"
 #include "models/forward_batch.h"
 #include "models/layer_runner.h"
 #include "nn/attention.h"
@@ -70,6 +71,13 @@ class CausalLM : public nn::Module {
   const std::shared_ptr<nn::RowAdapters>& row_adapters() const { return row_adapters_; }
   void set_row_adapters(std::shared_ptr<nn::RowAdapters> rows) { row_adapters_ = std::move(rows); }
 
+  // For inference only: a quantized copy of the output head that forward() uses for logits (decoding reads
+  // the head every token; in f32 it is GPT-2 small's largest tensor). The loss keeps the f32 head_weight().
+  // models::quantize_base(..., /*inference_head=*/true) makes it; null: logits from the f32 head.
+  const std::shared_ptr<const QuantizedWeight>& inference_head() const { return inference_head_; }
+  // Quantizes the head's current weight into the inference head (F32: drops it, back to the f32 head).
+  void quantize_inference_head(QuantFormat format);
+
   // ---- Hugging Face weight names and layout (what model.safetensors holds)
   // The parameters as saved: HF names, HF layout, tied weights once. A LoRA-wrapped layer contributes its
   // base weight as it is now (with the adapter folded in when merged); adapters are saved separately.
@@ -116,6 +124,7 @@ class CausalLM : public nn::Module {
   ForwardPlan plan(const ForwardBatch& batch) const;
 
   std::shared_ptr<nn::RowAdapters> row_adapters_;
+  std::shared_ptr<const QuantizedWeight> inference_head_;
 };
 
 }  // namespace lora::models

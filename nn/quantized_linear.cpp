@@ -33,6 +33,10 @@ QuantizeReport quantize_frozen_linears(Module& model, QuantFormat format, bool d
     LORA_CHECK(!linear->weight.requires_grad() && !(linear->bias.defined() && linear->bias.requires_grad()),
                "quantize: '{}.weight' trains; a quantized base must be frozen (use LoRA, which freezes it; a full "
                "fine-tune needs the f32 weights)", path);
+    // Checked before any layer changes, so that a refusal leaves the model whole.
+    LORA_CHECK((format != QuantFormat::Q8_0 && format != QuantFormat::Q4_0) || linear->in_features() % kQuantBlock == 0,
+               "quantize: {} stores rows in blocks of {} weights, but '{}' has {} input features (this model's "
+               "layers need bf16 or nf4)", quant_format_name(format), kQuantBlock, path, linear->in_features());
     chosen.emplace_back(path, linear);
   }
   QuantizeReport report;

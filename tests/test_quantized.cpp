@@ -3,11 +3,14 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops/quantized_linear.h"
 #include "backends/kernels/quantized_linear.h"
 #include "nn/lora/apply_lora.h"
+#include "models/quantize_base.h"
+#include "models/registry.h"
 #include "nn/quantized_linear.h"
 #include "tests/op_cases.h"
 
@@ -44,22 +47,28 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
 
 // The op's registered cases: float64 gradcheck of the input and bias, float32 against float64.
 LORA_OP_CASES(quantized_linear_cases) {
+  // nf4 at 70 columns (blocks straddle rows) and 64; the block formats need whole blocks of 32.
   static const auto w_nf4 = quantized(test_weight(7, 70, 1), QuantFormat::NF4, true);
-  static const auto w_int8 = quantized(test_weight(7, 70, 2), QuantFormat::Int8);
-  for (const auto& [what, w] : {std::pair{"nf4, double-quantized", w_nf4}, std::pair{"int8", w_int8}}) {
+  static const auto w_nf4_64 = quantized(test_weight(7, 64, 4), QuantFormat::NF4);
+  static const auto w_q8 = quantized(test_weight(7, 64, 2), QuantFormat::Q8_0);
+  static const auto w_q4 = quantized(test_weight(7, 96, 3), QuantFormat::Q4_0);
+  for (const auto& [what, w] : {std::pair{"nf4, double-quantized", w_nf4}, std::pair{"nf4, 64 columns", w_nf4_64},
+                                std::pair{"q8_0", w_q8}, std::pair{"q4_0", w_q4}}) {
     // The weight follows the inputs to their device (the CUDA parity run).
     const testing::OpFn f = [w = w](const testing::Inputs& in) {
       const auto on_device = in[0].device() == w->device()
                                  ? w : std::make_shared<const QuantizedWeight>(quantized_to(*w, in[0].device()));
       return ops::quantized_linear(in[0], on_device, in[1]);
     };
-    testing::gradcheck_case("quantized_linear", std::string(what) + ": input and bias train", f, [] {
+    const int64_t cols = w->cols;
+    testing::gradcheck_case("quantized_linear", std::string(what) + ": input and bias train", f, [cols] {
       Generator gen(3);
-      return testing::Inputs{testing::randn_leaf({2, 3, 70}, gen, DType::F64), testing::randn_leaf({7}, gen, DType::F64)};
+      return testing::Inputs{testing::randn_leaf({2, 3, cols}, gen, DType::F64), testing::randn_leaf({7}, gen, DType::F64)};
     });
-    testing::parity_case("quantized_linear", what, f, [] {
+    // 5 rows in f32: the CPU's skinny product, against float64 through dequantized tiles.
+    testing::parity_case("quantized_linear", what, f, [cols] {
       Generator gen(4);
-      return testing::Inputs{testing::randn_leaf({5, 70}, gen, DType::F32), testing::randn_leaf({7}, gen, DType::F32)};
+      return testing::Inputs{testing::randn_leaf({5, cols}, gen, DType::F32), testing::randn_leaf({7}, gen, DType::F32)};
     }, testing::kGemm);
   }
 }
@@ -86,15 +95,33 @@ TEST_CASE("quantize and dequantize round trip within each format's bound", "[qua
     const auto d = errors(quantize_weight(w, QuantFormat::BF16));
     for (size_t i = 0; i < x.size(); ++i) REQUIRE(std::abs(d[i] - x[i]) <= std::abs(x[i]) * std::ldexp(1.0, -8));
   }
-  SECTION("int8: at most half a step, absmax_row / 254") {
-    const auto d = errors(quantize_weight(w, QuantFormat::Int8));
-    for (int64_t r = 0; r < rows; ++r) {
-      double absmax = 0;
-      for (int64_t c = 0; c < cols; ++c) absmax = std::max(absmax, std::abs(x[r * cols + c]));
-      for (int64_t c = 0; c < cols; ++c) {
-        REQUIRE(std::abs(d[r * cols + c] - x[r * cols + c]) <= absmax / 254 * (1 + 1e-5));
+  // Per block of 32 (on a weight of 128 columns: rows must be whole blocks): at most half a step plus the fp16 rounding of the scale (relative 2^-11, at most 127 or 8 steps).
+  for (const auto [format, steps] : {std::pair{QuantFormat::Q8_0, 127.0}, std::pair{QuantFormat::Q4_0, 8.0}}) {
+    DYNAMIC_SECTION(quant_format_name(format) << ": at most half a step, absmax_block / " << 2 * steps) {
+      const Tensor w2 = test_weight(20, 128, 8);
+      const auto x2 = w2.to_vector<double>();
+      const auto d = dequantize_weight(quantize_weight(w2, format)).to_vector<double>();
+      for (size_t b = 0; b < x2.size() / 32; ++b) {
+        double absmax = 0;
+        for (size_t j = 0; j < 32; ++j) absmax = std::max(absmax, std::abs(x2[b * 32 + j]));
+        // Q4_0's top code is clipped (16 -> 15): the positive end of a negative-max block is a full step off.
+        const double bound = absmax / steps * (format == QuantFormat::Q4_0 ? 1.0 : 0.5) + absmax * std::ldexp(1.0, -10);
+        for (size_t j = 0; j < 32; ++j) REQUIRE(std::abs(d[b * 32 + j] - x2[b * 32 + j]) <= bound);
       }
+      CHECK(quantize_weight(w2, format).nbytes() == 20 * 128 / 32 * (format == QuantFormat::Q8_0 ? 34u : 18u));
     }
+  }
+  SECTION("q8_0 and q4_0 refuse rows that are not whole blocks of 32, naming the shape") {
+    CHECK_THROWS_WITH(quantize_weight(w, QuantFormat::Q8_0), Catch::Contains("[13, 200] has 200 columns"));
+    CHECK_THROWS_WITH(quantize_weight(w, QuantFormat::Q4_0), Catch::Contains("blocks of 32"));
+  }
+  SECTION("q8_0 is ggml's Q8_0: the same bytes as quantize_row_q8_0") {
+    const Tensor w2 = test_weight(20, 128, 8);
+    const QuantizedWeight q = quantize_weight(w2, QuantFormat::Q8_0);
+    const auto f = w2.to(DType::F32).to_vector<float>();
+    std::vector<BlockQ8_0> blocks(f.size() / 32);
+    quantize_row_q8_0(f.data(), blocks.data(), static_cast<int64_t>(f.size()));
+    CHECK(std::memcmp(blocks.data(), q.data.raw_data(), blocks.size() * sizeof(BlockQ8_0)) == 0);
   }
   for (bool dq : {false, true}) {
     DYNAMIC_SECTION("nf4" << (dq ? " double-quantized" : "") << ": the nearest code times the block's absmax") {
@@ -144,26 +171,30 @@ TEST_CASE("quantize and dequantize round trip within each format's bound", "[qua
 }
 
 TEST_CASE("the quantized matmul equals the f32 matmul on the dequantized weight, forward and backward", "[quantized]") {
-  // 1000 x 300 = 300k weights: more than one tile of kQuantizedTileElements, the last one partial.
-  const int64_t out = 1000, in = 300;
+  // 1000 x 320 = 320k weights: more than one tile of kQuantizedTileElements, the last one partial.
+  const int64_t out = 1000, in = 320;
   REQUIRE(out * in > ops::kQuantizedTileElements);
   const Tensor w = test_weight(out, in, 11);
-  for (QuantFormat f : {QuantFormat::BF16, QuantFormat::Int8, QuantFormat::NF4}) {
+  for (QuantFormat f : {QuantFormat::BF16, QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::NF4}) {
     INFO("format " << quant_format_name(f));
     const auto q = quantized(w, f, f == QuantFormat::NF4);
     const Tensor dense = dequantize_weight(*q);
     Generator gen(5);
-    Tensor x = Tensor::randn({2, 3, in}, gen).set_requires_grad();
-    Tensor bias = Tensor::randn({out}, gen);
-    Tensor y = ops::quantized_linear(x, q, bias);
-    const Tensor g = Tensor::randn(y.shape(), gen);
-    backward(ops::sum(y * g));
-    const Tensor gx = x.grad();
-    x.set_grad(Tensor());
-    Tensor y_ref = ops::linear(x, dense, bias);
-    backward(ops::sum(y_ref * g));
-    CHECK(max_abs_diff(y, y_ref) < 1e-4);
-    CHECK(max_abs_diff(gx, x.grad()) < 1e-4);
+    // 6 rows: the CPU's skinny product (decoding); 40 rows: dequantized tiles and BLAS.
+    for (const Shape& shape : {Shape{2, 3, in}, Shape{40, in}}) {
+      INFO("x " << shape.str());
+      Tensor x = Tensor::randn(shape, gen).set_requires_grad();
+      Tensor bias = Tensor::randn({out}, gen);
+      Tensor y = ops::quantized_linear(x, q, bias);
+      const Tensor g = Tensor::randn(y.shape(), gen);
+      backward(ops::sum(y * g));
+      const Tensor gx = x.grad();
+      x.set_grad(Tensor());
+      Tensor y_ref = ops::linear(x, dense, bias);
+      backward(ops::sum(y_ref * g));
+      CHECK(max_abs_diff(y, y_ref) < 1e-4);
+      CHECK(max_abs_diff(gx, x.grad()) < 1e-4);
+    }
   }
 }
 
@@ -239,8 +270,39 @@ TEST_CASE("quantizing a model's base: LoRA trains on it, and what cannot work is
                       Catch::Contains("quantized"));
   }
   SECTION("a weight that is not 2-D, or of an integer dtype, is refused") {
-    CHECK_THROWS_WITH(quantize_weight(Tensor::zeros({8}), QuantFormat::Int8), Catch::Contains("2-D"));
-    CHECK_THROWS_WITH(quantize_weight(Tensor::zeros({2, 2}, DType::I32), QuantFormat::Int8), Catch::Contains("int32"));
-    CHECK_THROWS_WITH(quantize_weight(Tensor::zeros({2, 2}), QuantFormat::Int8, true), Catch::Contains("nf4 only"));
+    CHECK_THROWS_WITH(quantize_weight(Tensor::zeros({8}), QuantFormat::Q8_0), Catch::Contains("2-D"));
+    CHECK_THROWS_WITH(quantize_weight(Tensor::zeros({2, 2}, DType::I32), QuantFormat::Q8_0), Catch::Contains("int32"));
+    CHECK_THROWS_WITH(quantize_weight(Tensor::zeros({2, 2}), QuantFormat::Q8_0, true), Catch::Contains("nf4 only"));
   }
+}
+
+TEST_CASE("an inference head: logits through a q8_0 copy of the head, the loss through the f32 one", "[quantized]") {
+  // llama-tiny: hidden 64, a tied head. Two copies of one random model, both with a q4_0 body; one also
+  // with the quantized inference head.
+  auto make = [] {
+    auto m = models::create_model(models::read_config_arg("llama-tiny"), 5);
+    m->eval();
+    m->freeze();
+    return m;
+  };
+  auto plain = make(), with_head = make();
+  models::quantize_base(*plain, QuantFormat::Q4_0);
+  const nn::QuantizeReport report = models::quantize_base(*with_head, QuantFormat::Q4_0, /*inference_head=*/true);
+  REQUIRE(plain->inference_head() == nullptr);
+  REQUIRE(with_head->inference_head() != nullptr);
+  CHECK(with_head->inference_head()->format == QuantFormat::Q8_0);  // the head stays above 4 bits
+  CHECK(report.quantized_bytes > 0);
+  Tensor ids = Tensor::from_vector(std::vector<int32_t>{3, 17, 42, 7, 99, 1}, {1, 6});
+  NoGradGuard no_grad;
+  const Tensor a = plain->forward(models::ForwardBatch(ids)), b = with_head->forward(models::ForwardBatch(ids));
+  REQUIRE(a.shape() == b.shape());
+  // Q8_0's error on the head's rows, relative to the logits' scale.
+  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < x.size(); ++i) scale = std::max(scale, std::abs(x[i])), diff = std::max(diff, std::abs(x[i] - y[i]));
+  CHECK(diff > 0);
+  CHECK(diff < 0.02 * scale);
+  // The loss uses the f32 head: the same in both.
+  const Tensor targets = Tensor::from_vector(std::vector<int32_t>{17, 42, 7, 99, 1, 3}, {1, 6});
+  CHECK(plain->loss(ids, targets).item() == with_head->loss(ids, targets).item());
 }

@@ -66,11 +66,11 @@ int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o
   app.add_option("--tokenizer", o.tokenizer, "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
   app.add_option("--data", o.data, "training text (or llm.c .bin tokens); default: data/tinyshakespeare.txt");
   app.add_option("--mode", o.mode, "full, lora, or compare (both, each in a fresh process)")->check(CLI::IsMember({"full", "lora", "compare"}))->capture_default_str();
-  app.add_option("--variants", o.variants, "with --mode compare: the runs, each in its own process, e.g. full,lora,lora+nf4,lora+nf4+ckpt (+bf16, +int8, +nf4: the base format; +ckpt: checkpointed activations)")->capture_default_str();
+  app.add_option("--variants", o.variants, "with --mode compare: the runs, each in its own process, e.g. full,lora,lora+nf4,lora+nf4+ckpt (+bf16, +int8, +q4_0, +nf4: the base format; +ckpt: checkpointed activations)")->capture_default_str();
   app.add_option("--rank", o.rank, "LoRA rank r")->check(CLI::Range(int64_t{1}, int64_t{1} << 16))->capture_default_str();
   app.add_option("--alpha", o.alpha, "LoRA alpha (scale alpha / r)")->check(CLI::Range(1e-6, 1e6))->capture_default_str();
   app.add_option("--targets", o.targets, "LoRA targets: names the model declares (q, k, v; any model: all-linear), layer names (c_attn, attn.c_proj, mlp.c_fc, q_proj, v_proj, gate_proj, ...) or patterns with *")->capture_default_str();
-  app.add_option("--base-dtype", o.base_dtype, "with --mode lora: hold the frozen base's linear weights as f32, bf16, int8 or nf4 (QLoRA's 4-bit NormalFloat, double-quantized)")->capture_default_str();
+  app.add_option("--base-dtype", o.base_dtype, "with --mode lora: hold the frozen base's linear weights as f32, bf16, q8_0 (or int8), q4_0 or nf4 (QLoRA's 4-bit NormalFloat, double-quantized)")->capture_default_str();
   app.add_option("--lora-dropout", o.lora_dropout, "dropout on the LoRA branch's input")->check(CLI::Range(0.0, 0.99))->capture_default_str();
   app.add_option("--steps", o.steps, "training steps per mode")->check(CLI::Range(int64_t{1}, int64_t{1} << 40))->capture_default_str();
   app.add_option("--batch", o.batch, "sequences per batch")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();

@@ -1,7 +1,9 @@
-// CPU gemm: row-major (strided-)batched matrix products through OpenBLAS.
+// CPU gemm: row-major (strided-)batched matrix products through OpenBLAS, and x W^T with few rows of x
+// (decoding) through the skinny product (backends/cpu/skinny_matmul.h).
 #include <cblas.h>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/skinny_matmul.h"
 
 namespace lora {
 namespace {
@@ -23,6 +25,15 @@ void blas_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const
 // inside the OpenMP region) instead of one multi-threaded BLAS call after another.
 constexpr int64_t kSmallGemm = 128 * 128 * 128;
 
+// The f32 product x [rows, k] W [n, k]^T (+ beta C) through the skinny kernels.
+void skinny_f32(int64_t rows, int64_t n, int64_t k, float alpha, const float* x, const float* w, float beta, float* c) {
+  cpu::SkinnyProduct p;
+  p.x = x, p.m = rows, p.ldx = k;
+  p.w = QuantizedView{QuantFormat::F32, n, k, reinterpret_cast<const uint8_t*>(w), nullptr, nullptr, nullptr, 0.0f};
+  p.alpha = alpha, p.beta = beta, p.y = c, p.ldy = n;
+  cpu::skinny_matmul(p);
+}
+
 }  // namespace
 
 void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmShape& s) {
@@ -39,6 +50,13 @@ void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmSha
       return;
     }
     // A batch of [m, k] rows against one shared B is one tall gemm (the linear layer's case).
+    const bool one_b = s.batch == 1 || (s.stride_b == 0 && s.stride_a == s.m * s.k && s.stride_c == s.m * s.n);
+    if constexpr (std::is_same_v<T, float>) {
+      if (one_b && !s.trans_a && s.trans_b && s.batch * s.m <= cpu::kSkinnyCrossover) {
+        skinny_f32(s.batch * s.m, s.n, s.k, alpha, pa, pb, beta, pc);
+        return;
+      }
+    }
     if (s.batch > 1 && s.stride_b == 0 && !s.trans_a && s.stride_a == s.m * s.k && s.stride_c == s.m * s.n) {
       blas_gemm<T>(false, s.trans_b, s.batch * s.m, s.n, s.k, alpha, pa, pb, beta, pc);
       return;

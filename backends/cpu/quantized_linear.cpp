@@ -1,8 +1,11 @@
 // CPU kernels of the matmul with a quantized frozen weight (backends/kernels/quantized_linear.h): each tile
-// of weight rows is dequantized in parallel (rows split across threads), then one OpenBLAS gemm runs on it.
+// of weight rows is dequantized in parallel (rows split across threads), then one OpenBLAS gemm runs on it;
+// up to kSkinnyCrossover rows of x in f32 (decoding), the skinny product reads the weight once and
+// dequantizes it in registers instead (the tile is not used).
 #include <cblas.h>
 
 #include "backends/cpu/dispatch.h"
+#include "backends/cpu/skinny_matmul.h"
 #include "backends/kernels/quantized_linear.h"
 
 namespace lora {
@@ -50,6 +53,12 @@ void gemm_ld(bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, 
 void kernels::QuantizedLinearForward::cpu(const Tensor& x, const QuantizedWeight& w, Tensor& tile, Tensor& y) {
   const Dims d = check_args(name, x, w.cols, w, tile, y, w.rows);
   const QuantizedView v = host_view(w);
+  if (x.dtype() == DType::F32 && d.rows >= 1 && d.rows <= cpu::kSkinnyCrossover) {
+    cpu::SkinnyProduct p;
+    p.x = x.data<float>(), p.m = d.rows, p.ldx = d.in, p.w = v, p.y = y.data<float>(), p.ldy = d.out;
+    cpu::skinny_matmul(p);
+    return;
+  }
   dispatch_floating(x.dtype(), name, [&]<typename T>() {
     const T* px = x.data<T>();
     T* pt = tile.data<T>();

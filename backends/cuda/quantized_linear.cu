@@ -1,6 +1,8 @@
 // CUDA kernels of the matmul with a quantized frozen weight (backends/kernels/quantized_linear.h): a kernel
 // dequantizes one tile of weight rows (one thread per weight), then cuBLAS multiplies by the tile, writing
 // a column block of y (forward) or accumulating into grad_x (backward) through leading dimensions.
+#include <cuda_fp16.h>
+
 #include <climits>
 
 #include "backends/cuda/checks.h"
@@ -32,9 +34,18 @@ __global__ void dequantize_kernel(DeviceView v, int64_t first, int64_t count, fl
       case QuantFormat::BF16:
         w = __uint_as_float(uint32_t(reinterpret_cast<const uint16_t*>(v.data)[i]) << 16);
         break;
-      case QuantFormat::Int8:  // q * absmax_row / 127
-        w = float(reinterpret_cast<const int8_t*>(v.data)[i]) * v.scale[i / v.cols];
+      case QuantFormat::Q8_0: {  // q d; rows are whole blocks of 32, so element i is in block i / 32
+        const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(v.data)[i / kQuantBlock];
+        w = float(b.qs[i % kQuantBlock]) * __half2float(__ushort_as_half(b.d));
         break;
+      }
+      case QuantFormat::Q4_0: {  // (q - 8) d; byte j: element j (low nibble), element j + 16 (high nibble)
+        const BlockQ4_0& b = reinterpret_cast<const BlockQ4_0*>(v.data)[i / kQuantBlock];
+        const int j = int(i % kQuantBlock);
+        const int q = j < kQuantBlock / 2 ? (b.qs[j] & 0x0F) : (b.qs[j - kQuantBlock / 2] >> 4);
+        w = float(q - 8) * __half2float(__ushort_as_half(b.d));
+        break;
+      }
       case QuantFormat::NF4: {  // code[q] * absmax_block
         const int64_t b = i / kNf4Block;
         const float absmax = v.absmax_codes ? v.absmax_mean + float(v.absmax_codes[b]) * v.absmax_scale[b / kNf4AbsmaxBlock]

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Decoding side by side with llama.cpp on the same random weights: llama-bench's pp128 and tg64 against
+# bench_serve --llama-bench, f32, the 8-bit base against Q8_0, the 4-bit base against Q4_0, in alternating
+# rounds, with the memory-bandwidth bound measured in the same run (bench_serve's streaming read).
+#
+#   bash benchmarks/compare_llama_cpp.sh [CONFIG] [ROUNDS]     (default: gpt2 3; smollm2-135m works too)
+#
+# Needs: build/bench_serve, an export_gguf (EXPORT_GGUF, default build/export_gguf) and llama.cpp's
+# llama-bench and llama-quantize (LLAMA_CPP_DIR, default /work/coord/llama.cpp, built by
+# tests/interop/build_llama_cpp.sh). Work files go to WORK (default /tmp/compare_llama_cpp). Take the figures
+# on a quiet machine: run it under /work/coord/bin/quiet where that exists.
+set -euo pipefail
+CONFIG=${1:-gpt2}
+ROUNDS=${2:-3}
+THREADS=${LORA_NUM_THREADS:-2}
+LLAMA=${LLAMA_CPP_DIR:-/work/coord/llama.cpp}/bin
+EXPORT_GGUF=${EXPORT_GGUF:-build/export_gguf}
+WORK=${WORK:-/tmp/compare_llama_cpp}/$CONFIG
+export LORA_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS
+
+for tool in build/bench_serve "$EXPORT_GGUF" "$LLAMA/llama-bench" "$LLAMA/llama-quantize"; do
+  [ -x "$tool" ] || { echo "error: $tool is missing (see the header of $0)" >&2; exit 1; }
+done
+
+mkdir -p "$WORK"
+if [ ! -f "$WORK/Q4_0.gguf" ]; then
+  echo "== the weights: random $CONFIG, as a Hugging Face folder and as GGUF (f32, then llama-quantize)"
+  build/bench_serve --config "$CONFIG" --save-weights "$WORK/hf" --bandwidth-mib 64 > /dev/null
+  if [ "$CONFIG" = gpt2 ] || [[ "$CONFIG" == gpt2-* ]]; then  # GPT-2's tokenizer files, for the GGUF's vocabulary
+    cp data/gpt2/encoder.json "$WORK/hf/vocab.json"
+    cp data/gpt2/vocab.bpe "$WORK/hf/merges.txt"
+  fi
+  "$EXPORT_GGUF" --weights "$WORK/hf" --type f32 --out "$WORK/F32.gguf" > /dev/null
+  "$LLAMA/llama-quantize" "$WORK/F32.gguf" "$WORK/Q8_0.gguf" Q8_0 > /dev/null 2>&1
+  "$LLAMA/llama-quantize" "$WORK/F32.gguf" "$WORK/Q4_0.gguf" Q4_0 > /dev/null 2>&1
+fi
+
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $THREADS threads, load $(cut -d' ' -f1-3 /proc/loadavg)"
+declare -A ours=( [F32]=f32 [Q8_0]=q8_0 [Q4_0]=q4_0 )
+for round in $(seq 1 "$ROUNDS"); do
+  for type in F32 Q8_0 Q4_0; do
+    # llama.cpp: the t/s column of its pp128 and tg64 rows (mean of 3 repetitions).
+    "$LLAMA/llama-bench" -m "$WORK/$type.gguf" -p 128 -n 64 -t "$THREADS" -r 3 -o csv 2> /dev/null |
+      awk -F, -v r="$round" -v t="$type" 'NR == 1 { for (i = 1; i <= NF; ++i) { gsub(/"/, "", $i); col[$i] = i } next }
+        { gsub(/"/, ""); test = $col["n_prompt"] > 0 ? "pp" $col["n_prompt"] : "tg" $col["n_gen"];
+          printf "round %s | %-5s | llama.cpp | %s %.1f tokens/s\n", r, t, test, $col["avg_ts"] }'
+    # lora.cpp: the best of 3 of each test, the bandwidth bound of this run beside it.
+    build/bench_serve --weights "$WORK/hf" --base-dtype "${ours[$type]}" --skip-adapters --skip-decode --llama-bench \
+        --repeats 3 2>&1 |
+      awk -v r="$round" -v t="$type" '/streaming read/ { bw = $0 } /bandwidth bound/ { bound = $0 }
+        /llama-bench style/ { printf "round %s | %-5s | lora.cpp  | %s\n", r, t, $0; print "        " bw; print "        " bound }'
+  done
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
