@@ -3,6 +3,9 @@
 #include "backends/cpu/skinny_matmul.h"
 
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -21,7 +24,10 @@ Isa probe_isa() {
       __builtin_cpu_supports("avx512dq")) {
     return Isa::AVX512;
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) return Isa::AVX2;
+  // clang 14 does not know "f16c" as a __builtin_cpu_supports name, so its CPUID bit (leaf 1, ECX bit 29) is read.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) return Isa::AVX2;
 #endif
   return Isa::Portable;
 }
