@@ -235,7 +235,7 @@ TEST_CASE("examples longer than --max-seq are truncated and counted, or dropped;
   REQUIRE_THROWS_WITH(train::prepare_examples(none, 50, false, "--data 'e.jsonl'"), Catch::Contains("no examples"));
 }
 
-TEST_CASE("--eval-fraction holds out whole examples, seeded", "[train_data]") {
+TEST_CASE("an eval fraction (--eval-fraction) holds out whole examples, seeded", "[train_data]") {
   const std::vector<Example> examples = examples_of(std::vector<int64_t>(20, 4));
   std::vector<Example> a = examples, b = examples, c = examples;
   const std::vector<Example> held_a = train::split_off_examples(a, 0.25, 3);
