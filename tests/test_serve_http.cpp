@@ -272,11 +272,13 @@ TEST_CASE("serve program: bad flags are refused before anything is served", "[se
 }
 
 TEST_CASE("serve: a client that hangs up mid-stream has its request cancelled, and the server goes on", "[serve][http]") {
-  // A tiny model with room for 500 tokens: the stream is still running when the client leaves.
+  // A tiny model with room for 4000 tokens: the stream is still running when the client leaves. With 500
+  // tokens the engine could finish (about 50 ms) before a descheduled server thread saw the hang-up on a
+  // loaded machine, and the request counted as finished instead of cancelled.
   nlohmann::json config = models::read_config_arg("tiny").json;
-  config["n_positions"] = 512;
-  config["n_ctx"] = 512;
-  auto model = models::create_model({config, "tiny with 512 positions"}, 4);
+  config["n_positions"] = 4096;
+  config["n_ctx"] = 4096;
+  auto model = models::create_model({config, "tiny with 4096 positions"}, 4);
   const auto tokenizer = tokenizer::GPT2Tokenizer::load_default();
   serve::AdapterSet set(*model, 1);
   serve::DecodeEngine engine(*model, set, {.max_sequences = 2, .max_queue = 2}, &tokenizer);
@@ -290,7 +292,7 @@ TEST_CASE("serve: a client that hangs up mid-stream has its request cancelled, a
   httplib::Request req;
   req.method = "POST";
   req.path = "/v1/completions";
-  req.body = completion("base", {4, 5}, 500, true).dump();
+  req.body = completion("base", {4, 5}, 4000, true).dump();
   req.set_header("Content-Type", "application/json");
   req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 2; };
   (void)leaving.send(req);
