@@ -442,4 +442,16 @@ TEST_CASE("a refused adapter leaves the model's current adapter in place", "[lor
   }
   REQUIRE_THROWS_WITH(import_adapter(model, hostile), Catch::Contains("slice metadata"));
   testing::require_close(model.forward(ids), before, 0, 0);
+  // Offsets near 2^63, where offset + size wraps to a negative number: refused before any index is formed
+  // (a wrapped check once let them through, and filling B then wrote far outside the heap block).
+  for (const std::string& wrapping : {"9223372036854775800:48,0:48", "0:48,9223372036854775807:48",
+                                      "9223372036854775807:9223372036854775807,0:48"}) {
+    INFO(wrapping);
+    AdapterState near_overflow = models::export_adapter(model, "tiny");
+    for (auto& [key, value] : near_overflow.metadata) {
+      if (key.rfind("lora_cpp.slices.", 0) == 0) value = wrapping;
+    }
+    REQUIRE_THROWS_WITH(import_adapter(model, near_overflow), Catch::Contains("slice metadata"));
+    testing::require_close(model.forward(ids), before, 0, 0);
+  }
 }

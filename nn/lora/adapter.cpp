@@ -346,8 +346,11 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
     p.options.validate();
     const int64_t size = p.slices.empty() ? out : p.slices[0].size;
     for (const OutputSlice& sl : p.slices) {
-      LORA_CHECK(sl.size == size && sl.offset >= 0 && sl.size > 0 && sl.offset + sl.size <= out,
-                 "{}: slice metadata of '{}' does not fit its {} outputs", source, path, out);
+      // offset <= out - size rather than offset + size <= out: offsets are read from the file, and a hostile
+      // one near 2^63 would wrap the sum and pass, then index B far out of bounds below.
+      LORA_CHECK(sl.size == size && sl.offset >= 0 && sl.size > 0 && sl.size <= out && sl.offset <= out - sl.size,
+                 "{}: slice metadata of '{}' ({}:{}) does not fit its {} outputs", source, path, sl.offset, sl.size,
+                 out);
     }
     LORA_CHECK(p.options.rank <= std::min(in, size), "{}: rank {} of '{}' exceeds the layer's size", source,
                p.options.rank, path);
