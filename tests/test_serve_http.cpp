@@ -272,13 +272,17 @@ TEST_CASE("serve program: bad flags are refused before anything is served", "[se
 }
 
 TEST_CASE("serve: a client that hangs up mid-stream has its request cancelled, and the server goes on", "[serve][http]") {
-  // A tiny model with room for 4000 tokens: the stream is still running when the client leaves. With 500
-  // tokens the engine could finish (about 50 ms) before a descheduled server thread saw the hang-up on a
-  // loaded machine, and the request counted as finished instead of cancelled.
+  // A model with room for 4000 tokens and wide enough (about 12M multiply-adds a token) that generating them
+  // takes seconds: the stream is still running when the client leaves, even on a loaded machine. (The tiny
+  // preset generated 4000 tokens in a fraction of a second and sometimes finished before the server saw
+  // the hang-up.)
   nlohmann::json config = models::read_config_arg("tiny").json;
   config["n_positions"] = 4096;
   config["n_ctx"] = 4096;
-  auto model = models::create_model({config, "tiny with 4096 positions"}, 4);
+  config["n_embd"] = 512;
+  config["n_head"] = 8;
+  config["n_layer"] = 4;
+  auto model = models::create_model({config, "a 512-wide model with 4096 positions"}, 4);
   const auto tokenizer = tokenizer::GPT2Tokenizer::load_default();
   serve::AdapterSet set(*model, 1);
   serve::DecodeEngine engine(*model, set, {.max_sequences = 2, .max_queue = 2}, &tokenizer);
@@ -287,16 +291,21 @@ TEST_CASE("serve: a client that hangs up mid-stream has its request cancelled, a
   serve::HttpServer server(engine, tokenizer, options);
   const int port = server.start();
 
-  httplib::Client leaving("127.0.0.1", port);
-  int chunks = 0;
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/completions";
-  req.body = completion("base", {4, 5}, 4000, true).dump();
-  req.set_header("Content-Type", "application/json");
-  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 2; };
-  (void)leaving.send(req);
-  REQUIRE(chunks == 2);
+  {
+    httplib::Client leaving("127.0.0.1", port);
+    int chunks = 0;
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = completion("base", {4, 5}, 4000, true).dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 2; };
+    (void)leaving.send(req);
+    REQUIRE(chunks == 2);
+    // Hang up. A client that only stops reading keeps its socket open: the server's writes then block in a
+    // full socket buffer while the engine finishes all 4000 tokens, and nothing is cancelled.
+    leaving.stop();
+  }
   json health;
   for (int i = 0; i < 200; ++i) {
     health = get(port, "/health").body;
