@@ -6,14 +6,14 @@
 #   bash benchmarks/compare_llama_cpp.sh [CONFIG] [ROUNDS]     (default: gpt2 3; smollm2-135m works too)
 #
 # Needs: build/bench_serve, an export_gguf (EXPORT_GGUF, default build/export_gguf) and llama.cpp's
-# llama-bench and llama-quantize (LLAMA_CPP_DIR, default /work/coord/llama.cpp, built by
+# llama-bench and llama-quantize (LLAMA_CPP_DIR, default build/llama.cpp, built by
 # tests/interop/build_llama_cpp.sh). Work files go to WORK (default /tmp/compare_llama_cpp). Take the figures
-# on a quiet machine: run it under /work/coord/bin/quiet where that exists.
+# on a quiet machine: run it with nothing else running (check `uptime`).
 set -euo pipefail
 CONFIG=${1:-gpt2}
 ROUNDS=${2:-3}
 THREADS=${LORA_NUM_THREADS:-2}
-LLAMA=${LLAMA_CPP_DIR:-/work/coord/llama.cpp}/bin
+LLAMA=${LLAMA_CPP_DIR:-build/llama.cpp}/bin
 EXPORT_GGUF=${EXPORT_GGUF:-build/export_gguf}
 WORK=${WORK:-/tmp/compare_llama_cpp}/$CONFIG
 export LORA_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS

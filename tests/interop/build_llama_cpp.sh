@@ -3,7 +3,7 @@
 # llama.cpp, checked against its sha256. The interop checks (tests/interop/interop_gguf.sh) and the
 # benchmarks that compare with llama.cpp (bench_serve --llama-bench) use this one build.
 #
-#   bash tests/interop/build_llama_cpp.sh [PREFIX]      (default PREFIX: /work/coord/llama.cpp, or $LLAMA_CPP_DIR)
+#   bash tests/interop/build_llama_cpp.sh [PREFIX]      (default PREFIX: build/llama.cpp, or $LLAMA_CPP_DIR)
 #
 # PREFIX/src holds the sources (with convert_hf_to_gguf.py and gguf-py), PREFIX/bin the programs. Builds run
 # under `flock PREFIX.lock`, so that two checkouts never build into the same folder at once. Nothing is done
@@ -11,7 +11,7 @@
 set -euo pipefail
 VERSION=0.3.36
 SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
-PREFIX=${1:-${LLAMA_CPP_DIR:-/work/coord/llama.cpp}}
+PREFIX=${1:-${LLAMA_CPP_DIR:-build/llama.cpp}}
 TOOLS=(llama-debug llama-completion llama-simple llama-perplexity llama-quantize llama-export-lora llama-bench llama-tokenize)
 
 mkdir -p "$(dirname "$PREFIX")"

@@ -2,9 +2,9 @@
 """lora.cpp's GGUF files checked against llama.cpp itself (run by hand; the last output is committed as
 tests/interop/OUTPUT_gguf.txt).
 
-    bash tests/interop/build_llama_cpp.sh                 # llama.cpp, pinned, into /work/coord/llama.cpp
+    bash tests/interop/build_llama_cpp.sh                 # llama.cpp, pinned, into build/llama.cpp
     pip install numpy safetensors
-    python3 tests/interop/interop_gguf.py [--build build] [--llama /work/coord/llama.cpp/bin]
+    python3 tests/interop/interop_gguf.py [--build build] [--llama build/llama.cpp/bin]
 
 Models (random weights: no trained checkpoint can be downloaded here; the checks compare two
 implementations on identical weights, which random weights do as well as trained ones):
@@ -186,7 +186,7 @@ def perplexity(llama, gguf, text_file):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--llama", default=os.environ.get("LLAMA_CPP_BIN", "/work/coord/llama.cpp/bin"))
+    ap.add_argument("--llama", default=os.environ.get("LLAMA_CPP_BIN", "build/llama.cpp/bin"))
     ap.add_argument("--models", default="gpt2,llama,qwen2")
     args = ap.parse_args()
     build, llama = os.path.abspath(args.build), args.llama
