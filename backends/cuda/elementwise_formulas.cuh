@@ -79,13 +79,14 @@ template <>
 struct Unary<UnaryOp::Gelu> {
   static constexpr float kSqrt2OverPi = 0.7978845608028654f;
   static constexpr float kCoeff = 0.044715f;
+  // As on the CPU: 0.5 (1 + tanh u) written as sigmoid(2u), which does not cancel to 0 for large negative x.
   __device__ static float forward(float x, float) {
-    return 0.5f * x * (1.f + tanhf(kSqrt2OverPi * (x + kCoeff * x * x * x)));
+    return x / (1.f + expf(-2.f * kSqrt2OverPi * (x + kCoeff * x * x * x)));
   }
   __device__ static float backward(float x, float g, float) {
     const float x2 = x * x;
-    const float t = tanhf(kSqrt2OverPi * (x + kCoeff * x2 * x));
-    return g * (0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * kSqrt2OverPi * (1.f + 3.f * kCoeff * x2));
+    const float s = 1.f / (1.f + expf(-2.f * kSqrt2OverPi * (x + kCoeff * x2 * x)));
+    return g * (s + 2.f * x * s * (1.f - s) * kSqrt2OverPi * (1.f + 3.f * kCoeff * x2));
   }
 };
 
