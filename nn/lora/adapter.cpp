@@ -230,10 +230,42 @@ void remove_lora(Module& model, bool keep_merged) {
   }
 }
 
-void import_adapter(Module& model, const AdapterState& state, const std::string& source) {
-  ordered_json config;
+// ---------------------------------------------------------------------------------------------------
+// Import, in four steps: parse adapter_config.json, group the tensors by module, validate each module
+// against the model (planning its layer), then apply the plan. Nothing touches the model before the last
+// step, so a refused adapter leaves it as it was.
+
+namespace {
+
+// adapter_config.json, read and checked: what the import honours.
+struct AdapterSettings {
+  ordered_json config;  // kept for the per-module patterns (in the file's order)
+  int64_t rank = 0;     // r
+  double alpha = 0;     // lora_alpha
+  bool rslora = false;
+  double dropout = 0;
+
+  // PEFT's per-module overrides, {"name pattern": value}: the first key in the file that matches wins.
+  double pattern_value(const char* field, const std::string& path, double fallback, const std::string& source) const {
+    if (!config.contains(field) || config[field].is_null()) return fallback;
+    LORA_CHECK(config[field].is_object(), "{}: adapter_config.json '{}' must be an object", source, field);
+    for (const auto& [pattern, value] : config[field].items()) {
+      LORA_CHECK(value.is_number() && std::isfinite(value.get<double>()) && value.get<double>() > 0,
+                 "{}: adapter_config.json '{}' holds {} for '{}', expected a positive number", source, field,
+                 value.dump(), pattern);
+      if (pattern_matches(pattern, path, fmt::format("{}: adapter_config.json '{}'", source, field))) {
+        return value.get<double>();
+      }
+    }
+    return fallback;
+  }
+};
+
+AdapterSettings parse_adapter_config(const std::string& config_json, const std::string& source) {
+  AdapterSettings settings;
+  ordered_json& config = settings.config;
   try {
-    config = ordered_json::parse(state.config_json);
+    config = ordered_json::parse(config_json);
   } catch (const ordered_json::exception& e) {
     LORA_FAIL("{}: adapter_config.json is not valid JSON: {}", source, e.what());
   }
@@ -248,22 +280,8 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
   LORA_CHECK(config.contains("lora_alpha") && config["lora_alpha"].is_number() &&
                  std::isfinite(config["lora_alpha"].get<double>()) && config["lora_alpha"].get<double>() > 0,
              "{}: adapter_config.json 'lora_alpha' must be a positive number", source);
-  const int64_t default_rank = config["r"].get<int64_t>();
-  const double default_alpha = config["lora_alpha"].get<double>();
-  // PEFT's per-module overrides: {"name pattern": value}; the first key in the file that matches wins.
-  auto pattern_value = [&](const char* field, const std::string& path, double fallback) {
-    if (!config.contains(field) || config[field].is_null()) return fallback;
-    LORA_CHECK(config[field].is_object(), "{}: adapter_config.json '{}' must be an object", source, field);
-    for (const auto& [pattern, value] : config[field].items()) {
-      LORA_CHECK(value.is_number() && std::isfinite(value.get<double>()) && value.get<double>() > 0,
-                 "{}: adapter_config.json '{}' holds {} for '{}', expected a positive number", source, field,
-                 value.dump(), pattern);
-      if (pattern_matches(pattern, path, fmt::format("{}: adapter_config.json '{}'", source, field))) {
-        return value.get<double>();
-      }
-    }
-    return fallback;
-  };
+  settings.rank = config["r"].get<int64_t>();
+  settings.alpha = config["lora_alpha"].get<double>();
   auto typed = [&](const char* field, auto fallback) {
     using T = decltype(fallback);
     if (!config.contains(field) || config[field].is_null()) return fallback;
@@ -272,123 +290,155 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
     LORA_CHECK(ok, "{}: adapter_config.json '{}' = {} has the wrong type", source, field, v.dump());
     return v.get<T>();
   };
-  const bool rslora = typed("use_rslora", false);
-  const double dropout = typed("lora_dropout", 0.0);
-  LORA_CHECK(dropout >= 0 && dropout < 1, "{}: adapter_config.json 'lora_dropout' = {} is outside [0, 1)", source, dropout);
+  settings.rslora = typed("use_rslora", false);
+  settings.dropout = typed("lora_dropout", 0.0);
+  LORA_CHECK(settings.dropout >= 0 && settings.dropout < 1, "{}: adapter_config.json 'lora_dropout' = {} is outside [0, 1)",
+             source, settings.dropout);
+  return settings;
+}
 
-  // Group A and B by module path.
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// PEFT's tensor names, base_model.model.<path>.lora_A.weight (or .lora_A.default.weight, as older PEFT
+// saves the default adapter), grouped into (A, B) by module path.
+std::map<std::string, std::pair<Tensor, Tensor>> group_by_module(const AdapterState& state, const std::string& source) {
   std::map<std::string, std::pair<Tensor, Tensor>> modules;
   for (const auto& [key, t] : state.tensors) {
     LORA_CHECK(key.rfind(kPrefix, 0) == 0, "{}: unexpected tensor '{}' (expected {}...lora_A.weight / lora_B.weight)",
                source, key, kPrefix);
-    std::string rest = key.substr(kPrefix.size());
-    for (const std::string dflt : {".lora_A.default.weight", ".lora_B.default.weight"}) {
-      if (rest.size() > dflt.size() && rest.compare(rest.size() - dflt.size(), dflt.size(), dflt) == 0) {
-        rest = rest.substr(0, rest.size() - dflt.size()) + dflt.substr(0, 7) + ".weight";
+    const std::string rest = key.substr(kPrefix.size());
+    bool matched = false;
+    for (const bool is_a : {true, false}) {
+      const std::string plain = is_a ? ".lora_A.weight" : ".lora_B.weight";
+      const std::string named = is_a ? ".lora_A.default.weight" : ".lora_B.default.weight";
+      for (const std::string& suffix : {named, plain}) {
+        if (matched || !ends_with(rest, suffix)) continue;
+        auto& [A, B] = modules[rest.substr(0, rest.size() - suffix.size())];
+        (is_a ? A : B) = t;
+        matched = true;
       }
     }
-    if (rest.size() > 14 && rest.compare(rest.size() - 14, 14, ".lora_A.weight") == 0) {
-      modules[rest.substr(0, rest.size() - 14)].first = t;
-    } else if (rest.size() > 14 && rest.compare(rest.size() - 14, 14, ".lora_B.weight") == 0) {
-      modules[rest.substr(0, rest.size() - 14)].second = t;
-    } else {
-      LORA_FAIL("{}: unexpected tensor '{}' (only lora_A and lora_B weights are supported)", source, key);
-    }
+    LORA_CHECK(matched, "{}: unexpected tensor '{}' (only lora_A and lora_B weights are supported)", source, key);
   }
   LORA_CHECK(!modules.empty(), "{}: the adapter holds no tensors", source);
+  return modules;
+}
 
-  // Validate everything before touching the model: a refused adapter leaves the model as it was.
-  struct Planned {
-    std::string path;
-    std::shared_ptr<Linear> base;
-    LoRAOptions options;
-    std::vector<OutputSlice> slices;
-    Tensor A, B;  // B in lora.cpp's per-slice layout
-  };
-  std::vector<Planned> plan;
-  for (const auto& [path, ab] : modules) {
-    const auto& [A, B] = ab;
-    const double rank_value = pattern_value("rank_pattern", path, static_cast<double>(default_rank));
-    LORA_CHECK(rank_value == std::floor(rank_value) && rank_value <= (1 << 20),
-               "{}: the rank of '{}' from rank_pattern, {}, is not a whole number", source, path, rank_value);
-    const int64_t r = static_cast<int64_t>(rank_value);
-    const double alpha = pattern_value("alpha_pattern", path, default_alpha);
-    LORA_CHECK(A.defined(), "{}: module '{}' has lora_B but no lora_A", source, path);
-    LORA_CHECK(B.defined(), "{}: module '{}' has lora_A but no lora_B", source, path);
-    LORA_CHECK(all_finite(A) && all_finite(B), "{}: {}.lora_A or lora_B holds inf or nan values", source, path);
-    std::shared_ptr<Module> target;
-    try {
-      target = model.module_at(path);
-    } catch (const Error&) {
-      LORA_FAIL("{}: the adapter targets '{}', which this model does not have (an adapter for another model size?)",
-                source, path);
-    }
-    // A layer that already holds an adapter is replaced: the new adapter goes onto its base layer.
-    auto base = std::dynamic_pointer_cast<Linear>(target);
-    if (auto wrapped = std::dynamic_pointer_cast<LoRALinear>(target)) base = wrapped->base_layer;
-    LORA_CHECK(base != nullptr, "{}: '{}' is not a linear layer", source, path);
-    const int64_t in = base->in_features(), out = base->out_features();
-    LORA_CHECK(A.shape() == (Shape{r, in}), "{}: {}.lora_A has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)",
-               source, path, A.shape().str(), r, in, r);
-    LORA_CHECK(B.shape() == (Shape{out, r}), "{}: {}.lora_B has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)",
-               source, path, B.shape().str(), out, r, r);
+// One module's layer, validated against the model and ready to swap in.
+struct PlannedLayer {
+  std::string path;
+  std::shared_ptr<Linear> base;
+  LoRAOptions options;
+  std::vector<OutputSlice> slices;
+  Tensor A, B;  // B in lora.cpp's per-slice layout
+};
 
-    Planned p{path, base, {}, {}, A, B};
-    p.options.dropout = dropout;
-    p.options.rslora = rslora;
-    if (auto it = state.metadata.find("lora_cpp.slices." + path); it != state.metadata.end()) {
-      p.slices = parse_slices(it->second, source);
-    }
-    const int64_t S = p.slices.empty() ? 1 : static_cast<int64_t>(p.slices.size());
-    LORA_CHECK(r % S == 0, "{}: rank {} does not split into {} slices", source, r, S);
-    p.options.rank = r / S;
-    p.options.alpha = rslora ? alpha / std::sqrt(static_cast<double>(S)) : alpha / static_cast<double>(S);
-    p.options.validate();
-    const int64_t size = p.slices.empty() ? out : p.slices[0].size;
-    for (const OutputSlice& sl : p.slices) {
-      // offset <= out - size rather than offset + size <= out: offsets are read from the file, and a hostile
-      // one near 2^63 would wrap the sum and pass, then index B far out of bounds below.
-      LORA_CHECK(sl.size == size && sl.offset >= 0 && sl.size > 0 && sl.size <= out && sl.offset <= out - sl.size,
-                 "{}: slice metadata of '{}' ({}:{}) does not fit its {} outputs", source, path, sl.offset, sl.size,
-                 out);
-    }
-    LORA_CHECK(p.options.rank <= std::min(in, size), "{}: rank {} of '{}' exceeds the layer's size", source,
-               p.options.rank, path);
-    if (!p.slices.empty()) {
-      // Take the diagonal blocks B[slice s rows, columns s r .. (s+1) r); everything else must be zero.
-      const int64_t rs = p.options.rank;
-      Tensor Bs = Tensor::zeros({S * size, rs});
-      const float* src = B.data<float>();
-      std::vector<bool> covered(static_cast<size_t>(out * r), false);
-      for (int64_t s = 0; s < S; ++s) {
-        for (int64_t i = 0; i < size; ++i) {
-          for (int64_t j = 0; j < rs; ++j) {
-            const int64_t at = (p.slices[s].offset + i) * r + s * rs + j;
-            Bs.data<float>()[(s * size + i) * rs + j] = src[at];
-            covered[at] = true;
-          }
-        }
+// B [out, S r] as the file holds a sliced adapter (PEFT's view of one rank-S r adapter on the whole layer:
+// slice s's rows are non-zero only in columns s r .. (s+1) r) -> lora.cpp's per-slice layout [S size, r].
+// Everything outside the diagonal blocks must be zero, or the file is not what its slice metadata says.
+Tensor per_slice_B(const Tensor& B, const std::vector<OutputSlice>& slices, int64_t rank_per_slice,
+                   const std::string& path, const std::string& source) {
+  const int64_t S = static_cast<int64_t>(slices.size()), size = slices[0].size, rs = rank_per_slice;
+  const int64_t out = B.shape()[0], r = B.shape()[1];
+  Tensor Bs = Tensor::zeros({S * size, rs});
+  const float* src = B.data<float>();
+  std::vector<bool> covered(static_cast<size_t>(out * r), false);
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t i = 0; i < size; ++i) {
+      for (int64_t j = 0; j < rs; ++j) {
+        const int64_t at = (slices[s].offset + i) * r + s * rs + j;
+        Bs.data<float>()[(s * size + i) * rs + j] = src[at];
+        covered[at] = true;
       }
-      for (int64_t i = 0; i < out * r; ++i) {
-        LORA_CHECK(covered[i] || src[i] == 0.0f,
-                   "{}: {}.lora_B is not block-structured as its slice metadata says", source, path);
-      }
-      p.B = Bs;
     }
-    plan.push_back(std::move(p));
   }
+  for (int64_t i = 0; i < out * r; ++i) {
+    LORA_CHECK(covered[i] || src[i] == 0.0f, "{}: {}.lora_B is not block-structured as its slice metadata says",
+               source, path);
+  }
+  return Bs;
+}
 
-  // Then swap: unwrap the current adapters, wrap the planned layers.
+PlannedLayer plan_layer(Module& model, const AdapterState& state, const AdapterSettings& settings,
+                        const std::string& path, const Tensor& A, const Tensor& B, const std::string& source) {
+  const double rank_value = settings.pattern_value("rank_pattern", path, static_cast<double>(settings.rank), source);
+  LORA_CHECK(rank_value == std::floor(rank_value) && rank_value <= (1 << 20),
+             "{}: the rank of '{}' from rank_pattern, {}, is not a whole number", source, path, rank_value);
+  const int64_t r = static_cast<int64_t>(rank_value);
+  const double alpha = settings.pattern_value("alpha_pattern", path, settings.alpha, source);
+  LORA_CHECK(A.defined(), "{}: module '{}' has lora_B but no lora_A", source, path);
+  LORA_CHECK(B.defined(), "{}: module '{}' has lora_A but no lora_B", source, path);
+  LORA_CHECK(all_finite(A) && all_finite(B), "{}: {}.lora_A or lora_B holds inf or nan values", source, path);
+  std::shared_ptr<Module> target;
+  try {
+    target = model.module_at(path);
+  } catch (const Error&) {
+    LORA_FAIL("{}: the adapter targets '{}', which this model does not have (an adapter for another model size?)",
+              source, path);
+  }
+  // A layer that already holds an adapter is replaced: the new adapter goes onto its base layer.
+  auto base = std::dynamic_pointer_cast<Linear>(target);
+  if (auto wrapped = std::dynamic_pointer_cast<LoRALinear>(target)) base = wrapped->base_layer;
+  LORA_CHECK(base != nullptr, "{}: '{}' is not a linear layer", source, path);
+  const int64_t in = base->in_features(), out = base->out_features();
+  LORA_CHECK(A.shape() == (Shape{r, in}),
+             "{}: {}.lora_A has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)", source, path,
+             A.shape().str(), r, in, r);
+  LORA_CHECK(B.shape() == (Shape{out, r}),
+             "{}: {}.lora_B has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)", source, path,
+             B.shape().str(), out, r, r);
+
+  PlannedLayer p{path, base, {}, {}, A, B};
+  p.options.dropout = settings.dropout;
+  p.options.rslora = settings.rslora;
+  if (auto it = state.metadata.find("lora_cpp.slices." + path); it != state.metadata.end()) {
+    p.slices = parse_slices(it->second, source);
+  }
+  const int64_t S = p.slices.empty() ? 1 : static_cast<int64_t>(p.slices.size());
+  LORA_CHECK(r % S == 0, "{}: rank {} does not split into {} slices", source, r, S);
+  p.options.rank = r / S;
+  // The scale of rank S r must equal the per-slice scale: alpha' / (S r) = alpha / r (or / sqrt for rsLoRA).
+  p.options.alpha = settings.rslora ? alpha / std::sqrt(static_cast<double>(S)) : alpha / static_cast<double>(S);
+  p.options.validate();
+  const int64_t size = p.slices.empty() ? out : p.slices[0].size;
+  for (const OutputSlice& sl : p.slices) {
+    // offset <= out - size rather than offset + size <= out: offsets are read from the file, and a hostile
+    // one near 2^63 would wrap the sum and pass, then index B far out of bounds in per_slice_B.
+    LORA_CHECK(sl.size == size && sl.offset >= 0 && sl.size > 0 && sl.size <= out && sl.offset <= out - sl.size,
+               "{}: slice metadata of '{}' ({}:{}) does not fit its {} outputs", source, path, sl.offset, sl.size,
+               out);
+  }
+  LORA_CHECK(p.options.rank <= std::min(in, size), "{}: rank {} of '{}' exceeds the layer's size", source,
+             p.options.rank, path);
+  if (!p.slices.empty()) p.B = per_slice_B(B, p.slices, p.options.rank, path, source);
+  return p;
+}
+
+// Unwraps the current adapters and wraps the planned layers.
+void apply_plan(Module& model, std::vector<PlannedLayer>& plan) {
   remove_lora(model);
   model.freeze();
   NoGradGuard no_grad;
-  for (Planned& p : plan) {
+  for (PlannedLayer& p : plan) {
     auto layer = std::make_shared<LoRALinear>(p.base, p.options, p.slices);
     layer->lora_A.copy_from(p.A.to(layer->lora_A.device()));
     layer->lora_B.copy_from(p.B.to(layer->lora_B.device()));
     auto [parent, name] = split_parent(p.path);
     module_or_root(model, parent).replace_child(name, layer);
   }
+}
+
+}  // namespace
+
+void import_adapter(Module& model, const AdapterState& state, const std::string& source) {
+  const AdapterSettings settings = parse_adapter_config(state.config_json, source);
+  std::vector<PlannedLayer> plan;
+  for (const auto& [path, ab] : group_by_module(state, source)) {
+    plan.push_back(plan_layer(model, state, settings, path, ab.first, ab.second, source));
+  }
+  apply_plan(model, plan);
 }
 
 void load_adapter(Module& model, const std::string& dir) { import_adapter(model, read_adapter(dir), "adapter '" + dir + "'"); }
