@@ -352,24 +352,26 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   const std::string base_name = !o.weights.empty() ? o.weights : o.config.empty() ? "gpt2" : o.config;
   if (lora_mode) models::save_adapter(*model, dir.string(), base_name);
   else models::save_hf_checkpoint(*model, dir.string());
-  // Ready to use: the tokenizer and chat template beside the weights, and how they were trained.
-  const std::vector<std::string> copied = tools::copy_tokenizer_files(dir.string(), o, *model, data);
-  nlohmann::json settings = tools::resolved_settings(o, mode, o.steps, lr, data, base_name);
-  settings["result"] = {{"steps_done", record.steps_done}, {"epochs", record.epochs},
-                        {"stopped_early", record.stopped_early}, {"best_step", record.best_step},
-                        {"final_loss", record.losses.empty() ? nlohmann::json() : nlohmann::json(record.losses.back())}};
-  if (!std::isfinite(record.losses.empty() ? 0.0 : record.losses.back())) settings["result"]["final_loss"] = nullptr;
-  if (record.best_step > 0) settings["result"]["best_eval_loss"] = record.best_eval;
-  tools::write_training_settings(dir.string(), settings);
-  if (keep) fmt::print("beside it: training_settings.json{}{}\n", copied.empty() ? "" : ", ", fmt::join(copied, ", "));
   if (lora_mode && o.save_gguf_adapter) {  // llama-cli -m BASE.gguf --lora DIR/adapter.gguf
     const auto gguf = models::gguf_io::export_gguf_adapter(*model, (dir / "adapter.gguf").string());
     fmt::print("saved the adapter as GGUF too: {} ({})\n", (dir / "adapter.gguf").string(), gguf.str());
   }
-  report.saved_bytes = directory_bytes(dir);
+  report.saved_bytes = directory_bytes(dir);  // the weights alone
   report.saved_path = keep ? dir.string() : "";
   fmt::print("saved {} ({}){}\n", lora_mode ? "the adapter" : "the model", tools::human_bytes(report.saved_bytes),
              keep ? " to " + dir.string() : " (measured, then removed: pass --save DIR to keep it)");
+  if (keep) {
+    // Ready to use: the tokenizer and chat template beside the weights, and how they were trained.
+    const std::vector<std::string> copied = tools::copy_tokenizer_files(dir.string(), o, *model, data);
+    nlohmann::json settings = tools::resolved_settings(o, mode, o.steps, lr, data, base_name);
+    const double final_loss = record.losses.empty() ? std::nan("") : record.losses.back();
+    settings["result"] = {{"steps_done", record.steps_done}, {"epochs", record.epochs},
+                          {"stopped_early", record.stopped_early}, {"best_step", record.best_step},
+                          {"final_loss", std::isfinite(final_loss) ? nlohmann::json(final_loss) : nlohmann::json()}};
+    if (record.best_step > 0) settings["result"]["best_eval_loss"] = record.best_eval;
+    tools::write_training_settings(dir.string(), settings);
+    fmt::print("beside it: training_settings.json{}{}\n", copied.empty() ? "" : ", ", fmt::join(copied, ", "));
+  }
   if (!keep) fs::remove_all(dir);
   fmt::print("\n{}", report.table());
   return report;
