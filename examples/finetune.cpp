@@ -232,8 +232,8 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   fmt::print("batches: {}{}\n", source->describe(),
              o.grad_accum > 1 ? fmt::format(", {} micro-batches per step", o.grad_accum) : "");
   if (o.epochs > 0) {
-    o.steps = tools::steps_for_epochs(*source, o.epochs, o.grad_accum);
-    fmt::print("--epochs {}: {} steps ({:.1f} micro-batches of {} per epoch{}, {} per step)\n", o.epochs, o.steps,
+    o.steps = tools::steps_for_epochs(*source, o.epochs, o.grad_accum, o.batch * comm.size());
+    fmt::print("--epochs {}: {} steps (about {:.1f} micro-batches of {} per epoch{}, {} per step)\n", o.epochs, o.steps,
                source->batches_per_epoch(), o.batch, comm.size() > 1 ? fmt::format(" on each of {} ranks", comm.size()) : "",
                o.grad_accum);
     LORA_CHECK(o.warmup < o.steps || o.steps == 1, "--warmup {} must be below the {} steps of --epochs {}", o.warmup,

@@ -106,7 +106,10 @@ std::string FinetuneData::describe() const {
   if (!examples) {
     return out + fmt::format("data: {} training tokens, {} held out ({})\n", tokens.train.size(), tokens.val.size(), held_out);
   }
-  out += fmt::format("data: training {}\n", train_counts.describe());
+  int64_t train_tokens = 0;
+  for (const train::Example& e : train_examples) train_tokens += int64_t(e.ids.size());
+  out += fmt::format("data: {}; {} examples ({} tokens) for training\n", train_counts.describe(), train_examples.size(),
+                     train_tokens);
   if (chat_template) out += fmt::format("chat template: {}\n", chat_template->origin());
   out += fmt::format("held out: {}\n", held_out);
   return out;
@@ -211,8 +214,18 @@ std::unique_ptr<train::BatchSource> make_training_source(const FinetuneData& dat
   return std::make_unique<train::ExampleSource>(data.train_examples, batching, shard);
 }
 
-int64_t steps_for_epochs(const train::BatchSource& source, double epochs, int64_t grad_accum) {
-  const double steps = std::ceil(epochs * source.batches_per_epoch() / double(grad_accum) - 1e-9);
+int64_t steps_for_epochs(const train::BatchSource& source, double epochs, int64_t grad_accum, int64_t rows_per_batch) {
+  double micro_batches = epochs * source.batches_per_epoch();
+  // Packed epochs differ in rows (each epoch's order packs differently): count the rows of each epoch.
+  const auto* examples = dynamic_cast<const train::ExampleSource*>(&source);
+  if (examples && epochs <= 1000) {
+    double rows = 0;
+    const auto whole = int64_t(std::floor(epochs));
+    for (int64_t e = 0; e < whole; ++e) rows += double(examples->plan(e).size());
+    if (epochs > double(whole)) rows += (epochs - double(whole)) * double(examples->plan(whole).size());
+    micro_batches = std::ceil(rows / double(rows_per_batch) - 1e-9);
+  }
+  const double steps = std::ceil(micro_batches / double(grad_accum) - 1e-9);
   LORA_CHECK(steps <= double(int64_t{1} << 40), "--epochs {}: {} steps is too many", epochs, steps);
   return std::max<int64_t>(1, int64_t(steps));
 }

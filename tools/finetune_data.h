@@ -54,7 +54,9 @@ FinetuneData load_finetune_data(const FinetuneOptions& o, const std::string& dat
 std::unique_ptr<train::BatchSource> make_training_source(const FinetuneData& data, const FinetuneOptions& o,
                                                          train::Shard shard);
 
-// The optimizer steps that make `epochs` passes over the data: ceil(epochs x batches per epoch / grad_accum).
-int64_t steps_for_epochs(const train::BatchSource& source, double epochs, int64_t grad_accum);
+// The optimizer steps that make `epochs` passes over the data: ceil(micro-batches / grad_accum), the
+// micro-batches of `rows_per_batch` rows (--batch x ranks) counted over each epoch's own plan for examples
+// (packed epochs differ in rows).
+int64_t steps_for_epochs(const train::BatchSource& source, double epochs, int64_t grad_accum, int64_t rows_per_batch);
 
 }  // namespace lora::tools
