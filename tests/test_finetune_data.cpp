@@ -179,6 +179,43 @@ TEST_CASE("finetune --grad-accum 2 of batch 2 takes the steps of batch 4", "[fin
   CHECK(std::abs(small[1] - big[1]) > 1e-6);  // the test can fail: batch 2 alone reads other windows
 }
 
+TEST_CASE("finetune --grad-accum with a quantized base, checkpointed activations, and full fine-tuning", "[finetune_data]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  const Files f = make_files("grad_accum_variants");
+  for (const std::string flags : {"--mode lora --base-dtype nf4 --checkpoint-activations", "--mode full"}) {
+    INFO(flags);
+    const RunResult r = run(finetune, tiny_tokens(f) + flags + " --steps 2 --batch 2 --grad-accum 3");
+    INFO(r.out << r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("3 micro-batches per step"));
+    CHECK_THAT(r.out, Catch::Contains("trained: 2 steps, epoch 0.07, 12 sequences"));
+  }
+}
+
+TEST_CASE("finetune on JSONL: --grad-accum over micro-batches of very different trained tokens equals one batch",
+          "[finetune_data]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  const Files f = make_files("jsonl_grad_accum");
+  if (!reads_jsonl(finetune, f)) return;
+  for (const std::string packing : {"", " --packing"}) {
+    INFO(packing);
+    const auto losses = [&](const std::string& flags, const std::string& name) {
+      const fs::path log = f.dir / (name + ".jsonl");
+      const RunResult r = run(finetune, "--config " + quote(f.config) + " --data " + quote(f.jsonl) +
+                                            " --mode lora --steps 3 --warmup 1 --seq 32 --log " + quote(log) + " " + flags + packing);
+      INFO(r.out << r.err);
+      REQUIRE(r.exit_code == 0);
+      std::vector<double> out;
+      for (const auto& j : log_lines(log, "step")) out.push_back(j.at("loss").get<double>());
+      return out;
+    };
+    const std::vector<double> big = losses("--batch 6", "big"), accumulated = losses("--batch 2 --grad-accum 3", "acc");
+    REQUIRE(big.size() == 3);
+    REQUIRE(accumulated.size() == 3);
+    for (size_t i = 0; i < big.size(); ++i) CHECK(std::abs(big[i] - accumulated[i]) <= 1e-5 * std::abs(big[i]));
+  }
+}
+
 TEST_CASE("finetune --log writes one JSON line per step and per evaluation, and an SVG loss curve", "[finetune_data]") {
   REQUIRE_PROGRAM(finetune, "finetune");
   const Files f = make_files("log");
@@ -198,6 +235,18 @@ TEST_CASE("finetune --log writes one JSON line per step and per evaluation, and 
   CHECK(evals.back().at("eval_loss").is_number());
   CHECK_THAT(read_bytes(f.dir / "run.svg"), Catch::Contains("<svg"));
   CHECK_THAT(r.out, Catch::Contains("epoch") && Catch::Contains("examples/s") && Catch::Contains("trained tokens/s"));
+}
+
+TEST_CASE("finetune --eval-data holds out another file of the same kind", "[finetune_data]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  const Files f = make_files("eval_data");
+  std::vector<int32_t> other;
+  for (int i = 0; i < 500; ++i) other.push_back((i * 3 + 1) % 101);
+  write_file(f.dir / "held_out.bin", llmc_bin(other));
+  const RunResult r = run(finetune, tiny_tokens(f) + "--mode lora --steps 2 --batch 2 --eval-data " + quote(f.dir / "held_out.bin"));
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("data: 3000 training tokens, 500 held out (--eval-data"));
 }
 
 TEST_CASE("finetune --early-stop-patience stops when the held-out loss stops improving", "[finetune_data]") {
