@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "core/sha256.h"
+#include "lora_source_dir.h"
 #include "models/registry.h"
 #include "train/example_source.h"
 #include "train/train_step.h"
@@ -372,4 +373,62 @@ TEST_CASE("finetune on JSONL, killed mid-epoch and resumed, ends bit-identical",
     REQUIRE(!expected.empty());
     CHECK(read_bytes(save / "lora" / "adapter_model.safetensors") == expected);
   }
+}
+
+TEST_CASE("finetune on JSONL refuses, by name, flags and files that do not fit examples", "[finetune_data]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  const Files f = make_files("jsonl_refusals");
+  if (!reads_jsonl(finetune, f)) return;
+  const std::string base = "--config " + quote(f.config) + " --data " + quote(f.jsonl) + " --mode lora --steps 2 --warmup 0 "
+                           "--batch 2 --seq 32 ";
+  const std::string chatml = std::string(LORA_SOURCE_DIR) + "/data/chat_templates/chatml.jinja";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--chat-template " + quote(chatml), "--chat-template applies to alpaca, messages and sharegpt"},
+      {"--eval-data " + quote(f.tokens), "--eval-data"},
+      {"--eval-data " + quote(f.jsonl) + " --eval-fraction 0.1", "--eval-fraction"},
+      {"--packing --max-seq 64", "--max-seq"},
+      {"--max-seq 4 --drop-long", "--drop-long"},
+      {"--early-stop-patience 2 --eval-every 1", "held-out data"},
+      {"--format messages", "messages"},
+  };
+  for (const auto& [flags, name] : cases) {
+    INFO(flags);
+    const RunResult r = run(finetune, base + flags);
+    CHECK(r.exit_code != 0);
+    CHECK_THAT(r.err + r.out, Catch::Contains(name));
+  }
+  // Truncation is counted and reported.
+  const RunResult r = run(finetune, base + "--max-seq 6");
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("truncated (") && Catch::Contains("padding"));
+}
+
+TEST_CASE("finetune on chat messages: the chat template renders them and is saved beside the adapter", "[finetune_data]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  const Files f = make_files("messages");
+  std::string jsonl;
+  for (int i = 0; i < 8; ++i) {
+    jsonl += nlohmann::json{{"messages", {{{"role", "user"}, {"content", "Count to " + std::to_string(i)}},
+                                          {{"role", "assistant"}, {"content", std::string(size_t(i + 1), 'x')}}}}}.dump() + "\n";
+  }
+  write_file(f.dir / "chat.jsonl", jsonl);
+  const std::string chatml = std::string(LORA_SOURCE_DIR) + "/data/chat_templates/chatml.jinja";
+  const fs::path save = f.dir / "out";
+  const RunResult r = run(finetune, "--config " + quote(f.config) + " --data " + quote(f.dir / "chat.jsonl") +
+                                        " --chat-template " + quote(chatml) + " --mode lora --steps 2 --warmup 0 --batch 2 "
+                                        "--seq 64 --sample-every 2 --sample-prompt 'Count to 3' --save " + quote(save));
+  if (r.err.find("cannot be tokenized yet") != std::string::npos) {
+    WARN("this build cannot tokenize conversations yet (train/data/conversation_example): skipped");
+    return;
+  }
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("read as messages"));
+  CHECK_THAT(r.out, Catch::Contains("sample at step 2:"));
+  CHECK(read_bytes(save / "lora" / "chat_template.jinja") == read_bytes(chatml));
+  const RunResult without = run(finetune, "--config " + quote(f.config) + " --data " + quote(f.dir / "chat.jsonl") +
+                                              " --mode lora --steps 2 --warmup 0 --batch 2 --seq 64");
+  CHECK(without.exit_code != 0);
+  CHECK_THAT(without.err, Catch::Contains("--chat-template"));
 }
