@@ -106,7 +106,7 @@ int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o
   app.add_flag("--save-gguf-adapter", o.save_gguf_adapter, "with --mode lora --save DIR: also write DIR/lora/adapter.gguf, the adapter as llama.cpp's GGUF LoRA adapter for the same base (docs/gguf.md)");
   app.add_flag("--no-preflight", o.no_preflight, "start even when the predicted memory exceeds what is available");
   app.add_option("--eval-every", o.eval_every, "held-out loss every N steps (0: before and after only)")->check(CLI::Range(int64_t{0}, int64_t{1} << 40))->capture_default_str();
-  app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
+  app.add_option("--eval-batches", o.eval_batches, "held-out batches of random windows per evaluation (raw text and tokens; examples: every held-out example)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
   app.add_option("--report-json", o.report_json, "write the report as JSON to this file");
   // The data people fine-tune on (docs/training-step.md, "Data").
   app.add_option("--format", o.format, "the data's format: auto (detected from the file; what was found and why is printed), raw (text cut into windows), tokens (an llm.c .bin file), or JSONL/.json records: text, prompt_completion, alpaca, messages, sharegpt")->check(CLI::IsMember({"auto", "raw", "tokens", "text", "prompt_completion", "alpaca", "messages", "sharegpt"}))->capture_default_str();
