@@ -286,6 +286,10 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
       const std::string prompt = chat ? data.chat_template->render({{"user", o.sample_prompt}}, true) : o.sample_prompt;
       std::vector<int32_t> ids = get_tokenizer().encode(prompt, {.add_special_tokens = false, .parse_special_tokens = chat});
       LORA_CHECK(!ids.empty(), "--sample-prompt: the prompt encodes to no token");
+      for (int32_t id : ids) {
+        LORA_CHECK(id >= 0 && id < dims.vocab_size, "--sample-prompt: token {} is outside the model's vocabulary of {} "
+                   "(is --tokenizer the model's?)", id, dims.vocab_size);
+      }
       const int64_t room = std::max<int64_t>(1, dims.context_length - o.sample_tokens);
       if (int64_t(ids.size()) > room) ids.erase(ids.begin(), ids.end() - room);  // the prompt's end
       const bool was_training = model->is_training();
