@@ -40,7 +40,8 @@ class Context;
 // lora.cpp patch: a sandbox hook. While a render runs on this thread with a guard installed, every node
 // render and expression evaluation calls enter() (a template that loops too long, or recurses too deep, is
 // stopped there) and leave() when it is done, and every string built by +, ~, * or written to an output
-// calls bytes() with its length (one that grows too big is stopped). enter() and bytes() may throw; the throw
+// calls bytes() with its length, and every list that grows by +, append or insert with its size times
+// sizeof(Value) (one that grows too big is stopped). enter() and bytes() may throw; the throw
 // passes through minja unchanged when its type is not a std::exception.
 struct RenderGuard {
     virtual ~RenderGuard() = default;
@@ -495,6 +496,7 @@ public:
       } else if (is_number_integer() && rhs.is_number_integer()) {
         return get<int64_t>() + rhs.get<int64_t>();
       } else if (is_array() && rhs.is_array()) {
+        guard_bytes((array_->size() + rhs.array_->size()) * sizeof(Value));  // lora.cpp patch: lists count too
         auto res = Value::array();
         for (const auto& item : *array_) res.push_back(item);
         for (const auto& item : *rhs.array_) res.push_back(item);
@@ -1528,6 +1530,7 @@ public:
         if (obj.is_array()) {
           if (method->get_name() == "append") {
               vargs.expectArgs("append method", {1, 1}, {0, 0});
+              guard_bytes((obj.size() + 1) * sizeof(Value));  // lora.cpp patch: lists count too
               obj.push_back(vargs.args[0]);
               return Value();
           } else if (method->get_name() == "pop") {
@@ -1537,6 +1540,7 @@ public:
               vargs.expectArgs("insert method", {2, 2}, {0, 0});
               auto index = vargs.args[0].get<int64_t>();
               if (index < 0 || index > (int64_t) obj.size()) throw std::runtime_error("Index out of range for insert method");
+              guard_bytes((obj.size() + 1) * sizeof(Value));  // lora.cpp patch: lists count too
               obj.insert(index, vargs.args[1]);
               return Value();
           }
