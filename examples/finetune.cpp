@@ -94,13 +94,16 @@ int64_t directory_bytes(const fs::path& dir) {
 // and flags. A short text per rank, gathered and compared at start-up.
 std::string rank_description(const models::CausalLM& model, const tools::FinetuneData& data,
                              const tools::FinetuneOptions& o, const std::string& mode) {
+  nlohmann::json data_identity = data.identity();  // the contents, wherever each machine keeps the files
+  data_identity.erase("path");
+  if (data_identity.contains("eval_data")) data_identity["eval_data"].erase("path");
   nlohmann::json trainable = nlohmann::json::array();
   for (const auto& [name, p] : model.named_parameters(true)) trainable.push_back(name + p.shape().str());
   return nlohmann::json{{"model", model.hf_config()},
                         {"trainable", std::to_string(trainable.size()) + " tensors, " +
                                           std::to_string(model.num_parameters(true)) + " parameters"},
                         {"trainable_names", std::hash<std::string>{}(trainable.dump())},
-                        {"data", data.identity()},
+                        {"data", data_identity},
                         {"flags", {{"mode", mode}, {"batch", o.batch}, {"seq", o.seq}, {"steps", o.steps},
                                    {"lr", o.lr}, {"warmup", o.warmup}, {"seed", o.seed}, {"rank", o.rank},
                                    {"alpha", o.alpha}, {"targets", o.targets}, {"grad_clip", o.grad_clip},
