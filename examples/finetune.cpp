@@ -23,6 +23,7 @@
 #include "backends/backend.h"
 #include "core/files.h"
 #include "lora_source_dir.h"
+#include "models/generate.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
 #include "models/quantize_base.h"
@@ -32,7 +33,6 @@
 #include "optim/adam.h"
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
-#include "models/generate.h"
 #include "tools/finetune_data.h"
 #include "tools/finetune_options.h"
 #include "tools/finetune_outputs.h"
@@ -42,8 +42,6 @@
 #include "train/evaluate.h"
 #include "train/example_source.h"
 #include "train/memory_prediction.h"
-#include "train/token_file.h"
-#include "train/token_stream.h"
 #include "train/trainer.h"
 
 #if defined(LORA_HAVE_CUDA)
