@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/files.h"
 #include "models/tokenizer/byte_unicode.h"
+#include "train/data/conversation_example.h"
 #include "train/data/json_records.h"
 #include "train/data/record_fields.h"
 #include "train/token_file.h"
@@ -202,8 +203,7 @@ Example prompt_completion_example(const PromptCompletion& fields, const tokenize
 // A conversation record through the chat template (conversation_example.h).
 Example conversation_record_example(const chat::Conversation& conversation, const tokenizer::Tokenizer& tokenizer,
                                     const ExampleOptions& options) {
-  (void)conversation, (void)tokenizer, (void)options;
-  LORA_FAIL("conversations cannot be tokenized yet: the chat template renderer is not part of this build");
+  return conversation_example(*options.chat_template, tokenizer, conversation, options.train_on_inputs);
 }
 
 Example record_example(const json& record, DataFormat format, const tokenizer::Tokenizer& tokenizer,
