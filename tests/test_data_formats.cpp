@@ -10,6 +10,9 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/files.h"
+#include "lora_source_dir.h"
+#include "models/chat/chat_template.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "tests/program_runner.h"
 #include "train/data/json_records.h"
@@ -436,4 +439,96 @@ TEST_CASE("tokenize --data writes each example as training sees it, one JSON lin
   // Without --data it still reads stdin.
   CHECK(testing::run(tokenize, "", "Hello world").out == "15496 995\n");
   CHECK_THAT(testing::run(tokenize, "--help").out, Catch::Contains("--data") && Catch::Contains("--train-on-inputs"));
+}
+
+TEST_CASE("data formats: conversations in each format give transformers' ids and labels (chat fixtures)", "[data_formats]") {
+  // tests/fixtures/chat/expected.json: real templates rendered, tokenized and masked by transformers.
+  const fs::path chat_dir = fs::path(LORA_TEST_DATA_DIR) / "chat";
+  std::ifstream in(chat_dir / "expected.json");
+  const nlohmann::json families = nlohmann::json::parse(in).at("families");
+  int compared = 0;
+  for (const auto& [family, expected] : families.items()) {
+    INFO(family);
+    const fs::path template_path = chat_dir / expected.at("template").get<std::string>();
+    const chat::ChatTemplate chat_template(read_file(template_path.string(), "template"),
+                                           expected.at("bos_token").get<std::string>(),
+                                           expected.at("eos_token").get<std::string>(), template_path.string());
+    const auto tokenizer = tokenizer::load_tokenizer(chat_dir / expected.at("tokenizer").get<std::string>());
+    std::string messages, sharegpt, alpaca;
+    std::vector<const nlohmann::json*> cases, alpaca_cases;
+    for (const auto& c : expected.at("cases")) {
+      const nlohmann::json& turns = c.at("messages");
+      if (!c.contains("labels")) {
+        // A template that refuses the conversation, or one that cannot be masked: refused naming the line.
+        const std::string path = data_file("refused.jsonl", "\n" + nlohmann::json{{"messages", turns}}.dump() + "\n");
+        REQUIRE_THROWS_WITH(train::load_examples(path, *tokenizer, {.chat_template = &chat_template}),
+                            Catch::Contains("refused.jsonl' line 2: "));
+        continue;
+      }
+      cases.push_back(&c);
+      messages += nlohmann::json{{"messages", turns}, {"name", c.at("name")}}.dump() + "\n";
+      nlohmann::json conversations = nlohmann::json::array();
+      for (const auto& m : turns) {
+        const std::string role = m.at("role");
+        conversations.push_back({{"from", role == "user" ? "human" : role == "assistant" ? "gpt" : role},
+                                 {"value", m.at("content")}});
+      }
+      sharegpt += nlohmann::json{{"conversations", conversations}}.dump() + "\n";
+      if (turns.size() == 2 && turns[0].at("role") == "user") {
+        alpaca_cases.push_back(&c);
+        alpaca += nlohmann::json{{"instruction", turns[0].at("content")}, {"input", ""}, {"output", turns[1].at("content")}}
+                      .dump() + "\n";
+      }
+    }
+    const auto check = [&](const std::string& name, const std::string& bytes, DataFormat format,
+                           const std::vector<const nlohmann::json*>& wanted) {
+      INFO(name);
+      const train::LoadedExamples loaded =
+          train::load_examples(data_file(name, bytes), *tokenizer, {.chat_template = &chat_template});
+      CHECK(loaded.format == format);
+      REQUIRE(loaded.examples.size() == wanted.size());
+      for (size_t i = 0; i < wanted.size(); ++i) {
+        INFO(wanted[i]->at("name").get<std::string>());
+        CHECK(loaded.examples[i].ids == wanted[i]->at("ids").get<Ids>());
+        CHECK(loaded.examples[i].labels == wanted[i]->at("labels").get<Ids>());
+        CHECK(loaded.examples[i].line == int64_t(i) + 1);
+        ++compared;
+      }
+      const train::LoadedExamples all = train::load_examples(
+          data_file(name, bytes), *tokenizer, {.train_on_inputs = true, .chat_template = &chat_template});
+      for (size_t i = 0; i < wanted.size(); ++i) CHECK(all.examples[i].labels == wanted[i]->at("ids").get<Ids>());
+    };
+    check(family + "_messages.jsonl", messages, DataFormat::Messages, cases);
+    check(family + "_sharegpt.jsonl", sharegpt, DataFormat::ShareGPT, cases);
+    check(family + "_alpaca.jsonl", alpaca, DataFormat::Alpaca, alpaca_cases);
+  }
+  CHECK(compared > 50);
+}
+
+TEST_CASE("data formats: Alpaca's input joins the instruction; a .json array of conversations", "[data_formats]") {
+  const chat::ChatTemplate chatml = chat::ChatTemplate::from_file(
+      (fs::path(LORA_SOURCE_DIR) / "data" / "chat_templates" / "chatml.jinja").string());
+  const train::ExampleOptions options{.chat_template = &chatml};
+  const train::Example alpaca =
+      train::load_examples(data_file("alpaca.json", R"([{"instruction": "Add", "input": "1 2", "output": "3"}])"), gpt2(),
+                           options).examples.at(0);
+  const train::Example messages =
+      train::load_examples(data_file("same.jsonl",
+                                     R"({"messages": [{"role": "user", "content": "Add\n\n1 2"}, {"role": "assistant", "content": "3"}]})"),
+                           gpt2(), options).examples.at(0);
+  CHECK(alpaca.ids == messages.ids);
+  CHECK(alpaca.labels == messages.labels);
+  const std::string render = "<|im_start|>user\nAdd\n\n1 2<|im_end|>\n<|im_start|>assistant\n3<|im_end|>\n";
+  CHECK(alpaca.ids == gpt2().encode(render, true));
+  // The trained tokens are the reply and its end-of-turn marker.
+  Ids trained;
+  for (size_t i = 0; i < alpaca.ids.size(); ++i) {
+    if (alpaca.labels[i] != kIgnoreLabel) trained.push_back(alpaca.ids[i]);
+  }
+  CHECK(gpt2().decode(trained) == "3<|im_end|>\n");
+  // A template's own refusal comes back naming the line.
+  const chat::ChatTemplate strict("{{ raise_exception('no system role here') }}", "", "", "strict.jinja");
+  const std::string path = data_file("strict.jsonl", "\n\n" + std::string(R"({"instruction": "a", "output": "b"})"));
+  REQUIRE_THROWS_WITH(train::load_examples(path, gpt2(), {.chat_template = &strict}),
+                      Catch::Contains("strict.jsonl' line 3: ") && Catch::Contains("no system role here"));
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
@@ -149,6 +150,10 @@ void read_jsonl_blocks(const std::string& path, size_t block_bytes,
   LORA_CHECK(is_regular_file(path), "data file '{}': not a regular file", path);
   std::ifstream in(path, std::ios::binary);
   LORA_CHECK(in.is_open(), "data file '{}': cannot open it", path);
+  // No larger a buffer than the file needs (small files are common: tests, fuzzing).
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (!ec && size < block_bytes) block_bytes = static_cast<size_t>(size) + 1;
   block_bytes = std::max<size_t>(block_bytes, 1);
   std::string buffer;
   std::vector<RecordText> lines;

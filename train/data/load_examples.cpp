@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/files.h"
 #include "models/tokenizer/byte_unicode.h"
+#include "train/data/conversation_example.h"
 #include "train/data/json_records.h"
 #include "train/data/record_fields.h"
 #include "train/token_file.h"
@@ -121,11 +122,26 @@ Detection detect(const std::string& path, DataFormat requested) {
   }
   if (requested == DataFormat::Raw) return {{DataFormat::Raw, "--format raw"}};
 
-  const std::string prefix = read_prefix(path, kMaxJsonLineBytes + 8);
-  const bool cut = prefix.size() == kMaxJsonLineBytes + 8;
-  const JsonLayout layout = json_layout(prefix);
-  const RecordText first = first_record(prefix, layout);
+  // The file's first bytes, read in growing steps until they hold the first record whole (or the most a record
+  // may take and a little more).
+  std::string prefix;
+  bool cut = false, incomplete = false;
+  JsonLayout layout = JsonLayout::Lines;
+  RecordText first;
+  for (size_t want = size_t{1} << 16;; want = std::min(want * 16, kMaxJsonLineBytes + 8)) {
+    prefix = read_prefix(path, want);
+    cut = prefix.size() == want;
+    layout = json_layout(prefix);
+    first = first_record(prefix, layout);
+    const size_t offset = first.line ? static_cast<size_t>(first.text.data() - prefix.data()) : 0;
+    // (A line that does not open an object is not JSONL however it goes on.)
+    incomplete = first.line == 0 || (layout == JsonLayout::Lines
+                                         ? first.text.front() == '{' && prefix.find('\n', offset) == std::string::npos
+                                         : offset + first.text.size() == prefix.size());
+    if (!cut || !incomplete || want == kMaxJsonLineBytes + 8) break;
+  }
   if (first.line == 0) {
+    LORA_CHECK(!cut, "data file '{}': no record in its first {} MiB", path, kMaxJsonLineBytes >> 20);
     LORA_FAIL("data file '{}': no examples ({})", path,
               layout == JsonLayout::Array ? "an empty JSON array" : prefix.empty() ? "an empty file" : "blank lines only");
   }
@@ -137,10 +153,7 @@ Detection detect(const std::string& path, DataFormat requested) {
                prefix[bad] == '\0' ? "a NUL byte" : "bytes that are not UTF-8", bad + 1);
   }
   const std::string place = record_place(path, layout, first.line);
-  // A first record that runs to the end of the prefix read is longer than any record may be.
-  const size_t offset = static_cast<size_t>(first.text.data() - prefix.data());
-  const bool incomplete = layout == JsonLayout::Lines ? prefix.find('\n', offset) == std::string::npos
-                                                      : offset + first.text.size() == prefix.size();
+  // A first record that runs to the end of the most that was read is longer than any record may be.
   LORA_CHECK(!cut || !incomplete, "{}: longer than {} MiB{}", place, kMaxJsonLineBytes >> 20,
              layout == JsonLayout::Lines ? " (a record is one line; is this JSONL?)" : "");
   json record;
@@ -202,8 +215,7 @@ Example prompt_completion_example(const PromptCompletion& fields, const tokenize
 // A conversation record through the chat template (conversation_example.h).
 Example conversation_record_example(const chat::Conversation& conversation, const tokenizer::Tokenizer& tokenizer,
                                     const ExampleOptions& options) {
-  (void)conversation, (void)tokenizer, (void)options;
-  LORA_FAIL("conversations cannot be tokenized yet: the chat template renderer is not part of this build");
+  return conversation_example(*options.chat_template, tokenizer, conversation, options.train_on_inputs);
 }
 
 Example record_example(const json& record, DataFormat format, const tokenizer::Tokenizer& tokenizer,
