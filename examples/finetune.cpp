@@ -1,12 +1,15 @@
-// finetune: fine-tune a causal LM (GPT-2, Llama, Qwen2, Mistral) fully or with LoRA on a text file, and
-// report what LoRA saves, measured by the allocator: trainable parameters, gradient and optimizer memory,
-// activations, step time, and the size of what each mode saves. --mode compare runs both modes, each in a
-// fresh process (peak RSS belongs to a process), and prints them side by side. Also built as
-// finetune_gpt2, with the same defaults: GPT-2 small, the main job.
+// finetune: fine-tune a causal LM (GPT-2, Llama, Qwen2, Mistral) fully or with LoRA on raw text, llm.c
+// tokens or the datasets people fine-tune on (JSONL/.json: text, prompt/completion, Alpaca, chat messages,
+// ShareGPT; tools/finetune_data.h), and report what LoRA saves, measured by the allocator: trainable
+// parameters, gradient and optimizer memory, activations, step time, and the size of what each mode saves.
+// --mode compare runs both modes, each in a fresh process (peak RSS belongs to a process), and prints them
+// side by side. Also built as finetune_gpt2, with the same defaults: GPT-2 small, the main job.
 //
 //   finetune                                        # GPT-2 small (random init), Tiny Shakespeare, compare
 //   finetune --weights gpt2/ --mode lora --steps 200 --save out/
 //   finetune --weights SmolLM2-135M/ --mode lora --targets q_proj,v_proj --steps 200 --save out/
+//   finetune --weights Qwen2.5-0.5B-Instruct/ --mode lora --data chats.jsonl --epochs 3 --packing --seq 1024
+//            --grad-accum 4 --eval-fraction 0.05 --eval-every 50 --early-stop-patience 3 --log run.jsonl --save out/
 //
 // Read next: models/causal_lm.h (what a model offers), nn/lora/lora_linear.h (LoRA), docs/memory.md (the
 // report).
@@ -20,6 +23,7 @@
 #include "backends/backend.h"
 #include "core/files.h"
 #include "lora_source_dir.h"
+#include "models/generate.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
 #include "models/quantize_base.h"
@@ -29,14 +33,15 @@
 #include "optim/adam.h"
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
+#include "tools/finetune_data.h"
 #include "tools/finetune_options.h"
+#include "tools/finetune_outputs.h"
 #include "tools/model_tokenizer.h"
 #include "tools/subprocess.h"
 #include "tools/train_report.h"
 #include "train/evaluate.h"
+#include "train/example_source.h"
 #include "train/memory_prediction.h"
-#include "train/token_file.h"
-#include "train/token_stream.h"
 #include "train/trainer.h"
 
 #if defined(LORA_HAVE_CUDA)
@@ -65,8 +70,11 @@ std::string default_data() {
 }
 
 // Fixed held-out batches (the same ones before, during and after training).
-std::vector<train::HostBatch> held_out_windows(const std::vector<int32_t>& val, const tools::FinetuneOptions& o) {
-  train::WindowSource windows(val, o.batch, o.seq, o.seed + 999, "held-out");
+// Windows: --eval-batches random windows of the held-out tokens. Examples: every held-out example, in order.
+std::vector<train::HostBatch> held_out_batches(const tools::FinetuneData& data, const tools::FinetuneOptions& o) {
+  if (!data.has_eval()) return {};
+  if (data.examples) return train::batch_in_order(data.eval_examples, o.batch);
+  train::WindowSource windows(data.tokens.val, o.batch, o.seq, o.seed + 999, "held-out");
   std::vector<train::HostBatch> batches;
   for (int64_t i = 0; i < o.eval_batches; ++i) batches.push_back(windows.next_host());
   return batches;
@@ -82,21 +90,23 @@ int64_t directory_bytes(const fs::path& dir) {
 
 // The identity of a data-parallel job's inputs: every rank must see the same model, trainable set, data
 // and flags. A short text per rank, gathered and compared at start-up.
-std::string rank_description(const models::CausalLM& model, const train::TokenSplit& data,
+std::string rank_description(const models::CausalLM& model, const tools::FinetuneData& data,
                              const tools::FinetuneOptions& o, const std::string& mode) {
+  nlohmann::json data_identity = data.identity();  // the contents, wherever each machine keeps the files
+  data_identity.erase("path");
+  if (data_identity.contains("eval_data")) data_identity["eval_data"].erase("path");
   nlohmann::json trainable = nlohmann::json::array();
   for (const auto& [name, p] : model.named_parameters(true)) trainable.push_back(name + p.shape().str());
   return nlohmann::json{{"model", model.hf_config()},
                         {"trainable", std::to_string(trainable.size()) + " tensors, " +
                                           std::to_string(model.num_parameters(true)) + " parameters"},
                         {"trainable_names", std::hash<std::string>{}(trainable.dump())},
-                        {"data", {{"train_tokens", data.train.size()},
-                                  {"held_out_tokens", data.val.size()},
-                                  {"hash", std::hash<std::string_view>{}(std::string_view(
-                                               reinterpret_cast<const char*>(data.train.data()), data.train.size() * 4))}}},
+                        {"data", data_identity},
                         {"flags", {{"mode", mode}, {"batch", o.batch}, {"seq", o.seq}, {"steps", o.steps},
                                    {"lr", o.lr}, {"warmup", o.warmup}, {"seed", o.seed}, {"rank", o.rank},
-                                   {"alpha", o.alpha}, {"targets", o.targets}, {"grad_clip", o.grad_clip}}}}
+                                   {"alpha", o.alpha}, {"targets", o.targets}, {"grad_clip", o.grad_clip},
+                                   {"grad_accum", o.grad_accum}, {"epochs", o.epochs}, {"packing", o.packing},
+                                   {"max_seq", o.max_seq}, {"train_on_inputs", o.train_on_inputs}}}}
       .dump();
 }
 
@@ -116,7 +126,7 @@ void check_ranks_agree(dist::Communicator& comm, const std::string& description)
   if (!differences.empty()) throw train::AllRanksError{"the ranks of this job disagree:" + differences};
 }
 
-tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& mode, dist::Communicator& comm,
+tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, dist::Communicator& comm,
                            Device device) {
   const bool lora_mode = mode == "lora";
   const QuantFormat base_format = parse_quant_format(o.base_dtype);
@@ -140,13 +150,16 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   const models::ModelConfig model_config = models::resolve_config(o.weights, o.config);
   const std::string data_path = o.data.empty() ? default_data() : o.data;
   LORA_CHECK(is_regular_file(data_path), "--data '{}': no such file", data_path);
+  // The longest row a batch can hold: --seq (windows, packed rows) or --max-seq (padded examples).
+  const int64_t longest_row = std::max(o.seq, o.packing ? o.seq : o.max_seq);
   {
     DefaultDeviceGuard shapes_only(Device::meta());
     const int64_t context = models::create_model(model_config)->dims().context_length;
     LORA_CHECK(o.seq <= context, "--seq {} exceeds the model's context of {}", o.seq, context);
+    LORA_CHECK(o.max_seq <= context, "--max-seq {} exceeds the model's context of {}", o.max_seq, context);
   }
   const train::StepMemoryPrediction prediction =
-      train::predict_training_step(model_config, lora_mode ? &lora_config : nullptr, o.batch, o.seq, base_format,
+      train::predict_training_step(model_config, lora_mode ? &lora_config : nullptr, o.batch, longest_row, base_format,
                                    o.checkpoint_activations);
   fmt::print("predicted peak of a step: {}\n", tools::human_bytes(prediction.total_peak));
   if (device.is_cpu() && !o.no_preflight) {
@@ -169,19 +182,16 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   fmt::print("model: {}, {} layers, hidden {}, {} parameters\n", model->model_type(), dims.n_layer, dims.hidden,
              model->num_parameters());
   std::unique_ptr<tokenizer::Tokenizer> tok;
-  if (!train::has_llmc_magic(data_path) && !data_path.ends_with(".bin")) {
-    tok = tools::tokenizer_for_model(*model, o.weights, o.tokenizer);
-    fmt::print("tokenizer: {}\n", tok->describe());
-  }
-  train::TokenSplit data = train::load_token_split(data_path, tok.get());
-  fmt::print("data: {} training tokens, {} held out\n", data.train.size(), data.val.size());
-  LORA_CHECK(o.seq <= dims.context_length, "--seq {} exceeds the model's context of {}", o.seq, dims.context_length);
-  for (const auto* part : {&data.train, &data.val}) {
-    for (int32_t id : *part) {
-      LORA_CHECK(id >= 0 && id < dims.vocab_size, "--data: token {} is outside the model's vocabulary of {}", id,
-                 dims.vocab_size);
+  const auto get_tokenizer = [&]() -> const tokenizer::Tokenizer& {  // loaded when the data or a sample needs it
+    if (!tok) {
+      tok = tools::tokenizer_for_model(*model, o.weights, o.tokenizer);
+      fmt::print("tokenizer: {}\n", tok->describe());
     }
-  }
+    return *tok;
+  };
+  const tools::FinetuneData data = tools::load_finetune_data(o, data_path, get_tokenizer, dims.vocab_size);
+  fmt::print("{}", data.describe());
+  LORA_CHECK(o.seq <= dims.context_length, "--seq {} exceeds the model's context of {}", o.seq, dims.context_length);
   model->to(device);
   const int64_t total_params = model->num_parameters();  // before a quantized base leaves the parameters
   if (lora_mode) {
@@ -210,16 +220,37 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   report.batch = o.batch * comm.size(), report.seq = o.seq;
   report.trainable_params = model->num_parameters(true);
   report.total_params = total_params;
-  const std::vector<train::HostBatch> held_out = held_out_windows(data.val, o);
+  const std::vector<train::HostBatch> held_out = held_out_batches(data, o);
   const auto evaluate_held_out = [&] { return train::evaluate_loss(*model, held_out, device); };
-  if (comm.rank() == 0) {
+  report.val_loss_before = report.val_loss_after = std::nan("");
+  if (comm.rank() == 0 && data.has_eval()) {
     report.val_loss_before = evaluate_held_out();
     fmt::print("held-out loss before: {:.4f}\n", report.val_loss_before);
   }
 
+  // The batches: this rank's shard of windows or of examples, and the steps (--epochs computes them).
+  std::unique_ptr<train::BatchSource> source = tools::make_training_source(data, o, {comm.rank(), comm.size()});
+  fmt::print("batches: {}{}\n", source->describe(),
+             o.grad_accum > 1 ? fmt::format(", {} micro-batches per step", o.grad_accum) : "");
+  if (o.epochs > 0) {
+    o.steps = tools::steps_for_epochs(*source, o.epochs, o.grad_accum, o.batch * comm.size());
+    fmt::print("--epochs {}: {} steps (about {:.1f} micro-batches of {} per epoch{}, {} per step)\n", o.epochs, o.steps,
+               source->batches_per_epoch(), o.batch, comm.size() > 1 ? fmt::format(" on each of {} ranks", comm.size()) : "",
+               o.grad_accum);
+    LORA_CHECK(o.warmup < o.steps || o.steps == 1, "--warmup {} must be below the {} steps of --epochs {}", o.warmup,
+               o.steps, o.epochs);
+  }
+  LORA_CHECK(!(o.early_stop_patience > 0 && !data.has_eval()),
+             "--early-stop-patience {} needs held-out data: give --eval-data FILE or --eval-fraction F",
+             o.early_stop_patience);
+
   // What identifies this run in its checkpoints.
   train::TrainerOptions trainer_options;
   trainer_options.steps = o.steps;
+  trainer_options.grad_accum = o.grad_accum;
+  trainer_options.early_stop_patience = o.early_stop_patience;
+  trainer_options.sample_every = o.sample_every;
+  trainer_options.log_path = o.log;
   trainer_options.schedule = {optim::ScheduleKind::Cosine, lr, o.warmup, o.steps};
   trainer_options.step.grad_clip = o.grad_clip;
   trainer_options.skip_nonfinite = o.skip_nonfinite;
@@ -233,7 +264,11 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     identity.settings = {{"mode", mode},       {"batch", o.batch},       {"seq", o.seq},
                          {"steps", o.steps},   {"lr", lr},               {"warmup", o.warmup},
                          {"grad_clip", o.grad_clip}, {"weight_decay", o.weight_decay}, {"seed", o.seed},
-                         {"device", device.str()}, {"skip_nonfinite", o.skip_nonfinite}, {"ranks", comm.size()}};
+                         {"device", device.str()}, {"skip_nonfinite", o.skip_nonfinite}, {"ranks", comm.size()},
+                         {"grad_accum", o.grad_accum}, {"format", train::data_format_name(data.detected.format)},
+                         {"packing", o.packing}, {"max_seq", o.max_seq}, {"drop_long", o.drop_long},
+                         {"train_on_inputs", o.train_on_inputs}, {"eval_fraction", o.eval_fraction},
+                         {"eval_every", o.eval_every}, {"early_stop_patience", o.early_stop_patience}};
     if (lora_mode) {
       identity.settings["lora"] = {{"rank", o.rank}, {"alpha", o.alpha}, {"dropout", o.lora_dropout},
                                    {"targets", nn::LoRAConfig::parse_targets(o.targets)}};
@@ -241,12 +276,34 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     }
     identity.model = model->hf_config();
     identity.frozen_fingerprint = train::RunIdentity::fingerprint(*model);
-    identity.data = {{"path", o.data.empty() ? default_data() : o.data},
-                     {"train_tokens", data.train.size()},
-                     {"held_out_tokens", data.val.size()}};
+    identity.data = data.identity();
   }
-  train::WindowSource windows(data.train, o.batch, o.seq, o.seed, "training", {comm.rank(), comm.size()});
-  train::Trainer trainer(*model, optimizer, windows, device, comm, trainer_options, identity, {.evaluate = evaluate_held_out});
+  train::TrainerCallbacks callbacks;
+  if (data.has_eval()) callbacks.evaluate = evaluate_held_out;
+  if (o.sample_every > 0) {
+    // A greedy continuation of --sample-prompt (as a user turn through the chat template for chat data).
+    callbacks.sample = [&]() -> std::string {
+      const bool chat = data.chat_template.has_value();
+      const std::string prompt = chat ? data.chat_template->render({{"user", o.sample_prompt}}, true) : o.sample_prompt;
+      std::vector<int32_t> ids = get_tokenizer().encode(prompt, {.add_special_tokens = false, .parse_special_tokens = chat});
+      LORA_CHECK(!ids.empty(), "--sample-prompt: the prompt encodes to no token");
+      for (int32_t id : ids) {
+        LORA_CHECK(id >= 0 && id < dims.vocab_size, "--sample-prompt: token {} is outside the model's vocabulary of {} "
+                   "(is --tokenizer the model's?)", id, dims.vocab_size);
+      }
+      const int64_t room = std::max<int64_t>(1, dims.context_length - o.sample_tokens);
+      if (int64_t(ids.size()) > room) ids.erase(ids.begin(), ids.end() - room);  // the prompt's end
+      const bool was_training = model->is_training();
+      model->eval();
+      models::SamplingOptions greedy;
+      greedy.max_new_tokens = o.sample_tokens;
+      greedy.temperature = 0;
+      const std::vector<int32_t> out = models::generate(*model, ids, greedy);
+      model->train(was_training);
+      return nlohmann::json(get_tokenizer().decode(out, {})).dump();  // quoted: newlines and spaces visible
+    };
+  }
+  train::Trainer trainer(*model, optimizer, *source, device, comm, trainer_options, identity, callbacks);
   train::TrainingRecord record;
   {
     autograd::CheckpointGuard checkpointing(o.checkpoint_activations);
@@ -261,6 +318,15 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
   report.comm_buckets = record.comm_buckets;
   report.comm_seconds_per_step = record.comm_seconds_per_step;
   report.comm_hidden_share = record.comm_hidden_share;
+  report.batch *= o.grad_accum;  // sequences per optimizer step
+  fmt::print("trained: {} steps, epoch {:.2f}, {} sequences, {} trained tokens; padding {} of {} positions ({:.1f}%){}\n",
+             record.steps_done, record.epochs, record.sequences, record.trained_tokens, record.padding, record.positions,
+             100.0 * record.padding_share(),
+             data.examples ? fmt::format(", truncated {} of {} examples", data.train_counts.truncated, data.train_counts.examples) : "");
+  if (!o.log.empty() && comm.rank() == 0) {
+    const std::string svg = tools::write_loss_curve(o.log);
+    if (!svg.empty()) fmt::print("log: {}, loss curve: {}\n", o.log, svg);
+  }
 
   report.memory = MemoryTracker::instance().stats(device);
   report.peak_rss_bytes = tools::process_peak_rss_bytes();
@@ -273,8 +339,16 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     }
   }
   if (comm.rank() != 0) return report;  // rank 0 evaluates and saves for the job
-  report.val_loss_after = evaluate_held_out();
-  fmt::print("held-out loss after: {:.4f}\n", report.val_loss_after);
+  // The trainer's evaluation of the last step, unless early stopping gave the model other weights back.
+  const bool evaluated_last = !record.evals.empty() && record.evals.back().first == record.steps_done &&
+                              (o.early_stop_patience == 0 || record.best_step == record.steps_done);
+  if (evaluated_last) {
+    report.val_loss_after = record.evals.back().second;
+    fmt::print("held-out loss after: {:.4f}\n", report.val_loss_after);
+  } else if (data.has_eval()) {
+    report.val_loss_after = evaluate_held_out();
+    fmt::print("held-out loss after: {:.4f}\n", report.val_loss_after);
+  }
 
   // Save what the mode produces: the whole model, or the adapter alone.
   const bool keep = !o.save.empty();
@@ -287,10 +361,22 @@ tools::ModeReport run_mode(const tools::FinetuneOptions& o, const std::string& m
     const auto gguf = models::gguf_io::export_gguf_adapter(*model, (dir / "adapter.gguf").string());
     fmt::print("saved the adapter as GGUF too: {} ({})\n", (dir / "adapter.gguf").string(), gguf.str());
   }
-  report.saved_bytes = directory_bytes(dir);
+  report.saved_bytes = directory_bytes(dir);  // the weights alone
   report.saved_path = keep ? dir.string() : "";
   fmt::print("saved {} ({}){}\n", lora_mode ? "the adapter" : "the model", tools::human_bytes(report.saved_bytes),
              keep ? " to " + dir.string() : " (measured, then removed: pass --save DIR to keep it)");
+  if (keep) {
+    // Ready to use: the tokenizer and chat template beside the weights, and how they were trained.
+    const std::vector<std::string> copied = tools::copy_tokenizer_files(dir.string(), o, *model, data);
+    nlohmann::json settings = tools::resolved_settings(o, mode, o.steps, lr, data, base_name);
+    const double final_loss = record.losses.empty() ? std::nan("") : record.losses.back();
+    settings["result"] = {{"steps_done", record.steps_done}, {"epochs", record.epochs},
+                          {"stopped_early", record.stopped_early}, {"best_step", record.best_step},
+                          {"final_loss", std::isfinite(final_loss) ? nlohmann::json(final_loss) : nlohmann::json()}};
+    if (record.best_step > 0) settings["result"]["best_eval_loss"] = record.best_eval;
+    tools::write_training_settings(dir.string(), settings);
+    fmt::print("beside it: training_settings.json{}{}\n", copied.empty() ? "" : ", ", fmt::join(copied, ", "));
+  }
   if (!keep) fs::remove_all(dir);
   fmt::print("\n{}", report.table());
   return report;

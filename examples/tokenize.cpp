@@ -6,6 +6,8 @@
 //   tokenize --json < file.txt                                  -> {"ids": [...]}
 //   tokenize --json < f.txt | tokenize --decode                 -> the text of f.txt
 //   tokenize --tokenizer path/to/Llama-3 --add-special-tokens   -> 128000 ... (BOS first)
+//   tokenize --data train.jsonl --json                          -> {"input_ids": [...], "labels": [...]} per
+//                                                                  example, as fine-tuning sees it
 //
 // tokenize_gpt2 is this program under its former name (tokenize_gpt2.cpp includes this file).
 #include <CLI/CLI.hpp>
@@ -14,15 +16,18 @@
 #include <charconv>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "models/tokenizer/tokenizer.h"
+#include "train/data/load_examples.h"
 
 namespace {
 
@@ -105,13 +110,55 @@ int main(int argc, char** argv) {
   app.add_flag("--add-special-tokens", add_special,
                "Add the tokenizer's special tokens around the text, e.g. Llama's BOS (GPT-2 adds none)");
   app.add_flag("--skip-special-tokens", skip_special, "With --decode: leave special tokens out of the text");
+  std::string data_path, format_name = "auto", template_path;
+  bool train_on_inputs = false;
+  app.add_option("--data", data_path,
+                 "Read a fine-tuning data file (JSONL or a .json array of text, prompt/completion, Alpaca, messages "
+                 "or ShareGPT records) instead of stdin and write each example as training sees it, one JSON line "
+                 "each: {\"input_ids\": [...], \"labels\": [...]} (labels -100 where not trained)");
+  app.add_option("--format", format_name,
+                 "With --data: auto, text, prompt_completion, alpaca, messages or sharegpt")
+      ->capture_default_str();
+  app.add_flag("--train-on-inputs", train_on_inputs, "With --data: train on every token (prompts and user turns too)");
+  app.add_option("--chat-template", template_path,
+                 "With --data of conversations (alpaca, messages, sharegpt): the Jinja chat template, e.g. "
+                 "data/chat_templates/chatml.jinja (default: the --tokenizer folder's own, when it has one)");
   CLI11_PARSE(app, argc, argv);
 
   try {
     if (!decode && skip_special) LORA_FAIL("--skip-special-tokens applies to --decode only");
     if (decode && (allow_special || add_special)) LORA_FAIL("--allow-special and --add-special-tokens apply to encoding only");
+    if (data_path.empty() && (format_name != "auto" || train_on_inputs || !template_path.empty()))
+      LORA_FAIL("--format, --train-on-inputs and --chat-template apply to --data only");
+    if (!data_path.empty() && (decode || allow_special || add_special))
+      LORA_FAIL("--data tokenizes as fine-tuning does: it takes no --decode, --allow-special or --add-special-tokens");
+    const lora::train::DataFormat format = lora::train::parse_data_format(format_name);
     const auto tokenizer = lora::tokenizer::load_tokenizer(tokenizer_path);
     std::ios::sync_with_stdio(false);
+
+    if (!data_path.empty()) {
+      // --json is implied: one object a line.
+      const lora::train::DetectedFormat detected = lora::train::detect_data_format(data_path, format);
+      std::cerr << "data '" << data_path << "': " << detected.why << '\n';
+      // The template: --chat-template, else the tokenizer folder's own (only conversations need one).
+      const std::filesystem::path folder = std::filesystem::is_directory(tokenizer_path)
+                                               ? std::filesystem::path(tokenizer_path)
+                                               : std::filesystem::path(tokenizer_path).parent_path();
+      std::optional<lora::chat::ChatTemplate> chat_template;
+      if (!template_path.empty()) {
+        chat_template.emplace(lora::chat::ChatTemplate::from_file(template_path, folder.string()));
+      } else if (lora::train::is_conversation_format(detected.format)) {
+        chat_template = lora::chat::ChatTemplate::from_model_folder(folder.string());
+      }
+      const lora::train::LoadedExamples loaded = lora::train::load_examples(
+          data_path, *tokenizer,
+          {.format = detected.format, .train_on_inputs = train_on_inputs,
+           .chat_template = chat_template ? &*chat_template : nullptr});
+      for (const lora::train::Example& example : loaded.examples) {
+        std::cout << nlohmann::json{{"input_ids", example.ids}, {"labels", example.labels}}.dump() << '\n';
+      }
+      return 0;
+    }
     const std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
 
     if (decode) {

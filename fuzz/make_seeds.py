@@ -115,4 +115,22 @@ for i, args in enumerate([["--mode", "lora", "--rank", "4", "--steps", "10", "--
                           ["--mode", "full", "--save", "out", "--save-every", "5", "--resume", "out", "--warmup", "1"],
                           ["--batch=4", "--seq=64", "--device", "cuda:0", "--skip-nonfinite", "--grad-clip", "0.5"]]):
     out("fuzz_finetune_cli", f"args_{i}", "\0".join(args))
+# Data files (fuzz_jsonl): each JSON format as JSONL and as a .json array, with CRLF, blank lines, a BOM,
+# escapes and surrogate pairs, no final newline, a record of the wrong shape, and an llm.c token file.
+jsonl_records = {
+    "text": [{"text": "Hello world"}, {"text": "caf\u00e9 \U0001F600 <|endoftext|>", "id": 2}],
+    "prompt_completion": [{"prompt": "Translate: cheese", "completion": " fromage"}],
+    "alpaca": [{"instruction": "Add", "input": "1 2", "output": "3"}, {"instruction": "Hi", "input": "", "output": "Hello"}],
+    "messages": [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                               {"role": "assistant", "content": "Hello"}]}],
+    "sharegpt": [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}],
+}
+for name, records in jsonl_records.items():
+    out("fuzz_jsonl", name + ".jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    out("fuzz_jsonl", name + ".json", json.dumps(records, indent=1))
+out("fuzz_jsonl", "crlf_bom", "\ufeff" + '{"text": "a\\u00e9\\ud83d\\ude00"}\r\n\r\n  \n{"text": "b"}')
+out("fuzz_jsonl", "bad_shapes", '{"text": "a"}\n[1]\n{"messages": [{"role": "tool", "content": 1}]}\n{"text"')
+header = np.zeros(256, dtype="<i4")
+header[0], header[1], header[2] = 20240520, 1, 3
+out("fuzz_jsonl", "tokens_v1", header.tobytes() + np.array([1, 2, 3], dtype="<u2").tobytes())
 print("seeds written to", os.path.join(ROOT, "corpus"))

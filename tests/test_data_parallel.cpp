@@ -144,3 +144,47 @@ TEST_CASE("ranks that disagree on their data are refused at start-up with the sa
   REQUIRE(first != std::string::npos);
   CHECK(out.find(message, first + 1) != std::string::npos);
 }
+
+TEST_CASE("mpirun -np 2 on JSONL examples, padded and packed, trains like one process with twice the batch", "[dist][slow]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  REQUIRE_MPI(mpirun);
+  const fs::path dir = scratch_dir() / "dp_jsonl";
+  fs::create_directories(dir);
+  const fs::path config = dir / "config.json", data = dir / "data.jsonl";
+  write_file(config, R"({"model_type": "gpt2", "vocab_size": 50257, "n_positions": 64, "n_embd": 16, "n_layer": 1,
+    "n_head": 2})");
+  std::string jsonl;
+  for (int i = 0; i < 20; ++i) {
+    std::string completion;
+    for (int k = 0; k < 1 + (i * 5) % 11; ++k) completion += " word" + std::to_string((i + k) % 7);
+    jsonl += nlohmann::json{{"prompt", "Item " + std::to_string(i) + ":"}, {"completion", completion}}.dump() + "\n";
+  }
+  write_file(data, jsonl);
+  for (const std::string packing : {"", "--packing"}) {
+    INFO(packing);
+    const auto args = [&](int batch, const fs::path& save) {
+      std::vector<std::string> a = {"--config", config.string(), "--data", data.string(), "--mode", "lora", "--steps", "4",
+                                    "--batch", std::to_string(batch), "--grad-accum", "2", "--seq", "32", "--warmup", "1",
+                                    "--save", save.string(), "--report-json", save.string() + ".json"};
+      if (!packing.empty()) a.push_back(packing);
+      return a;
+    };
+    const fs::path single = dir / ("single" + packing), ranks = dir / ("ranks" + packing), log = dir / "log.txt";
+    const int first = Child(finetune, args(4, single), log, {"LORA_NUM_THREADS=1"}).wait();
+    if (first != 0 && read_bytes(log).find("not readable in this build") != std::string::npos) {
+      WARN("this build has no JSONL reader (train/data/load_examples): skipped");
+      return;
+    }
+    INFO(read_bytes(log));
+    REQUIRE(first == 0);
+    std::vector<std::string> mpi = {"-np", "2", finetune.string()};
+    for (const auto& a : args(2, ranks)) mpi.push_back(a);
+    REQUIRE(Child(mpirun, mpi, log, kMpiEnv).wait() == 0);
+    const auto one = nlohmann::json::parse(read_bytes(single.string() + ".json"))["modes"][0];
+    const auto two = nlohmann::json::parse(read_bytes(ranks.string() + ".json"))["modes"][0];
+    const auto l1 = one["losses"].get<std::vector<double>>(), l2 = two["losses"].get<std::vector<double>>();
+    REQUIRE(l1.size() == l2.size());
+    for (size_t i = 0; i < l1.size(); ++i) CHECK(std::abs(l1[i] - l2[i]) <= kAbs + kRel * std::abs(l1[i]));
+    require_close_files(ranks / "lora/adapter_model.safetensors", single / "lora/adapter_model.safetensors");
+  }
+}

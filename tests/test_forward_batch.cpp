@@ -34,7 +34,7 @@ void zero_gradients(models::CausalLM& model) {
 }  // namespace
 
 TEST_CASE("packing: a packed batch gives the loss and gradients of its examples run one by one", "[forward][packing]") {
-  for (const std::string preset : {"tiny", "llama-tiny"}) {
+  for (const std::string preset : {"tiny", "llama-tiny", "gemma-tiny"}) {
     INFO(preset);
     auto model = models::create_model(models::read_config_arg(preset), 11);
     const int64_t V = model->dims().vocab_size;

@@ -15,7 +15,23 @@ namespace lora::tools {
 
 void FinetuneOptions::validate() const {
   Device::parse(device);
-  LORA_CHECK(warmup < steps || steps == 1, "--warmup {} must be below --steps {}", warmup, steps);
+  LORA_CHECK(epochs > 0 || warmup < steps || steps == 1, "--warmup {} must be below --steps {}", warmup, steps);
+  LORA_CHECK(!(epochs > 0 && steps_given), "--epochs {} and --steps {}: give one of them (--epochs computes the steps)",
+             epochs, steps);
+  LORA_CHECK(std::isfinite(epochs) && epochs >= 0 && epochs <= 1e6, "--epochs {}: expected a positive number", epochs);
+  LORA_CHECK(eval_data.empty() || eval_fraction == 0,
+             "--eval-data and --eval-fraction both give held-out data: use one of them");
+  LORA_CHECK(eval_fraction >= 0 && eval_fraction < 1, "--eval-fraction {}: expected a fraction in [0, 1)", eval_fraction);
+  LORA_CHECK(max_seq == 0 || max_seq >= 2, "--max-seq {}: an example needs at least 2 tokens", max_seq);
+  LORA_CHECK(!packing || max_seq == 0 || max_seq <= seq,
+             "--max-seq {} exceeds --seq {}: with --packing every example must fit a row of --seq tokens", max_seq, seq);
+  LORA_CHECK(early_stop_patience == 0 || eval_every > 0,
+             "--early-stop-patience {} needs evaluations during training: give --eval-every N", early_stop_patience);
+  LORA_CHECK(sample_every == 0 || !sample_prompt.empty(), "--sample-every {} needs --sample-prompt TEXT", sample_every);
+  LORA_CHECK(sample_prompt.empty() || sample_every > 0, "--sample-prompt is printed every --sample-every N steps: give N");
+  LORA_CHECK(mode != "compare" || (grad_accum == 1 && early_stop_patience == 0 && sample_every == 0 && log.empty()),
+             "--grad-accum, --early-stop-patience, --sample-every and --log apply to one run: use them with --mode full "
+             "or --mode lora");
   LORA_CHECK(batch <= (int64_t{1} << 31) / seq, "--batch {} x --seq {} tokens per step is more than 2^31", batch, seq);
   LORA_CHECK(std::isfinite(alpha) && std::isfinite(lr) && std::isfinite(grad_clip) && std::isfinite(weight_decay),
              "--alpha, --lr, --grad-clip and --weight-decay must be finite");
@@ -90,13 +106,32 @@ int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o
   app.add_flag("--save-gguf-adapter", o.save_gguf_adapter, "with --mode lora --save DIR: also write DIR/lora/adapter.gguf, the adapter as llama.cpp's GGUF LoRA adapter for the same base (docs/gguf.md)");
   app.add_flag("--no-preflight", o.no_preflight, "start even when the predicted memory exceeds what is available");
   app.add_option("--eval-every", o.eval_every, "held-out loss every N steps (0: before and after only)")->check(CLI::Range(int64_t{0}, int64_t{1} << 40))->capture_default_str();
-  app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
+  app.add_option("--eval-batches", o.eval_batches, "held-out batches of random windows per evaluation (raw text and tokens; examples: every held-out example)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
   app.add_option("--report-json", o.report_json, "write the report as JSON to this file");
+  // The data people fine-tune on (docs/training-step.md, "Data").
+  app.add_option("--format", o.format, "the data's format: auto (detected from the file; what was found and why is printed), raw (text cut into windows), tokens (an llm.c .bin file), or JSONL/.json records: text, prompt_completion, alpaca, messages, sharegpt")->check(CLI::IsMember({"auto", "raw", "tokens", "text", "prompt_completion", "alpaca", "messages", "sharegpt"}))->capture_default_str();
+  app.add_option("--chat-template", o.chat_template, "a Jinja chat template file for alpaca, messages and sharegpt data (default: the model folder's chat_template.jinja or tokenizer_config.json's)");
+  app.add_flag("--train-on-inputs", o.train_on_inputs, "train on every token of an example, prompts and user turns included (default: only the completion and assistant turns)");
+  app.add_option("--max-seq", o.max_seq, "examples longer than this many tokens are truncated (default: --seq)")->check(CLI::Range(int64_t{2}, int64_t{1} << 22));
+  app.add_flag("--drop-long", o.drop_long, "drop examples longer than --max-seq instead of truncating them");
+  app.add_flag("--packing", o.packing, "pack examples into rows of --seq tokens; segment ids keep each example's attention and positions its own (default: one example per row, padded to the longest of the batch)");
+  app.add_option("--eval-data", o.eval_data, "held-out data in the same formats (default: raw text holds out its last 10%; examples: none, or --eval-fraction)");
+  app.add_option("--eval-fraction", o.eval_fraction, "hold out this fraction of the examples (whole examples, chosen by --seed)")->check(CLI::Range(0.0, 0.999999));
+  app.add_option("--epochs", o.epochs, "train this many passes over the data (the steps are computed from the examples, --batch and --grad-accum, and printed) instead of --steps")->check(CLI::Range(1e-9, 1e6));
+  app.add_option("--grad-accum", o.grad_accum, "micro-batches of --batch per optimizer step (the loss is normalised over all their trained tokens)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20))->capture_default_str();
+  app.add_option("--early-stop-patience", o.early_stop_patience, "stop when the held-out loss has not improved for N evaluations (--eval-every) and keep the best weights")->check(CLI::Range(int64_t{0}, int64_t{1} << 20))->capture_default_str();
+  app.add_option("--sample-every", o.sample_every, "print a greedy continuation of --sample-prompt every N steps")->check(CLI::Range(int64_t{0}, int64_t{1} << 40))->capture_default_str();
+  app.add_option("--sample-prompt", o.sample_prompt, "the prompt of --sample-every (rendered with the chat template for chat data)");
+  app.add_option("--sample-tokens", o.sample_tokens, "tokens per sample")->check(CLI::Range(int64_t{1}, int64_t{4096}))->capture_default_str();
+  app.add_option("--log", o.log, "write one JSON line per step and per evaluation to this file (flushed as it goes), and the loss curve as an SVG beside it");
+  app.set_config("--config-file", "", "read flags from a TOML or INI file (name = value, the flags' long names without --); flags on the command line win")->check(CLI::ExistingFile);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  o.steps_given = app.count("--steps") > 0;
+  if (const CLI::Option* config = app.get_config_ptr(); config && config->count() > 0) o.config_file = config->as<std::string>();
   return -1;
 }
 

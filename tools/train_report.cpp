@@ -1,6 +1,8 @@
 // The fine-tuning report: tables and JSON.
 #include "tools/train_report.h"
 
+#include <cmath>
+
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -106,8 +108,10 @@ ModeReport ModeReport::from_json(const nlohmann::json& j) {
   r.peak_rss_bytes = j.at("peak_rss_bytes");
   r.step_times_s = j.at("step_times_s").get<std::vector<double>>();
   r.losses = j.at("losses").get<std::vector<double>>();
-  r.val_loss_before = j.at("val_loss_before");
-  r.val_loss_after = j.at("val_loss_after");
+  // null: there was no held-out data (NaN, which JSON cannot hold)
+  const auto loss_or_nan = [&](const char* key) { return j.at(key).is_null() ? std::nan("") : j.at(key).get<double>(); };
+  r.val_loss_before = loss_or_nan("val_loss_before");
+  r.val_loss_after = loss_or_nan("val_loss_after");
   r.skipped_steps = j.value("skipped_steps", int64_t{0});
   r.ranks = j.value("ranks", 1);
   r.comm_engine = j.value("comm_engine", "");

@@ -44,9 +44,10 @@ AccumulatedLoss accumulate_gradients(models::CausalLM& model, const std::vector<
   for (size_t i = 0; i < micro_batches.size(); ++i) {
     const Batch& b = micro_batches[i];
     if (b.trained_tokens == 0) continue;  // its loss and gradient are zero
-    LORA_CHECK(!b.segments.defined(),
-               "a packed batch (segment ids) reached a model without segment support: use padding (no --packing)");
-    Tensor loss = model.loss(b.ids, b.targets);  // mean over its n_i trained tokens
+    // Packed examples: the segment ids keep attention inside each example and restart its positions.
+    models::ForwardBatch forward(b.ids);
+    if (b.segments.defined()) forward.with_segments(b.segments.to(Device::cpu()).to_vector<int32_t>());
+    Tensor loss = model.loss(forward, b.targets);  // mean over its n_i trained tokens
     // Scaled by ranks x n_i / N: summed over micro-batches and averaged over ranks, the gradient is that
     // of sum(token losses) / N. One micro-batch on one rank has scale 1 and records no extra op.
     const double scale = double(ranks) * double(b.trained_tokens) / double(out.trained_tokens);

@@ -193,7 +193,7 @@ TrainingRecord Trainer::run() {
     bool stop_early = false;
     // With early stopping the last step is evaluated too, so that the best weights are chosen among all.
     const bool eval_now = options_.eval_every > 0 && callbacks_.evaluate &&
-                          (last ? options_.early_stop_patience > 0 : (step + 1) % options_.eval_every == 0);
+                          ((step + 1) % options_.eval_every == 0 || (last && options_.early_stop_patience > 0));
     if (eval_now) {
       if (comm_.rank() == 0) evaluate(step + 1);
       // Every rank stops after the same evaluation: rank 0's verdict, shared.

@@ -18,6 +18,8 @@ enum class DataFormat { Auto, Raw, Tokens, Text, PromptCompletion, Alpaca, Messa
 // "auto", "raw", "tokens", "text", "prompt_completion", "alpaca", "messages", "sharegpt".
 DataFormat parse_data_format(const std::string& name);  // throws lora::Error listing the names
 std::string data_format_name(DataFormat format);
+// Alpaca, Messages and ShareGPT: records that become tokens through a chat template.
+bool is_conversation_format(DataFormat format);
 
 // What `path` holds: an llm.c token file by its magic (Tokens), JSONL or a .json array by the first record's
 // keys, anything else Raw. `requested` other than Auto is returned as it is after checking it fits the file.
