@@ -115,4 +115,16 @@ for i, args in enumerate([["--mode", "lora", "--rank", "4", "--steps", "10", "--
                           ["--mode", "full", "--save", "out", "--save-every", "5", "--resume", "out", "--warmup", "1"],
                           ["--batch=4", "--seq=64", "--device", "cuda:0", "--skip-nonfinite", "--grad-clip", "0.5"]]):
     out("fuzz_finetune_cli", f"args_{i}", "\0".join(args))
+# the server's request bodies (completions, chat, adapters) and a generation_config.json.
+for name, value in {
+        "completion": {"model": "base", "prompt": "Hello", "max_tokens": 5, "temperature": 0, "stop": ["\n"], "stream": True},
+        "completion_ids": {"model": "sql", "prompt": [1, 2, 3], "seed": 7, "n": 1, "top_p": 0.9, "top_k": 40},
+        "chat": {"model": "base", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                 "max_completion_tokens": 16, "stream": True, "logprobs": False, "response_format": {"type": "text"}},
+        "chat_parts": {"model": "chat", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                                   {"type": "text", "text": "b"}]}],
+                       "max_tokens": 3, "user": "u"},
+        "adapter": {"name": "poem", "path": "out/poem/lora"},
+        "generation_config": {"bos_token_id": 1, "eos_token_id": [2, 32000], "do_sample": True}}.items():
+    out("fuzz_api_request", name, json.dumps(value))
 print("seeds written to", os.path.join(ROOT, "corpus"))
