@@ -334,7 +334,9 @@ TEST_CASE("serve: /v1/chat/completions streamed and not, with adapters, and its 
   set.load("qv", states[0]);
   const models::StopTokens stops = models::stop_tokens(*model, "", *tokenizer, chatml.get());
   REQUIRE(stops.ids == std::vector<int64_t>{850, 852});
-  serve::DecodeEngine engine(*model, set, {.max_sequences = 2, .max_queue = 8, .eos_token_ids = stops.ids}, tokenizer.get());
+  // Slots of 48 tokens: the rendered prompt (29 tokens) leaves 19.
+  serve::DecodeEngine engine(*model, set, {.max_sequences = 2, .max_queue = 8, .capacity = 48, .eos_token_ids = stops.ids},
+                             tokenizer.get());
   serve::ServerOptions options;
   options.port = 0;
   options.limits.max_tokens = 40;
@@ -346,6 +348,7 @@ TEST_CASE("serve: /v1/chat/completions streamed and not, with adapters, and its 
   const std::vector<int32_t> prompt = tokenizer->encode(
       "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n",
       {.add_special_tokens = false, .parse_special_tokens = true});
+  REQUIRE(prompt.size() == 29);
   // What generate gives on the rendered prompt: the reply's text (without its stop token) and finish reason.
   auto expected = [&](int64_t max_tokens, const nn::AdapterState* adapter) {
     if (adapter) nn::import_adapter(*reference, *adapter);
@@ -383,10 +386,11 @@ TEST_CASE("serve: /v1/chat/completions streamed and not, with adapters, and its 
     CHECK(s.done);
   }
 
-  // Without max_tokens the reply may run to the end of the context (up to the server's limit).
+  // Without max_tokens the reply may run to the end of the slot (up to the server's limit of 40).
   auto res = post_chat(port, {{"model", "base"}, {"messages", messages}, {"temperature", 0}});
   REQUIRE(res);
-  CHECK(res->status == 200);
+  REQUIRE(res->status == 200);
+  CHECK(json::parse(res->body)["usage"]["completion_tokens"].get<size_t>() <= 48 - prompt.size());
 
   auto refused = [&](const json& body, int status, const std::string& fragment) {
     auto r = post_chat(port, body);

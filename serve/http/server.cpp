@@ -79,7 +79,7 @@ struct HttpServer::Impl {
   std::mutex wake_m;
   std::condition_variable wake;  // a request arrived: the decoding thread stops waiting
   std::optional<ChatFormat> base_chat;  // options.chat_template
-  std::mutex chat_m;                    // guards adapter_chat, and renders (the template promises no thread safety)
+  std::mutex chat_m;                    // guards adapter_chat (renders run in parallel: a template is immutable)
   std::map<std::string, ChatFormat> adapter_chat;
 
   Impl(DecodeEngine& e, const tokenizer::Tokenizer& t, ServerOptions o) : engine(e), tokenizer(t), options(std::move(o)) {
@@ -194,7 +194,6 @@ struct HttpServer::Impl {
     }
     std::string prompt;
     try {
-      std::lock_guard<std::mutex> lock(chat_m);
       prompt = format->chat_template->render(r.messages, /*add_generation_prompt=*/true);
     } catch (const std::exception& e) {
       throw ApiError(400, "invalid_request_error", e.what());  // the template's own message (raise_exception)
