@@ -224,7 +224,8 @@ int main(int argc, char** argv) {
       std::cerr << fmt::format("base weights as {}: {}\n", base_dtype, report.str());
     }
     const lora::models::StopTokens stops =
-        lora::models::stop_tokens(*model, model_folder, *tokenizer, chat_template ? &*chat_template : nullptr);
+        lora::models::stop_tokens(*model, lora::models::generation_config_folder(weights, config_name), *tokenizer,
+                                  chat_template ? &*chat_template : nullptr);
     sampling.stop_tokens = stops.ids;
     std::cerr << "stop tokens: " << stops.why << '\n';
     const int64_t context = model->dims().context_length, vocab = model->dims().vocab_size;

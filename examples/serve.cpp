@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
     }
     server.chat_template = chat;
     std::cerr << "chat template: " << (chat ? chat->origin() : std::string("none (/v1/chat/completions needs --chat-template, or an adapter's own)")) << '\n';
-    const lora::models::StopTokens stops = lora::models::stop_tokens(*model, folder, *tokenizer, chat.get());
+    const lora::models::StopTokens stops = lora::models::stop_tokens(
+        *model, lora::models::generation_config_folder(weights, config_name), *tokenizer, chat.get());
     engine_options.eos_token_ids = stops.ids;
     std::cerr << "stop tokens: " << stops.why << '\n';
     lora::serve::AdapterSet set(*model, max_adapters);

@@ -41,6 +41,11 @@ std::string model_folder_of(const std::string& weights) {
   return parent.empty() ? "." : parent.string();
 }
 
+std::string generation_config_folder(const std::string& weights, const std::string& config_arg) {
+  if (!config_arg.empty() && is_regular_file(config_arg)) return model_folder_of(config_arg);
+  return model_folder_of(weights);
+}
+
 std::optional<int32_t> end_of_turn_token(const chat::ChatTemplate& chat_template, const tokenizer::Tokenizer& tokenizer) {
   // An assistant content no template changes (no spaces to trim), found again in the render.
   static const std::string kProbe = "LoraEndOfTurnProbe";
@@ -65,7 +70,7 @@ std::optional<int32_t> end_of_turn_token(const chat::ChatTemplate& chat_template
   return ids[0];
 }
 
-StopTokens stop_tokens(const CausalLM& model, const std::string& model_folder, const tokenizer::Tokenizer& tokenizer,
+StopTokens stop_tokens(const CausalLM& model, const std::string& config_folder, const tokenizer::Tokenizer& tokenizer,
                        const chat::ChatTemplate* chat_template) {
   const int64_t V = model.dims().vocab_size;
   std::map<int64_t, std::vector<std::string>> found;  // id -> where it came from
@@ -75,8 +80,8 @@ StopTokens stop_tokens(const CausalLM& model, const std::string& model_folder, c
     if (std::find(sources.begin(), sources.end(), source) == sources.end()) sources.push_back(source);
   };
   for (int64_t id : model.eos_token_ids()) add(id, "config.json");
-  if (!model_folder.empty()) {
-    const std::string path = (std::filesystem::path(model_folder) / "generation_config.json").string();
+  if (!config_folder.empty()) {
+    const std::string path = (std::filesystem::path(config_folder) / "generation_config.json").string();
     if (is_regular_file(path)) {
       for (int64_t id : read_generation_eos(read_file(path, "generation_config.json", 1 << 20), path, V)) {
         add(id, "generation_config.json");

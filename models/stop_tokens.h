@@ -20,9 +20,11 @@ namespace lora::models {
 // lora::Error naming origin (with JSON's line and column) and the field for anything else.
 std::vector<int64_t> read_generation_eos(const std::string& text, const std::string& origin, int64_t vocab_size);
 
-// The folder whose generation_config.json goes with --weights: the folder itself, or a file's folder; ""
-// for no weights (a random model).
+// The folder of --weights: the folder itself, or a file's folder; "" for no weights (a random model).
 std::string model_folder_of(const std::string& weights);
+// The folder whose generation_config.json goes with the model: the one beside --config when that is a
+// config.json path, else model_folder_of(weights).
+std::string generation_config_folder(const std::string& weights, const std::string& config_arg);
 
 // The end-of-turn marker of a chat template: what it writes right after an assistant message's content
 // (leading whitespace skipped), when that begins with one special token of the tokenizer. nullopt when the
@@ -34,10 +36,10 @@ struct StopTokens {
   std::string why;           // for people: "50256 (config.json, tokenizer), 151645 <|im_end|> (chat template)"
 };
 
-// Every id that stops generation: the model's eos_token_ids() (config.json), `model_folder`'s
-// generation_config.json eos_token_id (when the file is there), the tokenizer's eos, and the end-of-turn
+// Every id that stops generation: the model's eos_token_ids() (config.json), the eos_token_id of
+// generation_config.json in `config_folder` (when the file is there), the tokenizer's eos, and the end-of-turn
 // token of `chat_template` (when given).
-StopTokens stop_tokens(const CausalLM& model, const std::string& model_folder, const tokenizer::Tokenizer& tokenizer,
+StopTokens stop_tokens(const CausalLM& model, const std::string& config_folder, const tokenizer::Tokenizer& tokenizer,
                        const chat::ChatTemplate* chat_template = nullptr);
 
 }  // namespace lora::models

@@ -435,5 +435,31 @@ TEST_CASE("serve: chat without a server template uses an adapter's own, else nam
   INFO(res->body);
   CHECK(res->status == 200);
   CHECK(json::parse(res->body)["choices"][0]["message"]["role"] == "assistant");
+
+  // An adapter folder loaded at run time brings its chat_template.jinja; unloaded, its name is unknown.
+  const fs::path folder = scratch_dir() / "served_chat_adapter";
+  {
+    auto copy = models::create_model({model_config(), "test"}, 9);
+    nn::LoRAConfig config;
+    config.options.rank = 2;
+    config.targets = {"q", "v"};
+    models::apply_lora(*copy, config);
+    nn::save_adapter(*copy, folder.string(), "test", copy->hf_fan_in_fan_out());
+    write_file(folder / "chat_template.jinja", kChatML);
+  }
+  httplib::Client client("127.0.0.1", port);
+  auto loaded = client.Post("/v1/adapters", json{{"name", "poem"}, {"path", folder.string()}}.dump(), "application/json");
+  REQUIRE(loaded);
+  REQUIRE(loaded->status == 201);
+  res = post_chat(port, {{"model", "poem"}, {"messages", messages}, {"max_tokens", 3}});
+  REQUIRE(res);
+  INFO(res->body);
+  CHECK(res->status == 200);
+  auto deleted = client.Delete("/v1/adapters/poem");
+  REQUIRE(deleted);
+  CHECK(deleted->status == 200);
+  res = post_chat(port, {{"model", "poem"}, {"messages", messages}, {"max_tokens", 3}});
+  REQUIRE(res);
+  CHECK(res->status == 404);
   server.stop();
 }
