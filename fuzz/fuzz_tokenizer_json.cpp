@@ -2,6 +2,8 @@
 // decoder it accepts) and then encoding and decoding with whatever tokenizer it makes. Input: the
 // tokenizer.json text, optionally followed by a separator and a tokenizer_config.json, then optionally a
 // second separator and a text to encode (a fixed text with special tokens, spaces and accents otherwise).
+#include <cstdlib>
+
 #include "core/error.h"
 #include "fuzz/fuzz_util.h"
 #include "models/tokenizer/hf_tokenizer.h"
@@ -24,6 +26,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         lora::tokenizer::EncodeOptions options;
         options.add_special_tokens = special;
         const std::vector<int32_t> ids = tokenizer.encode(text, options);
+        const lora::tokenizer::Encoding with_offsets = tokenizer.encode_with_offsets(text, options);
+        if (with_offsets.ids != ids || with_offsets.offsets.size() != ids.size()) std::abort();
+        for (const size_t offset : with_offsets.offsets)
+          if (offset > text.size()) std::abort();
         (void)tokenizer.decode(ids, {});
         (void)tokenizer.decode(ids, {.skip_special_tokens = true});
       } catch (const lora::Error&) {  // text that is not valid UTF-8, a vocabulary without a byte: a clear error

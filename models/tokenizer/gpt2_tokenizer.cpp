@@ -254,6 +254,18 @@ std::vector<int32_t> GPT2Tokenizer::encode(std::string_view text, const EncodeOp
   return encode(text, options.parse_special_tokens);  // GPT-2 adds no special tokens around the text
 }
 
+Encoding GPT2Tokenizer::encode_with_offsets(std::string_view text, const EncodeOptions& options) const {
+  // Byte-level without a normalizer: the tokens' bytes, end to end, are the text.
+  Encoding e{encode(text, options), {}};
+  e.offsets.reserve(e.ids.size());
+  size_t offset = 0;
+  for (const int32_t id : e.ids) {
+    e.offsets.push_back(offset);
+    offset += token_bytes(id).size();
+  }
+  return e;
+}
+
 std::string GPT2Tokenizer::decode(std::span<const int32_t> ids, const DecodeOptions& options) const {
   if (!options.skip_special_tokens) return decode(ids);
   std::string text;

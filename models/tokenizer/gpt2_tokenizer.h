@@ -80,6 +80,7 @@ class GPT2Tokenizer final : public Tokenizer {
 
   // Tokenizer
   std::vector<int32_t> encode(std::string_view text, const EncodeOptions& options) const override;
+  Encoding encode_with_offsets(std::string_view text, const EncodeOptions& options) const override;
   std::string decode(std::span<const int32_t> ids, const DecodeOptions& options) const override;
   std::optional<int32_t> token_to_id(std::string_view token) const override;
   std::optional<std::string> id_to_token(int32_t id) const override;

@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <unordered_set>
@@ -67,6 +69,8 @@ struct HFTokenizer::Impl {
   void load_added_tokens(const JsonView& list);
   void load_config(std::string_view config_json);
   void encode_part(std::string_view text, bool at_origin, bool parse_special, std::vector<int32_t>& ids) const;
+  std::string surface(int32_t id) const;
+  void align(std::string_view part, size_t base, size_t first, Encoding& e) const;
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -257,6 +261,98 @@ std::vector<int32_t> HFTokenizer::encode(std::string_view text, const EncodeOpti
   }
   impl_->post_processor.apply(ids, options.add_special_tokens);
   return ids;
+}
+
+// The text a token stands for, as it would appear in the input: an added token's content; a byte-level
+// token's bytes; otherwise the token with Metaspace's "▁" read as a space and byte-fallback "<0xAB>" as its
+// byte.
+std::string HFTokenizer::Impl::surface(int32_t id) const {
+  const std::string& token = *token_of_id[static_cast<size_t>(id)];
+  if (const auto it = added_ids.find(token); it != added_ids.end() && it->second == id) return token;
+  std::string out;
+  if (pre_tokenizer.byte_level()) {
+    for (size_t pos = 0; pos < token.size();) {
+      const size_t start = pos;
+      const int byte = unicode_to_byte(next_code_point(token, pos));
+      if (byte >= 0) out.push_back(static_cast<char>(byte));
+      else out.append(token, start, pos - start);
+    }
+    return out;
+  }
+  if (token.size() == 6 && token.starts_with("<0x") && token[5] == '>') {
+    unsigned value = 0;
+    if (std::sscanf(token.c_str() + 3, "%2X", &value) == 1) return std::string(1, static_cast<char>(value));
+  }
+  static constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581 "▁"
+  for (size_t pos = 0; pos < token.size();) {
+    if (std::string_view(token).substr(pos, kSpace.size()) == kSpace) {
+      out.push_back(' ');
+      pos += kSpace.size();
+    } else {
+      out.push_back(token[pos++]);
+    }
+  }
+  return out;
+}
+
+// The offsets of ids[first..] (the tokens of `part`, which begins at byte `base` of the text): each token's
+// surface is matched against the part from where the previous one ended. A space in the surface that the text
+// does not have (Metaspace's prepended "▁") is skipped; any other mismatch (a normalizer's change) moves on
+// one byte, so offsets stay in order and inside the part.
+void HFTokenizer::Impl::align(std::string_view part, size_t base, size_t first, Encoding& e) const {
+  size_t cursor = 0;
+  for (size_t i = first; i < e.ids.size(); ++i) {
+    const std::string s = surface(e.ids[i]);
+    size_t k = 0;
+    while (k < s.size() && s[k] == ' ' && (cursor >= part.size() || part[cursor] != ' ')) ++k;  // an added space
+    e.offsets.push_back(base + std::min(cursor, part.size()));
+    for (; k < s.size() && cursor < part.size(); ++k) {
+      if (s[k] == part[cursor]) ++cursor;
+      else if (s[k] != ' ') ++cursor;
+    }
+  }
+}
+
+Encoding HFTokenizer::encode_with_offsets(std::string_view text, const EncodeOptions& options) const {
+  const size_t bad = find_invalid_utf8(text);
+  LORA_CHECK(bad == std::string_view::npos, "encode with '{}': invalid UTF-8 at byte offset {} (byte 0x{:02X})",
+             impl_->name, bad, static_cast<unsigned>(static_cast<unsigned char>(text[bad])));
+  Encoding e;
+  const auto part = [&](size_t start, size_t end) {
+    const size_t first = e.ids.size();
+    impl_->encode_part(text.substr(start, end - start), start == 0, options.parse_special_tokens, e.ids);
+    impl_->align(text.substr(start, end - start), start, first, e);
+  };
+  if (impl_->raw_matcher.empty()) {
+    if (!text.empty()) part(0, text.size());
+  } else {
+    std::vector<hf::Segment> segments;
+    impl_->raw_matcher.split(text, options.parse_special_tokens, segments);
+    for (const hf::Segment& s : segments) {
+      if (s.id >= 0) {
+        e.ids.push_back(s.id);
+        e.offsets.push_back(s.start);
+      } else {
+        part(s.start, s.end);
+      }
+    }
+  }
+  // The post-processor puts its tokens around the text's: those before begin at 0, those after at the end.
+  const std::vector<int32_t> inner = e.ids;
+  impl_->post_processor.apply(e.ids, options.add_special_tokens);
+  if (e.ids != inner) {
+    size_t lead = 0;
+    while (lead + inner.size() <= e.ids.size() &&
+           !std::equal(inner.begin(), inner.end(), e.ids.begin() + static_cast<std::ptrdiff_t>(lead)))
+      ++lead;
+    LORA_CHECK(lead + inner.size() <= e.ids.size(), "encode with '{}': the post-processor changed the text's tokens",
+               impl_->name);
+    std::vector<size_t> offsets(lead, 0);
+    offsets.insert(offsets.end(), e.offsets.begin(), e.offsets.end());
+    offsets.resize(e.ids.size(), text.size());
+    e.offsets = std::move(offsets);
+  }
+  return e;
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -28,6 +28,13 @@ struct DecodeOptions {
   bool skip_special_tokens = false;  // leave out the special tokens (BOS, EOS, chat markers)
 };
 
+// Token ids with, for each, the byte offset in the encoded text where what it stands for begins (offsets are
+// non-decreasing and at most the text's size).
+struct Encoding {
+  std::vector<int32_t> ids;
+  std::vector<size_t> offsets;  // (ids.size())
+};
+
 // A tokenizer: text <-> token ids. Implemented by GPT2Tokenizer (OpenAI's GPT-2 files) and HFTokenizer
 // (Hugging Face tokenizer.json). After construction every method is safe to call from several threads.
 //
@@ -39,6 +46,13 @@ class Tokenizer {
 
   // Token ids of `text`, which must be valid UTF-8.
   virtual std::vector<int32_t> encode(std::string_view text, const EncodeOptions& options) const = 0;
+
+  // encode()'s ids (the same ones) and where each begins in `text`: what transformers' offset_mapping gives,
+  // in bytes. A token made of whitespace that a normalizer or pre-tokenizer adds (Metaspace's "▁" at the
+  // start) begins where the text it precedes begins; tokens the post-processor adds begin at 0 (before the
+  // text) or at text.size() (after it). Under normalizers that change characters (NFKC and the like) an
+  // offset can land a character or two early or late: the chat families' tokenizers have none.
+  virtual Encoding encode_with_offsets(std::string_view text, const EncodeOptions& options) const = 0;
 
   // The text of `ids` as the tokenizer's own decoder writes it. Ids that end inside a multi-byte
   // character leave an incomplete character: HFTokenizer writes U+FFFD for it (as tokenizers does),
