@@ -5,10 +5,15 @@
 //   serve --weights models/gpt2 --adapter sql=out/sql/lora --adapter chat=out/chat/lora --port 8080
 //   curl localhost:8080/v1/completions -d '{"model": "sql", "prompt": "SELECT", "max_tokens": 20}'
 //   curl localhost:8080/v1/completions -d '{"model": "base", "prompt": "Hi", "stream": true}'
+//   curl localhost:8080/v1/chat/completions -d '{"model": "chat", "messages": [{"role": "user", "content": "Hi"}]}'
 //   curl localhost:8080/v1/adapters -d '{"name": "poem", "path": "out/poem/lora"}'     (load at run time)
 //   curl -X DELETE localhost:8080/v1/adapters/poem                                     (unload)
 //   curl localhost:8080/health                                                         (load: active, queued)
 //
+// /v1/chat/completions renders conversations with --chat-template FILE, else the model folder's template
+// (chat_template.jinja, tokenizer_config.json), else a requested adapter's own. Generation stops at every
+// end-of-sequence token of config.json, generation_config.json and the tokenizer, and at the template's
+// end-of-turn token (models/stop_tokens.h).
 // Without --weights the model is randomly initialised (for trying the server out: the text is gibberish).
 // Ctrl-C stops it.
 #include <CLI/CLI.hpp>
@@ -22,7 +27,9 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "models/chat/chat_template.h"
 #include "models/registry.h"
+#include "models/stop_tokens.h"
 #include "nn/lora/adapter.h"
 #include "serve/adapter_set.h"
 #include "serve/decode_engine.h"
@@ -37,8 +44,8 @@ extern "C" void on_signal(int) { g_stop = true; }
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Serve a causal LM and its LoRA adapters over HTTP (OpenAI-compatible /v1/completions)."};
-  std::string weights, config_name, tokenizer_path;
+  CLI::App app{"Serve a causal LM and its LoRA adapters over HTTP (OpenAI-compatible /v1/completions and /v1/chat/completions)."};
+  std::string weights, config_name, tokenizer_path, chat_template_path;
   std::vector<std::string> adapters;
   lora::serve::ServerOptions server;
   lora::serve::EngineOptions engine_options;
@@ -47,6 +54,7 @@ int main(int argc, char** argv) {
   app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file");
   app.add_option("--config", config_name, "A config.json path or a preset (gpt2, tiny, llama-tiny, ...): for a bare .safetensors file, or the random model");
   app.add_option("--tokenizer", tokenizer_path, "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
+  app.add_option("--chat-template", chat_template_path, "A Jinja chat template file for /v1/chat/completions (default: the model folder's)");
   app.add_option("--adapter", adapters, "NAME=DIR: a PEFT adapter folder served as model NAME (repeatable)");
   app.add_option("--host", server.host, "Address to listen on")->capture_default_str();
   app.add_option("--port", server.port, "Port to listen on (0: any free port)")->capture_default_str()->check(CLI::Range(0, 65535));
@@ -67,7 +75,21 @@ int main(int argc, char** argv) {
     }
     auto model = lora::models::load_model(weights, config_name, seed);
     const auto tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
+    const std::string folder = lora::models::model_folder_of(weights);
+    std::shared_ptr<const lora::chat::ChatTemplate> chat;
+    if (!chat_template_path.empty()) {
+      chat = std::make_shared<const lora::chat::ChatTemplate>(lora::chat::ChatTemplate::from_file(chat_template_path, folder));
+    } else if (!folder.empty()) {
+      if (auto t = lora::chat::ChatTemplate::from_model_folder(folder)) chat = std::make_shared<const lora::chat::ChatTemplate>(std::move(*t));
+    }
+    server.chat_template = chat;
+    std::cerr << "chat template: " << (chat ? chat->origin() : std::string("none (/v1/chat/completions needs --chat-template, or an adapter's own)")) << '\n';
+    const lora::models::StopTokens stops = lora::models::stop_tokens(
+        *model, lora::models::generation_config_folder(weights, config_name), *tokenizer, chat.get());
+    engine_options.eos_token_ids = stops.ids;
+    std::cerr << "stop tokens: " << stops.why << '\n';
     lora::serve::AdapterSet set(*model, max_adapters);
+    std::vector<std::pair<std::string, std::shared_ptr<const lora::chat::ChatTemplate>>> adapter_chat;
     for (const std::string& spec : adapters) {
       const size_t eq = spec.find('=');
       LORA_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < spec.size(),
@@ -76,10 +98,14 @@ int main(int argc, char** argv) {
       LORA_CHECK(name != server.model_name, "--adapter '{}': '{}' is the base model's name (--model-name)", spec, name);
       LORA_CHECK(lora::is_directory(dir), "--adapter '{}': no such folder '{}'", spec, dir);
       set.load(name, lora::nn::read_adapter(dir));
+      if (auto t = lora::chat::ChatTemplate::from_model_folder(dir)) {
+        adapter_chat.emplace_back(name, std::make_shared<const lora::chat::ChatTemplate>(std::move(*t)));
+      }
       std::cerr << fmt::format("adapter '{}' from {}\n", name, dir);
     }
     lora::serve::DecodeEngine engine(*model, set, engine_options, tokenizer.get());
     lora::serve::HttpServer http(engine, *tokenizer, server);
+    for (auto& [name, t] : adapter_chat) http.set_chat_template(name, std::move(t));
     const int port = http.start();
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);

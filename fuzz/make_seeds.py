@@ -133,4 +133,16 @@ out("fuzz_jsonl", "bad_shapes", '{"text": "a"}\n[1]\n{"messages": [{"role": "too
 header = np.zeros(256, dtype="<i4")
 header[0], header[1], header[2] = 20240520, 1, 3
 out("fuzz_jsonl", "tokens_v1", header.tobytes() + np.array([1, 2, 3], dtype="<u2").tobytes())
+# the server's request bodies (completions, chat, adapters) and a generation_config.json.
+for name, value in {
+        "completion": {"model": "base", "prompt": "Hello", "max_tokens": 5, "temperature": 0, "stop": ["\n"], "stream": True},
+        "completion_ids": {"model": "sql", "prompt": [1, 2, 3], "seed": 7, "n": 1, "top_p": 0.9, "top_k": 40},
+        "chat": {"model": "base", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                 "max_completion_tokens": 16, "stream": True, "logprobs": False, "response_format": {"type": "text"}},
+        "chat_parts": {"model": "chat", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                                   {"type": "text", "text": "b"}]}],
+                       "max_tokens": 3, "user": "u"},
+        "adapter": {"name": "poem", "path": "out/poem/lora"},
+        "generation_config": {"bos_token_id": 1, "eos_token_id": [2, 32000], "do_sample": True}}.items():
+    out("fuzz_api_request", name, json.dumps(value))
 print("seeds written to", os.path.join(ROOT, "corpus"))

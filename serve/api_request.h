@@ -6,11 +6,13 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "models/chat/chat_template.h"
 #include "serve/decode_engine.h"
 
 namespace lora::serve {
@@ -39,6 +41,23 @@ struct CompletionLimits {
 
 // Parses and checks a request body; throws ApiError (status 400) naming the field at fault.
 CompletionRequest parse_completion_request(const std::string& body, const CompletionLimits& limits);
+
+// POST /v1/chat/completions: the same sampling fields and rules as /v1/completions (fields OpenAI defines
+// accepted at their default value only, n = 1 for instance), `messages` in place of the prompt, and
+// max_completion_tokens as another name of max_tokens.
+struct ChatRequest {
+  std::string model;
+  chat::Conversation messages;
+  bool stream = false;
+  std::optional<int64_t> max_tokens;  // none: what the context leaves after the prompt, up to the limit
+  RequestOptions options;             // options.max_tokens is set by the server from max_tokens
+};
+ChatRequest parse_chat_request(const std::string& body, const CompletionLimits& limits);
+
+// OpenAI's messages: a non-empty list of {"role", "content"}, content a string or a list of
+// {"type": "text", "text"} parts (joined with newlines, as vLLM does). Throws ApiError (400) naming the field
+// ("messages[1].content[0].type") and what was expected.
+chat::Conversation parse_messages(const nlohmann::json& messages);
 
 // POST /v1/adapters: {"name": ..., "path": ...}
 struct AdapterRequest {

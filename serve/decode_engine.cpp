@@ -45,7 +45,7 @@ DecodeEngine::DecodeEngine(models::CausalLM& model, AdapterSet& adapters, Engine
   LORA_CHECK(options_.max_queue >= 0, "engine: max_queue {} must not be negative", options_.max_queue);
   LORA_CHECK(options_.capacity >= 0, "engine: capacity {} must not be negative", options_.capacity);
   capacity_ = options_.capacity == 0 ? d.context_length : std::min(options_.capacity, d.context_length);
-  eos_ = model_.eos_token_ids();
+  eos_ = options_.eos_token_ids.empty() ? model_.eos_token_ids() : options_.eos_token_ids;
   pool_ = model_.make_kv_cache(options_.max_sequences, capacity_);
   slots_.resize(static_cast<size_t>(options_.max_sequences));
 }
@@ -133,11 +133,13 @@ void DecodeEngine::finish(Sequence& s, FinishReason reason) {
 
 bool DecodeEngine::accept(Sequence& s, int32_t token) {
   ++s.generated;
-  const bool eos = s.request.options.stop_at_eos && std::find(eos_.begin(), eos_.end(), token) != eos_.end();
+  const RequestOptions& o = s.request.options;
+  const bool eos = (o.stop_at_eos && std::find(eos_.begin(), eos_.end(), token) != eos_.end()) ||
+                   std::find(o.stop_tokens.begin(), o.stop_tokens.end(), token) != o.stop_tokens.end();
   // The slot is full when the token just sampled cannot be fed back.
   const bool length = s.generated >= s.request.options.max_tokens || pool_.length(s.slot) >= capacity_;
   if (s.decoder) {
-    s.text += s.decoder->push(token);
+    if (!eos) s.text += s.decoder->push(token);  // a stop token ends the text: "<|im_end|>" is not shown
     if (eos || length) s.text += s.decoder->finish();  // what an incomplete character held back
   }
   // A stop string ends the text before it. Text not yet given out holds any stop string not yet found

@@ -34,7 +34,8 @@ struct RequestOptions {
   int64_t top_k = 0;          // 0: all
   uint64_t seed = 0;
   std::vector<std::string> stop;  // stop strings: the text ends before the first one
-  bool stop_at_eos = true;        // the model's end-of-sequence tokens end it
+  bool stop_at_eos = true;        // the engine's end-of-sequence tokens (EngineOptions) end it
+  std::vector<int32_t> stop_tokens = {};  // more tokens that end it (an adapter's chat template's end of turn)
 };
 
 // Error: the model failed on this sequence's step (step() then rethrows what it threw).
@@ -62,6 +63,9 @@ struct EngineOptions {
   int64_t max_sequences = 8;  // KV-cache slots: sequences decoded at once
   int64_t max_queue = 64;     // waiting requests beyond which submit() refuses
   int64_t capacity = 0;       // tokens per slot (prompt + generated); 0: the model's context
+  // The tokens that end a sequence (models/stop_tokens.h gathers them); empty: the model's eos_token_ids().
+  // A stop token's text is not part of the sequence's text.
+  std::vector<int64_t> eos_token_ids = {};
 };
 
 // submit() refuses when the queue is full (the server answers 429/503).

@@ -9,10 +9,13 @@
 #include <condition_variable>
 #include <csignal>
 #include <deque>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "core/error.h"
+#include "models/stop_tokens.h"
 #include "nn/lora/adapter.h"
 
 namespace lora::serve {
@@ -55,6 +58,15 @@ int64_t unix_time() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// A chat template and its end-of-turn token (which ends a reply besides the engine's end-of-sequence tokens).
+struct ChatFormat {
+  std::shared_ptr<const chat::ChatTemplate> chat_template;
+  std::optional<int32_t> end_of_turn;
+};
+
+// What a route answers with: OpenAI's completion objects, or its chat completion objects.
+enum class Shape { Completion, Chat };
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -66,8 +78,13 @@ struct HttpServer::Impl {
   std::atomic<bool> running{false};
   std::mutex wake_m;
   std::condition_variable wake;  // a request arrived: the decoding thread stops waiting
+  std::optional<ChatFormat> base_chat;  // options.chat_template
+  std::mutex chat_m;                    // guards adapter_chat (renders run in parallel: a template is immutable)
+  std::map<std::string, ChatFormat> adapter_chat;
 
-  Impl(DecodeEngine& e, const tokenizer::Tokenizer& t, ServerOptions o) : engine(e), tokenizer(t), options(std::move(o)) {}
+  Impl(DecodeEngine& e, const tokenizer::Tokenizer& t, ServerOptions o) : engine(e), tokenizer(t), options(std::move(o)) {
+    if (options.chat_template) base_chat = ChatFormat{options.chat_template, models::end_of_turn_token(*options.chat_template, tokenizer)};
+  }
 
   void decode_loop() {
     while (running) {
@@ -93,52 +110,108 @@ struct HttpServer::Impl {
     return {{"object", "list"}, {"data", data}};
   }
 
+  // The adapter a request's "model" names ("" for the base model); 404 when none is loaded by that name.
+  std::string adapter_for(const std::string& model) {
+    if (model == options.model_name) return "";
+    const std::vector<std::string> names = engine.adapter_names();
+    if (std::find(names.begin(), names.end(), model) == names.end()) {
+      std::string known = options.model_name;
+      for (const std::string& n : names) known += ", " + n;
+      throw ApiError(404, "not_found_error", fmt::format("the model '{}' does not exist (models: {})", model, known));
+    }
+    return model;
+  }
+
+  // Refuses a prompt that encodes to nothing, or that leaves no room for max_tokens in a slot.
+  void check_prompt(const std::vector<int32_t>& ids, int64_t max_tokens) {
+    if (ids.empty()) throw ApiError(400, "invalid_request_error", "the prompt encodes to no tokens");
+    const int64_t P = static_cast<int64_t>(ids.size()), C = engine.capacity();
+    if (P + max_tokens > C) {
+      throw ApiError(400, "invalid_request_error",
+                     fmt::format("this model's context is {} tokens, but the prompt has {} and max_tokens asks for {} "
+                                 "more",
+                                 C, P, max_tokens));
+    }
+  }
+
+  std::vector<int32_t> encode(const std::string& text, const tokenizer::EncodeOptions& o, const char* what) {
+    try {
+      return tokenizer.encode(text, o);
+    } catch (const Error& e) {
+      throw ApiError(400, "invalid_request_error", fmt::format("the {} cannot be tokenized: {}", what, e.what()));
+    }
+  }
+
   // The prompt's token ids, checked against the context.
   std::vector<int32_t> prompt_ids(const CompletionRequest& r) {
     std::vector<int32_t> ids;
     if (const auto* text = std::get_if<std::string>(&r.prompt)) {
-      try {
-        ids = tokenizer.encode(*text, {.add_special_tokens = true, .parse_special_tokens = false});
-      } catch (const Error& e) {
-        throw ApiError(400, "invalid_request_error", std::string("the prompt cannot be tokenized: ") + e.what());
-      }
+      ids = encode(*text, {.add_special_tokens = true, .parse_special_tokens = false}, "prompt");
     } else {
       ids = std::get<std::vector<int32_t>>(r.prompt);
     }
-    if (ids.empty()) throw ApiError(400, "invalid_request_error", "the prompt encodes to no tokens");
-    const int64_t P = static_cast<int64_t>(ids.size()), C = engine.capacity();
-    if (P + r.options.max_tokens > C) {
-      throw ApiError(400, "invalid_request_error",
-                     fmt::format("this model's context is {} tokens, but the prompt has {} and max_tokens asks for {} "
-                                 "more",
-                                 C, P, r.options.max_tokens));
-    }
+    check_prompt(ids, r.options.max_tokens);
     return ids;
   }
 
-  json chunk(int64_t id, const std::string& model, int64_t created, const std::string& text, const json& finish) {
-    return {{"id", fmt::format("cmpl-{}", id)},
-            {"object", "text_completion"},
+  // The chat template of a request for `adapter`: the server's, else the adapter's own.
+  std::optional<ChatFormat> chat_format(const std::string& adapter) {
+    if (base_chat) return base_chat;
+    std::lock_guard<std::mutex> lock(chat_m);
+    const auto it = adapter_chat.find(adapter);
+    if (it == adapter_chat.end()) return std::nullopt;
+    return it->second;
+  }
+
+  // A chunk of a stream: completions' text, or chat's delta (the role in the first).
+  json chunk(Shape shape, int64_t id, const std::string& model, int64_t created, const json& delta, const json& finish) {
+    const bool chat = shape == Shape::Chat;
+    json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}};
+    choice[chat ? "delta" : "text"] = delta;
+    return {{"id", fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", id)},
+            {"object", chat ? "chat.completion.chunk" : "text_completion"},
             {"created", created},
             {"model", model},
-            {"choices", json::array({{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}}})}};
+            {"choices", json::array({choice})}};
   }
 
   void completions(const httplib::Request& req, httplib::Response& res) {
     const CompletionRequest r = parse_completion_request(req.body, options.limits);
-    std::string adapter;
-    if (r.model != options.model_name) {
-      const std::vector<std::string> names = engine.adapter_names();
-      if (std::find(names.begin(), names.end(), r.model) == names.end()) {
-        std::string known = options.model_name;
-        for (const std::string& n : names) known += ", " + n;
-        throw ApiError(404, "not_found_error", fmt::format("the model '{}' does not exist (models: {})", r.model, known));
-      }
-      adapter = r.model;
-    }
+    const std::string adapter = adapter_for(r.model);
     const std::vector<int32_t> ids = prompt_ids(r);
+    answer(res, Shape::Completion, r.model, adapter, ids, r.options, r.stream);
+  }
+
+  void chat_completions(const httplib::Request& req, httplib::Response& res) {
+    ChatRequest r = parse_chat_request(req.body, options.limits);
+    const std::string adapter = adapter_for(r.model);
+    const std::optional<ChatFormat> format = chat_format(adapter);
+    if (!format) {
+      throw ApiError(400, "invalid_request_error",
+                     fmt::format("the model '{}' has no chat template: start serve with --chat-template FILE (the model "
+                                 "folder has no chat_template.jinja or tokenizer_config.json with chat_template)",
+                                 r.model));
+    }
+    std::string prompt;
+    try {
+      prompt = format->chat_template->render(r.messages, /*add_generation_prompt=*/true);
+    } catch (const std::exception& e) {
+      throw ApiError(400, "invalid_request_error", e.what());  // the template's own message (raise_exception)
+    }
+    // Templates write their own BOS and markers: the special tokens in the text are the template's.
+    const std::vector<int32_t> ids = encode(prompt, {.add_special_tokens = false, .parse_special_tokens = true}, "rendered conversation");
+    const int64_t left = engine.capacity() - static_cast<int64_t>(ids.size());
+    r.options.max_tokens = r.max_tokens ? *r.max_tokens : std::max<int64_t>(1, std::min(options.limits.max_tokens, left));
+    check_prompt(ids, r.options.max_tokens);
+    if (format->end_of_turn) r.options.stop_tokens.push_back(*format->end_of_turn);
+    answer(res, Shape::Chat, r.model, adapter, ids, r.options, r.stream);
+  }
+
+  // Queues the request, then answers with the whole completion, or streams it as server-sent events.
+  void answer(httplib::Response& res, Shape shape, const std::string& model, const std::string& adapter,
+              const std::vector<int32_t>& ids, const RequestOptions& request_options, bool stream) {
     auto events = std::make_shared<EventQueue>();
-    Request er{ids, adapter, r.options, [events](const Event& e) { events->push(e); }};
+    Request er{ids, adapter, request_options, [events](const Event& e) { events->push(e); }};
     int64_t id = 0;
     try {
       id = engine.submit(std::move(er));
@@ -149,8 +222,9 @@ struct HttpServer::Impl {
     }
     wake.notify_all();
     const int64_t created = unix_time(), prompt_tokens = static_cast<int64_t>(ids.size());
+    const bool chat = shape == Shape::Chat;
 
-    if (!r.stream) {
+    if (!stream) {
       std::string text;
       int64_t completion_tokens = 0;
       FinishReason finish = FinishReason::None;
@@ -171,7 +245,13 @@ struct HttpServer::Impl {
       if (finish == FinishReason::Cancelled) {
         throw ApiError(409, "conflict_error", fmt::format("the request was cancelled: its adapter '{}' was unloaded", adapter));
       }
-      json body = chunk(id, r.model, created, text, finish_reason_name(finish));
+      json body = chunk(shape, id, model, created, text, finish_reason_name(finish));
+      if (chat) {
+        body["object"] = "chat.completion";
+        json& choice = body["choices"][0];
+        choice.erase("delta");
+        choice["message"] = {{"role", "assistant"}, {"content", text}};
+      }
       body["usage"] = {{"prompt_tokens", prompt_tokens},
                        {"completion_tokens", completion_tokens},
                        {"total_tokens", prompt_tokens + completion_tokens}};
@@ -179,20 +259,33 @@ struct HttpServer::Impl {
       return;
     }
 
-    // Server-sent events: a chunk per piece of text, the last with its finish reason, then [DONE]. A
-    // client that goes away makes a write fail: the request is cancelled and its slot freed.
+    // Server-sent events: a chunk per piece of text, the last with its finish reason, then [DONE]. A chat
+    // stream opens with the role and closes with an empty delta that carries the finish reason. A client
+    // that goes away makes a write fail: the request is cancelled and its slot freed.
     auto done = std::make_shared<bool>(false);
-    const std::string model = r.model;
+    auto opened = std::make_shared<bool>(!chat);
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, events, done, id, model, created](size_t, httplib::DataSink& sink) {
+        [this, events, done, opened, id, model, created, shape, chat](size_t, httplib::DataSink& sink) {
+          auto send = [&](const json& delta, const json& finish) {
+            const std::string data = "data: " + dump(chunk(shape, id, model, created, delta, finish)) + "\n\n";
+            return sink.write(data.data(), data.size());
+          };
+          if (!*opened) {
+            if (!send({{"role", "assistant"}, {"content", ""}}, nullptr)) return false;
+            *opened = true;
+          }
           for (const Event& e : events->take(std::chrono::milliseconds(100))) {
             const bool last = e.finish != FinishReason::None;
             if (e.text.empty() && !last) continue;
             const json finish = last ? json(finish_reason_name(e.finish)) : json(nullptr);
-            const std::string data = "data: " + dump(chunk(id, model, created, e.text, finish)) + "\n\n";
-            if (!sink.write(data.data(), data.size())) return false;
+            if (chat) {
+              if (!e.text.empty() && !send({{"content", e.text}}, nullptr)) return false;
+              if (last && !send(json::object(), finish)) return false;
+            } else if (!send(e.text, finish)) {
+              return false;
+            }
             if (last) {
               static const std::string kDone = "data: [DONE]\n\n";
               if (!sink.write(kDone.data(), kDone.size())) return false;
@@ -213,8 +306,10 @@ struct HttpServer::Impl {
     const AdapterRequest a = parse_adapter_request(req.body);
     if (a.name == options.model_name) throw ApiError(409, "conflict_error", fmt::format("'{}' is the base model's name", a.name));
     nn::AdapterState state;
+    std::shared_ptr<const chat::ChatTemplate> chat;  // the folder's own chat template, when it has one
     try {
       state = nn::read_adapter(a.path);
+      if (auto t = chat::ChatTemplate::from_model_folder(a.path)) chat = std::make_shared<const chat::ChatTemplate>(std::move(*t));
     } catch (const Error& e) {
       throw ApiError(400, "invalid_request_error", e.what());
     }
@@ -229,8 +324,16 @@ struct HttpServer::Impl {
       const bool full = what.find("slots are taken") != std::string::npos;
       throw ApiError(full ? 503 : 400, full ? "server_error" : "invalid_request_error", what);
     }
+    if (chat) set_chat_template(a.name, std::move(chat));
     res.status = 201;
     res.set_content(dump({{"id", a.name}, {"object", "model"}, {"owned_by", "lora.cpp"}}), "application/json");
+  }
+
+  void set_chat_template(const std::string& adapter, std::shared_ptr<const chat::ChatTemplate> t) {
+    ChatFormat format{t, t ? models::end_of_turn_token(*t, tokenizer) : std::nullopt};
+    std::lock_guard<std::mutex> lock(chat_m);
+    if (t) adapter_chat[adapter] = std::move(format);
+    else adapter_chat.erase(adapter);
   }
 
   void unload_adapter(const httplib::Request& req, httplib::Response& res) {
@@ -240,6 +343,7 @@ struct HttpServer::Impl {
       throw ApiError(404, "not_found_error", fmt::format("no adapter named '{}' is loaded", name));
     }
     engine.unload_adapter(name);
+    set_chat_template(name, nullptr);
     res.set_content(dump({{"id", name}, {"object", "model"}, {"deleted", true}}), "application/json");
   }
 
@@ -259,6 +363,7 @@ struct HttpServer::Impl {
 
   void routes() {
     http.Post("/v1/completions", route(&Impl::completions));
+    http.Post("/v1/chat/completions", route(&Impl::chat_completions));
     http.Post("/v1/adapters", route(&Impl::load_adapter));
     http.Delete(R"(/v1/adapters/([^/]+))", route(&Impl::unload_adapter));
     http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
@@ -296,6 +401,10 @@ HttpServer::HttpServer(DecodeEngine& engine, const tokenizer::Tokenizer& tokeniz
 }
 
 HttpServer::~HttpServer() { stop(); }
+
+void HttpServer::set_chat_template(const std::string& adapter, std::shared_ptr<const chat::ChatTemplate> chat_template) {
+  impl_->set_chat_template(adapter, std::move(chat_template));
+}
 
 int HttpServer::start() {
   // Writing to a client that has gone away raises SIGPIPE (Debian's httplib sends without MSG_NOSIGNAL):

@@ -3,6 +3,9 @@
 //   POST   /v1/completions        {"model", "prompt", "max_tokens", "temperature", "top_p", "stop", "seed",
 //                                  "stream"}: a completion, or with "stream": true server-sent events
 //                                  (data: {...} chunks, then data: [DONE])
+//   POST   /v1/chat/completions   {"model", "messages", ...}: the conversation rendered with the chat template
+//                                  (add_generation_prompt), the reply up to the end-of-turn token; streamed
+//                                  as chat.completion.chunk deltas (the role first)
 //   GET    /v1/models             the base model and every loaded adapter ("model" picks one)
 //   GET    /health                {"status": "ok", "active", "queued", ...}: the load
 //   POST   /v1/adapters           {"name", "path"}: loads a PEFT adapter folder at run time
@@ -18,6 +21,8 @@
 #include <memory>
 #include <string>
 
+#include "models/chat/chat_template.h"
+
 #include "models/tokenizer/tokenizer.h"
 #include "serve/api_request.h"
 #include "serve/decode_engine.h"
@@ -31,6 +36,9 @@ struct ServerOptions {
   size_t max_body_bytes = 1 << 20;
   CompletionLimits limits;
   int http_threads = 0;  // 0: the engine's slots + queue + 4
+  // The template of /v1/chat/completions (--chat-template, else the model folder's); null: an adapter's own
+  // (set_chat_template, or its folder's when loaded through POST /v1/adapters), else chat requests are refused.
+  std::shared_ptr<const chat::ChatTemplate> chat_template;
 };
 
 class HttpServer {
@@ -43,6 +51,10 @@ class HttpServer {
   // Binds, then serves and decodes on background threads; returns the port. Throws when it cannot bind.
   int start();
   void stop();
+
+  // The chat template of an adapter's requests when options.chat_template is null (an adapter saved with
+  // chat_template.jinja or tokenizer_config.json). Thread-safe.
+  void set_chat_template(const std::string& adapter, std::shared_ptr<const chat::ChatTemplate> chat_template);
 
  private:
   struct Impl;
