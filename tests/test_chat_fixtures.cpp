@@ -124,3 +124,8 @@ TEST_CASE("encode_with_offsets: encode's ids, offsets in order, on every tokeniz
   REQUIRE(e.ids == gpt2.encode(text, lora::tokenizer::EncodeOptions{}));
   for (size_t i = 0; i < e.ids.size(); ++i) CHECK(text.compare(e.offsets[i], gpt2.token_bytes(e.ids[i]).size(), gpt2.token_bytes(e.ids[i])) == 0);
 }
+
+TEST_CASE("chat fixtures: tojson, loop controls, namespace, filters and string methods as Jinja renders them",
+          "[chat]") {
+  check_family("features");
+}

@@ -3,6 +3,7 @@
 // in test_chat_fixtures.cpp.
 #include <catch2/catch.hpp>
 
+#include <ctime>
 #include <filesystem>
 #include <string>
 
@@ -134,4 +135,52 @@ TEST_CASE("render_for_training: a template whose earlier turns change when later
 TEST_CASE("render_for_training: a conversation without an assistant turn is refused", "[chat]") {
   const ChatTemplate t = ChatTemplate::from_file(chatml_path());
   CHECK_THROWS_WITH(lora::chat::render_for_training(t, {{"system", "S"}, {"user", "U"}}), Contains("no assistant turn"));
+}
+
+TEST_CASE("chat template: a list that doubles in a loop is stopped by the size limit", "[chat]") {
+  const TemplateLimits small{.max_output_bytes = 100000, .max_seconds = 5.0};
+  CHECK_THAT(render_error("{% set ns = namespace(l=[1]) %}{% for i in range(100) %}{% set ns.l = ns.l + ns.l %}"
+                          "{% endfor %}",
+                          small),
+             Contains("past 100000 bytes"));
+  CHECK_THAT(render_error("{% set l = [] %}{% for i in range(100000) %}{% set _ = l.append(i) %}{% endfor %}", small),
+             Contains("past 100000 bytes"));
+}
+
+namespace {
+
+std::string fixture_template(const std::string& name) {
+  return lora::read_file(std::string(LORA_TEST_DATA_DIR) + "/chat/extra/" + name, "template");
+}
+
+std::string today(const char* format) {
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  char out[64];
+  return std::string(out, std::strftime(out, sizeof out, format, &local));
+}
+
+}  // namespace
+
+TEST_CASE("chat template: Llama 3.2 writes today's date with strftime_now, as transformers does", "[chat]") {
+  const ChatTemplate t(fixture_template("llama3_2.jinja"), "<|begin_of_text|>", "<|eot_id|>", "llama3_2.jinja");
+  const std::string before = today("%d %b %Y");
+  const std::string text = t.render({{"user", "Hi"}, {"assistant", "Hello!"}}, false);
+  const std::string after = today("%d %b %Y");
+  const auto expected = [](const std::string& date) {
+    return "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+           "Today Date: " + date + "\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+           "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>";
+  };
+  CHECK((text == expected(before) || text == expected(after)));
+}
+
+TEST_CASE("render_for_training: DeepSeek-R1's template (a generation prompt that turns write differently) is refused",
+          "[chat]") {
+  const ChatTemplate t(fixture_template("deepseek_r1_distill.jinja"), "<｜begin▁of▁sentence｜>",
+                       "<｜end▁of▁sentence｜>", "deepseek_r1_distill.jinja");
+  CHECK(t.render({{"user", "Hi"}}, true) == "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜><think>\n");
+  CHECK_THROWS_WITH(lora::chat::render_for_training(t, {{"user", "Hi"}, {"assistant", "Hello!"}}),
+                    Contains("not a prefix"));
 }

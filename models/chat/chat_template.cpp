@@ -5,6 +5,7 @@
 
 #include <minja/minja.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -113,6 +114,80 @@ const std::shared_ptr<minja::Context>& builtins_of_this_thread() {
   return builtins;
 }
 
+// tojson as transformers defines it: json.dumps(x, ensure_ascii=False, indent=None, separators=None,
+// sort_keys=False), Python's output byte for byte (", " and ": " by default; "," and ": " with an indent).
+struct JsonStyle {
+  bool ensure_ascii = false;
+  int indent = -1;  // -1: None
+  std::string item_sep = ", ", key_sep = ": ";
+  bool sort_keys = false;
+};
+
+void write_json(const ordered_json& v, const JsonStyle& style, int level, std::string& out) {
+  const auto newline = [&](int depth) {
+    if (style.indent < 0) return;
+    out += '\n';
+    out.append(static_cast<size_t>(depth) * static_cast<size_t>(style.indent), ' ');
+  };
+  if (v.is_object() || v.is_array()) {
+    const bool object = v.is_object();
+    if (v.empty()) {
+      out += object ? "{}" : "[]";
+      return;
+    }
+    minja::guard_bytes(out.size());
+    out += object ? '{' : '[';
+    std::vector<ordered_json::const_iterator> items;
+    for (auto it = v.begin(); it != v.end(); ++it) items.push_back(it);
+    if (object && style.sort_keys)
+      std::stable_sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.key() < b.key(); });
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (i > 0) out += style.item_sep;
+      newline(level + 1);
+      if (object) {
+        out += ordered_json(items[i].key()).dump(-1, ' ', style.ensure_ascii);
+        out += style.key_sep;
+      }
+      write_json(*items[i], style, level + 1, out);
+    }
+    newline(level);
+    out += object ? '}' : ']';
+    return;
+  }
+  out += v.dump(-1, ' ', style.ensure_ascii);
+}
+
+minja::Value tojson() {
+  return minja::Value::callable([](const std::shared_ptr<minja::Context>&, minja::ArgumentsValue& args) {
+    static const char* const kNames[] = {"x", "ensure_ascii", "indent", "separators", "sort_keys"};
+    LORA_CHECK(!args.args.empty() && args.args.size() <= 5, "tojson: expected 1 to 5 positional arguments, got {}",
+               args.args.size());
+    std::vector<const minja::Value*> given(5, nullptr);
+    for (size_t i = 0; i < args.args.size(); ++i) given[i] = &args.args[i];
+    for (const auto& [name, value] : args.kwargs) {
+      const auto* it = std::find(std::begin(kNames), std::end(kNames), name);
+      LORA_CHECK(it != std::end(kNames) && it != std::begin(kNames), "tojson: unexpected argument '{}'", name);
+      given[static_cast<size_t>(it - std::begin(kNames))] = &value;
+    }
+    JsonStyle style;
+    if (given[1]) style.ensure_ascii = given[1]->to_bool();
+    if (given[2] && !given[2]->is_null()) {
+      LORA_CHECK(given[2]->is_number_integer(), "tojson: indent must be an integer");
+      style.indent = static_cast<int>(std::clamp<int64_t>(given[2]->get<int64_t>(), 0, 64));
+      style.item_sep = ",";
+    }
+    if (given[3] && !given[3]->is_null()) {
+      LORA_CHECK(given[3]->is_array() && given[3]->size() == 2, "tojson: separators must be a pair of strings");
+      style.item_sep = given[3]->at(0).get<std::string>();
+      style.key_sep = given[3]->at(1).get<std::string>();
+    }
+    if (given[4]) style.sort_keys = given[4]->to_bool();
+    std::string out;
+    write_json(given[0]->get<ordered_json>(), style, 0, out);
+    return minja::Value(out);
+  });
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------
@@ -172,6 +247,7 @@ std::string ChatTemplate::render(const Conversation& messages, bool add_generati
                    throw Stop{message.is_string() ? message.get<std::string>() : message.dump()};
                  }));
     context->set("strftime_now", strftime_now());
+    context->set("tojson", tojson());
     std::string out = impl_->root->render(context);
     guard.bytes(out.size());
     return out;

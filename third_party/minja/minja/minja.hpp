@@ -40,7 +40,8 @@ class Context;
 // lora.cpp patch: a sandbox hook. While a render runs on this thread with a guard installed, every node
 // render and expression evaluation calls enter() (a template that loops too long, or recurses too deep, is
 // stopped there) and leave() when it is done, and every string built by +, ~, * or written to an output
-// calls bytes() with its length (one that grows too big is stopped). enter() and bytes() may throw; the throw
+// calls bytes() with its length, and every list that grows by +, append or insert with its size times
+// sizeof(Value) (one that grows too big is stopped). enter() and bytes() may throw; the throw
 // passes through minja unchanged when its type is not a std::exception.
 struct RenderGuard {
     virtual ~RenderGuard() = default;
@@ -60,6 +61,25 @@ struct GuardScope {
     GuardScope & operator=(const GuardScope &) = delete;
 };
 inline void guard_bytes(size_t n) { if (auto * g = render_guard()) g->bytes(n); }
+
+// lora.cpp patch: strings are sequences of code points, as Python's are (length, indexing, slicing,
+// iteration), not of bytes.
+inline std::vector<std::string> utf8_chars(const std::string & s) {
+    std::vector<std::string> out;
+    for (size_t i = 0; i < s.size();) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        n = std::min(n, s.size() - i);
+        out.push_back(s.substr(i, n));
+        i += n;
+    }
+    return out;
+}
+inline size_t utf8_length(const std::string & s) {
+    size_t n = 0;
+    for (const char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+    return n;
+}
 
 struct Options {
     bool trim_blocks;  // removes the first newline after a block
@@ -209,7 +229,7 @@ public:
   size_t size() const {
     if (is_object()) return object_->size();
     if (is_array()) return array_->size();
-    if (is_string()) return primitive_.get<std::string>().length();
+    if (is_string()) return utf8_length(primitive_.get<std::string>());  // lora.cpp patch: code points
     throw std::runtime_error("Value is not an array or object: " + dump());
   }
 
@@ -276,6 +296,12 @@ public:
       }
       auto index = key.get<int>();
       return array_->at(index < 0 ? array_->size() + index : index);
+    } else if (is_string() && key.is_number_integer()) {  // lora.cpp patch: a string's code point
+      const auto chars = utf8_chars(primitive_.get<std::string>());
+      int64_t index = key.get<int64_t>();
+      if (index < 0) index += static_cast<int64_t>(chars.size());
+      if (index < 0 || index >= static_cast<int64_t>(chars.size())) throw std::runtime_error("string index out of range");
+      return Value(chars[static_cast<size_t>(index)]);
     } else if (object_) {
       if (!key.is_hashable()) throw std::runtime_error("Unhashable type: " + dump());
       auto it = object_->find(key.primitive_);
@@ -330,8 +356,8 @@ public:
         callback(key);
       }
     } else if (is_string()) {
-      for (char c : primitive_.get<std::string>()) {
-        auto val = Value(std::string(1, c));
+      for (const std::string & c : utf8_chars(primitive_.get<std::string>())) {  // lora.cpp patch: code points
+        auto val = Value(c);
         callback(val);
       }
     } else {
@@ -484,7 +510,7 @@ public:
   std::string to_str() const {
     if (is_string()) return get<std::string>();
     if (is_number_integer()) return std::to_string(get<int64_t>());
-    if (is_number_float()) return std::to_string(get<double>());
+    if (is_number_float()) return dump();  // lora.cpp patch: 0.5 and 8.0 as Python writes them, not 0.500000
     if (is_boolean()) return get<bool>() ? "True" : "False";
     if (is_null()) return "None";
     return dump();
@@ -495,6 +521,7 @@ public:
       } else if (is_number_integer() && rhs.is_number_integer()) {
         return get<int64_t>() + rhs.get<int64_t>();
       } else if (is_array() && rhs.is_array()) {
+        guard_bytes((array_->size() + rhs.array_->size()) * sizeof(Value));  // lora.cpp patch: lists count too
         auto res = Value::array();
         for (const auto& item : *array_) res.push_back(item);
         for (const auto& item : *rhs.array_) res.push_back(item);
@@ -534,7 +561,13 @@ public:
         return get<double>() / rhs.get<double>();
   }
   Value operator%(const Value& rhs) const {
-    return get<int64_t>() % rhs.get<int64_t>();
+    // lora.cpp patch: Python's modulo (the sign of the divisor); a zero divisor is an error, not a crash
+    const int64_t a = get<int64_t>(), b = rhs.get<int64_t>();
+    if (b == 0) throw std::runtime_error("integer division or modulo by zero");
+    if (b == -1) return int64_t{0};
+    int64_t m = a % b;
+    if (m != 0 && ((m < 0) != (b < 0))) m += b;
+    return m;
   }
 };
 
@@ -1270,41 +1303,34 @@ public:
         if (!index) throw std::runtime_error("SubscriptExpr.index is null");
         auto target_value = base->evaluate(context);
         if (auto slice = dynamic_cast<SliceExpr*>(index.get())) {
-          auto len = target_value.size();
-          auto wrap = [len](int64_t i) -> int64_t {
-            if (i < 0) {
-              return i + len;
-            }
-            return i;
-          };
+          // lora.cpp patch: Python's slice semantics (bounds clamped, never read outside), strings by code point
+          std::vector<std::string> chars;
+          if (target_value.is_string()) chars = utf8_chars(target_value.get<std::string>());
+          else if (!target_value.is_array())
+            throw std::runtime_error(target_value.is_null() ? "Cannot subscript null" : "Subscripting only supported on arrays and strings");
+          const int64_t len = target_value.is_string() ? static_cast<int64_t>(chars.size()) : static_cast<int64_t>(target_value.size());
           int64_t step = slice->step ? slice->step->evaluate(context).get<int64_t>() : 1;
           if (!step) {
             throw std::runtime_error("slice step cannot be zero");
           }
-          int64_t start = slice->start ? wrap(slice->start->evaluate(context).get<int64_t>()) : (step < 0 ? len - 1 : 0);
-          int64_t end = slice->end ? wrap(slice->end->evaluate(context).get<int64_t>()) : (step < 0 ? -1 : len);
+          const auto bound = [&](const std::shared_ptr<Expression> & e, int64_t fallback) -> int64_t {
+            if (!e) return fallback;
+            int64_t v = e->evaluate(context).get<int64_t>();
+            if (v < 0) v += len;
+            return step > 0 ? std::clamp<int64_t>(v, 0, len) : std::clamp<int64_t>(v, -1, len - 1);
+          };
+          const int64_t start = bound(slice->start, step > 0 ? 0 : len - 1);
+          const int64_t end = bound(slice->end, step > 0 ? len : -1);
           if (target_value.is_string()) {
-            std::string s = target_value.get<std::string>();
-
             std::string result;
-            if (start < end && step == 1) {
-              result = s.substr(start, end - start);
-            } else {
-              for (int64_t i = start; step > 0 ? i < end : i > end; i += step) {
-                result += s[i];
-              }
-            }
+            for (int64_t i = start; step > 0 ? i < end : i > end; i += step) result += chars[static_cast<size_t>(i)];
             return result;
-
-          } else if (target_value.is_array()) {            
-            auto result = Value::array();
-            for (int64_t i = start; step > 0 ? i < end : i > end; i += step) {
-              result.push_back(target_value.at(i));
-            }
-            return result;
-          } else {
-            throw std::runtime_error(target_value.is_null() ? "Cannot subscript null" : "Subscripting only supported on arrays and strings");
           }
+          auto result = Value::array();
+          for (int64_t i = start; step > 0 ? i < end : i > end; i += step) {
+            result.push_back(target_value.at(i));
+          }
+          return result;
         } else {
           auto index_value = index->evaluate(context);
           if (target_value.is_null()) {
@@ -1401,9 +1427,37 @@ public:
               case Op::Add:       { auto v = l + r; if (v.is_string()) guard_bytes(v.get<std::string>().size()); return v; }  // lora.cpp patch
               case Op::Sub:       return l - r;
               case Op::Mul:       return l * r;
-              case Op::Div:       return l / r;
-              case Op::MulMul:    return std::pow(l.get<double>(), r.get<double>());
-              case Op::DivDiv:    return l.get<int64_t>() / r.get<int64_t>();
+              // lora.cpp patch: / is true division and // floors, as in Python; a zero divisor is an error, not a
+              // crash; ** of integers is an integer
+              case Op::Div: {
+                if (r.get<double>() == 0) throw std::runtime_error("division by zero");
+                return l.get<double>() / r.get<double>();
+              }
+              case Op::MulMul: {
+                if (l.is_number_integer() && r.is_number_integer() && r.get<int64_t>() >= 0) {
+                  int64_t base = l.get<int64_t>(), exp = r.get<int64_t>(), result = 1;
+                  bool overflow = false;
+                  for (int64_t i = 0; i < exp && !overflow && result != 0; ++i) {
+                    if (result == 1 && (base == 1 || base == 0)) { result = base == 0 ? 0 : 1; break; }
+                    if (result == 1 && base == -1) { result = (exp % 2) ? -1 : 1; break; }
+                    overflow = __builtin_mul_overflow(result, base, &result);
+                  }
+                  if (!overflow) return result;
+                }
+                return std::pow(l.get<double>(), r.get<double>());
+              }
+              case Op::DivDiv: {  // lora.cpp patch: Python's floor division
+                if (l.is_number_integer() && r.is_number_integer()) {
+                  const int64_t a = l.get<int64_t>(), b = r.get<int64_t>();
+                  if (b == 0) throw std::runtime_error("integer division or modulo by zero");
+                  if (b == -1) return a == INT64_MIN ? Value(-static_cast<double>(a)) : Value(-a);
+                  int64_t q = a / b;
+                  if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+                  return q;
+                }
+                if (r.get<double>() == 0) throw std::runtime_error("float floor division by zero");
+                return std::floor(l.get<double>() / r.get<double>());
+              }
               case Op::Mod:       return l.get<int64_t>() % r.get<int64_t>();
               case Op::Eq:        return l == r;
               case Op::Ne:        return l != r;
@@ -1528,6 +1582,7 @@ public:
         if (obj.is_array()) {
           if (method->get_name() == "append") {
               vargs.expectArgs("append method", {1, 1}, {0, 0});
+              guard_bytes((obj.size() + 1) * sizeof(Value));  // lora.cpp patch: lists count too
               obj.push_back(vargs.args[0]);
               return Value();
           } else if (method->get_name() == "pop") {
@@ -1537,6 +1592,7 @@ public:
               vargs.expectArgs("insert method", {2, 2}, {0, 0});
               auto index = vargs.args[0].get<int64_t>();
               if (index < 0 || index > (int64_t) obj.size()) throw std::runtime_error("Index out of range for insert method");
+              guard_bytes((obj.size() + 1) * sizeof(Value));  // lora.cpp patch: lists count too
               obj.insert(index, vargs.args[1]);
               return Value();
           }
