@@ -483,6 +483,7 @@ TEST_CASE("data formats: conversations in each format give transformers' ids and
     const auto check = [&](const std::string& name, const std::string& bytes, DataFormat format,
                            const std::vector<const nlohmann::json*>& wanted) {
       INFO(name);
+      if (wanted.empty()) return;  // a family whose cases are all refused (above)
       const train::LoadedExamples loaded =
           train::load_examples(data_file(name, bytes), *tokenizer, {.chat_template = &chat_template});
       CHECK(loaded.format == format);
