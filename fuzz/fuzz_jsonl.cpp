@@ -1,10 +1,12 @@
 // Fuzzes the data-file reader: format detection, JSONL and JSON-array records, each format's fields and
-// their tokenization (GPT-2), on arbitrary bytes. Every example must come back with as many labels as ids,
-// each label either ignored or its id; anything else must be a lora::Error.
+// their tokenization (GPT-2, conversations through a ChatML template), on arbitrary bytes. Every example must
+// come back with as many labels as ids, each label either ignored or its id; anything else must be a
+// lora::Error.
 #include <cstdlib>
 
 #include "core/error.h"
 #include "fuzz/fuzz_util.h"
+#include "models/chat/chat_template.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "train/data/load_examples.h"
 
@@ -27,6 +29,11 @@ void check(const lora::train::LoadedExamples& loaded) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using lora::train::DataFormat;
   static const auto tokenizer = lora::tokenizer::GPT2Tokenizer::load_default();
+  // data/chat_templates/chatml.jinja, so that conversations are rendered and masked too.
+  static const lora::chat::ChatTemplate chatml(
+      "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+      "'<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
+      "", "<|im_end|>", "chatml");
   lora::fuzz::MemoryFile file(data, size);
   try {
     (void)lora::train::detect_data_format(file.path());
@@ -37,7 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (DataFormat format : {DataFormat::Auto, chosen}) {
     for (bool train_on_inputs : {false, true}) {
       try {
-        check(lora::train::load_examples(file.path(), tokenizer, {.format = format, .train_on_inputs = train_on_inputs}));
+        check(lora::train::load_examples(
+            file.path(), tokenizer, {.format = format, .train_on_inputs = train_on_inputs, .chat_template = &chatml}));
       } catch (const lora::Error&) {
       }
     }

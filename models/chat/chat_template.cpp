@@ -106,6 +106,14 @@ minja::Value strftime_now() {
   });
 }
 
+// minja's builtins (filters, tests, range, namespace...), made once per thread rather than once per render (a
+// render's own context, which is its child, holds what the render sets). Making them took most of a short
+// conversation's render time.
+const std::shared_ptr<minja::Context>& builtins_of_this_thread() {
+  thread_local const std::shared_ptr<minja::Context> builtins = minja::Context::builtins();
+  return builtins;
+}
+
 // tojson as transformers defines it: json.dumps(x, ensure_ascii=False, indent=None, separators=None,
 // sort_keys=False), Python's output byte for byte (", " and ": " by default; "," and ": " with an indent).
 struct JsonStyle {
@@ -231,7 +239,7 @@ std::string ChatTemplate::render(const Conversation& messages, bool add_generati
         {"documents", nullptr},
         {"bos_token", impl_->bos_token},
         {"eos_token", impl_->eos_token},
-    }));
+    }), builtins_of_this_thread());
     context->set("raise_exception",
                  minja::Value::callable([](const std::shared_ptr<minja::Context>&, minja::ArgumentsValue& args) -> minja::Value {
                    args.expectArgs("raise_exception", {1, 1}, {0, 0});

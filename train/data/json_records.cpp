@@ -23,7 +23,7 @@ std::string_view skip_bom(std::string_view bytes) { return bytes.starts_with(kBo
 
 // nlohmann's parse error without its "[json.exception...] parse error at line 1, column 5: " prefix, at most
 // 200 bytes (cut at a character boundary: the text is valid UTF-8 by then).
-std::string parse_reason(const nlohmann::json::parse_error& e) {
+std::string parse_reason(const nlohmann::json::exception& e) {
   std::string what = e.what();
   const size_t column = what.find("column ");
   if (column != std::string::npos) {
@@ -115,6 +115,8 @@ nlohmann::json parse_record(std::string_view text, const std::string& place) {
     record = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     LORA_FAIL("{}: malformed JSON at byte {}: {}", place, e.byte, parse_reason(e));
+  } catch (const nlohmann::json::exception& e) {
+    LORA_FAIL("{}: malformed JSON: {}", place, parse_reason(e));  // e.g. a number beyond a double's range
   }
   LORA_CHECK(record.is_object(), "{}: a JSON {}, not an object (each record is one {{...}})", place,
              record.type_name());
@@ -207,6 +209,8 @@ std::vector<nlohmann::json> read_json_array(const std::string& path) {
     const size_t at = std::min<size_t>(e.byte == 0 ? 0 : e.byte - 1, bytes.size());
     LORA_FAIL("data file '{}' line {}: malformed JSON: {}", path,
               1 + std::count(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(at), '\n'), parse_reason(e));
+  } catch (const nlohmann::json::exception& e) {
+    LORA_FAIL("data file '{}': malformed JSON: {}", path, parse_reason(e));  // e.g. a number beyond a double's range
   }
   LORA_CHECK(document.is_array(), "data file '{}': a JSON {}, not an array of records (or JSONL, one record a line)",
              path, document.type_name());

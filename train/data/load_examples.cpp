@@ -143,7 +143,9 @@ Detection detect(const std::string& path, DataFormat requested) {
   if (first.line == 0) {
     LORA_CHECK(!cut, "data file '{}': no record in its first {} MiB", path, kMaxJsonLineBytes >> 20);
     LORA_FAIL("data file '{}': no examples ({})", path,
-              layout == JsonLayout::Array ? "an empty JSON array" : prefix.empty() ? "an empty file" : "blank lines only");
+              layout == JsonLayout::Array ? "an empty JSON array"
+              : prefix.empty()            ? "an empty file"
+                                          : "blank lines only");
   }
   const bool auto_detect = requested == DataFormat::Auto;
   if (auto_detect && !json_extension(path)) {
@@ -208,7 +210,9 @@ Example prompt_completion_example(const PromptCompletion& fields, const tokenize
   example.ids.insert(example.ids.end(), completion.begin(), completion.end());
   append_eos(example.ids, tokenizer);
   example.labels = example.ids;
-  if (!train_on_inputs) std::fill(example.labels.begin(), example.labels.begin() + std::ptrdiff_t(prompt), kIgnoreLabel);
+  if (!train_on_inputs) {
+    std::fill(example.labels.begin(), example.labels.begin() + std::ptrdiff_t(prompt), kIgnoreLabel);
+  }
   return example;
 }
 

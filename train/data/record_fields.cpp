@@ -32,7 +32,11 @@ struct TurnSpelling {
 constexpr TurnSpelling kMessages{"messages",
                                  "role",
                                  "content",
-                                 {{{"system", "system"}, {"user", "user"}, {"assistant", "assistant"}, {"", ""}, {"", ""}}},
+                                 {{{"system", "system"},
+                                   {"user", "user"},
+                                   {"assistant", "assistant"},
+                                   {"", ""},
+                                   {"", ""}}},
                                  "\"system\", \"user\" or \"assistant\""};
 constexpr TurnSpelling kShareGPT{"conversations",
                                  "from",
