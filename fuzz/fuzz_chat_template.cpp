@@ -11,16 +11,15 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 64 * 1024) return 0;
   const std::string source(reinterpret_cast<const char*>(data), size);
+  // Short, so that render_for_training's prefix renders stay few (each input is parsed once, rendered 6 times).
   const lora::chat::Conversation conversation = {
       {"system", "Be brief."},
       {"user", "Hi \xc3\xa9 <s> {{ x }}"},
       {"assistant", "Hello!"},
-      {"user", "2+2?"},
-      {"assistant", "4"},
   };
   try {
     const lora::chat::ChatTemplate chat_template(source, "<s>", "</s>", "fuzz.jinja",
-                                                 {.max_output_bytes = 64 * 1024, .max_seconds = 0.5});
+                                                 {.max_output_bytes = 64 * 1024, .max_seconds = 0.25});
     for (const bool generation_prompt : {false, true}) {
       try {
         (void)chat_template.render(conversation, generation_prompt);

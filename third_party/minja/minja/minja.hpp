@@ -1939,7 +1939,9 @@ private:
         auto start = it;
         consumeSpaces(space_handling);
         std::smatch match;
-        if (std::regex_search(it, end, match, regex) && match.position() == 0) {
+        // lora.cpp patch: match_continuous: a token is matched where the parser stands, not searched for in the
+        // whole rest of the template (which made parsing quadratic in the template's size)
+        if (std::regex_search(it, end, match, regex, std::regex_constants::match_continuous) && match.position() == 0) {
             it += match[0].length();
             std::vector<std::string> ret;
             for (size_t i = 0, n = match.size(); i < n; ++i) {
@@ -1954,7 +1956,9 @@ private:
         auto start = it;
         consumeSpaces(space_handling);
         std::smatch match;
-        if (std::regex_search(it, end, match, regex) && match.position() == 0) {
+        // lora.cpp patch: match_continuous: a token is matched where the parser stands, not searched for in the
+        // whole rest of the template (which made parsing quadratic in the template's size)
+        if (std::regex_search(it, end, match, regex, std::regex_constants::match_continuous) && match.position() == 0) {
             it += match[0].length();
             return match[0].str();
         }
@@ -2476,6 +2480,7 @@ private:
 
       try {
         while (it != end) {
+          GuardScope guard_scope;  // lora.cpp patch: parsing is bounded in time too
           auto location = get_location();
 
           if (!(group = consumeTokenGroups(comment_tok, SpaceHandling::Keep)).empty()) {
