@@ -252,7 +252,7 @@ int main(int argc, char** argv) {
     std::vector<int32_t> reply = generated;
     if (chat && !reply.empty() && is_stop(reply.back())) reply.pop_back();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::cout << decoder.finish() << '\n';
+    std::cout << decoder.finish() << std::endl;  // flushed before the figures on stderr
 
     const double tokens_per_s = seconds > 0 ? static_cast<double>(generated.size()) / seconds : 0.0;
     fmt::print(stderr, "{} tokens in {:.2f} s ({:.1f} tokens/s)\n", generated.size(), seconds, tokens_per_s);
