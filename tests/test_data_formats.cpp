@@ -256,8 +256,8 @@ TEST_CASE("data formats: malformed files refused naming the file, the line and t
       {"empty.jsonl", "", {"empty.jsonl", "no examples"}},
       {"blank.jsonl", "\n  \r\n\n", {"blank.jsonl", "no examples"}},
       {"keys.jsonl", "{\"question\": \"a\", \"answer\": \"b\"}\n", {"keys.jsonl' line 1", "\"question\"", "--format raw"}},
-      {"garbage.bin", std::string("\x7F" "ELF\x02\x01\x01\0\0\0\0\xff\xfe", 15), {"garbage.bin", "binary data"}},
-      {"garbage.jsonl", std::string("\x7F" "ELF\x02\x01\x01\0\0\0\0\xff\xfe", 15), {"garbage.jsonl' line 1", "not UTF-8"}},
+      {"garbage.bin", std::string("\x7F" "ELF\x02\x01\x01\0\0\0\0\xff\xfe", 13), {"garbage.bin", "binary data"}},
+      {"garbage.jsonl", std::string("\x7F" "ELF\x02\x01\x01\0\0\0\0\xff\xfe", 13), {"garbage.jsonl' line 1", "not UTF-8"}},
   };
   for (const auto& [name, bytes, expected] : cases) {
     INFO(name);
