@@ -65,6 +65,21 @@ TEST_CASE("chat template: strftime_now writes the date", "[chat]") {
   CHECK(year >= "2024");
 }
 
+TEST_CASE("chat template: macros, call blocks and caller() render, and a macro kept past its scope is refused", "[chat]") {
+  // Macros and caller() hold their defining context weakly (a strong reference leaked every such context:
+  // the sanitizer build's leak check covers these renders).
+  const ChatTemplate t(
+      "{% macro turn(m, sep='|') %}{{ m.role }}:{{ m.content }}{{ sep }}{% endmacro %}"
+      "{% macro wrap() %}[{{ caller() }}]{% endmacro %}"
+      "{% for m in messages %}{{ turn(m) }}{% endfor %}{% call wrap() %}{{ messages | length }}{% endcall %}",
+      "<s>", "</s>", "macros.jinja");
+  CHECK(t.render(kChat, false) == "system:Be brief.|user:Hi|assistant:Hello!|user:2+2?|assistant:4|[5]");
+  // A macro defined inside a loop and kept in a namespace: its scope is gone when it is called.
+  CHECK_THAT(render_error("{% set ns = namespace(f=none) %}{% for m in messages %}{% macro g() %}x{% endmacro %}"
+                          "{% set ns.f = g %}{% endfor %}{{ ns.f() }}"),
+             Contains("outside the scope"));
+}
+
 TEST_CASE("chat template: raise_exception shows the template's own message and origin", "[chat]") {
   const std::string message = render_error("{{ raise_exception('Roles must alternate user/assistant') }}");
   CHECK_THAT(message, Contains("Roles must alternate user/assistant"));

@@ -1128,7 +1128,13 @@ public:
     void do_render(std::ostringstream &, const std::shared_ptr<Context> & macro_context) const override {
         if (!name) throw std::runtime_error("MacroNode.name is null");
         if (!body) throw std::runtime_error("MacroNode.body is null");
-        auto callable = Value::callable([this, macro_context](const std::shared_ptr<Context> & call_context, ArgumentsValue & args) {
+        // lora.cpp patch: the macro holds its defining context weakly. It is stored in that context, so a
+        // strong reference made a cycle (context -> macro -> context) and every context that defined a macro
+        // leaked. A macro called after its context is gone (kept in a namespace past a loop) is an error.
+        std::weak_ptr<Context> weak_macro_context = macro_context;
+        auto callable = Value::callable([this, weak_macro_context](const std::shared_ptr<Context> & call_context, ArgumentsValue & args) {
+            auto macro_context = weak_macro_context.lock();
+            if (!macro_context) throw std::runtime_error("Macro " + name->get_name() + " called outside the scope that defined it");
             auto execution_context = Context::make(Value::object(), macro_context);
 
             if (call_context->contains("caller")) {
@@ -1729,7 +1735,11 @@ public:
         if (!expr) throw std::runtime_error("CallNode.expr is null");
         if (!body) throw std::runtime_error("CallNode.body is null");
         
-        auto caller = Value::callable([this, context](const std::shared_ptr<Context> &, ArgumentsValue &) -> Value {
+        // lora.cpp patch: held weakly, as macros hold their context (it is stored in that context: a cycle).
+        std::weak_ptr<Context> weak_context = context;
+        auto caller = Value::callable([this, weak_context](const std::shared_ptr<Context> &, ArgumentsValue &) -> Value {
+            auto context = weak_context.lock();
+            if (!context) throw std::runtime_error("caller() called outside the call block that defined it");
             return Value(body->render(context));
         });
         
