@@ -306,10 +306,13 @@ TEST_CASE("serve: a client that hangs up mid-stream has its request cancelled, a
     // full socket buffer while the engine finishes all 4000 tokens, and nothing is cancelled.
     leaving.stop();
   }
+  // Wait for the cancellation itself, not only for "active" to read 0: the engine counts active sequences at
+  // the end of a step, so during the first step (which may already have streamed both chunks) it still reads
+  // 0. A request that finished all 4000 tokens instead would leave "cancelled" at 0 and fail below.
   json health;
   for (int i = 0; i < 200; ++i) {
     health = get(port, "/health").body;
-    if (health["active"] == 0) break;
+    if (health["active"] == 0 && health["cancelled"] == 1) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   REQUIRE(health["active"] == 0);
