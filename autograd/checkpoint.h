@@ -23,7 +23,9 @@ class CheckpointMode {
 
 class CheckpointGuard {
  public:
-  explicit CheckpointGuard(bool enabled) : previous_(CheckpointMode::is_enabled()) { CheckpointMode::set_enabled(enabled); }
+  explicit CheckpointGuard(bool enabled) : previous_(CheckpointMode::is_enabled()) {
+    CheckpointMode::set_enabled(enabled);
+  }
   ~CheckpointGuard() { CheckpointMode::set_enabled(previous_); }
   CheckpointGuard(const CheckpointGuard&) = delete;
   CheckpointGuard& operator=(const CheckpointGuard&) = delete;

@@ -62,8 +62,8 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
       if (error > options.atol + options.rtol * std::abs(numeric)) {
         result.ok = false;
         if (++failures <= 5) {
-          result.report += fmt::format("input {} element {}: analytic {:.10g}, numeric {:.10g}, error {:.3g}\n", which, i,
-                                       analytic[i], numeric, error);
+          result.report += fmt::format("input {} element {}: analytic {:.10g}, numeric {:.10g}, error {:.3g}\n", which,
+                                       i, analytic[i], numeric, error);
         }
       }
     }

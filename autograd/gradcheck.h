@@ -18,7 +18,7 @@ struct GradcheckOptions {
   double eps = 1e-6;   // finite-difference step
   double atol = 1e-7;  // pass when |analytic - numeric| <= atol + rtol * |numeric|
   double rtol = 1e-5;
-  uint64_t seed = 0;   // for the projection r
+  uint64_t seed = 0;  // for the projection r
 };
 
 struct GradcheckResult {

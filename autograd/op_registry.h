@@ -38,9 +38,9 @@ const OpDef* find_op(std::string_view name);
 
 }  // namespace lora::autograd
 
-#define LORA_REGISTER_OP(fn, name)                                                                 \
-  const ::lora::autograd::OpDef& fn() {                                                            \
-    static const ::lora::autograd::OpDef& def = ::lora::autograd::register_op(name, __FILE__);     \
-    return def;                                                                                    \
-  }                                                                                                \
+#define LORA_REGISTER_OP(fn, name)                                                             \
+  const ::lora::autograd::OpDef& fn() {                                                        \
+    static const ::lora::autograd::OpDef& def = ::lora::autograd::register_op(name, __FILE__); \
+    return def;                                                                                \
+  }                                                                                            \
   [[maybe_unused]] const ::lora::autograd::OpDef& fn##_at_startup = fn()

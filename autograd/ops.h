@@ -15,8 +15,8 @@ namespace lora::ops {
 
 // ---- Elementwise ops: the table in backends/elementwise_ops.h. The generic forms take any table entry; the
 // named functions below are the same ops.
-Tensor unary(UnaryOp op, const Tensor& x, double alpha = 0.0);     // f(x; alpha)   (autograd/ops/unary.cpp)
-Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);      // a op b  (autograd/ops/elementwise.cpp)
+Tensor unary(UnaryOp op, const Tensor& x, double alpha = 0.0);  // f(x; alpha)   (autograd/ops/unary.cpp)
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);   // a op b  (autograd/ops/elementwise.cpp)
 
 // ---- Elementwise arithmetic with numpy broadcasting (leading dimensions, a trailing bias, size-1 axes)
 // autograd/ops/elementwise.cpp
@@ -50,7 +50,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 Tensor add_columns(const Tensor& base, const Tensor& delta, int64_t column, double scale = 1.0);
 
 // ---- Reductions (autograd/ops/reduce.cpp)
-Tensor sum(const Tensor& x);                               // all elements -> shape []
+Tensor sum(const Tensor& x);  // all elements -> shape []
 Tensor sum(const Tensor& x, int axis, bool keepdim = false);
 Tensor mean(const Tensor& x);
 Tensor mean(const Tensor& x, int axis, bool keepdim = false);
@@ -100,14 +100,34 @@ Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin);
 
 namespace lora {
 // Operators for readable model code: a + b, a * b, ...
-inline Tensor operator+(const Tensor& a, const Tensor& b) { return ops::add(a, b); }
-inline Tensor operator-(const Tensor& a, const Tensor& b) { return ops::sub(a, b); }
-inline Tensor operator*(const Tensor& a, const Tensor& b) { return ops::mul(a, b); }
-inline Tensor operator/(const Tensor& a, const Tensor& b) { return ops::div(a, b); }
-inline Tensor operator-(const Tensor& x) { return ops::neg(x); }
-inline Tensor operator+(const Tensor& x, double s) { return ops::add_scalar(x, s); }
-inline Tensor operator-(const Tensor& x, double s) { return ops::add_scalar(x, -s); }
-inline Tensor operator*(const Tensor& x, double s) { return ops::mul_scalar(x, s); }
-inline Tensor operator*(double s, const Tensor& x) { return ops::mul_scalar(x, s); }
-inline Tensor operator/(const Tensor& x, double s) { return ops::mul_scalar(x, 1.0 / s); }
+inline Tensor operator+(const Tensor& a, const Tensor& b) {
+  return ops::add(a, b);
+}
+inline Tensor operator-(const Tensor& a, const Tensor& b) {
+  return ops::sub(a, b);
+}
+inline Tensor operator*(const Tensor& a, const Tensor& b) {
+  return ops::mul(a, b);
+}
+inline Tensor operator/(const Tensor& a, const Tensor& b) {
+  return ops::div(a, b);
+}
+inline Tensor operator-(const Tensor& x) {
+  return ops::neg(x);
+}
+inline Tensor operator+(const Tensor& x, double s) {
+  return ops::add_scalar(x, s);
+}
+inline Tensor operator-(const Tensor& x, double s) {
+  return ops::add_scalar(x, -s);
+}
+inline Tensor operator*(const Tensor& x, double s) {
+  return ops::mul_scalar(x, s);
+}
+inline Tensor operator*(double s, const Tensor& x) {
+  return ops::mul_scalar(x, s);
+}
+inline Tensor operator/(const Tensor& x, double s) {
+  return ops::mul_scalar(x, 1.0 / s);
+}
 }  // namespace lora

@@ -33,10 +33,16 @@ thread_local Tape t_default_tape;
 thread_local Tape* t_current_tape = nullptr;  // null: the thread's own tape
 }  // namespace
 
-Tape& Tape::current() { return t_current_tape ? *t_current_tape : t_default_tape; }
+Tape& Tape::current() {
+  return t_current_tape ? *t_current_tape : t_default_tape;
+}
 
-TapeGuard::TapeGuard(Tape& tape) : previous_(t_current_tape) { t_current_tape = &tape; }
-TapeGuard::~TapeGuard() { t_current_tape = previous_; }
+TapeGuard::TapeGuard(Tape& tape) : previous_(t_current_tape) {
+  t_current_tape = &tape;
+}
+TapeGuard::~TapeGuard() {
+  t_current_tape = previous_;
+}
 
 void Tape::clear() {
   for (Node& n : nodes_) n.release();
@@ -46,8 +52,12 @@ void Tape::clear() {
 // ---------------------------------------------------------------------------------------------------
 // OpRecord
 
-OpRecord::OpRecord(const OpDef& op, std::initializer_list<Tensor> inputs) { init(op, inputs.begin(), inputs.size()); }
-OpRecord::OpRecord(const OpDef& op, const std::vector<Tensor>& inputs) { init(op, inputs.data(), inputs.size()); }
+OpRecord::OpRecord(const OpDef& op, std::initializer_list<Tensor> inputs) {
+  init(op, inputs.begin(), inputs.size());
+}
+OpRecord::OpRecord(const OpDef& op, const std::vector<Tensor>& inputs) {
+  init(op, inputs.data(), inputs.size());
+}
 
 void OpRecord::init(const OpDef& op, const Tensor* inputs, size_t count) {
   if (!GradMode::is_enabled()) return;
@@ -141,7 +151,9 @@ thread_local GradReadyHook t_grad_ready_hook;
 GradReadyHookGuard::GradReadyHookGuard(GradReadyHook hook) : previous_(std::move(t_grad_ready_hook)) {
   t_grad_ready_hook = std::move(hook);
 }
-GradReadyHookGuard::~GradReadyHookGuard() { t_grad_ready_hook = std::move(previous_); }
+GradReadyHookGuard::~GradReadyHookGuard() {
+  t_grad_ready_hook = std::move(previous_);
+}
 
 void backward(const Tensor& root, const Tensor& grad_root) {
   LORA_CHECK(root.defined(), "backward: the root tensor is undefined");
@@ -216,8 +228,8 @@ void backward(const Tensor& root, const Tensor& grad_root) {
       const NodeInput& in = node.inputs[j];
       Tensor& g = sink[j];
       if (!in.needs_grad || !g.defined()) continue;
-      LORA_CHECK(g.shape() == in.shape, "backward of {}: gradient of input {} has shape {}, expected {}", node.op->name(), j,
-                 g.shape().str(), in.shape.str());
+      LORA_CHECK(g.shape() == in.shape, "backward of {}: gradient of input {} has shape {}, expected {}",
+                 node.op->name(), j, g.shape().str(), in.shape.str());
       Tensor grad = std::move(g);
       if (in.is_leaf) {
         if (auto leaf = in.leaf.lock()) accumulate_into_leaf(*leaf, std::move(grad));

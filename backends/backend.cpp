@@ -61,7 +61,9 @@ Backend& backend_for(Device device) {
   return *b;
 }
 
-void register_backend(DeviceType type, Backend* backend) { registry()[static_cast<int>(type)] = backend; }
+void register_backend(DeviceType type, Backend* backend) {
+  registry()[static_cast<int>(type)] = backend;
+}
 
 void kernels::throw_device_not_built(const char* kernel, Device device) {
   LORA_FAIL("{}: device {} is not available: this build has no backend for it", kernel, device.str());

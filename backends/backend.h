@@ -74,7 +74,9 @@ void check_unary_backward_args(UnaryOp op, const Tensor& saved, const Tensor& gr
 
 // The backend for a device; throws lora::Error when that device type was not built in.
 Backend& backend_for(Device device);
-inline Backend& backend_for(const Tensor& t) { return backend_for(t.device()); }
+inline Backend& backend_for(const Tensor& t) {
+  return backend_for(t.device());
+}
 void register_backend(DeviceType type, Backend* backend);
 
 // Thread count for both OpenMP and OpenBLAS: LORA_NUM_THREADS if set, otherwise all cores.

@@ -28,10 +28,10 @@
 // X(Name, name, grad_a_reads, grad_b_reads): out = a op b (numpy broadcasting). The derivatives are composed
 // from binary kernels in autograd/ops/elementwise.cpp; the last two columns say which of a, b and out each
 // reads (ReadsA | ReadsB | ReadsOut), so that the op saves exactly those.
-#define LORA_BINARY_OPS(X)                \
-  X(Add, add, 0, 0)                       \
-  X(Sub, sub, 0, 0)                       \
-  X(Mul, mul, ReadsB, ReadsA)             \
+#define LORA_BINARY_OPS(X)    \
+  X(Add, add, 0, 0)           \
+  X(Sub, sub, 0, 0)           \
+  X(Mul, mul, ReadsB, ReadsA) \
   X(Div, div, ReadsB, ReadsB | ReadsOut)
 
 namespace lora {
@@ -80,8 +80,12 @@ inline constexpr BinaryInfo kBinaryOps[] = {
 inline constexpr int kNumUnaryOps = sizeof(kUnaryOps) / sizeof(kUnaryOps[0]);
 inline constexpr int kNumBinaryOps = sizeof(kBinaryOps) / sizeof(kBinaryOps[0]);
 
-constexpr const UnaryInfo& unary_info(UnaryOp op) { return kUnaryOps[static_cast<int>(op)]; }
-constexpr const BinaryInfo& binary_info(BinaryOp op) { return kBinaryOps[static_cast<int>(op)]; }
+constexpr const UnaryInfo& unary_info(UnaryOp op) {
+  return kUnaryOps[static_cast<int>(op)];
+}
+constexpr const BinaryInfo& binary_info(BinaryOp op) {
+  return kBinaryOps[static_cast<int>(op)];
+}
 
 // Throws lora::Error for a value outside the enum (only a corrupted or cast value can get here).
 [[noreturn]] void throw_invalid_op(const char* kind, int value);
@@ -92,7 +96,8 @@ template <typename F>
 decltype(auto) visit_unary(UnaryOp op, F&& f) {
   switch (op) {
 #define LORA_X(Name, name, saves, domain) \
-  case UnaryOp::Name: return f.template operator()<UnaryOp::Name>();
+  case UnaryOp::Name:                     \
+    return f.template operator()<UnaryOp::Name>();
     LORA_UNARY_OPS(LORA_X)
 #undef LORA_X
   }
@@ -103,7 +108,8 @@ template <typename F>
 decltype(auto) visit_binary(BinaryOp op, F&& f) {
   switch (op) {
 #define LORA_X(Name, name, grad_a, grad_b) \
-  case BinaryOp::Name: return f.template operator()<BinaryOp::Name>();
+  case BinaryOp::Name:                     \
+    return f.template operator()<BinaryOp::Name>();
     LORA_BINARY_OPS(LORA_X)
 #undef LORA_X
   }

@@ -12,7 +12,8 @@ class MetaBackend final : public Backend {
   Device device() const override { return Device::meta(); }
   void fill(Tensor&, double) override {}
   void permute(const Tensor&, Tensor&, const std::vector<int>&) override {}
-  void copy_block(const Tensor&, Tensor&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool) override {}
+  void copy_block(const Tensor&, Tensor&, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                  bool) override {}
   void binary(BinaryOp, const Tensor&, const Tensor&, Tensor&) override {}
   void unary(UnaryOp, const Tensor&, Tensor&, double) override {}
   void unary_backward(UnaryOp, const Tensor&, const Tensor&, Tensor&, double) override {}

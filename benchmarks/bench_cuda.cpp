@@ -2,8 +2,8 @@
 // shapes, and of causal attention forward and backward, on one GPU. Figures, not pass/fail.
 //
 //   bench_cuda [--repeats N] [--batch B] [--seq T]
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <array>
@@ -63,10 +63,11 @@ int main(int argc, char** argv) {
     fmt::print("device: {}\n", cuda_device_name(0));
     fmt::print("{:<34} {:>10} {:>12} {:>12}\n", "gemm C[m,n] = A[m,k] B[k,n]", "ms", "TFLOP/s", "TF32 TFLOP/s");
     const int64_t rows = batch * seq;
-    const std::vector<std::array<int64_t, 3>> shapes = {
-        {4096, 4096, 4096}, {rows, 2304, 768}, {rows, 768, 768}, {rows, 3072, 768}, {rows, 768, 3072}, {rows, 50257, 768}};
+    const std::vector<std::array<int64_t, 3> > shapes = {{4096, 4096, 4096}, {rows, 2304, 768}, {rows, 768, 768},
+                                                         {rows, 3072, 768},  {rows, 768, 3072}, {rows, 50257, 768}};
     for (const auto& [m, n, k] : shapes) {
-      Tensor a = Tensor::randn({m, k}, gen, 0, 1, DType::F32, gpu), b = Tensor::randn({k, n}, gen, 0, 1, DType::F32, gpu);
+      Tensor a = Tensor::randn({m, k}, gen, 0, 1, DType::F32, gpu),
+             b = Tensor::randn({k, n}, gen, 0, 1, DType::F32, gpu);
       Tensor c = Tensor::empty({m, n}, DType::F32, gpu);
       GemmShape s;
       s.m = m, s.n = n, s.k = k;
@@ -88,9 +89,10 @@ int main(int argc, char** argv) {
     Tensor out = Tensor::empty(q.shape(), DType::F32, gpu), lse = Tensor::empty({batch, H, seq}, DType::F32, gpu);
     Tensor gq = Tensor::empty(q.shape(), DType::F32, gpu), gk = gq.clone(), gv = gq.clone(), gout = q.clone();
     const double scale = 0.125;
-    const double fwd = median_seconds(repeats, [&] { kernels::AttentionForward::cuda(q, k, v, Tensor(), scale, out, lse); });
-    const double bwd =
-        median_seconds(repeats, [&] { kernels::AttentionBackward::cuda(q, k, v, Tensor(), out, lse, gout, scale, gq, gk, gv); });
+    const double fwd =
+        median_seconds(repeats, [&] { kernels::AttentionForward::cuda(q, k, v, Tensor(), scale, out, lse); });
+    const double bwd = median_seconds(
+        repeats, [&] { kernels::AttentionBackward::cuda(q, k, v, Tensor(), out, lse, gout, scale, gq, gk, gv); });
     const double dense = 4.0 * batch * H * seq * seq * D;
     fmt::print("\n{:<34} {:>10} {:>12}\n", "causal attention [B,12,T,64]", "ms", "TFLOP/s*");
     fmt::print("{:<34} {:>10.3f} {:>12.1f}\n", "forward", fwd * 1e3, dense / fwd / 1e12);

@@ -4,10 +4,10 @@
 // words over a vocabulary of a few thousand made-up words, so the tokenizer's piece cache warms up as on real
 // data of a narrow domain. Also times the same records as prompt/completion (no chat template) to show what
 // the template costs.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <omp.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -33,8 +33,8 @@ namespace {
 class Words {
  public:
   explicit Words(uint64_t seed) : rng_(seed) {
-    const char* syllables[] = {"ka", "lo", "mi", "ten", "ra", "vis", "or", "pe", "lun", "sa", "dre", "to",
-                               "in", "gar", "el", "fo", "u", "ber", "ci", "nam", "the", "and", "is", "of"};
+    const char* syllables[] = {"ka", "lo",  "mi", "ten", "ra", "vis", "or", "pe",  "lun", "sa",  "dre", "to",
+                               "in", "gar", "el", "fo",  "u",  "ber", "ci", "nam", "the", "and", "is",  "of"};
     std::uniform_int_distribution<int> count(1, 3), pick(0, 23);
     for (int i = 0; i < 4000; ++i) {
       std::string w;
@@ -99,9 +99,15 @@ int main(int argc, char** argv) {
   CLI::App app{"Benchmark reading and tokenizing fine-tuning data (load_examples) on synthetic chat JSONL."};
   int examples = 50000, repeat = 3, threads = 0;
   std::string template_path = (fs::path(LORA_SOURCE_DIR) / "data" / "chat_templates" / "chatml.jinja").string();
-  app.add_option("--examples", examples, "Conversations in the file")->capture_default_str()->check(CLI::Range(1, 10000000));
-  app.add_option("--repeat", repeat, "Timed loads (the median is reported)")->capture_default_str()->check(CLI::Range(1, 100));
-  app.add_option("--threads", threads, "OpenMP threads (0: OpenMP's default)")->capture_default_str()->check(CLI::Range(0, 1024));
+  app.add_option("--examples", examples, "Conversations in the file")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000000));
+  app.add_option("--repeat", repeat, "Timed loads (the median is reported)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  app.add_option("--threads", threads, "OpenMP threads (0: OpenMP's default)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
   app.add_option("--chat-template", template_path, "The chat template of the messages format")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -116,9 +122,10 @@ int main(int argc, char** argv) {
       std::ofstream chat(chat_path, std::ios::binary), pc(pc_path, std::ios::binary);
       for (int i = 0; i < examples; ++i) {
         const std::string system = "You are a helpful assistant.", user = words.text(45), reply = words.text(85);
-        chat << nlohmann::json{{"messages", {{{"role", "system"}, {"content", system}},
-                                             {{"role", "user"}, {"content", user}},
-                                             {{"role", "assistant"}, {"content", reply}}}}}
+        chat << nlohmann::json{{"messages",
+                                {{{"role", "system"}, {"content", system}},
+                                 {{"role", "user"}, {"content", user}},
+                                 {{"role", "assistant"}, {"content", reply}}}}}
                     .dump()
              << '\n';
         pc << nlohmann::json{{"prompt", system + "\n" + user + "\n"}, {"completion", reply}}.dump() << '\n';

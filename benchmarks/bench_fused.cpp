@@ -4,8 +4,8 @@
 //
 //   bench_fused                          CPU, median of 10 timed runs after warm-up
 //   bench_fused --device cuda --repeats 20
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -90,8 +90,9 @@ int main(int argc, char** argv) {
     const int64_t C = 2048;
     const std::vector<Tensor> norm_in = {leaf({batch, seq, C}), leaf({C})};
     row("rms_norm [B, T, 2048]", measure([](const auto& in) { return ops::rms_norm(in[0], in[1]); }, norm_in, repeats),
-        measure([](const auto& in) { return in[0] / ops::sqrt(ops::mean(ops::square(in[0]), -1, true) + 1e-6) * in[1]; },
-                norm_in, repeats));
+        measure(
+            [](const auto& in) { return in[0] / ops::sqrt(ops::mean(ops::square(in[0]), -1, true) + 1e-6) * in[1]; },
+            norm_in, repeats));
 
     // RoPE on 32 heads of 64.
     const int64_t H = 32, D = 64, half = D / 2;
@@ -117,7 +118,8 @@ int main(int argc, char** argv) {
 
     // Grouped-query attention, 32 query heads on 8 kv heads, against repeating the kv heads.
     const int64_t Hkv = 8;
-    const std::vector<Tensor> att_in = {leaf({batch, H, seq, D}), leaf({batch, Hkv, seq, D}), leaf({batch, Hkv, seq, D})};
+    const std::vector<Tensor> att_in = {leaf({batch, H, seq, D}), leaf({batch, Hkv, seq, D}),
+                                        leaf({batch, Hkv, seq, D})};
     row("causal_attention, 32 heads on 8 kv heads",
         measure([](const auto& in) { return ops::causal_attention(in[0], in[1], in[2]); }, att_in, repeats),
         measure(

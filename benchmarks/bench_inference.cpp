@@ -14,8 +14,8 @@
 // variant alike; a variant's spread is half the range of its runs (without the fastest and the slowest,
 // given five or more), relative to its median. On a busy machine the fastest runs (the min column, and
 // the last part of each summary line) are the steadier figure: noise only ever adds time.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -116,7 +116,9 @@ double load_average() {
   return load;
 }
 
-std::string signed_percent(double ratio) { return fmt::format("{:+.1f} %", (ratio - 1.0) * 100.0); }
+std::string signed_percent(double ratio) {
+  return fmt::format("{:+.1f} %", (ratio - 1.0) * 100.0);
+}
 
 // The five variants (see the top of the file): the models they run and, per variant, its timings and the
 // outputs of its warm-up run.
@@ -182,7 +184,8 @@ void run_variant(Variant& v, models::CausalLM& lora_model, const Workload& w, bo
   NoGradGuard no_grad;
   if (v.model == &lora_model) v.merged ? nn::merge_lora(lora_model) : nn::unmerge_lora(lora_model);
   std::vector<float> logits;
-  const double f = time_ms([&] { logits = v.model->forward(w.ids).to_vector<float>(); });  // to_vector waits for the device
+  const double f =
+      time_ms([&] { logits = v.model->forward(w.ids).to_vector<float>(); });  // to_vector waits for the device
   std::vector<int32_t> tokens;
   const double g = time_ms([&] { tokens = models::generate(*v.model, w.prompt, w.sampling); });
   if (timed) {
@@ -197,9 +200,10 @@ void run_variant(Variant& v, models::CausalLM& lora_model, const Workload& w, bo
 void print_table(const std::vector<Variant>& variants, const Options& o, double load_before, double load_after) {
   const Variant& b = variants[0];
   const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  fmt::print("load average {:.1f} before, {:.1f} after the runs, on {} cores (this benchmark's own threads count in it){}\n\n",
-             load_before, load_after, cores,
-             load_after > cores + 0.5 ? ": other processes competed for the cores, so the figures are noisy" : "");
+  fmt::print(
+      "load average {:.1f} before, {:.1f} after the runs, on {} cores (this benchmark's own threads count in it){}\n\n",
+      load_before, load_after, cores,
+      load_after > cores + 0.5 ? ": other processes competed for the cores, so the figures are noisy" : "");
   fmt::print("{:<18} | {:>10} {:>10} {:>7} | {:>10} {:>10} {:>7} {:>9}\n", "", "forward", "", "", "generate", "", "",
              "");
   fmt::print("{:<18} | {:>10} {:>10} {:>7} | {:>10} {:>10} {:>7} {:>9}\n", "variant", "median ms", "min ms", "ratio",
@@ -219,18 +223,21 @@ void print_table(const std::vector<Variant>& variants, const Options& o, double 
 void print_verdicts(const std::vector<Variant>& variants, const Options& o) {
   const Variant &b = variants[0], &unmerged = variants[1], &merged = variants[2], &plain = variants[3],
                 &again = variants[4];
-  fmt::print("\noutputs: max |logit diff| merged vs unmerged {:.2e}, unwrapped vs unmerged {:.2e}, LoRA vs base {:.2e}; "
-             "greedy tokens merged {} unmerged\n",
-             max_abs_diff(merged.logits, unmerged.logits), max_abs_diff(plain.logits, unmerged.logits),
-             max_abs_diff(unmerged.logits, b.logits), merged.tokens == unmerged.tokens ? "==" : "!=");
+  fmt::print(
+      "\noutputs: max |logit diff| merged vs unmerged {:.2e}, unwrapped vs unmerged {:.2e}, LoRA vs base {:.2e}; "
+      "greedy tokens merged {} unmerged\n",
+      max_abs_diff(merged.logits, unmerged.logits), max_abs_diff(plain.logits, unmerged.logits),
+      max_abs_diff(unmerged.logits, b.logits), merged.tokens == unmerged.tokens ? "==" : "!=");
   auto verdict = [&](const Stats& v, const Stats& base_stats, const Stats& again_stats) {
     const double diff = v.median() / base_stats.median() - 1.0;
-    const double noise = std::max({v.spread(), base_stats.spread(), std::abs(again_stats.median() / base_stats.median() - 1.0)});
-    const char* judged = o.repeats < 3       ? "too few runs to judge"
-                         : noise > 0.10      ? "too noisy to judge"
+    const double noise =
+        std::max({v.spread(), base_stats.spread(), std::abs(again_stats.median() / base_stats.median() - 1.0)});
+    const char* judged = o.repeats < 3             ? "too few runs to judge"
+                         : noise > 0.10            ? "too noisy to judge"
                          : std::abs(diff) <= noise ? "within noise"
                                                    : "beyond noise";
-    return fmt::format("{} (noise ±{:.1f} %: {})", signed_percent(v.median() / base_stats.median()), noise * 100.0, judged);
+    return fmt::format("{} (noise ±{:.1f} %: {})", signed_percent(v.median() / base_stats.median()), noise * 100.0,
+                       judged);
   };
   auto fastest = [&](const Variant& v) {
     return fmt::format("fastest runs: forward {}, generate {}", signed_percent(v.forward.min() / b.forward.min()),
@@ -248,8 +255,8 @@ void print_verdicts(const std::vector<Variant>& variants, const Options& o) {
 void print_json(const std::vector<Variant>& variants) {
   nlohmann::json j = nlohmann::json::object();
   for (const Variant& v : variants) {
-    j[v.name] = {{"forward_ms", v.forward.median()}, {"generate_ms", v.generate.median()},
-                 {"forward_min_ms", v.forward.min()}, {"generate_min_ms", v.generate.min()},
+    j[v.name] = {{"forward_ms", v.forward.median()},     {"generate_ms", v.generate.median()},
+                 {"forward_min_ms", v.forward.min()},    {"generate_min_ms", v.generate.min()},
                  {"forward_spread", v.forward.spread()}, {"generate_spread", v.generate.spread()}};
   }
   j["max_abs_logit_diff_merged_unmerged"] = max_abs_diff(variants[2].logits, variants[1].logits);
@@ -261,18 +268,39 @@ void print_json(const std::vector<Variant>& variants) {
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{"Benchmark causal-LM inference (GPT-2 small by default): base, unmerged LoRA, merged LoRA (the zero-latency claim)."};
+  CLI::App app{
+      "Benchmark causal-LM inference (GPT-2 small by default): base, unmerged LoRA, merged LoRA (the zero-latency "
+      "claim)."};
   app.add_option("--weights", o.weights, "Hugging Face model folder or .safetensors (default: random init)");
-  auto* config_opt = app.add_option("--config", o.config, "preset (gpt2, ..., tiny, smollm2-135m, llama-tiny) or config.json, for the random model or a bare .safetensors")->capture_default_str();
-  app.add_option("--rank", o.rank, "LoRA rank r")->check(CLI::Range(int64_t{1}, int64_t{1} << 16))->capture_default_str();
+  auto* config_opt = app.add_option("--config", o.config,
+                                    "preset (gpt2, ..., tiny, smollm2-135m, llama-tiny) or config.json, for the random "
+                                    "model or a bare .safetensors")
+                         ->capture_default_str();
+  app.add_option("--rank", o.rank, "LoRA rank r")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 16))
+      ->capture_default_str();
   app.add_option("--alpha", o.alpha, "LoRA alpha")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--targets", o.targets, "LoRA targets: q,k,v, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj or patterns")->capture_default_str();
-  app.add_option("--b-std", o.b_std, "standard deviation of LoRA's B (random so the merge is real)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--seq", o.seq, "tokens in the forward pass (batch 1)")->check(CLI::Range(int64_t{1}, int64_t{1} << 22))->capture_default_str();
-  app.add_option("--prompt-tokens", o.prompt_tokens, "prompt length before generating")->check(CLI::Range(int64_t{1}, int64_t{1} << 22))->capture_default_str();
-  app.add_option("--new-tokens", o.new_tokens, "tokens generated (greedy, KV cache)")->check(CLI::Range(int64_t{1}, int64_t{1} << 22))->capture_default_str();
-  app.add_option("--repeats", o.repeats, "timed runs per variant (the median is reported), after one warm-up run")->check(CLI::Range(1, 10000))->capture_default_str();
-  app.add_option("--threads", o.threads, "threads for OpenBLAS and OpenMP")->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_option("--targets", o.targets,
+                 "LoRA targets: q,k,v, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj or patterns")
+      ->capture_default_str();
+  app.add_option("--b-std", o.b_std, "standard deviation of LoRA's B (random so the merge is real)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--seq", o.seq, "tokens in the forward pass (batch 1)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 22))
+      ->capture_default_str();
+  app.add_option("--prompt-tokens", o.prompt_tokens, "prompt length before generating")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 22))
+      ->capture_default_str();
+  app.add_option("--new-tokens", o.new_tokens, "tokens generated (greedy, KV cache)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 22))
+      ->capture_default_str();
+  app.add_option("--repeats", o.repeats, "timed runs per variant (the median is reported), after one warm-up run")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "threads for OpenBLAS and OpenMP")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
   app.add_option("--seed", o.seed, "seed of the random model, the adapters and the tokens")->capture_default_str();
   app.add_flag("--json", o.json, "end with one JSON line: each variant's median and fastest times (ms) and spreads");
@@ -310,7 +338,8 @@ int main(int argc, char** argv) {
     const double load_before = load_average();
     for (Variant& v : variants) run_variant(v, *m.lora, w, false);  // warm-up, and the outputs to compare
     for (int r = 0; r < o.repeats; ++r) {
-      for (size_t i = 0; i < variants.size(); ++i) run_variant(variants[(size_t(r) + i) % variants.size()], *m.lora, w, true);
+      for (size_t i = 0; i < variants.size(); ++i)
+        run_variant(variants[(size_t(r) + i) % variants.size()], *m.lora, w, true);
     }
     print_table(variants, o, load_before, load_average());
     print_verdicts(variants, o);

@@ -8,9 +8,9 @@
 //                                    (on the f32 weight, or on dequantized tiles), over a ring of weights
 //                                    4x the last-level cache so that every weight comes from memory: the
 //                                    crossover kSkinnyCrossover is read from this table
-#include <CLI/CLI.hpp>
 #include <cblas.h>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -43,7 +43,9 @@ double median_seconds(int repeats, const std::function<void()>& f) {
   return times[times.size() / 2];
 }
 
-double gflops(double flops, double seconds) { return flops / seconds / 1e9; }
+double gflops(double flops, double seconds) {
+  return flops / seconds / 1e9;
+}
 
 // C [m, n] = op(A) op(B) in row-major float32, as one raw OpenBLAS call.
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
@@ -63,9 +65,8 @@ void bench_linear(const LinearShape& s, int repeats, lora::Generator& gen) {
 
   // Forward: one gemm, raw and through the framework (which allocates the output each call).
   Tensor y = Tensor::empty({s.rows, s.out});
-  const double t_raw = median_seconds(repeats, [&] {
-    sgemm(false, true, s.rows, s.out, s.in, x.data<float>(), w.data<float>(), y.data<float>());
-  });
+  const double t_raw = median_seconds(
+      repeats, [&] { sgemm(false, true, s.rows, s.out, s.in, x.data<float>(), w.data<float>(), y.data<float>()); });
   const double t_matmul = median_seconds(repeats, [&] { y = lora::ops::matmul(x, w, false, true); });
   const double t_linear = median_seconds(repeats, [&] { y = lora::ops::linear(x, w); });
 
@@ -97,7 +98,8 @@ void bench_skinny(lora::QuantFormat format, int64_t in, int64_t out, size_t ring
   using namespace lora;
   const Tensor w32 = Tensor::randn({out, in}, gen, 0.0, 0.02);
   QuantizedWeight q;
-  QuantizedView one{QuantFormat::F32, out, in, static_cast<const uint8_t*>(w32.raw_data()), nullptr, nullptr, nullptr, 0.0f};
+  QuantizedView one{QuantFormat::F32, out,     in,      static_cast<const uint8_t*>(w32.raw_data()),
+                    nullptr,          nullptr, nullptr, 0.0f};
   if (format != QuantFormat::F32) q = quantize_weight(w32, format, format == QuantFormat::NF4), one = host_view(q);
   const size_t bytes = format == QuantFormat::F32 ? w32.nbytes() : q.nbytes();
   const size_t count = std::max<size_t>(2, ring_bytes / bytes);
@@ -142,7 +144,8 @@ void bench_skinny(lora::QuantFormat format, int64_t in, int64_t out, size_t ring
       fmt::print("{:>4} | {:>10.1f} {:>8.1f} {:>5.0f}% | {:>10.1f} {:>8.1f} | {:>6.2f}x\n", m, t_skinny * 1e6,
                  gb / t_skinny, 100 * gb / t_skinny / gbps, t_blas * 1e6, gb / t_blas, t_blas / t_skinny);
     } else {
-      fmt::print("{:>4} | {:>10} {:>8} {:>6} | {:>10.1f} {:>8.1f} | {:>7}\n", m, "-", "-", "-", t_blas * 1e6, gb / t_blas, "-");
+      fmt::print("{:>4} | {:>10} {:>8} {:>6} | {:>10.1f} {:>8.1f} | {:>7}\n", m, "-", "-", "-", t_blas * 1e6,
+                 gb / t_blas, "-");
     }
   }
 }
@@ -153,8 +156,11 @@ int main(int argc, char** argv) {
   CLI::App app{"Benchmark the framework's matmul path against raw cblas_sgemm at GPT-2 small shapes."};
   int repeats = 10, threads = lora::num_threads();
   app.add_option("--repeats", repeats, "Timed runs per measurement (the median is reported)")
-      ->capture_default_str()->check(CLI::Range(1, 10000));
-  app.add_option("--threads", threads, "Threads for OpenBLAS and OpenMP")->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--threads", threads, "Threads for OpenBLAS and OpenMP")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   bool skinny = false;
   app.add_flag("--skinny", skinny, "The skinny product (m = 1..16) against BLAS in every base format");
   CLI11_PARSE(app, argc, argv);
@@ -165,9 +171,11 @@ int main(int argc, char** argv) {
     if (skinny) {
       const size_t ring = lora::cpu::default_probe_bytes();
       const auto bw = lora::cpu::measure_read_bandwidth(ring, 5);
-      fmt::print("threads {}, ISA {}, median of {} runs; streaming read of {:.0f} MB: {:.1f} GB/s (best of 5); "
-                 "bound = GB/s of weights read / that\n", threads, lora::cpu::isa_name(lora::cpu::detected_isa()),
-                 repeats, static_cast<double>(bw.bytes) / 1e6, bw.best_gbps);
+      fmt::print(
+          "threads {}, ISA {}, median of {} runs; streaming read of {:.0f} MB: {:.1f} GB/s (best of 5); "
+          "bound = GB/s of weights read / that\n",
+          threads, lora::cpu::isa_name(lora::cpu::detected_isa()), repeats, static_cast<double>(bw.bytes) / 1e6,
+          bw.best_gbps);
       for (auto f : {lora::QuantFormat::F32, lora::QuantFormat::BF16, lora::QuantFormat::Q8_0, lora::QuantFormat::Q4_0,
                      lora::QuantFormat::NF4}) {
         bench_skinny(f, 768, 3072, ring, repeats, bw.best_gbps, gen);
@@ -190,9 +198,8 @@ int main(int argc, char** argv) {
     const int64_t n = 2048;
     const Tensor a = Tensor::randn({n, n}, gen), b = Tensor::randn({n, n}, gen);
     Tensor c = Tensor::empty({n, n});
-    const double t = median_seconds(repeats, [&] {
-      sgemm(false, false, n, n, n, a.data<float>(), b.data<float>(), c.data<float>());
-    });
+    const double t = median_seconds(
+        repeats, [&] { sgemm(false, false, n, n, n, a.data<float>(), b.data<float>(), c.data<float>()); });
     fmt::print("\nceiling: sgemm {}^3: {:.1f} GFLOP/s\n", n, gflops(2.0 * double(n) * n * n, t));
     return 0;
   } catch (const std::exception& e) {

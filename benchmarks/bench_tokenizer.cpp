@@ -1,7 +1,7 @@
 // bench_tokenizer: tokenizer throughput (MB/s, tokens/s) on Tiny Shakespeare, cold and warm piece cache:
 // GPT2Tokenizer, the same GPT-2 vocabulary as a tokenizer.json (HFTokenizer), and each tokenizer.json family.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -53,13 +53,12 @@ double median(std::vector<double> v) {
 }
 
 void report(const char* what, size_t bytes, size_t tokens, double sec) {
-  fmt::print("{:<28} {:8.2f} ms  {:8.2f} MB/s  {:10.0f} tokens/s\n", what, sec * 1e3, bytes / sec / 1e6,
-             tokens / sec);
+  fmt::print("{:<28} {:8.2f} ms  {:8.2f} MB/s  {:10.0f} tokens/s\n", what, sec * 1e3, bytes / sec / 1e6, tokens / sec);
 }
 
 // One line per tokenizer: encode with a cold cache, with a warm one, and decode.
-void bench_line(const std::string& name, const Tokenizer& tok, const std::function<void()>& clear_cache,
-                double load_s, const std::string& text, int repeat) {
+void bench_line(const std::string& name, const Tokenizer& tok, const std::function<void()>& clear_cache, double load_s,
+                const std::string& text, int repeat) {
   std::vector<int32_t> ids;
   std::vector<double> cold, warm, decode;
   for (int r = 0; r < repeat; ++r) {
@@ -126,18 +125,22 @@ int main(int argc, char** argv) {
     report("decode", text.size(), ids.size(), median(decode));
 
     // Every tokenizer through the Tokenizer interface (special tokens parsed, as tokenizers does).
-    fmt::print("\nthrough the Tokenizer interface (MB/s, median of {} runs; the tokenizer.json fixtures have small\n"
-               "vocabularies, so they make more, shorter tokens than the real models):\n", repeat);
+    fmt::print(
+        "\nthrough the Tokenizer interface (MB/s, median of {} runs; the tokenizer.json fixtures have small\n"
+        "vocabularies, so they make more, shorter tokens than the real models):\n",
+        repeat);
     fmt::print("{:<34} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9}\n", "tokenizer", "vocab", "load ms", "cold", "warm",
                "decode", "tokens/s");
-    bench_line("GPT2Tokenizer (encoder.json)", tokenizer, [&] { tokenizer.clear_cache(); }, load, text, repeat);
+    bench_line(
+        "GPT2Tokenizer (encoder.json)", tokenizer, [&] { tokenizer.clear_cache(); }, load, text, repeat);
     const fs::path gpt2 = GPT2Tokenizer::default_dir();
     std::string gpt2_json;
-    const double convert = seconds(
-        [&] { gpt2_json = lora::tokenizer::gpt2_tokenizer_json(gpt2 / "encoder.json", gpt2 / "vocab.bpe"); });
+    const double convert =
+        seconds([&] { gpt2_json = lora::tokenizer::gpt2_tokenizer_json(gpt2 / "encoder.json", gpt2 / "vocab.bpe"); });
     std::optional<HFTokenizer> hf;
     const double hf_load = seconds([&] { hf.emplace(HFTokenizer::from_json(gpt2_json, "GPT-2 tokenizer.json")); });
-    bench_line("tokenizer.json GPT-2", *hf, [&] { hf->clear_cache(); }, convert + hf_load, text, repeat);
+    bench_line(
+        "tokenizer.json GPT-2", *hf, [&] { hf->clear_cache(); }, convert + hf_load, text, repeat);
     std::vector<std::pair<std::string, fs::path>> others;
     const fs::path fixtures = fs::path(LORA_SOURCE_DIR) / "tests" / "fixtures" / "tokenizers";
     for (const char* family : {"llama3", "qwen2", "llama2", "mistral"})
@@ -147,7 +150,8 @@ int main(int argc, char** argv) {
       std::optional<HFTokenizer> t;
       const fs::path file = fs::is_directory(where) ? where / "tokenizer.json" : where;
       const double t_load = seconds([&] { t.emplace(HFTokenizer::from_file(file)); });
-      bench_line(name, *t, [&] { t->clear_cache(); }, t_load, text, repeat);
+      bench_line(
+          name, *t, [&] { t->clear_cache(); }, t_load, text, repeat);
     }
     return 0;
   } catch (const lora::Error& e) {

@@ -27,11 +27,13 @@
 // N = the weights of every linear layer and of the LM head (123.65M for GPT-2 small: every parameter but the
 // position embedding, LayerNorms and biases, with the tied head counted once); C = heads x head_dim;
 // N_lora = the trainable LoRA parameters.
-#include <CLI/CLI.hpp>
 #include <cblas.h>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <sys/resource.h>
+#include <unistd.h>
 #include <algorithm>
 #include <charconv>
 #include <chrono>
@@ -39,13 +41,11 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <sys/resource.h>
-#include <unistd.h>
 
+#include "autograd/checkpoint.h"
 #include "backends/backend.h"
 #include "backends/cpu/blas_kernels.h"
 #include "core/allocator.h"
-#include "autograd/checkpoint.h"
 #include "core/stopwatch.h"
 #include "models/lora.h"
 #include "models/quantize_base.h"
@@ -53,8 +53,8 @@
 #include "nn/linear.h"
 #include "optim/adam.h"
 #include "tools/subprocess.h"
-#include "train/train_step.h"
 #include "tools/train_report.h"
+#include "train/train_step.h"
 
 using namespace lora;
 namespace fs = std::filesystem;
@@ -70,7 +70,7 @@ struct Options {
 
 // MODE[+BASE][+ckpt]:BATCHxSEQ, e.g. lora+nf4+ckpt:4x256.
 struct RunConfig {
-  std::string mode;  // "full" or "lora"
+  std::string mode;                     // "full" or "lora"
   QuantFormat base = QuantFormat::F32;  // the frozen base's format (LoRA only)
   bool checkpoint = false;              // activation checkpointing of every block
   int64_t batch = 0, seq = 0;
@@ -94,7 +94,8 @@ RunConfig parse_config(const std::string& s) {
       continue;
     }
     c.base = parse_quant_format(part, fmt::format("--configs '{}': the base format", s));
-    LORA_CHECK(c.mode == "lora", "--configs '{}': a quantized base ({}) needs LoRA (full fine-tuning trains it)", s, part);
+    LORA_CHECK(c.mode == "lora", "--configs '{}': a quantized base ({}) needs LoRA (full fine-tuning trains it)", s,
+               part);
   }
   auto number = [&](const std::string& digits) {
     int64_t v = 0;
@@ -235,11 +236,25 @@ nlohmann::json run_child(const Options& o, const RunConfig& rc) {
   if (o.omp_spin >= 0 && !std::getenv("OMP_WAIT_POLICY") && !std::getenv("GOMP_SPINCOUNT")) {
     env.push_back(fmt::format("GOMP_SPINCOUNT={}", o.omp_spin));
   }
-  const std::vector<std::string> argv = {tools::self_executable(), "--config", o.config, "--targets", o.targets,
-                                         "--warmup", std::to_string(o.warmup), "--steps", std::to_string(o.steps),
-                                         "--rank", std::to_string(o.rank), "--alpha", fmt::format("{}", o.alpha),
-                                         "--grad-clip", fmt::format("{}", o.grad_clip),
-                                         "--run", rc.str(), "--json", json_path.string()};
+  const std::vector<std::string> argv = {tools::self_executable(),
+                                         "--config",
+                                         o.config,
+                                         "--targets",
+                                         o.targets,
+                                         "--warmup",
+                                         std::to_string(o.warmup),
+                                         "--steps",
+                                         std::to_string(o.steps),
+                                         "--rank",
+                                         std::to_string(o.rank),
+                                         "--alpha",
+                                         fmt::format("{}", o.alpha),
+                                         "--grad-clip",
+                                         fmt::format("{}", o.grad_clip),
+                                         "--run",
+                                         rc.str(),
+                                         "--json",
+                                         json_path.string()};
   std::fflush(stdout);
   const int status = tools::run_program(argv, env);
   LORA_CHECK(status == 0, "the {} run failed (exit status {})", rc.str(), status);
@@ -253,17 +268,28 @@ nlohmann::json run_child(const Options& o, const RunConfig& rc) {
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{"Training-step speed and memory of a causal LM (GPT-2 small by default), full fine-tuning and LoRA, against the sgemm ceiling."};
-  app.add_option("--config", o.config, "model preset (gpt2, tiny, smollm2-135m, ...) or a config.json path")->capture_default_str();
+  CLI::App app{
+      "Training-step speed and memory of a causal LM (GPT-2 small by default), full fine-tuning and LoRA, against the "
+      "sgemm ceiling."};
+  app.add_option("--config", o.config, "model preset (gpt2, tiny, smollm2-135m, ...) or a config.json path")
+      ->capture_default_str();
   app.add_option("--targets", o.targets, "LoRA targets")->capture_default_str();
-  app.add_option("--configs", o.configs, "comma-separated MODE:BATCHxSEQ list, MODE = full or lora")->capture_default_str();
+  app.add_option("--configs", o.configs, "comma-separated MODE:BATCHxSEQ list, MODE = full or lora")
+      ->capture_default_str();
   app.add_option("--warmup", o.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--steps", o.steps, "timed steps (the median is reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--steps", o.steps, "timed steps (the median is reported)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--rank", o.rank, "LoRA rank")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--alpha", o.alpha, "LoRA alpha")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--grad-clip", o.grad_clip, "clip the global gradient norm to this (0: no clipping)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--ceiling-size", o.ceiling_size, "n of the n x n x n sgemm ceiling")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--omp-spin", o.omp_spin, "GOMP_SPINCOUNT for the runs (-1: libgomp's default)")->capture_default_str();
+  app.add_option("--grad-clip", o.grad_clip, "clip the global gradient norm to this (0: no clipping)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--ceiling-size", o.ceiling_size, "n of the n x n x n sgemm ceiling")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--omp-spin", o.omp_spin, "GOMP_SPINCOUNT for the runs (-1: libgomp's default)")
+      ->capture_default_str();
   app.add_option("--json", o.json, "write the results as JSON to this file");
   app.add_option("--run", o.run, "(internal) run one MODE:BATCHxSEQ configuration in this process");
   CLI11_PARSE(app, argc, argv);
@@ -271,19 +297,23 @@ int main(int argc, char** argv) {
   try {
     if (!o.run.empty()) {  // the child
       const nlohmann::json j = run_one(o, parse_config(o.run));
-      if (!o.json.empty()) std::ofstream(o.json) << j.dump(2) << "\n";
-      else fmt::print("{}\n", j.dump(2));
+      if (!o.json.empty())
+        std::ofstream(o.json) << j.dump(2) << "\n";
+      else
+        fmt::print("{}\n", j.dump(2));
       return 0;
     }
     std::vector<RunConfig> configs;
     std::stringstream ss(o.configs);
     for (std::string item; std::getline(ss, item, ',');) configs.push_back(parse_config(item));
 
-    fmt::print("bench_train: '{}', {} threads, {} warm-up + {} timed steps (median), AdamW; LoRA r={} on {}; "
-               "GOMP_SPINCOUNT={}\n",
-               o.config, num_threads(), o.warmup, o.steps, o.rank, o.targets,
-               std::getenv("GOMP_SPINCOUNT") ? std::getenv("GOMP_SPINCOUNT")
-               : std::getenv("OMP_WAIT_POLICY") || o.omp_spin < 0 ? "default" : std::to_string(o.omp_spin));
+    fmt::print(
+        "bench_train: '{}', {} threads, {} warm-up + {} timed steps (median), AdamW; LoRA r={} on {}; "
+        "GOMP_SPINCOUNT={}\n",
+        o.config, num_threads(), o.warmup, o.steps, o.rank, o.targets,
+        std::getenv("GOMP_SPINCOUNT")                      ? std::getenv("GOMP_SPINCOUNT")
+        : std::getenv("OMP_WAIT_POLICY") || o.omp_spin < 0 ? "default"
+                                                           : std::to_string(o.omp_spin));
     const double ceiling = sgemm_ceiling_gflops(o.ceiling_size);
     fmt::print("sgemm ceiling (raw cblas_sgemm, {0} x {0} x {0}, OpenBLAS {2} kernels): {1:.1f} GFLOP/s\n",
                o.ceiling_size, ceiling, blas_kernel_family());
@@ -308,10 +338,12 @@ int main(int argc, char** argv) {
                  tools::human_bytes(r["tracker_peak_bytes"].get<int64_t>()),
                  tools::human_bytes(r["peak_rss_bytes"].get<int64_t>()), r["minor_faults_per_step"].get<double>());
     }
-    fmt::print("A quantized base (+bf16, +int8, +nf4) and checkpointing (+ckpt) keep the FLOPs of their mode (the "
-               "recomputation is not counted).\n");
-    fmt::print("FLOPs per step: full 6 N B T + 12 L T^2 C B, LoRA 4 N B T + 12 L T^2 C B + 6 N_lora B T "
-               "(N = linear and head weights)\n");
+    fmt::print(
+        "A quantized base (+bf16, +int8, +nf4) and checkpointing (+ckpt) keep the FLOPs of their mode (the "
+        "recomputation is not counted).\n");
+    fmt::print(
+        "FLOPs per step: full 6 N B T + 12 L T^2 C B, LoRA 4 N B T + 12 L T^2 C B + 6 N_lora B T "
+        "(N = linear and head weights)\n");
     if (!o.json.empty()) std::ofstream(o.json) << all.dump(2) << "\n";
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());

@@ -4,12 +4,12 @@
 
 #include <sys/mman.h>
 
+#include <malloc.h>
 #include <array>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <malloc.h>
 #include <mutex>
 #include <new>
 #include <unordered_map>
@@ -154,6 +154,8 @@ Allocator& allocator_for(Device device) {
   return *a;
 }
 
-void register_allocator(DeviceType type, Allocator* allocator) { registry()[static_cast<int>(type)] = allocator; }
+void register_allocator(DeviceType type, Allocator* allocator) {
+  registry()[static_cast<int>(type)] = allocator;
+}
 
 }  // namespace lora

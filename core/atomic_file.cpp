@@ -22,7 +22,9 @@ namespace lora {
 
 namespace {
 
-std::string errno_text(int err) { return std::generic_category().message(err); }
+std::string errno_text(int err) {
+  return std::generic_category().message(err);
+}
 
 // A buffered output streambuf over a file descriptor that remembers the errno of the first failed write,
 // so the caller can say why the stream went bad (std::ofstream cannot, and has no descriptor to fsync).
@@ -155,8 +157,8 @@ void write_file_atomically(const std::string& path, const std::function<void(std
     }
     // The permissions of the file being replaced, or those a new file gets.
     struct stat st {};
-    const mode_t mode = ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) ? (st.st_mode & 07777)
-                                                                               : (0666 & ~current_umask());
+    const mode_t mode =
+        ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) ? (st.st_mode & 07777) : (0666 & ~current_umask());
     LORA_CHECK(::fchmod(fd, mode) == 0, "cannot write '{}': setting the mode of '{}' failed: {}", path, tmp,
                errno_text(errno));
     // The data must be on disk before the rename makes it visible: otherwise a crash could leave a
@@ -165,8 +167,8 @@ void write_file_atomically(const std::string& path, const std::function<void(std
     const int closed = ::close(fd);
     fd = -1;
     LORA_CHECK(closed == 0, "cannot write '{}': closing '{}' failed: {}", path, tmp, errno_text(errno));
-    LORA_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "cannot write '{}': renaming '{}' into place failed: {}",
-               path, tmp, errno_text(errno));
+    LORA_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "cannot write '{}': renaming '{}' into place failed: {}", path,
+               tmp, errno_text(errno));
   } catch (...) {
     if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());
@@ -182,7 +184,8 @@ void write_directory_atomically(const std::string& dir_arg, const std::function<
   fs::path dir(dir_arg);
   while (dir.has_relative_path() && !dir.has_filename()) dir = dir.parent_path();  // "out/" -> "out"
   if (fs::is_symlink(dir, ec)) dir = fs::canonical(dir, ec);  // replace the folder it points at, not the link
-  LORA_CHECK(!dir.empty() && dir.has_filename(), "cannot write the folder '{}': the path does not name a folder", dir_arg);
+  LORA_CHECK(!dir.empty() && dir.has_filename(), "cannot write the folder '{}': the path does not name a folder",
+             dir_arg);
   const bool exists = fs::exists(dir, ec);
   LORA_CHECK(!exists || fs::is_directory(dir, ec), "cannot write the folder '{}': a file of that name exists", dir_arg);
   const fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");

@@ -8,9 +8,15 @@ thread_local Device g_default_device = Device::cpu();
 
 }  // namespace
 
-Device default_device() { return g_default_device; }
+Device default_device() {
+  return g_default_device;
+}
 
-DefaultDeviceGuard::DefaultDeviceGuard(Device device) : previous_(g_default_device) { g_default_device = device; }
-DefaultDeviceGuard::~DefaultDeviceGuard() { g_default_device = previous_; }
+DefaultDeviceGuard::DefaultDeviceGuard(Device device) : previous_(g_default_device) {
+  g_default_device = device;
+}
+DefaultDeviceGuard::~DefaultDeviceGuard() {
+  g_default_device = previous_;
+}
 
 }  // namespace lora

@@ -16,8 +16,8 @@ class Error : public std::runtime_error {
 };
 
 // LORA_CHECK(cond, "fmt {}", args...): throw lora::Error with a formatted message when cond is false.
-#define LORA_CHECK(cond, ...)                                  \
-  do {                                                         \
+#define LORA_CHECK(cond, ...)                                     \
+  do {                                                            \
     if (!(cond)) throw ::lora::Error(::fmt::format(__VA_ARGS__)); \
   } while (0)
 

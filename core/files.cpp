@@ -31,7 +31,8 @@ std::string read_file(const std::string& path, const std::string& what, uint64_t
   std::error_code ec;
   const fs::file_status status = fs::status(path, ec);
   if (ec || !fs::exists(status)) {
-    LORA_FAIL("{} '{}': no such file{}", what, path, ec && ec != std::errc::no_such_file_or_directory ? " (" + ec.message() + ")" : "");
+    LORA_FAIL("{} '{}': no such file{}", what, path,
+              ec && ec != std::errc::no_such_file_or_directory ? " (" + ec.message() + ")" : "");
   }
   LORA_CHECK(!fs::is_directory(status), "{} '{}': is a folder, expected a file", what, path);
   LORA_CHECK(fs::is_regular_file(status), "{} '{}': not a regular file", what, path);

@@ -24,22 +24,38 @@ namespace {
 
 // ggml's type_traits (ggml/src/ggml.c): block size and bytes per block of every type a file may hold.
 constexpr TypeTraits kTypes[] = {
-    {TensorType::F32, "f32", 1, 4, true},        {TensorType::F16, "f16", 1, 2, true},
-    {TensorType::Q4_0, "q4_0", 32, 18, true},    {TensorType::Q4_1, "q4_1", 32, 20, true},
-    {TensorType::Q5_0, "q5_0", 32, 22, true},    {TensorType::Q5_1, "q5_1", 32, 24, true},
-    {TensorType::Q8_0, "q8_0", 32, 34, true},    {TensorType::Q8_1, "q8_1", 32, 36, false},
-    {TensorType::Q2_K, "q2_K", 256, 84, false},  {TensorType::Q3_K, "q3_K", 256, 110, false},
-    {TensorType::Q4_K, "q4_K", 256, 144, true},  {TensorType::Q5_K, "q5_K", 256, 176, true},
-    {TensorType::Q6_K, "q6_K", 256, 210, true},  {TensorType::Q8_K, "q8_K", 256, 292, false},
-    {TensorType::IQ2_XXS, "iq2_xxs", 256, 66, false}, {TensorType::IQ2_XS, "iq2_xs", 256, 74, false},
-    {TensorType::IQ3_XXS, "iq3_xxs", 256, 98, false}, {TensorType::IQ1_S, "iq1_s", 256, 50, false},
-    {TensorType::IQ4_NL, "iq4_nl", 32, 18, false},    {TensorType::IQ3_S, "iq3_s", 256, 110, false},
-    {TensorType::IQ2_S, "iq2_s", 256, 82, false},     {TensorType::IQ4_XS, "iq4_xs", 256, 136, false},
-    {TensorType::I8, "i8", 1, 1, false},     {TensorType::I16, "i16", 1, 2, false},
-    {TensorType::I32, "i32", 1, 4, false},   {TensorType::I64, "i64", 1, 8, false},
-    {TensorType::F64, "f64", 1, 8, false},   {TensorType::IQ1_M, "iq1_m", 256, 56, false},
-    {TensorType::BF16, "bf16", 1, 2, true},  {TensorType::TQ1_0, "tq1_0", 256, 54, false},
-    {TensorType::TQ2_0, "tq2_0", 256, 66, false}, {TensorType::MXFP4, "mxfp4", 32, 17, false},
+    {TensorType::F32, "f32", 1, 4, true},
+    {TensorType::F16, "f16", 1, 2, true},
+    {TensorType::Q4_0, "q4_0", 32, 18, true},
+    {TensorType::Q4_1, "q4_1", 32, 20, true},
+    {TensorType::Q5_0, "q5_0", 32, 22, true},
+    {TensorType::Q5_1, "q5_1", 32, 24, true},
+    {TensorType::Q8_0, "q8_0", 32, 34, true},
+    {TensorType::Q8_1, "q8_1", 32, 36, false},
+    {TensorType::Q2_K, "q2_K", 256, 84, false},
+    {TensorType::Q3_K, "q3_K", 256, 110, false},
+    {TensorType::Q4_K, "q4_K", 256, 144, true},
+    {TensorType::Q5_K, "q5_K", 256, 176, true},
+    {TensorType::Q6_K, "q6_K", 256, 210, true},
+    {TensorType::Q8_K, "q8_K", 256, 292, false},
+    {TensorType::IQ2_XXS, "iq2_xxs", 256, 66, false},
+    {TensorType::IQ2_XS, "iq2_xs", 256, 74, false},
+    {TensorType::IQ3_XXS, "iq3_xxs", 256, 98, false},
+    {TensorType::IQ1_S, "iq1_s", 256, 50, false},
+    {TensorType::IQ4_NL, "iq4_nl", 32, 18, false},
+    {TensorType::IQ3_S, "iq3_s", 256, 110, false},
+    {TensorType::IQ2_S, "iq2_s", 256, 82, false},
+    {TensorType::IQ4_XS, "iq4_xs", 256, 136, false},
+    {TensorType::I8, "i8", 1, 1, false},
+    {TensorType::I16, "i16", 1, 2, false},
+    {TensorType::I32, "i32", 1, 4, false},
+    {TensorType::I64, "i64", 1, 8, false},
+    {TensorType::F64, "f64", 1, 8, false},
+    {TensorType::IQ1_M, "iq1_m", 256, 56, false},
+    {TensorType::BF16, "bf16", 1, 2, true},
+    {TensorType::TQ1_0, "tq1_0", 256, 54, false},
+    {TensorType::TQ2_0, "tq2_0", 256, 66, false},
+    {TensorType::MXFP4, "mxfp4", 32, 17, false},
 };
 
 // Checked arithmetic on sizes read from a file: nullopt on overflow.
@@ -69,7 +85,9 @@ const TypeTraits& type_traits(TensorType type) {
   return *t;
 }
 
-std::string_view type_name(TensorType type) { return type_traits(type).name; }
+std::string_view type_name(TensorType type) {
+  return type_traits(type).name;
+}
 
 std::optional<TensorType> type_from_name(std::string_view name) {
   for (const TypeTraits& t : kTypes) {
@@ -83,7 +101,8 @@ std::optional<TensorType> type_from_name(std::string_view name) {
 
 uint64_t tensor_nbytes(TensorType type, const std::vector<int64_t>& ne) {
   const TypeTraits& t = type_traits(type);
-  LORA_CHECK(!ne.empty() && ne.size() <= kMaxDims, "GGUF: a tensor has 1 to {} dimensions, not {}", kMaxDims, ne.size());
+  LORA_CHECK(!ne.empty() && ne.size() <= kMaxDims, "GGUF: a tensor has 1 to {} dimensions, not {}", kMaxDims,
+             ne.size());
   std::optional<uint64_t> n = 1;
   for (int64_t d : ne) {
     LORA_CHECK(d >= 0, "GGUF: negative dimension {}", d);
@@ -102,19 +121,32 @@ uint64_t tensor_nbytes(TensorType type, const std::vector<int64_t>& ne) {
 
 std::string_view value_type_name(ValueType type) {
   switch (type) {
-    case ValueType::U8: return "u8";
-    case ValueType::I8: return "i8";
-    case ValueType::U16: return "u16";
-    case ValueType::I16: return "i16";
-    case ValueType::U32: return "u32";
-    case ValueType::I32: return "i32";
-    case ValueType::F32: return "f32";
-    case ValueType::BOOL: return "bool";
-    case ValueType::STRING: return "string";
-    case ValueType::ARRAY: return "array";
-    case ValueType::U64: return "u64";
-    case ValueType::I64: return "i64";
-    case ValueType::F64: return "f64";
+    case ValueType::U8:
+      return "u8";
+    case ValueType::I8:
+      return "i8";
+    case ValueType::U16:
+      return "u16";
+    case ValueType::I16:
+      return "i16";
+    case ValueType::U32:
+      return "u32";
+    case ValueType::I32:
+      return "i32";
+    case ValueType::F32:
+      return "f32";
+    case ValueType::BOOL:
+      return "bool";
+    case ValueType::STRING:
+      return "string";
+    case ValueType::ARRAY:
+      return "array";
+    case ValueType::U64:
+      return "u64";
+    case ValueType::I64:
+      return "i64";
+    case ValueType::F64:
+      return "f64";
   }
   return "unknown";
 }
@@ -140,20 +172,41 @@ Value Value::f32s(const std::vector<float>& v) {
 
 bool Value::is_integer() const {
   switch (type) {
-    case ValueType::U8: case ValueType::I8: case ValueType::U16: case ValueType::I16: case ValueType::U32:
-    case ValueType::I32: case ValueType::U64: case ValueType::I64: return true;
-    default: return false;
+    case ValueType::U8:
+    case ValueType::I8:
+    case ValueType::U16:
+    case ValueType::I16:
+    case ValueType::U32:
+    case ValueType::I32:
+    case ValueType::U64:
+    case ValueType::I64:
+      return true;
+    default:
+      return false;
   }
 }
 
 std::string Value::str() const {
   switch (type) {
-    case ValueType::U8: case ValueType::U16: case ValueType::U32: case ValueType::U64: return std::to_string(u);
-    case ValueType::I8: case ValueType::I16: case ValueType::I32: case ValueType::I64: return std::to_string(i);
-    case ValueType::F32: case ValueType::F64: return fmt::format("{}", f);
-    case ValueType::BOOL: return u ? "true" : "false";
-    case ValueType::STRING: return fmt::format("\"{}{}\"", std::string_view(s).substr(0, 60), s.size() > 60 ? "..." : "");
-    case ValueType::ARRAY: return fmt::format("array of {} {}", array.size(), value_type_name(element_type));
+    case ValueType::U8:
+    case ValueType::U16:
+    case ValueType::U32:
+    case ValueType::U64:
+      return std::to_string(u);
+    case ValueType::I8:
+    case ValueType::I16:
+    case ValueType::I32:
+    case ValueType::I64:
+      return std::to_string(i);
+    case ValueType::F32:
+    case ValueType::F64:
+      return fmt::format("{}", f);
+    case ValueType::BOOL:
+      return u ? "true" : "false";
+    case ValueType::STRING:
+      return fmt::format("\"{}{}\"", std::string_view(s).substr(0, 60), s.size() > 60 ? "..." : "");
+    case ValueType::ARRAY:
+      return fmt::format("array of {} {}", array.size(), value_type_name(element_type));
   }
   return "?";
 }
@@ -169,11 +222,21 @@ bool valid_utf8(std::string_view s) {
     const auto c = static_cast<unsigned char>(s[i]);
     size_t n;
     uint32_t cp;
-    if (c < 0x80) { ++i; continue; }
-    if ((c & 0xE0) == 0xC0) { n = 1; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { n = 2; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { n = 3; cp = c & 0x07; }
-    else return false;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    if ((c & 0xE0) == 0xC0) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3;
+      cp = c & 0x07;
+    } else
+      return false;
     if (i + n >= s.size()) return false;  // the continuation bytes i+1..i+n must exist
     for (size_t k = 1; k <= n; ++k) {
       const auto cc = static_cast<unsigned char>(s[i + k]);
@@ -197,7 +260,8 @@ class Cursor {
 
   template <typename... Args>
   [[noreturn]] void fail(uint64_t at, fmt::format_string<Args...> format, Args&&... args) const {
-    throw Error(fmt::format("GGUF file '{}': {} (at offset {})", name_, fmt::format(format, std::forward<Args>(args)...), at));
+    throw Error(
+        fmt::format("GGUF file '{}': {} (at offset {})", name_, fmt::format(format, std::forward<Args>(args)...), at));
   }
 
   uint64_t pos() const { return pos_; }
@@ -233,11 +297,23 @@ class Cursor {
 
 size_t scalar_size(ValueType t) {
   switch (t) {
-    case ValueType::U8: case ValueType::I8: case ValueType::BOOL: return 1;
-    case ValueType::U16: case ValueType::I16: return 2;
-    case ValueType::U32: case ValueType::I32: case ValueType::F32: return 4;
-    case ValueType::U64: case ValueType::I64: case ValueType::F64: return 8;
-    default: return 0;
+    case ValueType::U8:
+    case ValueType::I8:
+    case ValueType::BOOL:
+      return 1;
+    case ValueType::U16:
+    case ValueType::I16:
+      return 2;
+    case ValueType::U32:
+    case ValueType::I32:
+    case ValueType::F32:
+      return 4;
+    case ValueType::U64:
+    case ValueType::I64:
+    case ValueType::F64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
@@ -246,24 +322,47 @@ Value read_scalar(Cursor& c, ValueType t, const std::string& key) {
   v.type = t;
   const uint64_t at = c.pos();
   switch (t) {
-    case ValueType::U8: v.u = c.read<uint8_t>("a u8 value"); break;
-    case ValueType::I8: v.i = c.read<int8_t>("an i8 value"); break;
-    case ValueType::U16: v.u = c.read<uint16_t>("a u16 value"); break;
-    case ValueType::I16: v.i = c.read<int16_t>("an i16 value"); break;
-    case ValueType::U32: v.u = c.read<uint32_t>("a u32 value"); break;
-    case ValueType::I32: v.i = c.read<int32_t>("an i32 value"); break;
-    case ValueType::F32: v.f = c.read<float>("an f32 value"); break;
-    case ValueType::U64: v.u = c.read<uint64_t>("a u64 value"); break;
-    case ValueType::I64: v.i = c.read<int64_t>("an i64 value"); break;
-    case ValueType::F64: v.f = c.read<double>("an f64 value"); break;
+    case ValueType::U8:
+      v.u = c.read<uint8_t>("a u8 value");
+      break;
+    case ValueType::I8:
+      v.i = c.read<int8_t>("an i8 value");
+      break;
+    case ValueType::U16:
+      v.u = c.read<uint16_t>("a u16 value");
+      break;
+    case ValueType::I16:
+      v.i = c.read<int16_t>("an i16 value");
+      break;
+    case ValueType::U32:
+      v.u = c.read<uint32_t>("a u32 value");
+      break;
+    case ValueType::I32:
+      v.i = c.read<int32_t>("an i32 value");
+      break;
+    case ValueType::F32:
+      v.f = c.read<float>("an f32 value");
+      break;
+    case ValueType::U64:
+      v.u = c.read<uint64_t>("a u64 value");
+      break;
+    case ValueType::I64:
+      v.i = c.read<int64_t>("an i64 value");
+      break;
+    case ValueType::F64:
+      v.f = c.read<double>("an f64 value");
+      break;
     case ValueType::BOOL: {
       const auto b = c.read<uint8_t>("a bool value");
       if (b > 1) c.fail(at, "key '{}': a bool must be 0 or 1, not {}", key, b);
       v.u = b;
       break;
     }
-    case ValueType::STRING: v.s = c.read_string("a string value"); break;
-    case ValueType::ARRAY: c.fail(at, "key '{}': arrays of arrays are not supported", key);
+    case ValueType::STRING:
+      v.s = c.read_string("a string value");
+      break;
+    case ValueType::ARRAY:
+      c.fail(at, "key '{}': arrays of arrays are not supported", key);
   }
   return v;
 }
@@ -318,7 +417,9 @@ File File::parse(const uint8_t* bytes, size_t size, const std::string& name) {
   return f;
 }
 
-File::File(File&& other) noexcept { *this = std::move(other); }
+File::File(File&& other) noexcept {
+  *this = std::move(other);
+}
 
 File& File::operator=(File&& other) noexcept {
   if (this != &other) {
@@ -349,7 +450,8 @@ void File::parse_all() {
   c.read<uint32_t>("the magic");
   version_ = c.read<uint32_t>("the version");
   if (version_ != 2 && version_ != 3) {
-    c.fail(4, "version {} is not supported (GGUF versions 2 and 3 are; version 1 files predate 64-bit counts)", version_);
+    c.fail(4, "version {} is not supported (GGUF versions 2 and 3 are; version 1 files predate 64-bit counts)",
+           version_);
   }
   const uint64_t n_tensors = c.read<uint64_t>("the tensor count");
   const uint64_t n_kv = c.read<uint64_t>("the metadata count");
@@ -373,7 +475,8 @@ void File::parse_all() {
       const uint64_t min_size = v.element_type == ValueType::STRING ? 8 : scalar_size(v.element_type);
       if (v.element_type == ValueType::ARRAY) c.fail(count_at - 4, "key '{}': arrays of arrays are not supported", key);
       if (count > c.remaining() / min_size) {
-        c.fail(count_at, "key '{}': an array of {} elements cannot fit in the {} bytes left", key, count, c.remaining());
+        c.fail(count_at, "key '{}': an array of {} elements cannot fit in the {} bytes left", key, count,
+               c.remaining());
       }
       v.array.reserve(static_cast<size_t>(count));
       for (uint64_t e = 0; e < count; ++e) v.array.push_back(read_scalar(c, v.element_type, key));
@@ -398,7 +501,8 @@ void File::parse_all() {
     if (info.name.empty()) c.fail(at, "tensor {} has an empty name", t);
     if (tensor_index_.count(info.name)) c.fail(at, "the tensor name '{}' appears twice", info.name);
     const auto n_dims = c.read<uint32_t>("a tensor's dimension count");
-    if (n_dims == 0 || n_dims > kMaxDims) c.fail(at, "tensor '{}': {} dimensions (1 to {} are allowed)", info.name, n_dims, kMaxDims);
+    if (n_dims == 0 || n_dims > kMaxDims)
+      c.fail(at, "tensor '{}': {} dimensions (1 to {} are allowed)", info.name, n_dims, kMaxDims);
     std::optional<uint64_t> elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const auto n = c.read<int64_t>("a tensor dimension");
@@ -422,7 +526,8 @@ void File::parse_all() {
     const uint64_t offset_at = c.pos();
     info.offset = c.read<uint64_t>("a tensor offset");
     if (info.offset % alignment_ != 0) {
-      c.fail(offset_at, "tensor '{}': data offset {} is not a multiple of the alignment {}", info.name, info.offset, alignment_);
+      c.fail(offset_at, "tensor '{}': data offset {} is not a multiple of the alignment {}", info.name, info.offset,
+             alignment_);
     }
     tensor_index_.emplace(info.name, tensors_.size());
     tensors_.push_back(std::move(info));
@@ -435,26 +540,31 @@ void File::parse_all() {
     const std::optional<uint64_t> padded = add(header_end, alignment_ - 1);
     if (!padded) c.fail(header_end, "the data section's start overflows");
     data_offset_ = *padded / alignment_ * alignment_;
-    if (data_offset_ > size_) c.fail(header_end, "the data section would start at {}, past the end of the file ({} bytes)", data_offset_, size_);
+    if (data_offset_ > size_)
+      c.fail(header_end, "the data section would start at {}, past the end of the file ({} bytes)", data_offset_,
+             size_);
   }
   const uint64_t data_size = size_ - data_offset_;
   std::vector<const TensorInfo*> by_offset;
   for (TensorInfo& info : tensors_) {
     const std::optional<uint64_t> end = add(info.offset, info.nbytes);
     if (!end || *end > data_size) {
-      throw Error(fmt::format("GGUF file '{}': tensor '{}' ({} bytes at data offset {}) runs past the end of the file "
-                              "(the data section holds {} bytes from offset {})", name_, info.name, info.nbytes,
-                              info.offset, data_size, data_offset_));
+      throw Error(
+          fmt::format("GGUF file '{}': tensor '{}' ({} bytes at data offset {}) runs past the end of the file "
+                      "(the data section holds {} bytes from offset {})",
+                      name_, info.name, info.nbytes, info.offset, data_size, data_offset_));
     }
     info.data = bytes_ + data_offset_ + info.offset;
     by_offset.push_back(&info);
   }
-  std::sort(by_offset.begin(), by_offset.end(), [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const TensorInfo* a, const TensorInfo* b) { return a->offset < b->offset; });
   for (size_t i = 1; i < by_offset.size(); ++i) {
     const TensorInfo& prev = *by_offset[i - 1];
     if (prev.offset + prev.nbytes > by_offset[i]->offset) {
-      throw Error(fmt::format("GGUF file '{}': tensors '{}' and '{}' overlap (data offsets {} and {}, the first {} bytes)",
-                              name_, prev.name, by_offset[i]->name, prev.offset, by_offset[i]->offset, prev.nbytes));
+      throw Error(
+          fmt::format("GGUF file '{}': tensors '{}' and '{}' overlap (data offsets {} and {}, the first {} bytes)",
+                      name_, prev.name, by_offset[i]->name, prev.offset, by_offset[i]->offset, prev.nbytes));
     }
   }
 }
@@ -481,7 +591,8 @@ const TensorInfo* File::find_tensor(const std::string& name) const {
 std::optional<std::string> File::get_string_or(const std::string& key) const {
   const Value* v = find(key);
   if (!v) return std::nullopt;
-  LORA_CHECK(v->type == ValueType::STRING, "GGUF file '{}': '{}' must be a string, not {}", name_, key, value_type_name(v->type));
+  LORA_CHECK(v->type == ValueType::STRING, "GGUF file '{}': '{}' must be a string, not {}", name_, key,
+             value_type_name(v->type));
   return v->s;
 }
 
@@ -495,8 +606,8 @@ std::optional<uint64_t> File::get_uint_or(const std::string& key) const {
   const Value* v = find(key);
   if (!v) return std::nullopt;
   LORA_CHECK(v->is_integer(), "GGUF file '{}': '{}' must be an integer, not {}", name_, key, value_type_name(v->type));
-  const bool is_signed = v->type == ValueType::I8 || v->type == ValueType::I16 || v->type == ValueType::I32 ||
-                         v->type == ValueType::I64;
+  const bool is_signed =
+      v->type == ValueType::I8 || v->type == ValueType::I16 || v->type == ValueType::I32 || v->type == ValueType::I64;
   if (is_signed) {
     LORA_CHECK(v->i >= 0, "GGUF file '{}': '{}' is {}, expected a non-negative integer", name_, key, v->i);
     return static_cast<uint64_t>(v->i);
@@ -526,14 +637,16 @@ double File::get_float(const std::string& key) const {
 std::optional<bool> File::get_bool_or(const std::string& key) const {
   const Value* v = find(key);
   if (!v) return std::nullopt;
-  LORA_CHECK(v->type == ValueType::BOOL, "GGUF file '{}': '{}' must be a bool, not {}", name_, key, value_type_name(v->type));
+  LORA_CHECK(v->type == ValueType::BOOL, "GGUF file '{}': '{}' must be a bool, not {}", name_, key,
+             value_type_name(v->type));
   return v->u != 0;
 }
 
 const Value& File::get_array(const std::string& key, ValueType element_type) const {
   const Value* v = find(key);
   LORA_CHECK(v != nullptr, "GGUF file '{}': the metadata key '{}' is missing", name_, key);
-  LORA_CHECK(v->type == ValueType::ARRAY, "GGUF file '{}': '{}' must be an array, not {}", name_, key, value_type_name(v->type));
+  LORA_CHECK(v->type == ValueType::ARRAY, "GGUF file '{}': '{}' must be an array, not {}", name_, key,
+             value_type_name(v->type));
   LORA_CHECK(v->element_type == element_type, "GGUF file '{}': '{}' must be an array of {}, not of {}", name_, key,
              value_type_name(element_type), value_type_name(v->element_type));
   return *v;
@@ -556,23 +669,50 @@ void put_string(std::ostream& o, const std::string& s) {
 
 void put_scalar(std::ostream& o, const Value& v, ValueType t) {
   switch (t) {
-    case ValueType::U8: put<uint8_t>(o, static_cast<uint8_t>(v.u)); break;
-    case ValueType::I8: put<int8_t>(o, static_cast<int8_t>(v.i)); break;
-    case ValueType::U16: put<uint16_t>(o, static_cast<uint16_t>(v.u)); break;
-    case ValueType::I16: put<int16_t>(o, static_cast<int16_t>(v.i)); break;
-    case ValueType::U32: put<uint32_t>(o, static_cast<uint32_t>(v.u)); break;
-    case ValueType::I32: put<int32_t>(o, static_cast<int32_t>(v.i)); break;
-    case ValueType::F32: put<float>(o, static_cast<float>(v.f)); break;
-    case ValueType::BOOL: put<uint8_t>(o, v.u ? 1 : 0); break;
-    case ValueType::STRING: put_string(o, v.s); break;
-    case ValueType::U64: put<uint64_t>(o, v.u); break;
-    case ValueType::I64: put<int64_t>(o, v.i); break;
-    case ValueType::F64: put<double>(o, v.f); break;
-    case ValueType::ARRAY: LORA_FAIL("GGUF writer: arrays of arrays are not supported");
+    case ValueType::U8:
+      put<uint8_t>(o, static_cast<uint8_t>(v.u));
+      break;
+    case ValueType::I8:
+      put<int8_t>(o, static_cast<int8_t>(v.i));
+      break;
+    case ValueType::U16:
+      put<uint16_t>(o, static_cast<uint16_t>(v.u));
+      break;
+    case ValueType::I16:
+      put<int16_t>(o, static_cast<int16_t>(v.i));
+      break;
+    case ValueType::U32:
+      put<uint32_t>(o, static_cast<uint32_t>(v.u));
+      break;
+    case ValueType::I32:
+      put<int32_t>(o, static_cast<int32_t>(v.i));
+      break;
+    case ValueType::F32:
+      put<float>(o, static_cast<float>(v.f));
+      break;
+    case ValueType::BOOL:
+      put<uint8_t>(o, v.u ? 1 : 0);
+      break;
+    case ValueType::STRING:
+      put_string(o, v.s);
+      break;
+    case ValueType::U64:
+      put<uint64_t>(o, v.u);
+      break;
+    case ValueType::I64:
+      put<int64_t>(o, v.i);
+      break;
+    case ValueType::F64:
+      put<double>(o, v.f);
+      break;
+    case ValueType::ARRAY:
+      LORA_FAIL("GGUF writer: arrays of arrays are not supported");
   }
 }
 
-uint64_t pad_to(uint64_t n, uint64_t alignment) { return (n + alignment - 1) / alignment * alignment; }
+uint64_t pad_to(uint64_t n, uint64_t alignment) {
+  return (n + alignment - 1) / alignment * alignment;
+}
 
 }  // namespace
 
@@ -634,8 +774,8 @@ void Writer::write_to(std::ostream& out) const {
   for (const Pending& t : tensors_) {
     buffer.clear();
     t.write(buffer);
-    LORA_CHECK(buffer.size() == t.nbytes, "GGUF writer: tensor '{}' produced {} bytes, expected {}", t.name, buffer.size(),
-               t.nbytes);
+    LORA_CHECK(buffer.size() == t.nbytes, "GGUF writer: tensor '{}' produced {} bytes, expected {}", t.name,
+               buffer.size(), t.nbytes);
     out.write(buffer.data(), static_cast<std::streamsize>(buffer.size()));
     pad(t.nbytes);
   }

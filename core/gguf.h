@@ -30,10 +30,38 @@ inline constexpr uint32_t kMaxDims = 4;  // GGML_MAX_DIMS
 // ---- Tensor types (ggml_type) ----------------------------------------------------------------------
 
 enum class TensorType : uint32_t {
-  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
-  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15,
-  IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22, IQ4_XS = 23,
-  I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, IQ1_M = 29, BF16 = 30, TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39,
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q8_1 = 9,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  Q8_K = 15,
+  IQ2_XXS = 16,
+  IQ2_XS = 17,
+  IQ3_XXS = 18,
+  IQ1_S = 19,
+  IQ4_NL = 20,
+  IQ3_S = 21,
+  IQ2_S = 22,
+  IQ4_XS = 23,
+  I8 = 24,
+  I16 = 25,
+  I32 = 26,
+  I64 = 27,
+  F64 = 28,
+  IQ1_M = 29,
+  BF16 = 30,
+  TQ1_0 = 34,
+  TQ2_0 = 35,
+  MXFP4 = 39,
 };
 
 struct TypeTraits {
@@ -54,8 +82,19 @@ std::optional<TensorType> type_from_name(std::string_view name);
 // ---- Metadata values -------------------------------------------------------------------------------
 
 enum class ValueType : uint32_t {
-  U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, BOOL = 7, STRING = 8, ARRAY = 9,
-  U64 = 10, I64 = 11, F64 = 12,
+  U8 = 0,
+  I8 = 1,
+  U16 = 2,
+  I16 = 3,
+  U32 = 4,
+  I32 = 5,
+  F32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  U64 = 10,
+  I64 = 11,
+  F64 = 12,
 };
 std::string_view value_type_name(ValueType type);
 
@@ -63,10 +102,10 @@ std::string_view value_type_name(ValueType type);
 // as its element type and its elements (arrays of arrays are refused by the reader, as by llama.cpp's).
 struct Value {
   ValueType type = ValueType::U32;
-  uint64_t u = 0;    // U8, U16, U32, U64, BOOL (0/1)
-  int64_t i = 0;     // I8, I16, I32, I64
-  double f = 0.0;    // F32, F64
-  std::string s;     // STRING
+  uint64_t u = 0;                           // U8, U16, U32, U64, BOOL (0/1)
+  int64_t i = 0;                            // I8, I16, I32, I64
+  double f = 0.0;                           // F32, F64
+  std::string s;                            // STRING
   ValueType element_type = ValueType::U32;  // ARRAY
   std::vector<Value> array;
 
@@ -118,7 +157,7 @@ struct TensorInfo {
   std::string name;
   std::vector<int64_t> ne;  // ggml order: ne[0] is the row length (the fastest-varying dimension)
   TensorType type = TensorType::F32;
-  uint64_t offset = 0;      // from the start of the data section
+  uint64_t offset = 0;  // from the start of the data section
   uint64_t nbytes = 0;
   const uint8_t* data = nullptr;  // inside the mapping
   int64_t elements() const;
@@ -158,7 +197,7 @@ class File {
   std::optional<std::string> get_string_or(const std::string& key) const;
   uint64_t get_uint(const std::string& key) const;  // any unsigned or non-negative signed integer type
   std::optional<uint64_t> get_uint_or(const std::string& key) const;
-  double get_float(const std::string& key) const;   // F32 or F64
+  double get_float(const std::string& key) const;  // F32 or F64
   std::optional<double> get_float_or(const std::string& key) const;
   std::optional<bool> get_bool_or(const std::string& key) const;
   const Value& get_array(const std::string& key, ValueType element_type) const;

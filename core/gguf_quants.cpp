@@ -134,7 +134,9 @@ void dequantize_row(TensorType type, const uint8_t* src, float* y, int64_t k) {
   LORA_CHECK(k % t.block_size == 0, "GGUF {}: a row of {} values is not a multiple of its block of {}", t.name, k,
              t.block_size);
   switch (type) {
-    case TensorType::F32: std::memcpy(y, src, static_cast<size_t>(k) * 4); return;
+    case TensorType::F32:
+      std::memcpy(y, src, static_cast<size_t>(k) * 4);
+      return;
     case TensorType::F16:
       for (int64_t i = 0; i < k; ++i) y[i] = f16_at(src + 2 * i);
       return;
@@ -145,18 +147,37 @@ void dequantize_row(TensorType type, const uint8_t* src, float* y, int64_t k) {
         y[i] = bfloat16_to_float(b);
       }
       return;
-    case TensorType::Q8_0: dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(src), y, k); return;
-    case TensorType::Q4_0: dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(src), y, k); return;
-    case TensorType::Q4_1: each_block(src, y, k, 32, 20, q4_1); return;
-    case TensorType::Q5_0: each_block(src, y, k, 32, 22, q5_0); return;
-    case TensorType::Q5_1: each_block(src, y, k, 32, 24, q5_1); return;
-    case TensorType::Q4_K: each_block(src, y, k, 256, 144, q4_k); return;
-    case TensorType::Q5_K: each_block(src, y, k, 256, 176, q5_k); return;
-    case TensorType::Q6_K: each_block(src, y, k, 256, 210, q6_k); return;
-    default: break;
+    case TensorType::Q8_0:
+      dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(src), y, k);
+      return;
+    case TensorType::Q4_0:
+      dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(src), y, k);
+      return;
+    case TensorType::Q4_1:
+      each_block(src, y, k, 32, 20, q4_1);
+      return;
+    case TensorType::Q5_0:
+      each_block(src, y, k, 32, 22, q5_0);
+      return;
+    case TensorType::Q5_1:
+      each_block(src, y, k, 32, 24, q5_1);
+      return;
+    case TensorType::Q4_K:
+      each_block(src, y, k, 256, 144, q4_k);
+      return;
+    case TensorType::Q5_K:
+      each_block(src, y, k, 256, 176, q5_k);
+      return;
+    case TensorType::Q6_K:
+      each_block(src, y, k, 256, 210, q6_k);
+      return;
+    default:
+      break;
   }
-  LORA_FAIL("GGUF: tensors of type {} cannot be read (lora.cpp reads f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, "
-            "q4_K, q5_K, q6_K)", t.name);
+  LORA_FAIL(
+      "GGUF: tensors of type {} cannot be read (lora.cpp reads f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, "
+      "q4_K, q5_K, q6_K)",
+      t.name);
 }
 
 bool can_quantize(TensorType type) {
@@ -191,7 +212,8 @@ void quantize_row(TensorType type, const float* x, int64_t k, std::string& out) 
       out.append(reinterpret_cast<const char*>(blocks.data()), blocks.size() * sizeof(BlockQ4_0));
       return;
     }
-    default: break;
+    default:
+      break;
   }
   LORA_FAIL("GGUF: lora.cpp does not write tensors of type {} (it writes f32, f16, bf16, q8_0, q4_0)", type_name(type));
 }

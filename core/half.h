@@ -17,7 +17,7 @@ inline float half_to_float(uint16_t h) {
     return sign ? -magnitude : magnitude;
   }
   if (exponent == 31) return std::bit_cast<float>(sign | 0x7F800000u | (mantissa << 13));  // inf, NaN
-  return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));          // rebias 15 -> 127
+  return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));         // rebias 15 -> 127
 }
 
 inline uint16_t float_to_half(float f) {
@@ -47,7 +47,9 @@ inline uint16_t float_to_half(float f) {
 }
 
 // bfloat16: the top 16 bits of a float.
-inline float bfloat16_to_float(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
+inline float bfloat16_to_float(uint16_t b) {
+  return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
+}
 
 inline uint16_t float_to_bfloat16(float f) {
   const uint32_t x = std::bit_cast<uint32_t>(f);

@@ -21,19 +21,26 @@ std::string MemoryTracker::live_summary(Device device) const {
   const DeviceMemoryStats s = stats(device);
   std::string out;
   for (int c = 0; c < kNumMemoryCategories; ++c) {
-    out += fmt::format("{}{} {}", c ? ", " : "", category_name(static_cast<MemoryCategory>(c)), format_bytes(s.live.bytes[c]));
+    out += fmt::format("{}{} {}", c ? ", " : "", category_name(static_cast<MemoryCategory>(c)),
+                       format_bytes(s.live.bytes[c]));
   }
   return out + fmt::format(" (total {})", format_bytes(s.live.total()));
 }
 
 std::string_view category_name(MemoryCategory category) {
   switch (category) {
-    case MemoryCategory::TrainableParameter: return "trainable_params";
-    case MemoryCategory::FrozenParameter: return "frozen_params";
-    case MemoryCategory::Gradient: return "gradients";
-    case MemoryCategory::OptimizerState: return "optimizer_state";
-    case MemoryCategory::Activation: return "activations";
-    case MemoryCategory::Workspace: return "workspace";
+    case MemoryCategory::TrainableParameter:
+      return "trainable_params";
+    case MemoryCategory::FrozenParameter:
+      return "frozen_params";
+    case MemoryCategory::Gradient:
+      return "gradients";
+    case MemoryCategory::OptimizerState:
+      return "optimizer_state";
+    case MemoryCategory::Activation:
+      return "activations";
+    case MemoryCategory::Workspace:
+      return "workspace";
   }
   return "?";
 }
@@ -92,8 +99,12 @@ DeviceMemoryStats MemoryTracker::stats(Device device) const {
   return devices_[slot(device)];
 }
 
-int64_t MemoryTracker::live(MemoryCategory category, Device device) const { return stats(device).live[category]; }
-int64_t MemoryTracker::peak(MemoryCategory category, Device device) const { return stats(device).peak[category]; }
+int64_t MemoryTracker::live(MemoryCategory category, Device device) const {
+  return stats(device).live[category];
+}
+int64_t MemoryTracker::peak(MemoryCategory category, Device device) const {
+  return stats(device).peak[category];
+}
 
 void MemoryTracker::reset_peaks() {
   std::lock_guard lock(mutex_);
@@ -121,7 +132,11 @@ thread_local MemoryCategory t_current_category = MemoryCategory::Workspace;
 MemoryCategoryGuard::MemoryCategoryGuard(MemoryCategory category) : previous_(t_current_category) {
   t_current_category = category;
 }
-MemoryCategoryGuard::~MemoryCategoryGuard() { t_current_category = previous_; }
-MemoryCategory MemoryCategoryGuard::current() { return t_current_category; }
+MemoryCategoryGuard::~MemoryCategoryGuard() {
+  t_current_category = previous_;
+}
+MemoryCategory MemoryCategoryGuard::current() {
+  return t_current_category;
+}
 
 }  // namespace lora

@@ -32,8 +32,12 @@ struct BlockQ4_0 {
 static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 blocks are 18 bytes, as in GGUF files");
 
 // Bytes of one row of `k` weights (k a multiple of 32).
-constexpr int64_t q8_0_row_bytes(int64_t k) { return k / kQuantBlock * static_cast<int64_t>(sizeof(BlockQ8_0)); }
-constexpr int64_t q4_0_row_bytes(int64_t k) { return k / kQuantBlock * static_cast<int64_t>(sizeof(BlockQ4_0)); }
+constexpr int64_t q8_0_row_bytes(int64_t k) {
+  return k / kQuantBlock * static_cast<int64_t>(sizeof(BlockQ8_0));
+}
+constexpr int64_t q4_0_row_bytes(int64_t k) {
+  return k / kQuantBlock * static_cast<int64_t>(sizeof(BlockQ4_0));
+}
 
 // x[k] -> y[k / 32]; k must be a multiple of 32 (else lora::Error). Non-finite input gives what ggml gives
 // (undefined codes); callers that load weights check finiteness first.

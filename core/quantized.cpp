@@ -15,7 +15,9 @@ Tensor f32_tensor(int64_t n, Device device) {
   return Tensor::empty({n}, DType::F32, device, MemoryCategory::FrozenParameter);
 }
 
-uint8_t* bytes_of(const Tensor& t) { return static_cast<uint8_t*>(t.raw_data()); }
+uint8_t* bytes_of(const Tensor& t) {
+  return static_cast<uint8_t*>(t.raw_data());
+}
 
 // The nearest NF4 code to x in [-1, 1]: the codes are ascending, so compare with the midpoints.
 int nearest_nf4(float x) {
@@ -36,7 +38,9 @@ Tensor f32_on_host(const Tensor& weight) {
   return out;
 }
 
-int8_t round_to_int8(float x) { return static_cast<int8_t>(std::lround(std::clamp(x, -127.0f, 127.0f))); }
+int8_t round_to_int8(float x) {
+  return static_cast<int8_t>(std::lround(std::clamp(x, -127.0f, 127.0f)));
+}
 
 }  // namespace
 
@@ -51,11 +55,16 @@ QuantFormat parse_quant_format(const std::string& name, const std::string& flag)
 
 std::string_view quant_format_name(QuantFormat format) {
   switch (format) {
-    case QuantFormat::F32: return "f32";
-    case QuantFormat::BF16: return "bf16";
-    case QuantFormat::Q8_0: return "q8_0";
-    case QuantFormat::Q4_0: return "q4_0";
-    case QuantFormat::NF4: return "nf4";
+    case QuantFormat::F32:
+      return "f32";
+    case QuantFormat::BF16:
+      return "bf16";
+    case QuantFormat::Q8_0:
+      return "q8_0";
+    case QuantFormat::Q4_0:
+      return "q4_0";
+    case QuantFormat::NF4:
+      return "nf4";
   }
   return "?";
 }
@@ -77,7 +86,8 @@ QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool d
              quant_format_name(format));
   LORA_CHECK((format != QuantFormat::Q8_0 && format != QuantFormat::Q4_0) || weight.size(1) % kQuantBlock == 0,
              "quantize: {} stores rows in blocks of {} weights, but this weight {} has {} columns (bf16 and nf4 "
-             "take any shape)", quant_format_name(format), kQuantBlock, weight.shape().str(), weight.size(1));
+             "take any shape)",
+             quant_format_name(format), kQuantBlock, weight.shape().str(), weight.size(1));
   QuantizedWeight q;
   q.format = format, q.rows = weight.size(0), q.cols = weight.size(1), q.double_quant = double_quant;
   const int64_t n = q.rows * q.cols, blocks = q.blocks();
@@ -87,15 +97,24 @@ QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool d
 
   // Allocated where they are built (the host, or meta for a dry run), then moved.
   switch (format) {
-    case QuantFormat::BF16: q.data = Tensor::empty({q.rows, q.cols}, DType::BF16, host, MemoryCategory::FrozenParameter); break;
-    case QuantFormat::Q8_0: q.data = byte_tensor(q.rows * q8_0_row_bytes(q.cols), host); break;
-    case QuantFormat::Q4_0: q.data = byte_tensor(q.rows * q4_0_row_bytes(q.cols), host); break;
+    case QuantFormat::BF16:
+      q.data = Tensor::empty({q.rows, q.cols}, DType::BF16, host, MemoryCategory::FrozenParameter);
+      break;
+    case QuantFormat::Q8_0:
+      q.data = byte_tensor(q.rows * q8_0_row_bytes(q.cols), host);
+      break;
+    case QuantFormat::Q4_0:
+      q.data = byte_tensor(q.rows * q4_0_row_bytes(q.cols), host);
+      break;
     case QuantFormat::NF4:
       q.data = byte_tensor((n + 1) / 2, host);
-      if (double_quant) q.absmax_codes = byte_tensor(blocks, host), q.absmax_scale = f32_tensor(outer_blocks, host);
-      else q.scale = f32_tensor(blocks, host);
+      if (double_quant)
+        q.absmax_codes = byte_tensor(blocks, host), q.absmax_scale = f32_tensor(outer_blocks, host);
+      else
+        q.scale = f32_tensor(blocks, host);
       break;
-    case QuantFormat::F32: break;
+    case QuantFormat::F32:
+      break;
   }
   if (device.is_meta()) return q;  // shapes only
 
@@ -111,13 +130,15 @@ QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool d
     case QuantFormat::Q8_0: {  // ggml's reference quantizer, one row at a time
       auto* blocks = reinterpret_cast<BlockQ8_0*>(q.data.raw_data());
 #pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < q.rows; ++r) quantize_row_q8_0(w + r * q.cols, blocks + r * (q.cols / kQuantBlock), q.cols);
+      for (int64_t r = 0; r < q.rows; ++r)
+        quantize_row_q8_0(w + r * q.cols, blocks + r * (q.cols / kQuantBlock), q.cols);
       break;
     }
     case QuantFormat::Q4_0: {
       auto* blocks = reinterpret_cast<BlockQ4_0*>(q.data.raw_data());
 #pragma omp parallel for schedule(static)
-      for (int64_t r = 0; r < q.rows; ++r) quantize_row_q4_0(w + r * q.cols, blocks + r * (q.cols / kQuantBlock), q.cols);
+      for (int64_t r = 0; r < q.rows; ++r)
+        quantize_row_q4_0(w + r * q.cols, blocks + r * (q.cols / kQuantBlock), q.cols);
       break;
     }
     case QuantFormat::NF4: {
@@ -157,7 +178,8 @@ QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool d
       }
       break;
     }
-    case QuantFormat::F32: break;
+    case QuantFormat::F32:
+      break;
   }
   return quantized_to(q, device);
 }
@@ -172,8 +194,8 @@ QuantizedWeight quantized_to(const QuantizedWeight& w, Device device) {
 
 QuantizedView host_view(const QuantizedWeight& w) {
   LORA_CHECK(w.device().is_cpu(), "quantized weight: expected it on the CPU, it is on {}", w.device().str());
-  QuantizedView v{w.format, w.rows, w.cols, static_cast<const uint8_t*>(w.data.raw_data()), nullptr, nullptr, nullptr,
-                  w.absmax_mean};
+  QuantizedView v{w.format, w.rows,  w.cols,  static_cast<const uint8_t*>(w.data.raw_data()),
+                  nullptr,  nullptr, nullptr, w.absmax_mean};
   if (w.scale.defined()) v.scale = w.scale.data<float>();
   if (w.absmax_codes.defined()) v.absmax_codes = static_cast<const int8_t*>(w.absmax_codes.raw_data());
   if (w.absmax_scale.defined()) v.absmax_scale = w.absmax_scale.data<float>();
@@ -181,8 +203,8 @@ QuantizedView host_view(const QuantizedWeight& w) {
 }
 
 Tensor dequantize_weight(const QuantizedWeight& w, int64_t row0, int64_t count) {
-  LORA_CHECK(row0 >= 0 && count >= 0 && row0 <= w.rows - count, "dequantize: rows [{}, {}) outside the weight's {} rows",
-             row0, row0 + count, w.rows);
+  LORA_CHECK(row0 >= 0 && count >= 0 && row0 <= w.rows - count,
+             "dequantize: rows [{}, {}) outside the weight's {} rows", row0, row0 + count, w.rows);
   const QuantizedWeight host = quantized_to(w, Device::cpu());
   Tensor out = Tensor::empty({count, w.cols}, DType::F32, Device::cpu());
   dequantize_span(host_view(host), row0 * w.cols, (row0 + count) * w.cols, out.data<float>());

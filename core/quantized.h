@@ -39,11 +39,22 @@ inline constexpr int64_t kNf4Block = 64;         // weights per absmax
 inline constexpr int64_t kNf4AbsmaxBlock = 256;  // absmaxes per second-level scale (double quantization)
 
 // The 16 NF4 values of QLoRA's Appendix E (bitsandbytes' table), ascending; code 7 is exactly 0.
-inline constexpr float kNf4Codes[16] = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
-    -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
-    0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
-    0.7229568362236023f, 1.0f};
+inline constexpr float kNf4Codes[16] = {-1.0f,
+                                        -0.6961928009986877f,
+                                        -0.5250730514526367f,
+                                        -0.39491748809814453f,
+                                        -0.28444138169288635f,
+                                        -0.18477343022823334f,
+                                        -0.09105003625154495f,
+                                        0.0f,
+                                        0.07958029955625534f,
+                                        0.16093020141124725f,
+                                        0.24611230194568634f,
+                                        0.33791524171829224f,
+                                        0.44070982933044434f,
+                                        0.5626170039176941f,
+                                        0.7229568362236023f,
+                                        1.0f};
 
 // A frozen weight [rows, cols] = [out, in] in one of the compact formats (never F32).
 struct QuantizedWeight {
@@ -71,7 +82,9 @@ QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool d
 // Reference dequantization on the host: rows [row0, row0 + count) as f32 [count, cols] (tests and the
 // round-trip bounds; the matmul uses the kernels of backends/kernels/quantized_linear.h).
 Tensor dequantize_weight(const QuantizedWeight& w, int64_t row0, int64_t count);
-inline Tensor dequantize_weight(const QuantizedWeight& w) { return dequantize_weight(w, 0, w.rows); }
+inline Tensor dequantize_weight(const QuantizedWeight& w) {
+  return dequantize_weight(w, 0, w.rows);
+}
 
 // The same weight with every tensor on `device`.
 QuantizedWeight quantized_to(const QuantizedWeight& w, Device device);
@@ -82,9 +95,9 @@ QuantizedWeight quantized_to(const QuantizedWeight& w, Device device);
 struct QuantizedView {
   QuantFormat format;
   int64_t rows, cols;
-  const uint8_t* data;          // codes (f32, bf16: the values, read as bytes; q8_0, q4_0: the blocks)
-  const float* scale;           // nf4 plain: per block
-  const int8_t* absmax_codes;   // nf4 double-quantized
+  const uint8_t* data;         // codes (f32, bf16: the values, read as bytes; q8_0, q4_0: the blocks)
+  const float* scale;          // nf4 plain: per block
+  const int8_t* absmax_codes;  // nf4 double-quantized
   const float* absmax_scale;
   float absmax_mean;
 };

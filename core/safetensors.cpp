@@ -33,7 +33,9 @@ using safetensors_format::fail;
 using safetensors_format::FileDType;
 using safetensors_format::Kind;
 
-std::string errno_text(int err) { return std::generic_category().message(err); }
+std::string errno_text(int err) {
+  return std::generic_category().message(err);
+}
 
 constexpr bool is_float_dtype(DType d) {
   return d == DType::F32 || d == DType::F64 || d == DType::F16 || d == DType::BF16;
@@ -52,23 +54,35 @@ T read_le(const std::byte* p) {  // data in the mapping may be unaligned for T
 // Calls f(decode) where decode(const std::byte*) -> double reads one element of a floating file dtype.
 template <typename F>
 void visit_float_decoder(std::string_view name, F&& f) {
-  if (name == "F64") f([](const std::byte* p) { return read_le<double>(p); });
-  else if (name == "F32") f([](const std::byte* p) { return double{read_le<float>(p)}; });
-  else if (name == "F16") f([](const std::byte* p) { return double{half_to_float(read_le<uint16_t>(p))}; });
-  else if (name == "BF16") f([](const std::byte* p) { return double{bfloat16_to_float(read_le<uint16_t>(p))}; });
+  if (name == "F64")
+    f([](const std::byte* p) { return read_le<double>(p); });
+  else if (name == "F32")
+    f([](const std::byte* p) { return double{read_le<float>(p)}; });
+  else if (name == "F16")
+    f([](const std::byte* p) { return double{half_to_float(read_le<uint16_t>(p))}; });
+  else if (name == "BF16")
+    f([](const std::byte* p) { return double{bfloat16_to_float(read_le<uint16_t>(p))}; });
 }
 
 // Calls f(decode) where decode(const std::byte*) -> int64_t reads one element of an integer file dtype.
 template <typename F>
 void visit_int_decoder(std::string_view name, const std::string& path, const std::string& tensor, F&& f) {
-  if (name == "I64") f([](const std::byte* p) { return read_le<int64_t>(p); });
-  else if (name == "I32") f([](const std::byte* p) { return static_cast<int64_t>(read_le<int32_t>(p)); });
-  else if (name == "I16") f([](const std::byte* p) { return static_cast<int64_t>(read_le<int16_t>(p)); });
-  else if (name == "I8") f([](const std::byte* p) { return static_cast<int64_t>(read_le<int8_t>(p)); });
-  else if (name == "U32") f([](const std::byte* p) { return static_cast<int64_t>(read_le<uint32_t>(p)); });
-  else if (name == "U16") f([](const std::byte* p) { return static_cast<int64_t>(read_le<uint16_t>(p)); });
-  else if (name == "U8") f([](const std::byte* p) { return static_cast<int64_t>(read_le<uint8_t>(p)); });
-  else if (name == "BOOL") f([](const std::byte* p) { return static_cast<int64_t>(read_le<uint8_t>(p) != 0); });
+  if (name == "I64")
+    f([](const std::byte* p) { return read_le<int64_t>(p); });
+  else if (name == "I32")
+    f([](const std::byte* p) { return static_cast<int64_t>(read_le<int32_t>(p)); });
+  else if (name == "I16")
+    f([](const std::byte* p) { return static_cast<int64_t>(read_le<int16_t>(p)); });
+  else if (name == "I8")
+    f([](const std::byte* p) { return static_cast<int64_t>(read_le<int8_t>(p)); });
+  else if (name == "U32")
+    f([](const std::byte* p) { return static_cast<int64_t>(read_le<uint32_t>(p)); });
+  else if (name == "U16")
+    f([](const std::byte* p) { return static_cast<int64_t>(read_le<uint16_t>(p)); });
+  else if (name == "U8")
+    f([](const std::byte* p) { return static_cast<int64_t>(read_le<uint8_t>(p)); });
+  else if (name == "BOOL")
+    f([](const std::byte* p) { return static_cast<int64_t>(read_le<uint8_t>(p) != 0); });
   else if (name == "U64") {
     f([&](const std::byte* p) {
       const auto v = read_le<uint64_t>(p);
@@ -103,12 +117,18 @@ std::string closest_names(const std::vector<TensorInfo>& tensors, const std::str
 
 std::string_view safetensors_dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::F32: return "F32";
-    case DType::F64: return "F64";
-    case DType::I32: return "I32";
-    case DType::I64: return "I64";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
+    case DType::F32:
+      return "F32";
+    case DType::F64:
+      return "F64";
+    case DType::I32:
+      return "I32";
+    case DType::I64:
+      return "I64";
+    case DType::F16:
+      return "F16";
+    case DType::BF16:
+      return "BF16";
   }
   LORA_FAIL("safetensors: dtype {} has no safetensors name", static_cast<int>(dtype));
 }
@@ -165,7 +185,9 @@ SafeTensorsFile SafeTensorsFile::open(const std::string& path) {
   return file;
 }
 
-SafeTensorsFile::SafeTensorsFile(SafeTensorsFile&& other) noexcept { *this = std::move(other); }
+SafeTensorsFile::SafeTensorsFile(SafeTensorsFile&& other) noexcept {
+  *this = std::move(other);
+}
 
 SafeTensorsFile& SafeTensorsFile::operator=(SafeTensorsFile&& other) noexcept {
   if (this != &other) {
@@ -185,7 +207,9 @@ SafeTensorsFile& SafeTensorsFile::operator=(SafeTensorsFile&& other) noexcept {
   return *this;
 }
 
-SafeTensorsFile::~SafeTensorsFile() { release(); }
+SafeTensorsFile::~SafeTensorsFile() {
+  release();
+}
 
 void SafeTensorsFile::release() {
   if (map_ != nullptr) ::munmap(map_, map_size_);
@@ -248,15 +272,20 @@ Tensor SafeTensorsFile::load(const std::string& name, DType to, Device device, M
       };
       void* dst = host.raw_data();
       switch (to) {
-        case DType::F32: fill(static_cast<float*>(dst), [](double v) { return static_cast<float>(v); }); break;
-        case DType::F64: fill(static_cast<double*>(dst), [](double v) { return v; }); break;
+        case DType::F32:
+          fill(static_cast<float*>(dst), [](double v) { return static_cast<float>(v); });
+          break;
+        case DType::F64:
+          fill(static_cast<double*>(dst), [](double v) { return v; });
+          break;
         case DType::F16:
           fill(static_cast<uint16_t*>(dst), [](double v) { return float_to_half(static_cast<float>(v)); });
           break;
         case DType::BF16:
           fill(static_cast<uint16_t*>(dst), [](double v) { return float_to_bfloat16(static_cast<float>(v)); });
           break;
-        default: break;  // excluded above
+        default:
+          break;  // excluded above
       }
     });
   } else {

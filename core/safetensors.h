@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/dtype.h"
 #include "core/device.h"
+#include "core/dtype.h"
 #include "core/memory.h"
 #include "core/shape.h"
 #include "core/tensor.h"
@@ -52,8 +52,8 @@ class SafeTensorsFile {
   ~SafeTensorsFile();
 
   const std::string& path() const { return path_; }
-  size_t size() const { return tensors_.size(); }               // number of tensors
-  std::vector<std::string> names() const;                       // in the header's order
+  size_t size() const { return tensors_.size(); }                      // number of tensors
+  std::vector<std::string> names() const;                              // in the header's order
   const std::vector<TensorInfo>& tensors() const { return tensors_; }  // in the header's order
   bool contains(const std::string& name) const { return index_.count(name) != 0; }
   // The entry of `name`; throws lora::Error listing the closest available names when it is absent.

@@ -14,13 +14,13 @@ namespace {
 using json = nlohmann::json;
 
 constexpr FileDType kFileDTypes[] = {
-    {"F64", 8, Kind::Float, DType::F64},      {"F32", 4, Kind::Float, DType::F32},
-    {"F16", 2, Kind::Float, DType::F16},      {"BF16", 2, Kind::Float, DType::BF16},
-    {"I64", 8, Kind::Signed, DType::I64},     {"I32", 4, Kind::Signed, DType::I32},
-    {"I16", 2, Kind::Signed, std::nullopt},   {"I8", 1, Kind::Signed, std::nullopt},
-    {"U64", 8, Kind::Unsigned, std::nullopt}, {"U32", 4, Kind::Unsigned, std::nullopt},
-    {"U16", 2, Kind::Unsigned, std::nullopt}, {"U8", 1, Kind::Unsigned, std::nullopt},
-    {"BOOL", 1, Kind::Bool, std::nullopt},    {"F8_E5M2", 1, Kind::Float8, std::nullopt},
+    {"F64", 8, Kind::Float, DType::F64},        {"F32", 4, Kind::Float, DType::F32},
+    {"F16", 2, Kind::Float, DType::F16},        {"BF16", 2, Kind::Float, DType::BF16},
+    {"I64", 8, Kind::Signed, DType::I64},       {"I32", 4, Kind::Signed, DType::I32},
+    {"I16", 2, Kind::Signed, std::nullopt},     {"I8", 1, Kind::Signed, std::nullopt},
+    {"U64", 8, Kind::Unsigned, std::nullopt},   {"U32", 4, Kind::Unsigned, std::nullopt},
+    {"U16", 2, Kind::Unsigned, std::nullopt},   {"U8", 1, Kind::Unsigned, std::nullopt},
+    {"BOOL", 1, Kind::Bool, std::nullopt},      {"F8_E5M2", 1, Kind::Float8, std::nullopt},
     {"F8_E4M3", 1, Kind::Float8, std::nullopt},
 };
 
@@ -48,18 +48,19 @@ void add_metadata(const std::string& path, const json& entry, std::map<std::stri
 // detected here. Entries nest at most three levels (entry, shape or offsets array, numbers); deeper
 // nesting is refused before it is built.
 struct HeaderBuilder : nlohmann::json_sax<json> {
-  HeaderBuilder(const std::string& path, uint64_t data_size, Header& out) : path(path), data_size(data_size), out(out) {}
+  HeaderBuilder(const std::string& path, uint64_t data_size, Header& out)
+      : path(path), data_size(data_size), out(out) {}
 
   const std::string& path;
   uint64_t data_size;
   Header& out;
-  std::set<std::string> top_keys;                   // tensor names seen (duplicates are refused)
-  std::vector<std::set<std::string>> nested_keys;   // keys of the open objects inside the current entry
-  std::string current;                              // the entry being built
-  json entry;                                       // its value
-  std::vector<json*> stack;                         // open containers inside `entry`
-  std::string pending_key;                          // the key of the next value in the innermost object
-  int depth = 0;                                    // 1: inside the top-level object
+  std::set<std::string> top_keys;                  // tensor names seen (duplicates are refused)
+  std::vector<std::set<std::string>> nested_keys;  // keys of the open objects inside the current entry
+  std::string current;                             // the entry being built
+  json entry;                                      // its value
+  std::vector<json*> stack;                        // open containers inside `entry`
+  std::string pending_key;                         // the key of the next value in the innermost object
+  int depth = 0;                                   // 1: inside the top-level object
   std::string error;
 
   bool add_value(json value) {
@@ -68,13 +69,17 @@ struct HeaderBuilder : nlohmann::json_sax<json> {
       return finish_entry();
     }
     json& parent = *stack.back();
-    if (parent.is_array()) parent.push_back(std::move(value));
-    else parent[pending_key] = std::move(value);
+    if (parent.is_array())
+      parent.push_back(std::move(value));
+    else
+      parent[pending_key] = std::move(value);
     return true;
   }
   bool finish_entry() {
-    if (current == "__metadata__") add_metadata(path, entry, out.metadata);
-    else out.tensors.push_back(parse_entry(path, current, entry, data_size));
+    if (current == "__metadata__")
+      add_metadata(path, entry, out.metadata);
+    else
+      out.tensors.push_back(parse_entry(path, current, entry, data_size));
     entry = json();
     return true;
   }

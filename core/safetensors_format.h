@@ -29,8 +29,8 @@ template <typename... Args>
 enum class Kind { Float, Signed, Unsigned, Bool, Float8 };
 
 struct FileDType {
-  std::string_view name;       // "F32", "BF16", "U8", ...
-  size_t size;                 // bytes per element
+  std::string_view name;  // "F32", "BF16", "U8", ...
+  size_t size;            // bytes per element
   Kind kind;
   std::optional<DType> dtype;  // the lora DType with the same encoding, if any
 };

@@ -47,21 +47,39 @@ namespace {
 template <typename F>
 void for_each_as_double(const void* data, DType dtype, int64_t n, F&& f) {
   switch (dtype) {
-    case DType::F32: for (int64_t i = 0; i < n; ++i) f(i, static_cast<double>(static_cast<const float*>(data)[i])); break;
-    case DType::F64: for (int64_t i = 0; i < n; ++i) f(i, static_cast<const double*>(data)[i]); break;
-    case DType::I32: for (int64_t i = 0; i < n; ++i) f(i, static_cast<double>(static_cast<const int32_t*>(data)[i])); break;
-    case DType::I64: for (int64_t i = 0; i < n; ++i) f(i, static_cast<double>(static_cast<const int64_t*>(data)[i])); break;
-    default: LORA_FAIL("dtype {} has no element access on the host", dtype_name(dtype));
+    case DType::F32:
+      for (int64_t i = 0; i < n; ++i) f(i, static_cast<double>(static_cast<const float*>(data)[i]));
+      break;
+    case DType::F64:
+      for (int64_t i = 0; i < n; ++i) f(i, static_cast<const double*>(data)[i]);
+      break;
+    case DType::I32:
+      for (int64_t i = 0; i < n; ++i) f(i, static_cast<double>(static_cast<const int32_t*>(data)[i]));
+      break;
+    case DType::I64:
+      for (int64_t i = 0; i < n; ++i) f(i, static_cast<double>(static_cast<const int64_t*>(data)[i]));
+      break;
+    default:
+      LORA_FAIL("dtype {} has no element access on the host", dtype_name(dtype));
   }
 }
 
 void store_double(void* data, DType dtype, int64_t i, double v) {
   switch (dtype) {
-    case DType::F32: static_cast<float*>(data)[i] = static_cast<float>(v); break;
-    case DType::F64: static_cast<double*>(data)[i] = v; break;
-    case DType::I32: static_cast<int32_t*>(data)[i] = static_cast<int32_t>(v); break;
-    case DType::I64: static_cast<int64_t*>(data)[i] = static_cast<int64_t>(v); break;
-    default: LORA_FAIL("dtype {} has no element access on the host", dtype_name(dtype));
+    case DType::F32:
+      static_cast<float*>(data)[i] = static_cast<float>(v);
+      break;
+    case DType::F64:
+      static_cast<double*>(data)[i] = v;
+      break;
+    case DType::I32:
+      static_cast<int32_t*>(data)[i] = static_cast<int32_t>(v);
+      break;
+    case DType::I64:
+      static_cast<int64_t*>(data)[i] = static_cast<int64_t>(v);
+      break;
+    default:
+      LORA_FAIL("dtype {} has no element access on the host", dtype_name(dtype));
   }
 }
 
@@ -71,7 +89,8 @@ void store_double(void* data, DType dtype, int64_t i, double v) {
 // Factories
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device, MemoryCategory category) {
-  for (int64_t d : shape.dims()) LORA_CHECK(d >= 0, "cannot create a tensor of shape {}: negative dimension", shape.str());
+  for (int64_t d : shape.dims())
+    LORA_CHECK(d >= 0, "cannot create a tensor of shape {}: negative dimension", shape.str());
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
@@ -92,7 +111,9 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   return t;
 }
 
-Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
+Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) {
+  return full(shape, 1.0, dtype, device);
+}
 
 // Values are written on the host, then copied: initialisation is not a hot path.
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
@@ -279,7 +300,8 @@ Tensor Tensor::to(DType dtype) const {
   Tensor host = this->to(Device::cpu());
   Tensor out = empty(shape(), dtype, Device::cpu());
   void* dst = out.raw_data();
-  for_each_as_double(host.raw_data(), host.dtype(), numel(), [&](int64_t i, double v) { store_double(dst, dtype, i, v); });
+  for_each_as_double(host.raw_data(), host.dtype(), numel(),
+                     [&](int64_t i, double v) { store_double(dst, dtype, i, v); });
   return out.to(device());
 }
 
@@ -303,7 +325,8 @@ int64_t flat_index(const Shape& shape, std::initializer_list<int64_t> index) {
   int axis = 0;
   for (int64_t i : index) {
     const int64_t d = shape.dims()[axis];
-    LORA_CHECK(i >= 0 && i < d, "element access: index {} is out of range for axis {} of shape {}", i, axis, shape.str());
+    LORA_CHECK(i >= 0 && i < d, "element access: index {} is out of range for axis {} of shape {}", i, axis,
+               shape.str());
     flat = flat * d + i;
     ++axis;
   }
@@ -346,7 +369,9 @@ template std::vector<int64_t> Tensor::to_vector() const;
 // ---------------------------------------------------------------------------------------------------
 // Autograd state
 
-bool Tensor::requires_grad() const { return defined() && impl_->requires_grad; }
+bool Tensor::requires_grad() const {
+  return defined() && impl_->requires_grad;
+}
 Tensor& Tensor::set_requires_grad(bool enabled) {
   LORA_CHECK(defined(), "set_requires_grad: the tensor is undefined");
   LORA_CHECK(!enabled || is_floating(dtype()), "set_requires_grad: tensor{} of dtype {} cannot require a gradient",
@@ -354,16 +379,20 @@ Tensor& Tensor::set_requires_grad(bool enabled) {
   impl_->requires_grad = enabled;
   return *this;
 }
-Tensor Tensor::grad() const { return defined() ? impl_->grad : Tensor(); }
+Tensor Tensor::grad() const {
+  return defined() ? impl_->grad : Tensor();
+}
 void Tensor::set_grad(const Tensor& grad) {
   LORA_CHECK(defined(), "set_grad: the tensor is undefined");
   if (grad.defined()) {
-    LORA_CHECK(grad.shape() == shape(), "set_grad: gradient shape {} does not match tensor shape {}", grad.shape().str(),
-               shape().str());
+    LORA_CHECK(grad.shape() == shape(), "set_grad: gradient shape {} does not match tensor shape {}",
+               grad.shape().str(), shape().str());
   }
   impl_->grad = grad;
 }
-bool Tensor::is_leaf() const { return !defined() || impl_->is_leaf; }
+bool Tensor::is_leaf() const {
+  return !defined() || impl_->is_leaf;
+}
 const std::string& Tensor::name() const {
   static const std::string empty_name;
   return defined() ? impl_->name : empty_name;
@@ -381,7 +410,8 @@ std::string Tensor::str(int max_elements) const {
   Tensor host = to(Device::cpu());
   const int64_t n = std::min<int64_t>(numel(), max_elements);
   s += " [";
-  for_each_as_double(host.raw_data(), dtype(), n, [&](int64_t i, double v) { s += fmt::format("{}{:.6g}", i ? ", " : "", v); });
+  for_each_as_double(host.raw_data(), dtype(), n,
+                     [&](int64_t i, double v) { s += fmt::format("{}{:.6g}", i ? ", " : "", v); });
   if (numel() > n) s += ", ...";
   return s + "]";
 }

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "core/dtype.h"
 #include "core/device.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/random.h"
@@ -40,8 +40,8 @@ class Tensor {
   template <typename T>
   static Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = Device::cpu());
   // Normal(mean, std) and Uniform[low, high) from a seeded generator (drawn on the CPU, in double).
-  static Tensor randn(const Shape& shape, Generator& gen, double mean = 0.0, double std = 1.0,
-                      DType dtype = DType::F32, Device device = default_device());
+  static Tensor randn(const Shape& shape, Generator& gen, double mean = 0.0, double std = 1.0, DType dtype = DType::F32,
+                      Device device = default_device());
   static Tensor uniform(const Shape& shape, Generator& gen, double low = 0.0, double high = 1.0,
                         DType dtype = DType::F32, Device device = default_device());
 
@@ -60,7 +60,8 @@ class Tensor {
 
   // Typed pointer to the first element (checks the dtype). On CUDA this is a device pointer; on the meta
   // device there is no data, and asking for it is a lora::Error.
-  template <typename T> T* data() const;
+  template <typename T>
+  T* data() const;
   void* raw_data() const;
 
   // ---- Views and copies (not recorded on the tape; autograd/ops has the differentiable reshape).
@@ -68,21 +69,22 @@ class Tensor {
   Tensor view(Shape shape) const;
   // Rows [start, start + length) along axis 0, sharing storage.
   Tensor narrow_rows(int64_t start, int64_t length) const;
-  Tensor clone() const;                      // a contiguous copy on the same device, charged to the current category
-  Tensor to(Device device) const;            // a copy on another device (or *this if already there)
-                                             // (to the meta device: no data moves; from it: a lora::Error)
-  Tensor to(DType dtype) const;              // a converted copy (CPU); float <-> double <-> int
-  Tensor detach() const;                     // same data, no autograd history, requires_grad false
-  void copy_from(const Tensor& src);         // copies data of equal shape and dtype (any devices; into meta:
-                                             // nothing to do; out of meta: a lora::Error)
-  void zero_();                              // sets every element to 0
+  Tensor clone() const;               // a contiguous copy on the same device, charged to the current category
+  Tensor to(Device device) const;     // a copy on another device (or *this if already there)
+                                      // (to the meta device: no data moves; from it: a lora::Error)
+  Tensor to(DType dtype) const;       // a converted copy (CPU); float <-> double <-> int
+  Tensor detach() const;              // same data, no autograd history, requires_grad false
+  void copy_from(const Tensor& src);  // copies data of equal shape and dtype (any devices; into meta:
+                                      // nothing to do; out of meta: a lora::Error)
+  void zero_();                       // sets every element to 0
 
   // ---- Element access for tests and small programs (copies through the host when on a device; a meta tensor
   // has no elements to read: lora::Error)
-  double item() const;                            // the only element of a one-element tensor
+  double item() const;  // the only element of a one-element tensor
   double at(std::initializer_list<int64_t> index) const;
   void set(std::initializer_list<int64_t> index, double value);
-  template <typename T> std::vector<T> to_vector() const;  // all elements, converted to T
+  template <typename T>
+  std::vector<T> to_vector() const;  // all elements, converted to T
 
   // ---- Autograd state
   bool requires_grad() const;

@@ -16,7 +16,8 @@ GradientReducer::GradientReducer(Communicator& comm, std::vector<Tensor> params,
   int64_t filled = 0;
   for (size_t k = params_.size(); k-- > 0;) {
     const Tensor& p = params_[k];
-    LORA_CHECK(p.dtype() == DType::F32, "GradientReducer: parameter {} is {}, float32 expected", k, dtype_name(p.dtype()));
+    LORA_CHECK(p.dtype() == DType::F32, "GradientReducer: parameter {} is {}, float32 expected", k,
+               dtype_name(p.dtype()));
     if (buckets_.empty() || (filled > 0 && filled + int64_t(p.nbytes()) > bucket_bytes)) {
       buckets_.emplace_back();
       filled = 0;
@@ -70,8 +71,10 @@ void GradientReducer::reduce(Bucket& b) {
     const Tensor& p = params_[b.params[j]];
     Tensor slot = b.buffer.narrow_rows(b.offsets[j], p.numel());
     const Tensor g = p.grad();
-    if (g.defined()) slot.copy_from(g.view({p.numel()}));
-    else slot.zero_();
+    if (g.defined())
+      slot.copy_from(g.view({p.numel()}));
+    else
+      slot.zero_();
   }
   const auto t0 = std::chrono::steady_clock::now();
   comm_.all_reduce_sum(b.buffer);

@@ -37,10 +37,10 @@ class GradientReducer {
   void finish();
 
   struct StepFigures {
-    int64_t bytes = 0;             // gradient bytes all-reduced per step
+    int64_t bytes = 0;  // gradient bytes all-reduced per step
     int64_t buckets = 0;
-    double comm_seconds = 0;       // time inside the all-reduce calls
-    double exposed_seconds = 0;    // time finish() waited: the communication backward did not hide
+    double comm_seconds = 0;     // time inside the all-reduce calls
+    double exposed_seconds = 0;  // time finish() waited: the communication backward did not hide
     double hidden_share() const { return comm_seconds > 0 ? std::max(0.0, 1.0 - exposed_seconds / comm_seconds) : 0.0; }
   };
   const StepFigures& last_step() const { return last_; }
@@ -51,16 +51,16 @@ class GradientReducer {
   struct Bucket {
     std::vector<size_t> params;  // indices into params_
     std::vector<int64_t> offsets;
-    Tensor buffer;               // [elements] on the parameters' device
-    size_t pending = 0;          // gradients not yet ready this step
+    Tensor buffer;       // [elements] on the parameters' device
+    size_t pending = 0;  // gradients not yet ready this step
     bool queued = false;
   };
-  void reduce(Bucket& bucket);   // pack, all-reduce, unpack the average
+  void reduce(Bucket& bucket);  // pack, all-reduce, unpack the average
   void worker();
 
   Communicator& comm_;
   std::vector<Tensor> params_;
-  std::vector<size_t> bucket_of_;  // param -> bucket
+  std::vector<size_t> bucket_of_;                           // param -> bucket
   std::unordered_map<const TensorImpl*, size_t> index_of_;  // param storage -> index into params_
   std::vector<Bucket> buckets_;
   StepFigures last_, current_;

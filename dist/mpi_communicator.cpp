@@ -28,7 +28,8 @@ class MpiWorld final : public Communicator {
       int provided = 0;
       // Serialized: the gradient reducer's thread and the main thread never call MPI at the same time.
       check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "init");
-      LORA_CHECK(provided >= MPI_THREAD_SERIALIZED, "this MPI offers thread level {}, lora.cpp needs SERIALIZED", provided);
+      LORA_CHECK(provided >= MPI_THREAD_SERIALIZED, "this MPI offers thread level {}, lora.cpp needs SERIALIZED",
+                 provided);
       std::atexit([] {
         int finalized = 0;
         MPI_Finalized(&finalized);
@@ -49,7 +50,8 @@ class MpiWorld final : public Communicator {
                t.str(0));
     for (int64_t done = 0, n = t.numel(); done < n;) {  // MPI counts are int
       const int count = static_cast<int>(std::min<int64_t>(n - done, int64_t{1} << 30));
-      check(MPI_Allreduce(MPI_IN_PLACE, t.data<float>() + done, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "all-reduce");
+      check(MPI_Allreduce(MPI_IN_PLACE, t.data<float>() + done, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
+            "all-reduce");
       done += count;
     }
   }
@@ -70,7 +72,8 @@ class MpiWorld final : public Communicator {
     for (size_t i = 0; i < lengths.size(); ++i) offsets[i] = total, total += lengths[i];
     std::string all(static_cast<size_t>(total), '\0');
     check(MPI_Allgatherv(text.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR,
-                         MPI_COMM_WORLD), "all-gather");
+                         MPI_COMM_WORLD),
+          "all-gather");
     std::vector<std::string> out;
     for (size_t i = 0; i < lengths.size(); ++i) out.push_back(all.substr(size_t(offsets[i]), size_t(lengths[i])));
     return out;
@@ -113,7 +116,9 @@ Communicator& world(Device device) {
 #endif
 }
 
-bool built_with_mpi() { return true; }
+bool built_with_mpi() {
+  return true;
+}
 bool built_with_nccl() {
 #if defined(LORA_HAVE_NCCL)
   return true;

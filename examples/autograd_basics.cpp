@@ -11,8 +11,8 @@
 // Read next: autograd/tape.h (OpRecord, Node, backward), autograd/ops/matmul.cpp (what linear saves and
 // why), autograd/ops/unary.cpp (tanh saves its output), then examples/train_mlp.cpp (rung 2) and
 // docs/training-step.md (the same tape on a GPT-2).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <cmath>
 #include <map>
@@ -58,8 +58,8 @@ void print_tape(const Names& names) {
     for (const Tensor& t : n.saved) {
       saved += fmt::format("{}{} ({})", saved.empty() ? "" : ", ", names.of(t), category_name(t.storage()->category()));
     }
-    fmt::print("  {:<3} {:<8} {:<46} {:<12} {:>4} B  {}\n", i, n.op->name(), inputs, names.of(n.output_id) + " " +
-               n.output_shape.str(), n.saved_bytes(), saved.empty() ? "nothing" : saved);
+    fmt::print("  {:<3} {:<8} {:<46} {:<12} {:>4} B  {}\n", i, n.op->name(), inputs,
+               names.of(n.output_id) + " " + n.output_shape.str(), n.saved_bytes(), saved.empty() ? "nothing" : saved);
   }
 }
 
@@ -79,10 +79,10 @@ int main(int argc, char** argv) {
     // ---- The tensors: float64, so that finite differences agree with the chain rule to ~1e-10.
     Generator gen(seed);
     const int64_t N = rows, in = 3, out = 2;
-    Tensor x = Tensor::uniform({N, in}, gen, -1, 1, DType::F64);   // [N, 3] input: no gradient wanted
-    Tensor W = Tensor::uniform({out, in}, gen, -1, 1, DType::F64); // [2, 3] weight
-    Tensor b = Tensor::uniform({out}, gen, -1, 1, DType::F64);     // [2]    bias
-    Tensor y = Tensor::uniform({N, out}, gen, -1, 1, DType::F64);  // [N, 2] targets
+    Tensor x = Tensor::uniform({N, in}, gen, -1, 1, DType::F64);    // [N, 3] input: no gradient wanted
+    Tensor W = Tensor::uniform({out, in}, gen, -1, 1, DType::F64);  // [2, 3] weight
+    Tensor b = Tensor::uniform({out}, gen, -1, 1, DType::F64);      // [2]    bias
+    Tensor y = Tensor::uniform({N, out}, gen, -1, 1, DType::F64);   // [N, 2] targets
     W.set_requires_grad(true);
     b.set_requires_grad(true);
     Names names;
@@ -102,9 +102,10 @@ int main(int argc, char** argv) {
     auto [L, h] = forward();
     fmt::print("Forward: L = mean((tanh(x W^T + b) - y)^2) = {:.10f}\n\n", L.item());
     print_tape(names);
-    fmt::print("\n  linear saved x (for dL/dW = g^T x) but not W: x needs no gradient, so dL/dx is never computed.\n"
-               "  tanh saved its output h (tanh' = 1 - h^2); square saved its input d ((d^2)' = 2 d); sub and mean\n"
-               "  save nothing (their derivatives are constants). What the tape saves is charged to 'activations'.\n\n");
+    fmt::print(
+        "\n  linear saved x (for dL/dW = g^T x) but not W: x needs no gradient, so dL/dx is never computed.\n"
+        "  tanh saved its output h (tanh' = 1 - h^2); square saved its input d ((d^2)' = 2 d); sub and mean\n"
+        "  save nothing (their derivatives are constants). What the tape saves is charged to 'activations'.\n\n");
 
     // ---- Backward: walks the nodes in reverse, leaves dL/dW and dL/db in .grad, empties the tape.
     backward(L);
@@ -141,8 +142,8 @@ int main(int argc, char** argv) {
       const double a = autograd_dW[jk], fd = (loss_at(jk, eps) - loss_at(jk, -eps)) / (2 * eps);
       worst_hand = std::max(worst_hand, std::abs(a - hand[jk]));
       worst_fd = std::max(worst_fd, std::abs(a - fd));
-      fmt::print("  W[{},{}]  {:>16.10f} {:>16.10f} {:>16.10f} {:>10.1e} {:>10.1e}\n", jk / in, jk % in, a, hand[jk], fd,
-                 std::abs(a - hand[jk]), std::abs(a - fd));
+      fmt::print("  W[{},{}]  {:>16.10f} {:>16.10f} {:>16.10f} {:>10.1e} {:>10.1e}\n", jk / in, jk % in, a, hand[jk],
+                 fd, std::abs(a - hand[jk]), std::abs(a - fd));
     }
 
     // ---- The same graph with W frozen: linear no longer needs x, so it saves nothing.
@@ -152,8 +153,9 @@ int main(int argc, char** argv) {
     auto frozen = forward();
     fmt::print("\nThe same forward with W frozen (requires_grad false): only b trains.\n");
     print_tape(names);
-    fmt::print("\n  linear now saves nothing: dL/db = sum over rows of g needs neither x nor W. This is where LoRA's\n"
-               "  savings come from: a frozen weight costs no gradient, no optimizer state, no saved input.\n");
+    fmt::print(
+        "\n  linear now saves nothing: dL/db = sum over rows of g needs neither x nor W. This is where LoRA's\n"
+        "  savings come from: a frozen weight costs no gradient, no optimizer state, no saved input.\n");
     autograd::Tape::current().clear();  // no backward wanted: drop the nodes and what they saved
     (void)frozen;
 

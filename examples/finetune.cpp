@@ -13,23 +13,23 @@
 //
 // Read next: models/causal_lm.h (what a model offers), nn/lora/lora_linear.h (LoRA), docs/memory.md (the
 // report).
+#include <unistd.h>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "autograd/checkpoint.h"
 #include "backends/backend.h"
 #include "core/files.h"
+#include "dist/communicator.h"
 #include "lora_source_dir.h"
 #include "models/generate.h"
+#include "models/gguf/model_io.h"
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
 #include "models/quantize_base.h"
-#include "models/gguf/model_io.h"
 #include "models/registry.h"
-#include "dist/communicator.h"
 #include "optim/adam.h"
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
@@ -62,8 +62,8 @@ int gpu_count() {
 }
 
 std::string default_data() {
-  for (const std::string& p : {std::string(LORA_SOURCE_DIR) + "/data/tinyshakespeare.txt",
-                               std::string("data/tinyshakespeare.txt")}) {
+  for (const std::string& p :
+       {std::string(LORA_SOURCE_DIR) + "/data/tinyshakespeare.txt", std::string("data/tinyshakespeare.txt")}) {
     if (is_regular_file(p)) return p;
   }
   LORA_FAIL("no --data given and data/tinyshakespeare.txt was not found");
@@ -102,11 +102,23 @@ std::string rank_description(const models::CausalLM& model, const tools::Finetun
                                           std::to_string(model.num_parameters(true)) + " parameters"},
                         {"trainable_names", std::hash<std::string>{}(trainable.dump())},
                         {"data", data_identity},
-                        {"flags", {{"mode", mode}, {"batch", o.batch}, {"seq", o.seq}, {"steps", o.steps},
-                                   {"lr", o.lr}, {"warmup", o.warmup}, {"seed", o.seed}, {"rank", o.rank},
-                                   {"alpha", o.alpha}, {"targets", o.targets}, {"grad_clip", o.grad_clip},
-                                   {"grad_accum", o.grad_accum}, {"epochs", o.epochs}, {"packing", o.packing},
-                                   {"max_seq", o.max_seq}, {"train_on_inputs", o.train_on_inputs}}}}
+                        {"flags",
+                         {{"mode", mode},
+                          {"batch", o.batch},
+                          {"seq", o.seq},
+                          {"steps", o.steps},
+                          {"lr", o.lr},
+                          {"warmup", o.warmup},
+                          {"seed", o.seed},
+                          {"rank", o.rank},
+                          {"alpha", o.alpha},
+                          {"targets", o.targets},
+                          {"grad_clip", o.grad_clip},
+                          {"grad_accum", o.grad_accum},
+                          {"epochs", o.epochs},
+                          {"packing", o.packing},
+                          {"max_seq", o.max_seq},
+                          {"train_on_inputs", o.train_on_inputs}}}}
       .dump();
 }
 
@@ -119,26 +131,28 @@ void check_ranks_agree(dist::Communicator& comm, const std::string& description)
     if (all[r] == all[0]) continue;
     const auto other = nlohmann::json::parse(all[r]);
     for (const auto& [key, value] : first.items()) {
-      if (other[key] != value) differences += fmt::format("\n  rank {} differs from rank 0 in {}: {} vs {}", r, key,
-                                                          other[key].dump().substr(0, 200), value.dump().substr(0, 200));
+      if (other[key] != value)
+        differences += fmt::format("\n  rank {} differs from rank 0 in {}: {} vs {}", r, key,
+                                   other[key].dump().substr(0, 200), value.dump().substr(0, 200));
     }
   }
   if (!differences.empty()) throw train::AllRanksError{"the ranks of this job disagree:" + differences};
 }
 
-tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, dist::Communicator& comm,
-                           Device device) {
+tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, dist::Communicator& comm, Device device) {
   const bool lora_mode = mode == "lora";
   const QuantFormat base_format = parse_quant_format(o.base_dtype);
-  fmt::print("== {} fine-tuning{}{}, {} threads, device {}{}\n", lora_mode ? "LoRA" : "full",
-             base_format == QuantFormat::F32 ? "" : fmt::format(" on a {} base", o.base_dtype),
-             o.checkpoint_activations ? ", activations checkpointed" : "", num_threads(), device.str(),
-             comm.size() > 1 ? fmt::format(", {} ranks ({}), batch {} per rank", comm.size(), comm.engine(), o.batch) : "");
+  fmt::print(
+      "== {} fine-tuning{}{}, {} threads, device {}{}\n", lora_mode ? "LoRA" : "full",
+      base_format == QuantFormat::F32 ? "" : fmt::format(" on a {} base", o.base_dtype),
+      o.checkpoint_activations ? ", activations checkpointed" : "", num_threads(), device.str(),
+      comm.size() > 1 ? fmt::format(", {} ranks ({}), batch {} per rank", comm.size(), comm.engine(), o.batch) : "");
 
   if (o.weights.empty()) {
-    fmt::print("notice: no --weights given: '{}' is randomly initialised (the memory and speed figures are real; the "
-               "losses are those of an untrained model)\n",
-               o.config.empty() ? "gpt2" : o.config);
+    fmt::print(
+        "notice: no --weights given: '{}' is randomly initialised (the memory and speed figures are real; the "
+        "losses are those of an untrained model)\n",
+        o.config.empty() ? "gpt2" : o.config);
   }
   // The step's memory, predicted on the meta device before anything is allocated, and the pre-flight check.
   nn::LoRAConfig lora_config;
@@ -158,17 +172,16 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
     LORA_CHECK(o.seq <= context, "--seq {} exceeds the model's context of {}", o.seq, context);
     LORA_CHECK(o.max_seq <= context, "--max-seq {} exceeds the model's context of {}", o.max_seq, context);
   }
-  const train::StepMemoryPrediction prediction =
-      train::predict_training_step(model_config, lora_mode ? &lora_config : nullptr, o.batch, longest_row, base_format,
-                                   o.checkpoint_activations);
+  const train::StepMemoryPrediction prediction = train::predict_training_step(
+      model_config, lora_mode ? &lora_config : nullptr, o.batch, longest_row, base_format, o.checkpoint_activations);
   fmt::print("predicted peak of a step: {}\n", tools::human_bytes(prediction.total_peak));
   if (device.is_cpu() && !o.no_preflight) {
-    train::check_fits(prediction, train::available_host_memory(), int64_t(512) << 20,
-                      fmt::format("{} fine-tuning of this model at batch {} x {}", lora_mode ? "LoRA" : "full",
-                                  o.batch, o.seq),
-                      lora_mode ? "Lower --batch or --seq, or train fewer or smaller adapters (--targets, --rank)."
-                                : "Use --mode lora (no gradients or optimizer state for the frozen weights), or lower "
-                                  "--batch or --seq.");
+    train::check_fits(
+        prediction, train::available_host_memory(), int64_t(512) << 20,
+        fmt::format("{} fine-tuning of this model at batch {} x {}", lora_mode ? "LoRA" : "full", o.batch, o.seq),
+        lora_mode ? "Lower --batch or --seq, or train fewer or smaller adapters (--targets, --rank)."
+                  : "Use --mode lora (no gradients or optimizer state for the frozen weights), or lower "
+                    "--batch or --seq.");
   }
 #if defined(LORA_HAVE_CUDA)
   if (device.is_cuda() && !o.no_preflight) {
@@ -235,8 +248,8 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   if (o.epochs > 0) {
     o.steps = tools::steps_for_epochs(*source, o.epochs, o.grad_accum, o.batch * comm.size());
     fmt::print("--epochs {}: {} steps (about {:.1f} micro-batches of {} per epoch{}, {} per step)\n", o.epochs, o.steps,
-               source->batches_per_epoch(), o.batch, comm.size() > 1 ? fmt::format(" on each of {} ranks", comm.size()) : "",
-               o.grad_accum);
+               source->batches_per_epoch(), o.batch,
+               comm.size() > 1 ? fmt::format(" on each of {} ranks", comm.size()) : "", o.grad_accum);
     LORA_CHECK(o.warmup < o.steps || o.steps == 1, "--warmup {} must be below the {} steps of --epochs {}", o.warmup,
                o.steps, o.epochs);
   }
@@ -261,16 +274,31 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   trainer_options.resume_dir = o.resume;
   train::RunIdentity identity;
   if (!trainer_options.checkpoint_dir.empty()) {
-    identity.settings = {{"mode", mode},       {"batch", o.batch},       {"seq", o.seq},
-                         {"steps", o.steps},   {"lr", lr},               {"warmup", o.warmup},
-                         {"grad_clip", o.grad_clip}, {"weight_decay", o.weight_decay}, {"seed", o.seed},
-                         {"device", device.str()}, {"skip_nonfinite", o.skip_nonfinite}, {"ranks", comm.size()},
-                         {"grad_accum", o.grad_accum}, {"format", train::data_format_name(data.detected.format)},
-                         {"packing", o.packing}, {"max_seq", o.max_seq}, {"drop_long", o.drop_long},
-                         {"train_on_inputs", o.train_on_inputs}, {"eval_fraction", o.eval_fraction},
-                         {"eval_every", o.eval_every}, {"early_stop_patience", o.early_stop_patience}};
+    identity.settings = {{"mode", mode},
+                         {"batch", o.batch},
+                         {"seq", o.seq},
+                         {"steps", o.steps},
+                         {"lr", lr},
+                         {"warmup", o.warmup},
+                         {"grad_clip", o.grad_clip},
+                         {"weight_decay", o.weight_decay},
+                         {"seed", o.seed},
+                         {"device", device.str()},
+                         {"skip_nonfinite", o.skip_nonfinite},
+                         {"ranks", comm.size()},
+                         {"grad_accum", o.grad_accum},
+                         {"format", train::data_format_name(data.detected.format)},
+                         {"packing", o.packing},
+                         {"max_seq", o.max_seq},
+                         {"drop_long", o.drop_long},
+                         {"train_on_inputs", o.train_on_inputs},
+                         {"eval_fraction", o.eval_fraction},
+                         {"eval_every", o.eval_every},
+                         {"early_stop_patience", o.early_stop_patience}};
     if (lora_mode) {
-      identity.settings["lora"] = {{"rank", o.rank}, {"alpha", o.alpha}, {"dropout", o.lora_dropout},
+      identity.settings["lora"] = {{"rank", o.rank},
+                                   {"alpha", o.alpha},
+                                   {"dropout", o.lora_dropout},
                                    {"targets", nn::LoRAConfig::parse_targets(o.targets)}};
       if (base_format != QuantFormat::F32) identity.settings["base_dtype"] = o.base_dtype;  // the base it trains on
     }
@@ -285,11 +313,14 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
     callbacks.sample = [&]() -> std::string {
       const bool chat = data.chat_template.has_value();
       const std::string prompt = chat ? data.chat_template->render({{"user", o.sample_prompt}}, true) : o.sample_prompt;
-      std::vector<int32_t> ids = get_tokenizer().encode(prompt, {.add_special_tokens = false, .parse_special_tokens = chat});
+      std::vector<int32_t> ids =
+          get_tokenizer().encode(prompt, {.add_special_tokens = false, .parse_special_tokens = chat});
       LORA_CHECK(!ids.empty(), "--sample-prompt: the prompt encodes to no token");
       for (int32_t id : ids) {
-        LORA_CHECK(id >= 0 && id < dims.vocab_size, "--sample-prompt: token {} is outside the model's vocabulary of {} "
-                   "(is --tokenizer the model's?)", id, dims.vocab_size);
+        LORA_CHECK(id >= 0 && id < dims.vocab_size,
+                   "--sample-prompt: token {} is outside the model's vocabulary of {} "
+                   "(is --tokenizer the model's?)",
+                   id, dims.vocab_size);
       }
       const int64_t room = std::max<int64_t>(1, dims.context_length - o.sample_tokens);
       if (int64_t(ids.size()) > room) ids.erase(ids.begin(), ids.end() - room);  // the prompt's end
@@ -319,10 +350,13 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   report.comm_seconds_per_step = record.comm_seconds_per_step;
   report.comm_hidden_share = record.comm_hidden_share;
   report.batch *= o.grad_accum;  // sequences per optimizer step
-  fmt::print("trained: {} steps, epoch {:.2f}, {} sequences, {} trained tokens; padding {} of {} positions ({:.1f}%){}\n",
-             record.steps_done, record.epochs, record.sequences, record.trained_tokens, record.padding, record.positions,
-             100.0 * record.padding_share(),
-             data.examples ? fmt::format(", truncated {} of {} examples", data.train_counts.truncated, data.train_counts.examples) : "");
+  fmt::print(
+      "trained: {} steps, epoch {:.2f}, {} sequences, {} trained tokens; padding {} of {} positions ({:.1f}%){}\n",
+      record.steps_done, record.epochs, record.sequences, record.trained_tokens, record.padding, record.positions,
+      100.0 * record.padding_share(),
+      data.examples
+          ? fmt::format(", truncated {} of {} examples", data.train_counts.truncated, data.train_counts.examples)
+          : "");
   if (!o.log.empty() && comm.rank() == 0) {
     const std::string svg = tools::write_loss_curve(o.log);
     if (!svg.empty()) fmt::print("log: {}, loss curve: {}\n", o.log, svg);
@@ -331,7 +365,8 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   report.memory = MemoryTracker::instance().stats(device);
   report.peak_rss_bytes = tools::process_peak_rss_bytes();
   if (comm.size() > 1) {
-    for (const std::string& figures : comm.all_gather(fmt::format("{} {}", report.memory.global_peak, report.peak_rss_bytes))) {
+    for (const std::string& figures :
+         comm.all_gather(fmt::format("{} {}", report.memory.global_peak, report.peak_rss_bytes))) {
       int64_t peak = 0, rss = 0;
       std::sscanf(figures.c_str(), "%ld %ld", &peak, &rss);
       report.rank_peak_bytes.push_back(peak);
@@ -352,11 +387,13 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
 
   // Save what the mode produces: the whole model, or the adapter alone.
   const bool keep = !o.save.empty();
-  const fs::path dir = keep ? fs::path(o.save) / mode
-                            : fs::temp_directory_path() / fmt::format("finetune_{}_{}", mode, getpid());
+  const fs::path dir =
+      keep ? fs::path(o.save) / mode : fs::temp_directory_path() / fmt::format("finetune_{}_{}", mode, getpid());
   const std::string base_name = !o.weights.empty() ? o.weights : o.config.empty() ? "gpt2" : o.config;
-  if (lora_mode) models::save_adapter(*model, dir.string(), base_name);
-  else models::save_hf_checkpoint(*model, dir.string());
+  if (lora_mode)
+    models::save_adapter(*model, dir.string(), base_name);
+  else
+    models::save_hf_checkpoint(*model, dir.string());
   if (lora_mode && o.save_gguf_adapter) {  // llama-cli -m BASE.gguf --lora DIR/adapter.gguf
     const auto gguf = models::gguf_io::export_gguf_adapter(*model, (dir / "adapter.gguf").string());
     fmt::print("saved the adapter as GGUF too: {} ({})\n", (dir / "adapter.gguf").string(), gguf.str());
@@ -370,8 +407,10 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
     const std::vector<std::string> copied = tools::copy_tokenizer_files(dir.string(), o, *model, data);
     nlohmann::json settings = tools::resolved_settings(o, mode, o.steps, lr, data, base_name);
     const double final_loss = record.losses.empty() ? std::nan("") : record.losses.back();
-    settings["result"] = {{"steps_done", record.steps_done}, {"epochs", record.epochs},
-                          {"stopped_early", record.stopped_early}, {"best_step", record.best_step},
+    settings["result"] = {{"steps_done", record.steps_done},
+                          {"epochs", record.epochs},
+                          {"stopped_early", record.stopped_early},
+                          {"best_step", record.best_step},
                           {"final_loss", std::isfinite(final_loss) ? nlohmann::json(final_loss) : nlohmann::json()}};
     if (record.best_step > 0) settings["result"]["best_eval_loss"] = record.best_eval;
     tools::write_training_settings(dir.string(), settings);
@@ -398,7 +437,8 @@ tools::ModeReport run_child(const tools::Variant& variant, const std::vector<std
     }
     argv.push_back(args[i]);
   }
-  argv.insert(argv.end(), {"--mode", variant.mode, "--base-dtype", variant.base_dtype, "--report-json", json_path.string()});
+  argv.insert(argv.end(),
+              {"--mode", variant.mode, "--base-dtype", variant.base_dtype, "--report-json", json_path.string()});
   if (variant.checkpoint) argv.push_back("--checkpoint-activations");
   // libgomp reads GOMP_SPINCOUNT before main: shorter spinning keeps idle OpenMP threads from taking a
   // core from the other thread when the machine is shared (measured: 7.0 -> 2.0 s per LoRA step under load).
@@ -437,7 +477,8 @@ int main(int argc, char** argv) {
       comm = &dist::world(Device::cpu());
       if (comm->size() > 1 && device.is_cuda()) device = Device::cuda(comm->rank() % std::max(1, gpu_count()));
       comm = &dist::world(device);
-      if (comm->rank() != 0 && !std::freopen("/dev/null", "w", stdout)) LORA_FAIL("cannot silence rank {}", comm->rank());
+      if (comm->rank() != 0 && !std::freopen("/dev/null", "w", stdout))
+        LORA_FAIL("cannot silence rank {}", comm->rank());
     }
     LORA_CHECK(!(dist::launched_by_mpi() && o.mode == "compare"),
                "--mode compare runs each mode in its own process: under mpirun, give --mode full or --mode lora");
@@ -451,8 +492,10 @@ int main(int argc, char** argv) {
         reports.push_back(run_child(v, args));
         names.push_back(v.name);
       }
-      if (o.variants == "full,lora") fmt::print("{}", tools::comparison_table(reports[0], reports[1]));
-      else fmt::print("{}", tools::variants_table(names, reports));
+      if (o.variants == "full,lora")
+        fmt::print("{}", tools::comparison_table(reports[0], reports[1]));
+      else
+        fmt::print("{}", tools::variants_table(names, reports));
     } else {
       reports.push_back(run_mode(o, o.mode, *comm, device));
     }
@@ -463,7 +506,8 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "error{}: {}\n", comm && comm->size() > 1 ? fmt::format(" on rank {}", comm->rank()) : "", e.what());
+    fmt::print(stderr, "error{}: {}\n", comm && comm->size() > 1 ? fmt::format(" on rank {}", comm->rank()) : "",
+               e.what());
     std::fflush(stderr);
     if (comm && comm->size() > 1) comm->abort(1);  // the other ranks would wait for this one forever
     return 1;

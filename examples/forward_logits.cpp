@@ -8,8 +8,8 @@
 // --ids holds "input_ids" (an integer tensor [B, T]); --out gets "logits" (F32 [B, T, vocab_size]). The
 // model runs in eval mode (no dropout) with gradients off; with --adapter the PEFT adapter is loaded on top
 // of the weights, and with --merge it is merged into them before the forward pass.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <exception>
 #include <filesystem>
@@ -26,13 +26,16 @@
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
-  CLI::App app{"A causal LM's logits for the token ids in a safetensors file (optionally with a LoRA adapter), written "
-               "to a safetensors file."};
+  CLI::App app{
+      "A causal LM's logits for the token ids in a safetensors file (optionally with a LoRA adapter), written "
+      "to a safetensors file."};
   std::string weights, config_name, adapter, ids_path, out_path;
   bool merge = false;
-  app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file")
+  app.add_option("--weights", weights,
+                 "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file")
       ->required();
-  app.add_option("--config", config_name, "A config.json path or a preset for a bare .safetensors file without a config.json beside it");
+  app.add_option("--config", config_name,
+                 "A config.json path or a preset for a bare .safetensors file without a config.json beside it");
   app.add_option("--adapter", adapter, "PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)");
   app.add_flag("--merge", merge, "Merge the adapter into the weights before the forward pass (needs --adapter)");
   app.add_option("--ids", ids_path, "safetensors file holding 'input_ids', an integer tensor [B, T]")->required();

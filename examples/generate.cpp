@@ -21,8 +21,8 @@
 // Generation stops at every end-of-sequence token of config.json, generation_config.json and the tokenizer,
 // and with --chat at the template's end-of-turn token (models/stop_tokens.h).
 // With --json the last line of stdout is {"prompt_ids", "generated_ids", "text", "tokens_per_s"}.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -40,13 +40,13 @@
 #include "core/files.h"
 #include "models/chat/chat_template.h"
 #include "models/generate.h"
-#include "models/stop_tokens.h"
-#include "models/registry.h"
-#include "models/tokenizer/tokenizer.h"
-#include "tools/model_tokenizer.h"
-#include "nn/lora/adapter.h"
 #include "models/quantize_base.h"
+#include "models/registry.h"
+#include "models/stop_tokens.h"
+#include "models/tokenizer/tokenizer.h"
+#include "nn/lora/adapter.h"
 #include "serve/api_request.h"
+#include "tools/model_tokenizer.h"
 
 namespace {
 
@@ -73,7 +73,8 @@ std::vector<int32_t> parse_ids(const std::string& text) {
 void load_adapter_explained(lora::nn::Module& model, const std::string& dir) {
   LORA_CHECK(lora::is_directory(dir),
              "--adapter '{}': no such folder (expected a PEFT adapter folder with adapter_config.json and "
-             "adapter_model.safetensors)", dir);
+             "adapter_model.safetensors)",
+             dir);
   try {
     lora::nn::load_adapter(model, dir);
   } catch (const lora::Error& e) {
@@ -98,7 +99,8 @@ lora::chat::Conversation read_messages_file(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     LORA_FAIL("--messages '{}': expected one JSON object {{\"messages\": [...]}} ({})", path, e.what());
   }
-  LORA_CHECK(j.is_object() && j.contains("messages"), "--messages '{}': expected a JSON object with \"messages\"", path);
+  LORA_CHECK(j.is_object() && j.contains("messages"), "--messages '{}': expected a JSON object with \"messages\"",
+             path);
   for (const auto& [key, value] : j.items()) {
     LORA_CHECK(key == "messages", "--messages '{}': field '{}' is not read (expected only \"messages\")", path, key);
   }
@@ -119,42 +121,66 @@ lora::chat::ChatTemplate find_chat_template(const std::string& file, const std::
   if (!adapter.empty()) {
     if (auto t = lora::chat::ChatTemplate::from_model_folder(adapter)) return std::move(*t);
   }
-  LORA_FAIL("--chat: no chat template: {}{} no chat_template.jinja or tokenizer_config.json with \"chat_template\"; give "
-            "--chat-template FILE",
-            model_folder.empty() ? "a random model has none, and" : "the model folder '" + model_folder + "' has",
-            adapter.empty() ? "" : " (nor does the adapter folder '" + adapter + "')");
+  LORA_FAIL(
+      "--chat: no chat template: {}{} no chat_template.jinja or tokenizer_config.json with \"chat_template\"; give "
+      "--chat-template FILE",
+      model_folder.empty() ? "a random model has none, and" : "the model folder '" + model_folder + "' has",
+      adapter.empty() ? "" : " (nor does the adapter folder '" + adapter + "')");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Generate text with a causal LM: greedy (--temperature 0) or sampled with temperature, top-k and top-p."};
+  CLI::App app{
+      "Generate text with a causal LM: greedy (--temperature 0) or sampled with temperature, top-k and top-p."};
   std::string weights, config_name, tokenizer_path, prompt, prompt_ids_text, adapter, base_dtype = "f32";
   std::string system, messages_path, chat_template_path;
   lora::models::SamplingOptions sampling;
   bool json = false, merge = false, chat = false, print_prompt = false;
-  app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file");
-  app.add_option("--config", config_name, "A config.json path or a preset (gpt2, gpt2-medium, ..., tiny, smollm2-135m, llama-tiny): for a bare .safetensors file, or the random model");
-  app.add_option("--tokenizer", tokenizer_path, "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
-  auto* prompt_opt = app.add_option("--prompt", prompt, "Prompt text (default: start from the beginning-of-sequence token)");
+  app.add_option("--weights", weights,
+                 "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file");
+  app.add_option("--config", config_name,
+                 "A config.json path or a preset (gpt2, gpt2-medium, ..., tiny, smollm2-135m, llama-tiny): for a bare "
+                 ".safetensors file, or the random model");
+  app.add_option("--tokenizer", tokenizer_path,
+                 "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
+  auto* prompt_opt =
+      app.add_option("--prompt", prompt, "Prompt text (default: start from the beginning-of-sequence token)");
   auto* ids_opt = app.add_option("--prompt-ids", prompt_ids_text, "Prompt as token ids, e.g. 464,3139");
   prompt_opt->excludes(ids_opt);
-  auto* chat_opt = app.add_flag("--chat", chat, "Render --prompt (a user message) or --messages with the chat template and print only the reply");
-  app.add_option("--system", system, "With --chat: a system message before --prompt")->needs(chat_opt)->needs(prompt_opt);
-  auto* messages_opt = app.add_option("--messages", messages_path, "With --chat: a JSON file {\"messages\": [{\"role\", \"content\"}, ...]} (or a JSONL file of one such line)")
-      ->needs(chat_opt)->excludes(prompt_opt);
-  app.add_option("--chat-template", chat_template_path, "With --chat: a Jinja chat template file (default: the model folder's, else the adapter's)")->needs(chat_opt);
-  app.add_flag("--print-prompt", print_prompt, "With --chat: print the rendered conversation to stderr")->needs(chat_opt);
+  auto* chat_opt = app.add_flag(
+      "--chat", chat, "Render --prompt (a user message) or --messages with the chat template and print only the reply");
+  app.add_option("--system", system, "With --chat: a system message before --prompt")
+      ->needs(chat_opt)
+      ->needs(prompt_opt);
+  auto* messages_opt = app.add_option("--messages", messages_path,
+                                      "With --chat: a JSON file {\"messages\": [{\"role\", \"content\"}, ...]} (or a "
+                                      "JSONL file of one such line)")
+                           ->needs(chat_opt)
+                           ->excludes(prompt_opt);
+  app.add_option("--chat-template", chat_template_path,
+                 "With --chat: a Jinja chat template file (default: the model folder's, else the adapter's)")
+      ->needs(chat_opt);
+  app.add_flag("--print-prompt", print_prompt, "With --chat: print the rendered conversation to stderr")
+      ->needs(chat_opt);
   chat_opt->excludes(ids_opt);
-  app.add_option("--max-new-tokens", sampling.max_new_tokens, "Tokens to generate")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--max-new-tokens", sampling.max_new_tokens, "Tokens to generate")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--temperature", sampling.temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
   app.add_option("--top-k", sampling.top_k, "Sample from the k most likely tokens (0 = all)")->capture_default_str();
-  app.add_option("--top-p", sampling.top_p, "Sample from the smallest set with this probability mass")->capture_default_str();
+  app.add_option("--top-p", sampling.top_p, "Sample from the smallest set with this probability mass")
+      ->capture_default_str();
   app.add_option("--seed", sampling.seed, "Seed of the sampler (and of the random model)")->capture_default_str();
-  auto* adapter_opt = app.add_option("--adapter", adapter, "LoRA adapter folder in PEFT's format (adapter_config.json + adapter_model.safetensors)");
-  app.add_flag("--merge", merge, "Merge the adapter into the base weights (zero extra latency) instead of running it beside them")
+  auto* adapter_opt = app.add_option(
+      "--adapter", adapter, "LoRA adapter folder in PEFT's format (adapter_config.json + adapter_model.safetensors)");
+  app.add_flag("--merge", merge,
+               "Merge the adapter into the base weights (zero extra latency) instead of running it beside them")
       ->needs(adapter_opt);
-  app.add_option("--base-dtype", base_dtype, "Hold the linear layers' weights as f32, bf16, q8_0 (or int8), q4_0 or nf4 (quantized on load, after --adapter and --merge)")->capture_default_str();
+  app.add_option("--base-dtype", base_dtype,
+                 "Hold the linear layers' weights as f32, bf16, q8_0 (or int8), q4_0 or nf4 (quantized on load, after "
+                 "--adapter and --merge)")
+      ->capture_default_str();
   app.add_flag("--json", json, "End with one JSON line: prompt_ids, generated_ids, text, tokens_per_s");
   CLI11_PARSE(app, argc, argv);
 
@@ -163,8 +189,9 @@ int main(int argc, char** argv) {
     const lora::QuantFormat base_format = lora::parse_quant_format(base_dtype);
 
     if (weights.empty()) {
-      std::cerr << "notice: no --weights given: using a randomly initialised '" << (config_name.empty() ? "gpt2" : config_name)
-                << "' model (seed " << sampling.seed << "), so the text will be gibberish\n";
+      std::cerr << "notice: no --weights given: using a randomly initialised '"
+                << (config_name.empty() ? "gpt2" : config_name) << "' model (seed " << sampling.seed
+                << "), so the text will be gibberish\n";
     }
     std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name, sampling.seed);
     const auto tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
@@ -173,7 +200,8 @@ int main(int argc, char** argv) {
     std::optional<lora::chat::ChatTemplate> chat_template;
     std::vector<int32_t> prompt_ids;
     if (chat) {
-      LORA_CHECK(*prompt_opt || *messages_opt, "--chat needs the conversation: --prompt TEXT (a user message) or --messages FILE");
+      LORA_CHECK(*prompt_opt || *messages_opt,
+                 "--chat needs the conversation: --prompt TEXT (a user message) or --messages FILE");
       LORA_CHECK(!*adapter_opt || lora::is_directory(adapter), "--adapter '{}': no such folder", adapter);
       const std::string tokenizer_folder =
           !tokenizer_path.empty() && lora::is_directory(tokenizer_path) ? tokenizer_path : model_folder;
@@ -195,7 +223,8 @@ int main(int argc, char** argv) {
       prompt_ids = parse_ids(prompt_ids_text);
       LORA_CHECK(!prompt_ids.empty(), "--prompt-ids is empty: give at least one token id");
     } else if (*prompt_opt) {
-      LORA_CHECK(!prompt.empty(), "--prompt is empty: give some text (or leave --prompt out to start from the "
+      LORA_CHECK(!prompt.empty(),
+                 "--prompt is empty: give some text (or leave --prompt out to start from the "
                  "beginning-of-sequence token)");
       // As transformers' tokenizer(prompt): the tokenizer's own special tokens (Llama's BOS) are added; special
       // tokens written in the text stay text.
@@ -205,7 +234,8 @@ int main(int argc, char** argv) {
       // The beginning-of-sequence token; GPT-2 has only <|endoftext|>, which begins documents too.
       int64_t start = model->bos_token_id() >= 0 ? model->bos_token_id() : model->eos_token_id();
       if (start < 0) start = tokenizer->bos_id().value_or(tokenizer->eos_id().value_or(-1));
-      LORA_CHECK(start >= 0, "the model and its tokenizer name no beginning-of-sequence token: give --prompt or --prompt-ids");
+      LORA_CHECK(start >= 0,
+                 "the model and its tokenizer name no beginning-of-sequence token: give --prompt or --prompt-ids");
       prompt_ids = {static_cast<int32_t>(start)};
     }
 
@@ -214,8 +244,8 @@ int main(int argc, char** argv) {
       if (merge) lora::nn::merge_lora(*model);
       const auto layers = lora::nn::lora_layers(*model);
       const auto& first = *layers.front().second;
-      std::cerr << fmt::format("adapter {}: {} adapted layers, rank {} per slice, scale {}, {}\n", adapter, layers.size(),
-                               first.rank(), first.scaling(),
+      std::cerr << fmt::format("adapter {}: {} adapted layers, rank {} per slice, scale {}, {}\n", adapter,
+                               layers.size(), first.rank(), first.scaling(),
                                merge ? "merged into the base weights" : "unmerged (--merge folds it into the weights)");
     }
     if (base_format != lora::QuantFormat::F32) {

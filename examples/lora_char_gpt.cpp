@@ -11,10 +11,10 @@
 // Read next: nn/lora/lora_linear.h (y = base(x) + s (x A^T) B^T), nn/lora/apply_lora.h (targets),
 // nn/lora/adapter.h (PEFT files, AdapterBank), docs/lora.md and docs/memory.md; then examples/finetune.cpp
 // (rung 5: the same on GPT-2 small).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -71,8 +71,8 @@ struct Figures {
 
 // `steps` AdamW steps on windows of `ids`: ids -> loss -> backward -> clip -> step. `on_step(step, loss)`
 // sees each step (progress, evaluations). Returns the tracker's figures for these steps alone.
-Figures train_steps(models::CausalLM& model, const std::vector<int32_t>& ids, const Options& o, int64_t steps, double lr,
-              const std::function<void(int64_t, double)>& on_step) {
+Figures train_steps(models::CausalLM& model, const std::vector<int32_t>& ids, const Options& o, int64_t steps,
+                    double lr, const std::function<void(int64_t, double)>& on_step) {
   std::vector<std::string> names;
   for (const auto& [name, p] : model.named_parameters(true)) names.push_back(name);
   optim::AdamW optimizer(model.parameters(true), {.lr = lr, .beta2 = 0.99}, names);
@@ -93,8 +93,10 @@ Figures train_steps(models::CausalLM& model, const std::vector<int32_t>& ids, co
     times.push_back(seconds_since(t0));
     // The most each category held in any step, and the breakdown of the step with the highest total.
     const DeviceMemoryStats s = tracker.stats();
-    for (int c = 0; c < kNumMemoryCategories; ++c) f.memory.peak.bytes[c] = std::max(f.memory.peak.bytes[c], s.peak.bytes[c]);
-    if (s.global_peak > f.memory.global_peak) f.memory.global_peak = s.global_peak, f.memory.live_at_peak = s.live_at_peak;
+    for (int c = 0; c < kNumMemoryCategories; ++c)
+      f.memory.peak.bytes[c] = std::max(f.memory.peak.bytes[c], s.peak.bytes[c]);
+    if (s.global_peak > f.memory.global_peak)
+      f.memory.global_peak = s.global_peak, f.memory.live_at_peak = s.live_at_peak;
     on_step(step, result.loss);
   }
   std::sort(times.begin(), times.end());
@@ -125,38 +127,75 @@ void print_comparison(const Figures& full, const Figures& lora, const std::strin
       ratio(lora.median_step_s, full.median_step_s));
   row("saved on disk", format_bytes(full.saved_bytes) + " (model)", format_bytes(lora.saved_bytes) + " (adapter)",
       ratio(double(lora.saved_bytes), double(full.saved_bytes)));
-  fmt::print("  gradients and optimizer state follow the trainable parameters (4 B and 2 x 4 B each); the frozen\n"
-             "  base costs its weights alone. Activations barely shrink: backward still runs through every layer,\n"
-             "  and the adapters' branches add temporaries (workspace). On a model this small the activations\n"
-             "  dominate; on GPT-2 small the weights do (examples/finetune.cpp).\n");
+  fmt::print(
+      "  gradients and optimizer state follow the trainable parameters (4 B and 2 x 4 B each); the frozen\n"
+      "  base costs its weights alone. Activations barely shrink: backward still runs through every layer,\n"
+      "  and the adapters' branches add temporaries (workspace). On a model this small the activations\n"
+      "  dominate; on GPT-2 small the weights do (examples/finetune.cpp).\n");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{"Fit LoRA adapters to a second text on a frozen character-level GPT, compare the memory with full "
-               "fine-tuning, and switch between both styles."};
-  app.add_option("--base", o.base, "the base model folder train_char_gpt wrote (config.json, model.safetensors, char_vocab.json)")->capture_default_str();
-  app.add_option("--data", o.data, "the second text (its characters must be in the base vocabulary)")->capture_default_str();
-  app.add_option("--base-data", o.base_data, "the base model's text (its last 10% is held out), to see its style kept")->capture_default_str();
-  app.add_option("--out", o.out, "folder for the adapter (PEFT's adapter_config.json + adapter_model.safetensors)")->capture_default_str();
+  CLI::App app{
+      "Fit LoRA adapters to a second text on a frozen character-level GPT, compare the memory with full "
+      "fine-tuning, and switch between both styles."};
+  app.add_option("--base", o.base,
+                 "the base model folder train_char_gpt wrote (config.json, model.safetensors, char_vocab.json)")
+      ->capture_default_str();
+  app.add_option("--data", o.data, "the second text (its characters must be in the base vocabulary)")
+      ->capture_default_str();
+  app.add_option("--base-data", o.base_data, "the base model's text (its last 10% is held out), to see its style kept")
+      ->capture_default_str();
+  app.add_option("--out", o.out, "folder for the adapter (PEFT's adapter_config.json + adapter_model.safetensors)")
+      ->capture_default_str();
   app.add_option("--rank", o.rank, "LoRA rank r")->check(CLI::Range(int64_t{1}, int64_t{1024}))->capture_default_str();
-  app.add_option("--alpha", o.alpha, "LoRA alpha (scale alpha / r)")->check(CLI::Range(1e-6, 1e6))->capture_default_str();
-  app.add_option("--targets", o.targets, "layers to adapt: q, k, v (slices of c_attn), all-linear, or layer names (attn.c_proj, mlp.c_fc, ...)")->capture_default_str();
-  app.add_option("--steps", o.steps, "LoRA training steps")->check(CLI::Range(int64_t{1}, int64_t{1} << 30))->capture_default_str();
-  app.add_option("--full-steps", o.full_steps, "full fine-tuning steps run only to measure their memory (0: skip)")->check(CLI::Range(int64_t{0}, int64_t{1000}))->capture_default_str();
-  app.add_option("--batch", o.batch, "sequences per step")->check(CLI::Range(int64_t{1}, int64_t{4096}))->capture_default_str();
-  app.add_option("--seq", o.seq, "characters per sequence (0: the base model's context)")->check(CLI::Range(int64_t{0}, int64_t{4096}))->capture_default_str();
-  app.add_option("--lr", o.lr, "peak learning rate of the adapters (AdamW, cosine decay)")->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app.add_option("--warmup", o.warmup, "steps of linear warm-up")->check(CLI::Range(int64_t{0}, int64_t{1} << 30))->capture_default_str();
-  app.add_option("--eval-every", o.eval_every, "held-out losses every N steps (0: at the end only)")->check(CLI::Range(int64_t{0}, int64_t{1} << 30))->capture_default_str();
-  app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")->check(CLI::Range(int64_t{1}, int64_t{10000}))->capture_default_str();
-  app.add_option("--log-every", o.log_every, "print the training loss every N steps")->check(CLI::Range(int64_t{1}, int64_t{1} << 30))->capture_default_str();
-  app.add_option("--sample-chars", o.sample_chars, "characters per sample (0: no samples)")->check(CLI::Range(int64_t{0}, int64_t{100000}))->capture_default_str();
-  app.add_option("--temperature", o.temperature, "sampling temperature (0: greedy)")->check(CLI::Range(0.0, 10.0))->capture_default_str();
+  app.add_option("--alpha", o.alpha, "LoRA alpha (scale alpha / r)")
+      ->check(CLI::Range(1e-6, 1e6))
+      ->capture_default_str();
+  app.add_option("--targets", o.targets,
+                 "layers to adapt: q, k, v (slices of c_attn), all-linear, or layer names (attn.c_proj, mlp.c_fc, ...)")
+      ->capture_default_str();
+  app.add_option("--steps", o.steps, "LoRA training steps")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--full-steps", o.full_steps, "full fine-tuning steps run only to measure their memory (0: skip)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1000}))
+      ->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per step")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}))
+      ->capture_default_str();
+  app.add_option("--seq", o.seq, "characters per sequence (0: the base model's context)")
+      ->check(CLI::Range(int64_t{0}, int64_t{4096}))
+      ->capture_default_str();
+  app.add_option("--lr", o.lr, "peak learning rate of the adapters (AdamW, cosine decay)")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--warmup", o.warmup, "steps of linear warm-up")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--eval-every", o.eval_every, "held-out losses every N steps (0: at the end only)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation")
+      ->check(CLI::Range(int64_t{1}, int64_t{10000}))
+      ->capture_default_str();
+  app.add_option("--log-every", o.log_every, "print the training loss every N steps")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--sample-chars", o.sample_chars, "characters per sample (0: no samples)")
+      ->check(CLI::Range(int64_t{0}, int64_t{100000}))
+      ->capture_default_str();
+  app.add_option("--temperature", o.temperature, "sampling temperature (0: greedy)")
+      ->check(CLI::Range(0.0, 10.0))
+      ->capture_default_str();
   app.add_option("--prompt", o.prompt, "text the samples continue (default: a newline)");
-  app.add_option("--threads", o.threads, "threads for the kernels (on a busy 2-core machine, two threads took 0.85 s a step against 0.15 s for one)")->check(CLI::Range(int64_t{1}, int64_t{1024}))->capture_default_str();
+  app.add_option(
+         "--threads", o.threads,
+         "threads for the kernels (on a busy 2-core machine, two threads took 0.85 s a step against 0.15 s for one)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1024}))
+      ->capture_default_str();
   app.add_option("--seed", o.seed, "seed of the adapters, the batches and the samples")->capture_default_str();
   app.add_flag("--json", o.json, "end with one JSON line of the held-out losses");
   CLI11_PARSE(app, argc, argv);
@@ -167,10 +206,13 @@ int main(int argc, char** argv) {
     set_num_threads(static_cast<int>(o.threads));
     // ---- The base model's vocabulary, and both texts in it.
     const std::string vocab_path = (fs::path(o.base) / "char_vocab.json").string();
-    LORA_CHECK(is_regular_file(vocab_path), "--base '{}': no char_vocab.json there (train a base model first: "
-               "train_char_gpt --out {})", o.base, o.base);
+    LORA_CHECK(is_regular_file(vocab_path),
+               "--base '{}': no char_vocab.json there (train a base model first: "
+               "train_char_gpt --out {})",
+               o.base, o.base);
     const tools::CharVocab vocab = tools::CharVocab::load(vocab_path);
-    const tools::CharSplit text = tools::split_ids(vocab.encode(read_file(o.data, "--data"), "--data '" + o.data + "'"));
+    const tools::CharSplit text =
+        tools::split_ids(vocab.encode(read_file(o.data, "--data"), "--data '" + o.data + "'"));
     const tools::CharSplit base_text =
         tools::split_ids(vocab.encode(read_file(o.base_data, "--base-data"), "--base-data '" + o.base_data + "'"));
     auto load_base = [&] { return models::load_model(o.base, ""); };
@@ -206,7 +248,8 @@ int main(int argc, char** argv) {
     if (o.full_steps > 0) {
       fmt::print("\n== full fine-tuning, {} steps to measure what it holds\n", o.full_steps);
       auto model = load_base();
-      full = train_steps(*model, text.train, o, o.full_steps, o.lr / 10, progress("full", o.full_steps, std::chrono::steady_clock::now()));
+      full = train_steps(*model, text.train, o, o.full_steps, o.lr / 10,
+                         progress("full", o.full_steps, std::chrono::steady_clock::now()));
       const fs::path tmp = fs::temp_directory_path() / fmt::format("lora_char_gpt_full_{}", getpid());
       models::save_hf_checkpoint(*model, tmp.string());
       full.saved_bytes = folder_bytes(tmp);
@@ -270,12 +313,14 @@ int main(int argc, char** argv) {
       fmt::print("{}\n", nlohmann::json{{"base", {{"base_text", base_on_base}, {"new_text", base_on_text}}},
                                         {"adapted", {{"base_text", adapted.first}, {"new_text", adapted.second}}},
                                         {"switched_out", {{"base_text", back.first}, {"new_text", back.second}}},
-                                        {"trainable_params", lora.trainable}, {"base_params", lora.total - lora.trainable},
+                                        {"trainable_params", lora.trainable},
+                                        {"base_params", lora.total - lora.trainable},
                                         {"lora_peak_bytes", lora.memory.global_peak},
                                         {"full_peak_bytes", full.memory.global_peak},
                                         {"lora_gradient_bytes", lora.memory.peak[MemoryCategory::Gradient]},
                                         {"full_gradient_bytes", full.memory.peak[MemoryCategory::Gradient]},
-                                        {"adapter_bytes", lora.saved_bytes}}.dump());
+                                        {"adapter_bytes", lora.saved_bytes}}
+                             .dump());
     }
     return restored ? 0 : 1;
   } catch (const std::exception& e) {

@@ -9,8 +9,8 @@
 // config.json beside it (an existing config.json of the same shape is kept, one of another shape refused).
 // Before writing, the program checks that the merged model computes what the base model with the adapter
 // does, on a few tokens.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -20,9 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/files.h"
-#include "core/atomic_file.h"
 #include "core/safetensors.h"
 #include "models/hf_checkpoint.h"
 #include "models/registry.h"
@@ -42,7 +42,8 @@ std::string slice_names(const nn::LoRALinear& layer) {
   std::string s;
   for (const auto& sl : slices) {
     s += s.empty() ? "" : ", ";
-    s += fused_qkv ? std::string(1, "qkv"[sl.offset / sl.size]) : fmt::format("rows [{}, {})", sl.offset, sl.offset + sl.size);
+    s += fused_qkv ? std::string(1, "qkv"[sl.offset / sl.size])
+                   : fmt::format("rows [{}, {})", sl.offset, sl.offset + sl.size);
   }
   return s;
 }
@@ -98,18 +99,29 @@ bool same_path(const fs::path& a, const fs::path& b) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Merge a LoRA adapter into its base model and write a plain checkpoint of the same architecture (Hugging Face layout)."};
+  CLI::App app{
+      "Merge a LoRA adapter into its base model and write a plain checkpoint of the same architecture (Hugging Face "
+      "layout)."};
   std::string weights, config_name, adapter, out;
-  app.add_option("--weights", weights, "Base model: Hugging Face folder (config.json + model.safetensors or shards) or a .safetensors file")->required();
-  app.add_option("--config", config_name, "A config.json path or a preset (gpt2, ..., tiny, smollm2-135m, llama-tiny) for a bare .safetensors file without a config.json beside it");
-  app.add_option("--adapter", adapter, "PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. finetune's SAVE/lora")->required();
-  app.add_option("--out", out, "Output folder (gets config.json + model.safetensors), or a path ending in .safetensors")->required();
+  app.add_option("--weights", weights,
+                 "Base model: Hugging Face folder (config.json + model.safetensors or shards) or a .safetensors file")
+      ->required();
+  app.add_option("--config", config_name,
+                 "A config.json path or a preset (gpt2, ..., tiny, smollm2-135m, llama-tiny) for a bare .safetensors "
+                 "file without a config.json beside it");
+  app.add_option("--adapter", adapter,
+                 "PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. finetune's SAVE/lora")
+      ->required();
+  app.add_option("--out", out, "Output folder (gets config.json + model.safetensors), or a path ending in .safetensors")
+      ->required();
   CLI11_PARSE(app, argc, argv);
 
   try {
-    LORA_CHECK(is_directory(adapter), "--adapter '{}': no such folder (expected a PEFT adapter folder with "
-               "adapter_config.json and adapter_model.safetensors, as finetune --mode lora --save DIR writes into DIR/lora)",
-               adapter);
+    LORA_CHECK(
+        is_directory(adapter),
+        "--adapter '{}': no such folder (expected a PEFT adapter folder with "
+        "adapter_config.json and adapter_model.safetensors, as finetune --mode lora --save DIR writes into DIR/lora)",
+        adapter);
     const bool to_file = out.ends_with(".safetensors");
     const fs::path out_weights = to_file ? fs::path(out) : fs::path(out) / "model.safetensors";
     LORA_CHECK(!same_path(out_weights, weights) && !same_path(out, weights) &&
@@ -118,21 +130,23 @@ int main(int argc, char** argv) {
 
     // A .safetensors --out beside a config.json: keep it when it describes this model, refuse otherwise
     // (it belongs to another model in that folder).
-    const fs::path beside = out_weights.parent_path().empty() ? fs::path("config.json") : out_weights.parent_path() / "config.json";
+    const fs::path beside =
+        out_weights.parent_path().empty() ? fs::path("config.json") : out_weights.parent_path() / "config.json";
     const bool write_config = !to_file || !path_exists(beside.string());
     if (!write_config) {
       const models::ModelConfig existing = models::read_config_arg(beside.string());
       const models::ModelConfig config = models::resolve_config(weights, config_name);
-      LORA_CHECK(same_model(existing, config),
-                 "--out '{}': the config.json beside it describes another model, not this one; write into another folder",
-                 out);
+      LORA_CHECK(
+          same_model(existing, config),
+          "--out '{}': the config.json beside it describes another model, not this one; write into another folder",
+          out);
     }
 
     // The base model, and what it computes on a few tokens.
     auto model = models::load_model(weights, config_name);
     model->eval();
-    fmt::print("base: {} ({}, {} layers, hidden {}, {} parameters)\n", weights, model->model_type(), model->dims().n_layer,
-               model->dims().hidden, model->num_parameters());
+    fmt::print("base: {} ({}, {} layers, hidden {}, {} parameters)\n", weights, model->model_type(),
+               model->dims().n_layer, model->dims().hidden, model->num_parameters());
     const std::vector<float> base_logits = probe_logits(*model);
 
     // The adapter, unmerged: the reference the merged model must match.
@@ -157,7 +171,9 @@ int main(int argc, char** argv) {
       fmt::print("{:<34} {:<10} {:>12.4e} {:>14.4e}\n", path, slice_names(*layer), delta, w > 0 ? delta / w : 0.0);
     }
     if (all_zero) {
-      fmt::print(stderr, "notice: the adapter's B matrices are zero (an untrained adapter?): the merged model equals the base\n");
+      fmt::print(
+          stderr,
+          "notice: the adapter's B matrices are zero (an untrained adapter?): the merged model equals the base\n");
     }
 
     const int64_t unwrapped = static_cast<int64_t>(nn::lora_layers(*model).size());
@@ -169,11 +185,13 @@ int main(int argc, char** argv) {
     double scale = 0.0;
     for (float v : adapter_logits) scale = std::max(scale, double(std::abs(v)));
     const double diff = max_abs_diff(merged_logits, adapter_logits), moved = max_abs_diff(adapter_logits, base_logits);
-    LORA_CHECK(diff <= 1e-3 * (1.0 + scale), "merged model's logits differ from the adapter's by {:.3e} (max |logit| {:.3e})",
-               diff, scale);
+    LORA_CHECK(diff <= 1e-3 * (1.0 + scale),
+               "merged model's logits differ from the adapter's by {:.3e} (max |logit| {:.3e})", diff, scale);
     fmt::print("\nmerged {} layers and removed their LoRA wrappers\n", unwrapped);
-    fmt::print("check on {} tokens: merged logits match base + adapter within {:.2e} (the adapter moves them by up to {:.2e})\n",
-               std::min<int64_t>(16, model->dims().context_length), diff, moved);
+    fmt::print(
+        "check on {} tokens: merged logits match base + adapter within {:.2e} (the adapter moves them by up to "
+        "{:.2e})\n",
+        std::min<int64_t>(16, model->dims().context_length), diff, moved);
 
     // Write a plain model in Hugging Face's layout.
     if (to_file) {
@@ -188,8 +206,8 @@ int main(int argc, char** argv) {
                  write_config ? "wrote" : "kept the existing (same shape)", config_path.string());
     } else {
       models::save_hf_checkpoint(*model, out);
-      fmt::print("wrote {} ({}) and {}\n", out_weights.string(), tools::human_bytes(int64_t(fs::file_size(out_weights))),
-                 (fs::path(out) / "config.json").string());
+      fmt::print("wrote {} ({}) and {}\n", out_weights.string(),
+                 tools::human_bytes(int64_t(fs::file_size(out_weights))), (fs::path(out) / "config.json").string());
     }
     fmt::print("run it with: generate --weights {}\n", out);
     return 0;

@@ -7,8 +7,8 @@
 // The N tokens are cut into W = floor((N - 1) / T) windows: window k reads tokens kT .. kT+T-1 and predicts
 // kT+1 .. kT+T. The mean loss is over all W*T predicted tokens; perplexity = exp(mean loss).
 // With --json the last line of stdout is {"mean_loss", "perplexity", "tokens", "windows"}.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -32,37 +32,44 @@
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Perplexity of a causal LM on a text file or an llm.c .bin token file (non-overlapping windows)."};
   std::string weights, config_name, tokenizer_path, data_path, base_dtype = "f32";
   int64_t seq = 0, batch = 4, max_windows = 0;
   bool json = false;
-  app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors) or a .safetensors file");
-  app.add_option("--config", config_name, "A config.json path or a preset (gpt2, ..., tiny, smollm2-135m, llama-tiny): for a bare .safetensors file, or the random model");
-  app.add_option("--tokenizer", tokenizer_path, "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
+  app.add_option("--weights", weights,
+                 "Hugging Face model folder (config.json + model.safetensors) or a .safetensors file");
+  app.add_option("--config", config_name,
+                 "A config.json path or a preset (gpt2, ..., tiny, smollm2-135m, llama-tiny): for a bare .safetensors "
+                 "file, or the random model");
+  app.add_option("--tokenizer", tokenizer_path,
+                 "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
   app.add_option("--data", data_path, "Text file (encoded with the tokenizer) or llm.c .bin token file")->required();
   app.add_option("--seq", seq, "Window length T (default: min(1024, the model's context))")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "Windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--max-windows", max_windows, "Evaluate at most this many windows (0 = all)")->capture_default_str()
+  app.add_option("--max-windows", max_windows, "Evaluate at most this many windows (0 = all)")
+      ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--base-dtype", base_dtype, "Hold the linear layers' weights as f32, bf16, q8_0 (or int8), q4_0 or nf4 (quantized on load)")->capture_default_str();
+  app.add_option("--base-dtype", base_dtype,
+                 "Hold the linear layers' weights as f32, bf16, q8_0 (or int8), q4_0 or nf4 (quantized on load)")
+      ->capture_default_str();
   app.add_flag("--json", json, "End with one JSON line: mean_loss, perplexity, tokens, windows");
   CLI11_PARSE(app, argc, argv);
 
   try {
     if (weights.empty()) {
-      std::cerr << "notice: no --weights given: using a randomly initialised '" << (config_name.empty() ? "gpt2" : config_name)
+      std::cerr << "notice: no --weights given: using a randomly initialised '"
+                << (config_name.empty() ? "gpt2" : config_name)
                 << "' model, so expect a loss near ln(vocabulary size)\n";
     }
     const lora::QuantFormat base_format = lora::parse_quant_format(base_dtype);
     std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name);
     if (base_format != lora::QuantFormat::F32) {
       model->freeze();  // evaluation: nothing trains
-      std::cerr << fmt::format("base weights as {}: {}\n", base_dtype, lora::models::quantize_base(*model, base_format).str());
+      std::cerr << fmt::format("base weights as {}: {}\n", base_dtype,
+                               lora::models::quantize_base(*model, base_format).str());
     }
     const int64_t context = model->dims().context_length, vocab = model->dims().vocab_size;
     // An llm.c token file (by its magic; a .bin without it is refused); anything else is UTF-8 text for the
@@ -105,7 +112,8 @@ int main(int argc, char** argv) {
         std::copy(first, first + T, ids.begin() + b * T);
         std::copy(first + 1, first + T + 1, targets.begin() + b * T);
       }
-      const lora::Tensor loss = model->loss(lora::Tensor::from_vector(ids, {B, T}), lora::Tensor::from_vector(targets, {B, T}));
+      const lora::Tensor loss =
+          model->loss(lora::Tensor::from_vector(ids, {B, T}), lora::Tensor::from_vector(targets, {B, T}));
       loss_sum += loss.item() * static_cast<double>(B);  // the batch's mean over B*T tokens, times B windows
 
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();

@@ -16,8 +16,8 @@
 // end-of-turn token (models/stop_tokens.h).
 // Without --weights the model is randomly initialised (for trying the server out: the text is gibberish).
 // Ctrl-C stops it.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -39,51 +39,80 @@
 namespace {
 
 std::atomic<bool> g_stop{false};
-extern "C" void on_signal(int) { g_stop = true; }
+extern "C" void on_signal(int) {
+  g_stop = true;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Serve a causal LM and its LoRA adapters over HTTP (OpenAI-compatible /v1/completions and /v1/chat/completions)."};
+  CLI::App app{
+      "Serve a causal LM and its LoRA adapters over HTTP (OpenAI-compatible /v1/completions and "
+      "/v1/chat/completions)."};
   std::string weights, config_name, tokenizer_path, chat_template_path;
   std::vector<std::string> adapters;
   lora::serve::ServerOptions server;
   lora::serve::EngineOptions engine_options;
   int64_t max_adapters = 64;
   uint64_t seed = 0;
-  app.add_option("--weights", weights, "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file");
-  app.add_option("--config", config_name, "A config.json path or a preset (gpt2, tiny, llama-tiny, ...): for a bare .safetensors file, or the random model");
-  app.add_option("--tokenizer", tokenizer_path, "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
-  app.add_option("--chat-template", chat_template_path, "A Jinja chat template file for /v1/chat/completions (default: the model folder's)");
+  app.add_option("--weights", weights,
+                 "Hugging Face model folder (config.json + model.safetensors or shards) or a .safetensors file");
+  app.add_option("--config", config_name,
+                 "A config.json path or a preset (gpt2, tiny, llama-tiny, ...): for a bare .safetensors file, or the "
+                 "random model");
+  app.add_option("--tokenizer", tokenizer_path,
+                 "tokenizer.json or a folder with tokenizer files (default: the model folder's, or GPT-2's for GPT-2)");
+  app.add_option("--chat-template", chat_template_path,
+                 "A Jinja chat template file for /v1/chat/completions (default: the model folder's)");
   app.add_option("--adapter", adapters, "NAME=DIR: a PEFT adapter folder served as model NAME (repeatable)");
   app.add_option("--host", server.host, "Address to listen on")->capture_default_str();
-  app.add_option("--port", server.port, "Port to listen on (0: any free port)")->capture_default_str()->check(CLI::Range(0, 65535));
-  app.add_option("--model-name", server.model_name, "The base model's name in requests and /v1/models")->capture_default_str();
-  app.add_option("--max-sequences", engine_options.max_sequences, "Sequences decoded at once (KV-cache slots)")->capture_default_str()->check(CLI::Range(1, 4096));
-  app.add_option("--max-queue", engine_options.max_queue, "Requests waiting beyond which the server answers 429")->capture_default_str()->check(CLI::Range(0, 1 << 20));
-  app.add_option("--context", engine_options.capacity, "Tokens per sequence, prompt included (0: the model's context)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--max-tokens-limit", server.limits.max_tokens, "The largest max_tokens a request may ask for")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--max-body-bytes", server.max_body_bytes, "The largest request body")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--max-adapters", max_adapters, "Adapters resident at once")->capture_default_str()->check(CLI::Range(1, 65536));
+  app.add_option("--port", server.port, "Port to listen on (0: any free port)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  app.add_option("--model-name", server.model_name, "The base model's name in requests and /v1/models")
+      ->capture_default_str();
+  app.add_option("--max-sequences", engine_options.max_sequences, "Sequences decoded at once (KV-cache slots)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--max-queue", engine_options.max_queue, "Requests waiting beyond which the server answers 429")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--context", engine_options.capacity, "Tokens per sequence, prompt included (0: the model's context)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-tokens-limit", server.limits.max_tokens, "The largest max_tokens a request may ask for")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-body-bytes", server.max_body_bytes, "The largest request body")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-adapters", max_adapters, "Adapters resident at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
   app.add_option("--seed", seed, "Seed of the random model (without --weights)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   try {
     if (weights.empty()) {
-      std::cerr << "notice: no --weights given: using a randomly initialised '" << (config_name.empty() ? "gpt2" : config_name)
-                << "' model, so the text will be gibberish\n";
+      std::cerr << "notice: no --weights given: using a randomly initialised '"
+                << (config_name.empty() ? "gpt2" : config_name) << "' model, so the text will be gibberish\n";
     }
     auto model = lora::models::load_model(weights, config_name, seed);
     const auto tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
     const std::string folder = lora::models::model_folder_of(weights);
     std::shared_ptr<const lora::chat::ChatTemplate> chat;
     if (!chat_template_path.empty()) {
-      chat = std::make_shared<const lora::chat::ChatTemplate>(lora::chat::ChatTemplate::from_file(chat_template_path, folder));
+      chat = std::make_shared<const lora::chat::ChatTemplate>(
+          lora::chat::ChatTemplate::from_file(chat_template_path, folder));
     } else if (!folder.empty()) {
-      if (auto t = lora::chat::ChatTemplate::from_model_folder(folder)) chat = std::make_shared<const lora::chat::ChatTemplate>(std::move(*t));
+      if (auto t = lora::chat::ChatTemplate::from_model_folder(folder))
+        chat = std::make_shared<const lora::chat::ChatTemplate>(std::move(*t));
     }
     server.chat_template = chat;
-    std::cerr << "chat template: " << (chat ? chat->origin() : std::string("none (/v1/chat/completions needs --chat-template, or an adapter's own)")) << '\n';
+    std::cerr << "chat template: "
+              << (chat ? chat->origin()
+                       : std::string("none (/v1/chat/completions needs --chat-template, or an adapter's own)"))
+              << '\n';
     const lora::models::StopTokens stops = lora::models::stop_tokens(
         *model, lora::models::generation_config_folder(weights, config_name), *tokenizer, chat.get());
     engine_options.eos_token_ids = stops.ids;
@@ -109,10 +138,11 @@ int main(int argc, char** argv) {
     const int port = http.start();
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
-    std::cerr << fmt::format("serving '{}' and {} adapters on http://{}:{} ({} sequences at once, {} waiting at most, "
-                             "context {})\n",
-                             server.model_name, set.size(), server.host, port, engine_options.max_sequences,
-                             engine_options.max_queue, engine.capacity());
+    std::cerr << fmt::format(
+        "serving '{}' and {} adapters on http://{}:{} ({} sequences at once, {} waiting at most, "
+        "context {})\n",
+        server.model_name, set.size(), server.host, port, engine_options.max_sequences, engine_options.max_queue,
+        engine.capacity());
     while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     std::cerr << "stopping\n";
     http.stop();

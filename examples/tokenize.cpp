@@ -93,8 +93,9 @@ std::vector<int32_t> parse_ids(const std::string& input) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Tokenize stdin into token ids, or decode ids (--decode) into text, with a Hugging Face "
-               "tokenizer.json, a model folder or GPT-2's files."};
+  CLI::App app{
+      "Tokenize stdin into token ids, or decode ids (--decode) into text, with a Hugging Face "
+      "tokenizer.json, a model folder or GPT-2's files."};
   std::string tokenizer_path = lora::tokenizer::GPT2Tokenizer::default_dir().string();
   bool decode = false, json = false, allow_special = false, add_special = false, skip_special = false;
   app.add_option("--tokenizer,-t", tokenizer_path,
@@ -116,8 +117,7 @@ int main(int argc, char** argv) {
                  "Read a fine-tuning data file (JSONL or a .json array of text, prompt/completion, Alpaca, messages "
                  "or ShareGPT records) instead of stdin and write each example as training sees it, one JSON line "
                  "each: {\"input_ids\": [...], \"labels\": [...]} (labels -100 where not trained)");
-  app.add_option("--format", format_name,
-                 "With --data: auto, text, prompt_completion, alpaca, messages or sharegpt")
+  app.add_option("--format", format_name, "With --data: auto, text, prompt_completion, alpaca, messages or sharegpt")
       ->capture_default_str();
   app.add_flag("--train-on-inputs", train_on_inputs, "With --data: train on every token (prompts and user turns too)");
   app.add_option("--chat-template", template_path,
@@ -127,7 +127,8 @@ int main(int argc, char** argv) {
 
   try {
     if (!decode && skip_special) LORA_FAIL("--skip-special-tokens applies to --decode only");
-    if (decode && (allow_special || add_special)) LORA_FAIL("--allow-special and --add-special-tokens apply to encoding only");
+    if (decode && (allow_special || add_special))
+      LORA_FAIL("--allow-special and --add-special-tokens apply to encoding only");
     if (data_path.empty() && (format_name != "auto" || train_on_inputs || !template_path.empty()))
       LORA_FAIL("--format, --train-on-inputs and --chat-template apply to --data only");
     if (!data_path.empty() && (decode || allow_special || add_special))
@@ -150,10 +151,11 @@ int main(int argc, char** argv) {
       } else if (lora::train::is_conversation_format(detected.format)) {
         chat_template = lora::chat::ChatTemplate::from_model_folder(folder.string());
       }
-      const lora::train::LoadedExamples loaded = lora::train::load_examples(
-          data_path, *tokenizer,
-          {.format = detected.format, .train_on_inputs = train_on_inputs,
-           .chat_template = chat_template ? &*chat_template : nullptr});
+      const lora::train::LoadedExamples loaded =
+          lora::train::load_examples(data_path, *tokenizer,
+                                     {.format = detected.format,
+                                      .train_on_inputs = train_on_inputs,
+                                      .chat_template = chat_template ? &*chat_template : nullptr});
       for (const lora::train::Example& example : loaded.examples) {
         std::cout << nlohmann::json{{"input_ids", example.ids}, {"labels", example.labels}}.dump() << '\n';
       }

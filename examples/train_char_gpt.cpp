@@ -9,8 +9,8 @@
 // Read next: models/gpt2/model.cpp (the forward pass), models/registry.h (create_model), tools/char_lm.h
 // (the vocabulary, held-out loss, sampling), docs/training-step.md (one step, file by file); then
 // examples/lora_char_gpt.cpp (rung 4).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -60,27 +60,65 @@ void print_sample(models::CausalLM& model, const tools::CharVocab& vocab, const 
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{"Train a small character-level GPT-2 from scratch on Tiny Shakespeare, with samples as it learns."};
-  app.add_option("--data", o.data, "training text (ASCII; 90% trains, the last 10% is held out)")->capture_default_str();
-  app.add_option("--out", o.out, "folder to save the model (config.json, model.safetensors) and char_vocab.json into")->capture_default_str();
-  app.add_option("--steps", o.steps, "training steps")->check(CLI::Range(int64_t{1}, int64_t{1} << 30))->capture_default_str();
-  app.add_option("--batch", o.batch, "sequences per step")->check(CLI::Range(int64_t{1}, int64_t{4096}))->capture_default_str();
-  app.add_option("--seq", o.seq, "characters per sequence, and the model's context length")->check(CLI::Range(int64_t{2}, int64_t{4096}))->capture_default_str();
-  app.add_option("--layers", o.layers, "transformer blocks")->check(CLI::Range(int64_t{1}, int64_t{64}))->capture_default_str();
-  app.add_option("--embd", o.embd, "width of the residual stream")->check(CLI::Range(int64_t{1}, int64_t{4096}))->capture_default_str();
-  app.add_option("--heads", o.heads, "attention heads (must divide --embd)")->check(CLI::Range(int64_t{1}, int64_t{256}))->capture_default_str();
-  app.add_option("--dropout", o.dropout, "dropout of embeddings, residual branches and attention")->check(CLI::Range(0.0, 0.9))->capture_default_str();
+  app.add_option("--data", o.data, "training text (ASCII; 90% trains, the last 10% is held out)")
+      ->capture_default_str();
+  app.add_option("--out", o.out, "folder to save the model (config.json, model.safetensors) and char_vocab.json into")
+      ->capture_default_str();
+  app.add_option("--steps", o.steps, "training steps")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per step")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}))
+      ->capture_default_str();
+  app.add_option("--seq", o.seq, "characters per sequence, and the model's context length")
+      ->check(CLI::Range(int64_t{2}, int64_t{4096}))
+      ->capture_default_str();
+  app.add_option("--layers", o.layers, "transformer blocks")
+      ->check(CLI::Range(int64_t{1}, int64_t{64}))
+      ->capture_default_str();
+  app.add_option("--embd", o.embd, "width of the residual stream")
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}))
+      ->capture_default_str();
+  app.add_option("--heads", o.heads, "attention heads (must divide --embd)")
+      ->check(CLI::Range(int64_t{1}, int64_t{256}))
+      ->capture_default_str();
+  app.add_option("--dropout", o.dropout, "dropout of embeddings, residual branches and attention")
+      ->check(CLI::Range(0.0, 0.9))
+      ->capture_default_str();
   app.add_option("--lr", o.lr, "peak learning rate (AdamW)")->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app.add_option("--min-lr", o.min_lr, "learning rate at the end of the cosine decay")->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app.add_option("--warmup", o.warmup, "steps of linear warm-up")->check(CLI::Range(int64_t{0}, int64_t{1} << 30))->capture_default_str();
-  app.add_option("--weight-decay", o.weight_decay, "AdamW's decoupled weight decay")->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app.add_option("--grad-clip", o.grad_clip, "clip the global gradient norm to this (0: off)")->check(CLI::Range(0.0, 1e6))->capture_default_str();
-  app.add_option("--eval-every", o.eval_every, "held-out loss and a sample every N steps (0: at the end only)")->check(CLI::Range(int64_t{0}, int64_t{1} << 30))->capture_default_str();
-  app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation (4x at the end)")->check(CLI::Range(int64_t{1}, int64_t{10000}))->capture_default_str();
-  app.add_option("--log-every", o.log_every, "print the training loss every N steps")->check(CLI::Range(int64_t{1}, int64_t{1} << 30))->capture_default_str();
-  app.add_option("--sample-chars", o.sample_chars, "characters per sample (twice as many at the end; 0: no samples)")->check(CLI::Range(int64_t{0}, int64_t{100000}))->capture_default_str();
-  app.add_option("--temperature", o.temperature, "sampling temperature (0: greedy)")->check(CLI::Range(0.0, 10.0))->capture_default_str();
+  app.add_option("--min-lr", o.min_lr, "learning rate at the end of the cosine decay")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--warmup", o.warmup, "steps of linear warm-up")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--weight-decay", o.weight_decay, "AdamW's decoupled weight decay")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--grad-clip", o.grad_clip, "clip the global gradient norm to this (0: off)")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
+  app.add_option("--eval-every", o.eval_every, "held-out loss and a sample every N steps (0: at the end only)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--eval-batches", o.eval_batches, "held-out batches per evaluation (4x at the end)")
+      ->check(CLI::Range(int64_t{1}, int64_t{10000}))
+      ->capture_default_str();
+  app.add_option("--log-every", o.log_every, "print the training loss every N steps")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--sample-chars", o.sample_chars, "characters per sample (twice as many at the end; 0: no samples)")
+      ->check(CLI::Range(int64_t{0}, int64_t{100000}))
+      ->capture_default_str();
+  app.add_option("--temperature", o.temperature, "sampling temperature (0: greedy)")
+      ->check(CLI::Range(0.0, 10.0))
+      ->capture_default_str();
   app.add_option("--prompt", o.prompt, "text the samples continue (default: a newline)");
-  app.add_option("--threads", o.threads, "threads for the kernels (on a busy 2-core machine, two threads took 0.85 s a step against 0.15 s for one)")->check(CLI::Range(int64_t{1}, int64_t{1024}))->capture_default_str();
+  app.add_option(
+         "--threads", o.threads,
+         "threads for the kernels (on a busy 2-core machine, two threads took 0.85 s a step against 0.15 s for one)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1024}))
+      ->capture_default_str();
   app.add_option("--seed", o.seed, "seed of the weights, the batches and the samples")->capture_default_str();
   app.add_flag("--json", o.json, "end with one JSON line: losses, steps, seconds, where the model went");
   CLI11_PARSE(app, argc, argv);
@@ -97,15 +135,17 @@ int main(int argc, char** argv) {
     const std::string text = read_file(o.data, "--data");
     const tools::CharVocab vocab = tools::CharVocab::from_text(text);
     const tools::CharSplit split = tools::split_ids(vocab.encode(text, "--data '" + o.data + "'"));
-    LORA_CHECK(static_cast<int64_t>(split.val.size()) > o.seq, "--data '{}': {} held-out characters, too few for "
-               "--seq {}", o.data, split.val.size(), o.seq);
+    LORA_CHECK(static_cast<int64_t>(split.val.size()) > o.seq,
+               "--data '{}': {} held-out characters, too few for "
+               "--seq {}",
+               o.data, split.val.size(), o.seq);
     fmt::print("data: {} ({} characters, vocabulary of {}), {} for training, {} held out\n", o.data, text.size(),
                vocab.size(), split.train.size(), split.val.size());
 
     // ---- The model: GPT-2's architecture at a small size, described by the config.json it is saved with.
     const nlohmann::json config = {
-        {"model_type", "gpt2"},   {"vocab_size", vocab.size()}, {"n_positions", o.seq},     {"n_embd", o.embd},
-        {"n_layer", o.layers},    {"n_head", o.heads},          {"resid_pdrop", o.dropout}, {"embd_pdrop", o.dropout},
+        {"model_type", "gpt2"},    {"vocab_size", vocab.size()}, {"n_positions", o.seq},     {"n_embd", o.embd},
+        {"n_layer", o.layers},     {"n_head", o.heads},          {"resid_pdrop", o.dropout}, {"embd_pdrop", o.dropout},
         {"attn_pdrop", o.dropout}, {"tie_word_embeddings", true}};
     std::shared_ptr<models::CausalLM> model = models::create_model({config, "train_char_gpt's flags"}, o.seed);
     fmt::print("model: {} -> {} parameters; threads: {}\n", config.dump(), model->num_parameters(), num_threads());
@@ -119,7 +159,8 @@ int main(int argc, char** argv) {
     const uint64_t eval_seed = o.seed + 999;  // the same held-out windows at every evaluation
     const double uniform = std::log(static_cast<double>(vocab.size()));
     fmt::print("held-out loss before training: {:.4f} (a uniform guess: ln {} = {:.4f})\n",
-               tools::held_out_loss(*model, split.val, o.batch, o.seq, o.eval_batches, eval_seed), vocab.size(), uniform);
+               tools::held_out_loss(*model, split.val, o.batch, o.seq, o.eval_batches, eval_seed), vocab.size(),
+               uniform);
 
     // ---- Training: ids -> loss -> backward -> clip -> AdamW (docs/training-step.md follows one step).
     const auto t_start = std::chrono::steady_clock::now();
@@ -135,10 +176,11 @@ int main(int argc, char** argv) {
       loss_sum += last_loss, ++loss_count;
       if (step % o.log_every == 0 || step == o.steps) {
         const double elapsed = seconds_since(t_start);
-        fmt::print("step {:>5}/{} | loss {:.4f} | grad norm {:.2f} | lr {:.2e} | {:.0f} chars/s | {:.0f} s | ETA {:.0f} s\n",
-                   step, o.steps, loss_sum / static_cast<double>(loss_count), norm, optimizer.lr(),
-                   static_cast<double>(step * o.batch * o.seq) / elapsed, elapsed,
-                   elapsed / static_cast<double>(step) * static_cast<double>(o.steps - step));
+        fmt::print(
+            "step {:>5}/{} | loss {:.4f} | grad norm {:.2f} | lr {:.2e} | {:.0f} chars/s | {:.0f} s | ETA {:.0f} s\n",
+            step, o.steps, loss_sum / static_cast<double>(loss_count), norm, optimizer.lr(),
+            static_cast<double>(step * o.batch * o.seq) / elapsed, elapsed,
+            elapsed / static_cast<double>(step) * static_cast<double>(o.steps - step));
         std::fflush(stdout);
         loss_sum = 0, loss_count = 0;
       }
@@ -153,9 +195,12 @@ int main(int argc, char** argv) {
     // ---- How good is it? Held-out loss in nats per character, next to what no learning would give.
     const double val = tools::held_out_loss(*model, split.val, o.batch, o.seq, 4 * o.eval_batches, eval_seed);
     const double unigram = tools::unigram_entropy(split.train, vocab.size());
-    fmt::print("\ntrained {} steps in {:.0f} s ({:.2f} s/step)\n", o.steps, seconds, seconds / static_cast<double>(o.steps));
-    fmt::print("held-out loss {:.4f} nats/char ({:.3f} bits/char); for scale: uniform {:.4f}, character frequencies "
-               "alone {:.4f}\n", val, val / std::log(2.0), uniform, unigram);
+    fmt::print("\ntrained {} steps in {:.0f} s ({:.2f} s/step)\n", o.steps, seconds,
+               seconds / static_cast<double>(o.steps));
+    fmt::print(
+        "held-out loss {:.4f} nats/char ({:.3f} bits/char); for scale: uniform {:.4f}, character frequencies "
+        "alone {:.4f}\n",
+        val, val / std::log(2.0), uniform, unigram);
     if (o.sample_chars > 0) print_sample(*model, vocab, o, 2 * o.sample_chars, "at the end");
 
     // ---- Save: Hugging Face's layout (any lora.cpp program loads it with --weights) and the vocabulary.
@@ -163,9 +208,14 @@ int main(int argc, char** argv) {
     vocab.save((std::filesystem::path(o.out) / "char_vocab.json").string());
     fmt::print("saved the model and its vocabulary to {}/ (config.json, model.safetensors, char_vocab.json)\n", o.out);
     if (o.json) {
-      fmt::print("{}\n", nlohmann::json{{"held_out_loss", val}, {"last_train_loss", last_loss}, {"steps", o.steps},
-                                        {"seconds", seconds}, {"parameters", model->num_parameters()},
-                                        {"unigram_entropy", unigram}, {"out", o.out}}.dump());
+      fmt::print("{}\n", nlohmann::json{{"held_out_loss", val},
+                                        {"last_train_loss", last_loss},
+                                        {"steps", o.steps},
+                                        {"seconds", seconds},
+                                        {"parameters", model->num_parameters()},
+                                        {"unigram_entropy", unigram},
+                                        {"out", o.out}}
+                             .dump());
     }
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());

@@ -8,8 +8,8 @@
 // Read next: nn/module.h (parameters, children, named_parameters), nn/linear.h, optim/sgd.h and
 // optim/adam.h (the update rules, written out), autograd/ops/cross_entropy.cpp; then
 // examples/train_char_gpt.cpp (rung 3: the same loop on a GPT).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -34,8 +34,8 @@ namespace {
 // Data: points [n, 2] and their classes [n]
 
 struct Dataset {
-  std::vector<float> points;   // [n, 2], row-major
-  std::vector<int32_t> labels; // [n]
+  std::vector<float> points;    // [n, 2], row-major
+  std::vector<int32_t> labels;  // [n]
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
 };
 
@@ -151,7 +151,8 @@ void write_svg(const std::string& path, const std::vector<Panel>& panels, const 
   for (int64_t row = 0; row < grid; ++row) {
     for (int64_t col = 0; col < grid; ++col) {
       centres.push_back(static_cast<float>(x0 + (static_cast<double>(col) + 0.5) / static_cast<double>(grid) * span));
-      centres.push_back(static_cast<float>(y0 + span - (static_cast<double>(row) + 0.5) / static_cast<double>(grid) * span));
+      centres.push_back(
+          static_cast<float>(y0 + span - (static_cast<double>(row) + 0.5) / static_cast<double>(grid) * span));
     }
   }
   const double width = pad + static_cast<double>(panels.size()) * (size + pad), height = size + 2 * pad;
@@ -161,8 +162,9 @@ void write_svg(const std::string& path, const std::vector<Panel>& panels, const 
       "top -->\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
       width, height);
   for (size_t p = 0; p < panels.size(); ++p) {
-    svg += fmt::format("<g class=\"panel\" transform=\"translate({:.0f},{:.0f})\">\n<text x=\"0\" y=\"-10\">{}</text>\n",
-                       pad + static_cast<double>(p) * (size + pad), pad, panels[p].title);
+    svg +=
+        fmt::format("<g class=\"panel\" transform=\"translate({:.0f},{:.0f})\">\n<text x=\"0\" y=\"-10\">{}</text>\n",
+                    pad + static_cast<double>(p) * (size + pad), pad, panels[p].title);
     // Decision regions: each row of cells as runs of one class, one rect per run, grouped by class (the
     // group carries the colour) to keep the file small.
     const std::vector<int32_t> cls = predict(*panels[p].model, centres);
@@ -206,27 +208,45 @@ void write_svg(const std::string& path, const std::vector<Panel>& panels, const 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Train a small MLP classifier on a 2-D problem with SGD and with Adam; write the decision boundaries "
-               "as an SVG."};
+  CLI::App app{
+      "Train a small MLP classifier on a 2-D problem with SGD and with Adam; write the decision boundaries "
+      "as an SVG."};
   std::string dataset = "spirals", out = "runs/train_mlp.svg";
   int64_t classes = 3, per_class = 100, hidden = 64, steps = 2000, grid = 80, log_every = 200, threads = 1;
   double noise = -1, sgd_lr = 0.1, momentum = 0.9, adam_lr = 0.01;
   uint64_t seed = 0;
   bool json = false;
-  app.add_option("--dataset", dataset, "spirals or moons")->check(CLI::IsMember({"spirals", "moons"}))->capture_default_str();
-  app.add_option("--classes", classes, "spiral arms (spirals only; moons has 2)")->check(CLI::Range(2, 8))->capture_default_str();
-  app.add_option("--points", per_class, "training points per class (as many again are held out)")->check(CLI::Range(2, 100000))->capture_default_str();
-  app.add_option("--noise", noise, "noise of the points (default: 0.2 rad for spirals, 0.1 for moons)")->check(CLI::Range(0.0, 10.0));
-  app.add_option("--hidden", hidden, "width of the two hidden layers")->check(CLI::Range(1, 4096))->capture_default_str();
-  app.add_option("--steps", steps, "full-batch steps per optimizer")->check(CLI::Range(1, 1000000))->capture_default_str();
+  app.add_option("--dataset", dataset, "spirals or moons")
+      ->check(CLI::IsMember({"spirals", "moons"}))
+      ->capture_default_str();
+  app.add_option("--classes", classes, "spiral arms (spirals only; moons has 2)")
+      ->check(CLI::Range(2, 8))
+      ->capture_default_str();
+  app.add_option("--points", per_class, "training points per class (as many again are held out)")
+      ->check(CLI::Range(2, 100000))
+      ->capture_default_str();
+  app.add_option("--noise", noise, "noise of the points (default: 0.2 rad for spirals, 0.1 for moons)")
+      ->check(CLI::Range(0.0, 10.0));
+  app.add_option("--hidden", hidden, "width of the two hidden layers")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--steps", steps, "full-batch steps per optimizer")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   app.add_option("--sgd-lr", sgd_lr, "SGD learning rate")->check(CLI::Range(0.0, 100.0))->capture_default_str();
   app.add_option("--momentum", momentum, "SGD momentum")->check(CLI::Range(0.0, 0.999))->capture_default_str();
   app.add_option("--adam-lr", adam_lr, "Adam learning rate")->check(CLI::Range(0.0, 100.0))->capture_default_str();
   app.add_option("--out", out, "the SVG to write")->capture_default_str();
-  app.add_option("--grid", grid, "cells per side of the decision-boundary picture")->check(CLI::Range(2, 400))->capture_default_str();
-  app.add_option("--log-every", log_every, "print loss and accuracy every N steps")->check(CLI::Range(1, 1000000))->capture_default_str();
+  app.add_option("--grid", grid, "cells per side of the decision-boundary picture")
+      ->check(CLI::Range(2, 400))
+      ->capture_default_str();
+  app.add_option("--log-every", log_every, "print loss and accuracy every N steps")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   app.add_option("--seed", seed, "seed of the data and of the initial weights")->capture_default_str();
-  app.add_option("--threads", threads, "threads for the kernels (a problem this small runs fastest on one)")->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_option("--threads", threads, "threads for the kernels (a problem this small runs fastest on one)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   app.add_flag("--json", json, "end with one JSON line of the final accuracies");
   CLI11_PARSE(app, argc, argv);
 
@@ -237,8 +257,11 @@ int main(int argc, char** argv) {
     if (dataset == "moons") classes = 2;
     if (noise < 0) noise = dataset == "moons" ? 0.1 : 0.2;
     Generator data_gen(seed);
-    auto make = [&] { return dataset == "moons" ? make_moons(per_class, noise, data_gen) : make_spirals(classes, per_class, noise, data_gen); };
-    const Dataset train = make(), held_out = make();  // two draws of the same distribution
+    auto make = [&] {
+      return dataset == "moons" ? make_moons(per_class, noise, data_gen)
+                                : make_spirals(classes, per_class, noise, data_gen);
+    };
+    const Dataset train = make(), held_out = make();                        // two draws of the same distribution
     const Tensor X = Tensor::from_vector(train.points, {train.size(), 2});  // [n, 2]
     const Tensor Y = Tensor::from_vector(train.labels, {train.size()});     // [n] class ids
     fmt::print("data: {} ({} classes), {} training points, {} held out, noise {}\n", dataset, classes, train.size(),
@@ -254,8 +277,10 @@ int main(int argc, char** argv) {
       Generator init(seed + 1);
       auto model = std::make_shared<MLP>(hidden, classes, init);
       std::unique_ptr<optim::Optimizer> opt;
-      if (name == "sgd") opt = std::make_unique<optim::SGD>(model->parameters(), optim::SgdOptions{.lr = sgd_lr, .momentum = momentum});
-      else opt = std::make_unique<optim::Adam>(model->parameters(), optim::AdamOptions{.lr = adam_lr});
+      if (name == "sgd")
+        opt = std::make_unique<optim::SGD>(model->parameters(), optim::SgdOptions{.lr = sgd_lr, .momentum = momentum});
+      else
+        opt = std::make_unique<optim::Adam>(model->parameters(), optim::AdamOptions{.lr = adam_lr});
       const std::string label = name == "sgd" ? fmt::format("SGD (lr {:g}, momentum {:g})", sgd_lr, momentum)
                                               : fmt::format("Adam (lr {:g})", adam_lr);
       fmt::print("\n== {}: {} parameters\n", label, model->num_parameters());
@@ -264,7 +289,7 @@ int main(int argc, char** argv) {
       int64_t step_95 = 0;  // the first step (checked every 10) with 95% of the training points right
       for (int64_t step = 1; step <= steps; ++step) {
         Tensor loss = ops::cross_entropy(model->forward(X), Y);  // mean of -log softmax(logits)[label]
-        backward(loss);                                           // fills .grad of the six parameters
+        backward(loss);                                          // fills .grad of the six parameters
         opt->step();
         opt->zero_grad();
         loss_value = loss.item();
@@ -278,10 +303,14 @@ int main(int argc, char** argv) {
         }
       }
       const double train_acc = accuracy(*model, train), held_acc = accuracy(*model, held_out);
-      fmt::print("{}: loss {:.4f}, accuracy {:.1f}% on the training points, {:.1f}% held out; 95% of the training "
-                 "points right after {}\n", label, loss_value, 100 * train_acc, 100 * held_acc,
-                 step_95 > 0 ? fmt::format("{} steps", step_95) : std::string("never"));
-      results[name] = {{"loss", loss_value}, {"train_accuracy", train_acc}, {"held_out_accuracy", held_acc},
+      fmt::print(
+          "{}: loss {:.4f}, accuracy {:.1f}% on the training points, {:.1f}% held out; 95% of the training "
+          "points right after {}\n",
+          label, loss_value, 100 * train_acc, 100 * held_acc,
+          step_95 > 0 ? fmt::format("{} steps", step_95) : std::string("never"));
+      results[name] = {{"loss", loss_value},
+                       {"train_accuracy", train_acc},
+                       {"held_out_accuracy", held_acc},
                        {"steps_to_95", step_95}};
       panels.push_back({fmt::format("{}: {:.1f}% held out", label, 100 * held_acc), model});
     }

@@ -8,8 +8,8 @@
 //   training_step_tour --layers 2 --no-tape
 //
 // Read next: docs/training-step.md (this output, explained file by file), autograd/tape.h, core/memory.h.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -54,7 +54,8 @@ void print_tape() {
       saved += fmt::format("{}{} in {} ({})", saved.empty() ? "" : ", ", format_bytes(int64_t(figures.second)),
                            figures.first == 1 ? "1 tensor" : fmt::format("{} tensors", figures.first), category);
     }
-    fmt::print("  {:>3}  {:<20} {:<14} {}\n", i, nodes[i].op->name(), nodes[i].output_shape.str(), saved.empty() ? "-" : saved);
+    fmt::print("  {:>3}  {:<20} {:<14} {}\n", i, nodes[i].op->name(), nodes[i].output_shape.str(),
+               saved.empty() ? "-" : saved);
   }
   fmt::print("  distinct storages charged to activations: {}\n\n", format_bytes(activation_bytes));
 }
@@ -97,7 +98,8 @@ StepResult one_step(const nlohmann::json& config, bool use_lora, int64_t batch, 
   for (int32_t& id : ids) id = static_cast<int32_t>(gen.below(uint64_t(config["vocab_size"].get<int64_t>())));
   std::vector<int32_t> x(static_cast<size_t>(batch * seq)), y(x.size());
   for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t t = 0; t < seq; ++t) x[b * seq + t] = ids[b * (seq + 1) + t], y[b * seq + t] = ids[b * (seq + 1) + t + 1];
+    for (int64_t t = 0; t < seq; ++t)
+      x[b * seq + t] = ids[b * (seq + 1) + t], y[b * seq + t] = ids[b * (seq + 1) + t + 1];
   }
   const Tensor inputs = Tensor::from_vector(x, {batch, seq}), targets = Tensor::from_vector(y, {batch, seq});
   std::vector<std::string> names;
@@ -128,13 +130,16 @@ StepResult one_step(const nlohmann::json& config, bool use_lora, int64_t batch, 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"One training step of a small GPT-2, full and with LoRA: the tape and the memory by category, phase "
-               "by phase (docs/training-step.md)."};
+  CLI::App app{
+      "One training step of a small GPT-2, full and with LoRA: the tape and the memory by category, phase "
+      "by phase (docs/training-step.md)."};
   int64_t layers = 1, embd = 32, heads = 2, vocab = 65, batch = 2, seq = 8;
   bool no_tape = false;
   app.add_option("--layers", layers, "transformer blocks")->check(CLI::Range(1, 48))->capture_default_str();
   app.add_option("--embd", embd, "width of the residual stream")->check(CLI::Range(1, 4096))->capture_default_str();
-  app.add_option("--heads", heads, "attention heads (must divide --embd)")->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--heads", heads, "attention heads (must divide --embd)")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   app.add_option("--vocab", vocab, "vocabulary size")->check(CLI::Range(2, 100000))->capture_default_str();
   app.add_option("--batch", batch, "sequences")->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--seq", seq, "tokens per sequence")->check(CLI::Range(1, 4096))->capture_default_str();
@@ -146,7 +151,8 @@ int main(int argc, char** argv) {
     LORA_CHECK(embd % heads == 0, "--heads {} must divide --embd {}", heads, embd);
     const nlohmann::json config = {{"model_type", "gpt2"}, {"vocab_size", vocab}, {"n_positions", seq},
                                    {"n_embd", embd},       {"n_layer", layers},   {"n_head", heads}};
-    fmt::print("GPT-2 {}, batch {} x {} tokens\n\n== Full fine-tuning: every weight trains\n\n", config.dump(), batch, seq);
+    fmt::print("GPT-2 {}, batch {} x {} tokens\n\n== Full fine-tuning: every weight trains\n\n", config.dump(), batch,
+               seq);
     const StepResult full = one_step(config, false, batch, seq, !no_tape);
     fmt::print("\n== LoRA, r = 4 on q and v: the base frozen\n\n");
     const StepResult lora = one_step(config, true, batch, seq, !no_tape);
@@ -155,7 +161,8 @@ int main(int argc, char** argv) {
     fmt::print("  {:<20} {:>12} {:>12}\n", "", "full", "LoRA");
     fmt::print("  {:<20} {:>12} {:>12}\n", "trainable params", full.trainable, lora.trainable);
     for (MemoryCategory c : kCategories) {
-      fmt::print("  {:<20} {:>12} {:>12}\n", category_name(c), format_bytes(full.peak.peak[c]), format_bytes(lora.peak.peak[c]));
+      fmt::print("  {:<20} {:>12} {:>12}\n", category_name(c), format_bytes(full.peak.peak[c]),
+                 format_bytes(lora.peak.peak[c]));
     }
     fmt::print("  {:<20} {:>12} {:>12}\n", "total at the peak", format_bytes(full.peak.global_peak),
                format_bytes(lora.peak.global_peak));

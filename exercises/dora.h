@@ -20,10 +20,10 @@ namespace lora::exercises {
 inline Tensor dora_linear(const Tensor& x, const Tensor& W, const Tensor& b, const Tensor& A, const Tensor& B,
                           const Tensor& m, double s) {
   // EXERCISE 3 BEGIN
-  const Tensor w_prime = W + ops::matmul(B, A) * s;                 // [out, in]
-  const Tensor norm = ops::sqrt(ops::sum(ops::square(w_prime), 1)); // [out]
+  const Tensor w_prime = W + ops::matmul(B, A) * s;                            // [out, in]
+  const Tensor norm = ops::sqrt(ops::sum(ops::square(w_prime), 1));            // [out]
   const Tensor z = ops::linear(x, W) + ops::linear(ops::linear(x, A), B) * s;  // [..., out]
-  Tensor y = z * (m / norm);                                        // [..., out] * [out]
+  Tensor y = z * (m / norm);                                                   // [..., out] * [out]
   return b.defined() ? y + b : y;
   // EXERCISE 3 END
 }
@@ -35,7 +35,8 @@ class DoRALinear : public nn::Layer {
   DoRALinear(std::shared_ptr<nn::Linear> base, int64_t rank, double alpha, Generator& gen)
       : base_layer(std::move(base)), scaling_(alpha / static_cast<double>(rank)) {
     LORA_CHECK(rank > 0 && rank <= std::min(base_layer->in_features(), base_layer->out_features()),
-               "DoRA: rank {} does not fit a {} x {} layer", rank, base_layer->out_features(), base_layer->in_features());
+               "DoRA: rank {} does not fit a {} x {} layer", rank, base_layer->out_features(),
+               base_layer->in_features());
     base_layer->freeze();
     register_module("base_layer", base_layer);
     const double bound = 1.0 / std::sqrt(static_cast<double>(base_layer->in_features()));

@@ -36,8 +36,10 @@ class Lion : public optim::Optimizer {
     // EXERCISE 2 BEGIN
     for_each_update([&](Tensor& param, const Tensor& grad, ParamState& state) {
       LORA_CHECK(param.device().is_cpu(), "Lion: parameter on {}: only the CPU is supported", param.device().str());
-      if (param.dtype() == DType::F64) update(param.data<double>(), grad.data<double>(), state.buffers[0].data<double>(), param.numel());
-      else update(param.data<float>(), grad.data<float>(), state.buffers[0].data<float>(), param.numel());
+      if (param.dtype() == DType::F64)
+        update(param.data<double>(), grad.data<double>(), state.buffers[0].data<double>(), param.numel());
+      else
+        update(param.data<float>(), grad.data<float>(), state.buffers[0].data<float>(), param.numel());
     });
     // EXERCISE 2 END
   }

@@ -23,7 +23,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       std::vector<float> row(static_cast<size_t>(t.ne[0]));
       const uint64_t row_bytes = t.nbytes / static_cast<uint64_t>(t.rows());
-      for (int64_t r = 0; r < t.rows(); ++r) lora::gguf::dequantize_row(t.type, t.data + r * row_bytes, row.data(), t.ne[0]);
+      for (int64_t r = 0; r < t.rows(); ++r)
+        lora::gguf::dequantize_row(t.type, t.data + r * row_bytes, row.data(), t.ne[0]);
     }
     try {
       (void)lora::models::gguf_io::config_from_gguf(f);

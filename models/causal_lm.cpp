@@ -35,8 +35,8 @@ nn::KVCache CausalLM::make_kv_cache(int64_t slots, int64_t capacity) const {
 ForwardPlan CausalLM::plan(const ForwardBatch& batch) const {
   const ModelDims d = dims();
   const std::string type = model_type();
-  const ModelLimits limits{type.c_str(), d.context_length, d.n_layer, d.n_kv_head, d.head_dim,
-                           row_adapters_ ? row_adapters_->slots() : 0};
+  const ModelLimits limits{type.c_str(), d.context_length, d.n_layer,
+                           d.n_kv_head,  d.head_dim,       row_adapters_ ? row_adapters_->slots() : 0};
   return plan_forward(batch, limits, rotary());
 }
 
@@ -48,16 +48,17 @@ Tensor CausalLM::run_blocks(const ForwardBatch& batch, const ForwardPlan& plan) 
     if (batch.cache) {
       x = b->forward(x, {plan.pass, &batch.cache->layers[static_cast<size_t>(i)]});
     } else {  // training: checkpointed when CheckpointMode is on (the closure outlives this call)
-      x = nn::checkpoint_block(*b, [b, ctx = BlockContext{plan.pass, nullptr}](const Tensor& h) { return b->forward(h, ctx); },
-                               x);
+      x = nn::checkpoint_block(
+          *b, [b, ctx = BlockContext{plan.pass, nullptr}](const Tensor& h) { return b->forward(h, ctx); }, x);
     }
   }
   return x;
 }
 
 void CausalLM::quantize_inference_head(QuantFormat format) {
-  inference_head_ = format == QuantFormat::F32 ? nullptr
-                                               : std::make_shared<const QuantizedWeight>(quantize_weight(head_weight(), format));
+  inference_head_ = format == QuantFormat::F32
+                        ? nullptr
+                        : std::make_shared<const QuantizedWeight>(quantize_weight(head_weight(), format));
 }
 
 Tensor CausalLM::forward(const ForwardBatch& batch) {
@@ -71,12 +72,15 @@ Tensor CausalLM::forward(const ForwardBatch& batch) {
     return inference_head_ ? ops::quantized_linear(x, inference_head_, Tensor()) : ops::linear(x, head_weight());
   };
   switch (batch.logits) {
-    case LogitRows::None: return Tensor();
-    case LogitRows::All: return head(final_norm(h));
+    case LogitRows::None:
+      return Tensor();
+    case LogitRows::All:
+      return head(final_norm(h));
     case LogitRows::Last:
       if (T == 1) return head(final_norm(ops::reshape(h, {B, C})));
       break;
-    case LogitRows::Given: break;
+    case LogitRows::Given:
+      break;
   }
   // Only the rows asked for go through the norm and the head.
   return head(final_norm(gather_rows(ops::reshape(h, {B * T, C}), p.logit_rows)));
@@ -87,7 +91,8 @@ Tensor CausalLM::loss(const ForwardBatch& batch, const Tensor& targets) {
              model_type(), targets.defined() ? targets.shape().str() : "(none)", batch.ids.shape().str());
   LORA_CHECK(batch.logits == LogitRows::All && !batch.cache,
              "{} loss: the batch must ask for every position's logits and have no KV cache (the loss picks the "
-             "trained positions itself)", model_type());
+             "trained positions itself)",
+             model_type());
   const ForwardPlan p = plan(batch);
   std::optional<nn::RowAdapters::Scope> adapters;
   if (row_adapters_) adapters.emplace(*row_adapters_, batch.adapters);

@@ -22,8 +22,8 @@
 #include "nn/attention.h"
 #include "nn/lora/apply_lora.h"
 #include "nn/module.h"
-#include "nn/row_adapters.h"
 #include "nn/rotary.h"
+#include "nn/row_adapters.h"
 
 namespace lora::models {
 
@@ -32,7 +32,7 @@ struct ModelDims {
   int64_t vocab_size = 0;
   int64_t context_length = 0;  // positions the model was built for
   int64_t n_layer = 0;
-  int64_t hidden = 0;           // the residual stream's width
+  int64_t hidden = 0;  // the residual stream's width
   int64_t n_head = 0, n_kv_head = 0, head_dim = 0;
 };
 

@@ -13,19 +13,66 @@ namespace {
 // generation defaults, label maps, runtime switches. (Fields that would change it are checked below or
 // by each model, and refused when not honoured.)
 const std::set<std::string>& metadata_fields() {
-  static const std::set<std::string> fields = {
-      "_name_or_path", "_commit_hash", "architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
-      "use_cache", "return_dict", "use_return_dict", "output_hidden_states", "output_attentions", "torchscript",
-      "use_bfloat16", "tf_legacy_loss", "is_decoder", "tie_encoder_decoder", "chunk_size_feed_forward",
-      "finetuning_task", "id2label", "label2id", "num_labels", "problem_type", "tokenizer_class", "prefix",
-      "task_specific_params", "pad_token_id", "sep_token_id", "decoder_start_token_id", "max_length", "min_length",
-      "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty", "temperature", "top_k",
-      "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
-      "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
-      "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
-      "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "_attn_implementation",
-      "_attn_implementation_autoset", "attn_implementation", "cross_attention_hidden_size", "gradient_checkpointing",
-      "initializer_range"};
+  static const std::set<std::string> fields = {"_name_or_path",
+                                               "_commit_hash",
+                                               "architectures",
+                                               "model_type",
+                                               "transformers_version",
+                                               "torch_dtype",
+                                               "dtype",
+                                               "use_cache",
+                                               "return_dict",
+                                               "use_return_dict",
+                                               "output_hidden_states",
+                                               "output_attentions",
+                                               "torchscript",
+                                               "use_bfloat16",
+                                               "tf_legacy_loss",
+                                               "is_decoder",
+                                               "tie_encoder_decoder",
+                                               "chunk_size_feed_forward",
+                                               "finetuning_task",
+                                               "id2label",
+                                               "label2id",
+                                               "num_labels",
+                                               "problem_type",
+                                               "tokenizer_class",
+                                               "prefix",
+                                               "task_specific_params",
+                                               "pad_token_id",
+                                               "sep_token_id",
+                                               "decoder_start_token_id",
+                                               "max_length",
+                                               "min_length",
+                                               "do_sample",
+                                               "early_stopping",
+                                               "num_beams",
+                                               "num_beam_groups",
+                                               "diversity_penalty",
+                                               "temperature",
+                                               "top_k",
+                                               "top_p",
+                                               "typical_p",
+                                               "repetition_penalty",
+                                               "length_penalty",
+                                               "no_repeat_ngram_size",
+                                               "encoder_no_repeat_ngram_size",
+                                               "bad_words_ids",
+                                               "num_return_sequences",
+                                               "output_scores",
+                                               "return_dict_in_generate",
+                                               "forced_bos_token_id",
+                                               "forced_eos_token_id",
+                                               "remove_invalid_values",
+                                               "exponential_decay_length_penalty",
+                                               "suppress_tokens",
+                                               "begin_suppress_tokens",
+                                               "_attn_implementation",
+                                               "_attn_implementation_autoset",
+                                               "attn_implementation",
+                                               "cross_attention_hidden_size",
+                                               "gradient_checkpointing",
+                                               "initializer_range"};
   return fields;
 }
 
@@ -41,7 +88,8 @@ std::string type_name(const nlohmann::json& j) {
 
 }  // namespace
 
-ConfigReader::ConfigReader(nlohmann::json json, std::string source) : json_(std::move(json)), source_(std::move(source)) {
+ConfigReader::ConfigReader(nlohmann::json json, std::string source)
+    : json_(std::move(json)), source_(std::move(source)) {
   LORA_CHECK(json_.is_object(), "config {}: expected a JSON object, got {}", source_, type_name(json_));
   // Fields that would turn the model into something else: refused unless they say "no".
   for (const char* key : {"is_encoder_decoder", "add_cross_attention"}) {
@@ -72,7 +120,9 @@ ConfigReader ConfigReader::from_file(const std::string& path) {
   return ConfigReader(std::move(j), "'" + path + "'");
 }
 
-bool ConfigReader::has(const std::string& key) const { return json_.contains(key) && !json_[key].is_null(); }
+bool ConfigReader::has(const std::string& key) const {
+  return json_.contains(key) && !json_[key].is_null();
+}
 
 void ConfigReader::fail(const std::string& key, const std::string& message) const {
   LORA_FAIL("config {}: '{}' {}", source_, key, message);
@@ -87,13 +137,13 @@ int64_t ConfigReader::integer(const std::string& key, int64_t fallback, int64_t 
   const nlohmann::json* j = field(key);
   if (!j) return fallback;
   // Integral floats (2048.0) appear in hand-edited configs; anything with a fraction is refused.
-  const bool integral = j->is_number_integer() || (j->is_number_float() && std::isfinite(j->get<double>()) &&
-                                                   std::floor(j->get<double>()) == j->get<double>() &&
-                                                   std::abs(j->get<double>()) < 9.0e15);
+  const bool integral = j->is_number_integer() ||
+                        (j->is_number_float() && std::isfinite(j->get<double>()) &&
+                         std::floor(j->get<double>()) == j->get<double>() && std::abs(j->get<double>()) < 9.0e15);
   if (!integral) fail(key, fmt::format("must be an integer, got {} ({})", type_name(*j), j->dump()));
   const int64_t v = j->is_number_unsigned() && j->get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX
-                    : j->is_number_float()                                             ? int64_t(j->get<double>())
-                                                                                       : j->get<int64_t>();
+                    : j->is_number_float()                                              ? int64_t(j->get<double>())
+                                                                                        : j->get<int64_t>();
   if (v < min || v > max) fail(key, fmt::format("= {} is outside [{}, {}]", j->dump(), min, max));
   return v;
 }
@@ -162,10 +212,11 @@ void ConfigReader::finish() const {
   if (unknown.empty()) return;
   std::string list;
   for (const auto& k : unknown) list += (list.empty() ? "'" : ", '") + k + "'";
-  LORA_FAIL("config {}: field{} {} {} not known to this implementation, which refuses fields it does not honour "
-            "(remove {} if you know that {} not change the model)",
-            source_, unknown.size() > 1 ? "s" : "", list, unknown.size() > 1 ? "are" : "is",
-            unknown.size() > 1 ? "them" : "it", unknown.size() > 1 ? "they do" : "it does");
+  LORA_FAIL(
+      "config {}: field{} {} {} not known to this implementation, which refuses fields it does not honour "
+      "(remove {} if you know that {} not change the model)",
+      source_, unknown.size() > 1 ? "s" : "", list, unknown.size() > 1 ? "are" : "is",
+      unknown.size() > 1 ? "them" : "it", unknown.size() > 1 ? "they do" : "it does");
 }
 
 }  // namespace lora::models

@@ -9,7 +9,8 @@ namespace lora::models {
 
 void SamplingOptions::validate() const {
   LORA_CHECK(max_new_tokens >= 0, "--max-new-tokens {}: expected a non-negative count", max_new_tokens);
-  LORA_CHECK(temperature >= 0 && std::isfinite(temperature), "--temperature {}: expected a finite value >= 0", temperature);
+  LORA_CHECK(temperature >= 0 && std::isfinite(temperature), "--temperature {}: expected a finite value >= 0",
+             temperature);
   LORA_CHECK(top_k >= 0, "--top-k {}: expected a non-negative count", top_k);
   LORA_CHECK(top_p > 0 && top_p <= 1, "--top-p {}: expected a value in (0, 1]", top_p);
 }
@@ -30,7 +31,8 @@ int32_t sample_token(const std::vector<float>& logits, const SamplingOptions& o,
   std::vector<double> probs(order.size());
   const double max_logit = logits[order[0]];
   double total = 0.0;
-  for (size_t i = 0; i < order.size(); ++i) total += probs[i] = std::exp((logits[order[i]] - max_logit) / o.temperature);
+  for (size_t i = 0; i < order.size(); ++i)
+    total += probs[i] = std::exp((logits[order[i]] - max_logit) / o.temperature);
   for (double& p : probs) p /= total;
   // top-p: the smallest prefix whose mass reaches p.
   size_t keep = probs.size();
@@ -61,19 +63,21 @@ std::vector<int32_t> generate(CausalLM& model, const std::vector<int32_t>& promp
   const int64_t context = dims.context_length, V = dims.vocab_size;
   LORA_CHECK(static_cast<int64_t>(prompt.size()) <= context, "generate: the prompt has {} tokens, the context is {}",
              prompt.size(), context);
-  for (int32_t id : prompt) LORA_CHECK(id >= 0 && id < V, "generate: prompt token {} is outside the vocabulary [0, {})", id, V);
+  for (int32_t id : prompt)
+    LORA_CHECK(id >= 0 && id < V, "generate: prompt token {} is outside the vocabulary [0, {})", id, V);
 
   NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
   Generator gen(options.seed);
   const Device device = model.device();
-  const std::vector<int64_t> stop = !options.stop_at_eos         ? std::vector<int64_t>{}
+  const std::vector<int64_t> stop = !options.stop_at_eos          ? std::vector<int64_t>{}
                                     : options.stop_tokens.empty() ? model.eos_token_ids()
                                                                   : options.stop_tokens;
   // Room for the prompt and every new token, not the whole context (Llama 3's is 131072 tokens).
   nn::KVCache cache = model.make_kv_cache(
-      1, std::min<int64_t>(context, static_cast<int64_t>(prompt.size()) + std::max<int64_t>(options.max_new_tokens, 1)));
+      1,
+      std::min<int64_t>(context, static_cast<int64_t>(prompt.size()) + std::max<int64_t>(options.max_new_tokens, 1)));
   std::vector<int32_t> out;
 
   Tensor ids = Tensor::from_vector(prompt, {1, static_cast<int64_t>(prompt.size())}, device);

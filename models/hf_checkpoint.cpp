@@ -25,7 +25,8 @@ std::string list(const std::vector<std::string>& v) {
 fs::path shard_path(const fs::path& index, const std::string& name) {
   LORA_CHECK(!name.empty() && name.find('/') == std::string::npos && name.find('\\') == std::string::npos &&
                  name != "." && name != ".." && name.find('\0') == std::string::npos,
-             "checkpoint index '{}': shard name '{}' is not a plain file name in the index's folder", index.string(), name);
+             "checkpoint index '{}': shard name '{}' is not a plain file name in the index's folder", index.string(),
+             name);
   return index.parent_path() / name;
 }
 
@@ -36,9 +37,12 @@ HFWeights HFWeights::open(const std::string& path) {
   LORA_CHECK(fs::exists(path, ec), "--weights '{}': no such file or folder", path);
   fs::path index, single;
   if (fs::is_directory(path, ec)) {
-    if (fs::exists(fs::path(path) / "model.safetensors.index.json", ec)) index = fs::path(path) / "model.safetensors.index.json";
-    else if (fs::exists(fs::path(path) / "model.safetensors", ec)) single = fs::path(path) / "model.safetensors";
-    else LORA_FAIL("--weights '{}': the folder has neither model.safetensors nor model.safetensors.index.json", path);
+    if (fs::exists(fs::path(path) / "model.safetensors.index.json", ec))
+      index = fs::path(path) / "model.safetensors.index.json";
+    else if (fs::exists(fs::path(path) / "model.safetensors", ec))
+      single = fs::path(path) / "model.safetensors";
+    else
+      LORA_FAIL("--weights '{}': the folder has neither model.safetensors nor model.safetensors.index.json", path);
   } else if (path.ends_with(".json")) {
     index = path;
   } else {
@@ -67,17 +71,22 @@ HFWeights HFWeights::open(const std::string& path) {
     LORA_CHECK(file.is_string(), "checkpoint index '{}': the shard of '{}' is not a file name", index.string(), key);
     const std::string name = file.get<std::string>();
     auto [it, added] = file_of_name.try_emplace(name, w.files_.size());
-    if (added) w.files_.push_back(std::make_unique<SafeTensorsFile>(SafeTensorsFile::open(shard_path(index, name).string())));
-    LORA_CHECK(w.files_[it->second]->contains(key), "checkpoint index '{}': '{}' is listed in shard '{}', which does not "
-               "hold it", index.string(), key, name);
+    if (added)
+      w.files_.push_back(std::make_unique<SafeTensorsFile>(SafeTensorsFile::open(shard_path(index, name).string())));
+    LORA_CHECK(w.files_[it->second]->contains(key),
+               "checkpoint index '{}': '{}' is listed in shard '{}', which does not "
+               "hold it",
+               index.string(), key, name);
     w.where_[key] = it->second;
   }
   // Every tensor of every shard must be in the map, in that shard (a stale or mixed index is refused).
   for (const auto& [name, i] : file_of_name) {
     for (const std::string& key : w.files_[i]->names()) {
       auto it = w.where_.find(key);
-      LORA_CHECK(it != w.where_.end() && it->second == i, "checkpoint index '{}': shard '{}' holds '{}', which the "
-                 "index {}", index.string(), name, key, it == w.where_.end() ? "does not list" : "puts in another shard");
+      LORA_CHECK(it != w.where_.end() && it->second == i,
+                 "checkpoint index '{}': shard '{}' holds '{}', which the "
+                 "index {}",
+                 index.string(), name, key, it == w.where_.end() ? "does not list" : "puts in another shard");
     }
   }
   return w;
@@ -136,15 +145,19 @@ void check_hf_weights(const CausalLM& model, const HFWeights& weights) {
       unexpected.push_back(key);
       continue;
     }
-    LORA_CHECK(found.insert(name).second, "checkpoint '{}': '{}' is stored twice (as '{}' too)", weights.path(), name, key);
+    LORA_CHECK(found.insert(name).second, "checkpoint '{}': '{}' is stored twice (as '{}' too)", weights.path(), name,
+               key);
     const TensorInfo& info = weights.info(key);
     if (info.shape != it->second.hf_shape) {
-      misshaped.push_back(fmt::format("{} (file {}, model expects {})", key, info.shape.str(), it->second.hf_shape.str()));
+      misshaped.push_back(
+          fmt::format("{} (file {}, model expects {})", key, info.shape.str(), it->second.hf_shape.str()));
     }
     const bool floating = info.dtype && (*info.dtype == DType::F32 || *info.dtype == DType::F64 ||
                                          *info.dtype == DType::F16 || *info.dtype == DType::BF16);
-    LORA_CHECK(floating, "checkpoint '{}': tensor '{}' has dtype {}, expected a float type "
-               "(F32, BF16, F16, F64)", weights.path(), key, info.dtype_name);
+    LORA_CHECK(floating,
+               "checkpoint '{}': tensor '{}' has dtype {}, expected a float type "
+               "(F32, BF16, F16, F64)",
+               weights.path(), key, info.dtype_name);
   }
   for (const auto& [name, e] : expected) {
     if (!found.count(name)) missing.push_back(name);

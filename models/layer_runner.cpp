@@ -44,7 +44,8 @@ void plan_cache(const ForwardBatch& batch, const ModelLimits& m, nn::AttentionLa
   const int64_t B = batch.batch(), T = batch.time();
   LORA_CHECK(batch.starts.empty() && batch.positions.empty() && batch.segments.empty(),
              "{}: a batch with a KV cache continues each row's cache slot (its positions start at the slot's "
-             "length): it takes no starts, positions or segments", m.model);
+             "length): it takes no starts, positions or segments",
+             m.model);
   LORA_CHECK(static_cast<int64_t>(cache.layers.size()) == m.n_layer && !cache.layers.empty(),
              "{}: a KV cache of {} layers for a model of {}", m.model, cache.layers.size(), m.n_layer);
   const Tensor& k = cache.layers[0].k;
@@ -68,8 +69,9 @@ void plan_cache(const ForwardBatch& batch, const ModelLimits& m, nn::AttentionLa
     LORA_CHECK(!taken[static_cast<size_t>(slot)], "{}: cache slot {} is named by two rows", m.model, slot);
     taken[static_cast<size_t>(slot)] = true;
     const int64_t start = cache.lengths[static_cast<size_t>(slot)], n = row_length(batch, b);
-    LORA_CHECK(start + n <= cache.capacity(), "{}: {} cached + {} new tokens exceed the cache's capacity of {} (slot {})",
-               m.model, start, n, cache.capacity(), slot);
+    LORA_CHECK(start + n <= cache.capacity(),
+               "{}: {} cached + {} new tokens exceed the cache's capacity of {} (slot {})", m.model, start, n,
+               cache.capacity(), slot);
     layout.starts.push_back(start);
   }
   bool padded = false;
@@ -82,7 +84,8 @@ void plan_cache(const ForwardBatch& batch, const ModelLimits& m, nn::AttentionLa
   layout.plain = in_order;
   if (T == 1) {  // the decode kernel's (slot, position) table, once for every layer
     std::vector<int64_t> rows;
-    for (int64_t b = 0; b < B; ++b) rows.insert(rows.end(), {layout.slots[static_cast<size_t>(b)], layout.starts[static_cast<size_t>(b)]});
+    for (int64_t b = 0; b < B; ++b)
+      rows.insert(rows.end(), {layout.slots[static_cast<size_t>(b)], layout.starts[static_cast<size_t>(b)]});
     layout.decode_rows = Tensor::from_vector(rows, {B, 2}, batch.ids.device());
   }
 }
@@ -154,8 +157,10 @@ ForwardPlan plan_forward(const ForwardBatch& batch, const ModelLimits& m, const 
 
   for (size_t b = 0; b < batch.adapters.size(); ++b) {
     const int32_t a = batch.adapters[b];
-    LORA_CHECK(a == -1 || m.adapter_slots > 0, "{}: row {} names adapter slot {}, but the model serves no adapters "
-               "(serve::AdapterSet installs them)", m.model, b, a);
+    LORA_CHECK(a == -1 || m.adapter_slots > 0,
+               "{}: row {} names adapter slot {}, but the model serves no adapters "
+               "(serve::AdapterSet installs them)",
+               m.model, b, a);
     LORA_CHECK(a >= -1 && a < m.adapter_slots, "{}: row {} names adapter slot {}, outside [-1, {})", m.model, b, a,
                m.adapter_slots);
   }

@@ -23,13 +23,12 @@ inline nn::QuantizeReport quantize_base(CausalLM& model, QuantFormat format, boo
     if (t.name != "all-linear") continue;
     for (const nn::LoRASite& site : t.sites) body.insert(site.module_path);
   }
-  nn::QuantizeReport report =
-      nn::quantize_frozen_linears(model, format, format == QuantFormat::NF4, [&](const std::string& path) {
-        return body.count(path) > 0 || path.ends_with(".base_layer");
-      });
+  nn::QuantizeReport report = nn::quantize_frozen_linears(
+      model, format, format == QuantFormat::NF4,
+      [&](const std::string& path) { return body.count(path) > 0 || path.ends_with(".base_layer"); });
   if (inference_head && format != QuantFormat::F32) {
-    const QuantFormat f = format == QuantFormat::BF16 || model.dims().hidden % kQuantBlock != 0
-                              ? QuantFormat::BF16 : QuantFormat::Q8_0;
+    const QuantFormat f =
+        format == QuantFormat::BF16 || model.dims().hidden % kQuantBlock != 0 ? QuantFormat::BF16 : QuantFormat::Q8_0;
     model.quantize_inference_head(f);
     report.quantized_bytes += model.inference_head()->nbytes();  // held beside the f32 head
   }

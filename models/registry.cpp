@@ -12,10 +12,13 @@
 namespace lora::models {
 namespace fs = std::filesystem;
 
-std::vector<std::string> supported_model_types() { return {"gemma", "gpt2", "llama", "mistral", "qwen2"}; }
+std::vector<std::string> supported_model_types() {
+  return {"gemma", "gpt2", "llama", "mistral", "qwen2"};
+}
 
 std::vector<std::string> preset_names() {
-  return {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "small-test", "tiny", "smollm2-135m", "llama-tiny", "gemma-tiny"};
+  return {"gpt2", "gpt2-medium",  "gpt2-large", "gpt2-xl",   "small-test",
+          "tiny", "smollm2-135m", "llama-tiny", "gemma-tiny"};
 }
 
 nlohmann::json preset_config(const std::string& name) {
@@ -43,17 +46,20 @@ std::shared_ptr<CausalLM> create_model(const ModelConfig& config, uint64_t seed)
   LORA_CHECK(config.json.contains("model_type") && config.json["model_type"].is_string(),
              "config {}: 'model_type' is missing (expected one of gemma, gpt2, llama, mistral, qwen2)", config.source);
   const std::string type = config.json["model_type"].get<std::string>();
-  if (type == "gpt2") return std::make_shared<gpt2::GPT2LMHeadModel>(gpt2::GPT2Config::from_json(config.json, config.source), seed);
+  if (type == "gpt2")
+    return std::make_shared<gpt2::GPT2LMHeadModel>(gpt2::GPT2Config::from_json(config.json, config.source), seed);
   if (type == "llama" || type == "mistral" || type == "qwen2") {
     return std::make_shared<llama::LlamaForCausalLM>(llama::LlamaConfig::from_json(config.json, config.source), seed);
   }
-  if (type == "gemma") return std::make_shared<gemma::GemmaForCausalLM>(gemma::GemmaConfig::from_json(config.json, config.source), seed);
+  if (type == "gemma")
+    return std::make_shared<gemma::GemmaForCausalLM>(gemma::GemmaConfig::from_json(config.json, config.source), seed);
   std::string known;
   for (const auto& t : supported_model_types()) known += (known.empty() ? "" : ", ") + t;
   LORA_FAIL("config {}: 'model_type' = '{}' is not supported (supported: {})", config.source, type, known);
 }
 
-ModelConfig resolve_config(const std::string& weights, const std::string& config_arg, const std::string& default_preset) {
+ModelConfig resolve_config(const std::string& weights, const std::string& config_arg,
+                           const std::string& default_preset) {
   if (!config_arg.empty()) return read_config_arg(config_arg);
   if (weights.empty()) return read_config_arg(default_preset);
   if (gguf_io::is_gguf_path(weights)) {  // a GGUF file describes its model itself
@@ -63,16 +69,20 @@ ModelConfig resolve_config(const std::string& weights, const std::string& config
   LORA_CHECK(fs::exists(weights, ec), "--weights '{}': no such file or folder", weights);
   const fs::path p(weights);
   const fs::path beside = fs::is_directory(p, ec) ? p / "config.json" : p.parent_path() / "config.json";
-  LORA_CHECK(fs::exists(beside, ec), "--weights '{}': no config.json {}; pass --config with a preset name ({}, ...) or a "
-             "config.json path", weights, fs::is_directory(p, ec) ? "in the folder" : "beside the file", default_preset);
+  LORA_CHECK(fs::exists(beside, ec),
+             "--weights '{}': no config.json {}; pass --config with a preset name ({}, ...) or a "
+             "config.json path",
+             weights, fs::is_directory(p, ec) ? "in the folder" : "beside the file", default_preset);
   return read_config_arg(beside.string());
 }
 
 std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::string& config_arg, uint64_t seed,
                                      const std::string& default_preset) {
   if (!weights.empty() && gguf_io::is_gguf_path(weights)) {
-    LORA_CHECK(config_arg.empty(), "--config '{}': a GGUF file (--weights '{}') describes its model itself; leave --config "
-               "out", config_arg, weights);
+    LORA_CHECK(config_arg.empty(),
+               "--config '{}': a GGUF file (--weights '{}') describes its model itself; leave --config "
+               "out",
+               config_arg, weights);
     return gguf_io::load_gguf_model(weights, seed);
   }
   const ModelConfig config = resolve_config(weights, config_arg, default_preset);

@@ -46,7 +46,8 @@ std::string generation_config_folder(const std::string& weights, const std::stri
   return model_folder_of(weights);
 }
 
-std::optional<int32_t> end_of_turn_token(const chat::ChatTemplate& chat_template, const tokenizer::Tokenizer& tokenizer) {
+std::optional<int32_t> end_of_turn_token(const chat::ChatTemplate& chat_template,
+                                         const tokenizer::Tokenizer& tokenizer) {
   // An assistant content no template changes (no spaces to trim), found again in the render.
   static const std::string kProbe = "LoraEndOfTurnProbe";
   std::string text;
@@ -96,7 +97,8 @@ StopTokens stop_tokens(const CausalLM& model, const std::string& config_folder, 
   for (const auto& [id, sources] : found) {
     out.ids.push_back(id);
     std::string name;
-    if (const auto token = tokenizer.id_to_token(static_cast<int32_t>(id)); token && tokenizer.is_special(static_cast<int32_t>(id))) {
+    if (const auto token = tokenizer.id_to_token(static_cast<int32_t>(id));
+        token && tokenizer.is_special(static_cast<int32_t>(id))) {
       name = " " + *token;
     }
     std::string from;

@@ -29,7 +29,8 @@ std::string generation_config_folder(const std::string& weights, const std::stri
 // The end-of-turn marker of a chat template: what it writes right after an assistant message's content
 // (leading whitespace skipped), when that begins with one special token of the tokenizer. nullopt when the
 // template writes no such token there, or refuses the probe conversation (a user turn, an assistant turn).
-std::optional<int32_t> end_of_turn_token(const chat::ChatTemplate& chat_template, const tokenizer::Tokenizer& tokenizer);
+std::optional<int32_t> end_of_turn_token(const chat::ChatTemplate& chat_template,
+                                         const tokenizer::Tokenizer& tokenizer);
 
 struct StopTokens {
   std::vector<int64_t> ids;  // sorted, unique, inside the model's vocabulary

@@ -34,7 +34,9 @@ int64_t KVCache::length(int64_t slot) const {
   return lengths[static_cast<size_t>(slot)];
 }
 
-void KVCache::clear() { std::fill(lengths.begin(), lengths.end(), 0); }
+void KVCache::clear() {
+  std::fill(lengths.begin(), lengths.end(), 0);
+}
 
 void KVCache::clear(int64_t slot) {
   LORA_CHECK(slot >= 0 && slot < slots(), "KV cache: slot {} is outside its {} slots", slot, slots());
@@ -51,8 +53,10 @@ std::vector<int32_t> segment_key_starts(const std::vector<int32_t>& segments, in
     for (int64_t t = 0; t < T; ++t) {
       if (t > 0 && seg[t] != seg[t - 1]) {
         for (int64_t u = 0; u < first; ++u) {  // an id seen before this run: the segment is split
-          LORA_CHECK(seg[u] != seg[t], "segments: row {} position {}: segment {} appears again after another one "
-                     "(each segment must be one run of positions)", b, t, seg[t]);
+          LORA_CHECK(seg[u] != seg[t],
+                     "segments: row {} position {}: segment {} appears again after another one "
+                     "(each segment must be one run of positions)",
+                     b, t, seg[t]);
         }
         first = static_cast<int32_t>(t);
       }
@@ -152,8 +156,7 @@ Tensor attend_cached(const Tensor& q, const Tensor& k, const Tensor& v, const At
   if (all_fresh) return ops::causal_attention(q, k, v);
   if (layout.plain) {
     const int64_t L = layout.starts[0] + T;
-    return attend_composed(q, ops::slice(cache.k, 2, 0, L), ops::slice(cache.v, 2, 0, L), layout.starts[0], {}, 0.0,
-                           0);
+    return attend_composed(q, ops::slice(cache.k, 2, 0, L), ops::slice(cache.v, 2, 0, L), layout.starts[0], {}, 0.0, 0);
   }
   std::vector<Tensor> rows;  // each row over its own slot's keys [0, start + n): its padding sees them all
   for (int64_t b = 0; b < B; ++b) {

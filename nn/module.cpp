@@ -167,7 +167,8 @@ Module::LoadReport Module::load_state_dict(const std::map<std::string, Tensor>& 
 }
 
 void Module::register_rng_counter(const std::string& name, uint64_t& counter) {
-  for (const auto& [n, c] : rng_counters_) LORA_CHECK(n != name, "register_rng_counter: '{}' is registered twice", name);
+  for (const auto& [n, c] : rng_counters_)
+    LORA_CHECK(n != name, "register_rng_counter: '{}' is registered twice", name);
   rng_counters_.emplace_back(name, &counter);
 }
 

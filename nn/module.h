@@ -72,12 +72,13 @@ class Module {
   // Registers a child module member; replace_child(name, m) later assigns to that member.
   template <typename M>
   void register_module(const std::string& name, std::shared_ptr<M>& member) {
-    add_child(name, [&member]() -> std::shared_ptr<Module> { return member; },
-              [&member, name](std::shared_ptr<Module> m) {
-                auto typed = std::dynamic_pointer_cast<M>(m);
-                LORA_CHECK(typed != nullptr, "replace_child: the module given for '{}' has the wrong type", name);
-                member = std::move(typed);
-              });
+    add_child(
+        name, [&member]() -> std::shared_ptr<Module> { return member; },
+        [&member, name](std::shared_ptr<Module> m) {
+          auto typed = std::dynamic_pointer_cast<M>(m);
+          LORA_CHECK(typed != nullptr, "replace_child: the module given for '{}' has the wrong type", name);
+          member = std::move(typed);
+        });
   }
   // Registers a random-stream counter member (see named_rng_counters()).
   void register_rng_counter(const std::string& name, uint64_t& counter);

@@ -8,7 +8,8 @@ namespace lora::nn {
 QuantizedLinear::QuantizedLinear(const Linear& layer, QuantFormat format, bool double_quant)
     : Linear(layer.in_features(), layer.out_features()) {
   LORA_CHECK(layer.has_dense_weight(), "QuantizedLinear: the layer is already quantized");
-  LORA_CHECK(!layer.weight.requires_grad(), "QuantizedLinear: cannot quantize a weight that trains (a quantized "
+  LORA_CHECK(!layer.weight.requires_grad(),
+             "QuantizedLinear: cannot quantize a weight that trains (a quantized "
              "weight receives no updates; freeze it, as LoRA does)");
   quantized = std::make_shared<const QuantizedWeight>(quantize_weight(layer.weight, format, double_quant));
   if (layer.bias.defined()) {
@@ -32,11 +33,13 @@ QuantizeReport quantize_frozen_linears(Module& model, QuantFormat format, bool d
     if (!linear || !linear->has_dense_weight() || !include(path)) continue;
     LORA_CHECK(!linear->weight.requires_grad() && !(linear->bias.defined() && linear->bias.requires_grad()),
                "quantize: '{}.weight' trains; a quantized base must be frozen (use LoRA, which freezes it; a full "
-               "fine-tune needs the f32 weights)", path);
+               "fine-tune needs the f32 weights)",
+               path);
     // Checked before any layer changes, so that a refusal leaves the model whole.
     LORA_CHECK((format != QuantFormat::Q8_0 && format != QuantFormat::Q4_0) || linear->in_features() % kQuantBlock == 0,
                "quantize: {} stores rows in blocks of {} weights, but '{}' has {} input features (this model's "
-               "layers need bf16 or nf4)", quant_format_name(format), kQuantBlock, path, linear->in_features());
+               "layers need bf16 or nf4)",
+               quant_format_name(format), kQuantBlock, path, linear->in_features());
     chosen.emplace_back(path, linear);
   }
   QuantizeReport report;

@@ -24,7 +24,7 @@ class QuantizedLinear : public Linear {
 struct QuantizeReport {
   int64_t layers = 0;
   size_t f32_bytes = 0, quantized_bytes = 0;  // of the weights replaced
-  std::string str() const;  // "quantized 48 linear layers to nf4: 324.0 MiB of f32 -> 45.6 MiB"
+  std::string str() const;                    // "quantized 48 linear layers to nf4: 324.0 MiB of f32 -> 45.6 MiB"
 };
 
 // Replaces every Linear of `model` whose path `include` accepts by a QuantizedLinear (the weight's f32

@@ -11,8 +11,10 @@ namespace lora::nn {
 
 // Every step is float32 arithmetic, in transformers' order, so the tables match its to the last bit or two.
 RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double theta, RopeScaling s) {
-  LORA_CHECK(head_dim > 0 && head_dim % 2 == 0, "rotary embedding: head dimension {} must be positive and even", head_dim);
-  LORA_CHECK(theta > 1.0 && std::isfinite(theta), "rotary embedding: rope_theta {} must be a finite number above 1", theta);
+  LORA_CHECK(head_dim > 0 && head_dim % 2 == 0, "rotary embedding: head dimension {} must be positive and even",
+             head_dim);
+  LORA_CHECK(theta > 1.0 && std::isfinite(theta), "rotary embedding: rope_theta {} must be a finite number above 1",
+             theta);
   const int64_t half = head_dim / 2;
   inv_freq_.resize(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i) {
@@ -27,8 +29,8 @@ RotaryEmbedding::RotaryEmbedding(int64_t head_dim, double theta, RopeScaling s) 
     for (float& f : inv_freq_) f /= factor;
     return;
   }
-  LORA_CHECK(s.type == "llama3", "rotary embedding: rope scaling type '{}' is not implemented (default, linear, llama3)",
-             s.type);
+  LORA_CHECK(s.type == "llama3",
+             "rotary embedding: rope scaling type '{}' is not implemented (default, linear, llama3)", s.type);
   LORA_CHECK(s.high_freq_factor > s.low_freq_factor && s.low_freq_factor > 0 && s.original_max_position_embeddings > 0,
              "rotary embedding: llama3 scaling needs high_freq_factor > low_freq_factor > 0 and a positive "
              "original_max_position_embeddings (got {}, {}, {})",

@@ -7,7 +7,8 @@ namespace lora::nn {
 
 RotarySelfAttention::RotarySelfAttention(const Options& o, Generator& gen) : o_(o) {
   LORA_CHECK(o.hidden > 0 && o.heads > 0 && o.kv_heads > 0 && o.head_dim > 0 && o.heads % o.kv_heads == 0,
-             "attention: {} heads over {} key/value heads of {} for width {}", o.heads, o.kv_heads, o.head_dim, o.hidden);
+             "attention: {} heads over {} key/value heads of {} for width {}", o.heads, o.kv_heads, o.head_dim,
+             o.hidden);
   const int64_t q_width = o.heads * o.head_dim, kv_width = o.kv_heads * o.head_dim;
   q_proj = std::make_shared<Linear>(o.hidden, q_width, o.qkv_bias, gen);
   k_proj = std::make_shared<Linear>(o.hidden, kv_width, o.qkv_bias, gen);

@@ -33,7 +33,9 @@ void Adam::step() {
 }
 
 std::map<std::string, double> Adam::hyperparameters() const {
-  return {{"beta1", options_.beta1}, {"beta2", options_.beta2}, {"eps", options_.eps},
+  return {{"beta1", options_.beta1},
+          {"beta2", options_.beta2},
+          {"eps", options_.eps},
           {"weight_decay", options_.weight_decay}};
 }
 

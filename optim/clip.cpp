@@ -32,7 +32,9 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm, bool e
   if (!std::isfinite(norm)) {
     if (!error_if_nonfinite) return norm;
     const int64_t i = first_nonfinite_gradient(params);
-    const std::string which = i < 0 ? "?" : i < static_cast<int64_t>(names.size()) ? "'" + names[i] + "'" : std::to_string(i);
+    const std::string which = i < 0                                    ? "?"
+                              : i < static_cast<int64_t>(names.size()) ? "'" + names[i] + "'"
+                                                                       : std::to_string(i);
     LORA_FAIL("clip_grad_norm: the gradient norm is {}: the gradient of parameter {} is not finite", norm, which);
   }
   if (norm <= max_norm) return norm;

@@ -19,9 +19,12 @@ ScheduleKind parse_schedule(std::string_view name) {
 
 std::string_view schedule_name(ScheduleKind kind) {
   switch (kind) {
-    case ScheduleKind::Constant: return "constant";
-    case ScheduleKind::Cosine: return "cosine";
-    case ScheduleKind::Linear: return "linear";
+    case ScheduleKind::Constant:
+      return "constant";
+    case ScheduleKind::Cosine:
+      return "cosine";
+    case ScheduleKind::Linear:
+      return "linear";
   }
   return "?";
 }
@@ -30,8 +33,8 @@ void LRSchedule::validate() const {
   LORA_CHECK(lr >= 0.0, "lr schedule: lr must be >= 0, got {}", lr);
   LORA_CHECK(min_lr >= 0.0 && min_lr <= lr, "lr schedule: min_lr must be in [0, lr = {}], got {}", lr, min_lr);
   LORA_CHECK(warmup_steps >= 0, "lr schedule: warmup_steps must be >= 0, got {}", warmup_steps);
-  LORA_CHECK(kind == ScheduleKind::Constant || total_steps > 0,
-             "lr schedule '{}': total_steps must be > 0, got {}", schedule_name(kind), total_steps);
+  LORA_CHECK(kind == ScheduleKind::Constant || total_steps > 0, "lr schedule '{}': total_steps must be > 0, got {}",
+             schedule_name(kind), total_steps);
 }
 
 double LRSchedule::lr_at(int64_t step) const {

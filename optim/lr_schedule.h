@@ -20,9 +20,9 @@ std::string_view schedule_name(ScheduleKind kind);
 // so the decaying kinds reach min_lr (default 0) at total_steps and stay there.
 struct LRSchedule {
   ScheduleKind kind = ScheduleKind::Constant;
-  double lr = 1e-3;           // the peak learning rate
+  double lr = 1e-3;  // the peak learning rate
   int64_t warmup_steps = 0;
-  int64_t total_steps = 0;    // needed (> 0) by cosine and linear
+  int64_t total_steps = 0;  // needed (> 0) by cosine and linear
   double min_lr = 0.0;
 
   // Throws lora::Error on a negative lr or step count, min_lr > lr, or a decaying kind without total_steps.

@@ -150,8 +150,8 @@ void Optimizer::load_state(const std::string& path) {
     for (const std::string& buffer : buffers) {
       const std::string key = tensor_key(names_[i], buffer);
       const TensorInfo& info = file.info(key);  // throws naming the closest keys when absent
-      LORA_CHECK(info.shape == p.shape(), "optimizer state '{}': '{}' has shape {}, parameter '{}' has shape {}",
-                 path, key, info.shape.str(), names_[i], p.shape().str());
+      LORA_CHECK(info.shape == p.shape(), "optimizer state '{}': '{}' has shape {}, parameter '{}' has shape {}", path,
+                 key, info.shape.str(), names_[i], p.shape().str());
       loaded[i].buffers.push_back(file.load(key, p.dtype(), p.device(), MemoryCategory::OptimizerState));
       LORA_CHECK(all_finite(loaded[i].buffers.back()), "optimizer state '{}': '{}' holds inf or nan values", path, key);
     }

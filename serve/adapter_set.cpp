@@ -21,10 +21,10 @@ std::string joined(const std::vector<std::string>& names) {
 
 }  // namespace
 
-AdapterSet::AdapterSet(models::CausalLM& model, int64_t capacity)
-    : model_(model) {
+AdapterSet::AdapterSet(models::CausalLM& model, int64_t capacity) : model_(model) {
   LORA_CHECK(capacity > 0 && capacity <= (1 << 16), "adapters: capacity {} outside [1, 65536]", capacity);
-  LORA_CHECK(nn::lora_layers(model_).empty(), "adapters: the model already holds LoRA layers (give a plain base model)");
+  LORA_CHECK(nn::lora_layers(model_).empty(),
+             "adapters: the model already holds LoRA layers (give a plain base model)");
   LORA_CHECK(!model_.row_adapters(), "adapters: the model already serves another adapter set");
   rows_ = std::make_shared<nn::RowAdapters>(capacity);
   model_.set_row_adapters(rows_);
@@ -65,8 +65,9 @@ int32_t AdapterSet::load(const std::string& name, const nn::AdapterState& state)
   try {
     nn::import_adapter(model_, state, "adapter '" + name + "'");
     for (auto& [path, layer] : nn::lora_layers(model_)) {
-      harvested.push_back({path, {layer->slices(), layer->rank(), layer->scaling(), layer->lora_A.detach().clone(),
-                                  layer->lora_B.detach().clone()}});
+      harvested.push_back({path,
+                           {layer->slices(), layer->rank(), layer->scaling(), layer->lora_A.detach().clone(),
+                            layer->lora_B.detach().clone()}});
     }
     nn::remove_lora(model_);
   } catch (...) {

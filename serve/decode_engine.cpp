@@ -11,11 +11,16 @@ namespace lora::serve {
 
 const char* finish_reason_name(FinishReason reason) {
   switch (reason) {
-    case FinishReason::None: return "none";
-    case FinishReason::Stop: return "stop";
-    case FinishReason::Length: return "length";
-    case FinishReason::Cancelled: return "cancelled";
-    case FinishReason::Error: return "error";
+    case FinishReason::None:
+      return "none";
+    case FinishReason::Stop:
+      return "stop";
+    case FinishReason::Length:
+      return "length";
+    case FinishReason::Cancelled:
+      return "cancelled";
+    case FinishReason::Error:
+      return "error";
   }
   return "none";
 }
@@ -30,12 +35,11 @@ struct DecodeEngine::Sequence {
   int64_t generated = 0;
   Generator gen;
   std::unique_ptr<tokenizer::IncrementalDecoder> decoder;  // null without a tokenizer
-  std::string text;     // everything generated so far
-  size_t emitted = 0;   // bytes of text given to the callback
-  size_t hold = 0;      // bytes held back: the longest stop string minus one
+  std::string text;                                        // everything generated so far
+  size_t emitted = 0;                                      // bytes of text given to the callback
+  size_t hold = 0;                                         // bytes held back: the longest stop string minus one
   bool done = false;
 };
-
 
 DecodeEngine::DecodeEngine(models::CausalLM& model, AdapterSet& adapters, EngineOptions options,
                            const tokenizer::Tokenizer* tokenizer)
@@ -57,7 +61,8 @@ int64_t DecodeEngine::submit(Request request) {
   const int64_t V = model_.dims().vocab_size, P = static_cast<int64_t>(request.prompt.size());
   LORA_CHECK(P > 0, "the prompt is empty (give at least one token)");
   LORA_CHECK(P <= capacity_, "the prompt has {} tokens, more than the context of {}", P, capacity_);
-  for (int32_t t : request.prompt) LORA_CHECK(t >= 0 && t < V, "prompt token {} is outside the vocabulary [0, {})", t, V);
+  for (int32_t t : request.prompt)
+    LORA_CHECK(t >= 0 && t < V, "prompt token {} is outside the vocabulary [0, {})", t, V);
   LORA_CHECK(o.max_tokens >= 1, "max_tokens {} must be at least 1", o.max_tokens);
   for (const std::string& s : o.stop) LORA_CHECK(!s.empty(), "a stop string is empty");
   auto s = std::make_unique<Sequence>();
@@ -72,7 +77,7 @@ int64_t DecodeEngine::submit(Request request) {
   for (const std::string& stop : o.stop) s->hold = std::max(s->hold, stop.size() - 1);
   if (!request.adapter.empty()) {
     std::lock_guard<std::mutex> model_lock(model_mutex_);  // the set changes only between steps
-    (void)adapters_.slot(request.adapter);                  // throws naming the loaded adapters
+    (void)adapters_.slot(request.adapter);                 // throws naming the loaded adapters
   }
   s->request = std::move(request);
 
@@ -139,7 +144,7 @@ bool DecodeEngine::accept(Sequence& s, int32_t token) {
   // The slot is full when the token just sampled cannot be fed back.
   const bool length = s.generated >= s.request.options.max_tokens || pool_.length(s.slot) >= capacity_;
   if (s.decoder) {
-    if (!eos) s.text += s.decoder->push(token);  // a stop token ends the text: "<|im_end|>" is not shown
+    if (!eos) s.text += s.decoder->push(token);        // a stop token ends the text: "<|im_end|>" is not shown
     if (eos || length) s.text += s.decoder->finish();  // what an incomplete character held back
   }
   // A stop string ends the text before it. Text not yet given out holds any stop string not yet found
@@ -158,8 +163,10 @@ bool DecodeEngine::accept(Sequence& s, int32_t token) {
   Event e{s.id, token, safe > s.emitted ? s.text.substr(s.emitted, safe - s.emitted) : "", FinishReason::None};
   s.emitted = std::max(s.emitted, safe);
   if (s.request.on_event) s.request.on_event(e);
-  if (eos) finish(s, FinishReason::Stop);
-  else if (length) finish(s, FinishReason::Length);
+  if (eos)
+    finish(s, FinishReason::Stop);
+  else if (length)
+    finish(s, FinishReason::Length);
   return s.done;
 }
 

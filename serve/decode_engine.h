@@ -28,13 +28,13 @@
 namespace lora::serve {
 
 struct RequestOptions {
-  int64_t max_tokens = 16;    // at least 1
-  double temperature = 1.0;   // 0: greedy
-  double top_p = 1.0;         // (0, 1]
-  int64_t top_k = 0;          // 0: all
+  int64_t max_tokens = 16;   // at least 1
+  double temperature = 1.0;  // 0: greedy
+  double top_p = 1.0;        // (0, 1]
+  int64_t top_k = 0;         // 0: all
   uint64_t seed = 0;
-  std::vector<std::string> stop;  // stop strings: the text ends before the first one
-  bool stop_at_eos = true;        // the engine's end-of-sequence tokens (EngineOptions) end it
+  std::vector<std::string> stop;          // stop strings: the text ends before the first one
+  bool stop_at_eos = true;                // the engine's end-of-sequence tokens (EngineOptions) end it
   std::vector<int32_t> stop_tokens = {};  // more tokens that end it (an adapter's chat template's end of turn)
 };
 

@@ -36,8 +36,8 @@ void MultiLoRALinear::set(int32_t slot, Adapter a) {
                "MultiLoRALinear: slice {} + {} does not fit {} outputs", s.offset, s.size, out);
   }
   LORA_CHECK(a.A.shape() == (Shape{S * r, in}) && a.B.shape() == (Shape{S * size, r}),
-             "MultiLoRALinear: A {} and B {} are not [{}, {}] and [{}, {}]", a.A.shape().str(), a.B.shape().str(), S * r,
-             in, S * size, r);
+             "MultiLoRALinear: A {} and B {} are not [{}, {}] and [{}, {}]", a.A.shape().str(), a.B.shape().str(),
+             S * r, in, S * size, r);
   a.A = a.A.to(Device::cpu()).to(base_layer->weight.dtype());
   a.B = a.B.to(Device::cpu()).to(base_layer->weight.dtype());
   adapters_[static_cast<size_t>(slot)] = std::move(a);
@@ -92,7 +92,7 @@ void MultiLoRALinear::repack() {
 }
 
 Tensor MultiLoRALinear::forward(const Tensor& x) {
-  Tensor y = base_layer->forward(x);  // [..., out]: one matmul for every row, whatever its adapter
+  Tensor y = base_layer->forward(x);                    // [..., out]: one matmul for every row, whatever its adapter
   if (pieces_.size(0) == 0 || !rows_->any()) return y;  // no adapter resident here, or none asked for
   LORA_CHECK(!GradMode::is_enabled() || !x.requires_grad(),
              "MultiLoRALinear: mixed-adapter batches are for inference (use NoGradGuard)");

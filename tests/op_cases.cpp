@@ -38,7 +38,8 @@ std::vector<Tensor> run(const OpFn& f, const Inputs& inputs, const Tensor& seed)
   if (y.requires_grad()) backward(y, seed.to(y.dtype()).to(y.device()));
   for (const Tensor& t : inputs) {
     if (!t.requires_grad()) continue;
-    out.push_back(t.grad().defined() ? t.grad().to(Device::cpu()).to(DType::F64) : Tensor::zeros(t.shape(), DType::F64));
+    out.push_back(t.grad().defined() ? t.grad().to(Device::cpu()).to(DType::F64)
+                                     : Tensor::zeros(t.shape(), DType::F64));
   }
   return out;
 }
@@ -79,10 +80,18 @@ Tensor seed_for(const OpFn& f, const Inputs& inputs) {
 
 }  // namespace
 
-void add_gradcheck_case(GradcheckCase c) { gradchecks().push_back(std::move(c)); }
-void add_parity_case(ParityCase c) { parities().push_back(std::move(c)); }
-const std::vector<GradcheckCase>& gradcheck_cases() { return gradchecks(); }
-const std::vector<ParityCase>& parity_cases() { return parities(); }
+void add_gradcheck_case(GradcheckCase c) {
+  gradchecks().push_back(std::move(c));
+}
+void add_parity_case(ParityCase c) {
+  parities().push_back(std::move(c));
+}
+const std::vector<GradcheckCase>& gradcheck_cases() {
+  return gradchecks();
+}
+const std::vector<ParityCase>& parity_cases() {
+  return parities();
+}
 
 Tensor randn_leaf(const Shape& shape, Generator& gen, DType dtype, bool requires_grad) {
   Tensor t = Tensor::randn(shape, gen, 0.0, 1.0, dtype);
@@ -96,7 +105,9 @@ Tensor uniform_leaf(const Shape& shape, Generator& gen, DType dtype, double low,
   return t;
 }
 
-Tensor ids(const std::vector<int64_t>& values, const Shape& shape) { return Tensor::from_vector(values, shape); }
+Tensor ids(const std::vector<int64_t>& values, const Shape& shape) {
+  return Tensor::from_vector(values, shape);
+}
 
 std::string run_gradcheck_case(const GradcheckCase& c) {
   const Inputs inputs = c.inputs();

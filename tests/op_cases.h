@@ -74,7 +74,7 @@ std::string run_cuda_vs_cpu(const ParityCase& c);  // needs a CUDA device
 }  // namespace lora::testing
 
 // LORA_OP_CASES(name) { gradcheck_case(...); parity_case(...); }: a block run once at static initialisation.
-#define LORA_OP_CASES(name)                                                   \
-  static void name();                                                         \
-  [[maybe_unused]] static const bool name##_registered = (name(), true);      \
+#define LORA_OP_CASES(name)                                              \
+  static void name();                                                    \
+  [[maybe_unused]] static const bool name##_registered = (name(), true); \
   static void name()

@@ -5,16 +5,16 @@
 // whose program was not built (LORA_BUILD_EXAMPLES=OFF) warns and passes (REQUIRE_PROGRAM).
 #pragma once
 
-#include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
+#include <fcntl.h>
 #include <cerrno>
 #include <cstdio>
-#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -48,8 +48,12 @@ inline const fs::path& scratch_dir() {
   return scratch.path;
 }
 
-inline std::string quote(const std::string& s) { return "'" + s + "'"; }
-inline std::string quote(const fs::path& p) { return quote(p.string()); }
+inline std::string quote(const std::string& s) {
+  return "'" + s + "'";
+}
+inline std::string quote(const fs::path& p) {
+  return quote(p.string());
+}
 
 inline void write_file(const fs::path& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;

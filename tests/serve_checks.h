@@ -35,7 +35,8 @@ inline std::vector<nn::AdapterState> random_adapters(models::CausalLM& model, co
     {
       NoGradGuard no_grad;
       for (auto& [path, layer] : nn::lora_layers(model)) {
-        layer->lora_B.copy_from(Tensor::randn(layer->lora_B.shape(), gen, 0.0, 0.05, DType::F32, layer->lora_B.device()));
+        layer->lora_B.copy_from(
+            Tensor::randn(layer->lora_B.shape(), gen, 0.0, 0.05, DType::F32, layer->lora_B.device()));
       }
     }
     out.push_back(models::export_adapter(model, "test"));

@@ -49,8 +49,8 @@ TEST_CASE("backward accumulates into leaves, frees the tape, and adds across cal
 TEST_CASE("a tensor used twice gets both gradient contributions", "[autograd]") {
   Tensor x = Tensor::from_vector<double>({1, -2}, {2});
   x.set_requires_grad(true);
-  Tensor y = ops::add(x, x);          // the same gradient handle flows to both inputs
-  Tensor z = ops::mul(y, x);          // z = 2 x^2, dz/dx = 4x
+  Tensor y = ops::add(x, x);  // the same gradient handle flows to both inputs
+  Tensor z = ops::mul(y, x);  // z = 2 x^2, dz/dx = 4x
   backward(ops::sum(z));
   testing::require_close(x.grad(), std::vector<double>{4, -8});
 }
@@ -98,8 +98,7 @@ TEST_CASE("a matmul against a frozen weight saves nothing for the weight and com
   Tape::current().clear();
 }
 
-TEST_CASE("saved activations are charged to the activation category and released by backward",
-          "[autograd][memory]") {
+TEST_CASE("saved activations are charged to the activation category and released by backward", "[autograd][memory]") {
   Tape::current().clear();
   auto& tracker = MemoryTracker::instance();
   const int64_t act0 = tracker.live(MemoryCategory::Activation);
@@ -180,8 +179,7 @@ TEST_CASE("gradients of leaves that do not require grad are never allocated", "[
   REQUIRE(tracker.live(MemoryCategory::Gradient) == grad0 + 40);
 }
 
-TEST_CASE("the grad-ready hook reports each leaf once, when its gradient is complete, last layer first",
-          "[autograd]") {
+TEST_CASE("the grad-ready hook reports each leaf once, when its gradient is complete, last layer first", "[autograd]") {
   // loss = sum((x * w1) * w2) + sum(x * w1): w1 is used twice, so it is complete only after both uses.
   Tensor x = Tensor::from_vector<double>({1, 2}, {2});
   Tensor w1 = Tensor::from_vector<double>({3, 4}, {2});

@@ -1,10 +1,10 @@
 // tools/char_lm.h: the character vocabulary, splits, held-out loss and samples longer than the context.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "models/registry.h"
 #include "tools/char_lm.h"
@@ -31,8 +31,8 @@ TEST_CASE("a character vocabulary saves and loads as JSON, and bad files are ref
   const tools::CharVocab v = tools::CharVocab::from_text("To be, or not to be:\nthat is the question.");
   v.save(path);
   CHECK(tools::CharVocab::load(path).chars() == v.chars());
-  for (const std::string text : {"{", "{\"type\": \"bpe\", \"chars\": \"ab\"}", "{\"type\": \"char\", \"chars\": \"aba\"}",
-                                 "{\"type\": \"char\", \"chars\": \"\"}"}) {
+  for (const std::string text : {"{", "{\"type\": \"bpe\", \"chars\": \"ab\"}",
+                                 "{\"type\": \"char\", \"chars\": \"aba\"}", "{\"type\": \"char\", \"chars\": \"\"}"}) {
     INFO(text);
     std::ofstream(bad) << text;
     CHECK_THROWS_WITH(tools::CharVocab::load(bad), Contains(bad));

@@ -16,15 +16,17 @@
 #include "train/data/conversation_example.h"
 
 namespace fs = std::filesystem;
+using Catch::Matchers::Contains;
 using lora::chat::ChatTemplate;
 using lora::chat::Conversation;
-using Catch::Matchers::Contains;
 
 namespace {
 
 const fs::path kChat = fs::path(LORA_TEST_DATA_DIR) / "chat";
 
-nlohmann::json read_json(const fs::path& path) { return nlohmann::json::parse(lora::read_file(path.string(), "fixture")); }
+nlohmann::json read_json(const fs::path& path) {
+  return nlohmann::json::parse(lora::read_file(path.string(), "fixture"));
+}
 
 Conversation conversation(const nlohmann::json& messages) {
   Conversation out;
@@ -38,8 +40,7 @@ void check_family(const std::string& family) {
   const ChatTemplate chat_template(lora::read_file(template_path.string(), "template"),
                                    expected.at("bos_token").get<std::string>(),
                                    expected.at("eos_token").get<std::string>(), template_path.string());
-  const auto tokenizer =
-      lora::tokenizer::HFTokenizer::from_file(kChat / expected.at("tokenizer").get<std::string>());
+  const auto tokenizer = lora::tokenizer::HFTokenizer::from_file(kChat / expected.at("tokenizer").get<std::string>());
   for (const auto& c : expected.at("cases")) {
     const std::string name = c.at("name").get<std::string>();
     INFO(family << " / " << name);
@@ -75,7 +76,9 @@ void check_family(const std::string& family) {
 TEST_CASE("chat fixtures: Qwen2.5 (ChatML with a default system prompt) as transformers renders it", "[chat]") {
   check_family("qwen2");
 }
-TEST_CASE("chat fixtures: Llama 3.1 as transformers renders it", "[chat]") { check_family("llama3"); }
+TEST_CASE("chat fixtures: Llama 3.1 as transformers renders it", "[chat]") {
+  check_family("llama3");
+}
 TEST_CASE("chat fixtures: Mistral Nemo as transformers renders it, its system prompt refused for masking", "[chat]") {
   check_family("mistral");
 }
@@ -122,7 +125,8 @@ TEST_CASE("encode_with_offsets: encode's ids, offsets in order, on every tokeniz
   const std::string text = "Hello <|endoftext|> wörld  \n\n x";
   const auto e = gpt2.encode_with_offsets(text, {});
   REQUIRE(e.ids == gpt2.encode(text, lora::tokenizer::EncodeOptions{}));
-  for (size_t i = 0; i < e.ids.size(); ++i) CHECK(text.compare(e.offsets[i], gpt2.token_bytes(e.ids[i]).size(), gpt2.token_bytes(e.ids[i])) == 0);
+  for (size_t i = 0; i < e.ids.size(); ++i)
+    CHECK(text.compare(e.offsets[i], gpt2.token_bytes(e.ids[i]).size(), gpt2.token_bytes(e.ids[i])) == 0);
 }
 
 TEST_CASE("chat fixtures: tojson, loop controls, namespace, filters and string methods as Jinja renders them",

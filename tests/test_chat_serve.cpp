@@ -2,8 +2,8 @@
 // stop a generation (models/stop_tokens.h: config.json, generation_config.json, the tokenizer, a chat
 // template's end of turn), `generate --chat` rendering the conversation with a ChatML template, and the
 // server's chat route streamed and not, against models::generate on the same rendered prompt.
-#include <catch2/catch.hpp>
 #include <httplib.h>
+#include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <filesystem>
@@ -49,10 +49,12 @@ const fs::path& tokenizer_folder() {
 }
 
 const json& model_config() {
-  static const json config = {{"model_type", "llama"},       {"vocab_size", 853},          {"hidden_size", 32},
-                              {"intermediate_size", 64},     {"num_hidden_layers", 2},     {"num_attention_heads", 4},
-                              {"num_key_value_heads", 2},    {"max_position_embeddings", 128}, {"rms_norm_eps", 1e-5},
-                              {"tie_word_embeddings", true}, {"bos_token_id", nullptr},    {"eos_token_id", 850}};
+  static const json config = {{"model_type", "llama"},    {"vocab_size", 853},
+                              {"hidden_size", 32},        {"intermediate_size", 64},
+                              {"num_hidden_layers", 2},   {"num_attention_heads", 4},
+                              {"num_key_value_heads", 2}, {"max_position_embeddings", 128},
+                              {"rms_norm_eps", 1e-5},     {"tie_word_embeddings", true},
+                              {"bos_token_id", nullptr},  {"eos_token_id", 850}};
   return config;
 }
 
@@ -116,10 +118,13 @@ TEST_CASE("chat requests: the fields read, and each field refused with its name"
   CHECK(r.options.seed == 3);
   CHECK(r.options.stop == std::vector<std::string>{"\n\n"});
   CHECK(r.stream);
-  const serve::ChatRequest plain = serve::parse_chat_request(R"({"model": "m", "messages": [{"role": "user", "content": "x"}]})", {});
+  const serve::ChatRequest plain =
+      serve::parse_chat_request(R"({"model": "m", "messages": [{"role": "user", "content": "x"}]})", {});
   CHECK_FALSE(plain.max_tokens.has_value());
   CHECK_FALSE(plain.stream);
-  CHECK(serve::parse_chat_request(R"({"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]})", {}).max_tokens == 4);
+  CHECK(serve::parse_chat_request(R"({"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]})",
+                                  {})
+            .max_tokens == 4);
 
   const std::string user = R"("messages": [{"role": "user", "content": "x"}])";
   require_refused(R"({"model": "m"})", "'messages' is missing");
@@ -128,14 +133,18 @@ TEST_CASE("chat requests: the fields read, and each field refused with its name"
   require_refused(R"({"model": "m", "messages": [{"role": "user"}]})", "messages[0].content");
   require_refused(R"({"model": "m", "messages": [{"content": "x"}]})", "messages[0].role");
   require_refused(R"({"model": "m", "messages": [{"role": "user", "content": null}]})", "messages[0].content");
-  require_refused(R"({"model": "m", "messages": [{"role": "user", "content": "x", "name": "bob"}]})", "messages[0].name");
-  require_refused(R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})",
-                  "messages[0].content[0].type");
-  require_refused(R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]})", "messages[0].content[0].text");
+  require_refused(R"({"model": "m", "messages": [{"role": "user", "content": "x", "name": "bob"}]})",
+                  "messages[0].name");
+  require_refused(
+      R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})",
+      "messages[0].content[0].type");
+  require_refused(R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]})",
+                  "messages[0].content[0].text");
   require_refused("{\"model\": \"m\", " + user + ", \"n\": 2}", "'n'");
   require_refused("{\"model\": \"m\", " + user + ", \"logprobs\": true}", "'logprobs'");
   require_refused("{\"model\": \"m\", " + user + ", \"tools\": [{\"type\": \"function\"}]}", "'tools'");
-  require_refused("{\"model\": \"m\", " + user + ", \"response_format\": {\"type\": \"json_object\"}}", "'response_format'");
+  require_refused("{\"model\": \"m\", " + user + ", \"response_format\": {\"type\": \"json_object\"}}",
+                  "'response_format'");
   require_refused("{\"model\": \"m\", " + user + ", \"presence_penalty\": 1}", "'presence_penalty'");
   require_refused("{\"model\": \"m\", " + user + ", \"foo\": 1}", "unknown field 'foo'");
   require_refused("{\"model\": \"m\", " + user + ", \"max_tokens\": 0}", "max_tokens");
@@ -147,7 +156,8 @@ TEST_CASE("chat requests: the fields read, and each field refused with its name"
   require_refused("[]", "JSON object");
 }
 
-TEST_CASE("stop tokens: config.json, generation_config.json (an id or a list), the tokenizer and the end of turn", "[chat_serve]") {
+TEST_CASE("stop tokens: config.json, generation_config.json (an id or a list), the tokenizer and the end of turn",
+          "[chat_serve]") {
   CHECK(models::read_generation_eos(R"({"eos_token_id": 7})", "g.json", 100) == std::vector<int64_t>{7});
   CHECK(models::read_generation_eos(R"({"eos_token_id": [7, 9, 500]})", "g.json", 100) == std::vector<int64_t>{7, 9});
   CHECK(models::read_generation_eos(R"({"eos_token_id": null})", "g.json", 100).empty());
@@ -162,7 +172,8 @@ TEST_CASE("stop tokens: config.json, generation_config.json (an id or a list), t
   const chat::ChatTemplate chatml(kChatML, "", "<|endoftext|>", "chatml.jinja");
   CHECK(models::end_of_turn_token(chatml, *tokenizer) == 852);  // <|im_end|>
   // A template that ends a turn with plain text has no end-of-turn token.
-  const chat::ChatTemplate plain("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n\n{% endfor %}", "", "", "plain");
+  const chat::ChatTemplate plain("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n\n{% endfor %}", "", "",
+                                 "plain");
   CHECK_FALSE(models::end_of_turn_token(plain, *tokenizer).has_value());
 
   const fs::path folder = scratch_dir() / "stop_tokens_folder";
@@ -174,7 +185,8 @@ TEST_CASE("stop tokens: config.json, generation_config.json (an id or a list), t
   s = models::stop_tokens(*model, "", *tokenizer);
   CHECK(s.ids == std::vector<int64_t>{850});  // config.json's and the tokenizer's eos
   write_file(folder / "generation_config.json", R"({"eos_token_id": {"a": 1}})");
-  CHECK_THROWS_WITH(models::stop_tokens(*model, folder.string(), *tokenizer), Catch::Contains("generation_config.json"));
+  CHECK_THROWS_WITH(models::stop_tokens(*model, folder.string(), *tokenizer),
+                    Catch::Contains("generation_config.json"));
 }
 
 TEST_CASE("serve: a sequence stops at an eos of generation_config.json's list, without its text", "[chat_serve]") {
@@ -193,7 +205,8 @@ TEST_CASE("serve: a sequence stops at an eos of generation_config.json's list, w
   CHECK(greedy(*model, prompt, 8, stops.ids) == std::vector<int32_t>(free_run.begin(), free_run.begin() + first + 1));
 
   serve::AdapterSet set(*model, 2);
-  serve::DecodeEngine engine(*model, set, {.max_sequences = 2, .max_queue = 2, .eos_token_ids = stops.ids}, tokenizer.get());
+  serve::DecodeEngine engine(*model, set, {.max_sequences = 2, .max_queue = 2, .eos_token_ids = stops.ids},
+                             tokenizer.get());
   std::string text;
   int64_t tokens = 0;
   serve::FinishReason finish = serve::FinishReason::None;
@@ -212,13 +225,15 @@ TEST_CASE("serve: a sequence stops at an eos of generation_config.json's list, w
   CHECK(text == tokenizer->decode(std::vector<int32_t>(free_run.begin(), free_run.begin() + first), {}));
 }
 
-TEST_CASE("generate --chat renders the conversation with the template and prints only the reply", "[chat_serve][examples]") {
+TEST_CASE("generate --chat renders the conversation with the template and prints only the reply",
+          "[chat_serve][examples]") {
   REQUIRE_PROGRAM(generate, "generate");
   const fs::path model = make_chat_model_folder();
   const auto tokenizer = tokenizer::load_tokenizer(tokenizer_folder());
   const std::string rendered =
       "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n";
-  const std::vector<int32_t> expected_ids = tokenizer->encode(rendered, {.add_special_tokens = false, .parse_special_tokens = true});
+  const std::vector<int32_t> expected_ids =
+      tokenizer->encode(rendered, {.add_special_tokens = false, .parse_special_tokens = true});
   REQUIRE(std::count(expected_ids.begin(), expected_ids.end(), 851) == 3);  // <|im_start|>, one token each
 
   const std::string base = "--weights " + quote(model) + " --chat --max-new-tokens 6 --temperature 0 --json";
@@ -239,8 +254,10 @@ TEST_CASE("generate --chat renders the conversation with the template and prints
 
   // The same conversation from --messages (JSON, or one JSONL line with text parts).
   const fs::path messages = scratch_dir() / "conversation.jsonl";
-  write_file(messages, R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hello there"}]}]})"
-                       "\n");
+  write_file(
+      messages,
+      R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hello there"}]}]})"
+      "\n");
   r = run(generate, base + " --chat-template " + quote(chatml_file()) + " --messages " + quote(messages));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
@@ -324,7 +341,8 @@ ChatStream read_chat_stream(const std::string& raw) {
 
 }  // namespace
 
-TEST_CASE("serve: /v1/chat/completions streamed and not, with adapters, and its refusals", "[chat_serve][serve][http]") {
+TEST_CASE("serve: /v1/chat/completions streamed and not, with adapters, and its refusals",
+          "[chat_serve][serve][http]") {
   auto model = models::create_model({model_config(), "test"}, 9);
   auto reference = models::create_model({model_config(), "test"}, 9);
   const auto tokenizer = tokenizer::load_tokenizer(tokenizer_folder());
@@ -335,8 +353,8 @@ TEST_CASE("serve: /v1/chat/completions streamed and not, with adapters, and its 
   const models::StopTokens stops = models::stop_tokens(*model, "", *tokenizer, chatml.get());
   REQUIRE(stops.ids == std::vector<int64_t>{850, 852});
   // Slots of 48 tokens: the rendered prompt (29 tokens) leaves 19.
-  serve::DecodeEngine engine(*model, set, {.max_sequences = 2, .max_queue = 8, .capacity = 48, .eos_token_ids = stops.ids},
-                             tokenizer.get());
+  serve::DecodeEngine engine(
+      *model, set, {.max_sequences = 2, .max_queue = 8, .capacity = 48, .eos_token_ids = stops.ids}, tokenizer.get());
   serve::ServerOptions options;
   options.port = 0;
   options.limits.max_tokens = 40;
@@ -344,7 +362,8 @@ TEST_CASE("serve: /v1/chat/completions streamed and not, with adapters, and its 
   serve::HttpServer server(engine, *tokenizer, options);
   const int port = server.start();
 
-  const json messages = {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hello there"}}};
+  const json messages = {{{"role", "system"}, {"content", "Be brief."}},
+                         {{"role", "user"}, {"content", "Hello there"}}};
   const std::vector<int32_t> prompt = tokenizer->encode(
       "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n",
       {.add_special_tokens = false, .parse_special_tokens = true});
@@ -402,7 +421,8 @@ TEST_CASE("serve: /v1/chat/completions streamed and not, with adapters, and its 
   };
   refused({{"model", "base"}, {"messages", {{{"role", "tool"}, {"content", "x"}}}}}, 400, "tool");
   refused({{"model", "base"}, {"messages", messages}, {"n", 2}}, 400, "'n'");
-  refused({{"model", "base"}, {"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}}}}, 400, "image_url");
+  refused({{"model", "base"}, {"messages", {{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}}}}, 400,
+          "image_url");
   refused({{"model", "nope"}, {"messages", messages}}, 404, "'nope' does not exist");
   refused({{"model", "base"}, {"messages", messages}, {"max_tokens", 40}}, 400, "context");
   httplib::Client client("127.0.0.1", port);
@@ -412,7 +432,8 @@ TEST_CASE("serve: /v1/chat/completions streamed and not, with adapters, and its 
   server.stop();
 }
 
-TEST_CASE("serve: chat without a server template uses an adapter's own, else names --chat-template", "[chat_serve][serve][http]") {
+TEST_CASE("serve: chat without a server template uses an adapter's own, else names --chat-template",
+          "[chat_serve][serve][http]") {
   auto model = models::create_model({model_config(), "test"}, 9);
   const auto tokenizer = tokenizer::load_tokenizer(tokenizer_folder());
   const std::vector<nn::AdapterState> states = random_adapters(*model, {{"qv", 2, {"q", "v"}}}, 8);
@@ -448,7 +469,8 @@ TEST_CASE("serve: chat without a server template uses an adapter's own, else nam
     write_file(folder / "chat_template.jinja", kChatML);
   }
   httplib::Client client("127.0.0.1", port);
-  auto loaded = client.Post("/v1/adapters", json{{"name", "poem"}, {"path", folder.string()}}.dump(), "application/json");
+  auto loaded =
+      client.Post("/v1/adapters", json{{"name", "poem"}, {"path", folder.string()}}.dump(), "application/json");
   REQUIRE(loaded);
   REQUIRE(loaded->status == 201);
   res = post_chat(port, {{"model", "poem"}, {"messages", messages}, {"max_tokens", 3}});

@@ -12,10 +12,10 @@
 #include "lora_source_dir.h"
 #include "models/chat/chat_template.h"
 
+using Catch::Matchers::Contains;
 using lora::chat::ChatTemplate;
 using lora::chat::Conversation;
 using lora::chat::TemplateLimits;
-using Catch::Matchers::Contains;
 
 namespace {
 
@@ -65,7 +65,8 @@ TEST_CASE("chat template: strftime_now writes the date", "[chat]") {
   CHECK(year >= "2024");
 }
 
-TEST_CASE("chat template: macros, call blocks and caller() render, and a macro kept past its scope is refused", "[chat]") {
+TEST_CASE("chat template: macros, call blocks and caller() render, and a macro kept past its scope is refused",
+          "[chat]") {
   // Macros and caller() hold their defining context weakly (a strong reference leaked every such context:
   // the sanitizer build's leak check covers these renders).
   const ChatTemplate t(
@@ -149,7 +150,8 @@ TEST_CASE("render_for_training: a template whose earlier turns change when later
 
 TEST_CASE("render_for_training: a conversation without an assistant turn is refused", "[chat]") {
   const ChatTemplate t = ChatTemplate::from_file(chatml_path());
-  CHECK_THROWS_WITH(lora::chat::render_for_training(t, {{"system", "S"}, {"user", "U"}}), Contains("no assistant turn"));
+  CHECK_THROWS_WITH(lora::chat::render_for_training(t, {{"system", "S"}, {"user", "U"}}),
+                    Contains("no assistant turn"));
 }
 
 TEST_CASE("chat template: a list that doubles in a loop is stopped by the size limit", "[chat]") {
@@ -185,7 +187,9 @@ TEST_CASE("chat template: Llama 3.2 writes today's date with strftime_now, as tr
   const std::string after = today("%d %b %Y");
   const auto expected = [](const std::string& date) {
     return "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
-           "Today Date: " + date + "\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+           "Today Date: " +
+           date +
+           "\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
            "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>";
   };
   CHECK((text == expected(before) || text == expected(after)));

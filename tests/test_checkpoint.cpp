@@ -14,11 +14,14 @@ namespace {
 
 models::ModelConfig gpt2_with_dropout(int64_t layers = 3) {
   return {nlohmann::json::parse(fmt::format(R"({{"model_type": "gpt2", "vocab_size": 101, "n_positions": 64,
-    "n_embd": 48, "n_layer": {}, "n_head": 4, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1}})", layers)),
+    "n_embd": 48, "n_layer": {}, "n_head": 4, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1}})",
+                                            layers)),
           "test config"};
 }
 
-models::ModelConfig llama_tiny() { return {models::preset_config("llama-tiny"), "preset 'llama-tiny'"}; }
+models::ModelConfig llama_tiny() {
+  return {models::preset_config("llama-tiny"), "preset 'llama-tiny'"};
+}
 
 struct StepResult {
   double loss;
@@ -60,17 +63,22 @@ void require_identical(const StepResult& a, const StepResult& b) {
 LORA_OP_CASES(checkpoint_cases) {
   const testing::OpFn f = [](const testing::Inputs& in) {
     const Tensor w = in[1];
-    return autograd::checkpoint([w](const Tensor& x) { return ops::linear(ops::tanh(ops::linear(x, w)), ops::transpose(w, 0, 1)); },
-                                in[0], {w});
+    return autograd::checkpoint(
+        [w](const Tensor& x) { return ops::linear(ops::tanh(ops::linear(x, w)), ops::transpose(w, 0, 1)); }, in[0],
+        {w});
   };
   testing::gradcheck_case("checkpoint", "a two-layer function of x and W", f, [] {
     Generator gen(51);
     return testing::Inputs{testing::randn_leaf({3, 5}, gen, DType::F64), testing::randn_leaf({4, 5}, gen, DType::F64)};
   });
-  testing::parity_case("checkpoint", "a two-layer function of x and W", f, [] {
-    Generator gen(52);
-    return testing::Inputs{testing::randn_leaf({3, 5}, gen, DType::F32), testing::randn_leaf({4, 5}, gen, DType::F32)};
-  }, testing::kGemm);
+  testing::parity_case(
+      "checkpoint", "a two-layer function of x and W", f,
+      [] {
+        Generator gen(52);
+        return testing::Inputs{testing::randn_leaf({3, 5}, gen, DType::F32),
+                               testing::randn_leaf({4, 5}, gen, DType::F32)};
+      },
+      testing::kGemm);
 }
 
 TEST_CASE("checkpointed blocks give bit-identical gradients, dropout on", "[checkpoint]") {
@@ -127,7 +135,10 @@ TEST_CASE("checkpoint is a plain call without gradients to record", "[checkpoint
   Generator gen(61);
   const Tensor x = Tensor::randn({2, 3}, gen);
   int calls = 0;
-  const auto fn = [&calls](const Tensor& t) { ++calls; return t * 2.0; };
+  const auto fn = [&calls](const Tensor& t) {
+    ++calls;
+    return t * 2.0;
+  };
   const Tensor y = autograd::checkpoint(fn, x, {});
   CHECK_FALSE(y.requires_grad());
   CHECK(calls == 1);

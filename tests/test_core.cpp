@@ -82,8 +82,8 @@ TEST_CASE("dtype conversion and printing", "[core]") {
 TEST_CASE("shape broadcasting and axis errors", "[core]") {
   REQUIRE(broadcast_shapes({4, 1, 3}, {5, 1}, "op") == Shape{4, 5, 3});
   REQUIRE(broadcast_shapes({3}, {2, 3}, "op") == Shape{2, 3});
-  REQUIRE_THROWS_WITH(broadcast_shapes({2, 3}, {4}, "add"), Catch::Contains("add") && Catch::Contains("[2, 3]") &&
-                                                                   Catch::Contains("[4]"));
+  REQUIRE_THROWS_WITH(broadcast_shapes({2, 3}, {4}, "add"),
+                      Catch::Contains("add") && Catch::Contains("[2, 3]") && Catch::Contains("[4]"));
   REQUIRE_THROWS_AS(Shape({2, 3}).normalize_axis(2), Error);
   REQUIRE(Shape({2, 3}).normalize_axis(-1) == 1);
 }
@@ -94,7 +94,8 @@ TEST_CASE("devices parse and unavailable devices give a clear error", "[core]") 
   REQUIRE_THROWS_AS(Device::parse("gpu"), Error);
   REQUIRE_THROWS_AS(Device::parse("cuda:x"), Error);
   // Out of int's range, signs, spaces and trailing text are refused with lora::Error, not std::out_of_range.
-  for (const char* bad : {"cuda:99999999999999999999", "cuda:-1", "cuda:+1", "cuda: 1", "cuda:1 ", "cuda:", "cuda:0x1"}) {
+  for (const char* bad :
+       {"cuda:99999999999999999999", "cuda:-1", "cuda:+1", "cuda: 1", "cuda:1 ", "cuda:", "cuda:0x1"}) {
     REQUIRE_THROWS_WITH(Device::parse(bad), Catch::Contains("expected cpu, cuda, cuda:N"));
   }
 }
@@ -103,8 +104,12 @@ TEST_CASE("devices parse and unavailable devices give a clear error", "[core]") 
 // Memory accounting
 
 namespace {
-int64_t live(MemoryCategory c) { return MemoryTracker::instance().live(c); }
-int64_t peak(MemoryCategory c) { return MemoryTracker::instance().peak(c); }
+int64_t live(MemoryCategory c) {
+  return MemoryTracker::instance().live(c);
+}
+int64_t peak(MemoryCategory c) {
+  return MemoryTracker::instance().peak(c);
+}
 }  // namespace
 
 TEST_CASE("memory tracker: exact live and peak figures for a sequence of allocations", "[core][memory]") {

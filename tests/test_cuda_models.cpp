@@ -17,15 +17,14 @@ using namespace lora;
 
 namespace {
 
-#define SKIP_WITHOUT_CUDA()                  \
-  if (!cuda_device_available()) {            \
-    WARN("no CUDA device: skipped");         \
-    return;                                  \
+#define SKIP_WITHOUT_CUDA()          \
+  if (!cuda_device_available()) {    \
+    WARN("no CUDA device: skipped"); \
+    return;                          \
   }
 
 const std::string kFixtureDir = std::string(LORA_TEST_DATA_DIR) + "/gpt2_tiny";
 const Device kCuda = Device::cuda(0);
-
 
 }  // namespace
 
@@ -81,7 +80,8 @@ TEST_CASE("cuda: a few fine-tuning steps give the CPU's losses", "[cuda]") {
       }
       model.to(device);
       optim::AdamW opt(model.parameters(true), {.lr = 1e-2});
-      const Tensor x = Tensor::from_vector(in_ids, {2, 16}, device), y = Tensor::from_vector(target_ids, {2, 16}, device);
+      const Tensor x = Tensor::from_vector(in_ids, {2, 16}, device),
+                   y = Tensor::from_vector(target_ids, {2, 16}, device);
       for (int step = 0; step < 5; ++step) {
         Tensor loss = model.loss(x, y);
         losses[d].push_back(loss.item());

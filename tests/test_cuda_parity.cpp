@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cuda/cuda_device.h"
 #include "backends/kernels/attention.h"
 #include "backends/kernels/cross_entropy.h"
 #include "backends/kernels/dropout.h"
@@ -34,7 +35,6 @@
 #include "backends/kernels/rms_norm.h"
 #include "backends/kernels/rope.h"
 #include "backends/kernels/softmax.h"
-#include "backends/cuda/cuda_device.h"
 #include "core/allocator.h"
 #include "core/tensor.h"
 #include "nn/attention.h"
@@ -43,12 +43,12 @@ using namespace lora;
 
 namespace {
 
-#define LORA_REQUIRE_CUDA_DEVICE()                    \
-  do {                                                \
-    if (!::lora::cuda_device_available()) {           \
-      WARN("no CUDA device: skipped");                \
-      return;                                         \
-    }                                                 \
+#define LORA_REQUIRE_CUDA_DEVICE()          \
+  do {                                      \
+    if (!::lora::cuda_device_available()) { \
+      WARN("no CUDA device: skipped");      \
+      return;                               \
+    }                                       \
   } while (0)
 
 struct Tol {
@@ -65,19 +65,27 @@ constexpr Tol kAttention{1e-4, 1e-3};
 const Device kGpu = Device::cuda(0);
 const std::vector<int64_t> kSizes = {1, 7, 33, 257, 1000, 4099};
 
-Backend& cpu() { return backend_for(Device::cpu()); }
-Backend& gpu() { return backend_for(kGpu); }
+Backend& cpu() {
+  return backend_for(Device::cpu());
+}
+Backend& gpu() {
+  return backend_for(kGpu);
+}
 
 Tensor rand_cpu(const Shape& shape, Generator& gen, double lo = -1.0, double hi = 1.0) {
   return Tensor::uniform(shape, gen, lo, hi, DType::F32, Device::cpu());
 }
-Tensor on_gpu(const Tensor& t) { return t.to(kGpu); }
+Tensor on_gpu(const Tensor& t) {
+  return t.to(kGpu);
+}
 // A GPU output that fails every comparison unless the kernel writes each element.
 Tensor poisoned(const Shape& shape) {
   return Tensor::full(shape, std::numeric_limits<double>::quiet_NaN(), DType::F32, kGpu);
 }
 
-std::string shape_str(const Shape& s) { return s.str(); }
+std::string shape_str(const Shape& s) {
+  return s.str();
+}
 
 void check_close(const Tensor& gpu_t, const Tensor& cpu_t, Tol tol, const std::string& what) {
   REQUIRE(gpu_t.shape() == cpu_t.shape());
@@ -96,15 +104,17 @@ void check_close(const Tensor& gpu_t, const Tensor& cpu_t, Tol tol, const std::s
   if (bad > 0) {
     std::ostringstream msg;
     msg << what << " " << cpu_t.shape().str() << ": " << bad << " of " << g.size() << " elements outside atol "
-        << tol.atol << " + rtol " << tol.rtol << "; first at " << first << ": gpu " << g[first] << ", cpu "
-        << c[first] << "; worst abs error " << worst;
+        << tol.atol << " + rtol " << tol.rtol << "; first at " << first << ": gpu " << g[first] << ", cpu " << c[first]
+        << "; worst abs error " << worst;
     FAIL_CHECK(msg.str());
   } else {
     SUCCEED();
   }
 }
 
-bool positive_domain(UnaryOp op) { return unary_info(op).domain == TestDomain::Positive; }
+bool positive_domain(UnaryOp op) {
+  return unary_info(op).domain == TestDomain::Positive;
+}
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------
@@ -236,8 +246,7 @@ TEST_CASE("cuda parity: binary ops with broadcasting", "[cuda]") {
       Tensor og = poisoned(cs.out);
       cpu().binary(op, a, b, oc);
       gpu().binary(op, on_gpu(a), on_gpu(b), og);
-      const std::string what = std::string("binary ") + info.name + " " + shape_str(cs.a) + " with " +
-                               shape_str(cs.b);
+      const std::string what = std::string("binary ") + info.name + " " + shape_str(cs.a) + " with " + shape_str(cs.b);
       check_close(og, oc, kElementwise, what);
       if (cs.a == cs.out) {  // in place into a
         Tensor ag = on_gpu(a);
@@ -265,9 +274,14 @@ TEST_CASE("cuda parity: permute", "[cuda]") {
     Shape x;
     std::vector<int> dims;
   };
-  const std::vector<Case> cases = {{{2, 3, 4, 5}, {0, 2, 1, 3}}, {{2, 3, 4, 5}, {3, 2, 1, 0}}, {{7, 33}, {1, 0}},
-                                   {{257}, {0}},                 {{4, 1, 6}, {2, 0, 1}},       {{2, 33, 3, 16}, {0, 2, 1, 3}},
-                                   {{1, 1}, {1, 0}},             {{3, 5, 7, 2, 3}, {4, 1, 3, 0, 2}}};
+  const std::vector<Case> cases = {{{2, 3, 4, 5}, {0, 2, 1, 3}},
+                                   {{2, 3, 4, 5}, {3, 2, 1, 0}},
+                                   {{7, 33}, {1, 0}},
+                                   {{257}, {0}},
+                                   {{4, 1, 6}, {2, 0, 1}},
+                                   {{2, 33, 3, 16}, {0, 2, 1, 3}},
+                                   {{1, 1}, {1, 0}},
+                                   {{3, 5, 7, 2, 3}, {4, 1, 3, 0, 2}}};
   for (const Case& cs : cases) {
     Tensor x = rand_cpu(cs.x, gen);
     std::vector<int64_t> od;
@@ -286,8 +300,11 @@ TEST_CASE("cuda parity: copy_block", "[cuda]") {
   struct Case {
     int64_t outer, src_mid, dst_mid, inner, src_start, dst_start, count;
   };
-  const std::vector<Case> cases = {{3, 7, 9, 33, 2, 4, 5}, {1, 1, 1, 1, 0, 0, 1},     {5, 12, 4, 1, 8, 0, 4},
-                                   {2, 3, 9, 257, 0, 3, 3}, {33, 2304, 768, 1, 768, 0, 768}};
+  const std::vector<Case> cases = {{3, 7, 9, 33, 2, 4, 5},
+                                   {1, 1, 1, 1, 0, 0, 1},
+                                   {5, 12, 4, 1, 8, 0, 4},
+                                   {2, 3, 9, 257, 0, 3, 3},
+                                   {33, 2304, 768, 1, 768, 0, 768}};
   for (const Case& cs : cases) {
     for (bool accumulate : {false, true}) {
       Tensor src = rand_cpu({cs.outer, cs.src_mid, cs.inner}, gen);
@@ -311,11 +328,12 @@ TEST_CASE("cuda parity: sum_to", "[cuda]") {
   struct Case {
     Shape x, out;
   };
-  const std::vector<Case> cases = {
-      {{33, 257}, {257}},   {{33, 257}, {33, 1}},   {{33, 257}, {1, 257}},  {{4, 7, 5}, {1, 7, 1}},
-      {{4, 7, 5}, {4, 1, 5}}, {{4, 7, 5}, {7, 1}},  {{1000}, {1}},          {{6, 1000}, {1, 1}},
-      {{2, 3, 4}, {2, 3, 4}}, {{300, 64}, {64}},    {{5, 3000}, {5, 1}},    {{1, 7}, {7}},
-      {{2, 1, 3}, {2, 1, 3}}, {{2048, 33}, {33}},   {{3, 4, 5, 6}, {3, 1, 5, 1}}, {{100003}, {1}}};
+  const std::vector<Case> cases = {{{33, 257}, {257}},     {{33, 257}, {33, 1}},   {{33, 257}, {1, 257}},
+                                   {{4, 7, 5}, {1, 7, 1}}, {{4, 7, 5}, {4, 1, 5}}, {{4, 7, 5}, {7, 1}},
+                                   {{1000}, {1}},          {{6, 1000}, {1, 1}},    {{2, 3, 4}, {2, 3, 4}},
+                                   {{300, 64}, {64}},      {{5, 3000}, {5, 1}},    {{1, 7}, {7}},
+                                   {{2, 1, 3}, {2, 1, 3}}, {{2048, 33}, {33}},     {{3, 4, 5, 6}, {3, 1, 5, 1}},
+                                   {{100003}, {1}}};
   for (const Case& cs : cases) {
     Tensor x = rand_cpu(cs.x, gen);
     Tensor oc = Tensor::empty(cs.out);
@@ -332,8 +350,8 @@ TEST_CASE("cuda parity: expand", "[cuda]") {
   struct Case {
     Shape x, out;
   };
-  const std::vector<Case> cases = {{{257}, {33, 257}},  {{33, 1}, {33, 257}}, {{1}, {7, 33}},
-                                   {{4, 1, 5}, {4, 3, 5}}, {{3, 1}, {2, 3, 4}}, {{7}, {7}}};
+  const std::vector<Case> cases = {{{257}, {33, 257}},     {{33, 1}, {33, 257}}, {{1}, {7, 33}},
+                                   {{4, 1, 5}, {4, 3, 5}}, {{3, 1}, {2, 3, 4}},  {{7}, {7}}};
   for (const Case& cs : cases) {
     for (bool accumulate : {false, true}) {
       Tensor x = rand_cpu(cs.x, gen);
@@ -538,7 +556,8 @@ TEST_CASE("cuda: an id or target out of range is a lora::Error and changes nothi
   // The device is still usable after the error.
   Tensor good = Tensor::from_vector<int64_t>({0, 9, 9}, {3}, kGpu);
   kernels::EmbeddingForward::cuda(w, good, out);
-  check_close(out.narrow_rows(1, 1), w.narrow_rows(9, 1).to(Device::cpu()).view({1, 8}), kExact, "embedding after error");
+  check_close(out.narrow_rows(1, 1), w.narrow_rows(9, 1).to(Device::cpu()).view({1, 8}), kExact,
+              "embedding after error");
 }
 
 TEST_CASE("cuda parity: cross-entropy forward and backward with ignore_index", "[cuda]") {
@@ -618,9 +637,9 @@ TEST_CASE("cuda parity: causal attention, forward and backward, grouped-query in
     Shape q;
     int64_t kv_heads;
   };
-  const std::vector<Case> cases = {{{1, 1, 1, 8}, 1},    {{2, 3, 7, 16}, 3},     {{1, 2, 33, 8}, 2},
-                                   {{2, 2, 65, 32}, 2},  {{1, 1, 257, 64}, 1},   {{1, 2, 1100, 16}, 2},
-                                   {{2, 4, 65, 32}, 2},  {{1, 6, 257, 64}, 1},   {{2, 8, 33, 16}, 2}};
+  const std::vector<Case> cases = {{{1, 1, 1, 8}, 1},   {{2, 3, 7, 16}, 3},   {{1, 2, 33, 8}, 2},
+                                   {{2, 2, 65, 32}, 2}, {{1, 1, 257, 64}, 1}, {{1, 2, 1100, 16}, 2},
+                                   {{2, 4, 65, 32}, 2}, {{1, 6, 257, 64}, 1}, {{2, 8, 33, 16}, 2}};
   for (const Case& cs : cases) {
     const Shape& s = cs.q;
     const Shape kv{s[0], cs.kv_heads, s[2], s[3]};
@@ -651,7 +670,8 @@ TEST_CASE("cuda parity: causal attention over packed segments, forward and backw
   LORA_REQUIRE_CUDA_DEVICE();
   Generator gen(23);
   // Rows of T = 70 tokens cut into segments of random lengths (1 to 40), grouped-query and not.
-  for (const auto& [q_shape, kv_heads] : std::vector<std::pair<Shape, int64_t>>{{{2, 4, 70, 16}, 2}, {{3, 2, 70, 32}, 2}}) {
+  for (const auto& [q_shape, kv_heads] :
+       std::vector<std::pair<Shape, int64_t>>{{{2, 4, 70, 16}, 2}, {{3, 2, 70, 32}, 2}}) {
     const int64_t B = q_shape[0], T = q_shape[2];
     std::vector<int32_t> segments(static_cast<size_t>(B * T));
     for (int64_t b = 0; b < B; ++b) {

@@ -47,14 +47,18 @@ train::LoadedExamples load(const std::string& path, DataFormat format = DataForm
   return train::load_examples(path, tokenizer, {.format = format, .train_on_inputs = train_on_inputs});
 }
 
-Ids encode(const std::string& text) { return gpt2().encode(text, true); }
+Ids encode(const std::string& text) {
+  return gpt2().encode(text, true);
+}
 
 Ids concat(Ids a, const Ids& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
 }
 
-Ids masked(size_t n) { return Ids(n, kIgnoreLabel); }
+Ids masked(size_t n) {
+  return Ids(n, kIgnoreLabel);
+}
 
 // load_examples' error for `bytes` written to `name`.
 std::string load_error(const std::string& name, const std::string& bytes, DataFormat format = DataFormat::Auto) {
@@ -68,7 +72,9 @@ std::string load_error(const std::string& name, const std::string& bytes, DataFo
   return "";
 }
 
-nlohmann::json parse(const std::string& text) { return nlohmann::json::parse(text); }
+nlohmann::json parse(const std::string& text) {
+  return nlohmann::json::parse(text);
+}
 
 std::string conversation_error(const std::string& record) {
   const nlohmann::json r = parse(record);
@@ -93,9 +99,9 @@ TEST_CASE("data formats: names, and an unknown --format name refused with the li
   for (const char* name : {"auto", "raw", "tokens", "text", "prompt_completion", "alpaca", "messages", "sharegpt"}) {
     CHECK(train::data_format_name(train::parse_data_format(name)) == name);
   }
-  REQUIRE_THROWS_WITH(train::parse_data_format("chatml"),
-                      Catch::Contains("unknown data format 'chatml'") && Catch::Contains("prompt_completion") &&
-                          Catch::Contains("sharegpt"));
+  REQUIRE_THROWS_WITH(train::parse_data_format("chatml"), Catch::Contains("unknown data format 'chatml'") &&
+                                                              Catch::Contains("prompt_completion") &&
+                                                              Catch::Contains("sharegpt"));
   CHECK(train::is_conversation_format(DataFormat::Alpaca));
   CHECK(train::is_conversation_format(DataFormat::ShareGPT));
   CHECK_FALSE(train::is_conversation_format(DataFormat::PromptCompletion));
@@ -119,7 +125,8 @@ TEST_CASE("data formats: text records, EOS appended unless already last, every t
   CHECK(load(path, DataFormat::Text).examples[0].ids == loaded.examples[0].ids);
 }
 
-TEST_CASE("data formats: prompt/completion, only the completion and EOS trained unless train_on_inputs", "[data_formats]") {
+TEST_CASE("data formats: prompt/completion, only the completion and EOS trained unless train_on_inputs",
+          "[data_formats]") {
   const std::string path = data_file("pc.jsonl",
                                      "{\"prompt\": \"Translate: cheese\", \"completion\": \" fromage\"}\n"
                                      "{\"completion\": \" world\", \"prompt\": \"Hello\"}\n");
@@ -186,7 +193,8 @@ TEST_CASE("data formats: a .json array of records, its lines counted as records"
   CHECK(train::detect_data_format(data_file("lines.json", "{\"text\": \"a\"}\n{\"text\": \"b\"}\n")).format ==
         DataFormat::Text);
   CHECK(load(data_file("lines2.json", "{\"text\": \"a\"}\n{\"text\": \"b\"}\n")).examples.size() == 2);
-  CHECK_THAT(load_error("empty_array.json", " [ ] "), Catch::Contains("empty_array.json") && Catch::Contains("no examples"));
+  CHECK_THAT(load_error("empty_array.json", " [ ] "),
+             Catch::Contains("empty_array.json") && Catch::Contains("no examples"));
   CHECK_THAT(load_error("array_bad.json", "[{\"text\": \"a\"}, 5]"),
              Catch::Contains("array_bad.json' record 2") && Catch::Contains("not an object"));
   CHECK_THAT(load_error("array_broken.json", "[{\"text\": \"a\"},\n\n {\"text\": ]"),
@@ -236,7 +244,8 @@ TEST_CASE("data formats: auto-detection says why: token files, each JSON format,
                       Catch::Contains("magic"));
   CHECK(train::detect_data_format(data_file("req.jsonl", records[0].first), DataFormat::Raw).format == DataFormat::Raw);
   // A token file or raw text is not a file of examples.
-  REQUIRE_THROWS_WITH(load((dir / "v1.bin").string()), Catch::Contains("v1.bin") && Catch::Contains("llm.c token file"));
+  REQUIRE_THROWS_WITH(load((dir / "v1.bin").string()),
+                      Catch::Contains("v1.bin") && Catch::Contains("llm.c token file"));
   REQUIRE_THROWS_WITH(load(dir / "story.txt"), Catch::Contains("story.txt") && Catch::Contains("raw text"));
 }
 
@@ -245,19 +254,36 @@ TEST_CASE("data formats: malformed files refused naming the file, the line and t
       {"malformed.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\"\n", {"malformed.jsonl' line 2", "malformed JSON"}},
       {"notobject.jsonl", "{\"text\": \"a\"}\n\n[1, 2]\n", {"notobject.jsonl' line 3", "array, not an object"}},
       {"missing.jsonl", "{\"text\": \"a\"}\n{\"txt\": \"b\"}\n", {"missing.jsonl' line 2", "no \"text\""}},
-      {"wrongtype.jsonl", "{\"text\": \"a\"}\n{\"text\": [\"b\"]}\n", {"wrongtype.jsonl' line 2", "\"text\" is an array"}},
-      {"pc.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\", \"completion\": null}\n",
+      {"wrongtype.jsonl",
+       "{\"text\": \"a\"}\n{\"text\": [\"b\"]}\n",
+       {"wrongtype.jsonl' line 2", "\"text\" is an array"}},
+      {"pc.jsonl",
+       "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\", \"completion\": null}\n",
        {"pc.jsonl' line 2", "\"completion\" is a null"}},
-      {"pc2.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\"}\n", {"pc2.jsonl' line 2", "no \"completion\""}},
+      {"pc2.jsonl",
+       "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\"}\n",
+       {"pc2.jsonl' line 2", "no \"completion\""}},
       {"utf8.jsonl", "{\"text\": \"a\"}\n{\"text\": \"caf\xE9\"}\n", {"utf8.jsonl' line 2", "not UTF-8", "0xE9"}},
       {"lone.jsonl", "{\"text\": \"\\ud83d x\"}\n", {"lone.jsonl' line 1", "malformed JSON", "surrogate"}},
-      {"overflow.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\", \"n\": 1e999}\n", {"overflow.jsonl' line 2", "malformed JSON", "overflow"}},
+      {"overflow.jsonl",
+       "{\"text\": \"a\"}\n{\"text\": \"b\", \"n\": 1e999}\n",
+       {"overflow.jsonl' line 2", "malformed JSON", "overflow"}},
       {"overflow.json", "[{\"text\": \"a\", \"n\": -1e999}]", {"overflow.json'", "malformed JSON", "overflow"}},
       {"empty.jsonl", "", {"empty.jsonl", "no examples"}},
       {"blank.jsonl", "\n  \r\n\n", {"blank.jsonl", "no examples"}},
-      {"keys.jsonl", "{\"question\": \"a\", \"answer\": \"b\"}\n", {"keys.jsonl' line 1", "\"question\"", "--format raw"}},
-      {"garbage.bin", std::string("\x7F" "ELF\x02\x01\x01\0\0\0\0\xff\xfe", 13), {"garbage.bin", "binary data"}},
-      {"garbage.jsonl", std::string("\x7F" "ELF\x02\x01\x01\0\0\0\0\xff\xfe", 13), {"garbage.jsonl' line 1", "not UTF-8"}},
+      {"keys.jsonl",
+       "{\"question\": \"a\", \"answer\": \"b\"}\n",
+       {"keys.jsonl' line 1", "\"question\"", "--format raw"}},
+      {"garbage.bin",
+       std::string("\x7F"
+                   "ELF\x02\x01\x01\0\0\0\0\xff\xfe",
+                   13),
+       {"garbage.bin", "binary data"}},
+      {"garbage.jsonl",
+       std::string("\x7F"
+                   "ELF\x02\x01\x01\0\0\0\0\xff\xfe",
+                   13),
+       {"garbage.jsonl' line 1", "not UTF-8"}},
   };
   for (const auto& [name, bytes, expected] : cases) {
     INFO(name);
@@ -274,9 +300,10 @@ TEST_CASE("data formats: malformed files refused naming the file, the line and t
 }
 
 TEST_CASE("data formats: conversations without a chat template ask for --chat-template", "[data_formats]") {
-  for (const char* record : {R"({"instruction": "a", "output": "b"})",
-                             R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})",
-                             R"({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]})"}) {
+  for (const char* record :
+       {R"({"instruction": "a", "output": "b"})",
+        R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})",
+        R"({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]})"}) {
     INFO(record);
     CHECK_THAT(load_error("chat.jsonl", record), Catch::Contains("chat.jsonl") && Catch::Contains("--chat-template"));
   }
@@ -285,15 +312,18 @@ TEST_CASE("data formats: conversations without a chat template ask for --chat-te
 TEST_CASE("data formats: conversation records become turns; bad ones are refused naming the field", "[data_formats]") {
   using chat::Conversation;
   const std::string place = "data file 'c.jsonl' line 7";
-  const Conversation alpaca = train::alpaca_conversation(
-      parse(R"({"instruction": "Sum", "input": "1 2", "output": "3", "extra": 1})"), place);
+  const Conversation alpaca =
+      train::alpaca_conversation(parse(R"({"instruction": "Sum", "input": "1 2", "output": "3", "extra": 1})"), place);
   REQUIRE(alpaca.size() == 2);
   CHECK(alpaca[0].role == "user");
   CHECK(alpaca[0].content == "Sum\n\n1 2");
   CHECK(alpaca[1].role == "assistant");
   CHECK(alpaca[1].content == "3");
-  CHECK(train::alpaca_conversation(parse(R"({"instruction": "Sum", "input": "", "output": "3"})"), place)[0].content == "Sum");
-  CHECK(train::alpaca_conversation(parse(R"({"instruction": "Sum", "input": null, "output": "3"})"), place)[0].content == "Sum");
+  CHECK(train::alpaca_conversation(parse(R"({"instruction": "Sum", "input": "", "output": "3"})"), place)[0].content ==
+        "Sum");
+  CHECK(
+      train::alpaca_conversation(parse(R"({"instruction": "Sum", "input": null, "output": "3"})"), place)[0].content ==
+      "Sum");
   CHECK(train::alpaca_conversation(parse(R"({"instruction": "Sum", "output": "3"})"), place)[0].content == "Sum");
 
   const Conversation messages = train::messages_conversation(
@@ -332,7 +362,8 @@ TEST_CASE("data formats: conversation records become turns; bad ones are refused
       {R"({"messages": [["user", "a"]]})", {"\"messages\"[0] is an array", "expected an object"}},
       {R"({"messages": [{"content": "a"}]})", {"\"messages\"[0] has no \"role\""}},
       {R"({"messages": [{"role": "user"}]})", {"\"messages\"[0] has no \"content\""}},
-      {R"({"messages": [{"role": "assistant", "content": "a", "weight": 0}]})", {"\"messages\"[0] has \"weight\"", "not read"}},
+      {R"({"messages": [{"role": "assistant", "content": "a", "weight": 0}]})",
+       {"\"messages\"[0] has \"weight\"", "not read"}},
       {R"({"conversations": [{"from": "human", "value": "a"}, {"from": "bot", "value": "b"}]})",
        {"\"conversations\"[1].\"from\" is \"bot\"", "\"human\""}},
       {R"({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": ""}]})",
@@ -443,7 +474,8 @@ TEST_CASE("tokenize --data writes each example as training sees it, one JSON lin
   CHECK_THAT(testing::run(tokenize, "--help").out, Catch::Contains("--data") && Catch::Contains("--train-on-inputs"));
 }
 
-TEST_CASE("data formats: conversations in each format give transformers' ids and labels (chat fixtures)", "[data_formats]") {
+TEST_CASE("data formats: conversations in each format give transformers' ids and labels (chat fixtures)",
+          "[data_formats]") {
   // tests/fixtures/chat/expected.json: real templates rendered, tokenized and masked by transformers.
   const fs::path chat_dir = fs::path(LORA_TEST_DATA_DIR) / "chat";
   std::ifstream in(chat_dir / "expected.json");
@@ -472,14 +504,18 @@ TEST_CASE("data formats: conversations in each format give transformers' ids and
       nlohmann::json conversations = nlohmann::json::array();
       for (const auto& m : turns) {
         const std::string role = m.at("role");
-        conversations.push_back({{"from", role == "user" ? "human" : role == "assistant" ? "gpt" : role},
+        conversations.push_back({{"from", role == "user"        ? "human"
+                                          : role == "assistant" ? "gpt"
+                                                                : role},
                                  {"value", m.at("content")}});
       }
       sharegpt += nlohmann::json{{"conversations", conversations}}.dump() + "\n";
       if (turns.size() == 2 && turns[0].at("role") == "user") {
         alpaca_cases.push_back(&c);
-        alpaca += nlohmann::json{{"instruction", turns[0].at("content")}, {"input", ""}, {"output", turns[1].at("content")}}
-                      .dump() + "\n";
+        alpaca +=
+            nlohmann::json{{"instruction", turns[0].at("content")}, {"input", ""}, {"output", turns[1].at("content")}}
+                .dump() +
+            "\n";
       }
     }
     const auto check = [&](const std::string& name, const std::string& bytes, DataFormat format,
@@ -509,16 +545,20 @@ TEST_CASE("data formats: conversations in each format give transformers' ids and
 }
 
 TEST_CASE("data formats: Alpaca's input joins the instruction; a .json array of conversations", "[data_formats]") {
-  const chat::ChatTemplate chatml = chat::ChatTemplate::from_file(
-      (fs::path(LORA_SOURCE_DIR) / "data" / "chat_templates" / "chatml.jinja").string());
+  const chat::ChatTemplate chatml =
+      chat::ChatTemplate::from_file((fs::path(LORA_SOURCE_DIR) / "data" / "chat_templates" / "chatml.jinja").string());
   const train::ExampleOptions options{.chat_template = &chatml};
   const train::Example alpaca =
-      train::load_examples(data_file("alpaca.json", R"([{"instruction": "Add", "input": "1 2", "output": "3"}])"), gpt2(),
-                           options).examples.at(0);
+      train::load_examples(data_file("alpaca.json", R"([{"instruction": "Add", "input": "1 2", "output": "3"}])"),
+                           gpt2(), options)
+          .examples.at(0);
   const train::Example messages =
-      train::load_examples(data_file("same.jsonl",
-                                     R"({"messages": [{"role": "user", "content": "Add\n\n1 2"}, {"role": "assistant", "content": "3"}]})"),
-                           gpt2(), options).examples.at(0);
+      train::load_examples(
+          data_file(
+              "same.jsonl",
+              R"({"messages": [{"role": "user", "content": "Add\n\n1 2"}, {"role": "assistant", "content": "3"}]})"),
+          gpt2(), options)
+          .examples.at(0);
   CHECK(alpaca.ids == messages.ids);
   CHECK(alpaca.labels == messages.labels);
   const std::string render = "<|im_start|>user\nAdd\n\n1 2<|im_end|>\n<|im_start|>assistant\n3<|im_end|>\n";

@@ -35,11 +35,11 @@ fs::path find_mpirun() {
 const std::vector<std::string> kMpiEnv = {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
                                           "OMPI_MCA_rmaps_base_oversubscribe=1", "LORA_NUM_THREADS=1"};
 
-#define REQUIRE_MPI(mpirun)                                                    \
-  const fs::path mpirun = find_mpirun();                                       \
-  if (!dist::built_with_mpi() || mpirun.empty()) {                             \
-    WARN("no MPI in this build or no mpirun: data-parallel tests skipped");    \
-    return;                                                                    \
+#define REQUIRE_MPI(mpirun)                                                 \
+  const fs::path mpirun = find_mpirun();                                    \
+  if (!dist::built_with_mpi() || mpirun.empty()) {                          \
+    WARN("no MPI in this build or no mpirun: data-parallel tests skipped"); \
+    return;                                                                 \
   }
 
 std::string read_bytes(const fs::path& p) {
@@ -56,9 +56,16 @@ fs::path token_file(const std::string& name, int n, int multiplier) {
 }
 
 std::vector<std::string> train_args(const fs::path& data, const std::string& mode, int batch, const fs::path& save) {
-  return {"--config", "tiny", "--data", data.string(), "--mode", mode, "--steps", "5", "--batch", std::to_string(batch),
-          "--seq", "16", "--warmup", "1", "--eval-batches", "1", "--save", save.string(), "--report-json",
-          (save.string() + ".json")};
+  return {"--config",       "tiny",
+          "--data",         data.string(),
+          "--mode",         mode,
+          "--steps",        "5",
+          "--batch",        std::to_string(batch),
+          "--seq",          "16",
+          "--warmup",       "1",
+          "--eval-batches", "1",
+          "--save",         save.string(),
+          "--report-json",  (save.string() + ".json")};
 }
 
 void require_close_files(const fs::path& a, const fs::path& b) {
@@ -145,7 +152,8 @@ TEST_CASE("ranks that disagree on their data are refused at start-up with the sa
   CHECK(out.find(message, first + 1) != std::string::npos);
 }
 
-TEST_CASE("mpirun -np 2 on JSONL examples, padded and packed, trains like one process with twice the batch", "[dist][slow]") {
+TEST_CASE("mpirun -np 2 on JSONL examples, padded and packed, trains like one process with twice the batch",
+          "[dist][slow]") {
   REQUIRE_PROGRAM(finetune, "finetune");
   REQUIRE_MPI(mpirun);
   const fs::path dir = scratch_dir() / "dp_jsonl";
@@ -163,9 +171,16 @@ TEST_CASE("mpirun -np 2 on JSONL examples, padded and packed, trains like one pr
   for (const std::string packing : {"", "--packing"}) {
     INFO(packing);
     const auto args = [&](int batch, const fs::path& save) {
-      std::vector<std::string> a = {"--config", config.string(), "--data", data.string(), "--mode", "lora", "--steps", "4",
-                                    "--batch", std::to_string(batch), "--grad-accum", "2", "--seq", "32", "--warmup", "1",
-                                    "--save", save.string(), "--report-json", save.string() + ".json"};
+      std::vector<std::string> a = {"--config",      config.string(),
+                                    "--data",        data.string(),
+                                    "--mode",        "lora",
+                                    "--steps",       "4",
+                                    "--batch",       std::to_string(batch),
+                                    "--grad-accum",  "2",
+                                    "--seq",         "32",
+                                    "--warmup",      "1",
+                                    "--save",        save.string(),
+                                    "--report-json", save.string() + ".json"};
       if (!packing.empty()) a.push_back(packing);
       return a;
     };

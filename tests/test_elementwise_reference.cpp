@@ -23,8 +23,10 @@ std::vector<double> wide_inputs(TestDomain domain) {
   const int n = 401;
   for (int i = 0; i < n; ++i) {
     const double t = static_cast<double>(i) / (n - 1);
-    if (domain == TestDomain::Positive) v.push_back(std::pow(10.0, -4.0 + 7.0 * t));
-    else if (i != n / 2) v.push_back(-12.0 + 24.0 * t);
+    if (domain == TestDomain::Positive)
+      v.push_back(std::pow(10.0, -4.0 + 7.0 * t));
+    else if (i != n / 2)
+      v.push_back(-12.0 + 24.0 * t);
   }
   return v;
 }
@@ -67,7 +69,8 @@ TEST_CASE("every unary op's forward matches its independent long double referenc
         const Tensor input = Tensor::from_vector(x, shape).to(dtype);
         const std::vector<double> exact_x = input.to(DType::F64).to_vector<double>();  // what the op read
         const std::vector<double> y = ops::unary(info.op, input, alpha).to(DType::F64).to_vector<double>();
-        const long double alpha_read = dtype == DType::F32 ? static_cast<long double>(static_cast<float>(alpha)) : alpha;
+        const long double alpha_read =
+            dtype == DType::F32 ? static_cast<long double>(static_cast<float>(alpha)) : alpha;
         std::vector<long double> ref, cond;
         for (double v : exact_x) {
           const long double f = UnaryReference<Op>::value(v, alpha_read), h = 1e-7L * std::abs(v);
@@ -94,7 +97,8 @@ TEST_CASE("every binary op's forward matches its independent long double referen
       for (size_t i = 0; i < b.size(); i += 2) b[i] = -b[i];
       for (DType dtype : {DType::F64, DType::F32}) {
         const Tensor ta = Tensor::from_vector(a, shape).to(dtype), tb = Tensor::from_vector(b, shape).to(dtype);
-        const std::vector<double> ea = ta.to(DType::F64).to_vector<double>(), eb = tb.to(DType::F64).to_vector<double>();
+        const std::vector<double> ea = ta.to(DType::F64).to_vector<double>(),
+                                  eb = tb.to(DType::F64).to_vector<double>();
         const std::vector<double> y = ops::binary(info.op, ta, tb).to(DType::F64).to_vector<double>();
         std::vector<long double> ref;
         for (size_t i = 0; i < ea.size(); ++i) ref.push_back(BinaryReference<Op>::value(ea[i], eb[i]));

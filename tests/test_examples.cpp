@@ -2,10 +2,10 @@
 //
 // Programs are found beside the test binary's folder (BUILD/tests/lora_tests -> BUILD/<program>); a test
 // whose program was not built (LORA_BUILD_EXAMPLES=OFF) warns and passes.
-#include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstdio>
@@ -23,11 +23,7 @@ namespace fs = std::filesystem;
 using namespace lora;
 using namespace lora::testing;
 
-namespace {
-
-
-}  // namespace
-
+namespace {}  // namespace
 
 TEST_CASE("generate: greedy tokens of the tiny fixture, streamed and as JSON", "[examples]") {
   REQUIRE_PROGRAM(generate, "generate");
@@ -78,8 +74,8 @@ TEST_CASE("perplexity: windows and loss on an llm.c .bin match the library", "[e
   const fs::path data = scratch_dir() / "tokens.bin";
   write_file(data, llmc_bin(tokens));
 
-  const RunResult r = run(perplexity, "--weights " + quote(kTinyModel) + " --data " + quote(data.string()) +
-                                          " --seq 8 --batch 2 --json");
+  const RunResult r = run(
+      perplexity, "--weights " + quote(kTinyModel) + " --data " + quote(data.string()) + " --seq 8 --batch 2 --json");
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   const nlohmann::json j = last_json_line(r.out);
@@ -143,9 +139,9 @@ TEST_CASE("tokenize_gpt2 --json encodes text", "[examples]") {
 
 TEST_CASE("every example program answers --help", "[examples]") {
   // The generic programs, and the GPT-2 names kept as aliases of them.
-  for (const char* name : {"finetune", "generate", "perplexity", "forward_logits", "bench_train", "tokenize_gpt2",
-                           "bench_matmul", "finetune_gpt2", "generate_gpt2", "perplexity_gpt2", "forward_gpt2",
-                           "bench_gpt2", "serve"}) {
+  for (const char* name :
+       {"finetune", "generate", "perplexity", "forward_logits", "bench_train", "tokenize_gpt2", "bench_matmul",
+        "finetune_gpt2", "generate_gpt2", "perplexity_gpt2", "forward_gpt2", "bench_gpt2", "serve"}) {
     const fs::path program = program_path(name);
     if (program.empty()) {
       WARN(name << " was not built next to the tests: skipping");
@@ -161,8 +157,10 @@ TEST_CASE("every example program answers --help", "[examples]") {
 TEST_CASE("finetune --mode compare: the report holds LoRA's savings", "[examples][slow]") {
   REQUIRE_PROGRAM(finetune, "finetune");
   const fs::path report = scratch_dir() / "report.json";
-  const RunResult r = run(finetune, "--config small-test --steps 2 --warmup 1 --batch 2 --seq 32 --eval-batches 1 "
-                                    "--mode compare --report-json " + quote(report.string()));
+  const RunResult r = run(finetune,
+                          "--config small-test --steps 2 --warmup 1 --batch 2 --seq 32 --eval-batches 1 "
+                          "--mode compare --report-json " +
+                              quote(report.string()));
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   REQUIRE(r.out.find("Full fine-tuning vs LoRA") != std::string::npos);

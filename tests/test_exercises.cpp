@@ -3,9 +3,9 @@
 // until the learner writes it again.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
 #include <cmath>
 #include <filesystem>
-#include <unistd.h>
 #include <vector>
 
 #include "exercises/dora.h"
@@ -92,8 +92,8 @@ TEST_CASE("exercise 2: Lion's first three steps follow its update rule", "[exerc
   const exercises::LionOptions o{.lr = 0.1, .beta1 = 0.9, .beta2 = 0.99, .weight_decay = 0.5};
   Tensor p = leaf({1.0f, -2.0f, 0.5f, 3.0f});
   exercises::Lion lion({p}, o);
-  const std::vector<std::vector<float>> grads = {{0.5f, -1.0f, 0.0f, 2.0f}, {-4.0f, 1.0f, 0.0f, -0.1f},
-                                                 {-0.1f, -0.2f, 3.0f, 0.05f}};
+  const std::vector<std::vector<float>> grads = {
+      {0.5f, -1.0f, 0.0f, 2.0f}, {-4.0f, 1.0f, 0.0f, -0.1f}, {-0.1f, -0.2f, 3.0f, 0.05f}};
   // The rule, written out in double: c = b1 m + (1 - b1) g; p -= lr (sign(c) + wd p); m = b2 m + (1 - b2) g.
   std::vector<double> ref_p = {1.0, -2.0, 0.5, 3.0}, ref_m(4, 0.0);
   for (const auto& g : grads) {
@@ -139,7 +139,8 @@ TEST_CASE("exercise 2: Lion minimises a quadratic and resumes from its saved sta
   }
   require_close(p, target, 0.0, 5 * 0.01);
 
-  const auto path = std::filesystem::temp_directory_path() / ("lion_state_" + std::to_string(getpid()) + ".safetensors");
+  const auto path =
+      std::filesystem::temp_directory_path() / ("lion_state_" + std::to_string(getpid()) + ".safetensors");
   lion.save_state(path.string());
   Tensor copy = leaf(p.to_vector<float>());
   exercises::Lion resumed({copy}, {.lr = 0.5}, {"p"});

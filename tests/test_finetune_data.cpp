@@ -11,9 +11,9 @@
 #include "core/sha256.h"
 #include "lora_source_dir.h"
 #include "models/registry.h"
+#include "tests/program_runner.h"
 #include "train/example_source.h"
 #include "train/train_step.h"
-#include "tests/program_runner.h"
 
 using namespace lora;
 using namespace lora::testing;
@@ -43,7 +43,8 @@ std::vector<std::vector<double>> gradients_of(models::CausalLM& model) {
 double largest_difference(const std::vector<std::vector<double>>& a, const std::vector<std::vector<double>>& b) {
   double worst = 0;
   for (size_t i = 0; i < a.size(); ++i) {
-    for (size_t j = 0; j < a[i].size(); ++j) worst = std::max(worst, std::abs(a[i][j] - b[i][j]) / (1e-3 + std::abs(b[i][j])));
+    for (size_t j = 0; j < a[i].size(); ++j)
+      worst = std::max(worst, std::abs(a[i][j] - b[i][j]) / (1e-3 + std::abs(b[i][j])));
   }
   return worst;
 }
@@ -88,7 +89,8 @@ Files make_files(const std::string& name) {
   for (int i = 0; i < 24; ++i) {
     std::string completion;
     for (int k = 0; k < 1 + (i * 5) % 13; ++k) completion += std::string(" ") + words[(i + k) % 8];
-    jsonl += nlohmann::json{{"prompt", std::string("Say ") + words[i % 8] + ":"}, {"completion", completion}}.dump() + "\n";
+    jsonl +=
+        nlohmann::json{{"prompt", std::string("Say ") + words[i % 8] + ":"}, {"completion", completion}}.dump() + "\n";
   }
   f.jsonl = f.dir / "data.jsonl";
   write_file(f.jsonl, jsonl);
@@ -97,8 +99,10 @@ Files make_files(const std::string& name) {
 
 // Whether this build reads JSONL (train/data/load_examples); the placeholder says it does not.
 bool reads_jsonl(const fs::path& finetune, const Files& f) {
-  const RunResult r = run(finetune, "--config " + quote(f.config) + " --mode lora --steps 1 --warmup 0 --batch 2 --seq 32 "
-                                    "--data " + quote(f.jsonl));
+  const RunResult r = run(finetune, "--config " + quote(f.config) +
+                                        " --mode lora --steps 1 --warmup 0 --batch 2 --seq 32 "
+                                        "--data " +
+                                        quote(f.jsonl));
   if (r.err.find("not readable in this build") != std::string::npos) {
     WARN("this build has no JSONL reader (train/data/load_examples): the JSONL checks are skipped");
     return false;
@@ -180,7 +184,8 @@ TEST_CASE("finetune --grad-accum 2 of batch 2 takes the steps of batch 4", "[fin
   CHECK(std::abs(small[1] - big[1]) > 1e-6);  // the test can fail: batch 2 alone reads other windows
 }
 
-TEST_CASE("finetune --grad-accum with a quantized base, checkpointed activations, and full fine-tuning", "[finetune_data]") {
+TEST_CASE("finetune --grad-accum with a quantized base, checkpointed activations, and full fine-tuning",
+          "[finetune_data]") {
   REQUIRE_PROGRAM(finetune, "finetune");
   const Files f = make_files("grad_accum_variants");
   for (const std::string flags : {"--mode lora --base-dtype nf4 --checkpoint-activations", "--mode full"}) {
@@ -202,8 +207,9 @@ TEST_CASE("finetune on JSONL: --grad-accum over micro-batches of very different 
     INFO(packing);
     const auto losses = [&](const std::string& flags, const std::string& name) {
       const fs::path log = f.dir / (name + ".jsonl");
-      const RunResult r = run(finetune, "--config " + quote(f.config) + " --data " + quote(f.jsonl) +
-                                            " --mode lora --steps 3 --warmup 1 --seq 32 --log " + quote(log) + " " + flags + packing);
+      const RunResult r =
+          run(finetune, "--config " + quote(f.config) + " --data " + quote(f.jsonl) +
+                            " --mode lora --steps 3 --warmup 1 --seq 32 --log " + quote(log) + " " + flags + packing);
       INFO(r.out << r.err);
       REQUIRE(r.exit_code == 0);
       std::vector<double> out;
@@ -221,7 +227,8 @@ TEST_CASE("finetune --log writes one JSON line per step and per evaluation, and 
   REQUIRE_PROGRAM(finetune, "finetune");
   const Files f = make_files("log");
   const fs::path log = f.dir / "run.jsonl";
-  const RunResult r = run(finetune, tiny_tokens(f) + "--mode lora --steps 4 --batch 2 --eval-every 2 --log " + quote(log));
+  const RunResult r =
+      run(finetune, tiny_tokens(f) + "--mode lora --steps 4 --batch 2 --eval-every 2 --log " + quote(log));
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   const auto steps = log_lines(log, "step"), evals = log_lines(log, "eval");
@@ -244,7 +251,8 @@ TEST_CASE("finetune --eval-data holds out another file of the same kind", "[fine
   std::vector<int32_t> other;
   for (int i = 0; i < 500; ++i) other.push_back((i * 3 + 1) % 101);
   write_file(f.dir / "held_out.bin", llmc_bin(other));
-  const RunResult r = run(finetune, tiny_tokens(f) + "--mode lora --steps 2 --batch 2 --eval-data " + quote(f.dir / "held_out.bin"));
+  const RunResult r =
+      run(finetune, tiny_tokens(f) + "--mode lora --steps 2 --batch 2 --eval-data " + quote(f.dir / "held_out.bin"));
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("data: 3000 training tokens, 500 held out (--eval-data"));
@@ -254,8 +262,9 @@ TEST_CASE("finetune --early-stop-patience stops when the held-out loss stops imp
   REQUIRE_PROGRAM(finetune, "finetune");
   const Files f = make_files("early_stop");
   // A learning rate too small to change the loss: no evaluation improves on the first.
-  const RunResult r = run(finetune, tiny_tokens(f) + "--mode lora --steps 20 --batch 2 --lr 1e-30 --eval-every 1 "
-                                    "--early-stop-patience 2");
+  const RunResult r = run(finetune, tiny_tokens(f) +
+                                        "--mode lora --steps 20 --batch 2 --lr 1e-30 --eval-every 1 "
+                                        "--early-stop-patience 2");
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("early stop after step 3"));
@@ -267,12 +276,15 @@ TEST_CASE("finetune --config-file reads the flags of a TOML file as the command 
   REQUIRE_PROGRAM(finetune, "finetune");
   const Files f = make_files("config_file");
   const fs::path toml = f.dir / "run.toml";
-  write_file(toml, "config = \"tiny\"\ndata = \"" + f.tokens.string() + "\"\nseq = 16\neval-batches = 1\nwarmup = 0\n"
-                   "mode = \"lora\"\nsteps = 3\nbatch = 2\nrank = 4\nsave = \"" + (f.dir / "from_file").string() + "\"\n");
+  write_file(toml, "config = \"tiny\"\ndata = \"" + f.tokens.string() +
+                       "\"\nseq = 16\neval-batches = 1\nwarmup = 0\n"
+                       "mode = \"lora\"\nsteps = 3\nbatch = 2\nrank = 4\nsave = \"" +
+                       (f.dir / "from_file").string() + "\"\n");
   const RunResult a = run(finetune, "--config-file " + quote(toml));
   INFO(a.out << a.err);
   REQUIRE(a.exit_code == 0);
-  const RunResult b = run(finetune, tiny_tokens(f) + "--mode lora --steps 3 --batch 2 --rank 4 --save " + quote(f.dir / "from_flags"));
+  const RunResult b =
+      run(finetune, tiny_tokens(f) + "--mode lora --steps 3 --batch 2 --rank 4 --save " + quote(f.dir / "from_flags"));
   INFO(b.out << b.err);
   REQUIRE(b.exit_code == 0);
   const std::string weights = read_bytes(f.dir / "from_file" / "lora" / "adapter_model.safetensors");
@@ -318,15 +330,18 @@ TEST_CASE("finetune refuses, by name, flags that cannot apply", "[finetune_data]
   }
 }
 
-TEST_CASE("finetune on JSONL: detection, --epochs, --eval-fraction, packing, a folder ready to use", "[finetune_data]") {
+TEST_CASE("finetune on JSONL: detection, --epochs, --eval-fraction, packing, a folder ready to use",
+          "[finetune_data]") {
   REQUIRE_PROGRAM(finetune, "finetune");
   const Files f = make_files("jsonl");
   if (!reads_jsonl(finetune, f)) return;
   const fs::path save = f.dir / "out", log = f.dir / "run.jsonl";
-  const RunResult r = run(finetune, "--config " + quote(f.config) + " --data " + quote(f.jsonl) +
-                                        " --mode lora --epochs 2 --batch 2 --grad-accum 2 --seq 32 --warmup 1 --packing "
-                                        "--eval-fraction 0.25 --eval-every 2 --sample-every 3 --sample-prompt 'Say red:' "
-                                        "--log " + quote(log) + " --save " + quote(save));
+  const RunResult r =
+      run(finetune, "--config " + quote(f.config) + " --data " + quote(f.jsonl) +
+                        " --mode lora --epochs 2 --batch 2 --grad-accum 2 --seq 32 --warmup 1 --packing "
+                        "--eval-fraction 0.25 --eval-every 2 --sample-every 3 --sample-prompt 'Say red:' "
+                        "--log " +
+                        quote(log) + " --save " + quote(save));
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("read as prompt_completion"));
@@ -338,8 +353,8 @@ TEST_CASE("finetune on JSONL: detection, --epochs, --eval-fraction, packing, a f
   const auto steps = log_lines(log, "step");
   REQUIRE(!steps.empty());
   CHECK(steps.back().at("epoch").get<double>() >= 2.0 - 1e-9);
-  for (const char* name : {"adapter_model.safetensors", "adapter_config.json", "training_settings.json", "vocab.bpe",
-                           "encoder.json"}) {
+  for (const char* name :
+       {"adapter_model.safetensors", "adapter_config.json", "training_settings.json", "vocab.bpe", "encoder.json"}) {
     INFO(name);
     CHECK(fs::exists(save / "lora" / name));
   }
@@ -356,13 +371,22 @@ TEST_CASE("finetune on JSONL, killed mid-epoch and resumed, ends bit-identical",
   for (const std::string packing : {"", "--packing"}) {
     INFO(packing);
     const auto args = [&](const fs::path& save) {
-      std::vector<std::string> a = {"--config", f.config.string(), "--data", f.jsonl.string(), "--mode", "lora",
-                                    "--steps", "8", "--batch", "2", "--grad-accum", "2", "--seq", "32", "--warmup", "1",
-                                    "--lora-dropout", "0.1", "--save", save.string(), "--save-every", "2"};
+      std::vector<std::string> a = {"--config",       f.config.string(),
+                                    "--data",         f.jsonl.string(),
+                                    "--mode",         "lora",
+                                    "--steps",        "8",
+                                    "--batch",        "2",
+                                    "--grad-accum",   "2",
+                                    "--seq",          "32",
+                                    "--warmup",       "1",
+                                    "--lora-dropout", "0.1",
+                                    "--save",         save.string(),
+                                    "--save-every",   "2"};
       if (!packing.empty()) a.push_back(packing);
       return a;
     };
-    const fs::path log = f.dir / "log.txt", reference = f.dir / ("reference" + packing), save = f.dir / ("killed" + packing);
+    const fs::path log = f.dir / "log.txt", reference = f.dir / ("reference" + packing),
+                   save = f.dir / ("killed" + packing);
     REQUIRE(Child(finetune, args(reference), log).wait() == 0);
     // Killed in step 5 (mid-epoch: 24 examples, 4 a step), resumed from checkpoint 4.
     REQUIRE(Child(finetune, args(save), log, {"LORA_FAULT_INJECT=train-step:5"}).wait() == 128 + SIGKILL);
@@ -379,7 +403,8 @@ TEST_CASE("finetune on JSONL refuses, by name, flags and files that do not fit e
   REQUIRE_PROGRAM(finetune, "finetune");
   const Files f = make_files("jsonl_refusals");
   if (!reads_jsonl(finetune, f)) return;
-  const std::string base = "--config " + quote(f.config) + " --data " + quote(f.jsonl) + " --mode lora --steps 2 --warmup 0 "
+  const std::string base = "--config " + quote(f.config) + " --data " + quote(f.jsonl) +
+                           " --mode lora --steps 2 --warmup 0 "
                            "--batch 2 --seq 32 ";
   const std::string chatml = std::string(LORA_SOURCE_DIR) + "/data/chat_templates/chatml.jinja";
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -404,20 +429,26 @@ TEST_CASE("finetune on JSONL refuses, by name, flags and files that do not fit e
   CHECK_THAT(r.out, Catch::Contains("truncated (") && Catch::Contains("padding"));
 }
 
-TEST_CASE("finetune on chat messages: the chat template renders them and is saved beside the adapter", "[finetune_data]") {
+TEST_CASE("finetune on chat messages: the chat template renders them and is saved beside the adapter",
+          "[finetune_data]") {
   REQUIRE_PROGRAM(finetune, "finetune");
   const Files f = make_files("messages");
   std::string jsonl;
   for (int i = 0; i < 8; ++i) {
-    jsonl += nlohmann::json{{"messages", {{{"role", "user"}, {"content", "Count to " + std::to_string(i)}},
-                                          {{"role", "assistant"}, {"content", std::string(size_t(i + 1), 'x')}}}}}.dump() + "\n";
+    jsonl += nlohmann::json{{"messages",
+                             {{{"role", "user"}, {"content", "Count to " + std::to_string(i)}},
+                              {{"role", "assistant"}, {"content", std::string(size_t(i + 1), 'x')}}}}}
+                 .dump() +
+             "\n";
   }
   write_file(f.dir / "chat.jsonl", jsonl);
   const std::string chatml = std::string(LORA_SOURCE_DIR) + "/data/chat_templates/chatml.jinja";
   const fs::path save = f.dir / "out";
   const RunResult r = run(finetune, "--config " + quote(f.config) + " --data " + quote(f.dir / "chat.jsonl") +
-                                        " --chat-template " + quote(chatml) + " --mode lora --steps 2 --warmup 0 --batch 2 "
-                                        "--seq 64 --sample-every 2 --sample-prompt 'Count to 3' --save " + quote(save));
+                                        " --chat-template " + quote(chatml) +
+                                        " --mode lora --steps 2 --warmup 0 --batch 2 "
+                                        "--seq 64 --sample-every 2 --sample-prompt 'Count to 3' --save " +
+                                        quote(save));
   if (r.err.find("cannot be tokenized yet") != std::string::npos) {
     WARN("this build cannot tokenize conversations yet (train/data/conversation_example): skipped");
     return;

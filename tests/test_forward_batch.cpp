@@ -64,7 +64,8 @@ TEST_CASE("packing: a packed batch gives the loss and gradients of its examples 
     int64_t at = 0;
     for (const auto& row : lengths) {
       for (int64_t n : row) {
-        const std::vector<int32_t> x(ids.begin() + at, ids.begin() + at + n), y(targets.begin() + at, targets.begin() + at + n);
+        const std::vector<int32_t> x(ids.begin() + at, ids.begin() + at + n),
+            y(targets.begin() + at, targets.begin() + at + n);
         int64_t m = 0;
         for (int32_t t : y) m += t != -100;
         const Tensor l = model->loss(Tensor::from_vector(x, {1, n}), Tensor::from_vector(y, {1, n}));
@@ -106,8 +107,11 @@ TEST_CASE("packing: attention over segments, float64 against finite differences"
     }
     const Tensor key_start = Tensor::from_vector(nn::segment_key_starts(segments, B, T), {B, T});
     const Shape kv{B, c.kv_heads, T, c.q[3]};
-    const auto f = [&](const std::vector<Tensor>& in) { return ops::causal_attention(in[0], in[1], in[2], 0.0, key_start); };
-    REQUIRE_GRADCHECK(f, {testing::random_input(c.q, gen), testing::random_input(kv, gen), testing::random_input(kv, gen)});
+    const auto f = [&](const std::vector<Tensor>& in) {
+      return ops::causal_attention(in[0], in[1], in[2], 0.0, key_start);
+    };
+    REQUIRE_GRADCHECK(
+        f, {testing::random_input(c.q, gen), testing::random_input(kv, gen), testing::random_input(kv, gen)});
 
     // Each segment alone through the plain causal kernel gives the same output.
     const Tensor q = Tensor::randn(c.q, gen, 0.0, 1.0, DType::F64), k = Tensor::randn(kv, gen, 0.0, 1.0, DType::F64),
@@ -137,7 +141,8 @@ TEST_CASE("packing: attention over segments, float64 against finite differences"
   nn::AttentionLayout layout;
   layout.key_start_host = nn::segment_key_starts(seg, 1, 5);
   layout.key_start = Tensor::from_vector(layout.key_start_host, {1, 5});
-  const Tensor v = Tensor::from_vector(std::vector<double>{1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0}, {1, 1, 5, 4});
+  const Tensor v = Tensor::from_vector(std::vector<double>{1, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0},
+                                       {1, 1, 5, 4});
   const std::vector<double> y = nn::causal_self_attention(q, q, v, layout, nullptr, 0.5, 7).to_vector<double>();
   for (int64_t t = 2; t < 5; ++t) REQUIRE(y[static_cast<size_t>(t * 4)] == 0.0);  // nothing from segment 0
 }
@@ -162,7 +167,8 @@ TEST_CASE("forward batch: logits only where asked are the rows of the full logit
     const Tensor all = model->forward(ids).view({B * T, V});
     const Tensor last = model->forward(models::ForwardBatch(ids).last_logits());
     REQUIRE(last.shape() == (Shape{B, V}));
-    for (int64_t b = 0; b < B; ++b) testing::require_close(last.narrow_rows(b, 1), all.narrow_rows(b * T + T - 1, 1), 1e-5, 1e-6);
+    for (int64_t b = 0; b < B; ++b)
+      testing::require_close(last.narrow_rows(b, 1), all.narrow_rows(b * T + T - 1, 1), 1e-5, 1e-6);
     const Tensor given = model->forward(models::ForwardBatch(ids).logits_at({7, 0, 17}));
     REQUIRE(given.shape() == (Shape{3, V}));
     testing::require_close(given.narrow_rows(0, 1), all.narrow_rows(7, 1), 1e-5, 1e-6);
@@ -193,7 +199,8 @@ TEST_CASE("forward batch: rows in their own cache slots at their own lengths dec
     nn::KVCache pool = model->make_kv_cache(3, 16);
     const auto run = [&](const std::vector<int32_t>& tokens, std::vector<int64_t> slots) {
       const int64_t B = static_cast<int64_t>(slots.size()), T = static_cast<int64_t>(tokens.size()) / B;
-      return model->forward(models::ForwardBatch(Tensor::from_vector(tokens, {B, T})).with_cache(pool, std::move(slots)));
+      return model->forward(
+          models::ForwardBatch(Tensor::from_vector(tokens, {B, T})).with_cache(pool, std::move(slots)));
     };
     const Tensor a_prompt = run({a.begin(), a.begin() + 5}, {2});
     const Tensor b_prompt = run({b.begin(), b.begin() + 3}, {0});
@@ -223,8 +230,10 @@ TEST_CASE("forward batch: rows in their own cache slots at their own lengths dec
     const Tensor by_positions = model->forward(models::ForwardBatch(ids).with_positions({4, 5, 6, 1, 2, 3}));
     testing::require_close(by_starts, by_positions, 0, 0);
     const Tensor from_zero = model->forward(ids);
-    if (preset == "tiny") REQUIRE(by_starts.to_vector<float>() != from_zero.to_vector<float>());
-    else testing::require_close(by_starts, from_zero, 1e-5, 1e-6);
+    if (preset == "tiny")
+      REQUIRE(by_starts.to_vector<float>() != from_zero.to_vector<float>());
+    else
+      testing::require_close(by_starts, from_zero, 1e-5, 1e-6);
   }
 }
 
@@ -252,12 +261,14 @@ TEST_CASE("forward batch: prompts of different lengths, padded into one pass, gi
     testing::require_close(last.narrow_rows(0, 1), full_b.narrow_rows(2, 1), 1e-4, 1e-5);
     testing::require_close(last.narrow_rows(1, 1), full_a.narrow_rows(4, 1), 1e-4, 1e-5);
     // Then two more tokens each, in one pass, as if the padding had never been there.
-    const Tensor next = model->forward(
-        models::ForwardBatch(Tensor::from_vector(std::vector<int32_t>{b[3], b[4], a[5], a[6]}, {2, 2})).with_cache(pool, {2, 0}));
+    const Tensor next =
+        model->forward(models::ForwardBatch(Tensor::from_vector(std::vector<int32_t>{b[3], b[4], a[5], a[6]}, {2, 2}))
+                           .with_cache(pool, {2, 0}));
     testing::require_close(next.view({4, V}).narrow_rows(1, 1), full_b.narrow_rows(4, 1), 1e-4, 1e-5);
     testing::require_close(next.view({4, V}).narrow_rows(3, 1), full_a.narrow_rows(6, 1), 1e-4, 1e-5);
     // Without a cache, a padded row's last real token is its last logit too.
-    const Tensor uncached = model->forward(models::ForwardBatch(Tensor::from_vector(ids, {2, 5})).with_lengths({3, 5}).last_logits());
+    const Tensor uncached =
+        model->forward(models::ForwardBatch(Tensor::from_vector(ids, {2, 5})).with_lengths({3, 5}).last_logits());
     testing::require_close(uncached.narrow_rows(0, 1), full_b.narrow_rows(2, 1), 1e-4, 1e-5);
   }
 }
@@ -288,11 +299,13 @@ TEST_CASE("forward batch: a malformed batch is refused before anything runs, nam
   refused(models::ForwardBatch(ids).with_cache(pool, {0, 1}).with_starts({0, 0}), "takes no starts");
   model->forward(models::ForwardBatch(ids).with_cache(pool, {0, 2}));
   REQUIRE(pool.length(0) == 3);
-  refused(models::ForwardBatch(ids).with_cache(pool, {1, 0}), "3 cached + 3 new tokens exceed the cache's capacity of 4");
+  refused(models::ForwardBatch(ids).with_cache(pool, {1, 0}),
+          "3 cached + 3 new tokens exceed the cache's capacity of 4");
   REQUIRE(pool.length(1) == 0);  // a refused batch leaves every slot as it was
   REQUIRE(pool.length(0) == 3);
   auto llama = models::create_model(models::read_config_arg("llama-tiny"), 1);
-  REQUIRE_THROWS_WITH(llama->forward(models::ForwardBatch(ids).with_cache(pool, {0, 1})), Catch::Contains("does not fit"));
+  REQUIRE_THROWS_WITH(llama->forward(models::ForwardBatch(ids).with_cache(pool, {0, 1})),
+                      Catch::Contains("does not fit"));
   REQUIRE_THROWS_WITH(model->loss(models::ForwardBatch(ids).last_logits(), ids), Catch::Contains("every position"));
 }
 

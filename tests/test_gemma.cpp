@@ -3,9 +3,9 @@
 // decoding equal to the full forward; its config read strictly; LoRA targets; saving and reloading.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "models/hf_checkpoint.h"
 #include "models/lora.h"
@@ -23,8 +23,10 @@ const std::string kFixture = std::string(LORA_TEST_DATA_DIR) + "/gemma_tiny";
 std::string config_error(const std::string& field, const nlohmann::json& value) {
   std::ifstream in(kFixture + "/config.json");
   nlohmann::json j = nlohmann::json::parse(in);
-  if (value.is_null()) j.erase(field);
-  else j[field] = value;
+  if (value.is_null())
+    j.erase(field);
+  else
+    j[field] = value;
   try {
     models::create_model({j, "'test config'"});
   } catch (const Error& e) {
@@ -35,7 +37,8 @@ std::string config_error(const std::string& field, const nlohmann::json& value) 
 
 }  // namespace
 
-TEST_CASE("Gemma (multi-query, its own head_dim, 1 + w norms, scaled embeddings, GeGLU) matches transformers", "[gemma]") {
+TEST_CASE("Gemma (multi-query, its own head_dim, 1 + w norms, scaled embeddings, GeGLU) matches transformers",
+          "[gemma]") {
   auto model = models::load_model(kFixture, "");
   REQUIRE(model->model_type() == "gemma");
   REQUIRE(model->dims().n_kv_head == 1);
@@ -69,6 +72,7 @@ TEST_CASE("Gemma: saved and reloaded as transformers writes it; LoRA's q, k, v n
   const nn::LoRASummary summary = models::apply_lora(*model, lora);
   REQUIRE(summary.adapted_layers == 4);
   bool v_proj = false;
-  for (const auto& [path, layer] : nn::lora_layers(*model)) v_proj = v_proj || path == "model.layers.1.self_attn.v_proj";
+  for (const auto& [path, layer] : nn::lora_layers(*model))
+    v_proj = v_proj || path == "model.layers.1.self_attn.v_proj";
   REQUIRE(v_proj);
 }

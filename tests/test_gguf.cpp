@@ -40,7 +40,8 @@ fs::path scratch(const std::string& name) {
 std::vector<float> dequantize(const gguf::TensorInfo& t) {
   std::vector<float> out(static_cast<size_t>(t.elements()));
   const uint64_t row_bytes = t.nbytes / static_cast<uint64_t>(t.rows());
-  for (int64_t r = 0; r < t.rows(); ++r) gguf::dequantize_row(t.type, t.data + r * row_bytes, out.data() + r * t.ne[0], t.ne[0]);
+  for (int64_t r = 0; r < t.rows(); ++r)
+    gguf::dequantize_row(t.type, t.data + r * row_bytes, out.data() + r * t.ne[0], t.ne[0]);
   return out;
 }
 
@@ -120,7 +121,8 @@ TEST_CASE("GGUF export quantizes f16, bf16, q8_0 and q4_0 bit for bit as gguf-py
   check("bf16", "f32.source", gguf::TensorType::BF16);
 }
 
-TEST_CASE("GGUF models converted as llama.cpp converts them match PyTorch: logits, loss, gradients, greedy tokens", "[gguf]") {
+TEST_CASE("GGUF models converted as llama.cpp converts them match PyTorch: logits, loss, gradients, greedy tokens",
+          "[gguf]") {
   // gpt2_tiny: Conv1D weights transposed; llama_tied: q/k rows permuted (llama.cpp rotates pairs) and no
   // output.weight (tied); qwen2_tiny: q/k/v biases, no permutation.
   for (const char* name : {"gpt2_tiny", "llama_tied", "qwen2_tiny"}) {
@@ -130,7 +132,8 @@ TEST_CASE("GGUF models converted as llama.cpp converts them match PyTorch: logit
   }
 }
 
-TEST_CASE("GGUF export then import gives the same model (f32 exactly, f16/bf16/q8_0/q4_0 within their rounding)", "[gguf]") {
+TEST_CASE("GGUF export then import gives the same model (f32 exactly, f16/bf16/q8_0/q4_0 within their rounding)",
+          "[gguf]") {
   // A tokenizer from the fixtures, and models whose vocabulary holds it.
   const gio::TokenizerFiles tok{read_file(kFixtures + "/tokenizers/qwen2/tokenizer.json", "t"),
                                 read_file(kFixtures + "/tokenizers/qwen2/tokenizer_config.json", "t"), "qwen2 fixture"};
@@ -144,11 +147,15 @@ TEST_CASE("GGUF export then import gives the same model (f32 exactly, f16/bf16/q
     const Tensor ids = Tensor::from_vector(std::vector<int32_t>{5, 99, 3, 800, 42, 17}, {1, 6});
     NoGradGuard no_grad;
     const Tensor reference = model->forward(ids);
-    for (const auto& [type, tolerance] : std::vector<std::pair<gguf::TensorType, double>>{
-             {gguf::TensorType::F32, 0.0}, {gguf::TensorType::F16, 1e-2}, {gguf::TensorType::BF16, 5e-2},
-             {gguf::TensorType::Q8_0, 5e-2}, {gguf::TensorType::Q4_0, 0.3}}) {
+    for (const auto& [type, tolerance] :
+         std::vector<std::pair<gguf::TensorType, double>>{{gguf::TensorType::F32, 0.0},
+                                                          {gguf::TensorType::F16, 1e-2},
+                                                          {gguf::TensorType::BF16, 5e-2},
+                                                          {gguf::TensorType::Q8_0, 5e-2},
+                                                          {gguf::TensorType::Q4_0, 0.3}}) {
       INFO(config["model_type"] << " " << gguf::type_name(type));
-      const fs::path path = scratch(fmt::format("rt_{}_{}.gguf", config["model_type"].get<std::string>(), gguf::type_name(type)));
+      const fs::path path =
+          scratch(fmt::format("rt_{}_{}.gguf", config["model_type"].get<std::string>(), gguf::type_name(type)));
       const gio::ExportSummary summary = gio::export_gguf(*model, tok, type, path.string());
       CHECK(summary.bytes == fs::file_size(path));
       auto back = models::load_model(path.string(), "");
@@ -162,7 +169,8 @@ TEST_CASE("GGUF export then import gives the same model (f32 exactly, f16/bf16/q
         gguf::TensorType t = w.rank() < 2 ? gguf::TensorType::F32 : type;
         const std::string gguf_name = gio::gguf_tensor_name(model->model_type(), original[i].first);
         const bool tied = model->hf_config().value("tie_word_embeddings", false);
-        if (t == gguf::TensorType::Q4_0 && (gguf_name == "output.weight" || (gguf_name == "token_embd.weight" && tied))) {
+        if (t == gguf::TensorType::Q4_0 &&
+            (gguf_name == "output.weight" || (gguf_name == "token_embd.weight" && tied))) {
           t = gguf::TensorType::Q8_0;  // the output head of a 4-bit export stays 8-bit
         }
         if (row % gguf::type_traits(t).block_size != 0) t = gguf::TensorType::F16;  // export's fallback
@@ -195,18 +203,20 @@ TEST_CASE("GGUF export then import gives the same model (f32 exactly, f16/bf16/q
 }
 
 TEST_CASE("GGUF tokenizers: tokenizer.json -> GGUF keys -> tokenizer encodes and decodes as the original", "[gguf]") {
-  const std::vector<std::string> texts = {
-      "Hello world! It's 2024, isn't it?", "  leading spaces and\nnew lines\n\n", "numbers 1234567 and 3.14",
-      "ünïcödé 世界 🙂", "<|im_start|>user\nhi<|im_end|>", "don't WON'T I'm"};
+  const std::vector<std::string> texts = {"Hello world! It's 2024, isn't it?", "  leading spaces and\nnew lines\n\n",
+                                          "numbers 1234567 and 3.14",          "ünïcödé 世界 🙂",
+                                          "<|im_start|>user\nhi<|im_end|>",    "don't WON'T I'm"};
   for (const char* name : {"gpt2", "llama3", "qwen2"}) {
     INFO(name);
     const std::string dir = kFixtures + "/tokenizers/" + name;
-    const gio::TokenizerFiles files{read_file(dir + "/tokenizer.json", "t"), read_file(dir + "/tokenizer_config.json", "t"), name};
+    const gio::TokenizerFiles files{read_file(dir + "/tokenizer.json", "t"),
+                                    read_file(dir + "/tokenizer_config.json", "t"), name};
     const auto original = tokenizer::HFTokenizer::from_json(files.tokenizer_json, name, files.tokenizer_config_json);
     const int64_t vocab = static_cast<int64_t>(original.vocab_size());
     gguf::Writer w;
     w.set("general.architecture", gguf::Value::string("qwen2"));
-    for (auto& [key, value] : gio::tokenizer_to_gguf(files, nlohmann::json::object(), vocab)) w.set(key, std::move(value));
+    for (auto& [key, value] : gio::tokenizer_to_gguf(files, nlohmann::json::object(), vocab))
+      w.set(key, std::move(value));
     const std::string bytes = w.to_bytes();
     const gguf::File f = gguf::File::parse(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), name);
     const auto back = gio::load_gguf_tokenizer(f);
@@ -226,7 +236,8 @@ TEST_CASE("GGUF tokenizers: tokenizer.json -> GGUF keys -> tokenizer encodes and
 
 TEST_CASE("GGUF tokenizer metadata names the pre-tokenizer, special ids, add_bos and the chat template", "[gguf]") {
   const std::string dir = kFixtures + "/tokenizers/llama3";
-  const gio::TokenizerFiles files{read_file(dir + "/tokenizer.json", "t"), read_file(dir + "/tokenizer_config.json", "t"), "llama3"};
+  const gio::TokenizerFiles files{read_file(dir + "/tokenizer.json", "t"),
+                                  read_file(dir + "/tokenizer_config.json", "t"), "llama3"};
   gguf::Writer w;
   for (auto& [key, value] : gio::tokenizer_to_gguf(files, nlohmann::json::object(), 909)) w.set(key, std::move(value));
   const std::string bytes = w.to_bytes();
@@ -238,7 +249,8 @@ TEST_CASE("GGUF tokenizer metadata names the pre-tokenizer, special ids, add_bos
   CHECK(f.get_array("tokenizer.ggml.tokens", gguf::ValueType::STRING).array.size() == 909);
   CHECK(f.get_array("tokenizer.ggml.token_type", gguf::ValueType::I32).array[903].i == 3);  // control
   // A tokenizer for more ids than the model has is refused.
-  CHECK_THROWS_WITH(gio::tokenizer_to_gguf(files, nlohmann::json::object(), 100), Catch::Contains("more than the model's 100"));
+  CHECK_THROWS_WITH(gio::tokenizer_to_gguf(files, nlohmann::json::object(), 100),
+                    Catch::Contains("more than the model's 100"));
   // SentencePiece-style (byte_fallback) vocabularies are refused, naming why.
   const gio::TokenizerFiles spm{read_file(kFixtures + "/tokenizers/llama2/tokenizer.json", "t"), "", "llama2"};
   CHECK_THROWS_WITH(gio::tokenizer_to_gguf(spm, nlohmann::json::object(), 1000), Catch::Contains("SentencePiece"));
@@ -257,7 +269,8 @@ TEST_CASE("GGUF names and Llama's q/k permutation follow llama.cpp's converter",
   CHECK(rows == std::vector<int64_t>{0, 2, 1, 3, 4, 6, 5, 7});
 }
 
-TEST_CASE("GGUF LoRA adapter: lora_a / lora_b under the base names, GPT-2's q and v slices with zero k rows", "[gguf]") {
+TEST_CASE("GGUF LoRA adapter: lora_a / lora_b under the base names, GPT-2's q and v slices with zero k rows",
+          "[gguf]") {
   nlohmann::json config = models::preset_config("tiny");
   auto model = models::create_model({config, "test"}, 3);
   nn::LoRAConfig lora;
@@ -267,7 +280,8 @@ TEST_CASE("GGUF LoRA adapter: lora_a / lora_b under the base names, GPT-2's q an
   nn::apply_lora(*model, lora, model->lora_targets());
   NoGradGuard no_grad;
   Generator gen(5);
-  for (const auto& [path, layer] : nn::lora_layers(*model)) layer->lora_B.copy_from(Tensor::randn(layer->lora_B.shape(), gen));
+  for (const auto& [path, layer] : nn::lora_layers(*model))
+    layer->lora_B.copy_from(Tensor::randn(layer->lora_B.shape(), gen));
   const fs::path path = scratch("adapter.gguf");
   gio::export_gguf_adapter(*model, path.string());
   const gguf::File f = gguf::File::open(path.string());
@@ -283,7 +297,7 @@ TEST_CASE("GGUF LoRA adapter: lora_a / lora_b under the base names, GPT-2's q an
     REQUIRE(a != nullptr);
     REQUIRE(b != nullptr);
     const int64_t C = layer->in_features(), rank = a->ne[1];
-    CHECK(a->ne == std::vector<int64_t>{C, 8});        // two slices of rank 4
+    CHECK(a->ne == std::vector<int64_t>{C, 8});  // two slices of rank 4
     CHECK(b->ne == std::vector<int64_t>{8, 3 * C});
     // llama.cpp adds (alpha / rank) B A: it must equal what merge() adds.
     const std::vector<float> A = dequantize(*a), B = dequantize(*b);
@@ -318,7 +332,9 @@ struct Builder {
   uint64_t data_bytes = 64;
 
   template <typename T>
-  static void put(std::string& s, T v) { s.append(reinterpret_cast<const char*>(&v), sizeof(T)); }
+  static void put(std::string& s, T v) {
+    s.append(reinterpret_cast<const char*>(&v), sizeof(T));
+  }
   static void put_str(std::string& s, const std::string& v) {
     put<uint64_t>(s, v.size());
     s += v;
@@ -502,20 +518,24 @@ TEST_CASE("GGUF models: unknown architectures and keys that change the model are
   // The same metadata plus one key lora.cpp does not implement.
   auto with = [&](const std::string& key, gguf::Value value, const std::string& arch = "") {
     gguf::Writer w;
-    for (const auto& [k, v] : f.metadata()) w.set(k, k == "general.architecture" && !arch.empty() ? gguf::Value::string(arch) : v);
+    for (const auto& [k, v] : f.metadata())
+      w.set(k, k == "general.architecture" && !arch.empty() ? gguf::Value::string(arch) : v);
     w.set(key, std::move(value));
     for (const gguf::TensorInfo& t : f.tensors()) {
-      w.add_tensor(t.name, t.ne, t.type, [&t](std::string& out) { out.append(reinterpret_cast<const char*>(t.data), t.nbytes); });
+      w.add_tensor(t.name, t.ne, t.type,
+                   [&t](std::string& out) { out.append(reinterpret_cast<const char*>(t.data), t.nbytes); });
     }
     const fs::path path = scratch("hostile_model.gguf");
     w.write(path.string());
     return path.string();
   };
-  CHECK_THROWS_WITH(models::load_model(with("llama.attention.sliding_window", gguf::Value::u32(16)), ""),
-                    Catch::Contains("'llama.attention.sliding_window' (16) changes the llama model and is not supported"));
+  CHECK_THROWS_WITH(
+      models::load_model(with("llama.attention.sliding_window", gguf::Value::u32(16)), ""),
+      Catch::Contains("'llama.attention.sliding_window' (16) changes the llama model and is not supported"));
   CHECK_THROWS_WITH(models::load_model(with("llama.rope.scaling.type", gguf::Value::string("yarn")), ""),
                     Catch::Contains("rope.scaling.type = 'yarn' is not supported"));
-  CHECK_THROWS_WITH(models::load_model(with("llama.expert_count", gguf::Value::u32(8)), ""), Catch::Contains("mixture-of-experts"));
+  CHECK_THROWS_WITH(models::load_model(with("llama.expert_count", gguf::Value::u32(8)), ""),
+                    Catch::Contains("mixture-of-experts"));
   CHECK_THROWS_WITH(models::load_model(with("general.note", gguf::Value::u32(0), "falcon"), ""),
                     Catch::Contains("general.architecture 'falcon' is not supported"));
   CHECK_THROWS_WITH(models::load_model(source, "gpt2"), Catch::Contains("describes its model itself"));

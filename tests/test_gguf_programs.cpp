@@ -10,14 +10,16 @@
 using namespace lora;
 using namespace lora::testing;
 
-TEST_CASE("export_gguf -> finetune --weights x.gguf --save-gguf-adapter -> generate with the adapter", "[examples][gguf]") {
+TEST_CASE("export_gguf -> finetune --weights x.gguf --save-gguf-adapter -> generate with the adapter",
+          "[examples][gguf]") {
   REQUIRE_PROGRAM(exporter, "export_gguf");
   REQUIRE_PROGRAM(finetune, "finetune");
   REQUIRE_PROGRAM(generate, "generate");
   const fs::path dir = scratch_dir() / "gguf_programs";
   fs::create_directories(dir);
   const fs::path model = dir / "model-q8_0.gguf", save = dir / "run";
-  RunResult r = run(exporter, "--config small-test --type q8_0 --out " + quote(model) + " --ollama-modelfile " + quote(dir / "Modelfile"));
+  RunResult r = run(exporter, "--config small-test --type q8_0 --out " + quote(model) + " --ollama-modelfile " +
+                                  quote(dir / "Modelfile"));
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(r.out.find("q8_0") != std::string::npos);
@@ -25,8 +27,10 @@ TEST_CASE("export_gguf -> finetune --weights x.gguf --save-gguf-adapter -> gener
   CHECK(modelfile.find("FROM ./model-q8_0.gguf") != std::string::npos);
   CHECK(modelfile.find("PARAMETER stop \"<|endoftext|>\"") != std::string::npos);
 
-  r = run(finetune, "--weights " + quote(model) + " --data " + quote(std::string(LORA_SOURCE_DIR) + "/data/tinyshakespeare.txt") +
-                        " --mode lora --steps 2 --warmup 0 --batch 1 --seq 16 --save " + quote(save) + " --save-gguf-adapter --no-preflight");
+  r = run(finetune, "--weights " + quote(model) + " --data " +
+                        quote(std::string(LORA_SOURCE_DIR) + "/data/tinyshakespeare.txt") +
+                        " --mode lora --steps 2 --warmup 0 --batch 1 --seq 16 --save " + quote(save) +
+                        " --save-gguf-adapter --no-preflight");
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   const gguf::File adapter = gguf::File::open((save / "lora" / "adapter.gguf").string());

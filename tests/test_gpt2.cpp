@@ -3,8 +3,8 @@
 // identical. Also checkpoint round trips, configs and the model's structure.
 #include <catch2/catch.hpp>
 
-#include <filesystem>
 #include <unistd.h>
+#include <filesystem>
 
 #include "core/safetensors.h"
 #include "models/gpt2/model.h"
@@ -78,7 +78,8 @@ TEST_CASE("GPT-2 initialisation follows GPT-2's scheme", "[gpt2]") {
 
 TEST_CASE("GPT-2 checkpoints round-trip in Hugging Face's layout", "[gpt2]") {
   auto model = load_gpt2(kFixtureDir);
-  const std::string dir = (std::filesystem::temp_directory_path() / fmt::format("lora_gpt2_roundtrip_{}", ::getpid())).string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / fmt::format("lora_gpt2_roundtrip_{}", ::getpid())).string();
   std::filesystem::remove_all(dir);
   models::save_hf_checkpoint(*model, dir);
   // The written file has exactly the names and shapes of the original HF file.
@@ -100,7 +101,8 @@ TEST_CASE("GPT-2 checkpoints round-trip in Hugging Face's layout", "[gpt2]") {
 }
 
 TEST_CASE("GPT-2 checkpoint errors name the problem", "[gpt2]") {
-  const std::string dir = (std::filesystem::temp_directory_path() / fmt::format("lora_gpt2_bad_{}", ::getpid())).string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / fmt::format("lora_gpt2_bad_{}", ::getpid())).string();
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   // A file for the tiny config loaded into a model of another shape.
@@ -134,7 +136,8 @@ TEST_CASE("GPT-2 dropout follows train() and eval()", "[gpt2]") {
   REQUIRE(model.forward(ids).to_vector<float>() == model.forward(ids).to_vector<float>());
   model.train();
   REQUIRE(model.forward(ids).to_vector<float>() != model.forward(ids).to_vector<float>());
-  for (const std::string name : {"transformer.drop", "transformer.h.0.attn.resid_dropout", "transformer.h.1.mlp.dropout"}) {
+  for (const std::string name :
+       {"transformer.drop", "transformer.h.0.attn.resid_dropout", "transformer.h.1.mlp.dropout"}) {
     REQUIRE(model.module_at(name) != nullptr);
   }
 }

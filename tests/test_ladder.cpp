@@ -35,7 +35,7 @@ TEST_CASE("ladder 1, autograd_basics: the tape, and autograd agrees with the cha
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Contains("The tape: 5 nodes"));
-  CHECK_THAT(r.out, Contains("x (activations)"));     // linear saved its input, recharged to activations
+  CHECK_THAT(r.out, Contains("x (activations)"));  // linear saved its input, recharged to activations
   CHECK_THAT(r.out, Contains("backward(L): the tape now holds 0 nodes"));
   CHECK_THAT(r.out, Contains("from finite differences: agree"));
   CHECK(count(r.out, "  W[") == 6);  // every element of dL/dW checked
@@ -48,8 +48,8 @@ TEST_CASE("ladder 1, autograd_basics: the tape, and autograd agrees with the cha
 TEST_CASE("ladder 2, train_mlp: SGD and Adam learn the moons, and the SVG shows both", "[ladder][examples]") {
   REQUIRE_PROGRAM(program, "train_mlp");
   const fs::path svg = scratch_dir() / "ladder_moons.svg";
-  const RunResult r = run(program, "--dataset moons --points 60 --steps 300 --grid 24 --log-every 100 --json --out " +
-                                       quote(svg));
+  const RunResult r =
+      run(program, "--dataset moons --points 60 --steps 300 --grid 24 --log-every 100 --json --out " + quote(svg));
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   const nlohmann::json j = last_json_line(r.out);
@@ -72,9 +72,10 @@ TEST_CASE("ladder 2, train_mlp: SGD and Adam learn the moons, and the SVG shows 
 TEST_CASE("ladder 3, train_char_gpt: a tiny character GPT learns, samples and is saved", "[ladder][examples]") {
   REQUIRE_PROGRAM(train, "train_char_gpt");
   const fs::path base = scratch_dir() / "ladder_char_gpt";
-  const RunResult t = run(train, "--steps 30 --layers 1 --embd 32 --heads 2 --seq 32 --batch 8 --warmup 5 "
-                                 "--eval-every 15 --eval-batches 2 --log-every 10 --sample-chars 40 --json --out " +
-                                     quote(base));
+  const RunResult t = run(train,
+                          "--steps 30 --layers 1 --embd 32 --heads 2 --seq 32 --batch 8 --warmup 5 "
+                          "--eval-every 15 --eval-batches 2 --log-every 10 --sample-chars 40 --json --out " +
+                              quote(base));
   INFO(t.out << t.err);
   REQUIRE(t.exit_code == 0);
   const nlohmann::json tj = last_json_line(t.out);
@@ -96,8 +97,10 @@ TEST_CASE("ladder 4, lora_char_gpt: LoRA on Austen, its memory, the adapter swit
   REQUIRE_PROGRAM(train, "train_char_gpt");
   REQUIRE_PROGRAM(lora, "lora_char_gpt");
   const fs::path base = scratch_dir() / "ladder_lora_base", adapter = scratch_dir() / "ladder_austen";
-  const RunResult t = run(train, "--steps 30 --layers 1 --embd 32 --heads 2 --seq 32 --batch 8 --warmup 5 "
-                                 "--eval-every 0 --eval-batches 1 --sample-chars 0 --out " + quote(base));
+  const RunResult t = run(train,
+                          "--steps 30 --layers 1 --embd 32 --heads 2 --seq 32 --batch 8 --warmup 5 "
+                          "--eval-every 0 --eval-batches 1 --sample-chars 0 --out " +
+                              quote(base));
   INFO(t.out << t.err);
   REQUIRE(t.exit_code == 0);
 
@@ -134,7 +137,8 @@ TEST_CASE("training_step_tour: the same output every run, and LoRA's smaller ste
   INFO(first.out << first.err);
   REQUIRE(first.exit_code == 0);
   CHECK(first.out == second.out);  // what docs/training-step.md quotes, and scripts/check-docs.sh compares
-  for (const char* phase : {"after forward", "after backward", "after clipping", "after AdamW step", "after zero_grad"}) {
+  for (const char* phase :
+       {"after forward", "after backward", "after clipping", "after AdamW step", "after zero_grad"}) {
     CHECK(count(first.out, phase) == 2);  // full, then LoRA
   }
   CHECK_THAT(first.out, Contains("linear_cross_entropy"));

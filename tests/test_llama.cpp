@@ -4,9 +4,9 @@
 // 4.x and 5.x write it, bf16/f16/sharded checkpoints, saving, LoRA targets, and refused configs.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "models/hf_checkpoint.h"
 #include "models/llama/model.h"
@@ -34,10 +34,13 @@ nlohmann::json read_json(const std::string& path) {
 }
 
 // The error create_model gives for the llama_tied config with `field` set to `value` (null: removed).
-std::string config_error(const std::string& field, const nlohmann::json& value, const std::string& base = "llama_tied") {
+std::string config_error(const std::string& field, const nlohmann::json& value,
+                         const std::string& base = "llama_tied") {
   nlohmann::json j = read_json(kFixtures + "/" + base + "/config.json");
-  if (value.is_null()) j.erase(field);
-  else j[field] = value;
+  if (value.is_null())
+    j.erase(field);
+  else
+    j[field] = value;
   try {
     models::create_model({j, "'test config'"});
   } catch (const Error& e) {
@@ -142,13 +145,15 @@ TEST_CASE("Llama configs: what is not implemented is refused, naming the field",
   CHECK_THAT(config_error("hidden_act", "gelu"), Catch::Contains("hidden_act") && Catch::Contains("SiLU"));
   CHECK_THAT(config_error("rope_parameters", {{"rope_type", "yarn"}, {"rope_theta", 10000.0}, {"factor", 4.0}}),
              Catch::Contains("rope_parameters") && Catch::Contains("yarn"));
-  CHECK_THAT(config_error("rope_parameters", {{"rope_type", "linear"}, {"rope_theta", 10000.0}, {"factor", 2.0},
-                                              {"beta_fast", 32}}),
+  CHECK_THAT(config_error("rope_parameters",
+                          {{"rope_type", "linear"}, {"rope_theta", 10000.0}, {"factor", 2.0}, {"beta_fast", 32}}),
              Catch::Contains("beta_fast"));
   CHECK_THAT(config_error("partial_rotary_factor", 0.5), Catch::Contains("partial_rotary_factor"));
   CHECK_THAT(config_error("rope_interleaved", true), Catch::Contains("rope_interleaved"));
-  CHECK_THAT(config_error("quantization_config", {{"quant_method", "bitsandbytes"}}), Catch::Contains("quantization_config"));
-  CHECK_THAT(config_error("num_hidden_layers", 100000), Catch::Contains("num_hidden_layers") && Catch::Contains("100000"));
+  CHECK_THAT(config_error("quantization_config", {{"quant_method", "bitsandbytes"}}),
+             Catch::Contains("quantization_config"));
+  CHECK_THAT(config_error("num_hidden_layers", 100000),
+             Catch::Contains("num_hidden_layers") && Catch::Contains("100000"));
   CHECK_THAT(config_error("num_key_value_heads", 3), Catch::Contains("num_key_value_heads"));
   CHECK_THAT(config_error("hidden_size", "64"), Catch::Contains("hidden_size") && Catch::Contains("integer"));
   CHECK_THAT(config_error("vocab_size", nullptr), Catch::Contains("vocab_size") && Catch::Contains("missing"));
@@ -194,7 +199,8 @@ TEST_CASE("LoRA on Llama: q,v and PEFT's layer names, all-linear without the hea
   const auto cfg = nlohmann::json::parse(adapter.config_json);
   REQUIRE(cfg["fan_in_fan_out"] == false);
   bool has_q = false;
-  for (const auto& [key, t] : adapter.tensors) has_q = has_q || key == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
+  for (const auto& [key, t] : adapter.tensors)
+    has_q = has_q || key == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
   REQUIRE(has_q);
 
   auto all = models::load_model(kFixtures + "/llama_gqa", "");
@@ -215,7 +221,8 @@ TEST_CASE("merged LoRA on Llama equals unmerged, and folds into a plain Llama", 
   models::apply_lora(*model, config);
   Generator gen(3);
   NoGradGuard no_grad;
-  for (auto& [path, layer] : nn::lora_layers(*model)) layer->lora_B.copy_from(Tensor::randn(layer->lora_B.shape(), gen, 0, 0.1));
+  for (auto& [path, layer] : nn::lora_layers(*model))
+    layer->lora_B.copy_from(Tensor::randn(layer->lora_B.shape(), gen, 0, 0.1));
   model->eval();
   const Tensor ids = Tensor::from_vector(std::vector<int32_t>{4, 8, 15, 16, 23, 42}, {1, 6});
   const Tensor unmerged = model->forward(ids);

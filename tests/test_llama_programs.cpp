@@ -5,8 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include "core/safetensors.h"
-#include "models/registry.h"
 #include "models/hf_checkpoint.h"
+#include "models/registry.h"
 #include "tests/program_runner.h"
 
 using namespace lora;
@@ -19,10 +19,12 @@ namespace {
 fs::path make_llama_folder() {
   const fs::path dir = scratch_dir() / "llama_model";
   if (fs::exists(dir / "model.safetensors")) return dir;
-  const nlohmann::json config = {{"model_type", "llama"}, {"vocab_size", 1024}, {"hidden_size", 64},
-                                 {"intermediate_size", 128}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
-                                 {"num_key_value_heads", 2}, {"max_position_embeddings", 128}, {"rms_norm_eps", 1e-5},
-                                 {"tie_word_embeddings", false}, {"bos_token_id", 1}, {"eos_token_id", 2}};
+  const nlohmann::json config = {{"model_type", "llama"},    {"vocab_size", 1024},
+                                 {"hidden_size", 64},        {"intermediate_size", 128},
+                                 {"num_hidden_layers", 2},   {"num_attention_heads", 4},
+                                 {"num_key_value_heads", 2}, {"max_position_embeddings", 128},
+                                 {"rms_norm_eps", 1e-5},     {"tie_word_embeddings", false},
+                                 {"bos_token_id", 1},        {"eos_token_id", 2}};
   auto model = models::create_model({config, "test"}, 7);
   models::save_hf_checkpoint(*model, dir.string());
   const fs::path tokenizer = fs::path(LORA_TEST_DATA_DIR) / "tokenizers" / "llama2";
@@ -41,15 +43,18 @@ fs::path text_file() {
 
 }  // namespace
 
-TEST_CASE("a Llama folder with tokenizer.json fine-tunes with LoRA, generates, merges and gives perplexity", "[examples][llama]") {
+TEST_CASE("a Llama folder with tokenizer.json fine-tunes with LoRA, generates, merges and gives perplexity",
+          "[examples][llama]") {
   REQUIRE_PROGRAM(finetune, "finetune");
   REQUIRE_PROGRAM(generate, "generate");
   REQUIRE_PROGRAM(merge, "merge_lora");
   REQUIRE_PROGRAM(perplexity, "perplexity");
   const fs::path model = make_llama_folder(), text = text_file(), save = scratch_dir() / "llama_run";
-  RunResult r = run(finetune, "--weights " + quote(model) + " --data " + quote(text) +
-                                  " --mode lora --targets q,v,gate_proj --rank 4 --steps 6 --batch 2 --seq 32 --warmup 1"
-                                  " --lr 0.01 --eval-batches 1 --save " + quote(save));
+  RunResult r =
+      run(finetune, "--weights " + quote(model) + " --data " + quote(text) +
+                        " --mode lora --targets q,v,gate_proj --rank 4 --steps 6 --batch 2 --seq 32 --warmup 1"
+                        " --lr 0.01 --eval-batches 1 --save " +
+                        quote(save));
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("tokenizer: ") && Catch::Contains("model: llama"));
@@ -73,8 +78,8 @@ TEST_CASE("a Llama folder with tokenizer.json fine-tunes with LoRA, generates, m
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   fs::copy_file(model / "tokenizer.json", merged_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
-  const RunResult plain = run(generate, "--weights " + quote(merged_dir) +
-                                            " --prompt 'The quick' --max-new-tokens 8 --temperature 0 --json");
+  const RunResult plain = run(
+      generate, "--weights " + quote(merged_dir) + " --prompt 'The quick' --max-new-tokens 8 --temperature 0 --json");
   REQUIRE(plain.exit_code == 0);
   CHECK(last_json_line(plain.out)["generated_ids"] == a["generated_ids"]);
 

@@ -2,8 +2,8 @@
 // adapters in PEFT's format, and end-to-end training on a small GPT-2.
 #include <catch2/catch.hpp>
 
-#include <filesystem>
 #include <unistd.h>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -103,7 +103,8 @@ LORA_OP_CASES(add_columns_cases) {
   };
   const testing::OpFn slice = [](const Inputs& in) { return ops::add_columns(in[0], in[1], 4, -1.5); };
   const testing::OpFn all = [](const Inputs& in) { return ops::add_columns(in[0], in[1], 0); };
-  testing::gradcheck_case("add_columns", "columns [4, 6) of [3, 7], scale -1.5", slice, inputs({3, 7}, {3, 2}, 4, DType::F64));
+  testing::gradcheck_case("add_columns", "columns [4, 6) of [3, 7], scale -1.5", slice,
+                          inputs({3, 7}, {3, 2}, 4, DType::F64));
   testing::gradcheck_case("add_columns", "every column of [2, 2, 5]", all, inputs({2, 2, 5}, {2, 2, 5}, 4, DType::F64));
   testing::parity_case("add_columns", "columns [4, 6) of [33, 257]", slice, inputs({33, 257}, {33, 2}, 5, DType::F32));
 }
@@ -283,8 +284,10 @@ TEST_CASE("LoRA training lowers the loss while the base weights stay bit-identic
       if (it == before.end()) continue;  // a LoRA parameter
       if (p.to_vector<float>() != it->second) ++changed;
     }
-    if (use_lora) REQUIRE(changed == 0);
-    else REQUIRE(changed == before.size());
+    if (use_lora)
+      REQUIRE(changed == 0);
+    else
+      REQUIRE(changed == before.size());
   }
 }
 
@@ -302,10 +305,10 @@ TEST_CASE("adapters round-trip in PEFT's format, q,v as a block-structured c_att
   const std::string a = "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight";
   const std::string b = "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight";
   REQUIRE(file.contains(a));
-  REQUIRE(file.info(a).shape == (Shape{8, 48}));    // rank 2 x 4: q and v stacked
-  REQUIRE(file.info(b).shape == (Shape{144, 8}));   // the whole fused output
+  REQUIRE(file.info(a).shape == (Shape{8, 48}));   // rank 2 x 4: q and v stacked
+  REQUIRE(file.info(b).shape == (Shape{144, 8}));  // the whole fused output
   const Tensor B = file.load(b);
-  for (int64_t row = 48; row < 96; ++row) {         // the k rows are zero
+  for (int64_t row = 48; row < 96; ++row) {  // the k rows are zero
     for (int64_t c = 0; c < 8; ++c) REQUIRE(B.at({row, c}) == 0.0);
   }
   std::ifstream cfg(dir + "/adapter_config.json");
@@ -444,8 +447,8 @@ TEST_CASE("a refused adapter leaves the model's current adapter in place", "[lor
   testing::require_close(model.forward(ids), before, 0, 0);
   // Offsets near 2^63, where offset + size wraps to a negative number: refused before any index is formed
   // (a wrapped check once let them through, and filling B then wrote far outside the heap block).
-  for (const std::string& wrapping : {"9223372036854775800:48,0:48", "0:48,9223372036854775807:48",
-                                      "9223372036854775807:9223372036854775807,0:48"}) {
+  for (const std::string& wrapping :
+       {"9223372036854775800:48,0:48", "0:48,9223372036854775807:48", "9223372036854775807:9223372036854775807,0:48"}) {
     INFO(wrapping);
     AdapterState near_overflow = models::export_adapter(model, "tiny");
     for (auto& [key, value] : near_overflow.metadata) {

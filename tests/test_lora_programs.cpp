@@ -5,10 +5,10 @@
 //
 // Programs are found beside the test binary's folder (BUILD/tests/lora_tests -> BUILD/<program>); a test
 // whose program was not built (LORA_BUILD_EXAMPLES=OFF) warns and passes.
-#include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <filesystem>
@@ -87,7 +87,6 @@ std::map<std::string, std::vector<float>> tensors_of_file(const fs::path& path) 
 
 }  // namespace
 
-
 // ---------------------------------------------------------------------------------------------------
 
 TEST_CASE("a trained adapter gives the same greedy tokens unmerged, merged, and merged by merge_lora", "[examples]") {
@@ -100,7 +99,8 @@ TEST_CASE("a trained adapter gives the same greedy tokens unmerged, merged, and 
   std::string unmerged_err, merged_err;
   const std::vector<int32_t> base_ids = greedy_ids(generate, base_args);
   const std::vector<int32_t> unmerged = greedy_ids(generate, base_args + " --adapter " + quote(adapter), &unmerged_err);
-  const std::vector<int32_t> merged = greedy_ids(generate, base_args + " --adapter " + quote(adapter) + " --merge", &merged_err);
+  const std::vector<int32_t> merged =
+      greedy_ids(generate, base_args + " --adapter " + quote(adapter) + " --merge", &merged_err);
   CHECK_THAT(unmerged_err, Catch::Contains("2 adapted layers") && Catch::Contains("unmerged"));
   CHECK_THAT(merged_err, Catch::Contains("merged into the base weights"));
 
@@ -190,7 +190,8 @@ TEST_CASE("merge_lora and generate --adapter refuse bad adapters and outputs wit
       {merge, weights + " --adapter /nonexistent/adapter" + out, "/nonexistent/adapter"},
       {generate, weights + " --adapter " + quote(empty) + " --prompt-ids 1", "adapter_model.safetensors"},
       {merge, weights + " --adapter " + quote(empty) + out, "adapter_model.safetensors"},
-      {generate, weights + " --adapter " + quote(other) + " --prompt-ids 1", "lora_A has shape [16, 128], expected [16, 48]"},
+      {generate, weights + " --adapter " + quote(other) + " --prompt-ids 1",
+       "lora_A has shape [16, 128], expected [16, 48]"},
       {merge, weights + " --adapter " + quote(other) + out, "lora_A has shape [16, 128], expected [16, 48]"},
       {generate, weights + " --adapter " + quote(other) + " --prompt-ids 1", "the adapter was trained on 'small-test'"},
       {merge, weights + " --adapter " + quote(other) + out, "the adapter was trained on 'small-test'"},
@@ -212,7 +213,8 @@ TEST_CASE("merge_lora and generate --adapter refuse bad adapters and outputs wit
 
 TEST_CASE("bench_inference times base, unmerged and merged LoRA on the tiny preset", "[examples]") {
   REQUIRE_PROGRAM(bench, "bench_inference");
-  const RunResult r = run(bench, "--config tiny --seq 16 --prompt-tokens 4 --new-tokens 8 --repeats 2 --threads 1 --json");
+  const RunResult r =
+      run(bench, "--config tiny --seq 16 --prompt-tokens 4 --new-tokens 8 --repeats 2 --threads 1 --json");
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("LoRA merged vs base") && Catch::Contains("2 adapted layers"));

@@ -52,18 +52,20 @@ TEST_CASE("predicted step memory matches the measured step for every model, full
       const models::ModelConfig config = models::read_config_arg(preset);
       nn::LoRAConfig lora;
       lora.options.rank = 4;
-      lora.targets = preset == "llama-tiny" ? std::vector<std::string>{"all-linear"} : std::vector<std::string>{"q", "v"};
+      lora.targets =
+          preset == "llama-tiny" ? std::vector<std::string>{"all-linear"} : std::vector<std::string>{"q", "v"};
       const auto predicted = train::predict_training_step(config, use_lora ? &lora : nullptr, 2, 16);
       const DeviceMemoryStats measured = measure_training_step(config, use_lora ? &lora : nullptr, 2, 16);
       autograd::Tape::current().clear();
       for (int c = 0; c < kNumMemoryCategories; ++c) {
-        INFO(category_name(static_cast<MemoryCategory>(c)) << ": predicted " << predicted.peak.bytes[c] << ", measured "
-                                                           << measured.peak.bytes[c]);
+        INFO(category_name(static_cast<MemoryCategory>(c))
+             << ": predicted " << predicted.peak.bytes[c] << ", measured " << measured.peak.bytes[c]);
         CHECK(close(predicted.peak.bytes[c], measured.peak.bytes[c]));
       }
       CHECK(close(predicted.total_peak, measured.global_peak));
       CHECK(predicted.peak[MemoryCategory::Activation] > 0);
-      if (use_lora) CHECK(predicted.peak[MemoryCategory::Gradient] < predicted.peak[MemoryCategory::FrozenParameter] / 10);
+      if (use_lora)
+        CHECK(predicted.peak[MemoryCategory::Gradient] < predicted.peak[MemoryCategory::FrozenParameter] / 10);
     }
   }
 }
@@ -80,8 +82,8 @@ TEST_CASE("predicted step memory matches the measured step on an nf4 base with c
       const DeviceMemoryStats measured = measure_training_step(config, &lora, 2, 16, QuantFormat::NF4, checkpoint);
       autograd::Tape::current().clear();
       for (int c = 0; c < kNumMemoryCategories; ++c) {
-        INFO(category_name(static_cast<MemoryCategory>(c)) << ": predicted " << predicted.peak.bytes[c] << ", measured "
-                                                           << measured.peak.bytes[c]);
+        INFO(category_name(static_cast<MemoryCategory>(c))
+             << ": predicted " << predicted.peak.bytes[c] << ", measured " << measured.peak.bytes[c]);
         CHECK(close(predicted.peak.bytes[c], measured.peak.bytes[c]));
       }
       CHECK(close(predicted.total_peak, measured.global_peak));
@@ -96,7 +98,8 @@ TEST_CASE("finetune's report: prediction and measurement agree", "[memory][examp
     const auto json = testing::scratch_dir() / ("predict_" + mode + ".json");
     const testing::RunResult r = testing::run(finetune, "--config small-test --mode " + mode +
                                                             " --steps 2 --warmup 1 --batch 2 --seq 32 --eval-batches 1 "
-                                                            "--report-json " + testing::quote(json));
+                                                            "--report-json " +
+                                                            testing::quote(json));
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     std::ifstream in(json);
@@ -113,10 +116,9 @@ TEST_CASE("the pre-flight check refuses what will not fit, by category and with 
   // GPT-2 XL, full fine-tuning: parameters, gradients and AdamW's two moments, four copies of 1.56 B floats.
   CHECK(prediction.peak[MemoryCategory::TrainableParameter] == int64_t(1557611200) * 4);
   CHECK(prediction.peak[MemoryCategory::OptimizerState] == int64_t(1557611200) * 8);
-  REQUIRE_THROWS_WITH(train::check_fits(prediction, int64_t(24) << 30, int64_t(512) << 20, "full fine-tuning",
-                                        "Use --mode lora."),
-                      Catch::Contains("will not fit") && Catch::Contains("optimizer_state") &&
-                          Catch::Contains("Use --mode lora"));
+  REQUIRE_THROWS_WITH(
+      train::check_fits(prediction, int64_t(24) << 30, int64_t(512) << 20, "full fine-tuning", "Use --mode lora."),
+      Catch::Contains("will not fit") && Catch::Contains("optimizer_state") && Catch::Contains("Use --mode lora"));
   nn::LoRAConfig lora;
   const auto lora_prediction = train::predict_training_step(models::read_config_arg("gpt2-xl"), &lora, 1, 256);
   CHECK_NOTHROW(train::check_fits(lora_prediction, int64_t(24) << 30, int64_t(512) << 20, "LoRA", ""));

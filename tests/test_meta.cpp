@@ -13,7 +13,9 @@ namespace {
 
 const Device kMeta = Device::meta();
 
-int64_t live(MemoryCategory c, Device d) { return MemoryTracker::instance().live(c, d); }
+int64_t live(MemoryCategory c, Device d) {
+  return MemoryTracker::instance().live(c, d);
+}
 
 }  // namespace
 
@@ -31,8 +33,10 @@ TEST_CASE("meta: factories charge the tracker and hold no memory", "[meta][memor
   const int64_t cpu0 = MemoryTracker::instance().stats(Device::cpu()).live.total();
   Generator gen(1);
   {
-    std::vector<Tensor> ts = {Tensor::empty({10, 10}, DType::F32, kMeta), Tensor::zeros({10, 10}, DType::F32, kMeta),
-                              Tensor::ones({10, 10}, DType::F32, kMeta), Tensor::full({10, 10}, 2.0, DType::F32, kMeta),
+    std::vector<Tensor> ts = {Tensor::empty({10, 10}, DType::F32, kMeta),
+                              Tensor::zeros({10, 10}, DType::F32, kMeta),
+                              Tensor::ones({10, 10}, DType::F32, kMeta),
+                              Tensor::full({10, 10}, 2.0, DType::F32, kMeta),
                               Tensor::randn({10, 10}, gen, 0, 1, DType::F32, kMeta),
                               Tensor::uniform({10, 10}, gen, 0, 1, DType::F32, kMeta),
                               Tensor::from_vector(std::vector<float>(100, 1.f), {10, 10}, kMeta),
@@ -50,7 +54,8 @@ TEST_CASE("meta: factories charge the tracker and hold no memory", "[meta][memor
 }
 
 TEST_CASE("meta: .to(meta), copies into meta and recharging work as on the CPU", "[meta][memory]") {
-  const int64_t tp0 = live(MemoryCategory::TrainableParameter, kMeta), fp0 = live(MemoryCategory::FrozenParameter, kMeta);
+  const int64_t tp0 = live(MemoryCategory::TrainableParameter, kMeta),
+                fp0 = live(MemoryCategory::FrozenParameter, kMeta);
   Tensor host = Tensor::empty({3, 5}, DType::F64, Device::cpu(), MemoryCategory::TrainableParameter);
   Tensor m = host.to(kMeta);  // keeps the category
   CHECK(m.device() == kMeta);

@@ -33,9 +33,9 @@ MakeInputs uniform_inputs(std::vector<Shape> shapes, uint64_t seed, DType dtype,
 LORA_OP_CASES(elementwise_cases) {
   // Binary ops: same shape, trailing bias, leading broadcast, size-1 axes on both sides, scalars. b is kept
   // away from 0 for div.
-  const std::vector<std::pair<Shape, Shape>> shapes = {
-      {{3, 4}, {3, 4}}, {{2, 3, 4}, {4}}, {{2, 3, 4}, {3, 4}}, {{4, 1, 3}, {5, 1}},
-      {{2, 3}, {2, 1}}, {{1}, {3, 2}},    {{}, {2, 2}},         {{1, 1}, {1}}};
+  const std::vector<std::pair<Shape, Shape>> shapes = {{{3, 4}, {3, 4}},    {{2, 3, 4}, {4}}, {{2, 3, 4}, {3, 4}},
+                                                       {{4, 1, 3}, {5, 1}}, {{2, 3}, {2, 1}}, {{1}, {3, 2}},
+                                                       {{}, {2, 2}},        {{1, 1}, {1}}};
   uint64_t seed = 100;
   for (const BinaryInfo& info : kBinaryOps) {
     const OpFn f = [op = info.op](const Inputs& in) { return ops::binary(op, in[0], in[1]); };
@@ -51,22 +51,27 @@ LORA_OP_CASES(elementwise_cases) {
          std::vector<std::pair<Shape, Shape>>{{{33, 257}, {257}}, {{4, 1, 5}, {3, 1}}, {{7, 33}, {7, 33}}}) {
       const Shape sa = shape_pair.first, sb = shape_pair.second;
       const uint64_t s = seed++;
-      parity_case(info.name, sa.str() + " with " + sb.str(), f, [=] {
-        Generator gen(s);
-        return Inputs{uniform_leaf(sa, gen, F32, -2.0, 2.0), uniform_leaf(sb, gen, F32, 0.5, 2.0)};
-      }, kSums, {1e-4, 1e-4});
+      parity_case(info.name, sa.str() + " with " + sb.str(), f,
+                  [=] {
+                    Generator gen(s);
+                    return Inputs{uniform_leaf(sa, gen, F32, -2.0, 2.0), uniform_leaf(sb, gen, F32, 0.5, 2.0)};
+                  },
+                  kSums, {1e-4, 1e-4});
     }
   }
   // One input constant (no gradient wanted for it).
-  gradcheck_case("div", "constant numerator", [](const Inputs& in) { return ops::div(in[1], in[0] * in[0] + 1.0); },
-                 [] {
-                   Generator gen(12);
-                   return Inputs{uniform_leaf({3, 2}, gen, F64), uniform_leaf({2}, gen, F64, 0.5, 1.5, false)};
-                 });
-  gradcheck_case("mul", "one input constant", [](const Inputs& in) { return ops::mul(in[1], in[0]); }, [] {
-    Generator gen(12);
-    return Inputs{uniform_leaf({3, 2}, gen, F64), uniform_leaf({2}, gen, F64, 0.5, 1.5, false)};
-  });
+  gradcheck_case(
+      "div", "constant numerator", [](const Inputs& in) { return ops::div(in[1], in[0] * in[0] + 1.0); },
+      [] {
+        Generator gen(12);
+        return Inputs{uniform_leaf({3, 2}, gen, F64), uniform_leaf({2}, gen, F64, 0.5, 1.5, false)};
+      });
+  gradcheck_case(
+      "mul", "one input constant", [](const Inputs& in) { return ops::mul(in[1], in[0]); },
+      [] {
+        Generator gen(12);
+        return Inputs{uniform_leaf({3, 2}, gen, F64), uniform_leaf({2}, gen, F64, 0.5, 1.5, false)};
+      });
 
   // Unary ops: every table entry, on inputs from its test domain, alpha = 0.7 (used by the scalar ops).
   for (const UnaryInfo& info : kUnaryOps) {
@@ -119,16 +124,19 @@ LORA_OP_CASES(matmul_cases) {
 
 LORA_OP_CASES(reduce_cases) {
   for (const Shape& s : {Shape{4}, Shape{2, 3, 4}, Shape{1, 5}, Shape{3, 1}}) {
-    gradcheck_case("sum", s.str() + " all", [](const Inputs& in) { return ops::sum(in[0]); }, uniform_inputs({s}, 17, F64));
-    gradcheck_case("mean", s.str() + " all", [](const Inputs& in) { return ops::mean(in[0]); },
-                   uniform_inputs({s}, 17, F64));
+    gradcheck_case(
+        "sum", s.str() + " all", [](const Inputs& in) { return ops::sum(in[0]); }, uniform_inputs({s}, 17, F64));
+    gradcheck_case(
+        "mean", s.str() + " all", [](const Inputs& in) { return ops::mean(in[0]); }, uniform_inputs({s}, 17, F64));
     for (int axis = -s.rank(); axis < s.rank(); ++axis) {
       for (bool keep : {false, true}) {
         const std::string what = s.str() + " axis " + std::to_string(axis) + (keep ? " keepdim" : "");
-        gradcheck_case("sum", what, [axis, keep](const Inputs& in) { return ops::sum(in[0], axis, keep); },
-                       uniform_inputs({s}, 18, F64));
-        gradcheck_case("mean", what, [axis, keep](const Inputs& in) { return ops::mean(in[0], axis, keep); },
-                       uniform_inputs({s}, 18, F64));
+        gradcheck_case(
+            "sum", what, [axis, keep](const Inputs& in) { return ops::sum(in[0], axis, keep); },
+            uniform_inputs({s}, 18, F64));
+        gradcheck_case(
+            "mean", what, [axis, keep](const Inputs& in) { return ops::mean(in[0], axis, keep); },
+            uniform_inputs({s}, 18, F64));
       }
     }
   }
@@ -139,54 +147,87 @@ LORA_OP_CASES(reduce_cases) {
 }
 
 LORA_OP_CASES(shape_cases) {
-  gradcheck_case("reshape", "[2, 3, 4] -> [4, -1]", [](const Inputs& in) { return ops::reshape(in[0], {4, -1}) * 2.0; },
-                 uniform_inputs({{2, 3, 4}}, 21, F64));
-  gradcheck_case("permute", "[2, 3, 4] by (2, 0, 1)", [](const Inputs& in) { return ops::permute(in[0], {2, 0, 1}); },
-                 uniform_inputs({{2, 3, 4}}, 21, F64));
-  gradcheck_case("permute", "[2, 3, 4] by (1, 2, 0)", [](const Inputs& in) { return ops::permute(in[0], {1, 2, 0}); },
-                 uniform_inputs({{2, 3, 4}}, 21, F64));
-  gradcheck_case("permute", "transpose of the first and last axes",
-                 [](const Inputs& in) { return ops::transpose(in[0], 0, -1); }, uniform_inputs({{2, 3, 4}}, 21, F64));
-  gradcheck_case("permute", "transpose of [1, 3, 1]", [](const Inputs& in) { return ops::transpose(in[0], 1, 2); },
-                 uniform_inputs({{1, 3, 1}}, 22, F64));
-  parity_case("reshape", "[33, 257] -> [257, 33]", [](const Inputs& in) { return ops::reshape(in[0], {257, 33}); },
-              uniform_inputs({{33, 257}}, 23, F32));
-  parity_case("permute", "[2, 33, 3, 16] by (0, 2, 1, 3)",
-              [](const Inputs& in) { return ops::permute(in[0], {0, 2, 1, 3}); },
-              uniform_inputs({{2, 33, 3, 16}}, 24, F32));
+  gradcheck_case(
+      "reshape", "[2, 3, 4] -> [4, -1]",
+      [](const Inputs& in) {
+        return ops::reshape(in[0], {4, -1}) * 2.0;
+      },
+      uniform_inputs({{2, 3, 4}}, 21, F64));
+  gradcheck_case(
+      "permute", "[2, 3, 4] by (2, 0, 1)",
+      [](const Inputs& in) {
+        return ops::permute(in[0], {2, 0, 1});
+      },
+      uniform_inputs({{2, 3, 4}}, 21, F64));
+  gradcheck_case(
+      "permute", "[2, 3, 4] by (1, 2, 0)",
+      [](const Inputs& in) {
+        return ops::permute(in[0], {1, 2, 0});
+      },
+      uniform_inputs({{2, 3, 4}}, 21, F64));
+  gradcheck_case(
+      "permute", "transpose of the first and last axes", [](const Inputs& in) { return ops::transpose(in[0], 0, -1); },
+      uniform_inputs({{2, 3, 4}}, 21, F64));
+  gradcheck_case(
+      "permute", "transpose of [1, 3, 1]", [](const Inputs& in) { return ops::transpose(in[0], 1, 2); },
+      uniform_inputs({{1, 3, 1}}, 22, F64));
+  parity_case(
+      "reshape", "[33, 257] -> [257, 33]",
+      [](const Inputs& in) {
+        return ops::reshape(in[0], {257, 33});
+      },
+      uniform_inputs({{33, 257}}, 23, F32));
+  parity_case(
+      "permute", "[2, 33, 3, 16] by (0, 2, 1, 3)",
+      [](const Inputs& in) {
+        return ops::permute(in[0], {0, 2, 1, 3});
+      },
+      uniform_inputs({{2, 33, 3, 16}}, 24, F32));
 
   for (int axis : {0, 1, 2}) {
     const int64_t n = Shape{3, 5, 2}[axis];
-    gradcheck_case("slice", "[1, n) of axis " + std::to_string(axis),
-                   [axis, n](const Inputs& in) { return ops::slice(in[0], axis, 1, n); },
-                   uniform_inputs({{3, 5, 2}}, 25, F64));
-    gradcheck_case("slice", "[0, 1) of axis " + std::to_string(axis),
-                   [axis](const Inputs& in) { return ops::slice(in[0], axis, 0, 1); },
-                   uniform_inputs({{3, 5, 2}}, 25, F64));
+    gradcheck_case(
+        "slice", "[1, n) of axis " + std::to_string(axis),
+        [axis, n](const Inputs& in) { return ops::slice(in[0], axis, 1, n); }, uniform_inputs({{3, 5, 2}}, 25, F64));
+    gradcheck_case(
+        "slice", "[0, 1) of axis " + std::to_string(axis),
+        [axis](const Inputs& in) { return ops::slice(in[0], axis, 0, 1); }, uniform_inputs({{3, 5, 2}}, 25, F64));
   }
-  gradcheck_case("concat", "split and concatenated in another order",
-                 [](const Inputs& in) {
-                   auto parts = ops::split(in[0], 1, {2, 1, 2});
-                   return ops::concat({parts[2] * 2.0, parts[0], parts[1] * -1.0}, 1);
-                 },
-                 uniform_inputs({{3, 5, 2}}, 26, F64));
-  gradcheck_case("concat", "one input twice", [](const Inputs& in) { return ops::concat({in[0], in[1], in[0]}, -1); },
-                 uniform_inputs({{2, 3}, {2, 1}}, 27, F64));
-  gradcheck_case("concat", "with a constant",
-                 [](const Inputs& in) { return ops::concat({in[1], in[0]}, 1); }, [] {
-                   Generator gen(28);
-                   return Inputs{uniform_leaf({2, 3}, gen, F64), uniform_leaf({2, 2}, gen, F64, -1.0, 1.0, false)};
-                 });
-  parity_case("slice", "[7, 300, 5], columns [33, 290) of axis 1",
-              [](const Inputs& in) { return ops::slice(in[0], 1, 33, 290); }, uniform_inputs({{7, 300, 5}}, 29, F32));
-  parity_case("concat", "[4, 33] and [4, 257] along the last axis",
-              [](const Inputs& in) { return ops::concat({in[0], in[1]}, -1); },
-              uniform_inputs({{4, 33}, {4, 257}}, 30, F32));
+  gradcheck_case(
+      "concat", "split and concatenated in another order",
+      [](const Inputs& in) {
+        auto parts = ops::split(in[0], 1, {2, 1, 2});
+        return ops::concat({parts[2] * 2.0, parts[0], parts[1] * -1.0}, 1);
+      },
+      uniform_inputs({{3, 5, 2}}, 26, F64));
+  gradcheck_case(
+      "concat", "one input twice",
+      [](const Inputs& in) {
+        return ops::concat({in[0], in[1], in[0]}, -1);
+      },
+      uniform_inputs({{2, 3}, {2, 1}}, 27, F64));
+  gradcheck_case(
+      "concat", "with a constant",
+      [](const Inputs& in) {
+        return ops::concat({in[1], in[0]}, 1);
+      },
+      [] {
+        Generator gen(28);
+        return Inputs{uniform_leaf({2, 3}, gen, F64), uniform_leaf({2, 2}, gen, F64, -1.0, 1.0, false)};
+      });
+  parity_case(
+      "slice", "[7, 300, 5], columns [33, 290) of axis 1",
+      [](const Inputs& in) { return ops::slice(in[0], 1, 33, 290); }, uniform_inputs({{7, 300, 5}}, 29, F32));
+  parity_case(
+      "concat", "[4, 33] and [4, 257] along the last axis",
+      [](const Inputs& in) {
+        return ops::concat({in[0], in[1]}, -1);
+      },
+      uniform_inputs({{4, 33}, {4, 257}}, 30, F32));
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Forward values and errors
-
 
 TEST_CASE("gelu matches GPT-2's tanh approximation", "[ops]") {
   Tensor x = Tensor::from_vector<double>({-3, -1, 0, 0.5, 2}, {5});

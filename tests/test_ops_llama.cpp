@@ -102,8 +102,9 @@ LORA_OP_CASES(llama_cases) {
   }
   gradcheck_case("rms_norm", "frozen weight (the LoRA case)", rms, normal_inputs({{3, 5}, {5}}, 32, F64, {1}));
   gradcheck_case("rms_norm", "only the weight trains", rms, normal_inputs({{3, 5}, {5}}, 32, F64, {0}));
-  gradcheck_case("rms_norm", "eps = 0.1", [](const Inputs& in) { return ops::rms_norm(in[0], in[1], 0.1); },
-                 normal_inputs({{2, 4}, {4}}, 33, F64));
+  gradcheck_case(
+      "rms_norm", "eps = 0.1", [](const Inputs& in) { return ops::rms_norm(in[0], in[1], 0.1); },
+      normal_inputs({{2, 4}, {4}}, 33, F64));
   // [100, 200] takes the multi-threaded CPU path with per-thread weight sums.
   for (const Shape& shape : {Shape{3, 7}, Shape{100, 200}}) {
     parity_case("rms_norm", shape.str(), rms, normal_inputs({shape, {shape[-1]}}, 34, F32), testing::kSums);
@@ -119,14 +120,16 @@ LORA_OP_CASES(llama_cases) {
     const Shape kv{q[0], kv_heads, q[2], q[3]};
     return std::vector<Shape>{q, kv, kv};
   };
-  gradcheck_case("causal_attention", "grouped: 4 query heads on 2 kv heads", attn, normal_inputs(gqa({2, 4, 3, 4}, 2), 38, F64));
-  gradcheck_case("causal_attention", "grouped: 4 query heads on 1 kv head", attn, normal_inputs(gqa({1, 4, 5, 2}, 1), 39, F64));
+  gradcheck_case("causal_attention", "grouped: 4 query heads on 2 kv heads", attn,
+                 normal_inputs(gqa({2, 4, 3, 4}, 2), 38, F64));
+  gradcheck_case("causal_attention", "grouped: 4 query heads on 1 kv head", attn,
+                 normal_inputs(gqa({1, 4, 5, 2}, 1), 39, F64));
   // T = 67 crosses the CPU kernel's 64-row block.
   gradcheck_case("causal_attention", "grouped: T = 67", attn, normal_inputs(gqa({1, 2, 67, 2}, 1), 40, F64));
   gradcheck_case("causal_attention", "grouped: only k needs a gradient", attn,
                  normal_inputs(gqa({1, 6, 4, 3}, 2), 41, F64, {0, 2}));
-  parity_case("causal_attention", "grouped: [2, 4, 33, 8] on 1 kv head", attn, normal_inputs(gqa({2, 4, 33, 8}, 1), 42, F32),
-              testing::kAttention);
+  parity_case("causal_attention", "grouped: [2, 4, 33, 8] on 1 kv head", attn,
+              normal_inputs(gqa({2, 4, 33, 8}, 1), 42, F32), testing::kAttention);
   parity_case("causal_attention", "grouped: [1, 6, 70, 16] on 2 kv heads", attn,
               normal_inputs(gqa({1, 6, 70, 16}, 2), 43, F32), testing::kAttention);
 }
@@ -138,7 +141,8 @@ TEST_CASE("rms_norm: y = x / sqrt(mean(x^2) + eps) * weight, row by row", "[llam
   Generator gen(50);
   const int64_t rows = 6, cols = 10;
   const double eps = 1e-6;
-  Tensor x = Tensor::randn({2, 3, cols}, gen, 0.5, 2.0, DType::F64), w = Tensor::randn({cols}, gen, 1.0, 0.5, DType::F64);
+  Tensor x = Tensor::randn({2, 3, cols}, gen, 0.5, 2.0, DType::F64),
+         w = Tensor::randn({cols}, gen, 1.0, 0.5, DType::F64);
   const std::vector<double> xs = x.to_vector<double>(), ws = w.to_vector<double>();
   const std::vector<double> y = ops::rms_norm(x, w, eps).to_vector<double>();
   for (int64_t r = 0; r < rows; ++r) {
@@ -208,7 +212,7 @@ TEST_CASE("rope: matches the same computation composed from simple ops", "[llama
   const testing::OpFn composed = [](const Inputs& in) {
     const int64_t T = in[0].size(1), half = in[0].size(3) / 2;
     Tensor x1 = ops::slice(in[0], 3, 0, half), x2 = ops::slice(in[0], 3, half, 2 * half);  // [B, T, H, D/2]
-    Tensor c = ops::reshape(in[1], {T, 1, half}), s = ops::reshape(in[2], {T, 1, half});    // broadcast over H
+    Tensor c = ops::reshape(in[1], {T, 1, half}), s = ops::reshape(in[2], {T, 1, half});   // broadcast over H
     return ops::concat({x1 * c - x2 * s, x2 * c + x1 * s}, 3);
   };
   require_same_as_composed(fused, composed, rope_inputs({2, 4, 3, 6}, 3, 55, DType::F64)());
@@ -256,15 +260,17 @@ TEST_CASE("causal_attention: grouped-query attention equals attention on repeate
     }
     return ops::causal_attention(in[0], ops::concat(ks, 1), ops::concat(vs, 1), 0.4);
   };
-  require_same_as_composed(fused, composed, normal_inputs({{2, 6, 5, 3}, {2, 2, 5, 3}, {2, 2, 5, 3}}, 57, DType::F64)());
-  require_same_as_composed(fused, composed, normal_inputs({{1, 4, 70, 4}, {1, 1, 70, 4}, {1, 1, 70, 4}}, 58, DType::F64)());
+  require_same_as_composed(fused, composed,
+                           normal_inputs({{2, 6, 5, 3}, {2, 2, 5, 3}, {2, 2, 5, 3}}, 57, DType::F64)());
+  require_same_as_composed(fused, composed,
+                           normal_inputs({{1, 4, 70, 4}, {1, 1, 70, 4}, {1, 1, 70, 4}}, 58, DType::F64)());
 }
 
 TEST_CASE("causal_attention: kv heads that do not divide the query heads are an error", "[llama]") {
   Tensor q = Tensor::zeros({1, 4, 3, 2});
-  REQUIRE_THROWS_WITH(ops::causal_attention(q, Tensor::zeros({1, 3, 3, 2}), Tensor::zeros({1, 3, 3, 2})),
-                      Catch::Contains("causal_attention") && Catch::Contains("[1, 4, 3, 2]") &&
-                          Catch::Contains("[1, 3, 3, 2]"));
+  REQUIRE_THROWS_WITH(
+      ops::causal_attention(q, Tensor::zeros({1, 3, 3, 2}), Tensor::zeros({1, 3, 3, 2})),
+      Catch::Contains("causal_attention") && Catch::Contains("[1, 4, 3, 2]") && Catch::Contains("[1, 3, 3, 2]"));
   REQUIRE_THROWS_WITH(ops::causal_attention(q, Tensor::zeros({1, 2, 4, 2}), Tensor::zeros({1, 2, 4, 2})),
                       Catch::Contains("causal_attention") && Catch::Contains("[1, 2, 4, 2]"));
   REQUIRE_THROWS_WITH(ops::causal_attention(q, Tensor::zeros({1, 2, 3, 2}), Tensor::zeros({1, 1, 3, 2})),

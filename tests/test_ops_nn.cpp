@@ -25,7 +25,9 @@ Tensor randn64(const Shape& shape, Generator& gen, bool requires_grad = true) {
   return t;
 }
 
-Tensor ids64(const std::vector<int64_t>& values, const Shape& shape) { return Tensor::from_vector(values, shape); }
+Tensor ids64(const std::vector<int64_t>& values, const Shape& shape) {
+  return Tensor::from_vector(values, shape);
+}
 
 // |a - b| <= atol + rtol * |b| elementwise.
 void require_close(const std::vector<double>& a, const std::vector<double>& b, double atol, double rtol) {
@@ -109,7 +111,8 @@ LORA_OP_CASES(nn_cases) {
     const Shape param{shape[-1]};
     gradcheck_case("layer_norm", shape.str() + ", every input trains", ln, normal_inputs({shape, param, param}, 4));
   }
-  gradcheck_case("layer_norm", "frozen weight and bias (the LoRA case)", ln, normal_inputs({{3, 5}, {5}, {5}}, 5, DType::F64, {1, 2}));
+  gradcheck_case("layer_norm", "frozen weight and bias (the LoRA case)", ln,
+                 normal_inputs({{3, 5}, {5}, {5}}, 5, DType::F64, {1, 2}));
   gradcheck_case("layer_norm", "only the bias trains", ln, normal_inputs({{3, 5}, {5}, {5}}, 5, DType::F64, {0, 1}));
   gradcheck_case("layer_norm", "only the weight trains", ln, normal_inputs({{3, 5}, {5}, {5}}, 5, DType::F64, {0, 2}));
   // [100, 200] takes the multi-threaded path with per-thread parameter sums.
@@ -120,7 +123,8 @@ LORA_OP_CASES(nn_cases) {
 
   // embedding: repeated ids; I32 ids with a single lookup.
   const testing::OpFn emb = [](const Inputs& in) { return ops::embedding(in[0], in[1]); };
-  gradcheck_case("embedding", "[5, 3] with repeated ids", emb, with_ids(normal_inputs({{5, 3}}, 8), {1, 4, 1, 0, 4, 4}, {2, 3}));
+  gradcheck_case("embedding", "[5, 3] with repeated ids", emb,
+                 with_ids(normal_inputs({{5, 3}}, 8), {1, 4, 1, 0, 4, 4}, {2, 3}));
   gradcheck_case("embedding", "a single int32 id", emb, [] {
     Generator gen(8);
     return Inputs{testing::randn_leaf({3, 1}, gen, DType::F64), Tensor::from_vector(std::vector<int32_t>{2}, {1})};
@@ -130,10 +134,12 @@ LORA_OP_CASES(nn_cases) {
 
   // cross_entropy: ignored rows, a custom ignore_index, one row, one class.
   const testing::OpFn ce = [](const Inputs& in) { return ops::cross_entropy(in[0], in[1]); };
-  gradcheck_case("cross_entropy", "[4, 5] with one ignored row", ce, with_ids(normal_inputs({{4, 5}}, 10), {2, -100, 0, 4}, {4}));
-  gradcheck_case("cross_entropy", "[2, 3, 6] with ignore_index 3",
-                 [](const Inputs& in) { return ops::cross_entropy(in[0], in[1], 3); },
-                 with_ids(normal_inputs({{2, 3, 6}}, 10), {1, 5, 3, 3, 0, 1}, {2, 3}));
+  gradcheck_case("cross_entropy", "[4, 5] with one ignored row", ce,
+                 with_ids(normal_inputs({{4, 5}}, 10), {2, -100, 0, 4}, {4}));
+  gradcheck_case(
+      "cross_entropy", "[2, 3, 6] with ignore_index 3",
+      [](const Inputs& in) { return ops::cross_entropy(in[0], in[1], 3); },
+      with_ids(normal_inputs({{2, 3, 6}}, 10), {1, 5, 3, 3, 0, 1}, {2, 3}));
   gradcheck_case("cross_entropy", "a single row", ce, with_ids(normal_inputs({{1, 4}}, 10), {3}, {1}));
   gradcheck_case("cross_entropy", "a single class", ce, with_ids(normal_inputs({{2, 1}}, 10), {0, 0}, {2}));
   parity_case("cross_entropy", "[64, 500] with an ignored row", ce,
@@ -141,7 +147,8 @@ LORA_OP_CASES(nn_cases) {
 
   // dropout: p = 0.3 (the seed fixes the mask).
   const testing::OpFn drop = [](const Inputs& in) { return ops::dropout(in[0], 0.3, true, 1234); };
-  for (const Shape& shape : {Shape{4, 5}, Shape{1}}) gradcheck_case("dropout", shape.str(), drop, normal_inputs({shape}, 14));
+  for (const Shape& shape : {Shape{4, 5}, Shape{1}})
+    gradcheck_case("dropout", shape.str(), drop, normal_inputs({shape}, 14));
   parity_case("dropout", "[33, 257]", drop, normal_inputs({{33, 257}}, 14, F32));
 
   // causal_attention: T = 67 crosses the CPU kernel's 64-row block (the cross-block sums of grad_k, grad_v).
@@ -149,11 +156,13 @@ LORA_OP_CASES(nn_cases) {
   for (const Shape& shape : {Shape{2, 2, 3, 4}, Shape{1, 1, 1, 3}, Shape{1, 2, 5, 1}, Shape{1, 1, 67, 2}}) {
     gradcheck_case("causal_attention", shape.str(), attn, normal_inputs({shape, shape, shape}, 16));
   }
-  gradcheck_case("causal_attention", "an explicit scale, and only v needs a gradient",
-                 [](const Inputs& in) { return ops::causal_attention(in[0], in[1], in[2], 0.7); },
-                 normal_inputs({{1, 2, 4, 3}, {1, 2, 4, 3}, {1, 2, 4, 3}}, 16, DType::F64, {0, 1}));
+  gradcheck_case(
+      "causal_attention", "an explicit scale, and only v needs a gradient",
+      [](const Inputs& in) { return ops::causal_attention(in[0], in[1], in[2], 0.7); },
+      normal_inputs({{1, 2, 4, 3}, {1, 2, 4, 3}, {1, 2, 4, 3}}, 16, DType::F64, {0, 1}));
   for (const Shape& shape : {Shape{2, 2, 6, 4}, Shape{1, 3, 70, 16}}) {
-    parity_case("causal_attention", shape.str(), attn, normal_inputs({shape, shape, shape}, 18, F32), testing::kAttention);
+    parity_case("causal_attention", shape.str(), attn, normal_inputs({shape, shape, shape}, 18, F32),
+                testing::kAttention);
   }
 }
 
@@ -358,7 +367,8 @@ TEST_CASE("dropout: keeps about 1 - p of the elements, scaled by 1 / (1 - p)", "
   REQUIRE(ops::dropout(x, p, true, 43).to_vector<float>() != y);
 }
 
-TEST_CASE("dropout: identity when p = 0 or not training, and p must lie between 0 (inclusive) and 1 (exclusive)", "[nn]") {
+TEST_CASE("dropout: identity when p = 0 or not training, and p must lie between 0 (inclusive) and 1 (exclusive)",
+          "[nn]") {
   Generator gen(15);
   Tensor x = randn64({3, 4}, gen);
   auto& tape = autograd::Tape::current();

@@ -2,8 +2,8 @@
 // state and its memory, zero_grad, gradient clipping, LR schedules, and state save/load.
 //
 // Tolerance against PyTorch (float32 on both sides, same formulas): 1e-6 relative, no absolute slack.
-#include <catch2/catch.hpp>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 
 #include <cmath>
 #include <filesystem>
@@ -74,7 +74,9 @@ struct TempDir {
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
 
-int64_t live(MemoryCategory category) { return MemoryTracker::instance().live(category); }
+int64_t live(MemoryCategory category) {
+  return MemoryTracker::instance().live(category);
+}
 
 }  // namespace
 
@@ -100,9 +102,9 @@ TEST_CASE("SGD with momentum matches torch.optim.SGD after 3 steps", "[optim]") 
 // Which parameters get state and updates
 
 TEST_CASE("frozen parameters and parameters without a gradient are left alone", "[optim]") {
-  Tensor frozen = fixture("p0").clone();             // requires_grad false
-  frozen.set_grad(fixture("grad"));                  // even with a gradient lying around
-  Tensor no_grad = trainable(fixture("p0"));         // trainable, but backward did not reach it
+  Tensor frozen = fixture("p0").clone();      // requires_grad false
+  frozen.set_grad(fixture("grad"));           // even with a gradient lying around
+  Tensor no_grad = trainable(fixture("p0"));  // trainable, but backward did not reach it
   Tensor updated = trainable(fixture("p0"));
   updated.set_grad(fixture("grad"));
   AdamW opt({frozen, no_grad, updated}, kAdam);
@@ -247,7 +249,7 @@ TEST_CASE("learning-rate schedules", "[optim]") {
   const LRSchedule cosine{
       .kind = ScheduleKind::Cosine, .lr = 1.0, .warmup_steps = 10, .total_steps = 110, .min_lr = 0.1};
   CHECK(cosine.lr_at(9) == Approx(1.0));
-  CHECK(cosine.lr_at(10) == Approx(1.0));   // progress 0
+  CHECK(cosine.lr_at(10) == Approx(1.0));  // progress 0
   CHECK(cosine.lr_at(35) == Approx(0.1 + 0.45 * (1 + std::cos(std::numbers::pi * 0.25))));
   CHECK(cosine.lr_at(60) == Approx(0.55));  // progress 1/2: halfway between max and min
   CHECK(cosine.lr_at(110) == Approx(0.1));

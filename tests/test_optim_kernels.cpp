@@ -17,7 +17,9 @@ namespace {
 struct Tolerance {
   double atol, rtol;
 };
-Tolerance tolerance_for(DType dtype) { return dtype == DType::F64 ? Tolerance{1e-12, 1e-12} : Tolerance{1e-6, 1e-5}; }
+Tolerance tolerance_for(DType dtype) {
+  return dtype == DType::F64 ? Tolerance{1e-12, 1e-12} : Tolerance{1e-6, 1e-5};
+}
 
 void require_close(const Tensor& actual, const std::vector<double>& expected, DType dtype) {
   const Tolerance tol = tolerance_for(dtype);
@@ -129,8 +131,12 @@ TEST_CASE("adam_step: the first step moves each weight by about lr", "[optim]") 
 TEST_CASE("sgd_step matches PyTorch's SGD over three steps", "[optim]") {
   for (DType dtype : {DType::F64, DType::F32}) {
     INFO("dtype " << dtype_name(dtype));
-    SECTION("plain") { check_sgd({.lr = 0.1}, dtype); }
-    SECTION("weight decay") { check_sgd({.lr = 0.1, .weight_decay = 0.01}, dtype); }
+    SECTION("plain") {
+      check_sgd({.lr = 0.1}, dtype);
+    }
+    SECTION("weight decay") {
+      check_sgd({.lr = 0.1, .weight_decay = 0.01}, dtype);
+    }
     SECTION("momentum with dampening, no Nesterov") {
       check_sgd({.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .weight_decay = 0.01, .nesterov = false}, dtype);
     }

@@ -41,12 +41,13 @@ LORA_OP_CASES(linear_cross_entropy_cases) {
   const auto inputs = [](std::vector<bool> trains, uint64_t seed, DType dtype) {
     return [=] {
       Generator gen(seed);
-      return Inputs{testing::randn_leaf({2, 3, 5}, gen, dtype, trains[0]), testing::randn_leaf({7, 5}, gen, dtype, trains[1]),
-                    testing::ids({2, -100, 0, 6, 6, 1}, {2, 3})};
+      return Inputs{testing::randn_leaf({2, 3, 5}, gen, dtype, trains[0]),
+                    testing::randn_leaf({7, 5}, gen, dtype, trains[1]), testing::ids({2, -100, 0, 6, 6, 1}, {2, 3})};
     };
   };
   const testing::OpFn f = [](const Inputs& in) { return ops::linear_cross_entropy(in[0], in[1], in[2]); };
-  testing::gradcheck_case("linear_cross_entropy", "x and weight, an ignored row", f, inputs({true, true}, 21, DType::F64));
+  testing::gradcheck_case("linear_cross_entropy", "x and weight, an ignored row", f,
+                          inputs({true, true}, 21, DType::F64));
   testing::gradcheck_case("linear_cross_entropy", "frozen weight", f, inputs({true, false}, 21, DType::F64));
   testing::gradcheck_case("linear_cross_entropy", "frozen x", f, inputs({false, true}, 21, DType::F64));
   testing::parity_case("linear_cross_entropy", "x and weight", f, inputs({true, true}, 22, DType::F32), testing::kGemm);

@@ -24,7 +24,9 @@ std::vector<T> read_all(const SafeTensorsFile& file, const std::string& name) {
   return out;
 }
 
-bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
+bool same_bits(float a, float b) {
+  return std::memcmp(&a, &b, sizeof(float)) == 0;
+}
 
 }  // namespace
 
@@ -68,7 +70,8 @@ TEST_CASE("Q8_0 and Q4_0 round trips stay within their bounds", "[quant_blocks]"
   // fp16 rounding of d, relative 2^-11, times |q| <= 127); Q4_0's steps are d = absmax / 8, |w - w'| <= d / 2
   // likewise, except the clipped end (q = 16 -> 15), which is within d.
   std::vector<float> x(4096);
-  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i)) * (1.0f + static_cast<float>(i % 97));
+  for (size_t i = 0; i < x.size(); ++i)
+    x[i] = std::sin(0.37f * static_cast<float>(i)) * (1.0f + static_cast<float>(i % 97));
   std::vector<BlockQ8_0> q8(x.size() / kQuantBlock);
   std::vector<BlockQ4_0> q4(q8.size());
   std::vector<float> v8(x.size()), v4(x.size());

@@ -8,9 +8,9 @@
 #include "autograd/gradcheck.h"
 #include "autograd/ops/quantized_linear.h"
 #include "backends/kernels/quantized_linear.h"
-#include "nn/lora/apply_lora.h"
 #include "models/quantize_base.h"
 #include "models/registry.h"
+#include "nn/lora/apply_lora.h"
 #include "nn/quantized_linear.h"
 #include "tests/op_cases.h"
 
@@ -56,29 +56,46 @@ LORA_OP_CASES(quantized_linear_cases) {
                                 std::pair{"q8_0", w_q8}, std::pair{"q4_0", w_q4}}) {
     // The weight follows the inputs to their device (the CUDA parity run).
     const testing::OpFn f = [w = w](const testing::Inputs& in) {
-      const auto on_device = in[0].device() == w->device()
-                                 ? w : std::make_shared<const QuantizedWeight>(quantized_to(*w, in[0].device()));
+      const auto on_device =
+          in[0].device() == w->device() ? w : std::make_shared<const QuantizedWeight>(quantized_to(*w, in[0].device()));
       return ops::quantized_linear(in[0], on_device, in[1]);
     };
     const int64_t cols = w->cols;
     testing::gradcheck_case("quantized_linear", std::string(what) + ": input and bias train", f, [cols] {
       Generator gen(3);
-      return testing::Inputs{testing::randn_leaf({2, 3, cols}, gen, DType::F64), testing::randn_leaf({7}, gen, DType::F64)};
+      return testing::Inputs{testing::randn_leaf({2, 3, cols}, gen, DType::F64),
+                             testing::randn_leaf({7}, gen, DType::F64)};
     });
     // 5 rows in f32: the CPU's skinny product, against float64 through dequantized tiles.
-    testing::parity_case("quantized_linear", what, f, [cols] {
-      Generator gen(4);
-      return testing::Inputs{testing::randn_leaf({5, cols}, gen, DType::F32), testing::randn_leaf({7}, gen, DType::F32)};
-    }, testing::kGemm);
+    testing::parity_case(
+        "quantized_linear", what, f,
+        [cols] {
+          Generator gen(4);
+          return testing::Inputs{testing::randn_leaf({5, cols}, gen, DType::F32),
+                                 testing::randn_leaf({7}, gen, DType::F32)};
+        },
+        testing::kGemm);
   }
 }
 
 TEST_CASE("the nf4 codes are QLoRA's table", "[quantized]") {
   // Dettmers et al., 2023, Appendix E (NormalFloat4), as bitsandbytes ships it.
-  const double paper[16] = {-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-                            -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-                            0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-                            0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0};
+  const double paper[16] = {-1.0,
+                            -0.6961928009986877,
+                            -0.5250730514526367,
+                            -0.39491748809814453,
+                            -0.28444138169288635,
+                            -0.18477343022823334,
+                            -0.09105003625154495,
+                            0.0,
+                            0.07958029955625534,
+                            0.16093020141124725,
+                            0.24611230194568634,
+                            0.33791524171829224,
+                            0.44070982933044434,
+                            0.5626170039176941,
+                            0.7229568362236023,
+                            1.0};
   for (int i = 0; i < 16; ++i) CHECK(kNf4Codes[i] == static_cast<float>(paper[i]));
 }
 
@@ -95,7 +112,8 @@ TEST_CASE("quantize and dequantize round trip within each format's bound", "[qua
     const auto d = errors(quantize_weight(w, QuantFormat::BF16));
     for (size_t i = 0; i < x.size(); ++i) REQUIRE(std::abs(d[i] - x[i]) <= std::abs(x[i]) * std::ldexp(1.0, -8));
   }
-  // Per block of 32 (on a weight of 128 columns: rows must be whole blocks): at most half a step plus the fp16 rounding of the scale (relative 2^-11, at most 127 or 8 steps).
+  // Per block of 32 (on a weight of 128 columns: rows must be whole blocks): at most half a step plus the fp16 rounding
+  // of the scale (relative 2^-11, at most 127 or 8 steps).
   for (const auto [format, steps] : {std::pair{QuantFormat::Q8_0, 127.0}, std::pair{QuantFormat::Q4_0, 8.0}}) {
     DYNAMIC_SECTION(quant_format_name(format) << ": at most half a step, absmax_block / " << 2 * steps) {
       const Tensor w2 = test_weight(20, 128, 8);
@@ -203,9 +221,9 @@ TEST_CASE("gradients of LoRA parameters and the input through a quantized base p
   const auto q = quantized(test_weight(6, 64, 21), QuantFormat::NF4, true);
   Generator gen(22);
   const Tensor bias = Tensor::randn({6}, gen, 0.0, 1.0, DType::F64);
-  const std::vector<Tensor> inputs = {testing::randn_leaf({3, 64}, gen, DType::F64),   // x
-                                      testing::randn_leaf({2, 64}, gen, DType::F64),   // A [r, in]
-                                      testing::randn_leaf({6, 2}, gen, DType::F64)};   // B [out, r]
+  const std::vector<Tensor> inputs = {testing::randn_leaf({3, 64}, gen, DType::F64),  // x
+                                      testing::randn_leaf({2, 64}, gen, DType::F64),  // A [r, in]
+                                      testing::randn_leaf({6, 2}, gen, DType::F64)};  // B [out, r]
   const auto f = [&](const std::vector<Tensor>& in) {
     return ops::quantized_linear(in[0], q, bias) + ops::linear(ops::linear(in[0], in[1]), in[2]) * 2.0;
   };
@@ -259,7 +277,8 @@ TEST_CASE("quantizing a model's base: LoRA trains on it, and what cannot work is
     const nn::QuantizeReport report = nn::quantize_frozen_linears(*net, QuantFormat::NF4, true, all);
     CHECK(report.layers == 2);  // fc1's base layer and the frozen fc2
     CHECK(report.quantized_bytes * 6 < report.f32_bytes);
-    for (const auto& [name, p] : net->named_parameters()) CHECK((name.find("lora_") != std::string::npos) == p.requires_grad());
+    for (const auto& [name, p] : net->named_parameters())
+      CHECK((name.find("lora_") != std::string::npos) == p.requires_grad());
     Tensor x = Tensor::randn({5, 64}, gen);
     auto lora = nn::lora_layers(*net)[0].second;
     Tensor loss = ops::sum(std::dynamic_pointer_cast<nn::Layer>(net->fc2)->forward(lora->forward(x)));
@@ -299,7 +318,8 @@ TEST_CASE("an inference head: logits through a q8_0 copy of the head, the loss t
   // Q8_0's error on the head's rows, relative to the logits' scale.
   const auto x = a.to_vector<double>(), y = b.to_vector<double>();
   double scale = 0, diff = 0;
-  for (size_t i = 0; i < x.size(); ++i) scale = std::max(scale, std::abs(x[i])), diff = std::max(diff, std::abs(x[i] - y[i]));
+  for (size_t i = 0; i < x.size(); ++i)
+    scale = std::max(scale, std::abs(x[i])), diff = std::max(diff, std::abs(x[i] - y[i]));
   CHECK(diff > 0);
   CHECK(diff < 0.02 * scale);
   // The loss uses the f32 head: the same in both.

@@ -35,7 +35,8 @@ TEST_CASE("finetune trains LoRA on an nf4 base with checkpointed activations", "
   const fs::path json = scratch_dir() / "qlora_report.json";
   const RunResult r = run(finetune, "--weights " + quote(kTinyModel) + " --data " + quote(quantized_tokens()) +
                                         " --mode lora --base-dtype nf4 --checkpoint-activations --steps 3 --warmup 1"
-                                        " --batch 2 --seq 8 --eval-batches 1 --lr 0.05 --report-json " + quote(json));
+                                        " --batch 2 --seq 8 --eval-batches 1 --lr 0.05 --report-json " +
+                                        quote(json));
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("on a nf4 base, activations checkpointed"));
@@ -49,7 +50,8 @@ TEST_CASE("finetune --mode compare --variants gives each variant a column", "[ex
   const fs::path json = scratch_dir() / "variants_report.json";
   const RunResult r = run(finetune, "--weights " + quote(kTinyModel) + " --data " + quote(quantized_tokens()) +
                                         " --variants lora,lora+nf4+ckpt --steps 2 --warmup 1 --batch 2 --seq 8"
-                                        " --eval-batches 1 --report-json " + quote(json));
+                                        " --eval-batches 1 --report-json " +
+                                        quote(json));
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("Variants, batch 2 x 8") && Catch::Contains("lora+nf4+ckpt") &&
@@ -57,7 +59,8 @@ TEST_CASE("finetune --mode compare --variants gives each variant a column", "[ex
   const auto modes = nlohmann::json::parse(lora::read_file(json.string(), "the report"))["modes"];
   REQUIRE(modes.size() == 2);
   // The nf4 base holds the linear weights in about an eighth of the bytes; checkpointing keeps fewer activations.
-  CHECK(modes[1]["peak_bytes"]["frozen_params"].get<int64_t>() < modes[0]["peak_bytes"]["frozen_params"].get<int64_t>());
+  CHECK(modes[1]["peak_bytes"]["frozen_params"].get<int64_t>() <
+        modes[0]["peak_bytes"]["frozen_params"].get<int64_t>());
   CHECK(modes[1]["peak_bytes"]["activations"].get<int64_t>() < modes[0]["peak_bytes"]["activations"].get<int64_t>());
 }
 
@@ -65,7 +68,8 @@ TEST_CASE("generate and perplexity run on a quantized base, close to the f32 bas
   REQUIRE_PROGRAM(generate, "generate");
   REQUIRE_PROGRAM(perplexity, "perplexity");
   const std::string weights = "--weights " + quote(kTinyModel);
-  const RunResult g = run(generate, weights + " --base-dtype nf4 --prompt-ids 5,17,42 --max-new-tokens 4 --temperature 0 --json");
+  const RunResult g =
+      run(generate, weights + " --base-dtype nf4 --prompt-ids 5,17,42 --max-new-tokens 4 --temperature 0 --json");
   INFO(g.err);
   REQUIRE(g.exit_code == 0);
   CHECK(last_json_line(g.out)["generated_ids"].size() == 4);
@@ -86,8 +90,8 @@ TEST_CASE("generate and perplexity run on a quantized base, close to the f32 bas
   CHECK(std::abs(l8 - l32) < 1e-2 * l32);
   CHECK(std::abs(l4 - l32) < 0.1 * l32);
   auto ppl = [&](const std::string& base) {
-    const RunResult r = run(perplexity, weights + " --data " + quote(quantized_tokens()) + " --seq 16 --base-dtype " +
-                                            base + " --json");
+    const RunResult r = run(
+        perplexity, weights + " --data " + quote(quantized_tokens()) + " --seq 16 --base-dtype " + base + " --json");
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     return last_json_line(r.out)["mean_loss"].get<double>();
@@ -102,7 +106,8 @@ TEST_CASE("bad --base-dtype uses are refused, naming the flag", "[examples][quan
   REQUIRE_PROGRAM(perplexity, "perplexity");
   const std::string model = "--weights " + quote(kTinyModel) + " --data " + quote(quantized_tokens()) + " --steps 1";
   const std::vector<std::tuple<fs::path, std::string, std::string>> bad = {
-      {finetune, model + " --mode lora --base-dtype fp8", "--base-dtype 'fp8': expected one of f32, bf16, q8_0 (or int8), q4_0, nf4"},
+      {finetune, model + " --mode lora --base-dtype fp8",
+       "--base-dtype 'fp8': expected one of f32, bf16, q8_0 (or int8), q4_0, nf4"},
       {finetune, model + " --mode full --base-dtype nf4", "use it with --mode lora"},
       {finetune, model + " --base-dtype int8", "per variant (--variants lora+nf4+ckpt)"},  // compare: per variant
       {finetune, model + " --variants lora,lora+fp8", "--variants 'lora+fp8': the base format 'fp8'"},

@@ -38,9 +38,16 @@ Setup make_setup(const std::string& name) {
 }
 
 std::vector<std::string> train_args(const Setup& s, const std::string& mode, const fs::path& save) {
-  std::vector<std::string> args = {"--config", s.config.string(), "--data", s.data.string(), "--mode", mode,
-                                   "--steps", "10", "--batch", "2", "--seq", "16", "--warmup", "1",
-                                   "--eval-batches", "1", "--save", save.string(), "--save-every", "2"};
+  std::vector<std::string> args = {"--config",       s.config.string(),
+                                   "--data",         s.data.string(),
+                                   "--mode",         mode,
+                                   "--steps",        "10",
+                                   "--batch",        "2",
+                                   "--seq",          "16",
+                                   "--warmup",       "1",
+                                   "--eval-batches", "1",
+                                   "--save",         save.string(),
+                                   "--save-every",   "2"};
   if (mode == "lora") args.insert(args.end(), {"--lora-dropout", "0.1", "--rank", "4"});
   return args;
 }
@@ -65,7 +72,8 @@ TEST_CASE("training killed at any moment and resumed ends bit-identical to an un
     const fs::path reference = s.dir / "reference";
     const auto t0 = std::chrono::steady_clock::now();
     REQUIRE(Child(finetune, train_args(s, mode, reference), log).wait() == 0);
-    const auto run_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    const auto run_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
     const std::string expected = read_bytes(result_file(reference, mode));
     REQUIRE(!expected.empty());
 
@@ -73,7 +81,8 @@ TEST_CASE("training killed at any moment and resumed ends bit-identical to an un
     auto resume_args = train_args(s, mode, save);
     resume_args.insert(resume_args.end(), {"--resume", save.string()});
     // 1. Killed in the middle of step 5 (after backward, before the update): checkpoint-4 remains.
-    REQUIRE(Child(finetune, train_args(s, mode, save), log, {"LORA_FAULT_INJECT=train-step:5"}).wait() == 128 + SIGKILL);
+    REQUIRE(Child(finetune, train_args(s, mode, save), log, {"LORA_FAULT_INJECT=train-step:5"}).wait() ==
+            128 + SIGKILL);
     REQUIRE(fs::exists(save / "checkpoint-000000004" / "state.json"));
     // 2. Resumed, then killed while its first checkpoint (step 6) is written but not committed.
     REQUIRE(Child(finetune, resume_args, log, {"LORA_FAULT_INJECT=checkpoint-commit:1"}).wait() == 128 + SIGKILL);
@@ -106,7 +115,8 @@ TEST_CASE("training killed at any moment and resumed ends bit-identical to an un
   }
 }
 
-TEST_CASE("SIGTERM saves a checkpoint and exits, and the resumed run finishes as an uninterrupted one", "[resume][slow]") {
+TEST_CASE("SIGTERM saves a checkpoint and exits, and the resumed run finishes as an uninterrupted one",
+          "[resume][slow]") {
   REQUIRE_PROGRAM(finetune, "finetune");
   const Setup s = make_setup("sigterm");
   const fs::path log = s.dir / "log.txt";
@@ -179,9 +189,17 @@ TEST_CASE("a non-finite loss stops training naming the step, or skips the step w
   REQUIRE_PROGRAM(finetune, "finetune");
   const Setup s = make_setup("nonfinite");
   // A learning rate of 1e30 turns the weights into overflow after one update.
-  std::vector<std::string> args = {"--config", s.config.string(), "--data", s.data.string(), "--mode", "full",
-                                   "--steps", "4", "--batch", "2", "--seq", "8", "--warmup", "1", "--lr", "1e30",
-                                   "--grad-clip", "0", "--eval-batches", "1", "--save", (s.dir / "out").string()};
+  std::vector<std::string> args = {"--config",       s.config.string(),
+                                   "--data",         s.data.string(),
+                                   "--mode",         "full",
+                                   "--steps",        "4",
+                                   "--batch",        "2",
+                                   "--seq",          "8",
+                                   "--warmup",       "1",
+                                   "--lr",           "1e30",
+                                   "--grad-clip",    "0",
+                                   "--eval-batches", "1",
+                                   "--save",         (s.dir / "out").string()};
   const fs::path log = s.dir / "stop.txt";
   CHECK(Child(finetune, args, log).wait() == 1);
   CHECK_THAT(read_bytes(log), Catch::Contains("step 2: the loss is") && Catch::Contains("--skip-nonfinite"));

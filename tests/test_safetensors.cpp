@@ -1,7 +1,7 @@
 // Tests of safetensors I/O (round trips, fp16/bf16 decoding, hostile files) and of write_file_atomically.
-#include <catch2/catch.hpp>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 
 #include <atomic>
 #include <bit>
@@ -78,7 +78,9 @@ std::string bytes_of(const std::vector<T>& values) {
   return s;
 }
 
-uint32_t bits(float f) { return std::bit_cast<uint32_t>(f); }
+uint32_t bits(float f) {
+  return std::bit_cast<uint32_t>(f);
+}
 
 // One tensor entry of a header.
 std::string entry(const std::string& name, const std::string& dtype, const std::string& shape, uint64_t begin,
@@ -247,12 +249,13 @@ TEST_CASE("safetensors: F16 and BF16 tensors decode bit patterns exactly", "[saf
   const float inf = std::numeric_limits<float>::infinity();
   // (pattern, value) pairs; NaN is checked separately.
   const std::vector<std::pair<uint16_t, float>> f16 = {
-      {0x3C00, 1.0f},         {0xC000, -2.0f},         {0x3555, 0.333251953125f},  {0x7BFF, 65504.0f},
-      {0x0001, 0x1p-24f},     {0x03FF, 1023 * 0x1p-24f}, {0x0400, 0x1p-14f},        {0x8001, -0x1p-24f},
-      {0x7C00, inf},          {0xFC00, -inf},          {0x0000, 0.0f},            {0x8000, -0.0f}};
+      {0x3C00, 1.0f},     {0xC000, -2.0f},     {0x3555, 0.333251953125f},
+      {0x7BFF, 65504.0f}, {0x0001, 0x1p-24f},  {0x03FF, 1023 * 0x1p-24f},
+      {0x0400, 0x1p-14f}, {0x8001, -0x1p-24f}, {0x7C00, inf},
+      {0xFC00, -inf},     {0x0000, 0.0f},      {0x8000, -0.0f}};
   const std::vector<std::pair<uint16_t, float>> bf16 = {
-      {0x3F80, 1.0f},     {0xC000, -2.0f}, {0x3EAB, 0.333984375f}, {0x7F7F, 0x1.FEp127f}, {0x0001, 0x1p-133f},
-      {0x0080, 0x1p-126f}, {0x7F80, inf},  {0xFF80, -inf},         {0x0000, 0.0f},         {0x8000, -0.0f}};
+      {0x3F80, 1.0f},      {0xC000, -2.0f}, {0x3EAB, 0.333984375f}, {0x7F7F, 0x1.FEp127f}, {0x0001, 0x1p-133f},
+      {0x0080, 0x1p-126f}, {0x7F80, inf},   {0xFF80, -inf},         {0x0000, 0.0f},        {0x8000, -0.0f}};
   std::vector<uint16_t> f16_bits, bf16_bits;
   for (const auto& [b, v] : f16) f16_bits.push_back(b);
   for (const auto& [b, v] : bf16) bf16_bits.push_back(b);
@@ -302,12 +305,12 @@ TEST_CASE("safetensors: float -> F16 and BF16 round to nearest even", "[safetens
       {1.0f + 3 * 0x1p-8f, 0x3C0C, 0x3F82},   // bf16 tie -> even (up)
       {65504.0f, 0x7BFF, 0x4780},
       {65519.0f, 0x7BFF, 0x4780},
-      {65520.0f, 0x7C00, 0x4780},            // f16 overflows to inf
-      {0x1p-24f, 0x0001, 0x3380},            // smallest f16 subnormal
-      {0x1p-25f, 0x0000, 0x3300},            // tie with zero -> even (0)
+      {65520.0f, 0x7C00, 0x4780},  // f16 overflows to inf
+      {0x1p-24f, 0x0001, 0x3380},  // smallest f16 subnormal
+      {0x1p-25f, 0x0000, 0x3300},  // tie with zero -> even (0)
       {1.5f * 0x1p-25f, 0x0001, 0x3340},
-      {3 * 0x1p-25f, 0x0002, 0x33C0},        // 1.5 units -> even (2)
-      {0x1p-14f - 0x1p-25f, 0x0400, 0x3880}, // 1023.5 units -> carries into the smallest normal
+      {3 * 0x1p-25f, 0x0002, 0x33C0},         // 1.5 units -> even (2)
+      {0x1p-14f - 0x1p-25f, 0x0400, 0x3880},  // 1023.5 units -> carries into the smallest normal
       {-0.0f, 0x8000, 0x8000},
       {inf, 0x7C00, 0x7F80},
       {-inf, 0xFC00, 0xFF80},

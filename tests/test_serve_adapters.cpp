@@ -59,9 +59,8 @@ TEST_CASE("mixed-adapter batch: each row matches that row alone with its adapter
     for (auto& [name, p] : model->named_parameters()) base[name] = p.clone();
 
     // Different ranks, targets (fused-projection slices, whole layers, every linear layer), and rsLoRA.
-    const std::vector<testing::AdapterSpec> specs = {{"qv2", 2, {"q", "v"}},
-                                                     {"all8", 8, {"all-linear"}},
-                                                     {"k4", 4, {"k"}, true}};
+    const std::vector<testing::AdapterSpec> specs = {
+        {"qv2", 2, {"q", "v"}}, {"all8", 8, {"all-linear"}}, {"k4", 4, {"k"}, true}};
     const std::vector<nn::AdapterState> states = testing::random_adapters(*reference, specs, 7);
     std::vector<std::string> names;
     for (const auto& s : specs) names.push_back(s.name);
@@ -109,9 +108,10 @@ TEST_CASE("mixed-adapter batch: refusals name what was wrong and leave the set a
   REQUIRE_FALSE(set.contains("w"));
   set.load("b", states[0]);
   REQUIRE_THROWS_WITH(set.load("c", states[0]), Catch::Contains("all 2 slots are taken"));
-  REQUIRE_THROWS_WITH(model->forward(models::ForwardBatch(Tensor::from_vector(std::vector<int32_t>{1, 2}, {2, 1}))
-                                         .with_adapters({0, 2})),
-                      Catch::Contains("slot 2"));
+  REQUIRE_THROWS_WITH(
+      model->forward(
+          models::ForwardBatch(Tensor::from_vector(std::vector<int32_t>{1, 2}, {2, 1})).with_adapters({0, 2})),
+      Catch::Contains("slot 2"));
   check_mixed_batch(*model, set, {"a"}, states, {0, -1}, 4, *reference);
 }
 
@@ -121,10 +121,11 @@ TEST_CASE("lora_gather: each row gathers its adapter's pieces, in double precisi
   Generator gen(4);
   const int64_t N = 4, in = 5, out = 6;
   const Tensor x = Tensor::randn({N, in}, gen, 0.0, 1.0, DType::F64);
-  const Tensor a = Tensor::randn({4, in}, gen, 0.0, 1.0, DType::F64);   // rows: slot 0 (2), slot 1 (1 + 1)
-  const Tensor b = Tensor::randn({16}, gen, 0.0, 1.0, DType::F64);      // 6 x 2, then 2 x 1, 2 x 1
+  const Tensor a = Tensor::randn({4, in}, gen, 0.0, 1.0, DType::F64);  // rows: slot 0 (2), slot 1 (1 + 1)
+  const Tensor b = Tensor::randn({16}, gen, 0.0, 1.0, DType::F64);     // 6 x 2, then 2 x 1, 2 x 1
   const Tensor slot_pieces = Tensor::from_vector(std::vector<int64_t>{0, 1, 3}, {3});
-  const Tensor pieces = Tensor::from_vector(std::vector<int64_t>{0, 2, 0, 0, 6, 2, 1, 12, 0, 2, 3, 1, 14, 4, 2}, {3, 5});
+  const Tensor pieces =
+      Tensor::from_vector(std::vector<int64_t>{0, 2, 0, 0, 6, 2, 1, 12, 0, 2, 3, 1, 14, 4, 2}, {3, 5});
   const Tensor scales = Tensor::from_vector(std::vector<double>{0.5, 2.0, -1.0}, {3});
   const Tensor token_slot = Tensor::from_vector(std::vector<int32_t>{1, -1, 0, 1}, {N});
   Tensor y = Tensor::zeros({N, out}, DType::F64);
@@ -148,18 +149,21 @@ TEST_CASE("lora_gather: each row gathers its adapter's pieces, in double precisi
 
   // A piece outside the packed buffers, and a row naming a slot that does not exist, are refused.
   const Tensor bad = Tensor::from_vector(std::vector<int64_t>{0, 2, 0, 0, 7, 2, 1, 12, 0, 2, 3, 1, 14, 4, 2}, {3, 5});
-  REQUIRE_THROWS_WITH(kernels::run<kernels::LoraGather>(Device::cpu(), x, token_slot, slot_pieces, bad, scales, a, b, y),
-                      Catch::Contains("piece 0"));
+  REQUIRE_THROWS_WITH(
+      kernels::run<kernels::LoraGather>(Device::cpu(), x, token_slot, slot_pieces, bad, scales, a, b, y),
+      Catch::Contains("piece 0"));
   const Tensor bad_slot = Tensor::from_vector(std::vector<int32_t>{1, -1, 2, 1}, {N});
-  REQUIRE_THROWS_WITH(kernels::run<kernels::LoraGather>(Device::cpu(), x, bad_slot, slot_pieces, pieces, scales, a, b, y),
-                      Catch::Contains("slot 2"));
+  REQUIRE_THROWS_WITH(
+      kernels::run<kernels::LoraGather>(Device::cpu(), x, bad_slot, slot_pieces, pieces, scales, a, b, y),
+      Catch::Contains("slot 2"));
 }
 
 #if defined(LORA_HAVE_CUDA)
 #include "backends/cuda/cuda_device.h"
 #include "serve/decode_engine.h"
 
-TEST_CASE("cuda: a mixed-adapter batch gives the CPU's logits, and batched decoding its greedy tokens", "[serve][cuda]") {
+TEST_CASE("cuda: a mixed-adapter batch gives the CPU's logits, and batched decoding its greedy tokens",
+          "[serve][cuda]") {
   if (!cuda_device_available()) {
     WARN("no CUDA device: skipped");
     return;
@@ -187,9 +191,11 @@ TEST_CASE("cuda: a mixed-adapter batch gives the CPU's logits, and batched decod
     cpu_model->eval();
     gpu_model->eval();
     const std::vector<int32_t> rows = {1, -1, 0, 1};
-    const Tensor expected = cpu_model->forward(models::ForwardBatch(Tensor::from_vector(ids, {B, T})).with_adapters(rows));
+    const Tensor expected =
+        cpu_model->forward(models::ForwardBatch(Tensor::from_vector(ids, {B, T})).with_adapters(rows));
     const Tensor got =
-        gpu_model->forward(models::ForwardBatch(Tensor::from_vector(ids, {B, T}, cuda)).with_adapters(rows)).to(Device::cpu());
+        gpu_model->forward(models::ForwardBatch(Tensor::from_vector(ids, {B, T}, cuda)).with_adapters(rows))
+            .to(Device::cpu());
     testing::require_close(got, expected, 1e-3, 1e-4);
 
     // Continuous batching over the KV pool on the GPU: greedy tokens as on the CPU.

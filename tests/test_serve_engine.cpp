@@ -97,7 +97,8 @@ TEST_CASE("engine: batched decode with joins and leaves gives each request's tok
     for (size_t i = 0; i < requests.size(); ++i) {
       INFO("request " << i);
       const int a = adapter_of[i];
-      const std::vector<int32_t> expected = alone(*reference, requests[i], a < 0 ? nullptr : &states[static_cast<size_t>(a)]);
+      const std::vector<int32_t> expected =
+          alone(*reference, requests[i], a < 0 ? nullptr : &states[static_cast<size_t>(a)]);
       REQUIRE(got[ids[i]].tokens == expected);
       REQUIRE(got[ids[i]].finish == serve::FinishReason::Length);
     }
@@ -121,8 +122,8 @@ TEST_CASE("engine: stop strings end the text before them, cancel ends a request,
   const std::string full_text = tokenizer.decode(full, {});
   // A stop string of two ASCII characters from the 4th on: the text ends before its first occurrence.
   size_t at = 3;
-  while (at + 2 < full_text.size() && !(full_text[at] > ' ' && full_text[at] < 127 && full_text[at + 1] > ' ' &&
-                                        full_text[at + 1] < 127)) {
+  while (at + 2 < full_text.size() &&
+         !(full_text[at] > ' ' && full_text[at] < 127 && full_text[at + 1] > ' ' && full_text[at + 1] < 127)) {
     ++at;
   }
   REQUIRE(at + 2 < full_text.size());
@@ -187,15 +188,18 @@ TEST_CASE("decode_attention: each row attends over its own sequence of the pool,
   const std::vector<int64_t> table = {2, 0, 0, 6, 1, 3, 0, 2};  // (slot, position) per row
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   Tensor out = Tensor::empty({B, H, D}, DType::F64);
-  kernels::run<kernels::DecodeAttention>(Device::cpu(), q, k_pool, v_pool, Tensor::from_vector(table, {B, 2}), scale, out);
+  kernels::run<kernels::DecodeAttention>(Device::cpu(), q, k_pool, v_pool, Tensor::from_vector(table, {B, 2}), scale,
+                                         out);
   for (int64_t b = 0; b < B; ++b) {
     const int64_t slot = table[2 * b], L = table[2 * b + 1] + 1;
     for (int64_t h = 0; h < H; ++h) {
       INFO("row " << b << " head " << h);
       const int64_t kv = h / (H / H_kv);
-      const Tensor keys = ops::slice(ops::reshape(k_pool.narrow_rows(slot, 1), {H_kv, capacity, D}).narrow_rows(kv, 1), 1, 0, L);
-      const Tensor values = ops::slice(ops::reshape(v_pool.narrow_rows(slot, 1), {H_kv, capacity, D}).narrow_rows(kv, 1), 1, 0, L);
-      const Tensor qh = ops::reshape(q.narrow_rows(b, 1), {H, D}).narrow_rows(h, 1);  // [1, D]
+      const Tensor keys =
+          ops::slice(ops::reshape(k_pool.narrow_rows(slot, 1), {H_kv, capacity, D}).narrow_rows(kv, 1), 1, 0, L);
+      const Tensor values =
+          ops::slice(ops::reshape(v_pool.narrow_rows(slot, 1), {H_kv, capacity, D}).narrow_rows(kv, 1), 1, 0, L);
+      const Tensor qh = ops::reshape(q.narrow_rows(b, 1), {H, D}).narrow_rows(h, 1);                        // [1, D]
       const Tensor probs = ops::softmax(ops::matmul(qh, ops::reshape(keys, {L, D}), false, true) * scale);  // [1, L]
       const Tensor expected = ops::matmul(probs, ops::reshape(values, {L, D}));                             // [1, D]
       testing::require_close(ops::reshape(out.narrow_rows(b, 1), {H, D}).narrow_rows(h, 1), expected, 1e-12, 1e-12);

@@ -2,9 +2,9 @@
 // cpp-httplib clients: completions equal models::generate's, streaming as server-sent events, refusals
 // with JSON errors, an overloaded queue, a client that goes away mid-stream, adapters loaded and unloaded
 // at run time; and the server still answers /health after all of it.
-#include <catch2/catch.hpp>
 #include <httplib.h>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 
 #include <filesystem>
 #include <thread>
@@ -32,7 +32,8 @@ Reply post(int port, const std::string& path, const std::string& body) {
   auto res = client.Post(path.c_str(), body, "application/json");
   REQUIRE(res);
   Reply r{res->status, json(), res->body};
-  if (!res->body.empty() && res->get_header_value("Content-Type") == "application/json") r.body = json::parse(res->body);
+  if (!res->body.empty() && res->get_header_value("Content-Type") == "application/json")
+    r.body = json::parse(res->body);
   return r;
 }
 
@@ -154,7 +155,8 @@ TEST_CASE("serve: completions, streaming, refusals, overload and disconnects ove
   }
 
   SECTION("a text prompt is tokenized") {
-    const Reply r = post(port, "/v1/completions", json{{"model", "base"}, {"prompt", "Z"}, {"max_tokens", 3}, {"temperature", 0}}.dump());
+    const Reply r = post(port, "/v1/completions",
+                         json{{"model", "base"}, {"prompt", "Z"}, {"max_tokens", 3}, {"temperature", 0}}.dump());
     REQUIRE(r.status == 200);
     REQUIRE(r.body["choices"][0]["text"] == expected_text(tokenizer.encode("Z", {}), 3, nullptr));
   }
@@ -162,13 +164,17 @@ TEST_CASE("serve: completions, streaming, refusals, overload and disconnects ove
   SECTION("bad requests get a JSON error naming what was wrong") {
     require_error(post(port, "/v1/completions", "{\"model\": "), 400, "not valid JSON");
     require_error(post(port, "/v1/completions", "[1, 2]"), 400, "JSON object");
-    require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": [1], "max_tokens": "5"})"), 400, "max_tokens");
-    require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": [1], "foo": 1})"), 400, "unknown field 'foo'");
+    require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": [1], "max_tokens": "5"})"), 400,
+                  "max_tokens");
+    require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": [1], "foo": 1})"), 400,
+                  "unknown field 'foo'");
     require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": [1], "n": 2})"), 400, "'n'");
     require_error(post(port, "/v1/completions", R"({"model": 3, "prompt": [1]})"), 400, "'model'");
     require_error(post(port, "/v1/completions", R"({"model": "nope", "prompt": [1]})"), 404, "'nope' does not exist");
-    require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": [1], "max_tokens": 41})"), 400, "max_tokens");
-    require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": [1], "temperature": -1})"), 400, "temperature");
+    require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": [1], "max_tokens": 41})"), 400,
+                  "max_tokens");
+    require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": [1], "temperature": -1})"), 400,
+                  "temperature");
     require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": [1], "stream": "yes"})"), 400, "stream");
     require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": [100000]})"), 400, "vocabulary");
     require_error(post(port, "/v1/completions", R"({"model": "base", "prompt": ""})"), 400, "no tokens");
@@ -229,7 +235,8 @@ TEST_CASE("serve: completions, streaming, refusals, overload and disconnects ove
   }
 
   SECTION("adapters are loaded and unloaded at run time") {
-    const std::string dir = (std::filesystem::temp_directory_path() / ("lora_serve_" + std::to_string(::getpid()))).string();
+    const std::string dir =
+        (std::filesystem::temp_directory_path() / ("lora_serve_" + std::to_string(::getpid()))).string();
     std::filesystem::remove_all(dir);
     nn::import_adapter(*reference, states[0]);
     models::save_adapter(*reference, dir, "tiny");
@@ -245,7 +252,8 @@ TEST_CASE("serve: completions, streaming, refusals, overload and disconnects ove
     auto del = client.Delete("/v1/adapters/fresh");
     REQUIRE(del);
     REQUIRE(del->status == 200);
-    require_error(post(port, "/v1/completions", completion("fresh", {9, 8, 7}, 5).dump()), 404, "'fresh' does not exist");
+    require_error(post(port, "/v1/completions", completion("fresh", {9, 8, 7}, 5).dump()), 404,
+                  "'fresh' does not exist");
     std::filesystem::remove_all(dir);
   }
 
@@ -271,7 +279,8 @@ TEST_CASE("serve program: bad flags are refused before anything is served", "[se
   CHECK(r.exit_code != 0);
 }
 
-TEST_CASE("serve: a client that hangs up mid-stream has its request cancelled, and the server goes on", "[serve][http]") {
+TEST_CASE("serve: a client that hangs up mid-stream has its request cancelled, and the server goes on",
+          "[serve][http]") {
   // A model with room for 4000 tokens and wide enough (about 12M multiply-adds a token) that generating them
   // takes seconds: the stream is still running when the client leaves, even on a loaded machine. (The tiny
   // preset generated 4000 tokens in a fraction of a second and sometimes finished before the server saw

@@ -49,8 +49,8 @@ Weight make_weight(int64_t n, int64_t k, const Case& c, uint64_t seed) {
   Weight w;
   w.f32 = Tensor::randn({n, k}, gen, 0.0, 0.05, DType::F32);
   if (c.format == QuantFormat::F32) {
-    w.view = QuantizedView{QuantFormat::F32, n, k, static_cast<const uint8_t*>(w.f32.raw_data()), nullptr, nullptr,
-                           nullptr, 0.0f};
+    w.view = QuantizedView{QuantFormat::F32, n,       k,       static_cast<const uint8_t*>(w.f32.raw_data()),
+                           nullptr,          nullptr, nullptr, 0.0f};
   } else {
     w.q = quantize_weight(w.f32, c.format, c.double_quant);
     w.view = host_view(w.q);

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -12,7 +13,6 @@
 #include <sstream>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include "core/error.h"
@@ -47,8 +47,10 @@ class ScopedEnv {
     ::setenv(name, value.c_str(), 1);
   }
   ~ScopedEnv() {
-    if (old_) ::setenv(name_, old_->c_str(), 1);
-    else ::unsetenv(name_);
+    if (old_)
+      ::setenv(name_, old_->c_str(), 1);
+    else
+      ::unsetenv(name_);
   }
 
  private:
@@ -151,8 +153,8 @@ TEST_CASE("tokenizer: random valid UTF-8 round-trips", "[tokenizer]") {
   // Code point pools: ASCII, whitespace of every kind (and U+180E/U+FEFF, which are not White_Space),
   // Latin, combining marks, Cyrillic, Arabic digits, CJK, Hangul, emoji, and anything at all.
   const std::vector<std::pair<char32_t, char32_t>> pools = {
-      {0x20, 0x7E},     {0x00, 0x1F},     {0x80, 0x24F},    {0x300, 0x36F},   {0x400, 0x4FF},
-      {0x660, 0x669},   {0x3040, 0x30FF}, {0x4E00, 0x9FFF}, {0xAC00, 0xD7A3}, {0x1F300, 0x1F6FF},
+      {0x20, 0x7E},     {0x00, 0x1F},     {0x80, 0x24F},      {0x300, 0x36F},   {0x400, 0x4FF},
+      {0x660, 0x669},   {0x3040, 0x30FF}, {0x4E00, 0x9FFF},   {0xAC00, 0xD7A3}, {0x1F300, 0x1F6FF},
       {0x2000, 0x206F}, {0xE000, 0xF8FF}, {0x10000, 0x10FFFF}};
   const std::vector<char32_t> specials = {' ',    '\n',   '\t',   '\r',   '\'',   0x85,   0xA0,  0x1680,
                                           0x180E, 0x2028, 0x2029, 0x202F, 0x3000, 0xFEFF, 0x200B};

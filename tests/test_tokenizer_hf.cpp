@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -10,7 +11,6 @@
 #include <sstream>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include "core/error.h"
@@ -118,7 +118,8 @@ size_t check_family(const std::string& name) {
     if (const std::string d = tok.decode(ids_special, {.skip_special_tokens = true}); d != decoded_skip)
       problems.push_back("decode skipping special tokens: \"" + d + "\" expected \"" + decoded_skip + "\"");
     if (const std::string d = tok.decode(half, {}); d != c["decoded_half"].get<std::string>())
-      problems.push_back("decode of the first half: \"" + d + "\" expected \"" + c["decoded_half"].get<std::string>() + "\"");
+      problems.push_back("decode of the first half: \"" + d + "\" expected \"" + c["decoded_half"].get<std::string>() +
+                         "\"");
     if (c.contains("stream")) {
       IncrementalDecoder stream(tok);
       for (size_t k = 0; k < ids_special.size(); ++k) {
@@ -126,7 +127,8 @@ size_t check_family(const std::string& name) {
         const auto& want = c["stream"][k];
         const std::string want_text = want.is_null() ? "" : want.get<std::string>();
         if (got_text != want_text) {
-          problems.push_back("stream step " + std::to_string(k) + ": \"" + got_text + "\" expected \"" + want_text + "\"");
+          problems.push_back("stream step " + std::to_string(k) + ": \"" + got_text + "\" expected \"" + want_text +
+                             "\"");
           break;
         }
       }
@@ -318,8 +320,8 @@ TEST_CASE("tokenizer.json: the regex translation matches Oniguruma on the record
       {"contiguous", hf::SplitBehavior::kContiguous}};
   for (const auto& c : fixture["behaviors"]) {
     const std::string pattern = c["pattern"].get<std::string>();
-    const hf::Pattern compiled = c["kind"] == "Regex" ? hf::Pattern::regex(pattern, "test")
-                                                      : hf::Pattern::literal(pattern, "test");
+    const hf::Pattern compiled =
+        c["kind"] == "Regex" ? hf::Pattern::regex(pattern, "test") : hf::Pattern::literal(pattern, "test");
     const auto behavior = std::find_if(behaviors.begin(), behaviors.end(),
                                        [&](const auto& b) { return b.first == c["behavior"].get<std::string>(); });
     REQUIRE(behavior != behaviors.end());
@@ -338,8 +340,8 @@ TEST_CASE("tokenizer.json: the regex translation matches Oniguruma on the record
 
   // The Replace normalizer.
   for (const auto& c : fixture["replaces"]) {
-    const nlohmann::json json = {{"type", "Replace"}, {"pattern", {{c["kind"].get<std::string>(), c["pattern"]}}},
-                                 {"content", c["content"]}};
+    const nlohmann::json json = {
+        {"type", "Replace"}, {"pattern", {{c["kind"].get<std::string>(), c["pattern"]}}}, {"content", c["content"]}};
     const std::string label = "test";
     const hf::Normalizer normalizer = hf::Normalizer::from_json(hf::JsonView(json, "normalizer", label));
     for (size_t t = 0; t < texts.size(); ++t) {
@@ -370,8 +372,10 @@ TEST_CASE("tokenizer.json: Unicode classes match Oniguruma on every code point",
       size_t pos = start;
       const char32_t c = next_code_point(all, pos);
       longer += pos != end;
-      if (!got.empty() && got.back() == c - 1) got.back() = c;
-      else got.insert(got.end(), {c, c});
+      if (!got.empty() && got.back() == c - 1)
+        got.back() = c;
+      else
+        got.insert(got.end(), {c, c});
     }
     CHECK(longer == 0);
     const auto want = ranges_json.get<std::vector<char32_t>>();
@@ -420,9 +424,10 @@ TEST_CASE("tokenizer.json: Unicode normalization matches tokenizers' tables", "[
     }
     return fmt::format("{:016x}", h);
   };
-  const std::vector<std::pair<std::string, hf::Normalizer::Kind>> forms = {
-      {"NFC", hf::Normalizer::Kind::kNFC}, {"NFD", hf::Normalizer::Kind::kNFD},
-      {"NFKC", hf::Normalizer::Kind::kNFKC}, {"NFKD", hf::Normalizer::Kind::kNFKD}};
+  const std::vector<std::pair<std::string, hf::Normalizer::Kind>> forms = {{"NFC", hf::Normalizer::Kind::kNFC},
+                                                                           {"NFD", hf::Normalizer::Kind::kNFD},
+                                                                           {"NFKC", hf::Normalizer::Kind::kNFKC},
+                                                                           {"NFKD", hf::Normalizer::Kind::kNFKD}};
   for (const auto& [name, form] : forms) {
     INFO(name << " (a mismatch: rerun the comparison that made kUnknownToTokenizers in hf_normalizer.cpp)");
     CHECK(hash(singles, form) == fixture[name]["code_points"].get<std::string>());

@@ -60,7 +60,8 @@ TEST_CASE("tokenize: a tokenizer.json folder, with and without special tokens", 
     const Ids with_bos = ids_of(run(tokenize, "--json --add-special-tokens" + where, text));
     CHECK(with_bos == library->encode(text, {.add_special_tokens = true, .parse_special_tokens = false}));
     // The JSON output pipes back into --decode.
-    const RunResult back = run(tokenize, "--decode --skip-special-tokens" + where, nlohmann::json{{"ids", with_bos}}.dump());
+    const RunResult back =
+        run(tokenize, "--decode --skip-special-tokens" + where, nlohmann::json{{"ids", with_bos}}.dump());
     CHECK(back.exit_code == 0);
     CHECK(back.out == library->decode(with_bos, {.skip_special_tokens = true}));
   }

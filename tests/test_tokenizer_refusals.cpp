@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -10,7 +11,6 @@
 #include <iterator>
 #include <random>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "core/error.h"
@@ -44,7 +44,9 @@ json base() {
   })");
 }
 
-HFTokenizer load(const json& j) { return HFTokenizer::from_json(j.dump(), kName); }
+HFTokenizer load(const json& j) {
+  return HFTokenizer::from_json(j.dump(), kName);
+}
 
 struct Refusal {
   const char* what;
@@ -72,109 +74,165 @@ TEST_CASE("tokenizer.json refusals: the base file loads and works", "[tokenizer]
 
 TEST_CASE("tokenizer.json refusals: each names the file, the field and the value", "[tokenizer]") {
   const std::vector<Refusal> cases = {
-      {"another model type", [](json& j) { j["model"]["type"] = "WordPiece"; }, {"model.type", "WordPiece", "not supported"}},
-      {"Unigram", [](json& j) { j["model"] = {{"type", "Unigram"}, {"vocab", json::array()}}; }, {"model", "Unigram"}},
+      {"another model type",
+       [](json& j) { j["model"]["type"] = "WordPiece"; },
+       {"model.type", "WordPiece", "not supported"}},
+      {"Unigram",
+       [](json& j) {
+         j["model"] = {{"type", "Unigram"}, {"vocab", json::array()}};
+       },
+       {"model", "Unigram"}},
       {"dropout", [](json& j) { j["model"]["dropout"] = 0.1; }, {"model.dropout", "0.1", "not supported"}},
-      {"subword prefix", [](json& j) { j["model"]["continuing_subword_prefix"] = "##"; },
+      {"subword prefix",
+       [](json& j) { j["model"]["continuing_subword_prefix"] = "##"; },
        {"model.continuing_subword_prefix", "##"}},
       {"word suffix", [](json& j) { j["model"]["end_of_word_suffix"] = "</w>"; }, {"model.end_of_word_suffix", "</w>"}},
-      {"unknown model field", [](json& j) { j["model"]["cache_capacity"] = 10; }, {"model.cache_capacity", "unknown field"}},
+      {"unknown model field",
+       [](json& j) { j["model"]["cache_capacity"] = 10; },
+       {"model.cache_capacity", "unknown field"}},
       {"unknown top-level field", [](json& j) { j["extra"] = 1; }, {"extra", "unknown field"}},
       {"version", [](json& j) { j["version"] = "2.0"; }, {"version", "2.0"}},
-      {"truncation", [](json& j) { j["truncation"] = {{"max_length", 512}}; }, {"truncation", "512"}},
-      {"padding", [](json& j) { j["padding"] = {{"pad_id", 0}}; }, {"padding", "pad_id"}},
-      {"normalizer type", [](json& j) { j["normalizer"] = {{"type", "Lowercase"}}; }, {"normalizer.type", "Lowercase"}},
+      {"truncation",
+       [](json& j) {
+         j["truncation"] = {{"max_length", 512}};
+       },
+       {"truncation", "512"}},
+      {"padding",
+       [](json& j) {
+         j["padding"] = {{"pad_id", 0}};
+       },
+       {"padding", "pad_id"}},
+      {"normalizer type",
+       [](json& j) {
+         j["normalizer"] = {{"type", "Lowercase"}};
+       },
+       {"normalizer.type", "Lowercase"}},
       {"normalizer in a sequence",
        [](json& j) {
          j["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, {{"type", "BertNormalizer"}}}}};
        },
        {"normalizer.normalizers[1].type", "BertNormalizer"}},
       {"normalizer not an object", [](json& j) { j["normalizer"] = "NFC"; }, {"normalizer", "expected a JSON object"}},
-      {"pre-tokenizer type", [](json& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; },
+      {"pre-tokenizer type",
+       [](json& j) {
+         j["pre_tokenizer"] = {{"type", "Whitespace"}};
+       },
        {"pre_tokenizer.type", "Whitespace"}},
       {"pre-tokenizer after ByteLevel",
        [](json& j) {
-         j["pre_tokenizer"] = {{"type", "Sequence"},
-                               {"pretokenizers",
-                                {j["pre_tokenizer"], {{"type", "Split"}, {"pattern", {{"String", " "}}},
-                                                      {"behavior", "Isolated"}, {"invert", false}}}}};
+         j["pre_tokenizer"] = {
+             {"type", "Sequence"},
+             {"pretokenizers",
+              {j["pre_tokenizer"],
+               {{"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "Isolated"}, {"invert", false}}}}};
        },
        {"pre_tokenizer.pretokenizers[1]", "after ByteLevel"}},
       {"split behaviour",
        [](json& j) {
-         j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "Sideways"}, {"invert", false}};
+         j["pre_tokenizer"] = {
+             {"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "Sideways"}, {"invert", false}};
        },
        {"pre_tokenizer.behavior", "Sideways"}},
       {"regex that does not compile",
        [](json& j) {
-         j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(ab"}}}, {"behavior", "Isolated"}, {"invert", false}};
+         j["pre_tokenizer"] = {
+             {"type", "Split"}, {"pattern", {{"Regex", "(ab"}}}, {"behavior", "Isolated"}, {"invert", false}};
        },
        {"pre_tokenizer.pattern.Regex", "(ab", "compile"}},
       {"regex with \\w",
        [](json& j) {
-         j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "\\w+"}}}, {"behavior", "Isolated"}, {"invert", false}};
+         j["pre_tokenizer"] = {
+             {"type", "Split"}, {"pattern", {{"Regex", "\\w+"}}}, {"behavior", "Isolated"}, {"invert", false}};
        },
        {"pre_tokenizer.pattern.Regex", "\\w", "not supported"}},
       {"giant regex",
        [](json& j) {
-         j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", std::string(20000, 'a')}}},
-                               {"behavior", "Isolated"}, {"invert", false}};
+         j["pre_tokenizer"] = {{"type", "Split"},
+                               {"pattern", {{"Regex", std::string(20000, 'a')}}},
+                               {"behavior", "Isolated"},
+                               {"invert", false}};
        },
        {"pre_tokenizer.pattern.Regex", "20000 bytes"}},
       {"regex matching nothing",
        [](json& j) {
-         j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "a*"}}}, {"behavior", "Isolated"}, {"invert", false}};
+         j["pre_tokenizer"] = {
+             {"type", "Split"}, {"pattern", {{"Regex", "a*"}}}, {"behavior", "Isolated"}, {"invert", false}};
        },
        {"pre_tokenizer.pattern.Regex", "empty string"}},
       {"case folding",
        [](json& j) {
-         j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(?i:strasse)"}}}, {"behavior", "Isolated"},
-                               {"invert", false}};
+         j["pre_tokenizer"] = {
+             {"type", "Split"}, {"pattern", {{"Regex", "(?i:strasse)"}}}, {"behavior", "Isolated"}, {"invert", false}};
        },
        {"pre_tokenizer.pattern.Regex", "letter pair"}},
       {"empty string pattern",
        [](json& j) {
-         j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"String", ""}}}, {"behavior", "Isolated"}, {"invert", false}};
+         j["pre_tokenizer"] = {
+             {"type", "Split"}, {"pattern", {{"String", ""}}}, {"behavior", "Isolated"}, {"invert", false}};
        },
        {"pre_tokenizer.pattern.String", "empty"}},
       {"pattern kind",
        [](json& j) {
-         j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Glob", "*"}}}, {"behavior", "Isolated"}, {"invert", false}};
+         j["pre_tokenizer"] = {
+             {"type", "Split"}, {"pattern", {{"Glob", "*"}}}, {"behavior", "Isolated"}, {"invert", false}};
        },
        {"pre_tokenizer.pattern.Glob", "unknown field"}},
       {"metaspace prefix contradiction",
-       [](json& j) { j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"add_prefix_space", false}}; },
+       [](json& j) {
+         j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"add_prefix_space", false}};
+       },
        {"pre_tokenizer.add_prefix_space", "prepend_scheme"}},
       {"metaspace scheme",
-       [](json& j) { j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "sometimes"}}; },
+       [](json& j) {
+         j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "sometimes"}};
+       },
        {"pre_tokenizer.prepend_scheme", "sometimes"}},
       {"metaspace replacement of two characters",
-       [](json& j) { j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "__"}}; },
+       [](json& j) {
+         j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "__"}};
+       },
        {"pre_tokenizer.replacement", "one character"}},
       {"metaspace first after a split with a normalizer",
        [](json& j) {
          j["normalizer"] = {{"type", "NFC"}};
-         j["pre_tokenizer"] = {{"type", "Sequence"},
-                               {"pretokenizers",
-                                {{{"type", "Split"}, {"pattern", {{"String", "x"}}}, {"behavior", "Isolated"}, {"invert", false}},
-                                 {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "first"}}}}};
+         j["pre_tokenizer"] = {
+             {"type", "Sequence"},
+             {"pretokenizers",
+              {{{"type", "Split"}, {"pattern", {{"String", "x"}}}, {"behavior", "Isolated"}, {"invert", false}},
+               {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "first"}}}}};
        },
        {"pre_tokenizer", "first"}},
-      {"decoder type", [](json& j) { j["decoder"] = {{"type", "WordPiece"}, {"prefix", "##"}}; }, {"decoder.type", "WordPiece"}},
-      {"strip count", [](json& j) { j["decoder"] = {{"type", "Strip"}, {"content", " "}, {"start", -1}, {"stop", 0}}; },
+      {"decoder type",
+       [](json& j) {
+         j["decoder"] = {{"type", "WordPiece"}, {"prefix", "##"}};
+       },
+       {"decoder.type", "WordPiece"}},
+      {"strip count",
+       [](json& j) {
+         j["decoder"] = {{"type", "Strip"}, {"content", " "}, {"start", -1}, {"stop", 0}};
+       },
        {"decoder.start", "-1"}},
-      {"post-processor type", [](json& j) { j["post_processor"] = {{"type", "Foo"}}; }, {"post_processor.type", "Foo"}},
-      {"template with B", [](json& j) { j["post_processor"]["single"][1]["Sequence"]["id"] = "B"; },
+      {"post-processor type",
+       [](json& j) {
+         j["post_processor"] = {{"type", "Foo"}};
+       },
+       {"post_processor.type", "Foo"}},
+      {"template with B",
+       [](json& j) { j["post_processor"]["single"][1]["Sequence"]["id"] = "B"; },
        {"post_processor.single[1].Sequence.id", "\"B\""}},
       {"template token not listed",
        [](json& j) { j["post_processor"]["single"][0]["SpecialToken"]["id"] = "<bos>"; },
        {"post_processor.single[0].SpecialToken.id", "<bos>", "special_tokens"}},
-      {"template id out of range", [](json& j) { j["post_processor"]["special_tokens"]["<s>"]["ids"][0] = 999; },
+      {"template id out of range",
+       [](json& j) { j["post_processor"]["special_tokens"]["<s>"]["ids"][0] = 999; },
        {"post_processor.special_tokens.<s>.ids[0]", "999"}},
       {"roberta id out of range",
        [](json& j) {
-         j["post_processor"] = {{"type", "RobertaProcessing"}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 77}},
-                                {"trim_offsets", true}, {"add_prefix_space", true}};
+         j["post_processor"] = {{"type", "RobertaProcessing"},
+                                {"sep", {"</s>", 2}},
+                                {"cls", {"<s>", 77}},
+                                {"trim_offsets", true},
+                                {"add_prefix_space", true}};
        },
        {"post_processor.cls[1]", "77"}},
       {"deep sequence",
@@ -187,26 +245,48 @@ TEST_CASE("tokenizer.json refusals: each names the file, the field and the value
       {"duplicate vocabulary id", [](json& j) { j["model"]["vocab"]["c"] = 0; }, {"model.vocab", "\"a\"", "twice"}},
       {"vocabulary id out of range", [](json& j) { j["model"]["vocab"]["c"] = 99; }, {"model.vocab[\"c\"]", "99"}},
       {"negative vocabulary id", [](json& j) { j["model"]["vocab"]["c"] = -3; }, {"model.vocab[\"c\"]", "-3"}},
-      {"fractional vocabulary id", [](json& j) { j["model"]["vocab"]["c"] = 3.5; }, {"model.vocab[\"c\"]", "3.5", "integer"}},
+      {"fractional vocabulary id",
+       [](json& j) { j["model"]["vocab"]["c"] = 3.5; },
+       {"model.vocab[\"c\"]", "3.5", "integer"}},
       {"string vocabulary id", [](json& j) { j["model"]["vocab"]["c"] = "3"; }, {"model.vocab[\"c\"]", "\"3\""}},
       {"vocabulary not an object", [](json& j) { j["model"]["vocab"] = json::array({"a"}); }, {"model.vocab"}},
       {"merge of an unknown token", [](json& j) { j["model"]["merges"] = {"a z"}; }, {"model.merges[0]", "\"z\""}},
-      {"merge making an unknown token", [](json& j) { j["model"]["merges"] = {"a b", "b c"}; },
+      {"merge making an unknown token",
+       [](json& j) {
+         j["model"]["merges"] = {"a b", "b c"};
+       },
        {"model.merges[1]", "\"bc\""}},
       {"merge without a space", [](json& j) { j["model"]["merges"] = {"ab"}; }, {"model.merges[0]", "\"ab\""}},
-      {"merge pair of three", [](json& j) { j["model"]["merges"] = {{"a", "b", "c"}}; }, {"model.merges[0]", "pair"}},
-      {"merges mixed", [](json& j) { j["model"]["merges"] = {"a b", {"a", "b"}}; }, {"model.merges[1]", "mix"}},
-      {"merge repeated", [](json& j) { j["model"]["merges"] = {"a b", "a b"}; }, {"model.merges[1]", "already"}},
+      {"merge pair of three",
+       [](json& j) {
+         j["model"]["merges"] = {{"a", "b", "c"}};
+       },
+       {"model.merges[0]", "pair"}},
+      {"merges mixed",
+       [](json& j) {
+         j["model"]["merges"] = {"a b", {"a", "b"}};
+       },
+       {"model.merges[1]", "mix"}},
+      {"merge repeated",
+       [](json& j) {
+         j["model"]["merges"] = {"a b", "a b"};
+       },
+       {"model.merges[1]", "already"}},
       {"unk token unknown", [](json& j) { j["model"]["unk_token"] = "<unk>"; }, {"model.unk_token", "<unk>"}},
-      {"flag of the wrong type", [](json& j) { j["model"]["ignore_merges"] = "yes"; }, {"model.ignore_merges", "\"yes\""}},
+      {"flag of the wrong type",
+       [](json& j) { j["model"]["ignore_merges"] = "yes"; },
+       {"model.ignore_merges", "\"yes\""}},
       {"model missing", [](json& j) { j.erase("model"); }, {"model", "missing field"}},
       {"added token id", [](json& j) { j["added_tokens"][0]["id"] = 7; }, {"added_tokens[0].id", "7", "id 5"}},
       {"added token in the vocabulary with another id",
-       [](json& j) { j["added_tokens"][0]["content"] = "c"; }, {"added_tokens[0].id", "id 3"}},
+       [](json& j) { j["added_tokens"][0]["content"] = "c"; },
+       {"added_tokens[0].id", "id 3"}},
       {"empty added token", [](json& j) { j["added_tokens"][0]["content"] = ""; }, {"added_tokens[0].content"}},
-      {"added token field missing", [](json& j) { j["added_tokens"][0].erase("special"); },
+      {"added token field missing",
+       [](json& j) { j["added_tokens"][0].erase("special"); },
        {"added_tokens[0].special", "missing field"}},
-      {"added token twice", [](json& j) { j["added_tokens"].push_back(j["added_tokens"][0]); },
+      {"added token twice",
+       [](json& j) { j["added_tokens"].push_back(j["added_tokens"][0]); },
        {"added_tokens[1].content", "twice"}},
   };
   for (const Refusal& r : cases) {
@@ -244,10 +324,11 @@ TEST_CASE("tokenizer.json refusals: malformed and hostile files give errors, nev
 
 TEST_CASE("tokenizer.json refusals: pathological regexes stop at the match limit", "[tokenizer]") {
   json j = base();
-  j["pre_tokenizer"] = {{"type", "Sequence"},
-                        {"pretokenizers",
-                         {{{"type", "Split"}, {"pattern", {{"Regex", "(a+)+b"}}}, {"behavior", "Isolated"}, {"invert", false}},
-                          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"}, {"pattern", {{"Regex", "(a+)+b"}}}, {"behavior", "Isolated"}, {"invert", false}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
   const HFTokenizer tok = load(j);
   CHECK(tok.encode("aab", {}) == std::vector<int32_t>{0, 2});  // one piece "aab": a, then the merge "a b"
   const auto start = std::chrono::steady_clock::now();
@@ -270,8 +351,8 @@ TEST_CASE("load_tokenizer: says what it looked for", "[tokenizer]") {
   const fs::path dir = fs::temp_directory_path() / ("lora_tokenizer_refusals_" + std::to_string(::getpid()));
   fs::create_directories(dir / "empty");
   CHECK_THROWS_WITH(load_tokenizer(dir / "missing"), Contains("missing") && Contains("no such"));
-  CHECK_THROWS_WITH(load_tokenizer(dir / "empty"),
-                    Contains("tokenizer.json") && Contains("vocab.json + merges.txt") && Contains("encoder.json + vocab.bpe"));
+  CHECK_THROWS_WITH(load_tokenizer(dir / "empty"), Contains("tokenizer.json") && Contains("vocab.json + merges.txt") &&
+                                                       Contains("encoder.json + vocab.bpe"));
   std::ofstream(dir / "model.txt") << "hello";
   CHECK_THROWS_WITH(load_tokenizer(dir / "model.txt"), Contains("model.txt") && Contains("tokenizer.json"));
 
@@ -283,8 +364,8 @@ TEST_CASE("load_tokenizer: says what it looked for", "[tokenizer]") {
   CHECK(tok->bos_id() == 5);
   CHECK(tok->eos_id() == 3);
   std::ofstream(dir / "model" / "tokenizer_config.json") << R"({"eos_token": "</s>"})";
-  CHECK_THROWS_WITH(load_tokenizer(dir / "model"), Contains("tokenizer_config.json") && Contains("eos_token") &&
-                                                       Contains("</s>"));
+  CHECK_THROWS_WITH(load_tokenizer(dir / "model"),
+                    Contains("tokenizer_config.json") && Contains("eos_token") && Contains("</s>"));
   fs::remove_all(dir);
 }
 
@@ -293,9 +374,24 @@ TEST_CASE("tokenizer.json refusals: randomly damaged real files load or throw lo
   // must either load and then encode and decode, or throw lora::Error; anything else fails the test
   // (and under the sanitizers, any memory error does).
   std::mt19937 rng(20240612);
-  const std::vector<json> replacements = {nullptr, true, false, -1, 0, 7, int64_t{1} << 40, 1.5, "", "x", "<s>",
-                                          "(", "\\p{Han}", "a*", json::array(), json::object(),
-                                          json::array({"a", "b"}), std::string(3000, 'z')};
+  const std::vector<json> replacements = {nullptr,
+                                          true,
+                                          false,
+                                          -1,
+                                          0,
+                                          7,
+                                          int64_t{1} << 40,
+                                          1.5,
+                                          "",
+                                          "x",
+                                          "<s>",
+                                          "(",
+                                          "\\p{Han}",
+                                          "a*",
+                                          json::array(),
+                                          json::object(),
+                                          json::array({"a", "b"}),
+                                          std::string(3000, 'z')};
   int loaded = 0, refused = 0;
   for (const char* family : {"gpt2", "llama3", "qwen2", "llama2", "mistral", "spm_unk", "roberta"}) {
     const fs::path path = fs::path(LORA_TEST_DATA_DIR) / "tokenizers" / family / "tokenizer.json";

@@ -177,7 +177,8 @@ TEST_CASE("examples: a seeded shuffle per epoch, each example once an epoch, sha
   CHECK(order_of(again, 15) == stream);
   CHECK(order_of(other, 15) != stream);
   // Two shards with batch 1 read the rows one process with batch 2 reads.
-  train::ExampleSource shard0(examples, {.batch = 1, .seed = 5}, {0, 2}), shard1(examples, {.batch = 1, .seed = 5}, {1, 2});
+  train::ExampleSource shard0(examples, {.batch = 1, .seed = 5}, {0, 2}),
+      shard1(examples, {.batch = 1, .seed = 5}, {1, 2});
   std::vector<int32_t> interleaved;
   for (int i = 0; i < 15; ++i) {
     interleaved.push_back(first_examples(shard0.next_host())[0]);
@@ -199,7 +200,8 @@ TEST_CASE("examples: a seeded shuffle per epoch, each example once an epoch, sha
                       Catch::Contains("row 99"));
 }
 
-TEST_CASE("examples longer than --max-seq are truncated and counted, or dropped; untrained ones dropped", "[train_data]") {
+TEST_CASE("examples longer than --max-seq are truncated and counted, or dropped; untrained ones dropped",
+          "[train_data]") {
   std::vector<Example> examples = examples_of({4, 9, 6, 3});
   examples[3].labels.assign(3, kIgnoreLabel);  // nothing to train
   train::PrepareCounts counts = train::prepare_examples(examples, 5, false, "--data 'x.jsonl'");
@@ -226,8 +228,9 @@ TEST_CASE("examples longer than --max-seq are truncated and counted, or dropped;
   CHECK(long_prompt.size() == 1);
 
   std::vector<Example> all_long = examples_of({9, 8});
-  REQUIRE_THROWS_WITH(train::prepare_examples(all_long, 5, true, "--data 'x.jsonl'"),
-                      Catch::Contains("--data 'x.jsonl'") && Catch::Contains("every one of its 2 examples is longer than --max-seq 5"));
+  REQUIRE_THROWS_WITH(
+      train::prepare_examples(all_long, 5, true, "--data 'x.jsonl'"),
+      Catch::Contains("--data 'x.jsonl'") && Catch::Contains("every one of its 2 examples is longer than --max-seq 5"));
   std::vector<Example> masked = examples_of({4, 5}, 10);
   REQUIRE_THROWS_WITH(train::prepare_examples(masked, 50, false, "--data 'x.jsonl'"),
                       Catch::Contains("none of its 2 examples has a trained token"));

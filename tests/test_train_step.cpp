@@ -18,9 +18,9 @@
 #include "models/registry.h"
 #include "optim/adam.h"
 #include "optim/sgd.h"
+#include "tests/thread_ranks.h"
 #include "train/example_source.h"
 #include "train/train_step.h"
-#include "tests/thread_ranks.h"
 
 using namespace lora;
 using train::Batch;
@@ -29,13 +29,20 @@ using train::Example;
 namespace {
 
 models::ModelConfig gpt2_config() {
-  return {{{"model_type", "gpt2"}, {"vocab_size", 61}, {"n_positions", 64}, {"n_embd", 32}, {"n_layer", 2}, {"n_head", 4}},
-          "a test config"};
+  return {
+      {{"model_type", "gpt2"}, {"vocab_size", 61}, {"n_positions", 64}, {"n_embd", 32}, {"n_layer", 2}, {"n_head", 4}},
+      "a test config"};
 }
 
 models::ModelConfig llama_config() {
-  return {{{"model_type", "llama"}, {"vocab_size", 61}, {"max_position_embeddings", 64}, {"hidden_size", 32},
-           {"intermediate_size", 48}, {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2}},
+  return {{{"model_type", "llama"},
+           {"vocab_size", 61},
+           {"max_position_embeddings", 64},
+           {"hidden_size", 32},
+           {"intermediate_size", 48},
+           {"num_hidden_layers", 2},
+           {"num_attention_heads", 4},
+           {"num_key_value_heads", 2}},
           "a test config"};
 }
 
@@ -68,7 +75,8 @@ void require_same_gradients(const std::vector<std::vector<double>>& a, const std
   double worst = 0;
   for (size_t i = 0; i < a.size(); ++i) {
     REQUIRE(a[i].size() == b[i].size());
-    for (size_t j = 0; j < a[i].size(); ++j) worst = std::max(worst, std::abs(a[i][j] - b[i][j]) / (1e-3 + std::abs(b[i][j])));
+    for (size_t j = 0; j < a[i].size(); ++j)
+      worst = std::max(worst, std::abs(a[i][j] - b[i][j]) / (1e-3 + std::abs(b[i][j])));
   }
   INFO("largest relative difference " << worst);
   CHECK(worst <= tolerance);
@@ -132,9 +140,8 @@ TEST_CASE("accumulated micro-batches of very different sizes equal one batch of 
     // The test can fail: the mean of the two micro-batches' means (what transformers did before 2024)
     // weighs the 3 tokens of the first as much as the 121 of the second.
     auto first = make_model(v), second = make_model(v);
-    const double mean_of_means =
-        0.5 * (train::accumulate_gradients(*first, {batch_of(small)}).loss +
-               train::accumulate_gradients(*second, {batch_of(large)}).loss);
+    const double mean_of_means = 0.5 * (train::accumulate_gradients(*first, {batch_of(small)}).loss +
+                                        train::accumulate_gradients(*second, {batch_of(large)}).loss);
     CHECK(std::abs(mean_of_means - s.loss) > 1e-3);
   }
 }
@@ -198,8 +205,10 @@ TEST_CASE("a non-finite loss or gradient updates nothing and says what was not f
   for (size_t i = 0; i < params.size(); ++i) {
     const auto now = params[i].second.to_vector<double>();
     for (size_t j = 0; j < now.size(); ++j) {
-      if (std::isnan(before[i][j])) CHECK(std::isnan(now[j]));
-      else REQUIRE(now[j] == before[i][j]);
+      if (std::isnan(before[i][j]))
+        CHECK(std::isnan(now[j]));
+      else
+        REQUIRE(now[j] == before[i][j]);
     }
     CHECK_FALSE(params[i].second.grad().defined());
   }
@@ -227,8 +236,8 @@ TEST_CASE("two ranks accumulating unequal micro-batches equal one process with a
     auto model = make_model(v);
     auto params = model->parameters(true);
     dist::GradientReducer reducer(comm, params, 4096);  // small buckets: several all-reduces
-    losses[size_t(r)] = train::accumulate_gradients(*model, {batch_of(parts[size_t(2 * r)]), batch_of(parts[size_t(2 * r + 1)])},
-                                                    &reducer);
+    losses[size_t(r)] = train::accumulate_gradients(
+        *model, {batch_of(parts[size_t(2 * r)]), batch_of(parts[size_t(2 * r + 1)])}, &reducer);
     grads[size_t(r)] = gradients_of(*model);
   });
   for (int r = 0; r < 2; ++r) {

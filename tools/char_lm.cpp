@@ -74,8 +74,10 @@ void CharVocab::save(const std::string& path) const {
   // Bytes above 0x7f are not UTF-8 on their own: nlohmann's dump() would refuse them, so they are not
   // supported here (every text of the ladder is ASCII).
   for (char c : chars_) {
-    LORA_CHECK(static_cast<unsigned char>(c) < 0x80, "character vocabulary: {} is not ASCII; only ASCII texts are "
-               "supported", show_byte(static_cast<unsigned char>(c)));
+    LORA_CHECK(static_cast<unsigned char>(c) < 0x80,
+               "character vocabulary: {} is not ASCII; only ASCII texts are "
+               "supported",
+               show_byte(static_cast<unsigned char>(c)));
   }
   const nlohmann::json j = {{"type", "char"}, {"chars", chars_}};
   write_file_atomically(path, [&](std::ostream& out) { out << j.dump() << "\n"; });

@@ -16,7 +16,9 @@ namespace {
 
 using train::DataFormat;
 
-bool is_example_format(DataFormat f) { return f != DataFormat::Raw && f != DataFormat::Tokens && f != DataFormat::Auto; }
+bool is_example_format(DataFormat f) {
+  return f != DataFormat::Raw && f != DataFormat::Tokens && f != DataFormat::Auto;
+}
 bool needs_chat_template(DataFormat f) {
   return f == DataFormat::Alpaca || f == DataFormat::Messages || f == DataFormat::ShareGPT;
 }
@@ -25,7 +27,8 @@ bool needs_chat_template(DataFormat f) {
 void refuse_example_flags(const FinetuneOptions& o, const train::DetectedFormat& d, const std::string& path) {
   const std::string what = fmt::format("--data '{}' is {} ({})", path, train::data_format_name(d.format), d.why);
   const std::string windows = "it is cut into windows of --seq tokens, every token trained";
-  LORA_CHECK(!o.packing, "--packing packs whole examples into rows, but {}: {}. Give JSONL examples (--format)", what, windows);
+  LORA_CHECK(!o.packing, "--packing packs whole examples into rows, but {}: {}. Give JSONL examples (--format)", what,
+             windows);
   LORA_CHECK(!o.train_on_inputs, "--train-on-inputs unmasks the prompts of examples, but {}: {}", what, windows);
   LORA_CHECK(o.max_seq == 0, "--max-seq truncates examples, but {}: {} (use --seq)", what, windows);
   LORA_CHECK(!o.drop_long, "--drop-long drops long examples, but {}: {}", what, windows);
@@ -38,23 +41,27 @@ void refuse_example_flags(const FinetuneOptions& o, const train::DetectedFormat&
 // The chat template for formats that need one: --chat-template, else the model folder's.
 std::optional<chat::ChatTemplate> chat_template_for(const FinetuneOptions& o, DataFormat format) {
   namespace fs = std::filesystem;
-  const std::string folder = o.weights.empty()               ? ""
-                             : is_directory(o.weights)       ? o.weights
-                                                             : fs::path(o.weights).parent_path().string();
+  const std::string folder = o.weights.empty()         ? ""
+                             : is_directory(o.weights) ? o.weights
+                                                       : fs::path(o.weights).parent_path().string();
   if (!o.chat_template.empty()) {
     LORA_CHECK(needs_chat_template(format),
                "--chat-template applies to alpaca, messages and sharegpt data; this data is {} (its text is trained "
-               "as it is)", train::data_format_name(format));
+               "as it is)",
+               train::data_format_name(format));
     return chat::ChatTemplate::from_file(o.chat_template, o.tokenizer.empty() ? folder : o.tokenizer);
   }
   if (!needs_chat_template(format)) return std::nullopt;
   std::optional<chat::ChatTemplate> t;
   if (!folder.empty()) t = chat::ChatTemplate::from_model_folder(folder);
-  LORA_CHECK(t.has_value(), "{} data is rendered with a chat template, and {}: give --chat-template FILE (a Jinja "
-             "template, e.g. a model's chat_template.jinja)", train::data_format_name(format),
+  LORA_CHECK(t.has_value(),
+             "{} data is rendered with a chat template, and {}: give --chat-template FILE (a Jinja "
+             "template, e.g. a model's chat_template.jinja)",
+             train::data_format_name(format),
              folder.empty() ? "there is no model folder (--weights) to take one from"
                             : fmt::format("the model folder '{}' has none (no chat_template.jinja, no chat_template in "
-                                          "tokenizer_config.json)", folder));
+                                          "tokenizer_config.json)",
+                                          folder));
   return t;
 }
 
@@ -70,7 +77,8 @@ train::DetectedFormat detect(const std::string& flag, const std::string& path, D
 
 void check_ids(const std::vector<int32_t>& ids, int64_t vocab_size, const std::string& what) {
   for (int32_t id : ids) {
-    LORA_CHECK(id >= 0 && id < vocab_size, "{}: token {} is outside the model's vocabulary of {}", what, id, vocab_size);
+    LORA_CHECK(id >= 0 && id < vocab_size, "{}: token {} is outside the model's vocabulary of {}", what, id,
+               vocab_size);
   }
 }
 
@@ -90,7 +98,9 @@ std::vector<train::Example> read_examples(const std::string& path, const std::st
 
 }  // namespace
 
-bool needs_tokenizer(DataFormat format) { return format != DataFormat::Tokens; }
+bool needs_tokenizer(DataFormat format) {
+  return format != DataFormat::Tokens;
+}
 
 int64_t FinetuneData::longest_row(const FinetuneOptions& o) const {
   if (!examples || o.packing) return o.seq;
@@ -102,9 +112,11 @@ int64_t FinetuneData::longest_row(const FinetuneOptions& o) const {
 }
 
 std::string FinetuneData::describe() const {
-  std::string out = fmt::format("data: {} read as {} ({})\n", path, train::data_format_name(detected.format), detected.why);
+  std::string out =
+      fmt::format("data: {} read as {} ({})\n", path, train::data_format_name(detected.format), detected.why);
   if (!examples) {
-    return out + fmt::format("data: {} training tokens, {} held out ({})\n", tokens.train.size(), tokens.val.size(), held_out);
+    return out + fmt::format("data: {} training tokens, {} held out ({})\n", tokens.train.size(), tokens.val.size(),
+                             held_out);
   }
   int64_t train_tokens = 0;
   for (const train::Example& e : train_examples) train_tokens += int64_t(e.ids.size());
@@ -153,8 +165,10 @@ FinetuneData load_finetune_data(const FinetuneOptions& o, const std::string& dat
       d.held_out = "the last 10% of the file";
     } else {
       const train::DetectedFormat eval = detect("--eval-data", o.eval_data, requested);
-      LORA_CHECK(!is_example_format(eval.format), "--eval-data '{}' is {} ({}), but the training data is {}: give "
-                 "held-out data of the same kind", o.eval_data, train::data_format_name(eval.format), eval.why,
+      LORA_CHECK(!is_example_format(eval.format),
+                 "--eval-data '{}' is {} ({}), but the training data is {}: give "
+                 "held-out data of the same kind",
+                 o.eval_data, train::data_format_name(eval.format), eval.why,
                  train::data_format_name(d.detected.format));
       const tokenizer::Tokenizer* eval_tok = needs_tokenizer(eval.format) ? &tokenizer() : nullptr;
       d.tokens.train = train::load_token_split(data_path, tok, 1.0).train;
@@ -163,8 +177,10 @@ FinetuneData load_finetune_data(const FinetuneOptions& o, const std::string& dat
     }
     check_ids(d.tokens.train, vocab_size, fmt::format("--data '{}'", data_path));
     check_ids(d.tokens.val, vocab_size, "the held-out data");
-    LORA_CHECK(int64_t(d.tokens.train.size()) > o.seq, "--data '{}': {} training tokens, too few for one window of "
-               "--seq {} (+1)", data_path, d.tokens.train.size(), o.seq);
+    LORA_CHECK(int64_t(d.tokens.train.size()) > o.seq,
+               "--data '{}': {} training tokens, too few for one window of "
+               "--seq {} (+1)",
+               data_path, d.tokens.train.size(), o.seq);
     LORA_CHECK(d.tokens.val.empty() || int64_t(d.tokens.val.size()) > o.seq,
                "the held-out data ({}) has {} tokens, too few for one window of --seq {} (+1)", d.held_out,
                d.tokens.val.size(), o.seq);
@@ -179,17 +195,23 @@ FinetuneData load_finetune_data(const FinetuneOptions& o, const std::string& dat
   d.train_examples = read_examples(data_path, "--data", d.detected.format, o, tok, chat, vocab_size);
   if (!o.eval_data.empty()) {
     const train::DetectedFormat eval = detect("--eval-data", o.eval_data, requested);
-    LORA_CHECK(is_example_format(eval.format), "--eval-data '{}' is {} ({}), but the training data is examples ({}): "
-               "give held-out examples", o.eval_data, train::data_format_name(eval.format), eval.why,
-               train::data_format_name(d.detected.format));
+    LORA_CHECK(is_example_format(eval.format),
+               "--eval-data '{}' is {} ({}), but the training data is examples ({}): "
+               "give held-out examples",
+               o.eval_data, train::data_format_name(eval.format), eval.why, train::data_format_name(d.detected.format));
     std::optional<chat::ChatTemplate> eval_chat;
     if (needs_chat_template(eval.format) && !chat) eval_chat = chat_template_for(o, eval.format);
-    d.eval_examples = read_examples(o.eval_data, "--eval-data", eval.format, o, tok, chat ? chat : eval_chat ? &*eval_chat : nullptr,
+    d.eval_examples = read_examples(o.eval_data, "--eval-data", eval.format, o, tok,
+                                    chat        ? chat
+                                    : eval_chat ? &*eval_chat
+                                                : nullptr,
                                     vocab_size);
   }
-  d.train_counts = train::prepare_examples(d.train_examples, max_seq, o.drop_long, fmt::format("--data '{}'", data_path));
+  d.train_counts =
+      train::prepare_examples(d.train_examples, max_seq, o.drop_long, fmt::format("--data '{}'", data_path));
   if (!o.eval_data.empty()) {
-    d.eval_counts = train::prepare_examples(d.eval_examples, max_seq, o.drop_long, fmt::format("--eval-data '{}'", o.eval_data));
+    d.eval_counts =
+        train::prepare_examples(d.eval_examples, max_seq, o.drop_long, fmt::format("--eval-data '{}'", o.eval_data));
     d.held_out = fmt::format("--eval-data {}: {}", o.eval_data, d.eval_counts.describe());
   } else if (o.eval_fraction > 0) {
     d.eval_examples = train::split_off_examples(d.train_examples, o.eval_fraction, o.seed);

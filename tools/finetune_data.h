@@ -22,15 +22,15 @@
 namespace lora::tools {
 
 struct FinetuneData {
-  std::string path, eval_path;        // the training file; --eval-data ("" : none)
-  train::DetectedFormat detected;     // the training file's format and why
-  bool examples = false;              // true: examples (JSONL/.json); false: a token stream cut into windows
-  train::TokenSplit tokens;           // windows: training tokens, and held-out ones (the tail or --eval-data)
+  std::string path, eval_path;     // the training file; --eval-data ("" : none)
+  train::DetectedFormat detected;  // the training file's format and why
+  bool examples = false;           // true: examples (JSONL/.json); false: a token stream cut into windows
+  train::TokenSplit tokens;        // windows: training tokens, and held-out ones (the tail or --eval-data)
   std::vector<train::Example> train_examples, eval_examples;
   train::PrepareCounts train_counts, eval_counts;
   std::optional<chat::ChatTemplate> chat_template;  // the one that rendered the examples (alpaca, messages, sharegpt)
-  std::string sha256, eval_sha256;    // of the files as read
-  std::string held_out;               // where the held-out data comes from, for the terminal
+  std::string sha256, eval_sha256;                  // of the files as read
+  std::string held_out;                             // where the held-out data comes from, for the terminal
 
   bool has_eval() const { return examples ? !eval_examples.empty() : !tokens.val.empty(); }
   // The longest row a batch can have: --seq for windows and packed rows, the longest example otherwise.

@@ -46,7 +46,10 @@ nlohmann::json resolved_settings(const FinetuneOptions& o, const std::string& mo
       {"checkpoint_activations", o.checkpoint_activations},
   };
   if (mode == "lora") {
-    s["lora"] = {{"rank", o.rank}, {"alpha", o.alpha}, {"dropout", o.lora_dropout}, {"targets", o.targets},
+    s["lora"] = {{"rank", o.rank},
+                 {"alpha", o.alpha},
+                 {"dropout", o.lora_dropout},
+                 {"targets", o.targets},
                  {"base_dtype", o.base_dtype}};
   }
   if (data.chat_template) s["chat_template"] = data.chat_template->origin();
@@ -89,7 +92,8 @@ std::vector<std::string> copy_tokenizer_files(const std::string& dir, const Fine
   if (data.chat_template) {
     copy("chat_template.jinja", data.chat_template->source());
   } else if (!model_folder.empty() && is_regular_file((fs::path(model_folder) / "chat_template.jinja").string())) {
-    copy("chat_template.jinja", read_file((fs::path(model_folder) / "chat_template.jinja").string(), "a chat template"));
+    copy("chat_template.jinja",
+         read_file((fs::path(model_folder) / "chat_template.jinja").string(), "a chat template"));
   }
   return copied;
 }

@@ -34,7 +34,8 @@ std::unique_ptr<tokenizer::Tokenizer> tokenizer_for_model(const models::CausalLM
   if (!tok) {
     LORA_CHECK(model.model_type() == "gpt2",
                "no tokenizer for this {} model: its folder has no tokenizer.json (or vocab.json + merges.txt); give "
-               "--tokenizer PATH", model.model_type());
+               "--tokenizer PATH",
+               model.model_type());
     tok = tokenizer::load_tokenizer(tokenizer::GPT2Tokenizer::default_dir());
   }
   return tok;

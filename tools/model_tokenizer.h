@@ -1,6 +1,7 @@
 // Which tokenizer a program uses for a model: --tokenizer when given; else a GGUF model file's own tokenizer;
-// else the tokenizer files in the model's folder (tokenizer.json, vocab.json + merges.txt); else, for a GPT-2 model only, GPT-2's own files in
-// data/gpt2. A Llama-family model without a tokenizer is refused rather than given GPT-2's ids.
+// else the tokenizer files in the model's folder (tokenizer.json, vocab.json + merges.txt); else, for a GPT-2 model
+// only, GPT-2's own files in data/gpt2. A Llama-family model without a tokenizer is refused rather than given GPT-2's
+// ids.
 #pragma once
 
 #include <memory>

@@ -46,6 +46,8 @@ int run_program(const std::vector<std::string>& argv, const std::vector<std::str
   return 1;
 }
 
-std::string self_executable() { return std::filesystem::read_symlink("/proc/self/exe").string(); }
+std::string self_executable() {
+  return std::filesystem::read_symlink("/proc/self/exe").string();
+}
 
 }  // namespace lora::tools

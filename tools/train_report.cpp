@@ -5,8 +5,8 @@
 
 #include <sys/resource.h>
 
-#include <algorithm>
 #include <fmt/format.h>
+#include <algorithm>
 
 #include "core/error.h"
 
@@ -26,14 +26,19 @@ nlohmann::json figures_json(const MemoryFigures& f) {
 
 MemoryFigures figures_from_json(const nlohmann::json& j) {
   MemoryFigures f;
-  for (MemoryCategory c : kCategories) f.bytes[static_cast<int>(c)] = j.at(std::string(category_name(c))).get<int64_t>();
+  for (MemoryCategory c : kCategories)
+    f.bytes[static_cast<int>(c)] = j.at(std::string(category_name(c))).get<int64_t>();
   return f;
 }
 
-std::string ratio(double a, double b) { return b > 0 ? fmt::format("{:.3f}x", a / b) : "-"; }
+std::string ratio(double a, double b) {
+  return b > 0 ? fmt::format("{:.3f}x", a / b) : "-";
+}
 }  // namespace
 
-std::string human_bytes(int64_t bytes) { return format_bytes(bytes); }
+std::string human_bytes(int64_t bytes) {
+  return format_bytes(bytes);
+}
 
 int64_t process_peak_rss_bytes() {
   rusage usage{};
@@ -66,7 +71,8 @@ nlohmann::json ModeReport::to_json() const {
       {"total_params", total_params},
       {"peak_bytes", peak},
       {"live_at_peak_bytes", figures_json(memory.live_at_peak)},
-      {"predicted_bytes", [&] {
+      {"predicted_bytes",
+       [&] {
          nlohmann::json j = figures_json(predicted);
          j["total"] = predicted_total;
          return j;
@@ -109,7 +115,9 @@ ModeReport ModeReport::from_json(const nlohmann::json& j) {
   r.step_times_s = j.at("step_times_s").get<std::vector<double>>();
   r.losses = j.at("losses").get<std::vector<double>>();
   // null: there was no held-out data (NaN, which JSON cannot hold)
-  const auto loss_or_nan = [&](const char* key) { return j.at(key).is_null() ? std::nan("") : j.at(key).get<double>(); };
+  const auto loss_or_nan = [&](const char* key) {
+    return j.at(key).is_null() ? std::nan("") : j.at(key).get<double>();
+  };
   r.val_loss_before = loss_or_nan("val_loss_before");
   r.val_loss_after = loss_or_nan("val_loss_after");
   r.skipped_steps = j.value("skipped_steps", int64_t{0});
@@ -127,9 +135,10 @@ ModeReport ModeReport::from_json(const nlohmann::json& j) {
 }
 
 std::string ModeReport::table() const {
-  std::string s = fmt::format("Memory of one training step, {} mode, batch {} x {} tokens on {} (measured by the "
-                              "allocator)\n",
-                              mode, batch, seq, device);
+  std::string s = fmt::format(
+      "Memory of one training step, {} mode, batch {} x {} tokens on {} (measured by the "
+      "allocator)\n",
+      mode, batch, seq, device);
   s += fmt::format("  {:<18} {:>14} {:>14} {:>14}\n", "category", "live at peak", "peak", "predicted");
   for (MemoryCategory c : kCategories) {
     s += fmt::format("  {:<18} {:>14} {:>14} {:>14}\n", category_name(c), human_bytes(memory.live_at_peak[c]),
@@ -137,14 +146,16 @@ std::string ModeReport::table() const {
   }
   s += fmt::format("  {:<18} {:>14} {:>14} {:>14}\n", "total (tracker)", human_bytes(memory.live_at_peak.total()),
                    human_bytes(memory.global_peak), human_bytes(predicted_total));
-  s += fmt::format("  {:<18} {:>14}   (process high-water mark: tracker peak + code, libraries, tokenizer, data,\n"
-                   "  {:<18} {:>14}    BLAS buffers and allocator slack)\n",
-                   "peak RSS", human_bytes(peak_rss_bytes), "", "");
+  s += fmt::format(
+      "  {:<18} {:>14}   (process high-water mark: tracker peak + code, libraries, tokenizer, data,\n"
+      "  {:<18} {:>14}    BLAS buffers and allocator slack)\n",
+      "peak RSS", human_bytes(peak_rss_bytes), "", "");
   if (ranks > 1) {
-    s += fmt::format("Data parallelism: {} ranks over {}; per step {} of gradients all-reduced in {} bucket(s), {:.3f} s "
-                     "in communication, {:.0f}% of it hidden behind backward\n",
-                     ranks, comm_engine, human_bytes(allreduce_bytes_per_step), comm_buckets, comm_seconds_per_step,
-                     100 * comm_hidden_share);
+    s += fmt::format(
+        "Data parallelism: {} ranks over {}; per step {} of gradients all-reduced in {} bucket(s), {:.3f} s "
+        "in communication, {:.0f}% of it hidden behind backward\n",
+        ranks, comm_engine, human_bytes(allreduce_bytes_per_step), comm_buckets, comm_seconds_per_step,
+        100 * comm_hidden_share);
     for (size_t r = 0; r < rank_peak_bytes.size(); ++r) {
       s += fmt::format("  rank {}: tracker peak {}, peak RSS {}\n", r, human_bytes(rank_peak_bytes[r]),
                        human_bytes(r < rank_peak_rss_bytes.size() ? rank_peak_rss_bytes[r] : 0));
@@ -154,7 +165,8 @@ std::string ModeReport::table() const {
 }
 
 std::string comparison_table(const ModeReport& full, const ModeReport& lora) {
-  std::string s = fmt::format("\nFull fine-tuning vs LoRA, batch {} x {} tokens, {}\n", full.batch, full.seq, full.device);
+  std::string s =
+      fmt::format("\nFull fine-tuning vs LoRA, batch {} x {} tokens, {}\n", full.batch, full.seq, full.device);
   s += fmt::format("  {:<26} {:>16} {:>16} {:>12}\n", "", "full", "lora", "lora/full");
   auto row = [&](const std::string& name, double a, double b, const std::string& fa, const std::string& fb) {
     s += fmt::format("  {:<26} {:>16} {:>16} {:>12}\n", name, fa, fb, ratio(b, a));
@@ -203,7 +215,8 @@ std::string variants_table(const std::vector<std::string>& names, const std::vec
   auto bytes_row = [&](const std::string& name, auto value) {
     row(name, value, [&](const ModeReport& r) { return human_bytes(value(r)); });
   };
-  row("trainable parameters", [](const ModeReport& r) { return r.trainable_params; },
+  row(
+      "trainable parameters", [](const ModeReport& r) { return r.trainable_params; },
       [](const ModeReport& r) { return fmt::format("{}", r.trainable_params); });
   for (MemoryCategory c : kCategories) {
     bytes_row(fmt::format("peak {}", category_name(c)), [c](const ModeReport& r) { return r.memory.peak[c]; });
@@ -211,9 +224,11 @@ std::string variants_table(const std::vector<std::string>& names, const std::vec
   bytes_row("peak total (tracker)", [](const ModeReport& r) { return r.memory.global_peak; });
   bytes_row("predicted peak total", [](const ModeReport& r) { return r.predicted_total; });
   bytes_row("peak RSS (process)", [](const ModeReport& r) { return r.peak_rss_bytes; });
-  row("step time (median)", [](const ModeReport& r) { return r.median_step_time_s(); },
+  row(
+      "step time (median)", [](const ModeReport& r) { return r.median_step_time_s(); },
       [](const ModeReport& r) { return fmt::format("{:.3f} s", r.median_step_time_s()); });
-  row("held-out loss after", [](const ModeReport& r) { return r.val_loss_after; },
+  row(
+      "held-out loss after", [](const ModeReport& r) { return r.val_loss_after; },
       [](const ModeReport& r) { return fmt::format("{:.4f}", r.val_loss_after); });
   return s;
 }

@@ -16,9 +16,9 @@ struct ModeReport {
   std::string device;
   int64_t batch = 0, seq = 0;
   int64_t trainable_params = 0, total_params = 0;
-  DeviceMemoryStats memory;   // measured by the tracker over the training steps
-  int64_t peak_rss_bytes = 0; // the process's high-water mark (getrusage)
-  MemoryFigures predicted;    // per category, predicted by the meta-device dry run (tools/memory_prediction.h)
+  DeviceMemoryStats memory;     // measured by the tracker over the training steps
+  int64_t peak_rss_bytes = 0;   // the process's high-water mark (getrusage)
+  MemoryFigures predicted;      // per category, predicted by the meta-device dry run (tools/memory_prediction.h)
   int64_t predicted_total = 0;  // the predicted peak total
   std::vector<double> step_times_s;
   std::vector<double> losses;

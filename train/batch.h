@@ -12,12 +12,12 @@
 namespace lora::train {
 
 struct Batch {
-  Tensor ids;       // [B, T] I32: the tokens the model reads
-  Tensor targets;   // [B, T] I32: the token position t must predict (ids[t + 1] of the same sequence), or
-                    // kIgnoreLabel where nothing is trained (a prompt, padding, a sequence's last token)
-  Tensor segments;  // [B, T] I32, packed examples only: which example of its row each position belongs to
-                    // (attention stays inside it, positions restart at its start); -1 on padding.
-                    // Undefined: each row holds one sequence from position 0.
+  Tensor ids;                  // [B, T] I32: the tokens the model reads
+  Tensor targets;              // [B, T] I32: the token position t must predict (ids[t + 1] of the same sequence), or
+                               // kIgnoreLabel where nothing is trained (a prompt, padding, a sequence's last token)
+  Tensor segments;             // [B, T] I32, packed examples only: which example of its row each position belongs to
+                               // (attention stays inside it, positions restart at its start); -1 on padding.
+                               // Undefined: each row holds one sequence from position 0.
   int64_t trained_tokens = 0;  // positions whose target is not kIgnoreLabel: what the loss averages over
   int64_t sequences = 0;       // examples (or windows) in it: rows, or the examples packed into the rows
   int64_t padding = 0;         // positions that hold no token of any sequence

@@ -63,12 +63,17 @@ std::vector<std::pair<int64_t, fs::path>> checkpoints_in(const std::string& dir)
 void describe_differences(const json& saved, const json& now, const std::string& prefix, std::string& out) {
   for (const auto& [key, value] : saved.items()) {
     const std::string path = prefix.empty() ? key : prefix + "." + key;
-    if (!now.contains(key)) out += fmt::format("\n  {}: {} in the checkpoint, absent now", path, value.dump());
-    else if (value.is_object() && now[key].is_object()) describe_differences(value, now[key], path, out);
-    else if (value != now[key]) out += fmt::format("\n  {}: {} in the checkpoint, {} now", path, value.dump(), now[key].dump());
+    if (!now.contains(key))
+      out += fmt::format("\n  {}: {} in the checkpoint, absent now", path, value.dump());
+    else if (value.is_object() && now[key].is_object())
+      describe_differences(value, now[key], path, out);
+    else if (value != now[key])
+      out += fmt::format("\n  {}: {} in the checkpoint, {} now", path, value.dump(), now[key].dump());
   }
   for (const auto& [key, value] : now.items()) {
-    if (!saved.contains(key)) out += fmt::format("\n  {}: absent in the checkpoint, {} now", prefix.empty() ? key : prefix + "." + key, value.dump());
+    if (!saved.contains(key))
+      out += fmt::format("\n  {}: absent in the checkpoint, {} now", prefix.empty() ? key : prefix + "." + key,
+                         value.dump());
   }
 }
 
@@ -95,27 +100,29 @@ std::string save_training_checkpoint(const std::string& dir, const models::Causa
   require_finite(trainable, "saving a training checkpoint to '" + dir + "'");
   std::map<std::string, uint64_t> counters;
   for (const auto& [name, counter] : model.named_rng_counters()) counters[name] = *counter;
-  const json state = {{"format", kFormat},
-                      {"version", kVersion},
-                      {"step", progress.step},
-                      {"skipped_steps", progress.skipped_steps},
-                      {"identity",
-                       {{"settings", identity.settings},
-                        {"model", identity.model},
-                        {"frozen_weights", identity.frozen_fingerprint},
-                        {"data", identity.data}}},
-                      {"data_position", progress.data},
-                      {"rng_counters", counters},
-                      {"losses", progress.losses},
-                      {"evals", progress.evals},
-                      {"best", {{"step", progress.best_step}, {"eval_loss", progress.best_eval},
-                                {"evals_since", progress.evals_since_best}}}};
+  const json state = {
+      {"format", kFormat},
+      {"version", kVersion},
+      {"step", progress.step},
+      {"skipped_steps", progress.skipped_steps},
+      {"identity",
+       {{"settings", identity.settings},
+        {"model", identity.model},
+        {"frozen_weights", identity.frozen_fingerprint},
+        {"data", identity.data}}},
+      {"data_position", progress.data},
+      {"rng_counters", counters},
+      {"losses", progress.losses},
+      {"evals", progress.evals},
+      {"best",
+       {{"step", progress.best_step}, {"eval_loss", progress.best_eval}, {"evals_since", progress.evals_since_best}}}};
   const fs::path path = fs::path(dir) / fmt::format("{}{:09d}", kPrefix, progress.step);
   write_directory_atomically(path.string(), [&](const std::string& staging) {
     save_safetensors((fs::path(staging) / "trainable.safetensors").string(), trainable, {{"format", "lora.cpp"}});
     optimizer.save_state((fs::path(staging) / "optimizer.safetensors").string());
     if (!progress.best_weights.empty()) {
-      save_safetensors((fs::path(staging) / "best.safetensors").string(), progress.best_weights, {{"format", "lora.cpp"}});
+      save_safetensors((fs::path(staging) / "best.safetensors").string(), progress.best_weights,
+                       {{"format", "lora.cpp"}});
     }
     write_file_atomically((fs::path(staging) / "state.json").string(),
                           [&](std::ostream& out) { out << state.dump(1) << "\n"; });
@@ -135,8 +142,8 @@ std::string latest_checkpoint(const std::string& dir) {
   return all.empty() ? "" : all.back().second.string();
 }
 
-TrainingProgress load_training_checkpoint(const std::string& path, models::CausalLM& model,
-                                          optim::Optimizer& optimizer, const RunIdentity& identity) {
+TrainingProgress load_training_checkpoint(const std::string& path, models::CausalLM& model, optim::Optimizer& optimizer,
+                                          const RunIdentity& identity) {
   json state;
   try {
     std::ifstream in(fs::path(path) / "state.json");
@@ -153,7 +160,8 @@ TrainingProgress load_training_checkpoint(const std::string& path, models::Causa
                path, state.at("version").dump(), kVersion);
     const json& saved = state.at("identity");
     std::string differences;
-    if (saved.at("model") != identity.model) describe_differences(saved.at("model"), identity.model, "model", differences);
+    if (saved.at("model") != identity.model)
+      describe_differences(saved.at("model"), identity.model, "model", differences);
     if (saved.at("settings") != identity.settings) {
       describe_differences(saved.at("settings"), identity.settings, "", differences);
     }
@@ -185,8 +193,8 @@ TrainingProgress load_training_checkpoint(const std::string& path, models::Causa
              weights.size(), trainable.size());
   for (const auto& [name, p] : trainable) {
     LORA_CHECK(weights.contains(name), "checkpoint '{}' has no trainable tensor '{}'", path, name);
-    LORA_CHECK(weights.info(name).shape == p.shape(), "checkpoint '{}': '{}' has shape {}, this run's has {}", path, name,
-               weights.info(name).shape.str(), p.shape().str());
+    LORA_CHECK(weights.info(name).shape == p.shape(), "checkpoint '{}': '{}' has shape {}, this run's has {}", path,
+               name, weights.info(name).shape.str(), p.shape().str());
   }
   const auto streams = model.named_rng_counters();
   LORA_CHECK(streams.size() == counters.size(), "checkpoint '{}' holds {} random streams, the model has {}", path,
@@ -202,8 +210,9 @@ TrainingProgress load_training_checkpoint(const std::string& path, models::Causa
   const std::string best_path = (fs::path(path) / "best.safetensors").string();
   if (is_regular_file(best_path)) {
     const SafeTensorsFile best = SafeTensorsFile::open(best_path);
-    LORA_CHECK(best.size() == trainable.size(), "checkpoint '{}': best.safetensors holds {} tensors, this run trains {}",
-               path, best.size(), trainable.size());
+    LORA_CHECK(best.size() == trainable.size(),
+               "checkpoint '{}': best.safetensors holds {} tensors, this run trains {}", path, best.size(),
+               trainable.size());
     for (const auto& [name, p] : trainable) {
       LORA_CHECK(best.contains(name) && best.info(name).shape == p.shape(),
                  "checkpoint '{}': best.safetensors has no '{}' of shape {}", path, name, p.shape().str());

@@ -29,10 +29,10 @@ namespace lora::train {
 
 // What identifies a run: a checkpoint resumes only the run it was written by.
 struct RunIdentity {
-  nlohmann::json settings;   // the flags that shape the run (mode, LoRA rank and targets, batch, lr, ...)
-  nlohmann::json model;      // the model's config.json
+  nlohmann::json settings;         // the flags that shape the run (mode, LoRA rank and targets, batch, lr, ...)
+  nlohmann::json model;            // the model's config.json
   std::string frozen_fingerprint;  // of the frozen weights' names, shapes and values
-  nlohmann::json data;       // the data file and its token counts
+  nlohmann::json data;             // the data file and its token counts
 
   // Fingerprints `model`'s frozen parameters (names, shapes, every value): 16 hex digits.
   static std::string fingerprint(const models::CausalLM& model);
@@ -64,7 +64,7 @@ std::string latest_checkpoint(const std::string& dir);
 // Checks that the checkpoint at `path` belongs to this run (format version, model, frozen weights,
 // trainable parameters, settings) and refuses, naming what differs, before changing anything; then
 // restores the trainable weights, the optimizer and the random streams and returns the progress.
-TrainingProgress load_training_checkpoint(const std::string& path, models::CausalLM& model,
-                                          optim::Optimizer& optimizer, const RunIdentity& identity);
+TrainingProgress load_training_checkpoint(const std::string& path, models::CausalLM& model, optim::Optimizer& optimizer,
+                                          const RunIdentity& identity);
 
 }  // namespace lora::train

@@ -27,7 +27,8 @@ std::string PrepareCounts::describe() const {
   return out;
 }
 
-PrepareCounts prepare_examples(std::vector<Example>& examples, int64_t max_seq, bool drop_long, const std::string& what) {
+PrepareCounts prepare_examples(std::vector<Example>& examples, int64_t max_seq, bool drop_long,
+                               const std::string& what) {
   LORA_CHECK(max_seq >= 2, "--max-seq {}: an example needs at least 2 tokens to train on", max_seq);
   PrepareCounts counts;
   counts.examples = int64_t(examples.size());
@@ -58,9 +59,10 @@ PrepareCounts prepare_examples(std::vector<Example>& examples, int64_t max_seq, 
     LORA_CHECK(counts.dropped_long < counts.examples,
                "{}: every one of its {} examples is longer than --max-seq {} and --drop-long dropped them all", what,
                counts.examples, max_seq);
-    LORA_FAIL("{}: none of its {} examples has a trained token{} (are the labels all masked? --train-on-inputs "
-              "trains on every token)", what, counts.examples,
-              counts.truncated ? fmt::format(" left within --max-seq {}", max_seq) : "");
+    LORA_FAIL(
+        "{}: none of its {} examples has a trained token{} (are the labels all masked? --train-on-inputs "
+        "trains on every token)",
+        what, counts.examples, counts.truncated ? fmt::format(" left within --max-seq {}", max_seq) : "");
   }
   return counts;
 }

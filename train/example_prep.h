@@ -12,11 +12,11 @@
 namespace lora::train {
 
 struct PrepareCounts {
-  int64_t examples = 0;         // given
-  int64_t truncated = 0;        // longer than max_seq, cut to it
-  int64_t dropped_long = 0;     // longer than max_seq, dropped (drop_long)
+  int64_t examples = 0;           // given
+  int64_t truncated = 0;          // longer than max_seq, cut to it
+  int64_t dropped_long = 0;       // longer than max_seq, dropped (drop_long)
   int64_t dropped_untrained = 0;  // no trained token (left after truncation, or none at all)
-  int64_t tokens_cut = 0;       // tokens removed by truncation
+  int64_t tokens_cut = 0;         // tokens removed by truncation
   int64_t kept() const { return examples - dropped_long - dropped_untrained; }
   std::string describe() const;  // "1000 examples: 12 truncated to 512 tokens (3456 tokens cut), ..."
 };

@@ -31,8 +31,8 @@ void place(const Example& e, HostBatch& b, int64_t r, int64_t start, int32_t seg
 }
 
 // Builds the host batch of `rows` (lists of example indices), as long as the longest row.
-HostBatch make_batch(const std::vector<Example>& examples, const std::vector<std::vector<int32_t>>& rows,
-                     bool packed, int32_t pad_id) {
+HostBatch make_batch(const std::vector<Example>& examples, const std::vector<std::vector<int32_t>>& rows, bool packed,
+                     int32_t pad_id) {
   HostBatch b;
   b.rows = int64_t(rows.size());
   for (const auto& row : rows) {
@@ -70,9 +70,8 @@ ExampleSource::ExampleSource(const std::vector<Example>& examples, ExampleBatchi
     LORA_CHECK(e.ids.size() >= 2 && e.labels.size() == e.ids.size(),
                "example{}: {} ids and {} labels (expected at least 2 ids and one label per id)",
                e.line ? fmt::format(" of line {}", e.line) : "", e.ids.size(), e.labels.size());
-    LORA_CHECK(!o_.packing || int64_t(e.ids.size()) <= o_.seq,
-               "example{}: {} tokens do not fit a packed row of {}", e.line ? fmt::format(" of line {}", e.line) : "",
-               e.ids.size(), o_.seq);
+    LORA_CHECK(!o_.packing || int64_t(e.ids.size()) <= o_.seq, "example{}: {} tokens do not fit a packed row of {}",
+               e.line ? fmt::format(" of line {}", e.line) : "", e.ids.size(), o_.seq);
   }
   start_epoch(0);
 }
@@ -93,8 +92,8 @@ std::vector<std::vector<int32_t>> ExampleSource::plan(int64_t epoch) const {
   }
   // First fit over the open rows (the newest kOpenRows): each example goes into the first open row with
   // room for it, or opens a new one.
-  std::vector<int64_t> used;      // tokens in each row
-  std::deque<size_t> open;        // indices of the open rows, oldest first
+  std::vector<int64_t> used;  // tokens in each row
+  std::deque<size_t> open;    // indices of the open rows, oldest first
   for (int32_t i : order) {
     const int64_t n = int64_t(examples_[size_t(i)].ids.size());
     auto fit = std::find_if(open.begin(), open.end(), [&](size_t r) { return used[r] + n <= o_.seq; });
@@ -130,11 +129,17 @@ HostBatch ExampleSource::next_host() {
   return make_batch(examples_, mine, o_.packing, o_.pad_id);
 }
 
-Batch ExampleSource::next(Device device) { return next_host().to_batch(device); }
+Batch ExampleSource::next(Device device) {
+  return next_host().to_batch(device);
+}
 
-double ExampleSource::epoch() const { return double(epoch_) + double(row_) / double(rows_.size()); }
+double ExampleSource::epoch() const {
+  return double(epoch_) + double(row_) / double(rows_.size());
+}
 
-double ExampleSource::batches_per_epoch() const { return double(rows_.size()) / double(o_.batch * shard_.count); }
+double ExampleSource::batches_per_epoch() const {
+  return double(rows_.size()) / double(o_.batch * shard_.count);
+}
 
 nlohmann::json ExampleSource::state() const {
   return {{"kind", "examples"}, {"examples", examples_.size()}, {"epoch", epoch_}, {"row", row_}};

@@ -21,12 +21,12 @@
 namespace lora::train {
 
 struct ExampleBatching {
-  int64_t batch = 1;      // rows per micro-batch (per shard)
+  int64_t batch = 1;  // rows per micro-batch (per shard)
   bool packing = false;
-  int64_t seq = 0;        // packing: tokens per row (every example must fit)
-  uint64_t seed = 0;      // the shuffle's
-  bool shuffle = true;    // false: the examples' own order every epoch (evaluation)
-  int32_t pad_id = 0;     // the id written into padding (never read: its targets are ignored)
+  int64_t seq = 0;      // packing: tokens per row (every example must fit)
+  uint64_t seed = 0;    // the shuffle's
+  bool shuffle = true;  // false: the examples' own order every epoch (evaluation)
+  int32_t pad_id = 0;   // the id written into padding (never read: its targets are ignored)
 };
 
 class ExampleSource : public BatchSource {
@@ -52,8 +52,8 @@ class ExampleSource : public BatchSource {
   const std::vector<Example>& examples_;
   ExampleBatching o_;
   Shard shard_;
-  int64_t epoch_ = 0, row_ = 0;              // the next row: row_ of epoch_'s plan
-  std::vector<std::vector<int32_t>> rows_;   // epoch_'s plan
+  int64_t epoch_ = 0, row_ = 0;             // the next row: row_ of epoch_'s plan
+  std::vector<std::vector<int32_t>> rows_;  // epoch_'s plan
 };
 
 // Every example in order, in batches of `batch` rows (padding), for held-out losses.

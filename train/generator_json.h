@@ -9,7 +9,8 @@
 namespace lora::train {
 
 inline nlohmann::json generator_to_json(const GeneratorState& g) {
-  return {{"s", {g.s[0], g.s[1], g.s[2], g.s[3]}}, {"has_spare_normal", g.has_spare_normal},
+  return {{"s", {g.s[0], g.s[1], g.s[2], g.s[3]}},
+          {"has_spare_normal", g.has_spare_normal},
           {"spare_normal", g.spare_normal}};
 }
 

@@ -13,8 +13,8 @@
 
 namespace lora::train {
 
-StepMemoryPrediction predict_training_step(const models::ModelConfig& config, const nn::LoRAConfig* lora,
-                                           int64_t batch, int64_t seq, QuantFormat base, bool checkpoint) {
+StepMemoryPrediction predict_training_step(const models::ModelConfig& config, const nn::LoRAConfig* lora, int64_t batch,
+                                           int64_t seq, QuantFormat base, bool checkpoint) {
   const Device meta = Device::meta();
   auto& tracker = MemoryTracker::instance();
   StepMemoryPrediction prediction;
@@ -56,11 +56,13 @@ int64_t available_host_memory() {
     std::string text;
     if (!(limit_file >> text) || text == "max") continue;
     const int64_t limit = std::strtoll(text.c_str(), nullptr, 10);
-    std::ifstream usage_file(std::string(path).find("memory.max") != std::string::npos ? "/sys/fs/cgroup/memory.current"
-                                                                                      : "/sys/fs/cgroup/memory/memory.usage_in_bytes");
+    std::ifstream usage_file(std::string(path).find("memory.max") != std::string::npos
+                                 ? "/sys/fs/cgroup/memory.current"
+                                 : "/sys/fs/cgroup/memory/memory.usage_in_bytes");
     int64_t usage = 0;
     usage_file >> usage;
-    if (limit > 0 && limit < (int64_t{1} << 60)) available = available < 0 ? limit - usage : std::min(available, limit - usage);
+    if (limit > 0 && limit < (int64_t{1} << 60))
+      available = available < 0 ? limit - usage : std::min(available, limit - usage);
   }
   return available;
 }
@@ -74,10 +76,11 @@ void check_fits(const StepMemoryPrediction& p, int64_t available, int64_t overhe
     categories += fmt::format("\n  {:<18} {:>12}", category_name(static_cast<MemoryCategory>(c)),
                               format_bytes(p.live_at_peak.bytes[c]));
   }
-  LORA_FAIL("{} will not fit: it needs about {} at its peak ({} predicted for the step, plus about {} for code, "
-            "libraries and data), and {} is available. The prediction at the peak, by category:{}\n{}",
-            what, format_bytes(p.total_peak + overhead), format_bytes(p.total_peak), format_bytes(overhead),
-            format_bytes(available), categories, advice);
+  LORA_FAIL(
+      "{} will not fit: it needs about {} at its peak ({} predicted for the step, plus about {} for code, "
+      "libraries and data), and {} is available. The prediction at the peak, by category:{}\n{}",
+      what, format_bytes(p.total_peak + overhead), format_bytes(p.total_peak), format_bytes(overhead),
+      format_bytes(available), categories, advice);
 }
 
 }  // namespace lora::train

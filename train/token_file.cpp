@@ -53,7 +53,8 @@ std::vector<int32_t> read_llmc_tokens(const std::string& path) {
   const uint64_t expected = kHeaderBytes + uint64_t(count) * uint64_t(width);
   LORA_CHECK(!ec && size == expected,
              "token file '{}': its header announces {} tokens of {} bytes ({} bytes with the header), but the file "
-             "has {} bytes", path, count, width, expected, ec ? 0 : size);
+             "has {} bytes",
+             path, count, width, expected, ec ? 0 : size);
   std::vector<int32_t> tokens(static_cast<size_t>(count));
   if (width == 2) {
     std::vector<uint16_t> raw(tokens.size());

@@ -11,8 +11,8 @@
 
 namespace lora::train {
 
-inline constexpr int32_t kLlmcGpt2Magic = 20240520;   // version 1, uint16 tokens
-inline constexpr int32_t kLlmcLlama3Magic = 20240801; // version 7, uint32 tokens
+inline constexpr int32_t kLlmcGpt2Magic = 20240520;    // version 1, uint16 tokens
+inline constexpr int32_t kLlmcLlama3Magic = 20240801;  // version 7, uint32 tokens
 
 // Whether the file starts with one of llm.c's magic numbers (it may still be malformed: read it to know).
 bool has_llmc_magic(const std::string& path);

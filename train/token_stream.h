@@ -14,6 +14,7 @@ namespace lora::train {
 // `tokenizer`; special tokens written in the text stay text; the cut falls between two characters) or of
 // its tokens (an llm.c token file, recognised by its magic; the tokenizer may then be null) for
 // training, the rest held out. Errors name the file.
-TokenSplit load_token_split(const std::string& path, const tokenizer::Tokenizer* tokenizer, double train_fraction = 0.9);
+TokenSplit load_token_split(const std::string& path, const tokenizer::Tokenizer* tokenizer,
+                            double train_fraction = 0.9);
 
 }  // namespace lora::train

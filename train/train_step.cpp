@@ -32,7 +32,8 @@ AccumulatedLoss accumulate_gradients(models::CausalLM& model, const std::vector<
   }
   LORA_CHECK(out.trained_tokens > 0,
              "a training step whose {} micro-batch(es) hold no trained token (every target is ignored): nothing "
-             "to learn from", micro_batches.size());
+             "to learn from",
+             micro_batches.size());
 
   double weighted = 0;  // sum over this rank's micro-batches of mean_i x n_i
   // The last micro-batch with trained tokens is the one whose backward completes each gradient: the
@@ -84,8 +85,8 @@ StepResult train_step(models::CausalLM& model, optim::Optimizer& optimizer, cons
   const std::vector<Tensor>& params = optimizer.params();
   // One pass over the gradients gives the norm for clipping and for the guard (a non-finite norm is
   // returned unscaled).
-  result.grad_norm = settings.grad_clip > 0 ? optim::clip_grad_norm(params, settings.grad_clip, false)
-                                            : optim::grad_norm(params);
+  result.grad_norm =
+      settings.grad_clip > 0 ? optim::clip_grad_norm(params, settings.grad_clip, false) : optim::grad_norm(params);
   if (!shapes_only && (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm))) {
     // A non-finite value would poison the weights and the moments: nothing is applied.
     const int64_t bad = optim::first_nonfinite_gradient(params);

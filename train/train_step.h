@@ -40,8 +40,8 @@ struct StepResult {
   double grad_norm = 0;        // of the (averaged) gradients, before clipping
   int64_t trained_tokens = 0;  // over every micro-batch and rank
   int64_t sequences = 0;
-  bool applied = true;         // false: a non-finite loss or gradient; nothing was updated
-  std::string nonfinite;       // when not applied: what was not finite ("the loss is nan", ...)
+  bool applied = true;    // false: a non-finite loss or gradient; nothing was updated
+  std::string nonfinite;  // when not applied: what was not finite ("the loss is nan", ...)
 };
 
 // Forward and backward over `micro_batches`: leaves in .grad the gradient of the mean loss over all their

@@ -23,7 +23,9 @@ double median(std::vector<double> v) {
 }
 
 // A JSON number for a figure that may be inf or nan (which JSON cannot hold): null then.
-nlohmann::json number(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(); }
+nlohmann::json number(double x) {
+  return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json();
+}
 
 // Keeps the lines of a log written up to `step` (a resumed run rewrites what followed its checkpoint).
 void truncate_log(const std::string& path, int64_t step) {
@@ -49,11 +51,18 @@ void truncate_log(const std::string& path, int64_t step) {
 
 Trainer::Trainer(models::CausalLM& model, optim::Optimizer& optimizer, BatchSource& source, Device device,
                  dist::Communicator& comm, TrainerOptions options, RunIdentity identity, TrainerCallbacks callbacks)
-    : model_(model), optimizer_(optimizer), source_(source), device_(device), comm_(comm),
-      options_(std::move(options)), identity_(std::move(identity)), callbacks_(std::move(callbacks)) {
+    : model_(model),
+      optimizer_(optimizer),
+      source_(source),
+      device_(device),
+      comm_(comm),
+      options_(std::move(options)),
+      identity_(std::move(identity)),
+      callbacks_(std::move(callbacks)) {
   options_.schedule.validate();
   LORA_CHECK(options_.steps >= 1, "training needs at least one step (got {})", options_.steps);
-  LORA_CHECK(options_.grad_accum >= 1, "--grad-accum {}: expected at least 1 micro-batch per step", options_.grad_accum);
+  LORA_CHECK(options_.grad_accum >= 1, "--grad-accum {}: expected at least 1 micro-batch per step",
+             options_.grad_accum);
   LORA_CHECK(options_.save_every == 0 || !options_.checkpoint_dir.empty(),
              "checkpoints every {} steps need a folder to write them into", options_.save_every);
   LORA_CHECK(options_.early_stop_patience == 0 || (options_.eval_every > 0 && callbacks_.evaluate),
@@ -109,7 +118,8 @@ void Trainer::evaluate(int64_t step) {
     if (options_.early_stop_patience > 0) {
       NoGradGuard no_grad;
       progress_.best_weights.clear();
-      for (const auto& [name, p] : model_.named_parameters(true)) progress_.best_weights.emplace_back(name, p.to(Device::cpu()).clone());
+      for (const auto& [name, p] : model_.named_parameters(true))
+        progress_.best_weights.emplace_back(name, p.to(Device::cpu()).clone());
       note = " (best so far)";
     }
   } else {
@@ -126,8 +136,10 @@ void Trainer::evaluate(int64_t step) {
 TrainingRecord Trainer::run() {
   if (!options_.resume_dir.empty()) resume();
   if (!options_.log_path.empty() && comm_.rank() == 0) {
-    if (progress_.step > 0) truncate_log(options_.log_path, progress_.step);
-    else std::filesystem::remove(options_.log_path);
+    if (progress_.step > 0)
+      truncate_log(options_.log_path, progress_.step);
+    else
+      std::filesystem::remove(options_.log_path);
     log_ = std::fopen(options_.log_path.c_str(), "a");
     LORA_CHECK(log_ != nullptr, "--log '{}': cannot write it", options_.log_path);
   }
@@ -152,8 +164,10 @@ TrainingRecord Trainer::run() {
     record_.trained_tokens += result.trained_tokens;
     if (!result.applied) {
       // A non-finite value: stop, or skip the step. Every rank decides alike (it read averaged values).
-      LORA_CHECK(options_.skip_nonfinite, "step {}: {}; training stopped, no update was applied (--skip-nonfinite "
-                 "skips such steps instead)", step + 1, result.nonfinite);
+      LORA_CHECK(options_.skip_nonfinite,
+                 "step {}: {}; training stopped, no update was applied (--skip-nonfinite "
+                 "skips such steps instead)",
+                 step + 1, result.nonfinite);
       ++progress_.skipped_steps;
       fmt::print("step {:>4}/{} | skipped: {} ({} skipped so far)\n", step + 1, options_.steps, result.nonfinite,
                  progress_.skipped_steps);
@@ -169,10 +183,11 @@ TrainingRecord Trainer::run() {
     // Tokens: every position the model read on every rank (padding included); trained: those the loss counts.
     const double positions = double(micro_batches.front().positions()) * double(options_.grad_accum * comm_.size());
     const double eta = seconds_since(t_start) / double(step + 1 - first_step) * double(options_.steps - step - 1);
-    fmt::print("step {:>4}/{} | epoch {:.2f} | loss {:.4f} | lr {:.2e} | {:.2f} s | {:.0f} tokens/s | {:.0f} trained "
-               "tokens/s | {:.1f} examples/s | ETA {:.0f} s\n",
-               step + 1, options_.steps, source_.epoch(), result.loss, optimizer_.lr(), dt, positions / dt,
-               double(result.trained_tokens) / dt, double(result.sequences) / dt, eta);
+    fmt::print(
+        "step {:>4}/{} | epoch {:.2f} | loss {:.4f} | lr {:.2e} | {:.2f} s | {:.0f} tokens/s | {:.0f} trained "
+        "tokens/s | {:.1f} examples/s | ETA {:.0f} s\n",
+        step + 1, options_.steps, source_.epoch(), result.loss, optimizer_.lr(), dt, positions / dt,
+        double(result.trained_tokens) / dt, double(result.sequences) / dt, eta);
     std::fflush(stdout);
     const DeviceMemoryStats memory = tracker.stats(device_);
     log_line({{"type", "step"},
@@ -222,8 +237,10 @@ TrainingRecord Trainer::run() {
     }
     if (stop_early) {
       record_.stopped_early = true;
-      fmt::print("early stop after step {}: the held-out loss has not improved for {} evaluations (best {:.4f} at step "
-                 "{})\n", step + 1, options_.early_stop_patience, progress_.best_eval, progress_.best_step);
+      fmt::print(
+          "early stop after step {}: the held-out loss has not improved for {} evaluations (best {:.4f} at step "
+          "{})\n",
+          step + 1, options_.early_stop_patience, progress_.best_eval, progress_.best_step);
       break;
     }
     if (options_.save_every > 0 && progress_.step % options_.save_every == 0 && progress_.step < options_.steps) {

@@ -32,19 +32,19 @@
 namespace lora::train {
 
 struct TrainerOptions {
-  int64_t steps = 1;                 // optimizer steps in all
-  int64_t grad_accum = 1;            // micro-batches per step
+  int64_t steps = 1;       // optimizer steps in all
+  int64_t grad_accum = 1;  // micro-batches per step
   optim::LRSchedule schedule;
-  StepSettings step;                 // gradient clipping
-  bool skip_nonfinite = false;       // skip a non-finite step (counted) instead of stopping
-  int64_t eval_every = 0;            // held-out evaluation every N steps (0: none during training)
-  int64_t early_stop_patience = 0;   // stop after N evaluations without a better held-out loss (0: never)
-  int64_t sample_every = 0;          // a greedy sample every N steps (0: none)
-  std::string checkpoint_dir;        // where checkpoints go ("" : none, not even on interruption)
-  int64_t save_every = 0;            // a checkpoint every N steps (0: only when interrupted)
+  StepSettings step;                // gradient clipping
+  bool skip_nonfinite = false;      // skip a non-finite step (counted) instead of stopping
+  int64_t eval_every = 0;           // held-out evaluation every N steps (0: none during training)
+  int64_t early_stop_patience = 0;  // stop after N evaluations without a better held-out loss (0: never)
+  int64_t sample_every = 0;         // a greedy sample every N steps (0: none)
+  std::string checkpoint_dir;       // where checkpoints go ("" : none, not even on interruption)
+  int64_t save_every = 0;           // a checkpoint every N steps (0: only when interrupted)
   int keep_checkpoints = 2;
-  std::string resume_dir;            // continue from its newest checkpoint
-  std::string log_path;              // JSON lines, one per step and per evaluation ("": no log)
+  std::string resume_dir;  // continue from its newest checkpoint
+  std::string log_path;    // JSON lines, one per step and per evaluation ("": no log)
 };
 
 // What the program supplies; each may be empty. Called on rank 0 only.
@@ -55,14 +55,14 @@ struct TrainerCallbacks {
 
 // What a run measured (rank 0's view; losses are every rank's together).
 struct TrainingRecord {
-  std::vector<double> losses;        // per step, resumed steps included
-  std::vector<double> step_times_s;  // per step of this process (not of resumed steps)
+  std::vector<double> losses;                     // per step, resumed steps included
+  std::vector<double> step_times_s;               // per step of this process (not of resumed steps)
   std::vector<std::pair<int64_t, double>> evals;  // (step, held-out loss), resumed ones included
   int64_t steps_done = 0, skipped_steps = 0;
   bool stopped_early = false;
-  int64_t best_step = 0;             // the step of the best held-out loss (early stopping), 0: none
+  int64_t best_step = 0;  // the step of the best held-out loss (early stopping), 0: none
   double best_eval = 0;
-  double epochs = 0;                 // epochs of the training data read by the end
+  double epochs = 0;  // epochs of the training data read by the end
   // This process's batches: sequences, positions, padded positions and trained tokens (all ranks).
   int64_t sequences = 0, positions = 0, padding = 0, trained_tokens = 0;
   // Data parallelism (ranks > 1): the engine, gradient bytes all-reduced per step, buckets, the median

@@ -48,9 +48,13 @@ HostBatch WindowSource::next_host() {
   return b;
 }
 
-Batch WindowSource::next(Device device) { return next_host().to_batch(device); }
+Batch WindowSource::next(Device device) {
+  return next_host().to_batch(device);
+}
 
-double WindowSource::epoch() const { return double(windows_drawn_) * double(seq_) / double(tokens_.size()); }
+double WindowSource::epoch() const {
+  return double(windows_drawn_) * double(seq_) / double(tokens_.size());
+}
 
 double WindowSource::batches_per_epoch() const {
   return double(tokens_.size()) / double(batch_ * shard_.count * seq_);

@@ -56,7 +56,7 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, doubl
     Tensor out_saved = rec.save(out), lse_saved = rec.save(lse);
     Tensor starts_saved = key_start;  // a small constant, kept as it is
     rec.finish(out, [=](const Tensor& grad_out, GradSink& g) {
-      Tensor grad_q = detail::empty_like(q_saved);                                   // [B, H, T, D]
+      Tensor grad_q = detail::empty_like(q_saved);                                        // [B, H, T, D]
       Tensor grad_k = detail::empty_like(k_saved), grad_v = detail::empty_like(v_saved);  // [B, Hkv, T, D]
       kernels::run<kernels::AttentionBackward>(grad_out.device(), q_saved, k_saved, v_saved, starts_saved, out_saved,
                                                lse_saved, grad_out, scale, grad_q, grad_k, grad_v);

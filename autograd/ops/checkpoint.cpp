@@ -25,8 +25,12 @@ class EnableGrad {
 
 }  // namespace
 
-bool CheckpointMode::is_enabled() { return t_checkpoint_enabled; }
-void CheckpointMode::set_enabled(bool enabled) { t_checkpoint_enabled = enabled; }
+bool CheckpointMode::is_enabled() {
+  return t_checkpoint_enabled;
+}
+void CheckpointMode::set_enabled(bool enabled) {
+  t_checkpoint_enabled = enabled;
+}
 
 Tensor checkpoint(const std::function<Tensor(const Tensor&)>& fn, const Tensor& x, const std::vector<Tensor>& params,
                   const std::vector<uint64_t*>& rng_counters) {

@@ -1,7 +1,7 @@
 // cross_entropy: the fused, numerically stable mean of -log softmax(logits)[target], forward and backward.
+#include "backends/kernels/cross_entropy.h"
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
-#include "backends/kernels/cross_entropy.h"
 
 namespace lora::ops {
 namespace {

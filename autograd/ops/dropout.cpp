@@ -1,7 +1,7 @@
 // dropout: zero each element with probability p and scale the rest by 1 / (1 - p); backward regenerates the mask.
+#include "backends/kernels/dropout.h"
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
-#include "backends/kernels/dropout.h"
 
 namespace lora::ops {
 namespace {

@@ -19,7 +19,8 @@ using detail::reduce_to_shape;
 const autograd::OpDef& binary_op(BinaryOp op) {
   static const auto defs = [] {
     std::array<const autograd::OpDef*, kNumBinaryOps> d{};
-    for (const BinaryInfo& info : kBinaryOps) d[static_cast<int>(info.op)] = &autograd::register_op(info.name, __FILE__);
+    for (const BinaryInfo& info : kBinaryOps)
+      d[static_cast<int>(info.op)] = &autograd::register_op(info.name, __FILE__);
     return d;
   }();
   return *defs[static_cast<int>(op)];
@@ -113,9 +114,17 @@ Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   return out;
 }
 
-Tensor add(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Add, a, b); }
-Tensor sub(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Sub, a, b); }
-Tensor mul(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Mul, a, b); }
-Tensor div(const Tensor& a, const Tensor& b) { return binary(BinaryOp::Div, a, b); }
+Tensor add(const Tensor& a, const Tensor& b) {
+  return binary(BinaryOp::Add, a, b);
+}
+Tensor sub(const Tensor& a, const Tensor& b) {
+  return binary(BinaryOp::Sub, a, b);
+}
+Tensor mul(const Tensor& a, const Tensor& b) {
+  return binary(BinaryOp::Mul, a, b);
+}
+Tensor div(const Tensor& a, const Tensor& b) {
+  return binary(BinaryOp::Div, a, b);
+}
 
 }  // namespace lora::ops

@@ -1,7 +1,7 @@
 // embedding: a row lookup into weight [V, C], and its backward, a scatter-add into a zero gradient.
+#include "backends/kernels/embedding.h"
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
-#include "backends/kernels/embedding.h"
 
 namespace lora::ops {
 namespace {

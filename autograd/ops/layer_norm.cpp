@@ -1,7 +1,7 @@
 // layer_norm over the last axis: forward (one fused kernel, saving per-row mean and rstd) and backward.
+#include "backends/kernels/layer_norm.h"
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
-#include "backends/kernels/layer_norm.h"
 
 namespace lora::ops {
 namespace {

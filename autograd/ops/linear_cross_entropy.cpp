@@ -36,14 +36,14 @@ Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor&
   LORA_CHECK(V > 0, "{}: weight {} has no rows", op, weight.shape().str());
 
   Backend& be = backend_for(x);
-  Tensor x2 = x.view({N, C});                              // [N, C]
-  Tensor targets1 = targets.view({N});                     // [N]
-  Tensor logits = detail::empty_like(x, {N, V});           // [N, V]
-  GemmShape s;                                             // logits = x W^T
+  Tensor x2 = x.view({N, C});                     // [N, C]
+  Tensor targets1 = targets.view({N});            // [N]
+  Tensor logits = detail::empty_like(x, {N, V});  // [N, V]
+  GemmShape s;                                    // logits = x W^T
   s.m = N, s.n = V, s.k = C, s.trans_b = true;
   be.gemm(x2, weight, logits, s);
-  Tensor losses = detail::empty_like(x, {N});              // [N]
-  Tensor lse = detail::empty_like(x, {N});                 // [N]
+  Tensor losses = detail::empty_like(x, {N});                                                           // [N]
+  Tensor lse = detail::empty_like(x, {N});                                                              // [N]
   kernels::run<kernels::CrossEntropyForward>(x.device(), logits, targets1, ignore_index, losses, lse);  // checks ids
 
   int64_t count = N;  // the rows that count, on the host (N integers; on the meta device, every row)

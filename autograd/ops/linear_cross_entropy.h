@@ -9,7 +9,6 @@ namespace lora::ops {
 // targets [...] (I32/I64) -> shape []. The same value and gradients as cross_entropy(linear(x, weight),
 // targets), with one [N, V] buffer instead of two: backward turns the saved logits into their gradient in
 // place.
-Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets,
-                            int64_t ignore_index = -100);
+Tensor linear_cross_entropy(const Tensor& x, const Tensor& weight, const Tensor& targets, int64_t ignore_index = -100);
 
 }  // namespace lora::ops

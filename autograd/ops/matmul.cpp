@@ -33,8 +33,8 @@ MatmulPlan plan_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   const int64_t ka = ta ? a.size(-2) : a.size(-1);
   p.k = tb ? b.size(-1) : b.size(-2);
   p.n = tb ? b.size(-2) : b.size(-1);
-  LORA_CHECK(ka == p.k, "matmul: inner dimensions differ: {}{} x {}{}", a.shape().str(), ta ? "^T" : "", b.shape().str(),
-             tb ? "^T" : "");
+  LORA_CHECK(ka == p.k, "matmul: inner dimensions differ: {}{} x {}{}", a.shape().str(), ta ? "^T" : "",
+             b.shape().str(), tb ? "^T" : "");
   p.shared_b = b.rank() == 2;
   const Shape a_batch = batch_dims(a);
   if (!p.shared_b && batch_dims(b) != a_batch) {
@@ -79,7 +79,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
         Tensor ga = empty_like(g, a_shape);
         if (!ta) {  // dA[m,k] = dC[m,n] op(B)^T[n,k]
           run_gemm(g, b_saved, ga, p.batch, p.m, p.k, p.n, false, !tb, p.m * p.n, sb);
-        } else {    // dA stored [k,m] = op(B)[k,n] dC^T[n,m]
+        } else {  // dA stored [k,m] = op(B)[k,n] dC^T[n,m]
           run_gemm(b_saved, g, ga, p.batch, p.k, p.m, p.n, tb, true, sb, p.m * p.n);
         }
         grads.set(0, ga);
@@ -89,20 +89,24 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
         if (p.shared_b && !ta) {
           // Every batch entry multiplies the same B: fold the batch into the rows (one gemm).
           const int64_t rows = p.batch * p.m;
-          if (!tb) run_gemm(a_saved, g, gb, 1, p.k, p.n, rows, true, false, 0, 0);   // dB[k,n] = A^T dC
-          else run_gemm(g, a_saved, gb, 1, p.n, p.k, rows, true, false, 0, 0);       // dB[n,k] = dC^T A
+          if (!tb)
+            run_gemm(a_saved, g, gb, 1, p.k, p.n, rows, true, false, 0, 0);  // dB[k,n] = A^T dC
+          else
+            run_gemm(g, a_saved, gb, 1, p.n, p.k, rows, true, false, 0, 0);  // dB[n,k] = dC^T A
         } else if (p.shared_b) {
           // Sum over the batch with beta = 1 after the first entry.
           for (int64_t i = 0; i < p.batch; ++i) {
             const Tensor ai = a_saved.view({p.batch, p.m * p.k}).narrow_rows(i, 1);
             const Tensor gi = g.view({p.batch, p.m * p.n}).narrow_rows(i, 1);
             const double beta = i == 0 ? 0.0 : 1.0;
-            if (!tb) run_gemm(ai, gi, gb, 1, p.k, p.n, p.m, !ta, false, 0, 0, beta);
-            else run_gemm(gi, ai, gb, 1, p.n, p.k, p.m, true, ta, 0, 0, beta);
+            if (!tb)
+              run_gemm(ai, gi, gb, 1, p.k, p.n, p.m, !ta, false, 0, 0, beta);
+            else
+              run_gemm(gi, ai, gb, 1, p.n, p.k, p.m, true, ta, 0, 0, beta);
           }
         } else if (!tb) {  // dB[k,n] = op(A)^T[k,m] dC[m,n]
           run_gemm(a_saved, g, gb, p.batch, p.k, p.n, p.m, !ta, false, p.m * p.k, p.m * p.n);
-        } else {           // dB stored [n,k] = dC^T[n,m] op(A)[m,k]
+        } else {  // dB stored [n,k] = dC^T[n,m] op(A)[m,k]
           run_gemm(g, a_saved, gb, p.batch, p.n, p.k, p.m, true, ta, p.m * p.n, p.m * p.k);
         }
         grads.set(1, gb);
@@ -117,13 +121,15 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   detail::check_floating(weight, "linear", "weight");
   detail::check_same_device_dtype(x, weight, "linear");
   LORA_CHECK(weight.rank() == 2, "linear: weight must be [out, in], got {}", weight.shape().str());
-  LORA_CHECK(x.rank() >= 1 && x.size(-1) == weight.size(1), "linear: input {} does not match weight {} (expected [..., {}])",
-             x.shape().str(), weight.shape().str(), weight.size(1));
+  LORA_CHECK(x.rank() >= 1 && x.size(-1) == weight.size(1),
+             "linear: input {} does not match weight {} (expected [..., {}])", x.shape().str(), weight.shape().str(),
+             weight.size(1));
   const int64_t in = weight.size(1), out_features = weight.size(0), rows = x.numel() / std::max<int64_t>(in, 1);
   if (bias.defined()) {
     detail::check_same_device_dtype(x, bias, "linear");
-    LORA_CHECK(bias.rank() == 1 && bias.size(0) == out_features, "linear: bias {} does not match weight {} (expected [{}])",
-               bias.shape().str(), weight.shape().str(), out_features);
+    LORA_CHECK(bias.rank() == 1 && bias.size(0) == out_features,
+               "linear: bias {} does not match weight {} (expected [{}])", bias.shape().str(), weight.shape().str(),
+               out_features);
   }
   std::vector<int64_t> dims = x.shape().dims();
   dims.back() = out_features;

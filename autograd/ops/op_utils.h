@@ -11,10 +11,18 @@
 namespace lora::ops::detail {
 
 // A new tensor like `t` (same dtype and device) with `shape`, charged to the current category.
-inline Tensor empty_like(const Tensor& t, const Shape& shape) { return Tensor::empty(shape, t.dtype(), t.device()); }
-inline Tensor empty_like(const Tensor& t) { return empty_like(t, t.shape()); }
-inline Tensor zeros_like(const Tensor& t, const Shape& shape) { return Tensor::zeros(shape, t.dtype(), t.device()); }
-inline Tensor zeros_like(const Tensor& t) { return zeros_like(t, t.shape()); }
+inline Tensor empty_like(const Tensor& t, const Shape& shape) {
+  return Tensor::empty(shape, t.dtype(), t.device());
+}
+inline Tensor empty_like(const Tensor& t) {
+  return empty_like(t, t.shape());
+}
+inline Tensor zeros_like(const Tensor& t, const Shape& shape) {
+  return Tensor::zeros(shape, t.dtype(), t.device());
+}
+inline Tensor zeros_like(const Tensor& t) {
+  return zeros_like(t, t.shape());
+}
 
 inline void check_defined(const Tensor& t, std::string_view op, const char* what) {
   LORA_CHECK(t.defined(), "{}: {} is undefined", op, what);

@@ -28,15 +28,19 @@ Tensor quantized_linear(const Tensor& x, const std::shared_ptr<const QuantizedWe
   LORA_CHECK(weight != nullptr, "quantized_linear: no weight");
   const QuantizedWeight& w = *weight;
   detail::check_floating(x, "quantized_linear", "input");
-  LORA_CHECK(x.device() == w.device(), "quantized_linear: input on {} but the quantized weight on {} (move the model "
-             "before quantizing its base)", x.device().str(), w.device().str());
+  LORA_CHECK(x.device() == w.device(),
+             "quantized_linear: input on {} but the quantized weight on {} (move the model "
+             "before quantizing its base)",
+             x.device().str(), w.device().str());
   LORA_CHECK(x.rank() >= 1 && x.size(-1) == w.cols,
              "quantized_linear: input {} does not match the weight [{}, {}] (expected [..., {}])", x.shape().str(),
              w.rows, w.cols, w.cols);
   if (bias.defined()) {
     detail::check_same_device_dtype(x, bias, "quantized_linear");
-    LORA_CHECK(bias.rank() == 1 && bias.size(0) == w.rows, "quantized_linear: bias {} does not match the weight "
-               "[{}, {}] (expected [{}])", bias.shape().str(), w.rows, w.cols, w.rows);
+    LORA_CHECK(bias.rank() == 1 && bias.size(0) == w.rows,
+               "quantized_linear: bias {} does not match the weight "
+               "[{}, {}] (expected [{}])",
+               bias.shape().str(), w.rows, w.cols, w.rows);
   }
   std::vector<int64_t> dims = x.shape().dims();
   dims.back() = w.rows;

@@ -47,10 +47,13 @@ Shape result_shape_for_axis(const Shape& s, int axis, bool keepdim) {
 
 }  // namespace
 
-Tensor sum(const Tensor& x) { return reduce(sum_op(), x, Shape{}, Shape{}, 1.0); }
+Tensor sum(const Tensor& x) {
+  return reduce(sum_op(), x, Shape{}, Shape{}, 1.0);
+}
 
 Tensor sum(const Tensor& x, int axis, bool keepdim) {
-  return reduce(sum_op(), x, keep_shape_for_axis(x.shape(), axis), result_shape_for_axis(x.shape(), axis, keepdim), 1.0);
+  return reduce(sum_op(), x, keep_shape_for_axis(x.shape(), axis), result_shape_for_axis(x.shape(), axis, keepdim),
+                1.0);
 }
 
 Tensor mean(const Tensor& x) {

@@ -1,8 +1,8 @@
 // rms_norm over the last axis (Llama's RMSNorm): forward (one fused kernel, saving the per-row rstd) and
 // backward.
+#include "backends/kernels/rms_norm.h"
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
-#include "backends/kernels/rms_norm.h"
 
 namespace lora::ops {
 namespace {
@@ -33,8 +33,8 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   kernels::run<kernels::RmsNormForward>(x.device(), x2, weight, eps, y2, rstd);
 
   if (OpRecord rec(rms_norm_op(), {x, weight}); rec) {
-    Tensor x_saved = rec.save(x2);                                  // [N, C]
-    Tensor rstd_saved = rec.save(rstd);                             // [N]
+    Tensor x_saved = rec.save(x2);                                     // [N, C]
+    Tensor rstd_saved = rec.save(rstd);                                // [N]
     Tensor w_saved = rec.needs_grad(0) ? rec.save(weight) : Tensor();  // [C]
     rec.finish(y, [=](const Tensor& grad_y, GradSink& g) {
       Tensor grad_x, grad_w;

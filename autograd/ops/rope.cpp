@@ -1,9 +1,9 @@
 // rope: the rotary position embedding (rotate-half convention of Hugging Face Llama and GPT-NeoX), forward
 // and backward. The rotation is orthogonal, so backward is the inverse rotation of the gradient: the same
 // kernel with -sin. Nothing is saved but cos and sin.
+#include "backends/kernels/rope.h"
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
-#include "backends/kernels/rope.h"
 
 namespace lora::ops {
 namespace {

@@ -25,7 +25,8 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
 Tensor permute(const Tensor& x, const std::vector<int>& dims) {
   detail::check_floating(x, "permute", "input");
   const int rank = x.rank();
-  LORA_CHECK(static_cast<int>(dims.size()) == rank, "permute: {} axes given for input {}", dims.size(), x.shape().str());
+  LORA_CHECK(static_cast<int>(dims.size()) == rank, "permute: {} axes given for input {}", dims.size(),
+             x.shape().str());
   std::vector<int> normalized(rank), inverse(rank, -1);
   std::vector<int64_t> out_dims(rank);
   for (int i = 0; i < rank; ++i) {
@@ -58,8 +59,8 @@ Tensor slice(const Tensor& x, int axis, int64_t start, int64_t end) {
   detail::check_floating(x, "slice", "input");
   const int a = x.shape().normalize_axis(axis);
   const int64_t n = x.shape()[a];
-  LORA_CHECK(0 <= start && start <= end && end <= n, "slice: [{}, {}) is out of range for axis {} of {}", start, end, axis,
-             x.shape().str());
+  LORA_CHECK(0 <= start && start <= end && end <= n, "slice: [{}, {}) is out of range for axis {} of {}", start, end,
+             axis, x.shape().str());
   const int64_t outer = x.shape().outer(a), inner = x.shape().inner(a), count = end - start;
   std::vector<int64_t> dims = x.shape().dims();
   dims[a] = count;

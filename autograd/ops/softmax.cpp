@@ -1,7 +1,7 @@
 // softmax and log_softmax over the last axis: forward and backward. Each saves only its output y.
+#include "backends/kernels/softmax.h"
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
-#include "backends/kernels/softmax.h"
 
 namespace lora::ops {
 namespace {

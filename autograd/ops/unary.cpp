@@ -38,16 +38,38 @@ Tensor unary(UnaryOp op, const Tensor& x, double alpha) {
   return y;
 }
 
-Tensor add_scalar(const Tensor& x, double s) { return unary(UnaryOp::AddScalar, x, s); }
-Tensor mul_scalar(const Tensor& x, double s) { return unary(UnaryOp::MulScalar, x, s); }
-Tensor neg(const Tensor& x) { return unary(UnaryOp::Neg, x); }
-Tensor exp(const Tensor& x) { return unary(UnaryOp::Exp, x); }
-Tensor log(const Tensor& x) { return unary(UnaryOp::Log, x); }
-Tensor tanh(const Tensor& x) { return unary(UnaryOp::Tanh, x); }
-Tensor relu(const Tensor& x) { return unary(UnaryOp::Relu, x); }
-Tensor gelu(const Tensor& x) { return unary(UnaryOp::Gelu, x); }
-Tensor silu(const Tensor& x) { return unary(UnaryOp::Silu, x); }
-Tensor square(const Tensor& x) { return unary(UnaryOp::Square, x); }
-Tensor sqrt(const Tensor& x) { return unary(UnaryOp::Sqrt, x); }
+Tensor add_scalar(const Tensor& x, double s) {
+  return unary(UnaryOp::AddScalar, x, s);
+}
+Tensor mul_scalar(const Tensor& x, double s) {
+  return unary(UnaryOp::MulScalar, x, s);
+}
+Tensor neg(const Tensor& x) {
+  return unary(UnaryOp::Neg, x);
+}
+Tensor exp(const Tensor& x) {
+  return unary(UnaryOp::Exp, x);
+}
+Tensor log(const Tensor& x) {
+  return unary(UnaryOp::Log, x);
+}
+Tensor tanh(const Tensor& x) {
+  return unary(UnaryOp::Tanh, x);
+}
+Tensor relu(const Tensor& x) {
+  return unary(UnaryOp::Relu, x);
+}
+Tensor gelu(const Tensor& x) {
+  return unary(UnaryOp::Gelu, x);
+}
+Tensor silu(const Tensor& x) {
+  return unary(UnaryOp::Silu, x);
+}
+Tensor square(const Tensor& x) {
+  return unary(UnaryOp::Square, x);
+}
+Tensor sqrt(const Tensor& x) {
+  return unary(UnaryOp::Sqrt, x);
+}
 
 }  // namespace lora::ops

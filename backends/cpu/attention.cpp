@@ -17,8 +17,8 @@
 #include <cmath>
 
 #include "backends/cpu/dispatch.h"
-#include "backends/kernels/attention.h"
 #include "backends/cpu/fast_math.h"
+#include "backends/kernels/attention.h"
 
 namespace lora {
 namespace {
@@ -48,8 +48,8 @@ inline void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
 
 // q, out [B, H, T, D]; k, v [B, Hkv, T, D] with H % Hkv == 0. Query head n (of B H) reads kv head kv(n).
 struct AttentionShape {
-  int64_t bh, t, d;  // B * H, T, D
-  int64_t group;     // G = H / Hkv query heads per kv head
+  int64_t bh, t, d;                                  // B * H, T, D
+  int64_t group;                                     // G = H / Hkv query heads per kv head
   int64_t kv(int64_t n) const { return n / group; }  // (b H + h) / G = b Hkv + h / G, as G divides H
 };
 
@@ -81,7 +81,9 @@ AttentionShape attention_shape(const char* kernel, const Tensor& q, const Tensor
 
 // The first key row i of one batch row sees (ks: that row's key_start [T], or null: 0), and the first any
 // row of the block [i0, i1) sees.
-inline int64_t first_key(const int32_t* ks, int64_t i) { return ks ? ks[i] : 0; }
+inline int64_t first_key(const int32_t* ks, int64_t i) {
+  return ks ? ks[i] : 0;
+}
 inline int64_t block_first_key(const int32_t* ks, int64_t i0, int64_t i1) {
   if (!ks) return 0;
   int64_t j0 = ks[i0];
@@ -102,7 +104,7 @@ Tensor workspace(int threads, int64_t rows, int64_t t, DType dtype) {
 // lse saved.
 
 void kernels::AttentionForward::cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start,
-                                   double scale, Tensor& out, Tensor& lse) {
+                                    double scale, Tensor& out, Tensor& lse) {
   const AttentionShape shape = attention_shape(name, q, k, v, out, lse, key_start);
   const int64_t heads = q.size(1);
   const int32_t* ksp = key_start.defined() ? key_start.data<int32_t>() : nullptr;  // [B, T]
@@ -129,7 +131,7 @@ void kernels::AttentionForward::cpu(const Tensor& q, const Tensor& k, const Tens
       T* on = op + n * t * d;
       T* ln = lp + n * t;
       const int32_t* ks = ksp ? ksp + (n / heads) * t : nullptr;  // this batch row's key_start [T]
-      T* s = ws + omp_get_thread_num() * block * t;  // [block, T], row stride T
+      T* s = ws + omp_get_thread_num() * block * t;               // [block, T], row stride T
       for (int64_t i0 = 0; i0 < t; i0 += block) {
         const int64_t i1 = std::min(t, i0 + block), rows = i1 - i0, j0 = block_first_key(ks, i0, i1);
         // s[0:rows, j0:i1] = scale * q[i0:i1] k[j0:i1]^T
@@ -149,7 +151,7 @@ void kernels::AttentionForward::cpu(const Tensor& q, const Tensor& k, const Tens
           const T inv = T(1) / sum;
 #pragma omp simd
           for (int64_t j = lo; j <= i; ++j) sr[j] *= inv;
-          for (int64_t j = j0; j < lo; ++j) sr[j] = 0;      // an earlier segment
+          for (int64_t j = j0; j < lo; ++j) sr[j] = 0;     // an earlier segment
           for (int64_t j = i + 1; j < i1; ++j) sr[j] = 0;  // causal mask
           ln[i] = m + std::log(sum);
         }
@@ -167,8 +169,8 @@ void kernels::AttentionForward::cpu(const Tensor& q, const Tensor& k, const Tens
 //   the query heads that share the kv head).
 
 void kernels::AttentionBackward::cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start,
-                                    const Tensor& out, const Tensor& lse, const Tensor& grad_out, double scale,
-                                    Tensor& grad_q, Tensor& grad_k, Tensor& grad_v) {
+                                     const Tensor& out, const Tensor& lse, const Tensor& grad_out, double scale,
+                                     Tensor& grad_q, Tensor& grad_k, Tensor& grad_v) {
   const AttentionShape shape = attention_shape(name, q, k, v, out, lse, key_start);
   const int64_t heads = q.size(1);
   const int32_t* ksp = key_start.defined() ? key_start.data<int32_t>() : nullptr;  // [B, T]
@@ -234,7 +236,7 @@ void kernels::AttentionBackward::cpu(const Tensor& q, const Tensor& k, const Ten
               pr[j] = cpu::fast_exp(pr[j] - lse_i);
               dsr[j] = pr[j] * (dsr[j] - delta);
             }
-            for (int64_t j = j0; j < lo; ++j) pr[j] = dsr[j] = 0;      // an earlier segment
+            for (int64_t j = j0; j < lo; ++j) pr[j] = dsr[j] = 0;     // an earlier segment
             for (int64_t j = i + 1; j < i1; ++j) pr[j] = dsr[j] = 0;  // causal mask
           }
           // gv[j0:i1] += P^T gout[i0:i1];  gq[i0:i1] = scale * dS k[j0:i1];  gk[j0:i1] += scale * dS^T q[i0:i1]

@@ -40,7 +40,9 @@ size_t last_level_cache_bytes() {
   return 0;
 }
 
-size_t default_probe_bytes() { return std::max(size_t(1) << 30, 4 * last_level_cache_bytes()); }
+size_t default_probe_bytes() {
+  return std::max(size_t(1) << 30, 4 * last_level_cache_bytes());
+}
 
 BandwidthResult measure_read_bandwidth(size_t bytes, int repeats) {
   bytes = bytes / 4096 * 4096;
@@ -48,7 +50,7 @@ BandwidthResult measure_read_bandwidth(size_t bytes, int repeats) {
              bytes, repeats);
   const size_t words = bytes / sizeof(uint64_t);
   std::unique_ptr<uint64_t, decltype(&std::free)> buffer(static_cast<uint64_t*>(std::aligned_alloc(4096, bytes)),
-                                                          &std::free);
+                                                         &std::free);
   LORA_CHECK(buffer != nullptr, "bandwidth probe: cannot allocate {} bytes", bytes);
   uint64_t* data = buffer.get();
   const int threads = std::max(1, omp_get_max_threads());

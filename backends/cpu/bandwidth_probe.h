@@ -10,9 +10,9 @@
 namespace lora::cpu {
 
 struct BandwidthResult {
-  size_t bytes = 0;        // the buffer read
+  size_t bytes = 0;  // the buffer read
   int threads = 0;
-  double best_gbps = 0;    // 1e9 bytes/s, the best of the repeats
+  double best_gbps = 0;  // 1e9 bytes/s, the best of the repeats
   double median_gbps = 0;
 };
 

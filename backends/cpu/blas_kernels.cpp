@@ -53,14 +53,15 @@ void reexec_with_matching_blas_kernels(int argc, char** argv, char** /*envp*/) {
   if (setenv("OPENBLAS_CORETYPE", family, 1) != 0) return;
   execv("/proc/self/exe", argv);
   // Only reached when execv failed: go on with the slow kernels, correct results, and say so.
-  std::fprintf(stderr, "warning: OpenBLAS chose its generic Prescott kernels on this CPU and re-running with "
-                       "OPENBLAS_CORETYPE=%s failed (%s); matrix products will be slower than the CPU allows\n",
+  std::fprintf(stderr,
+               "warning: OpenBLAS chose its generic Prescott kernels on this CPU and re-running with "
+               "OPENBLAS_CORETYPE=%s failed (%s); matrix products will be slower than the CPU allows\n",
                family, std::strerror(errno));
   unsetenv("OPENBLAS_CORETYPE");
 }
 
-__attribute__((section(".init_array"), used)) void (*const reexec_entry)(int, char**, char**) =
-    &reexec_with_matching_blas_kernels;
+__attribute__((section(".init_array"), used)) void (*const reexec_entry)(int, char**,
+                                                                         char**) = &reexec_with_matching_blas_kernels;
 
 }  // namespace
 }  // namespace lora

@@ -8,13 +8,15 @@ namespace lora::cpu {
 BroadcastStrides::BroadcastStrides(const Shape& input, const Shape& out) {
   rank = out.rank();
   LORA_CHECK(rank <= kMaxBroadcastRank, "broadcast: rank {} is above the supported {}", rank, kMaxBroadcastRank);
-  LORA_CHECK(input.rank() <= rank, "broadcast: input shape {} has more axes than output shape {}", input.str(), out.str());
+  LORA_CHECK(input.rank() <= rank, "broadcast: input shape {} has more axes than output shape {}", input.str(),
+             out.str());
   int64_t stride = 1;
   for (int d = rank - 1; d >= 0; --d) {
     out_dims[d] = out.dims()[d];
     const int id = input.rank() - rank + d;
     const int64_t in_dim = id >= 0 ? input.dims()[id] : 1;
-    LORA_CHECK(in_dim == out_dims[d] || in_dim == 1, "broadcast: shape {} cannot be broadcast to {}", input.str(), out.str());
+    LORA_CHECK(in_dim == out_dims[d] || in_dim == 1, "broadcast: shape {} cannot be broadcast to {}", input.str(),
+               out.str());
     strides[d] = in_dim == 1 ? 0 : stride;
     stride *= in_dim;
   }

@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "backends/cpu/dispatch.h"
-#include "backends/kernels/cross_entropy.h"
 #include "backends/cpu/fast_math.h"
+#include "backends/kernels/cross_entropy.h"
 
 namespace lora {
 namespace {

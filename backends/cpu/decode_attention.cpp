@@ -31,7 +31,7 @@ void kernels::DecodeAttention::cpu(const Tensor& q, const Tensor& k_pool, const 
   LORA_CHECK(q.dtype() == k_pool.dtype() && q.dtype() == v_pool.dtype() && q.dtype() == out.dtype(),
              "{}: q, k_pool, v_pool and out must share one dtype", name);
   const int64_t* r = rows.data<int64_t>();  // [B, 2]
-  int64_t work = 0;  // 2 L D multiply-adds per (row, head)
+  int64_t work = 0;                         // 2 L D multiply-adds per (row, head)
   for (int64_t b = 0; b < B; ++b) {
     work += 2 * (r[2 * b + 1] + 1) * D * H;
     LORA_CHECK(r[2 * b] >= 0 && r[2 * b] < S && r[2 * b + 1] >= 0 && r[2 * b + 1] < capacity,
@@ -62,7 +62,8 @@ void kernels::DecodeAttention::cpu(const Tensor& q, const Tensor& k_pool, const 
           max_score = std::max(max_score, dot * s);
         }
         T total = 0;
-        for (int64_t j = 0; j < L; ++j) total += scores[static_cast<size_t>(j)] = std::exp(scores[static_cast<size_t>(j)] - max_score);
+        for (int64_t j = 0; j < L; ++j)
+          total += scores[static_cast<size_t>(j)] = std::exp(scores[static_cast<size_t>(j)] - max_score);
         T* oi = op + bh * D;
         for (int64_t d = 0; d < D; ++d) oi[d] = 0;
         for (int64_t j = 0; j < L; ++j) {

@@ -12,9 +12,14 @@ namespace lora {
 template <typename Body>
 void dispatch_floating(DType dtype, const char* kernel, Body&& body) {
   switch (dtype) {
-    case DType::F32: body.template operator()<float>(); break;
-    case DType::F64: body.template operator()<double>(); break;
-    default: LORA_FAIL("{}: unsupported dtype {} (expected float32 or float64)", kernel, dtype_name(dtype));
+    case DType::F32:
+      body.template operator()<float>();
+      break;
+    case DType::F64:
+      body.template operator()<double>();
+      break;
+    default:
+      LORA_FAIL("{}: unsupported dtype {} (expected float32 or float64)", kernel, dtype_name(dtype));
   }
 }
 

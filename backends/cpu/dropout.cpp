@@ -1,7 +1,7 @@
 // CPU kernel of dropout (backends/kernels/dropout.h): element i is kept when counter_uniform(seed, i) >= p, and
 // backward applies the same mask to the gradient.
-#include "backends/cpu/dispatch.h"
 #include "backends/kernels/dropout.h"
+#include "backends/cpu/dispatch.h"
 #include "core/random.h"
 
 namespace lora {
@@ -30,6 +30,8 @@ void apply_mask(const char* kernel, const Tensor& in, Tensor& out, double p, uin
 
 }  // namespace
 
-void kernels::DropoutMask::cpu(const Tensor& x, Tensor& y, double p, uint64_t seed) { apply_mask("dropout", x, y, p, seed); }
+void kernels::DropoutMask::cpu(const Tensor& x, Tensor& y, double p, uint64_t seed) {
+  apply_mask("dropout", x, y, p, seed);
+}
 
 }  // namespace lora

@@ -60,8 +60,10 @@ template <typename T, typename F, bool kReadsSaved>
 void unary_backward_kernel(const T* saved, const T* gy, T* gx, int64_t n, T alpha) {
 #pragma omp parallel for simd if (n > kParallelThreshold) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
-    if constexpr (kReadsSaved) gx[i] = F::backward(saved[i], gy[i], alpha);
-    else gx[i] = F::backward(T(0), gy[i], alpha);
+    if constexpr (kReadsSaved)
+      gx[i] = F::backward(saved[i], gy[i], alpha);
+    else
+      gx[i] = F::backward(T(0), gy[i], alpha);
   }
 }
 

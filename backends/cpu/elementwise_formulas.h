@@ -23,30 +23,72 @@ struct Binary;
 // ---------------------------------------------------------------------------------------------------
 // Binary
 
-template <> struct Binary<BinaryOp::Add> { template <typename T> static T apply(T a, T b) { return a + b; } };
-template <> struct Binary<BinaryOp::Sub> { template <typename T> static T apply(T a, T b) { return a - b; } };
-template <> struct Binary<BinaryOp::Mul> { template <typename T> static T apply(T a, T b) { return a * b; } };
-template <> struct Binary<BinaryOp::Div> { template <typename T> static T apply(T a, T b) { return a / b; } };
+template <>
+struct Binary<BinaryOp::Add> {
+  template <typename T>
+  static T apply(T a, T b) {
+    return a + b;
+  }
+};
+template <>
+struct Binary<BinaryOp::Sub> {
+  template <typename T>
+  static T apply(T a, T b) {
+    return a - b;
+  }
+};
+template <>
+struct Binary<BinaryOp::Mul> {
+  template <typename T>
+  static T apply(T a, T b) {
+    return a * b;
+  }
+};
+template <>
+struct Binary<BinaryOp::Div> {
+  template <typename T>
+  static T apply(T a, T b) {
+    return a / b;
+  }
+};
 
 // ---------------------------------------------------------------------------------------------------
 // Unary: linear maps (the derivative reads nothing)
 
 template <>
 struct Unary<UnaryOp::Neg> {  // y = -x
-  template <typename T> static T forward(T x, T) { return -x; }
-  template <typename T> static T backward(T, T g, T) { return -g; }
+  template <typename T>
+  static T forward(T x, T) {
+    return -x;
+  }
+  template <typename T>
+  static T backward(T, T g, T) {
+    return -g;
+  }
 };
 
 template <>
 struct Unary<UnaryOp::AddScalar> {  // y = x + alpha
-  template <typename T> static T forward(T x, T alpha) { return x + alpha; }
-  template <typename T> static T backward(T, T g, T) { return g; }
+  template <typename T>
+  static T forward(T x, T alpha) {
+    return x + alpha;
+  }
+  template <typename T>
+  static T backward(T, T g, T) {
+    return g;
+  }
 };
 
 template <>
 struct Unary<UnaryOp::MulScalar> {  // y = x * alpha
-  template <typename T> static T forward(T x, T alpha) { return x * alpha; }
-  template <typename T> static T backward(T, T g, T alpha) { return g * alpha; }
+  template <typename T>
+  static T forward(T x, T alpha) {
+    return x * alpha;
+  }
+  template <typename T>
+  static T backward(T, T g, T alpha) {
+    return g * alpha;
+  }
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -54,26 +96,50 @@ struct Unary<UnaryOp::MulScalar> {  // y = x * alpha
 
 template <>
 struct Unary<UnaryOp::Exp> {  // y = e^x;  dy/dx = y
-  template <typename T> static T forward(T x, T) { return std::exp(x); }
-  template <typename T> static T backward(T y, T g, T) { return g * y; }
+  template <typename T>
+  static T forward(T x, T) {
+    return std::exp(x);
+  }
+  template <typename T>
+  static T backward(T y, T g, T) {
+    return g * y;
+  }
 };
 
 template <>
 struct Unary<UnaryOp::Log> {  // y = ln x;  dy/dx = 1 / x
-  template <typename T> static T forward(T x, T) { return std::log(x); }
-  template <typename T> static T backward(T x, T g, T) { return g / x; }
+  template <typename T>
+  static T forward(T x, T) {
+    return std::log(x);
+  }
+  template <typename T>
+  static T backward(T x, T g, T) {
+    return g / x;
+  }
 };
 
 template <>
 struct Unary<UnaryOp::Tanh> {  // y = tanh x;  dy/dx = 1 - y^2
-  template <typename T> static T forward(T x, T) { return std::tanh(x); }
-  template <typename T> static T backward(T y, T g, T) { return g * (T(1) - y * y); }
+  template <typename T>
+  static T forward(T x, T) {
+    return std::tanh(x);
+  }
+  template <typename T>
+  static T backward(T y, T g, T) {
+    return g * (T(1) - y * y);
+  }
 };
 
 template <>
 struct Unary<UnaryOp::Relu> {  // y = max(x, 0);  dy/dx = [x > 0]
-  template <typename T> static T forward(T x, T) { return x > T(0) ? x : T(0); }
-  template <typename T> static T backward(T x, T g, T) { return x > T(0) ? g : T(0); }
+  template <typename T>
+  static T forward(T x, T) {
+    return x > T(0) ? x : T(0);
+  }
+  template <typename T>
+  static T backward(T x, T g, T) {
+    return x > T(0) ? g : T(0);
+  }
 };
 
 // GELU, tanh approximation (GPT-2): gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
@@ -87,8 +153,10 @@ struct Unary<UnaryOp::Gelu> {
   // e^v: the vectorisable exp in float, std::exp in double.
   template <typename T>
   static T exp_of(T v) {
-    if constexpr (std::is_same_v<T, float>) return exp_f32(v);
-    else return std::exp(v);
+    if constexpr (std::is_same_v<T, float>)
+      return exp_f32(v);
+    else
+      return std::exp(v);
   }
   template <typename T>
   static T forward(T x, T) {
@@ -122,14 +190,26 @@ struct Unary<UnaryOp::Silu> {
 
 template <>
 struct Unary<UnaryOp::Square> {  // y = x^2;  dy/dx = 2x
-  template <typename T> static T forward(T x, T) { return x * x; }
-  template <typename T> static T backward(T x, T g, T) { return g * T(2) * x; }
+  template <typename T>
+  static T forward(T x, T) {
+    return x * x;
+  }
+  template <typename T>
+  static T backward(T x, T g, T) {
+    return g * T(2) * x;
+  }
 };
 
 template <>
 struct Unary<UnaryOp::Sqrt> {  // y = sqrt x;  dy/dx = 1 / (2 y)
-  template <typename T> static T forward(T x, T) { return std::sqrt(x); }
-  template <typename T> static T backward(T y, T g, T) { return g * T(0.5) / y; }
+  template <typename T>
+  static T forward(T x, T) {
+    return std::sqrt(x);
+  }
+  template <typename T>
+  static T backward(T y, T g, T) {
+    return g * T(0.5) / y;
+  }
 };
 
 }  // namespace lora::cpu

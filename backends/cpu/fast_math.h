@@ -37,8 +37,10 @@ namespace lora::cpu {
 
 template <typename T>
 inline T fast_exp(T x) {
-  if constexpr (std::is_same_v<T, float>) return exp_f32(x);
-  else return std::exp(x);
+  if constexpr (std::is_same_v<T, float>)
+    return exp_f32(x);
+  else
+    return std::exp(x);
 }
 
 }  // namespace lora::cpu

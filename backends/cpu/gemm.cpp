@@ -37,8 +37,8 @@ void skinny_f32(int64_t rows, int64_t n, int64_t k, float alpha, const float* x,
 }  // namespace
 
 void CpuBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmShape& s) {
-  LORA_CHECK(a.dtype() == b.dtype() && a.dtype() == c.dtype(), "gemm: dtypes differ ({}, {}, {})", dtype_name(a.dtype()),
-             dtype_name(b.dtype()), dtype_name(c.dtype()));
+  LORA_CHECK(a.dtype() == b.dtype() && a.dtype() == c.dtype(), "gemm: dtypes differ ({}, {}, {})",
+             dtype_name(a.dtype()), dtype_name(b.dtype()), dtype_name(c.dtype()));
   if (s.m == 0 || s.n == 0) return;
   dispatch_floating(a.dtype(), "gemm", [&]<typename T>() {
     const T* pa = a.data<T>();

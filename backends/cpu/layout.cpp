@@ -12,9 +12,14 @@ constexpr int64_t kParallelThreshold = 1 << 15;
 void CpuBackend::fill(Tensor& out, double value) {
   const int64_t n = out.numel();
   switch (out.dtype()) {
-    case DType::I32: std::fill_n(out.data<int32_t>(), n, static_cast<int32_t>(value)); return;
-    case DType::I64: std::fill_n(out.data<int64_t>(), n, static_cast<int64_t>(value)); return;
-    default: break;
+    case DType::I32:
+      std::fill_n(out.data<int32_t>(), n, static_cast<int32_t>(value));
+      return;
+    case DType::I64:
+      std::fill_n(out.data<int64_t>(), n, static_cast<int64_t>(value));
+      return;
+    default:
+      break;
   }
   dispatch_floating(out.dtype(), "fill", [&]<typename T>() {
     T* p = out.data<T>();
@@ -26,7 +31,8 @@ void CpuBackend::fill(Tensor& out, double value) {
 
 void CpuBackend::permute(const Tensor& x, Tensor& out, const std::vector<int>& dims) {
   const int rank = x.rank();
-  LORA_CHECK(static_cast<int>(dims.size()) == rank, "permute: {} axes given for a tensor of rank {}", dims.size(), rank);
+  LORA_CHECK(static_cast<int>(dims.size()) == rank, "permute: {} axes given for a tensor of rank {}", dims.size(),
+             rank);
   // out index (i_0..i_{r-1}) reads x at sum_d i_d * x_stride[dims[d]].
   std::vector<int64_t> x_strides(rank, 1), read_strides(rank), out_dims(rank);
   for (int d = rank - 2; d >= 0; --d) x_strides[d] = x_strides[d + 1] * x.shape().dims()[d + 1];

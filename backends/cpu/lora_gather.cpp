@@ -26,11 +26,13 @@ std::vector<Piece> checked_pieces(const char* k, const Tensor& pieces, const Ten
   std::vector<Piece> out_pieces(static_cast<size_t>(pieces.size(0)));
   for (size_t p = 0; p < out_pieces.size(); ++p) {
     const Piece q{t[5 * p], t[5 * p + 1], t[5 * p + 2], t[5 * p + 3], t[5 * p + 4]};
-    LORA_CHECK(q.rank > 0 && q.rank <= kernels::kLoraGatherMaxRank && q.a_row >= 0 && q.a_row <= a_pack.size(0) - q.rank,
-               "{}: piece {} (A rows {} + {}) does not fit a_pack {} (rank at most {})", k, p, q.a_row, q.rank,
-               a_pack.shape().str(), kernels::kLoraGatherMaxRank);
+    LORA_CHECK(
+        q.rank > 0 && q.rank <= kernels::kLoraGatherMaxRank && q.a_row >= 0 && q.a_row <= a_pack.size(0) - q.rank,
+        "{}: piece {} (A rows {} + {}) does not fit a_pack {} (rank at most {})", k, p, q.a_row, q.rank,
+        a_pack.shape().str(), kernels::kLoraGatherMaxRank);
     LORA_CHECK(q.out_size > 0 && q.out_offset >= 0 && q.out_offset <= out - q.out_size,
-               "{}: piece {} (outputs {} + {}) does not fit the layer's {} outputs", k, p, q.out_offset, q.out_size, out);
+               "{}: piece {} (outputs {} + {}) does not fit the layer's {} outputs", k, p, q.out_offset, q.out_size,
+               out);
     LORA_CHECK(q.b_offset >= 0 && q.b_offset <= b_pack.numel() - q.out_size * q.rank,
                "{}: piece {} (B at {} of {} x {}) does not fit b_pack of {} elements", k, p, q.b_offset, q.out_size,
                q.rank, b_pack.numel());
@@ -49,10 +51,11 @@ void kernels::LoraGather::cpu(const Tensor& x, const Tensor& token_slot, const T
   const int64_t N = x.size(0), in = x.size(1), out = y.size(1);
   LORA_CHECK(x.dtype() == y.dtype() && a_pack.dtype() == x.dtype() && b_pack.dtype() == x.dtype(),
              "{}: x, y, a_pack and b_pack must share one dtype", name);
-  LORA_CHECK(a_pack.rank() == 2 && a_pack.size(1) == in, "{}: a_pack {} must be [rows, {}]", name,
-             a_pack.shape().str(), in);
-  LORA_CHECK(token_slot.dtype() == DType::I32 && token_slot.numel() == N, "{}: token_slot must be int32 [{}], got {} {}",
-             name, N, dtype_name(token_slot.dtype()), token_slot.shape().str());
+  LORA_CHECK(a_pack.rank() == 2 && a_pack.size(1) == in, "{}: a_pack {} must be [rows, {}]", name, a_pack.shape().str(),
+             in);
+  LORA_CHECK(token_slot.dtype() == DType::I32 && token_slot.numel() == N,
+             "{}: token_slot must be int32 [{}], got {} {}", name, N, dtype_name(token_slot.dtype()),
+             token_slot.shape().str());
   LORA_CHECK(slot_pieces.dtype() == DType::I64 && slot_pieces.rank() == 1 && slot_pieces.numel() >= 1,
              "{}: slot_pieces must be int64 [slots + 1]", name);
   const std::vector<Piece> table = checked_pieces(name, pieces, a_pack, b_pack, out);

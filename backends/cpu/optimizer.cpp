@@ -71,7 +71,8 @@ void adam_update(T* p, const T* g, T* m, T* v, int64_t n, const AdamCoefficients
 //   g = grad (+ wd p when !decoupled);  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p = p (1 - lr wd) when decoupled;   p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
-void kernels::AdamUpdate::cpu(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamStep& hp) {
+void kernels::AdamUpdate::cpu(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq,
+                              const AdamStep& hp) {
   check_state("adam_step", "grad", param, grad);
   check_state("adam_step", "exp_avg", param, exp_avg);
   check_state("adam_step", "exp_avg_sq", param, exp_avg_sq);

@@ -22,8 +22,8 @@ Dims check_args(const char* kernel, const Tensor& a, int64_t a_cols, const Quant
              dtype_name(a.dtype()), dtype_name(tile.dtype()), dtype_name(b.dtype()));
   LORA_CHECK(a.size(-1) == a_cols && b.size(-1) == b_cols && a.numel() / a_cols == b.numel() / b_cols,
              "{}: {} and {} do not fit a weight [{}, {}]", kernel, a.shape().str(), b.shape().str(), w.rows, w.cols);
-  LORA_CHECK(tile.rank() == 2 && tile.size(1) == w.cols && tile.size(0) > 0,
-             "{}: tile {} must be [t, {}]", kernel, tile.shape().str(), w.cols);
+  LORA_CHECK(tile.rank() == 2 && tile.size(1) == w.cols && tile.size(0) > 0, "{}: tile {} must be [t, {}]", kernel,
+             tile.shape().str(), w.cols);
   return {a.numel() / a_cols, w.cols, w.rows, tile.size(0)};
 }
 
@@ -38,8 +38,8 @@ void dequantize_rows(const QuantizedView& v, int64_t row0, int64_t count, T* til
 
 // C[m, n] (ldc) = alpha op(A) op(B) + beta C, row-major with explicit leading dimensions.
 template <typename T>
-void gemm_ld(bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T beta,
-             T* c, int64_t ldc) {
+void gemm_ld(bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c,
+             int64_t ldc) {
   const CBLAS_TRANSPOSE opb = tb ? CblasTrans : CblasNoTrans;
   if constexpr (std::is_same_v<T, float>) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, opb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);

@@ -76,13 +76,15 @@ bool as_middle_reduction(const Shape& x, const Shape& out, int64_t& outer, int64
 }  // namespace
 
 void CpuBackend::sum_to(const Tensor& x, Tensor& out) {
-  LORA_CHECK(out.rank() <= x.rank(), "sum_to: target shape {} has more axes than {}", out.shape().str(), x.shape().str());
+  LORA_CHECK(out.rank() <= x.rank(), "sum_to: target shape {} has more axes than {}", out.shape().str(),
+             x.shape().str());
   dispatch_floating(x.dtype(), "sum_to", [&]<typename T>() {
     const T* px = x.data<T>();
     T* po = out.data<T>();
     int64_t outer, n, inner;
     if (as_middle_reduction(x.shape(), out.shape(), outer, n, inner)) {
-      LORA_CHECK(outer * inner == out.numel(), "sum_to: shape {} cannot be reduced to {}", x.shape().str(), out.shape().str());
+      LORA_CHECK(outer * inner == out.numel(), "sum_to: shape {} cannot be reduced to {}", x.shape().str(),
+                 out.shape().str());
       reduce_middle(px, po, outer, n, inner);
       return;
     }

@@ -80,12 +80,12 @@ void kernels::RmsNormBackward::cpu(const Tensor& grad_y, const Tensor& x, const 
     partial.zero_();
   }
   dispatch_floating(x.dtype(), name, [&]<typename T>() {
-    const T* gyp = grad_y.data<T>();                     // [rows, C]
-    const T* xp = x.data<T>();                           // [rows, C]
-    const T* w = want_x ? weight.data<T>() : nullptr;    // [C]
-    const T* rstdp = rstd.data<T>();                     // [rows]
-    T* gxp = want_x ? grad_x.data<T>() : nullptr;        // [rows, C]
-    T* partp = want_w ? partial.data<T>() : nullptr;     // [threads, C]
+    const T* gyp = grad_y.data<T>();                   // [rows, C]
+    const T* xp = x.data<T>();                         // [rows, C]
+    const T* w = want_x ? weight.data<T>() : nullptr;  // [C]
+    const T* rstdp = rstd.data<T>();                   // [rows]
+    T* gxp = want_x ? grad_x.data<T>() : nullptr;      // [rows, C]
+    T* partp = want_w ? partial.data<T>() : nullptr;   // [threads, C]
     const T inv_cols = T(1) / static_cast<T>(cols);
 
 #pragma omp parallel num_threads(threads)

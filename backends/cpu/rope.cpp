@@ -1,6 +1,6 @@
 // CPU kernel of the rotary position embedding (backends/kernels/rope.h): one (b, t) row of H heads at a time.
-#include "backends/cpu/dispatch.h"
 #include "backends/kernels/rope.h"
+#include "backends/cpu/dispatch.h"
 
 namespace lora {
 namespace {
@@ -17,10 +17,10 @@ void kernels::Rope::cpu(const Tensor& x, const Tensor& cos, const Tensor& sin, b
   LORA_CHECK(y.shape() == x.shape(), "{}: y has shape {}, expected {}", name, y.shape().str(), x.shape().str());
   const int64_t rows = B * T;
   dispatch_floating(x.dtype(), name, [&]<typename F>() {
-    const F* xp = x.data<F>();     // [B, T, H, D]
-    const F* cp = cos.data<F>();   // [T, D/2]
-    const F* sp = sin.data<F>();   // [T, D/2]
-    F* yp = y.data<F>();           // [B, T, H, D]
+    const F* xp = x.data<F>();    // [B, T, H, D]
+    const F* cp = cos.data<F>();  // [T, D/2]
+    const F* sp = sin.data<F>();  // [T, D/2]
+    F* yp = y.data<F>();          // [B, T, H, D]
     const F sign = inverse ? F(-1) : F(1);
 #pragma omp parallel for schedule(static) if (x.numel() >= kMinParallelElements)
     for (int64_t r = 0; r < rows; ++r) {

@@ -86,11 +86,16 @@ constexpr int64_t kParallelBytes = 1 << 17;
 int64_t weight_bytes(const QuantizedView& w) {
   const int64_t n = w.rows * w.cols;
   switch (w.format) {
-    case QuantFormat::F32: return 4 * n;
-    case QuantFormat::BF16: return 2 * n;
-    case QuantFormat::Q8_0: return w.rows * q8_0_row_bytes(w.cols);
-    case QuantFormat::Q4_0: return w.rows * q4_0_row_bytes(w.cols);
-    case QuantFormat::NF4: return n / 2;
+    case QuantFormat::F32:
+      return 4 * n;
+    case QuantFormat::BF16:
+      return 2 * n;
+    case QuantFormat::Q8_0:
+      return w.rows * q8_0_row_bytes(w.cols);
+    case QuantFormat::Q4_0:
+      return w.rows * q4_0_row_bytes(w.cols);
+    case QuantFormat::NF4:
+      return n / 2;
   }
   return n;
 }
@@ -99,14 +104,19 @@ int64_t weight_bytes(const QuantizedView& w) {
 
 std::string_view isa_name(Isa isa) {
   switch (isa) {
-    case Isa::Portable: return "portable";
-    case Isa::AVX2: return "avx2";
-    case Isa::AVX512: return "avx512";
+    case Isa::Portable:
+      return "portable";
+    case Isa::AVX2:
+      return "avx2";
+    case Isa::AVX512:
+      return "avx512";
   }
   return "?";
 }
 
-bool isa_supported(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(best_supported()); }
+bool isa_supported(Isa isa) {
+  return static_cast<int>(isa) <= static_cast<int>(best_supported());
+}
 
 Isa detected_isa() {
   static const Isa isa = choose_isa();
@@ -118,7 +128,9 @@ void detail::skinny_rows_portable(const SkinnyProduct& p, int64_t r0, int64_t r1
   portable_rows(p, r0, r1, row);
 }
 
-void skinny_matmul(const SkinnyProduct& p) { skinny_matmul(p, detected_isa()); }
+void skinny_matmul(const SkinnyProduct& p) {
+  skinny_matmul(p, detected_isa());
+}
 
 void skinny_matmul(const SkinnyProduct& p, Isa isa) {
   LORA_CHECK(p.m >= 1 && p.m <= kSkinnyMaxRows, "skinny_matmul: {} rows of x; expected 1 to {}", p.m, kSkinnyMaxRows);
@@ -136,15 +148,21 @@ void skinny_matmul(const SkinnyProduct& p, Isa isa) {
   }
   auto run = [&](int64_t r0, int64_t r1) {
     switch (isa) {
-      case Isa::AVX512: detail::skinny_rows_avx512(q, r0, r1); return;
-      case Isa::AVX2: detail::skinny_rows_avx2(q, r0, r1); return;
-      case Isa::Portable: detail::skinny_rows_portable(q, r0, r1); return;
+      case Isa::AVX512:
+        detail::skinny_rows_avx512(q, r0, r1);
+        return;
+      case Isa::AVX2:
+        detail::skinny_rows_avx2(q, r0, r1);
+        return;
+      case Isa::Portable:
+        detail::skinny_rows_portable(q, r0, r1);
+        return;
     }
   };
   const int threads = weight_bytes(q.w) < kParallelBytes ? 1 : std::max(1, omp_get_max_threads());
   if (threads == 1) return run(0, q.w.rows);
-  // Contiguous, equal ranges of rows (multiples of 8, so that tiles stay whole): each weight byte is read
-  // by one thread, in order.
+    // Contiguous, equal ranges of rows (multiples of 8, so that tiles stay whole): each weight byte is read
+    // by one thread, in order.
 #pragma omp parallel num_threads(threads)
   {
     const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();

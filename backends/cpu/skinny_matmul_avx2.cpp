@@ -36,7 +36,9 @@ struct V256 {
   }
 
   static float half_scalar(uint16_t h) { return _cvtsh_ss(h); }
-  static float bf16_scalar(uint16_t b) { return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(uint32_t(b) << 16)))); }
+  static float bf16_scalar(uint16_t b) {
+    return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(uint32_t(b) << 16))));
+  }
   static reg load_bf16(const uint16_t* p) {
     const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
@@ -63,7 +65,9 @@ struct V256 {
 
 }  // namespace
 
-void detail::skinny_rows_avx2(const SkinnyProduct& p, int64_t r0, int64_t r1) { skinny_rows<V256>(p, r0, r1); }
+void detail::skinny_rows_avx2(const SkinnyProduct& p, int64_t r0, int64_t r1) {
+  skinny_rows<V256>(p, r0, r1);
+}
 
 }  // namespace lora::cpu
 

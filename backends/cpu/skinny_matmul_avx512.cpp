@@ -4,7 +4,8 @@
 
 // Built without this ISA (CMake gives this file its flags on x86-64 only): the portable code stands in,
 // and detected_isa() never picks it there anyway.
-#if !(defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__F16C__))
+#if !(defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && \
+      defined(__F16C__))
 void lora::cpu::detail::skinny_rows_avx512(const SkinnyProduct& p, int64_t r0, int64_t r1) {
   skinny_rows_portable(p, r0, r1);
 }
@@ -36,7 +37,9 @@ struct V512 {
   static float hsum(reg a) { return _mm512_reduce_add_ps(a); }
 
   static float half_scalar(uint16_t h) { return _cvtsh_ss(h); }
-  static float bf16_scalar(uint16_t b) { return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(uint32_t(b) << 16)))); }
+  static float bf16_scalar(uint16_t b) {
+    return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(uint32_t(b) << 16))));
+  }
   // 16 bf16 -> f32: the 16 bits become the top half of each float.
   static reg load_bf16(const uint16_t* p) {
     const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -63,7 +66,9 @@ struct V512 {
 
 }  // namespace
 
-void detail::skinny_rows_avx512(const SkinnyProduct& p, int64_t r0, int64_t r1) { skinny_rows<V512>(p, r0, r1); }
+void detail::skinny_rows_avx512(const SkinnyProduct& p, int64_t r0, int64_t r1) {
+  skinny_rows<V512>(p, r0, r1);
+}
 
 }  // namespace lora::cpu
 

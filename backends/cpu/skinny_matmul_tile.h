@@ -162,10 +162,18 @@ void rows_with(const SkinnyProduct& p, int64_t r0, int64_t r1) {
     const int64_t c1 = c0 + kChunk < r1 ? c0 + kChunk : r1;
     for (int64_t i0 = 0; i0 < p.m; i0 += 4) {
       switch (p.m - i0 >= 4 ? 4 : p.m - i0) {
-        case 1: rows_for_group<V, D, 1>(p, i0, c0, c1); break;
-        case 2: rows_for_group<V, D, 2>(p, i0, c0, c1); break;
-        case 3: rows_for_group<V, D, 3>(p, i0, c0, c1); break;
-        default: rows_for_group<V, D, 4>(p, i0, c0, c1); break;
+        case 1:
+          rows_for_group<V, D, 1>(p, i0, c0, c1);
+          break;
+        case 2:
+          rows_for_group<V, D, 2>(p, i0, c0, c1);
+          break;
+        case 3:
+          rows_for_group<V, D, 3>(p, i0, c0, c1);
+          break;
+        default:
+          rows_for_group<V, D, 4>(p, i0, c0, c1);
+          break;
       }
     }
   }
@@ -175,11 +183,21 @@ void rows_with(const SkinnyProduct& p, int64_t r0, int64_t r1) {
 template <class V>
 void skinny_rows(const SkinnyProduct& p, int64_t r0, int64_t r1) {
   switch (p.w.format) {
-    case QuantFormat::F32: rows_with<V, DecodeF32<V>>(p, r0, r1); return;
-    case QuantFormat::BF16: rows_with<V, DecodeBF16<V>>(p, r0, r1); return;
-    case QuantFormat::Q8_0: rows_with<V, DecodeQ8_0<V>>(p, r0, r1); return;
-    case QuantFormat::Q4_0: rows_with<V, DecodeQ4_0<V>>(p, r0, r1); return;
-    case QuantFormat::NF4: rows_with<V, DecodeNF4<V>>(p, r0, r1); return;
+    case QuantFormat::F32:
+      rows_with<V, DecodeF32<V>>(p, r0, r1);
+      return;
+    case QuantFormat::BF16:
+      rows_with<V, DecodeBF16<V>>(p, r0, r1);
+      return;
+    case QuantFormat::Q8_0:
+      rows_with<V, DecodeQ8_0<V>>(p, r0, r1);
+      return;
+    case QuantFormat::Q4_0:
+      rows_with<V, DecodeQ4_0<V>>(p, r0, r1);
+      return;
+    case QuantFormat::NF4:
+      rows_with<V, DecodeNF4<V>>(p, r0, r1);
+      return;
   }
 }
 

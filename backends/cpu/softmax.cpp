@@ -129,13 +129,17 @@ void log_softmax_backward(const Tensor& y, const Tensor& grad_y, Tensor& grad_x)
 }  // namespace
 
 void kernels::SoftmaxForward::cpu(const Tensor& x, Tensor& y, bool log) {
-  if (log) log_softmax_forward(x, y);
-  else softmax_forward(x, y);
+  if (log)
+    log_softmax_forward(x, y);
+  else
+    softmax_forward(x, y);
 }
 
 void kernels::SoftmaxBackward::cpu(const Tensor& y, const Tensor& grad_y, Tensor& grad_x, bool log) {
-  if (log) log_softmax_backward(y, grad_y, grad_x);
-  else softmax_backward(y, grad_y, grad_x);
+  if (log)
+    log_softmax_backward(y, grad_y, grad_x);
+  else
+    softmax_backward(y, grad_y, grad_x);
 }
 
 }  // namespace lora

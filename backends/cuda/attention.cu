@@ -80,8 +80,8 @@ struct AttentionShape {
   int64_t T, D;
 };
 AttentionShape check_attention_shapes(const char* kernel, const Tensor& q, const Tensor& k, const Tensor& v) {
-  LORA_CHECK(q.rank() == 4 && k.rank() == 4, "cuda {}: q {} and k {} must be [B, H, T, D] and [B, Hkv, T, D]",
-             kernel, q.shape().str(), k.shape().str());
+  LORA_CHECK(q.rank() == 4 && k.rank() == 4, "cuda {}: q {} and k {} must be [B, H, T, D] and [B, Hkv, T, D]", kernel,
+             q.shape().str(), k.shape().str());
   check_same_shape(kernel, k, "k", v, "v");
   const int64_t H = q.size(1), Hkv = k.size(1);
   LORA_CHECK(k.size(0) == q.size(0) && k.size(2) == q.size(2) && k.size(3) == q.size(3) && Hkv > 0 && H % Hkv == 0,
@@ -121,8 +121,10 @@ GemmArgs gemm_args(int64_t batch, int64_t m, int64_t n, int64_t k, bool trans_a,
 void attention_softmax_f32(float* scores, float* lse, int64_t rows, int64_t T, KeyStarts ks) {
   if (rows <= 0) return;
   const RowLaunch l = row_launch(rows, T);
-  if (l.block) attention_softmax_kernel<true><<<l.grid, l.threads>>>(scores, lse, rows, T, ks);
-  else attention_softmax_kernel<false><<<l.grid, l.threads>>>(scores, lse, rows, T, ks);
+  if (l.block)
+    attention_softmax_kernel<true><<<l.grid, l.threads>>>(scores, lse, rows, T, ks);
+  else
+    attention_softmax_kernel<false><<<l.grid, l.threads>>>(scores, lse, rows, T, ks);
   LORA_CUDA_CHECK_LAUNCH("attention_softmax");
 }
 
@@ -130,8 +132,10 @@ void attention_backward_ds_f32(float* scores, float* dp, const float* grad_out, 
                                int64_t rows, int64_t T, int64_t D, KeyStarts ks) {
   if (rows <= 0) return;
   const RowLaunch l = row_launch(rows, T);
-  if (l.block) attention_backward_ds_kernel<true><<<l.grid, l.threads>>>(scores, dp, grad_out, out, lse, rows, T, D, ks);
-  else attention_backward_ds_kernel<false><<<l.grid, l.threads>>>(scores, dp, grad_out, out, lse, rows, T, D, ks);
+  if (l.block)
+    attention_backward_ds_kernel<true><<<l.grid, l.threads>>>(scores, dp, grad_out, out, lse, rows, T, D, ks);
+  else
+    attention_backward_ds_kernel<false><<<l.grid, l.threads>>>(scores, dp, grad_out, out, lse, rows, T, D, ks);
   LORA_CUDA_CHECK_LAUNCH("attention_backward_ds");
 }
 
@@ -145,7 +149,7 @@ namespace lora {
 // (grad_k, grad_v) are then the inner dimension of one gemm. With G = 1 this is plain multi-head attention.
 
 void kernels::AttentionForward::cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start,
-                                    double scale, Tensor& out, Tensor& lse) {
+                                     double scale, Tensor& out, Tensor& lse) {
   using namespace lora::cuda;
   const int device = activate(name, {&q, &k, &v, &out, &lse});
   const auto [KV, G, T, D] = check_attention_shapes(name, q, k, v);
@@ -174,8 +178,8 @@ void kernels::AttentionForward::cuda(const Tensor& q, const Tensor& k, const Ten
 }
 
 void kernels::AttentionBackward::cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_start,
-                                     const Tensor& out, const Tensor& lse, const Tensor& grad_out, double scale,
-                                     Tensor& grad_q, Tensor& grad_k, Tensor& grad_v) {
+                                      const Tensor& out, const Tensor& lse, const Tensor& grad_out, double scale,
+                                      Tensor& grad_q, Tensor& grad_k, Tensor& grad_v) {
   using namespace lora::cuda;
   const int device = activate(name, {&q, &k, &v, &out, &lse, &grad_out, &grad_q, &grad_k, &grad_v});
   const auto [KV, G, T, D] = check_attention_shapes(name, q, k, v);

@@ -10,8 +10,8 @@ int activate(const char* kernel, std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors) {
     if (t == nullptr || !t->defined()) continue;
     const Device d = t->device();
-    LORA_CHECK(d.is_cuda(), "cuda {}: a tensor of shape {} is on {}, expected a CUDA device", kernel,
-               t->shape().str(), d.str());
+    LORA_CHECK(d.is_cuda(), "cuda {}: a tensor of shape {} is on {}, expected a CUDA device", kernel, t->shape().str(),
+               d.str());
     if (index < 0) index = d.index;
     LORA_CHECK(d.index == index, "cuda {}: tensors on different devices (cuda:{} and cuda:{})", kernel, index, d.index);
   }
@@ -22,8 +22,8 @@ int activate(const char* kernel, std::initializer_list<const Tensor*> tensors) {
 
 float* f32(const char* kernel, const Tensor& t, const char* name) {
   LORA_CHECK(t.defined(), "cuda {}: {} is undefined", kernel, name);
-  LORA_CHECK(t.dtype() == DType::F32, "cuda {}: {} has dtype {}; the CUDA backend supports float32 only", kernel,
-             name, dtype_name(t.dtype()));
+  LORA_CHECK(t.dtype() == DType::F32, "cuda {}: {} has dtype {}; the CUDA backend supports float32 only", kernel, name,
+             dtype_name(t.dtype()));
   return static_cast<float*>(t.raw_data());
 }
 
@@ -43,8 +43,8 @@ void check_numel(const char* kernel, const Tensor& t, const char* name, int64_t 
 
 bool check_ids(const char* kernel, const Tensor& ids, const char* name) {
   LORA_CHECK(ids.defined(), "cuda {}: {} is undefined", kernel, name);
-  LORA_CHECK(ids.dtype() == DType::I32 || ids.dtype() == DType::I64, "cuda {}: {} has dtype {}, expected int32 or int64",
-             kernel, name, dtype_name(ids.dtype()));
+  LORA_CHECK(ids.dtype() == DType::I32 || ids.dtype() == DType::I64,
+             "cuda {}: {} has dtype {}, expected int32 or int64", kernel, name, dtype_name(ids.dtype()));
   return ids.dtype() == DType::I64;
 }
 
@@ -52,9 +52,13 @@ Tensor workspace(const Shape& shape, DType dtype, int device) {
   return Tensor::empty(shape, dtype, Device::cuda(device), MemoryCategory::Workspace);
 }
 
-ErrorFlag::ErrorFlag(int device) : buffer_(workspace({3}, DType::I64, device)) { buffer_.zero_(); }
+ErrorFlag::ErrorFlag(int device) : buffer_(workspace({3}, DType::I64, device)) {
+  buffer_.zero_();
+}
 
-unsigned long long* ErrorFlag::data() const { return static_cast<unsigned long long*>(buffer_.raw_data()); }
+unsigned long long* ErrorFlag::data() const {
+  return static_cast<unsigned long long*>(buffer_.raw_data());
+}
 
 void ErrorFlag::check(const char* kernel, const char* what, int64_t limit) const {
   const std::vector<int64_t> v = buffer_.to_vector<int64_t>();

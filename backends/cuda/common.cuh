@@ -22,7 +22,9 @@ inline unsigned grid_for(int64_t n, int64_t per_block) {
   return static_cast<unsigned>(blocks);
 }
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+inline bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Reductions
@@ -51,7 +53,9 @@ struct MaxSum {
   float m, s;
 };
 
-__device__ __forceinline__ MaxSum maxsum_empty() { return {-INFINITY, 0.f}; }
+__device__ __forceinline__ MaxSum maxsum_empty() {
+  return {-INFINITY, 0.f};
+}
 
 __device__ __forceinline__ void maxsum_add(MaxSum& a, float x) {
   if (x > a.m) {
@@ -100,25 +104,35 @@ constexpr int64_t kWarpRowLimit = 1024;  // columns up to which a warp handles a
 template <bool kBlock>
 struct RowMap {
   __device__ static int64_t row() {
-    if constexpr (kBlock) return blockIdx.x;
-    else return static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if constexpr (kBlock)
+      return blockIdx.x;
+    else
+      return static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   }
   __device__ static int lane() {
-    if constexpr (kBlock) return threadIdx.x;
-    else return threadIdx.x & 31;
+    if constexpr (kBlock)
+      return threadIdx.x;
+    else
+      return threadIdx.x & 31;
   }
   __device__ static int width() {
-    if constexpr (kBlock) return blockDim.x;
-    else return 32;
+    if constexpr (kBlock)
+      return blockDim.x;
+    else
+      return 32;
   }
   template <typename T>
   __device__ static T sum(T v, T* smem) {
-    if constexpr (kBlock) return block_sum(v, smem);
-    else return warp_sum(v);
+    if constexpr (kBlock)
+      return block_sum(v, smem);
+    else
+      return warp_sum(v);
   }
   __device__ static MaxSum maxsum(MaxSum v, float* smem) {
-    if constexpr (kBlock) return block_maxsum(v, smem);
-    else return warp_maxsum(v);
+    if constexpr (kBlock)
+      return block_maxsum(v, smem);
+    else
+      return warp_maxsum(v);
   }
 };
 
@@ -138,8 +152,7 @@ inline RowLaunch row_launch(int64_t rows, int64_t cols) {
 // second kernel adds the splits (deterministic: no atomics). Load(r, c, acc) adds row r's terms to acc.
 
 template <int NOut, typename Load>
-__global__ void column_partial_kernel(Load load, int64_t rows, int64_t cols, int64_t rows_per_split,
-                                      float* partial) {
+__global__ void column_partial_kernel(Load load, int64_t rows, int64_t cols, int64_t rows_per_split, float* partial) {
   __shared__ float tile[NOut][8][33];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_split;

@@ -28,8 +28,10 @@ __global__ void cross_entropy_forward_kernel(const float* logits, const TId* tar
     const int64_t t = static_cast<int64_t>(targets[row]);
     float loss = 0.f;
     if (t != ignore_index) {
-      if (t < 0 || t >= vocab) record_error(error, t, row);
-      else loss = l - lr[t];
+      if (t < 0 || t >= vocab)
+        record_error(error, t, row);
+      else
+        loss = l - lr[t];
     }
     losses[row] = loss;
     lse[row] = l;
@@ -39,8 +41,8 @@ __global__ void cross_entropy_forward_kernel(const float* logits, const TId* tar
 // A block per row: grad = grad_loss * scale * (softmax - onehot), 0 for ignored (and invalid) rows.
 template <typename TId>
 __global__ void cross_entropy_backward_kernel(const float* logits, const TId* targets, const float* lse,
-                                              const float* grad_loss, float scale, int64_t ignore_index,
-                                              float* grad, int64_t vocab, unsigned long long* error) {
+                                              const float* grad_loss, float scale, int64_t ignore_index, float* grad,
+                                              int64_t vocab, unsigned long long* error) {
   const int64_t row = blockIdx.x;
   const float* lr = logits + row * vocab;
   float* gr = grad + row * vocab;
@@ -70,11 +72,19 @@ void cross_entropy_forward_f32(const float* logits, const void* targets, bool ta
   const auto* t32 = static_cast<const int32_t*>(targets);
   const auto* t64 = static_cast<const int64_t*>(targets);
   if (l.block) {
-    if (targets64) cross_entropy_forward_kernel<true><<<l.grid, l.threads>>>(logits, t64, ignore_index, losses, lse, rows, vocab, error);
-    else cross_entropy_forward_kernel<true><<<l.grid, l.threads>>>(logits, t32, ignore_index, losses, lse, rows, vocab, error);
+    if (targets64)
+      cross_entropy_forward_kernel<true>
+          <<<l.grid, l.threads>>>(logits, t64, ignore_index, losses, lse, rows, vocab, error);
+    else
+      cross_entropy_forward_kernel<true>
+          <<<l.grid, l.threads>>>(logits, t32, ignore_index, losses, lse, rows, vocab, error);
   } else {
-    if (targets64) cross_entropy_forward_kernel<false><<<l.grid, l.threads>>>(logits, t64, ignore_index, losses, lse, rows, vocab, error);
-    else cross_entropy_forward_kernel<false><<<l.grid, l.threads>>>(logits, t32, ignore_index, losses, lse, rows, vocab, error);
+    if (targets64)
+      cross_entropy_forward_kernel<false>
+          <<<l.grid, l.threads>>>(logits, t64, ignore_index, losses, lse, rows, vocab, error);
+    else
+      cross_entropy_forward_kernel<false>
+          <<<l.grid, l.threads>>>(logits, t32, ignore_index, losses, lse, rows, vocab, error);
   }
   LORA_CUDA_CHECK_LAUNCH("cross_entropy_forward");
 }

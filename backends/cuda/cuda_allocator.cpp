@@ -60,10 +60,11 @@ class CudaCachingAllocator final : public Allocator {
         size_t free_b = 0, total_b = 0;
         (void)cudaMemGetInfo(&free_b, &total_b);
         (void)cudaGetLastError();
-        LORA_FAIL("CUDA out of memory on cuda:{} allocating {} bytes (class {}): {}; the pool reserves {} bytes, "
-                  "{} in use; the device reports {} free of {}. The tracker holds on cuda:{}: {}",
-                  index, bytes, size, cudaGetErrorString(err), pool.reserved, pool.in_use, free_b, total_b, index,
-                  MemoryTracker::instance().live_summary(Device::cuda(index)));
+        LORA_FAIL(
+            "CUDA out of memory on cuda:{} allocating {} bytes (class {}): {}; the pool reserves {} bytes, "
+            "{} in use; the device reports {} free of {}. The tracker holds on cuda:{}: {}",
+            index, bytes, size, cudaGetErrorString(err), pool.reserved, pool.in_use, free_b, total_b, index,
+            MemoryTracker::instance().live_summary(Device::cuda(index)));
       }
       pool.reserved += size;
       ++pool.mallocs;
@@ -155,7 +156,7 @@ class CudaCachingAllocator final : public Allocator {
  private:
   struct Pool {
     std::unordered_map<size_t, std::vector<void*>> free;  // size class -> cached blocks
-    std::unordered_map<void*, size_t> live;                // block -> its size class
+    std::unordered_map<void*, size_t> live;               // block -> its size class
     size_t reserved = 0, in_use = 0, requested = 0, cached = 0;
     int64_t mallocs = 0;
   };
@@ -200,6 +201,8 @@ CudaMemoryInfo cuda_memory_info(int device) {
   return cuda::caching_allocator().info(cuda::CudaCachingAllocator::checked_index(Device::cuda(device)));
 }
 
-void cuda_empty_cache() { cuda::caching_allocator().empty_cache(); }
+void cuda_empty_cache() {
+  cuda::caching_allocator().empty_cache();
+}
 
 }  // namespace lora

@@ -100,10 +100,17 @@ int elem_size_for_copy(const char* kernel, const Tensor& t) {
 void CudaBackend::fill(Tensor& out, double value) {
   activate("fill", {&out});
   switch (out.dtype()) {
-    case DType::F32: fill_f32(static_cast<float*>(out.raw_data()), out.numel(), static_cast<float>(value)); break;
-    case DType::I32: fill_i32(static_cast<int32_t*>(out.raw_data()), out.numel(), static_cast<int32_t>(value)); break;
-    case DType::I64: fill_i64(static_cast<int64_t*>(out.raw_data()), out.numel(), static_cast<int64_t>(value)); break;
-    default: LORA_FAIL("cuda fill: dtype {} is not supported (float32, int32, int64)", dtype_name(out.dtype()));
+    case DType::F32:
+      fill_f32(static_cast<float*>(out.raw_data()), out.numel(), static_cast<float>(value));
+      break;
+    case DType::I32:
+      fill_i32(static_cast<int32_t*>(out.raw_data()), out.numel(), static_cast<int32_t>(value));
+      break;
+    case DType::I64:
+      fill_i64(static_cast<int64_t*>(out.raw_data()), out.numel(), static_cast<int64_t>(value));
+      break;
+    default:
+      LORA_FAIL("cuda fill: dtype {} is not supported (float32, int32, int64)", dtype_name(out.dtype()));
   }
 }
 
@@ -121,8 +128,8 @@ void CudaBackend::permute(const Tensor& x, Tensor& out, const std::vector<int>& 
     const int d = dims[i];
     LORA_CHECK(d >= 0 && d < r && !seen[d], "cuda permute: dims are not a permutation of [0, {})", r);
     seen[d] = true;
-    LORA_CHECK(out.shape().dims()[i] == x.shape().dims()[d], "cuda permute: output shape {} does not match input {} permuted",
-               out.shape().str(), x.shape().str());
+    LORA_CHECK(out.shape().dims()[i] == x.shape().dims()[d],
+               "cuda permute: output shape {} does not match input {} permuted", out.shape().str(), x.shape().str());
     strides[i] = xs[d];
   }
   if (out.numel() == 0) return;
@@ -172,8 +179,7 @@ void CudaBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double alpha) 
   unary_f32(op, f32(k, x, "x"), f32(k, out, "out"), out.numel(), static_cast<float>(alpha));
 }
 
-void CudaBackend::unary_backward(UnaryOp op, const Tensor& saved, const Tensor& grad_y, Tensor& grad_x,
-                                 double alpha) {
+void CudaBackend::unary_backward(UnaryOp op, const Tensor& saved, const Tensor& grad_y, Tensor& grad_x, double alpha) {
   check_unary_backward_args(op, saved, grad_y, grad_x);
   const std::string name = std::string("unary_backward ") + unary_info(op).name;
   const char* k = name.c_str();
@@ -205,8 +211,10 @@ void CudaBackend::sum_to(const Tensor& x, Tensor& out) {
                out.shape().str());
     if (xd[i] == 1) continue;
     const bool reduced = od[i] == 1;
-    if (!groups.empty() && groups.back().reduced == reduced) groups.back().size *= xd[i];
-    else groups.push_back({xd[i], reduced});
+    if (!groups.empty() && groups.back().reduced == reduced)
+      groups.back().size *= xd[i];
+    else
+      groups.push_back({xd[i], reduced});
   }
   if (out.numel() == 0) return;
   if (x.numel() == 0) {
@@ -295,8 +303,8 @@ void CudaBackend::gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmSh
   auto check_extent = [&](const Tensor& t, const char* name, int64_t stride, int64_t matrix) {
     if (s.batch == 0 || matrix == 0) return;
     const int64_t needed = (s.batch - 1) * stride + matrix;
-    LORA_CHECK(t.numel() >= needed, "cuda gemm: {} has {} elements, the batch of {} needs {}", name, t.numel(),
-               s.batch, needed);
+    LORA_CHECK(t.numel() >= needed, "cuda gemm: {} has {} elements, the batch of {} needs {}", name, t.numel(), s.batch,
+               needed);
   };
   check_extent(a, "a", s.stride_a, s.m * s.k);
   check_extent(b, "b", s.stride_b, s.k * s.n);

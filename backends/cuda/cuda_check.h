@@ -19,19 +19,19 @@ bool debug_sync();
 
 }  // namespace lora::cuda
 
-#define LORA_CUDA_CHECK(call)                                                                 \
-  do {                                                                                        \
-    const cudaError_t lora_cuda_err_ = (call);                                                \
-    if (lora_cuda_err_ != cudaSuccess) {                                                      \
-      (void)cudaGetLastError(); /* clear a non-sticky error so the next check is not blamed */ \
+#define LORA_CUDA_CHECK(call)                                                                        \
+  do {                                                                                               \
+    const cudaError_t lora_cuda_err_ = (call);                                                       \
+    if (lora_cuda_err_ != cudaSuccess) {                                                             \
+      (void)cudaGetLastError(); /* clear a non-sticky error so the next check is not blamed */       \
       ::lora::cuda::throw_cuda_error(#call, __FILE__, __LINE__, cudaGetErrorString(lora_cuda_err_)); \
-    }                                                                                         \
+    }                                                                                                \
   } while (0)
 
-#define LORA_CUBLAS_CHECK(call)                                                                   \
-  do {                                                                                            \
-    const cublasStatus_t lora_cublas_status_ = (call);                                            \
-    if (lora_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                             \
+#define LORA_CUBLAS_CHECK(call)                                                                              \
+  do {                                                                                                       \
+    const cublasStatus_t lora_cublas_status_ = (call);                                                       \
+    if (lora_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                                        \
       ::lora::cuda::throw_cuda_error(#call, __FILE__, __LINE__, cublasGetStatusString(lora_cublas_status_)); \
   } while (0)
 

@@ -66,7 +66,9 @@ int cuda_device_count() {
   return count;
 }
 
-bool cuda_device_available() { return cuda_device_count() > 0; }
+bool cuda_device_available() {
+  return cuda_device_count() > 0;
+}
 
 std::string cuda_device_name(int device) {
   cudaDeviceProp prop{};
@@ -74,8 +76,12 @@ std::string cuda_device_name(int device) {
   return prop.name;
 }
 
-void set_cuda_allow_tf32(bool allow) { cuda::g_allow_tf32.store(allow); }
-bool cuda_allow_tf32() { return cuda::g_allow_tf32.load(); }
+void set_cuda_allow_tf32(bool allow) {
+  cuda::g_allow_tf32.store(allow);
+}
+bool cuda_allow_tf32() {
+  return cuda::g_allow_tf32.load();
+}
 
 void cuda_synchronize(int device) {
   cuda::set_device(device);

@@ -72,8 +72,8 @@ void kernels::DecodeAttention::cuda(const Tensor& q, const Tensor& k_pool, const
   // Rows were checked against the pool on the host when they were set (nn/attention.cpp).
   const unsigned blocks = static_cast<unsigned>((B * H + kWarpsPerBlock - 1) / kWarpsPerBlock);
   decode_attention_kernel<<<blocks, 32 * kWarpsPerBlock>>>(pq, pk, pv, static_cast<const int64_t*>(rows.raw_data()),
-                                                          static_cast<float>(scale), po, B * H, H, k_pool.size(1),
-                                                          k_pool.size(2), D);
+                                                           static_cast<float>(scale), po, B * H, H, k_pool.size(1),
+                                                           k_pool.size(2), D);
   LORA_CUDA_CHECK_LAUNCH(k);
 }
 

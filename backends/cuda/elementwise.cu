@@ -2,8 +2,8 @@
 // strided/broadcast), gather (permute, expand). Contiguous kernels run through map_kernel (map.cuh).
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/elementwise_formulas.cuh"
-#include "backends/cuda/map.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/map.cuh"
 
 namespace lora::cuda {
 namespace {
@@ -36,7 +36,9 @@ struct UnaryForwardFn {
 template <UnaryOp Op>
 struct UnaryBackwardFn {
   float alpha;
-  __device__ float operator()(float saved, float g, float, int64_t) const { return Unary<Op>::backward(saved, g, alpha); }
+  __device__ float operator()(float saved, float g, float, int64_t) const {
+    return Unary<Op>::backward(saved, g, alpha);
+  }
 };
 
 template <BinaryOp Op>
@@ -66,7 +68,8 @@ __device__ __forceinline__ void strided_offsets(const StridedIndex& idx, I i, I&
 
 template <BinaryOp Op, typename I>
 __global__ void binary_strided_kernel(const float* a, const float* b, float* out, I n, StridedIndex idx) {
-  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += static_cast<I>(gridDim.x) * blockDim.x) {
+  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<I>(gridDim.x) * blockDim.x) {
     I oa, ob;
     strided_offsets<I>(idx, i, oa, ob);
     out[i] = Binary<Op>::apply(a[oa], b[ob]);
@@ -75,7 +78,8 @@ __global__ void binary_strided_kernel(const float* a, const float* b, float* out
 
 template <typename T, typename I>
 __global__ void gather_kernel(const T* x, T* out, I n, StridedIndex idx) {
-  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += static_cast<I>(gridDim.x) * blockDim.x) {
+  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<I>(gridDim.x) * blockDim.x) {
     I oa, ob;
     strided_offsets<I>(idx, i, oa, ob);
     out[i] = x[oa];
@@ -99,8 +103,8 @@ template <typename T>
 void launch_gather(const void* x, void* out, int64_t n, const StridedIndex& idx) {
   const unsigned grid = grid_for(n, kThreads);
   if (fits_32bit(n, idx)) {
-    gather_kernel<T, uint32_t><<<grid, kThreads>>>(static_cast<const T*>(x), static_cast<T*>(out),
-                                                   static_cast<uint32_t>(n), idx);
+    gather_kernel<T, uint32_t>
+        <<<grid, kThreads>>>(static_cast<const T*>(x), static_cast<T*>(out), static_cast<uint32_t>(n), idx);
   } else {
     gather_kernel<T, int64_t><<<grid, kThreads>>>(static_cast<const T*>(x), static_cast<T*>(out), n, idx);
   }
@@ -112,12 +116,19 @@ void launch_gather(const void* x, void* out, int64_t n, const StridedIndex& idx)
 // ---------------------------------------------------------------------------------------------------
 // Launchers
 
-void fill_f32(float* out, int64_t n, float value) { launch_fill(out, n, value); }
-void fill_i32(int32_t* out, int64_t n, int32_t value) { launch_fill(out, n, value); }
-void fill_i64(int64_t* out, int64_t n, int64_t value) { launch_fill(out, n, value); }
+void fill_f32(float* out, int64_t n, float value) {
+  launch_fill(out, n, value);
+}
+void fill_i32(int32_t* out, int64_t n, int32_t value) {
+  launch_fill(out, n, value);
+}
+void fill_i64(int64_t* out, int64_t n, int64_t value) {
+  launch_fill(out, n, value);
+}
 
 void unary_f32(UnaryOp op, const float* x, float* y, int64_t n, float alpha) {
-  visit_unary(op, [&]<UnaryOp Op>() { launch_map(unary_info(Op).name, x, nullptr, nullptr, y, n, UnaryForwardFn<Op>{alpha}); });
+  visit_unary(
+      op, [&]<UnaryOp Op>() { launch_map(unary_info(Op).name, x, nullptr, nullptr, y, n, UnaryForwardFn<Op>{alpha}); });
 }
 
 void unary_backward_f32(UnaryOp op, const float* saved, const float* gy, float* gx, int64_t n, float alpha) {
@@ -135,8 +146,10 @@ void binary_strided_f32(BinaryOp op, const float* a, const float* b, float* out,
   const unsigned grid = grid_for(n, kThreads);
   const bool small = fits_32bit(n, idx);
   visit_binary(op, [&]<BinaryOp Op>() {
-    if (small) binary_strided_kernel<Op, uint32_t><<<grid, kThreads>>>(a, b, out, static_cast<uint32_t>(n), idx);
-    else binary_strided_kernel<Op, int64_t><<<grid, kThreads>>>(a, b, out, n, idx);
+    if (small)
+      binary_strided_kernel<Op, uint32_t><<<grid, kThreads>>>(a, b, out, static_cast<uint32_t>(n), idx);
+    else
+      binary_strided_kernel<Op, int64_t><<<grid, kThreads>>>(a, b, out, n, idx);
   });
   LORA_CUDA_CHECK_LAUNCH("binary_broadcast");
 }
@@ -144,10 +157,17 @@ void binary_strided_f32(BinaryOp op, const float* a, const float* b, float* out,
 void gather(const void* x, void* out, int64_t n, int elem_size, const StridedIndex& idx) {
   if (n <= 0) return;
   switch (elem_size) {
-    case 2: launch_gather<uint16_t>(x, out, n, idx); break;
-    case 4: launch_gather<uint32_t>(x, out, n, idx); break;
-    case 8: launch_gather<uint64_t>(x, out, n, idx); break;
-    default: throw_cuda_error("gather", __FILE__, __LINE__, "unsupported element size");
+    case 2:
+      launch_gather<uint16_t>(x, out, n, idx);
+      break;
+    case 4:
+      launch_gather<uint32_t>(x, out, n, idx);
+      break;
+    case 8:
+      launch_gather<uint64_t>(x, out, n, idx);
+      break;
+    default:
+      throw_cuda_error("gather", __FILE__, __LINE__, "unsupported element size");
   }
 }
 

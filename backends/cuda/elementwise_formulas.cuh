@@ -20,10 +20,22 @@ struct Binary;
 // ---------------------------------------------------------------------------------------------------
 // Binary
 
-template <> struct Binary<BinaryOp::Add> { __device__ static float apply(float a, float b) { return a + b; } };
-template <> struct Binary<BinaryOp::Sub> { __device__ static float apply(float a, float b) { return a - b; } };
-template <> struct Binary<BinaryOp::Mul> { __device__ static float apply(float a, float b) { return a * b; } };
-template <> struct Binary<BinaryOp::Div> { __device__ static float apply(float a, float b) { return a / b; } };
+template <>
+struct Binary<BinaryOp::Add> {
+  __device__ static float apply(float a, float b) { return a + b; }
+};
+template <>
+struct Binary<BinaryOp::Sub> {
+  __device__ static float apply(float a, float b) { return a - b; }
+};
+template <>
+struct Binary<BinaryOp::Mul> {
+  __device__ static float apply(float a, float b) { return a * b; }
+};
+template <>
+struct Binary<BinaryOp::Div> {
+  __device__ static float apply(float a, float b) { return a / b; }
+};
 
 // ---------------------------------------------------------------------------------------------------
 // Unary: linear maps (the derivative reads nothing)

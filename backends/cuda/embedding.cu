@@ -55,7 +55,9 @@ __global__ void validate_ids_kernel(const TId* ids, int64_t n, int64_t limit, un
   }
 }
 
-int embedding_threads(int64_t dim) { return dim >= 512 ? 256 : 128; }
+int embedding_threads(int64_t dim) {
+  return dim >= 512 ? 256 : 128;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Launchers
@@ -66,15 +68,19 @@ void embedding_forward_f32(const float* weight, const void* ids, bool ids64, flo
   const bool vec = dim % 4 == 0 && aligned16(weight) && aligned16(out);
   const int threads = embedding_threads(dim);
   const unsigned grid = static_cast<unsigned>(n);
-  if (ids64) embedding_forward_kernel<<<grid, threads>>>(weight, static_cast<const int64_t*>(ids), out, vocab, dim, vec, error);
-  else embedding_forward_kernel<<<grid, threads>>>(weight, static_cast<const int32_t*>(ids), out, vocab, dim, vec, error);
+  if (ids64)
+    embedding_forward_kernel<<<grid, threads>>>(weight, static_cast<const int64_t*>(ids), out, vocab, dim, vec, error);
+  else
+    embedding_forward_kernel<<<grid, threads>>>(weight, static_cast<const int32_t*>(ids), out, vocab, dim, vec, error);
   LORA_CUDA_CHECK_LAUNCH("embedding_forward");
 }
 
 void validate_ids(const void* ids, bool ids64, int64_t n, int64_t limit, unsigned long long* error) {
   if (n <= 0) return;
-  if (ids64) validate_ids_kernel<<<grid_for(n, kThreads), kThreads>>>(static_cast<const int64_t*>(ids), n, limit, error);
-  else validate_ids_kernel<<<grid_for(n, kThreads), kThreads>>>(static_cast<const int32_t*>(ids), n, limit, error);
+  if (ids64)
+    validate_ids_kernel<<<grid_for(n, kThreads), kThreads>>>(static_cast<const int64_t*>(ids), n, limit, error);
+  else
+    validate_ids_kernel<<<grid_for(n, kThreads), kThreads>>>(static_cast<const int32_t*>(ids), n, limit, error);
   LORA_CUDA_CHECK_LAUNCH("validate_ids");
 }
 
@@ -83,8 +89,12 @@ void embedding_backward_f32(const void* ids, bool ids64, const float* grad_out, 
   if (n <= 0 || dim <= 0) return;
   const int threads = embedding_threads(dim);
   const unsigned grid = static_cast<unsigned>(n);
-  if (ids64) embedding_backward_kernel<<<grid, threads>>>(static_cast<const int64_t*>(ids), grad_out, grad_weight, vocab, dim, error);
-  else embedding_backward_kernel<<<grid, threads>>>(static_cast<const int32_t*>(ids), grad_out, grad_weight, vocab, dim, error);
+  if (ids64)
+    embedding_backward_kernel<<<grid, threads>>>(static_cast<const int64_t*>(ids), grad_out, grad_weight, vocab, dim,
+                                                 error);
+  else
+    embedding_backward_kernel<<<grid, threads>>>(static_cast<const int32_t*>(ids), grad_out, grad_weight, vocab, dim,
+                                                 error);
   LORA_CUDA_CHECK_LAUNCH("embedding_backward");
 }
 

@@ -21,8 +21,10 @@ void gemm_f32(int device, const float* a, const float* b, float* c, const GemmAr
     const int64_t count = contiguous ? g.batch * g.m * g.n : g.m * g.n;
     for (int64_t i = 0; i < calls; ++i) {
       float* ci = c + i * g.stride_c;
-      if (g.beta == 0.f) fill_f32(ci, count, 0.f);
-      else unary_f32(UnaryOp::MulScalar, ci, ci, count, g.beta);
+      if (g.beta == 0.f)
+        fill_f32(ci, count, 0.f);
+      else
+        unary_f32(UnaryOp::MulScalar, ci, ci, count, g.beta);
     }
     return;
   }
@@ -36,8 +38,8 @@ void gemm_f32(int device, const float* a, const float* b, float* c, const GemmAr
   if (g.stride_c == 0 && g.batch > 1) {
     // Every product lands in the same C: run them one after another (as the CPU loop does).
     for (int64_t i = 0; i < g.batch; ++i) {
-      LORA_CUBLAS_CHECK(cublasSgemm(handle, op_b, op_a, n, m, k, &g.alpha, b + i * g.stride_b, ldb,
-                                    a + i * g.stride_a, lda, &g.beta, c, ldc));
+      LORA_CUBLAS_CHECK(cublasSgemm(handle, op_b, op_a, n, m, k, &g.alpha, b + i * g.stride_b, ldb, a + i * g.stride_a,
+                                    lda, &g.beta, c, ldc));
     }
     return;
   }

@@ -88,8 +88,10 @@ void layer_norm_forward_f32(const float* x, const float* weight, const float* bi
                             float* rstd, int64_t rows, int64_t cols) {
   if (rows <= 0 || cols <= 0) return;
   const RowLaunch l = row_launch(rows, cols);
-  if (l.block) layer_norm_forward_kernel<true><<<l.grid, l.threads>>>(x, weight, bias, eps, y, mean, rstd, rows, cols);
-  else layer_norm_forward_kernel<false><<<l.grid, l.threads>>>(x, weight, bias, eps, y, mean, rstd, rows, cols);
+  if (l.block)
+    layer_norm_forward_kernel<true><<<l.grid, l.threads>>>(x, weight, bias, eps, y, mean, rstd, rows, cols);
+  else
+    layer_norm_forward_kernel<false><<<l.grid, l.threads>>>(x, weight, bias, eps, y, mean, rstd, rows, cols);
   LORA_CUDA_CHECK_LAUNCH("layer_norm_forward");
 }
 
@@ -97,17 +99,18 @@ void layer_norm_backward_dx_f32(const float* gy, const float* x, const float* we
                                 const float* rstd, float* gx, int64_t rows, int64_t cols) {
   if (rows <= 0 || cols <= 0) return;
   const RowLaunch l = row_launch(rows, cols);
-  if (l.block) layer_norm_backward_dx_kernel<true><<<l.grid, l.threads>>>(gy, x, weight, mean, rstd, gx, rows, cols);
-  else layer_norm_backward_dx_kernel<false><<<l.grid, l.threads>>>(gy, x, weight, mean, rstd, gx, rows, cols);
+  if (l.block)
+    layer_norm_backward_dx_kernel<true><<<l.grid, l.threads>>>(gy, x, weight, mean, rstd, gx, rows, cols);
+  else
+    layer_norm_backward_dx_kernel<false><<<l.grid, l.threads>>>(gy, x, weight, mean, rstd, gx, rows, cols);
   LORA_CUDA_CHECK_LAUNCH("layer_norm_backward (grad_x)");
 }
 
-void layer_norm_backward_params_f32(const float* gy, const float* x, const float* mean, const float* rstd,
-                                    int64_t rows, int64_t cols, float* partial, int splits, float* grad_weight,
-                                    float* grad_bias) {
+void layer_norm_backward_params_f32(const float* gy, const float* x, const float* mean, const float* rstd, int64_t rows,
+                                    int64_t cols, float* partial, int splits, float* grad_weight, float* grad_bias) {
   if (rows <= 0 || cols <= 0 || (grad_weight == nullptr && grad_bias == nullptr)) return;
-  launch_column_reduce<2>("layer_norm_backward (weight, bias)", LayerNormParamLoad{gy, x, mean, rstd, cols}, rows,
-                          cols, partial, splits, grad_weight, grad_bias, true);
+  launch_column_reduce<2>("layer_norm_backward (weight, bias)", LayerNormParamLoad{gy, x, mean, rstd, cols}, rows, cols,
+                          partial, splits, grad_weight, grad_bias, true);
 }
 
 }  // namespace

@@ -18,8 +18,10 @@ __global__ void copy_block_kernel(const T* src, T* dst, int64_t outer, int64_t l
     const int64_t o = i / len, r = i - o * len;
     const T v = src[o * src_row + src_off + r];
     T& d = dst[o * dst_row + dst_off + r];
-    if constexpr (kAccumulate) d += v;
-    else d = v;
+    if constexpr (kAccumulate)
+      d += v;
+    else
+      d = v;
   }
 }
 
@@ -28,8 +30,8 @@ void launch_copy_block(const void* src, void* dst, int64_t outer, int64_t src_mi
                        int64_t src_start, int64_t dst_start, int64_t count) {
   const int64_t len = count * inner;
   copy_block_kernel<T, false><<<grid_for(outer * len, kThreads), kThreads>>>(
-      static_cast<const T*>(src), static_cast<T*>(dst), outer, len, src_mid * inner, dst_mid * inner,
-      src_start * inner, dst_start * inner);
+      static_cast<const T*>(src), static_cast<T*>(dst), outer, len, src_mid * inner, dst_mid * inner, src_start * inner,
+      dst_start * inner);
   LORA_CUDA_CHECK_LAUNCH("copy_block");
 }
 
@@ -126,14 +128,23 @@ void copy_block(const void* src, void* dst, int elem_size, int64_t outer, int64_
     return;
   }
   switch (elem_size) {
-    case 2: launch_copy_block<uint16_t>(src, dst, outer, src_mid, dst_mid, inner, src_start, dst_start, count); break;
-    case 4: launch_copy_block<uint32_t>(src, dst, outer, src_mid, dst_mid, inner, src_start, dst_start, count); break;
-    case 8: launch_copy_block<uint64_t>(src, dst, outer, src_mid, dst_mid, inner, src_start, dst_start, count); break;
-    default: throw_cuda_error("copy_block", __FILE__, __LINE__, "unsupported element size");
+    case 2:
+      launch_copy_block<uint16_t>(src, dst, outer, src_mid, dst_mid, inner, src_start, dst_start, count);
+      break;
+    case 4:
+      launch_copy_block<uint32_t>(src, dst, outer, src_mid, dst_mid, inner, src_start, dst_start, count);
+      break;
+    case 8:
+      launch_copy_block<uint64_t>(src, dst, outer, src_mid, dst_mid, inner, src_start, dst_start, count);
+      break;
+    default:
+      throw_cuda_error("copy_block", __FILE__, __LINE__, "unsupported element size");
   }
 }
 
-int column_reduce_splits(int64_t rows, int64_t cols) { return column_splits(rows, cols); }
+int column_reduce_splits(int64_t rows, int64_t cols) {
+  return column_splits(rows, cols);
+}
 
 void sum_rows_f32(const float* x, int64_t rows, int64_t cols, float* partial, int splits, float* out) {
   if (cols <= 0) return;
@@ -143,8 +154,10 @@ void sum_rows_f32(const float* x, int64_t rows, int64_t cols, float* partial, in
 void sum_cols_f32(const float* x, int64_t rows, int64_t cols, float* out) {
   if (rows <= 0) return;
   const RowLaunch l = row_launch(rows, cols);
-  if (l.block) sum_cols_kernel<true><<<l.grid, l.threads>>>(x, rows, cols, out);
-  else sum_cols_kernel<false><<<l.grid, l.threads>>>(x, rows, cols, out);
+  if (l.block)
+    sum_cols_kernel<true><<<l.grid, l.threads>>>(x, rows, cols, out);
+  else
+    sum_cols_kernel<false><<<l.grid, l.threads>>>(x, rows, cols, out);
   LORA_CUDA_CHECK_LAUNCH("sum_to (rows)");
 }
 
@@ -154,12 +167,16 @@ void sum_general_f32(const float* x, float* out, int64_t n_out, int64_t n_reduce
   LORA_CUDA_CHECK_LAUNCH("sum_to (general)");
 }
 
-int reduce_all_blocks(int64_t n) { return reduce_all_grid(n); }
+int reduce_all_blocks(int64_t n) {
+  return reduce_all_grid(n);
+}
 
 void reduce_all_f32(const float* x, int64_t n, bool square, double* partial, double* out_double, float* out_float) {
   const int blocks = reduce_all_grid(n);
-  if (square) reduce_all_partial_kernel<true><<<blocks, kReduceAllThreads>>>(x, n, partial);
-  else reduce_all_partial_kernel<false><<<blocks, kReduceAllThreads>>>(x, n, partial);
+  if (square)
+    reduce_all_partial_kernel<true><<<blocks, kReduceAllThreads>>>(x, n, partial);
+  else
+    reduce_all_partial_kernel<false><<<blocks, kReduceAllThreads>>>(x, n, partial);
   LORA_CUDA_CHECK_LAUNCH("reduce_all (partial)");
   reduce_all_final_kernel<<<1, kReduceAllThreads>>>(partial, blocks, out_double, out_float);
   LORA_CUDA_CHECK_LAUNCH("reduce_all (final)");

@@ -60,7 +60,8 @@ void kernels::LoraGather::cuda(const Tensor& x, const Tensor& token_slot, const 
   LORA_CHECK(x.rank() == 2 && y.rank() == 2 && x.size(0) == y.size(0), "{}: x {} and y {} must be [N, in] and [N, out]",
              k, x.shape().str(), y.shape().str());
   const int64_t N = x.size(0), in = x.size(1), out = y.size(1);
-  LORA_CHECK(a_pack.rank() == 2 && a_pack.size(1) == in, "{}: a_pack {} must be [rows, {}]", k, a_pack.shape().str(), in);
+  LORA_CHECK(a_pack.rank() == 2 && a_pack.size(1) == in, "{}: a_pack {} must be [rows, {}]", k, a_pack.shape().str(),
+             in);
   LORA_CHECK(token_slot.dtype() == DType::I32 && token_slot.numel() == N, "{}: token_slot must be int32 [{}]", k, N);
   LORA_CHECK(slot_pieces.dtype() == DType::I64 && pieces.dtype() == DType::I64 && pieces.rank() == 2 &&
                  pieces.size(1) == 5 && scales.dtype() == DType::F64 && scales.numel() == pieces.size(0),

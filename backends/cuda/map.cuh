@@ -23,8 +23,7 @@ __global__ void map_kernel(const float* a, const float* b, const float* c, float
       r.w = f(va.w, vb.w, vc.w, base + 3);
       *reinterpret_cast<float4*>(out + base) = r;
     } else {
-      for (int64_t i = base; i < base + 4 && i < n; ++i)
-        out[i] = f(a ? a[i] : 0.f, b ? b[i] : 0.f, c ? c[i] : 0.f, i);
+      for (int64_t i = base; i < base + 4 && i < n; ++i) out[i] = f(a ? a[i] : 0.f, b ? b[i] : 0.f, c ? c[i] : 0.f, i);
     }
   }
 }

@@ -12,11 +12,11 @@ namespace {
 // The scalars of one Adam(W) step, precomputed on the host from lora::AdamStep.
 struct AdamScalars {
   float beta1, beta2, one_minus_beta1, one_minus_beta2;
-  float step_size;  // lr / (1 - beta1^t)
+  float step_size;     // lr / (1 - beta1^t)
   float inv_bc2_sqrt;  // 1 / sqrt(1 - beta2^t)
   float eps;
-  float decay;      // 1 - lr * weight_decay when decoupled, else 1
-  float l2;         // weight_decay when not decoupled, else 0
+  float decay;  // 1 - lr * weight_decay when decoupled, else 1
+  float l2;     // weight_decay when not decoupled, else 0
 };
 
 struct SgdScalars {

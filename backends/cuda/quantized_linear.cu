@@ -48,13 +48,15 @@ __global__ void dequantize_kernel(DeviceView v, int64_t first, int64_t count, fl
       }
       case QuantFormat::NF4: {  // code[q] * absmax_block
         const int64_t b = i / kNf4Block;
-        const float absmax = v.absmax_codes ? v.absmax_mean + float(v.absmax_codes[b]) * v.absmax_scale[b / kNf4AbsmaxBlock]
-                                            : v.scale[b];
+        const float absmax = v.absmax_codes
+                                 ? v.absmax_mean + float(v.absmax_codes[b]) * v.absmax_scale[b / kNf4AbsmaxBlock]
+                                 : v.scale[b];
         const uint8_t byte = v.data[i >> 1];
         w = v.nf4[(i & 1) ? (byte >> 4) : (byte & 0x0F)] * absmax;
         break;
       }
-      case QuantFormat::F32: break;
+      case QuantFormat::F32:
+        break;
     }
     out[e] = w;
   }
@@ -62,7 +64,7 @@ __global__ void dequantize_kernel(DeviceView v, int64_t first, int64_t count, fl
 
 DeviceView device_view(const char* k, const QuantizedWeight& w) {
   LORA_CHECK(w.format != QuantFormat::F32, "{}: the weight is not quantized", k);
-  DeviceView v{w.format, w.cols, static_cast<const uint8_t*>(w.data.raw_data()), nullptr, nullptr, nullptr,
+  DeviceView v{w.format,      w.cols, static_cast<const uint8_t*>(w.data.raw_data()), nullptr, nullptr, nullptr,
                w.absmax_mean, {}};
   for (int c = 0; c < 16; ++c) v.nf4[c] = kNf4Codes[c];
   if (w.scale.defined()) v.scale = w.scale.data<float>();
@@ -144,7 +146,8 @@ void kernels::QuantizedDequantize::cuda(const QuantizedWeight& w, int64_t row0, 
   const char* k = name;
   activate_weight(k, w, out, Tensor(), Tensor());
   LORA_CHECK(row0 >= 0 && count >= 0 && row0 <= w.rows - count && out.numel() == count * w.cols,
-             "{}: rows [{}, {}) of a weight [{}, {}] into {}", k, row0, row0 + count, w.rows, w.cols, out.shape().str());
+             "{}: rows [{}, {}) of a weight [{}, {}] into {}", k, row0, row0 + count, w.rows, w.cols,
+             out.shape().str());
   dequantize_rows(k, device_view(k, w), row0, count, f32(k, out, "out"));
 }
 

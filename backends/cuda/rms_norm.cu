@@ -73,8 +73,10 @@ void kernels::RmsNormForward::cuda(const Tensor& x, const Tensor& weight, double
   if (r.rows <= 0 || r.cols <= 0) return;
   const RowLaunch l = row_launch(r.rows, r.cols);
   const float e = static_cast<float>(eps);
-  if (l.block) rms_norm_forward_kernel<true><<<l.grid, l.threads>>>(px, pw, e, py, pr, r.rows, r.cols);
-  else rms_norm_forward_kernel<false><<<l.grid, l.threads>>>(px, pw, e, py, pr, r.rows, r.cols);
+  if (l.block)
+    rms_norm_forward_kernel<true><<<l.grid, l.threads>>>(px, pw, e, py, pr, r.rows, r.cols);
+  else
+    rms_norm_forward_kernel<false><<<l.grid, l.threads>>>(px, pw, e, py, pr, r.rows, r.cols);
   LORA_CUDA_CHECK_LAUNCH(k);
 }
 
@@ -104,8 +106,10 @@ void kernels::RmsNormBackward::cuda(const Tensor& grad_y, const Tensor& x, const
     const float* pw = f32(k, weight, "weight");
     float* gx = f32(k, grad_x, "grad_x");
     const RowLaunch l = row_launch(r.rows, r.cols);
-    if (l.block) rms_norm_backward_dx_kernel<true><<<l.grid, l.threads>>>(gy, px, pw, pr, gx, r.rows, r.cols);
-    else rms_norm_backward_dx_kernel<false><<<l.grid, l.threads>>>(gy, px, pw, pr, gx, r.rows, r.cols);
+    if (l.block)
+      rms_norm_backward_dx_kernel<true><<<l.grid, l.threads>>>(gy, px, pw, pr, gx, r.rows, r.cols);
+    else
+      rms_norm_backward_dx_kernel<false><<<l.grid, l.threads>>>(gy, px, pw, pr, gx, r.rows, r.cols);
     LORA_CUDA_CHECK_LAUNCH("rms_norm_backward (grad_x)");
   }
 }

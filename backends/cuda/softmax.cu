@@ -57,11 +57,15 @@ void softmax_forward_f32(const float* x, float* y, int64_t rows, int64_t cols, b
   if (rows <= 0 || cols <= 0) return;
   const RowLaunch l = row_launch(rows, cols);
   if (l.block) {
-    if (log) softmax_forward_kernel<true, true><<<l.grid, l.threads>>>(x, y, rows, cols);
-    else softmax_forward_kernel<true, false><<<l.grid, l.threads>>>(x, y, rows, cols);
+    if (log)
+      softmax_forward_kernel<true, true><<<l.grid, l.threads>>>(x, y, rows, cols);
+    else
+      softmax_forward_kernel<true, false><<<l.grid, l.threads>>>(x, y, rows, cols);
   } else {
-    if (log) softmax_forward_kernel<false, true><<<l.grid, l.threads>>>(x, y, rows, cols);
-    else softmax_forward_kernel<false, false><<<l.grid, l.threads>>>(x, y, rows, cols);
+    if (log)
+      softmax_forward_kernel<false, true><<<l.grid, l.threads>>>(x, y, rows, cols);
+    else
+      softmax_forward_kernel<false, false><<<l.grid, l.threads>>>(x, y, rows, cols);
   }
   LORA_CUDA_CHECK_LAUNCH(log ? "log_softmax_forward" : "softmax_forward");
 }
@@ -70,11 +74,15 @@ void softmax_backward_f32(const float* y, const float* gy, float* gx, int64_t ro
   if (rows <= 0 || cols <= 0) return;
   const RowLaunch l = row_launch(rows, cols);
   if (l.block) {
-    if (log) softmax_backward_kernel<true, true><<<l.grid, l.threads>>>(y, gy, gx, rows, cols);
-    else softmax_backward_kernel<true, false><<<l.grid, l.threads>>>(y, gy, gx, rows, cols);
+    if (log)
+      softmax_backward_kernel<true, true><<<l.grid, l.threads>>>(y, gy, gx, rows, cols);
+    else
+      softmax_backward_kernel<true, false><<<l.grid, l.threads>>>(y, gy, gx, rows, cols);
   } else {
-    if (log) softmax_backward_kernel<false, true><<<l.grid, l.threads>>>(y, gy, gx, rows, cols);
-    else softmax_backward_kernel<false, false><<<l.grid, l.threads>>>(y, gy, gx, rows, cols);
+    if (log)
+      softmax_backward_kernel<false, true><<<l.grid, l.threads>>>(y, gy, gx, rows, cols);
+    else
+      softmax_backward_kernel<false, false><<<l.grid, l.threads>>>(y, gy, gx, rows, cols);
   }
   LORA_CUDA_CHECK_LAUNCH(log ? "log_softmax_backward" : "softmax_backward");
 }

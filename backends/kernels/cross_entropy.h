@@ -12,8 +12,7 @@ namespace lora::kernels {
 // lse[i] = logsumexp(logits[i]) (saved for backward), losses[i] = lse[i] - logits[i, target[i]] (0 if ignored).
 struct CrossEntropyForward {
   static constexpr const char* name = "cross_entropy_forward";
-  LORA_DEVICE_KERNELS(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor& losses,
-                      Tensor& lse);
+  LORA_DEVICE_KERNELS(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor& losses, Tensor& lse);
 };
 
 // grad_logits[i] = grad_loss * scale * (softmax(logits[i]) - onehot(target[i])), 0 for ignored rows.

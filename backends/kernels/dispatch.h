@@ -16,8 +16,8 @@
 #include "core/device.h"
 
 // The kernel of a contract, declared once per device with the same parameters.
-#define LORA_DEVICE_KERNELS(...)  \
-  static void cpu(__VA_ARGS__);   \
+#define LORA_DEVICE_KERNELS(...) \
+  static void cpu(__VA_ARGS__);  \
   static void cuda(__VA_ARGS__)
 
 namespace lora::kernels {

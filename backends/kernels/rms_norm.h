@@ -20,8 +20,8 @@ struct RmsNormForward {
 // Either output may be undefined (not computed); weight may be undefined when grad_x is.
 struct RmsNormBackward {
   static constexpr const char* name = "rms_norm_backward";
-  LORA_DEVICE_KERNELS(const Tensor& grad_y, const Tensor& x, const Tensor& weight, const Tensor& rstd,
-                      Tensor& grad_x, Tensor& grad_weight);
+  LORA_DEVICE_KERNELS(const Tensor& grad_y, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& grad_x,
+                      Tensor& grad_weight);
 };
 
 }  // namespace lora::kernels

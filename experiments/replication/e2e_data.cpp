@@ -43,9 +43,12 @@ std::vector<E2EGroup> group_by_mr(const std::vector<E2EExample>& examples) {
   return groups;
 }
 
-std::string e2e_prompt(const std::string& mr) { return mr + " ||"; }
+std::string e2e_prompt(const std::string& mr) {
+  return mr + " ||";
+}
 
-LMExample encode_e2e(const tokenizer::Tokenizer& tok, int32_t end_token, const E2EExample& example, int64_t max_tokens) {
+LMExample encode_e2e(const tokenizer::Tokenizer& tok, int32_t end_token, const E2EExample& example,
+                     int64_t max_tokens) {
   // Special-token text inside the data stays text: an E2E line cannot inject an end token.
   const tokenizer::EncodeOptions plain{.add_special_tokens = false, .parse_special_tokens = false};
   LMExample out;

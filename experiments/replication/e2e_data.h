@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "core/tensor.h"
 #include "core/device.h"
+#include "core/tensor.h"
 #include "models/tokenizer/tokenizer.h"
 
 namespace lora::tools {

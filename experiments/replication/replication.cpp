@@ -1,5 +1,5 @@
-// Replication pieces: progress, atomic stage files, resumable pre-training (train::train_step per step), held-out losses, greedy
-// generation, weight snapshots.
+// Replication pieces: progress, atomic stage files, resumable pre-training (train::train_step per step), held-out
+// losses, greedy generation, weight snapshots.
 #include "experiments/replication/replication.h"
 
 #include <fmt/format.h>
@@ -23,7 +23,8 @@ namespace lora::tools {
 
 void Progress::update(int64_t done, const std::string& detail) const {
   const double elapsed = elapsed_s();
-  const double eta = done > first_ ? elapsed / static_cast<double>(done - first_) * static_cast<double>(total_ - done) : 0.0;
+  const double eta =
+      done > first_ ? elapsed / static_cast<double>(done - first_) * static_cast<double>(total_ - done) : 0.0;
   fmt::print("{} {:>5}/{} | {} | {:.0f} s elapsed | ETA {:.0f} s\n", label_, done, total_, detail, elapsed, eta);
   std::fflush(stdout);
 }
@@ -150,8 +151,10 @@ nlohmann::json pretrain(models::CausalLM& model, const std::vector<int32_t>& tra
   optim::LRSchedule schedule{optim::ScheduleKind::Cosine, o.lr, o.warmup, o.steps, o.min_lr};
   schedule.validate();
 
-  nlohmann::json log = {{"losses", nlohmann::json::array()}, {"evals", nlohmann::json::array()},
-                        {"train_seconds", 0.0}, {"resumed_from", 0}};
+  nlohmann::json log = {{"losses", nlohmann::json::array()},
+                        {"evals", nlohmann::json::array()},
+                        {"train_seconds", 0.0},
+                        {"resumed_from", 0}};
   int64_t start = 0;
   if (const fs::path ckpt = latest_checkpoint(dir); !ckpt.empty()) {
     load_weights(model, ckpt / "model.safetensors");
@@ -174,8 +177,8 @@ nlohmann::json pretrain(models::CausalLM& model, const std::vector<int32_t>& tra
     train::Batch batch;
     batch.ids = x, batch.targets = y, batch.trained_tokens = o.batch * o.seq, batch.sequences = o.batch;
     const train::StepResult result = train::train_step(model, optimizer, {batch}, {.grad_clip = o.grad_clip});
-    LORA_CHECK(result.applied, "pre-training step {}: {}; nothing was updated (a lower --pretrain-lr may help)", step + 1,
-               result.nonfinite);
+    LORA_CHECK(result.applied, "pre-training step {}: {}; nothing was updated (a lower --pretrain-lr may help)",
+               step + 1, result.nonfinite);
     const double value = result.loss, dt = seconds_since(t0);
     seconds += dt;
     log["losses"].push_back(value);
@@ -189,7 +192,8 @@ nlohmann::json pretrain(models::CausalLM& model, const std::vector<int32_t>& tra
         const double side = o.side_eval(model);
         if (!log.contains("side_evals")) log["side_evals"] = nlohmann::json::array();
         log["side_evals"].push_back({step + 1, side});
-        fmt::print("pre-train side evaluation at step {}: {:.4f} ({:.3f} x the held-out loss)\n", step + 1, side, side / v);
+        fmt::print("pre-train side evaluation at step {}: {:.4f} ({:.3f} x the held-out loss)\n", step + 1, side,
+                   side / v);
       }
     }
     if ((step + 1) % 10 == 0 || last || step == start) {
@@ -234,7 +238,8 @@ double heldout_window_loss(models::CausalLM& model, const std::vector<int32_t>& 
 // ---------------------------------------------------------------------------------------------------
 // Masked examples, generation
 
-double heldout_example_loss(models::CausalLM& model, const std::vector<LMExample>& examples, int64_t batch, int32_t pad) {
+double heldout_example_loss(models::CausalLM& model, const std::vector<LMExample>& examples, int64_t batch,
+                            int32_t pad) {
   NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
@@ -253,7 +258,8 @@ double heldout_example_loss(models::CausalLM& model, const std::vector<LMExample
   return total / static_cast<double>(std::max<int64_t>(count, 1));
 }
 
-std::vector<std::vector<int32_t>> greedy_generate(models::CausalLM& model, const std::vector<std::vector<int32_t>>& prompts,
+std::vector<std::vector<int32_t>> greedy_generate(models::CausalLM& model,
+                                                  const std::vector<std::vector<int32_t>>& prompts,
                                                   int64_t max_new_tokens, bool stop_at_eos) {
   models::SamplingOptions options;
   options.temperature = 0;

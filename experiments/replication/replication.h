@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "core/stopwatch.h"
-#include "models/causal_lm.h"
 #include "experiments/replication/e2e_data.h"
+#include "models/causal_lm.h"
 
 namespace lora::tools {
 
@@ -75,10 +75,12 @@ double heldout_window_loss(models::CausalLM& model, const std::vector<int32_t>& 
 
 // ---- Masked LM examples (E2E)
 // Mean loss per target token over all `examples`, in batches of `batch`.
-double heldout_example_loss(models::CausalLM& model, const std::vector<LMExample>& examples, int64_t batch, int32_t pad);
+double heldout_example_loss(models::CausalLM& model, const std::vector<LMExample>& examples, int64_t batch,
+                            int32_t pad);
 
 // Greedy continuation of each prompt, up to max_new_tokens, stopping after <|endoftext|> (not returned).
-std::vector<std::vector<int32_t>> greedy_generate(models::CausalLM& model, const std::vector<std::vector<int32_t>>& prompts,
+std::vector<std::vector<int32_t>> greedy_generate(models::CausalLM& model,
+                                                  const std::vector<std::vector<int32_t>>& prompts,
                                                   int64_t max_new_tokens, bool stop_at_eos = true);
 
 // ---- Checks

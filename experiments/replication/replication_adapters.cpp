@@ -5,10 +5,10 @@
 #include <algorithm>
 
 #include "backends/backend.h"
-#include "models/registry.h"
-#include "models/lora.h"
-#include "nn/lora/adapter.h"
 #include "experiments/replication/replication_internal.h"
+#include "models/lora.h"
+#include "models/registry.h"
+#include "nn/lora/adapter.h"
 
 namespace lora::replicate {
 
@@ -56,8 +56,9 @@ int stage_switching(const Options& o, const Data& d) {
     style_prompts.emplace_back(d.style_val.begin() + static_cast<std::ptrdiff_t>(start),
                                d.style_val.begin() + static_cast<std::ptrdiff_t>(start + 24));
   }
-  json result = {{"base_resident", "one model object; AdapterBank::activate unwraps the current adapter and wraps "
-                                   "the next (merging it when asked); the base weights are never reloaded"}};
+  json result = {{"base_resident",
+                  "one model object; AdapterBank::activate unwraps the current adapter and wraps "
+                  "the next (merging it when asked); the base weights are never reloaded"}};
   for (bool merged : {false, true}) {
     const std::string key = merged ? "merged" : "unmerged";
     auto gen = [&](const auto& prompts) { return greedy_generate(*model, prompts, n_new); };
@@ -77,7 +78,8 @@ int stage_switching(const Options& o, const Data& d) {
     }
     nn::remove_lora(*model);  // back to the bare base: unmerged first
     result[key] = {{"outputs_identical_after_switching_back", a1 == a2 && s1 == s2},
-                   {"e2e_tokens", a1}, {"style_tokens", s1},
+                   {"e2e_tokens", a1},
+                   {"style_tokens", s1},
                    {"median_switch_s", median(times)},
                    {"base_bit_identical_after", bit_identical(base, snapshot_weights(*model))},
                    {"base_max_abs_drift_after", max_abs_difference(base, snapshot_weights(*model))}};
@@ -89,15 +91,15 @@ int stage_switching(const Options& o, const Data& d) {
   for (const char* name : {"e2e", "style"}) {
     bank.activate(*model, name, false);
     losses[name] = {{"e2e_valid_loss", heldout_example_loss(*model, d.valid, o.ft_batch, d.eot)},
-                    {"style_heldout_loss", heldout_window_loss(*model, d.style_val, o.ft_batch,
-                                                               std::min<int64_t>(o.pre.seq, model->dims().context_length),
-                                                               o.quick ? 2 : 8)}};
+                    {"style_heldout_loss",
+                     heldout_window_loss(*model, d.style_val, o.ft_batch,
+                                         std::min<int64_t>(o.pre.seq, model->dims().context_length), o.quick ? 2 : 8)}};
   }
   nn::remove_lora(*model);
   losses["base"] = {{"e2e_valid_loss", heldout_example_loss(*model, d.valid, o.ft_batch, d.eot)},
-                    {"style_heldout_loss", heldout_window_loss(*model, d.style_val, o.ft_batch,
-                                                               std::min<int64_t>(o.pre.seq, model->dims().context_length),
-                                                               o.quick ? 2 : 8)}};
+                    {"style_heldout_loss",
+                     heldout_window_loss(*model, d.style_val, o.ft_batch,
+                                         std::min<int64_t>(o.pre.seq, model->dims().context_length), o.quick ? 2 : 8)}};
   result["losses"] = losses;
   // For scale: what switching would cost if the base were loaded again from disk.
   std::vector<double> reloads;
@@ -166,11 +168,15 @@ int stage_merging(const Options& o, const Data& d) {
   latency["unmerged_vs_base"] = median(times["unmerged"]) / b - 1;
   latency["rounds"] = o.latency_rounds;
   latency["tokens_per_measurement"] = n_new;
-  json result = {{"generations_identical", same}, {"generations_compared", merged_out.size()},
-                 {"max_abs_logit_difference", logit_diff}, {"latency", latency}};
-  fmt::print("merging: {}/{} generations identical, max |logit diff| {:.2e}; per token: base {:.2f} ms, unmerged "
-             "{:.2f} ms, merged {:.2f} ms, base again {:.2f} ms\n", same, merged_out.size(), logit_diff, 1e3 * b,
-             1e3 * median(times["unmerged"]), 1e3 * median(times["merged"]), 1e3 * median(times["base_b"]));
+  json result = {{"generations_identical", same},
+                 {"generations_compared", merged_out.size()},
+                 {"max_abs_logit_difference", logit_diff},
+                 {"latency", latency}};
+  fmt::print(
+      "merging: {}/{} generations identical, max |logit diff| {:.2e}; per token: base {:.2f} ms, unmerged "
+      "{:.2f} ms, merged {:.2f} ms, base again {:.2f} ms\n",
+      same, merged_out.size(), logit_diff, 1e3 * b, 1e3 * median(times["unmerged"]), 1e3 * median(times["merged"]),
+      1e3 * median(times["base_b"]));
   write_json_atomically(done, result);
   return 0;
 }

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <numeric>
 
-#include "core/random.h"
 #include "backends/backend.h"
+#include "core/random.h"
 #include "experiments/replication/replication_internal.h"
 #include "experiments/replication/subspace.h"
 #include "experiments/replication/svg_heatmap.h"
@@ -72,8 +72,11 @@ int stage_subspace(const Options& o) {
     const Matrix phi = subspace_similarity(a8[k].second, a64[k].second);
     double mean = 0;
     for (double v : phi.v) mean += v;
-    layers.push_back({{"matrix", a8[k].first}, {"phi", matrix_json(phi)}, {"phi_1_1", phi.at(0, 0)},
-                      {"phi_1_64", phi.at(0, phi.cols - 1)}, {"phi_8_64", phi.at(phi.rows - 1, phi.cols - 1)},
+    layers.push_back({{"matrix", a8[k].first},
+                      {"phi", matrix_json(phi)},
+                      {"phi_1_1", phi.at(0, 0)},
+                      {"phi_1_64", phi.at(0, phi.cols - 1)},
+                      {"phi_8_64", phi.at(phi.rows - 1, phi.cols - 1)},
                       {"mean", mean / static_cast<double>(phi.v.size())}});
   }
   const int64_t d = a8[0].second.cols;
@@ -84,10 +87,13 @@ int stage_subspace(const Options& o) {
     return m;
   };
   const Matrix baseline = subspace_similarity(random_matrix(8), random_matrix(64));
-  const json result = {{"width", d}, {"layers", layers}, {"random_baseline", matrix_json(baseline)},
+  const json result = {{"width", d},
+                       {"layers", layers},
+                       {"random_baseline", matrix_json(baseline)},
                        {"random_baseline_phi_1_64", baseline.at(0, 63)},
-                       {"definition", "phi(A1, A2, i, j) = ||U1[:, :i]^T U2[:, :j]||_F^2 / min(i, j), U the right-singular "
-                                      "vectors of A (Hu et al. 2021, section 7.2)"}};
+                       {"definition",
+                        "phi(A1, A2, i, j) = ||U1[:, :i]^T U2[:, :j]||_F^2 / min(i, j), U the right-singular "
+                        "vectors of A (Hu et al. 2021, section 7.2)"}};
   // The heatmap: the last layer's q and v, and the random baseline.
   std::vector<HeatmapPanel> panels;
   auto rows_of = [](const json& m) { return m.get<std::vector<std::vector<double>>>(); };
@@ -95,9 +101,12 @@ int stage_subspace(const Options& o) {
     panels.push_back({layers[k]["matrix"].get<std::string>(), rows_of(layers[k]["phi"])});
   }
   panels.push_back({"two random matrices (baseline)", rows_of(result["random_baseline"])});
-  write_text_atomically(fs::path(o.report_dir) / "subspace_similarity.svg",
-                        heatmap_svg(panels, {.title = "phi(A_r=8, A_r=64, i, j): subspace similarity of the adapters' A",
-                                             .x_label = "j (r = 64)", .y_label = "i (r = 8)", .cell_width = 5}));
+  write_text_atomically(
+      fs::path(o.report_dir) / "subspace_similarity.svg",
+      heatmap_svg(panels, {.title = "phi(A_r=8, A_r=64, i, j): subspace similarity of the adapters' A",
+                           .x_label = "j (r = 64)",
+                           .y_label = "i (r = 8)",
+                           .cell_width = 5}));
   fmt::print("subspace: last layer q phi(1, 64) = {:.3f}, v {:.3f}; random baseline {:.3f}\n",
              layers[layers.size() - 2]["phi_1_64"].get<double>(), layers.back()["phi_1_64"].get<double>(),
              baseline.at(0, 63));
@@ -149,7 +158,8 @@ int stage_step_timing(const Options& o, const Data& d) {
       c.targets = nn::LoRAConfig::parse_targets(spec.targets);
       models::apply_lora(*v.model, c);
     }
-    v.optimizer = std::make_unique<optim::AdamW>(v.model->parameters(true), optim::AdamOptions{.lr = 1e-4, .weight_decay = 0.0});
+    v.optimizer =
+        std::make_unique<optim::AdamW>(v.model->parameters(true), optim::AdamOptions{.lr = 1e-4, .weight_decay = 0.0});
     v.model->train();
     return v;
   };
@@ -194,17 +204,26 @@ int stage_step_timing(const Options& o, const Data& d) {
       }
     }
   }
-  json result = {{"rounds", o.timing_rounds}, {"steps_per_turn", steps_per_turn}, {"batch", o.ft_batch},
-                 {"tokens_per_step", x.shape()[0] * x.shape()[1]}, {"threads", num_threads()},
-                 {"load_average_before", load_before}, {"load_average_after", loadavg()},
-                 {"seconds", seconds_since(t_start)}, {"weights", weights}, {"memory", memory}};
+  json result = {{"rounds", o.timing_rounds},
+                 {"steps_per_turn", steps_per_turn},
+                 {"batch", o.ft_batch},
+                 {"tokens_per_step", x.shape()[0] * x.shape()[1]},
+                 {"threads", num_threads()},
+                 {"load_average_before", load_before},
+                 {"load_average_after", loadavg()},
+                 {"seconds", seconds_since(t_start)},
+                 {"weights", weights},
+                 {"memory", memory}};
   double full_median = 0;
   for (auto& v : variants) {
     std::vector<double> t = v.times;
     std::sort(t.begin(), t.end());
     const double median = t[t.size() / 2], q1 = t[t.size() / 4], q3 = t[3 * t.size() / 4];
     if (v.name == "full") full_median = median;
-    result["variants"][v.name] = {{"median_s", median}, {"p25_s", q1}, {"p75_s", q3}, {"steps", t.size()},
+    result["variants"][v.name] = {{"median_s", median},
+                                  {"p25_s", q1},
+                                  {"p75_s", q3},
+                                  {"steps", t.size()},
                                   {"peak_bytes", memory[v.name]["global_peak_bytes"]}};
   }
   for (auto& v : variants) {

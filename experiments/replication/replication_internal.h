@@ -16,13 +16,13 @@ namespace lora::replicate {
 
 struct Data {
   std::shared_ptr<const tokenizer::Tokenizer> tok;
-  int32_t eot = 0;                                // <|endoftext|>: separates texts, ends every E2E reference, pads
+  int32_t eot = 0;  // <|endoftext|>: separates texts, ends every E2E reference, pads
   int64_t vocab_size = 0;
-  std::vector<int32_t> corpus_train, corpus_val;  // pre-training text
-  std::vector<int32_t> style_train, style_val;    // the held-out book
-  std::vector<tools::LMExample> train, valid;     // E2E, loss on the reference
-  std::vector<tools::E2EGroup> test;              // test MRs with all their references
-  std::vector<std::vector<int32_t>> test_prompts; // "MR ||" tokens, one per test MR
+  std::vector<int32_t> corpus_train, corpus_val;   // pre-training text
+  std::vector<int32_t> style_train, style_val;     // the held-out book
+  std::vector<tools::LMExample> train, valid;      // E2E, loss on the reference
+  std::vector<tools::E2EGroup> test;               // test MRs with all their references
+  std::vector<std::vector<int32_t>> test_prompts;  // "MR ||" tokens, one per test MR
 };
 
 Data load_data(const Options& o, int64_t context);

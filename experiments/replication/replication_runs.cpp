@@ -76,13 +76,21 @@ bool bit_identical(const std::vector<std::pair<std::string, std::vector<float>>>
   return true;
 }
 
-fs::path run_dir(const Options& o, const std::string& name) { return fs::path(o.out) / "runs" / name; }
+fs::path run_dir(const Options& o, const std::string& name) {
+  return fs::path(o.out) / "runs" / name;
+}
 
-std::string lr_text(double lr) { return fmt::format("{:.1e}", lr); }
+std::string lr_text(double lr) {
+  return fmt::format("{:.1e}", lr);
+}
 
-fs::path sweep_dir(const Options& o, const std::string& name, double lr) { return run_dir(o, name) / ("lr-" + lr_text(lr)); }
+fs::path sweep_dir(const Options& o, const std::string& name, double lr) {
+  return run_dir(o, name) / ("lr-" + lr_text(lr));
+}
 
-const std::vector<double>& sweep_lrs(const Options& o, const RunSpec& spec) { return spec.lora ? o.lora_lrs : o.full_lrs; }
+const std::vector<double>& sweep_lrs(const Options& o, const RunSpec& spec) {
+  return spec.lora ? o.lora_lrs : o.full_lrs;
+}
 
 fs::path chosen_dir(const Options& o, const std::string& name) {
   const fs::path chosen = run_dir(o, name) / "chosen.json";
@@ -129,7 +137,8 @@ int stage_finetune(const Options& o, const Data& d, const RunSpec& spec, double 
   auto absorb_peaks = [&memory, device] {
     const DeviceMemoryStats s = MemoryTracker::instance().stats(device);
     if (s.global_peak > memory.global_peak) memory.global_peak = s.global_peak, memory.live_at_peak = s.live_at_peak;
-    for (size_t c = 0; c < memory.peak.bytes.size(); ++c) memory.peak.bytes[c] = std::max(memory.peak.bytes[c], s.peak.bytes[c]);
+    for (size_t c = 0; c < memory.peak.bytes.size(); ++c)
+      memory.peak.bytes[c] = std::max(memory.peak.bytes[c], s.peak.bytes[c]);
   };
   MemoryTracker::instance().reset_peaks();
   Progress progress(fmt::format("fine-tune {} lr {} step", spec.name, lr_text(lr)), o.ft_steps);
@@ -143,7 +152,8 @@ int stage_finetune(const Options& o, const Data& d, const RunSpec& spec, double 
         order.resize(static_cast<size_t>(n));
         std::iota(order.begin(), order.end(), int64_t{0});
         Generator gen(o.seed + 7919 * static_cast<uint64_t>(i / n));
-        for (int64_t k = n - 1; k > 0; --k) std::swap(order[static_cast<size_t>(k)], order[gen.next_u64() % static_cast<uint64_t>(k + 1)]);
+        for (int64_t k = n - 1; k > 0; --k)
+          std::swap(order[static_cast<size_t>(k)], order[gen.next_u64() % static_cast<uint64_t>(k + 1)]);
       }
       rows.push_back(order[static_cast<size_t>(i % n)]);
     }
@@ -165,9 +175,14 @@ int stage_finetune(const Options& o, const Data& d, const RunSpec& spec, double 
     if (!std::isfinite(value)) {
       // A learning rate too high for this configuration: the run is recorded as diverged (the sweep's choice
       // skips it) rather than stopping the whole experiment, which would stop again at the same step on a rerun.
-      fmt::print("fine-tune {} at lr {}: the loss is {} at step {}: diverged\n", spec.name, lr_text(lr), value, step + 1);
-      write_json_atomically(done, {{"name", spec.name}, {"mode", spec.lora ? "lora" : "full"}, {"lr", lr},
-                                   {"diverged_at_step", step + 1}, {"heldout_loss", nullptr}, {"curve", curve},
+      fmt::print("fine-tune {} at lr {}: the loss is {} at step {}: diverged\n", spec.name, lr_text(lr), value,
+                 step + 1);
+      write_json_atomically(done, {{"name", spec.name},
+                                   {"mode", spec.lora ? "lora" : "full"},
+                                   {"lr", lr},
+                                   {"diverged_at_step", step + 1},
+                                   {"heldout_loss", nullptr},
+                                   {"curve", curve},
                                    {"train_losses", losses}});
       return 0;
     }
@@ -182,16 +197,26 @@ int stage_finetune(const Options& o, const Data& d, const RunSpec& spec, double 
                                             curve.back()[1].get<double>(), step_times.back().get<double>()));
     }
   }
-  json result = {{"name", spec.name}, {"mode", spec.lora ? "lora" : "full"}, {"targets", spec.targets},
-                 {"rank", spec.rank}, {"alpha", spec.lora ? o.lora_alpha : 0.0},
+  json result = {{"name", spec.name},
+                 {"mode", spec.lora ? "lora" : "full"},
+                 {"targets", spec.targets},
+                 {"rank", spec.rank},
+                 {"alpha", spec.lora ? o.lora_alpha : 0.0},
                  {"scale", spec.lora ? o.lora_alpha / static_cast<double>(spec.rank) : 0.0},
-                 {"lr", lr}, {"steps", o.ft_steps}, {"batch", o.ft_batch},
-                 {"examples_seen", o.ft_steps * o.ft_batch}, {"train_examples", n},
+                 {"lr", lr},
+                 {"steps", o.ft_steps},
+                 {"batch", o.ft_batch},
+                 {"examples_seen", o.ft_steps * o.ft_batch},
+                 {"train_examples", n},
                  {"epochs", static_cast<double>(o.ft_steps * o.ft_batch) / static_cast<double>(n)},
                  {"trained_tokens", trained_tokens},
-                 {"trainable_params", model->num_parameters(true)}, {"total_params", model->num_parameters()},
-                 {"heldout_loss", curve.back()[1]}, {"curve", curve}, {"train_losses", losses},
-                 {"step_times_s", step_times}, {"memory", memory_json(memory)},
+                 {"trainable_params", model->num_parameters(true)},
+                 {"total_params", model->num_parameters()},
+                 {"heldout_loss", curve.back()[1]},
+                 {"curve", curve},
+                 {"train_losses", losses},
+                 {"step_times_s", step_times},
+                 {"memory", memory_json(memory)},
                  {"process_peak_rss_bytes_so_far", process_peak_rss_bytes()}};
   std::vector<double> times = step_times.get<std::vector<double>>();
   if (times.size() > 1) times.erase(times.begin());  // the first step allocates
@@ -231,7 +256,8 @@ int stage_choose(const Options& o, const RunSpec& spec) {
     sweep.push_back({{"lr", lr}, {"heldout_loss", held_out}});
     if (held_out.is_null()) continue;  // diverged
     const double loss = held_out.get<double>();
-    if (folder.empty() || loss < best) best = loss, chosen_lr = lr, folder = sweep_dir(o, spec.name, lr).filename().string();
+    if (folder.empty() || loss < best)
+      best = loss, chosen_lr = lr, folder = sweep_dir(o, spec.name, lr).filename().string();
   }
   if (folder.empty()) {
     fmt::print("{}: every learning rate of the sweep diverged; no run chosen\n", spec.name);
@@ -243,8 +269,12 @@ int stage_choose(const Options& o, const RunSpec& spec) {
                                           chosen_lr == *std::max_element(lrs.begin(), lrs.end()));
   fmt::print("{}: lr {} chosen on the validation set (loss {:.4f}){}\n", spec.name, lr_text(chosen_lr), best,
              at_edge ? ", at the edge of the sweep" : "");
-  write_json_atomically(done, {{"folder", folder}, {"lr", chosen_lr}, {"heldout_loss", best}, {"sweep", sweep},
-                               {"at_edge_of_sweep", at_edge}, {"chosen_on", "E2E validation loss after the last step"}});
+  write_json_atomically(done, {{"folder", folder},
+                               {"lr", chosen_lr},
+                               {"heldout_loss", best},
+                               {"sweep", sweep},
+                               {"at_edge_of_sweep", at_edge},
+                               {"chosen_on", "E2E validation loss after the last step"}});
   return 0;
 }
 
@@ -281,8 +311,12 @@ json evaluate_generations(const Options& o, const Data& d, models::CausalLM& mod
   const std::string gen_file = "generations/" + name + ".txt";
   write_text_atomically(fs::path(o.report_dir) / gen_file, text);
   fmt::print("evaluate {}: BLEU {:.4f}, ROUGE-L {:.4f}\n", name, bleu.bleu, rouge);
-  return {{"bleu", bleu.bleu}, {"bleu_precisions", bleu.precisions}, {"brevity_penalty", bleu.brevity_penalty},
-          {"hyp_length", bleu.hyp_length}, {"ref_length", bleu.ref_length}, {"rouge_l", rouge},
+  return {{"bleu", bleu.bleu},
+          {"bleu_precisions", bleu.precisions},
+          {"brevity_penalty", bleu.brevity_penalty},
+          {"hyp_length", bleu.hyp_length},
+          {"ref_length", bleu.ref_length},
+          {"rouge_l", rouge},
           {"generations_file", gen_file},
           {"decoding", fmt::format("greedy, at most {} new tokens, stop at <|endoftext|>", o.max_new_tokens)}};
 }
@@ -321,9 +355,13 @@ int stage_style(const Options& o, const Data& d) {
   const json log = pretrain(*model, d.style_train, d.style_val, p, dir / "train");
   fs::remove_all(dir / "train");
   models::save_adapter(*model, (dir / "adapter").string(), "replicate_lora/pretrain");
-  write_json_atomically(done, {{"text", o.style_text}, {"steps", o.style_steps}, {"lr", lr}, {"heldout_loss_before", before},
-                               {"heldout_loss_after", log["evals"].back()[1]},
-                               {"median_step_s", log["train_seconds"].get<double>() / static_cast<double>(o.style_steps)}});
+  write_json_atomically(done,
+                        {{"text", o.style_text},
+                         {"steps", o.style_steps},
+                         {"lr", lr},
+                         {"heldout_loss_before", before},
+                         {"heldout_loss_after", log["evals"].back()[1]},
+                         {"median_step_s", log["train_seconds"].get<double>() / static_cast<double>(o.style_steps)}});
   return 0;
 }
 

@@ -28,7 +28,7 @@ std::vector<RunSpec> all_runs() {
   // In the order they run: what claim 1 needs first (full, q,v r = 8), then claim 2's ranks (r = 1 and 64 also
   // feed the subspace analysis), then the rest.
   const std::string qv = "q,v", all = "attn.c_attn,attn.c_proj,mlp.c_fc,mlp.c_proj";
-  return {{"full", false, "", 0},       {"lora_qv_r8", true, qv, 8}, {"lora_qv_r1", true, qv, 1},
+  return {{"full", false, "", 0},        {"lora_qv_r8", true, qv, 8}, {"lora_qv_r1", true, qv, 1},
           {"lora_qv_r64", true, qv, 64}, {"lora_qv_r2", true, qv, 2}, {"lora_qv_r4", true, qv, 4},
           {"lora_all_r8", true, all, 8}};
 }
@@ -112,22 +112,28 @@ void Options::finalize(const std::vector<std::string>& argv) {
   LORA_CHECK(pre.warmup < pre.steps, "--pretrain-steps {} must exceed the warm-up of {} steps", pre.steps, pre.warmup);
   LORA_CHECK(fs::is_directory(data_dir), "--data-dir '{}': no such folder", data_dir);
   if (!weights.empty()) LORA_CHECK(fs::exists(weights), "--weights '{}': no such file or folder", weights);
-  if (weights.empty()) LORA_CHECK(fs::is_regular_file(tokenizer_file()), "--tokenizer: '{}' not found", tokenizer_file().string());
-  for (const auto& f : corpus_files()) LORA_CHECK(fs::is_regular_file(data(f)), "--corpus: '{}' not found", data(f).string());
+  if (weights.empty())
+    LORA_CHECK(fs::is_regular_file(tokenizer_file()), "--tokenizer: '{}' not found", tokenizer_file().string());
+  for (const auto& f : corpus_files())
+    LORA_CHECK(fs::is_regular_file(data(f)), "--corpus: '{}' not found", data(f).string());
   LORA_CHECK(fs::is_regular_file(data(style_text)), "--style-text: '{}' not found", data(style_text).string());
   for (const char* split : {"train", "valid", "test"}) {
     const fs::path p = data(std::string("e2e/") + split + ".txt");
     LORA_CHECK(fs::is_regular_file(p), "--data-dir: E2E file '{}' not found", p.string());
   }
   for (const auto& c : corpus_files()) {
-    LORA_CHECK(data(c) != data(style_text), "--corpus: '{}' is the style task's text (--style-text), which must stay "
-               "held out of pre-training", c);
+    LORA_CHECK(data(c) != data(style_text),
+               "--corpus: '{}' is the style task's text (--style-text), which must stay "
+               "held out of pre-training",
+               c);
     LORA_CHECK(c.find("e2e") == std::string::npos, "--corpus: '{}': E2E's own text stays out of pre-training", c);
   }
   selected_runs();  // validates --runs
 }
 
-fs::path Options::data(const std::string& relative) const { return fs::path(data_dir) / relative; }
+fs::path Options::data(const std::string& relative) const {
+  return fs::path(data_dir) / relative;
+}
 
 fs::path Options::tokenizer_file() const {
   return tokenizer.empty() ? data("replication/tokenizer.json") : fs::path(tokenizer);
@@ -226,7 +232,8 @@ nlohmann::json model_config(const Options& o, const Data& d) {
 }
 
 std::shared_ptr<models::CausalLM> load_base(const Options& o) {
-  auto model = models::load_model(o.weights.empty() ? (fs::path(o.out) / "pretrain" / "model").string() : o.weights, "");
+  auto model =
+      models::load_model(o.weights.empty() ? (fs::path(o.out) / "pretrain" / "model").string() : o.weights, "");
   model->to(Device::parse(o.device));
   return model;
 }
@@ -242,11 +249,12 @@ int stage_pretrain(const Options& o, const Data& d) {
   auto model = models::create_model({config, "replicate_lora"}, o.seed);
   model->to(Device::parse(o.device));
   const int64_t embedding_params = (d.vocab_size + o.pre.seq) * o.n_embd;
-  fmt::print("== pre-training on {}: GPT-2 shape {} layers x {} wide, {} heads, context {}, vocabulary {}; {} "
-             "parameters ({} outside the embeddings); {} training tokens, {} held out; {} steps of {} x {} tokens\n",
-             o.device, o.n_layer, o.n_embd, o.n_head, o.pre.seq, d.vocab_size, model->num_parameters(),
-             model->num_parameters() - embedding_params, d.corpus_train.size(), d.corpus_val.size(), o.pre.steps,
-             o.pre.batch, o.pre.seq);
+  fmt::print(
+      "== pre-training on {}: GPT-2 shape {} layers x {} wide, {} heads, context {}, vocabulary {}; {} "
+      "parameters ({} outside the embeddings); {} training tokens, {} held out; {} steps of {} x {} tokens\n",
+      o.device, o.n_layer, o.n_embd, o.n_head, o.pre.seq, d.vocab_size, model->num_parameters(),
+      model->num_parameters() - embedding_params, d.corpus_train.size(), d.corpus_val.size(), o.pre.steps, o.pre.batch,
+      o.pre.seq);
   const auto t0 = Clock::now();
   PretrainOptions pre = o.pre;
   // E2E's validation loss at every evaluation, beside the corpus's: when the base becomes fair (never trained on).
@@ -260,7 +268,8 @@ int stage_pretrain(const Options& o, const Data& d) {
   const fs::path model_dir = fs::path(o.out) / "pretrain" / "model";
   save_hf_checkpoint(*model, model_dir.string());
   // The tokenizer goes with the model, so generate, perplexity and --weights read the folder as it is.
-  if (o.weights.empty()) fs::copy_file(o.tokenizer_file(), model_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  if (o.weights.empty())
+    fs::copy_file(o.tokenizer_file(), model_dir / "tokenizer.json", fs::copy_options::overwrite_existing);
   json result = {{"config", config},
                  {"device", o.device},
                  {"parameters", model->num_parameters()},
@@ -271,10 +280,16 @@ int stage_pretrain(const Options& o, const Data& d) {
                  {"heldout_tokens", d.corpus_val.size()},
                  {"tokens_seen", o.pre.steps * o.pre.batch * o.pre.seq},
                  {"corpus", o.corpus_files()},
-                 {"steps", o.pre.steps}, {"batch", o.pre.batch}, {"seq", o.pre.seq}, {"lr", o.pre.lr}, {"seed", o.seed},
+                 {"steps", o.pre.steps},
+                 {"batch", o.pre.batch},
+                 {"seq", o.pre.seq},
+                 {"lr", o.pre.lr},
+                 {"seed", o.seed},
                  {"wall_seconds_this_process", seconds_since(t0)},
-                 {"train_seconds", log["train_seconds"]}, {"tokens_per_s", log["tokens_per_s"]},
-                 {"resumed_from", log["resumed_from"]}, {"evals", log["evals"]},
+                 {"train_seconds", log["train_seconds"]},
+                 {"tokens_per_s", log["tokens_per_s"]},
+                 {"resumed_from", log["resumed_from"]},
+                 {"evals", log["evals"]},
                  {"e2e_validation_evals", log.value("side_evals", json::array())},
                  {"corpus_heldout_loss", log["evals"].back()[1]},
                  {"final_train_loss", log["losses"].back()}};
@@ -291,13 +306,16 @@ int stage_evaluate_base(const Options& o, const Data& d) {
   if (fs::exists(done)) return fmt::print("evaluate base: done\n"), 0;
   auto model = load_base(o);
   const double valid = heldout_example_loss(*model, d.valid, o.ft_batch, d.eot);
-  const double corpus = heldout_window_loss(*model, d.corpus_val, o.pre.batch,
-                                            std::min<int64_t>(o.pre.seq, model->dims().context_length), o.pre.eval_batches);
+  const double corpus =
+      heldout_window_loss(*model, d.corpus_val, o.pre.batch, std::min<int64_t>(o.pre.seq, model->dims().context_length),
+                          o.pre.eval_batches);
   json result = evaluate_generations(o, d, *model, "base");
   result["heldout_loss"] = valid;
   result["corpus_heldout_loss"] = corpus;
-  fmt::print("base: E2E validation loss {:.4f}, corpus held-out loss {:.4f} (ratio {:.2f}; the fair-setup check "
-             "asks at most 1.5)\n", valid, corpus, valid / corpus);
+  fmt::print(
+      "base: E2E validation loss {:.4f}, corpus held-out loss {:.4f} (ratio {:.2f}; the fair-setup check "
+      "asks at most 1.5)\n",
+      valid, corpus, valid / corpus);
   write_json_atomically(done, result);
   return 0;
 }

@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 // learning rate of its sweep (full_lrs or lora_lrs) with the same steps and examples; the run with the lowest
 // E2E validation loss at the end is the configuration's result.
 struct RunSpec {
-  std::string name;     // "full", "lora_qv_r8", ...
+  std::string name;  // "full", "lora_qv_r8", ...
   bool lora = false;
   std::string targets;  // GPT-2 target names (q,v or attn.c_attn,attn.c_proj,mlp.c_fc,mlp.c_proj)
   int64_t rank = 0;

@@ -16,11 +16,20 @@ std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -56,7 +65,8 @@ std::string heatmap_svg(const std::vector<HeatmapPanel>& panels, const HeatmapOp
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
       "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
       width, total_height, width, total_height);
-  svg += fmt::format("<text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n", width / 2, escape(o.title));
+  svg += fmt::format("<text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{}</text>\n", width / 2,
+                     escape(o.title));
   for (size_t k = 0; k < panels.size(); ++k) {
     const auto& p = panels[k];
     const int rows = static_cast<int>(p.values.size()), cols = static_cast<int>(p.values[0].size());
@@ -65,9 +75,9 @@ std::string heatmap_svg(const std::vector<HeatmapPanel>& panels, const HeatmapOp
     for (int i = 0; i < rows; ++i) {
       for (int j = 0; j < cols; ++j) {
         const double v = p.values[static_cast<size_t>(i)][static_cast<size_t>(j)];
-        svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\"><title>i={} j={}: {:.3f}</title></rect>\n",
-                           x0[k] + j * o.cell_width, top + i * o.cell_height, o.cell_width, o.cell_height, colour(v),
-                           i + 1, j + 1, v);
+        svg += fmt::format(
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\"><title>i={} j={}: {:.3f}</title></rect>\n",
+            x0[k] + j * o.cell_width, top + i * o.cell_height, o.cell_width, o.cell_height, colour(v), i + 1, j + 1, v);
       }
       svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n", x0[k] - 4,
                          top + i * o.cell_height + o.cell_height / 2 + 4, i + 1);
@@ -88,8 +98,8 @@ std::string heatmap_svg(const std::vector<HeatmapPanel>& panels, const HeatmapOp
   const int sx = x, steps = 10;
   for (int s = 0; s < steps; ++s) {
     const double v = 1.0 - (s + 0.5) / steps;
-    svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"14\" height=\"{}\" fill=\"{}\"/>\n", sx, top + s * height / steps,
-                       height / steps + 1, colour(v));
+    svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"14\" height=\"{}\" fill=\"{}\"/>\n", sx,
+                       top + s * height / steps, height / steps + 1, colour(v));
   }
   svg += fmt::format("<text x=\"{}\" y=\"{}\">1</text>\n<text x=\"{}\" y=\"{}\">0</text>\n", sx + 18, top + 8, sx + 18,
                      top + height);

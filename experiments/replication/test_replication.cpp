@@ -3,22 +3,22 @@
 // plots, and replicate_lora end to end (--quick's invariants, deterministic and resumable pre-training, errors).
 #include <catch2/catch.hpp>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
-#include "tests/program_runner.h"
-#include "experiments/replication/replication_internal.h"
 #include "core/random.h"
-#include "experiments/replication/subspace.h"
-#include "experiments/replication/svg_heatmap.h"
-#include "lora_source_dir.h"
-#include "models/tokenizer/tokenizer.h"
 #include "experiments/replication/e2e_data.h"
 #include "experiments/replication/replication.h"
-#include "tools/svg_plot.h"
+#include "experiments/replication/replication_internal.h"
+#include "experiments/replication/subspace.h"
+#include "experiments/replication/svg_heatmap.h"
 #include "experiments/replication/text_metrics.h"
+#include "lora_source_dir.h"
+#include "models/tokenizer/tokenizer.h"
+#include "tests/program_runner.h"
+#include "tools/svg_plot.h"
 
 using namespace lora;
 using namespace lora::tools;
@@ -38,13 +38,14 @@ std::string slurp(const fs::path& p) {
 }
 }  // namespace
 
-TEST_CASE("BLEU-4 on a hand-worked corpus: clipped counts summed over segments, closest reference length", "[metrics]") {
+TEST_CASE("BLEU-4 on a hand-worked corpus: clipped counts summed over segments, closest reference length",
+          "[metrics]") {
   // Segment 1: "a b c d e f" against "a b c d" and "c d e".
   //   1-grams 5/6 (f unmatched), 2-grams 4/5 (ef), 3-grams 3/4 (def), 4-grams 1/3 (abcd only); closest ref 4.
   // Segment 2: "a a a" against "a b": "a" clipped to 1 -> 1/3, 2-grams 0/2, 3-grams 0/1; ref 2.
   // p = 6/9, 4/7, 3/5, 1/3; c = 9 > r = 6 so BP = 1; BLEU = (6/9 * 4/7 * 3/5 * 1/3)^(1/4) = (24/315)^(1/4).
-  const BleuScore s = corpus_bleu({words("a b c d e f"), words("a a a")},
-                                  {{words("a b c d"), words("c d e")}, {words("a b")}});
+  const BleuScore s =
+      corpus_bleu({words("a b c d e f"), words("a a a")}, {{words("a b c d"), words("c d e")}, {words("a b")}});
   CHECK(s.matches == std::array<int64_t, 4>{6, 4, 3, 1});
   CHECK(s.totals == std::array<int64_t, 4>{9, 7, 5, 3});
   CHECK(s.hyp_length == 9);
@@ -61,7 +62,8 @@ TEST_CASE("BLEU's brevity penalty uses the closest reference, the shorter one on
   CHECK(short_hyp.brevity_penalty == Approx(std::exp(-0.5)).epsilon(1e-12));
   CHECK(short_hyp.bleu == 0.0);
   // |5 - 4| = |5 - 6|: the shorter (4) is taken, so c > r and BP = 1 (with 6 it would be exp(-0.2)).
-  const BleuScore tie = corpus_bleu(std::vector<Tokens>{words("a b c d e")}, {{words("a b c d x y"), words("a b c d")}});
+  const BleuScore tie =
+      corpus_bleu(std::vector<Tokens>{words("a b c d e")}, {{words("a b c d x y"), words("a b c d")}});
   CHECK(tie.ref_length == 4);
   CHECK(tie.brevity_penalty == 1.0);
   CHECK(corpus_bleu(std::vector<Tokens>{words("a b c d e")}, {{words("a b c d e")}}).bleu == 1.0);
@@ -82,7 +84,8 @@ TEST_CASE("ROUGE-L: LCS, and pycocoevalcap's F of the best precision and the bes
   CHECK(lcs_length(words("the cat sat on the mat"), words("the cat was on the mat")) == 5);
   CHECK(lcs_length(words("a b c"), {}) == 0);
   // One reference: P = R = 5/6, so F = 5/6.
-  CHECK(rouge_l(words("the cat sat on the mat"), {words("the cat was on the mat")}) == Approx(5.0 / 6.0).epsilon(1e-12));
+  CHECK(rouge_l(words("the cat sat on the mat"), {words("the cat was on the mat")}) ==
+        Approx(5.0 / 6.0).epsilon(1e-12));
   // "a b c d" against "a b" (LCS 2: P 1/2, R 1) and "a x c d y z" (LCS 3: P 3/4, R 1/2):
   // P = 3/4, R = 1, F = 2.44 * 0.75 / (1 + 1.44 * 0.75) = 1.83 / 2.08 (the best single F would be 0.709).
   CHECK(rouge_l(words("a b c d"), {words("a b"), words("a x c d y z")}) == Approx(1.83 / 2.08).epsilon(1e-12));
@@ -94,7 +97,8 @@ TEST_CASE("ROUGE-L: LCS, and pycocoevalcap's F of the best precision and the bes
 
 TEST_CASE("E2E: lines read, references grouped by MR, loss only on the reference, right padding", "[replication]") {
   const fs::path file = scratch_dir() / "e2e.txt";
-  write_file(file, "name : A | food : Thai||A serves Thai . \nname : B||B is here . \nname : A | food : Thai||Thai at A . \n");
+  write_file(
+      file, "name : A | food : Thai||A serves Thai . \nname : B||B is here . \nname : A | food : Thai||Thai at A . \n");
   const auto examples = read_e2e(file.string());
   REQUIRE(examples.size() == 3);
   CHECK(examples[0].ref == "A serves Thai .");  // the trailing space is dropped
@@ -144,7 +148,8 @@ TEST_CASE("SVG plot: axes, one polyline per series, escaped text", "[replication
 }
 
 TEST_CASE("the replication's BPE encodes as Hugging Face tokenizers does", "[replication][tokenizer]") {
-  // fixtures/bpe_vectors.jsonl: made by make_bpe_vectors.py with tokenizers 0.23.3 from data/replication/tokenizer.json.
+  // fixtures/bpe_vectors.jsonl: made by make_bpe_vectors.py with tokenizers 0.23.3 from
+  // data/replication/tokenizer.json.
   const auto tok = tokenizer::load_tokenizer(fs::path(LORA_SOURCE_DIR) / "data/replication/tokenizer.json");
   REQUIRE(tok->vocab_size() == 4096);
   CHECK(tok->token_to_id("<|endoftext|>") == 0);
@@ -162,7 +167,9 @@ TEST_CASE("the replication's BPE encodes as Hugging Face tokenizers does", "[rep
 }
 
 namespace {
-Matrix matrix(int64_t rows, int64_t cols, std::vector<double> v) { return Matrix{rows, cols, std::move(v)}; }
+Matrix matrix(int64_t rows, int64_t cols, std::vector<double> v) {
+  return Matrix{rows, cols, std::move(v)};
+}
 }  // namespace
 
 TEST_CASE("subspace similarity: hand-worked cases, invariants, and the eigensolver under it", "[replication]") {
@@ -207,15 +214,18 @@ TEST_CASE("subspace similarity: hand-worked cases, invariants, and the eigensolv
   for (int i = 0; i < 3; ++i) CHECK(phi.at(i, i) == Approx(1).epsilon(1e-10));
   for (double v : phi.v) CHECK((v >= -1e-12 && v <= 1 + 1e-12));
   // A rank-deficient A has no defined direction: refused, not a NaN.
-  CHECK_THROWS_WITH(replicate::subspace_similarity(matrix(2, 4, {1, 0, 0, 0, 2, 0, 0, 0}), e1), Catch::Contains("rank"));
+  CHECK_THROWS_WITH(replicate::subspace_similarity(matrix(2, 4, {1, 0, 0, 0, 2, 0, 0, 0}), e1),
+                    Catch::Contains("rank"));
 }
 
 TEST_CASE("the claims' criteria: met and missed at their thresholds", "[replication]") {
   using nlohmann::json;
-  auto run = [](const std::string& name, const std::string& targets, int64_t rank, double loss, double bleu, int64_t bytes) {
-    return json{{"name", name}, {"mode", rank ? "lora" : "full"}, {"targets", targets}, {"rank", rank},
-                {"heldout_loss", loss}, {"eval", {{"bleu", bleu}}}, {"saved_bytes", bytes},
-                {"memory", {{"global_peak_bytes", rank ? 100 : 200}}}};
+  auto run = [](const std::string& name, const std::string& targets, int64_t rank, double loss, double bleu,
+                int64_t bytes) {
+    return json{{"name", name},         {"mode", rank ? "lora" : "full"},
+                {"targets", targets},   {"rank", rank},
+                {"heldout_loss", loss}, {"eval", {{"bleu", bleu}}},
+                {"saved_bytes", bytes}, {"memory", {{"global_peak_bytes", rank ? 100 : 200}}}};
   };
   const json base = {{"heldout_loss", 5.0}, {"corpus_heldout_loss", 4.0}};
   // Full drops 2.0; r = 8 drops 1.82 (91%), BLEU 0.45 vs 0.5 (90%); r = 1 drops 1.73 (95.05% of r = 8's).
@@ -227,8 +237,8 @@ TEST_CASE("the claims' criteria: met and missed at their thresholds", "[replicat
   CHECK(claims["3_faster_less_memory"]["met"].is_null());  // no quiet-machine step time: not measured
   CHECK(claims.size() == 6);
   CHECK(claims["5_switching"]["met"].is_null());
-  CHECK(claims["4_small_task_file"]["met"] == true);       // exactly 1,000 x
-  runs[1]["heldout_loss"] = 3.21;  // 89.5% of full's drop
+  CHECK(claims["4_small_task_file"]["met"] == true);  // exactly 1,000 x
+  runs[1]["heldout_loss"] = 3.21;                     // 89.5% of full's drop
   runs[1]["saved_bytes"] = 4001;
   claims = replicate::evaluate_claims(base, runs, json(), json(), json());
   CHECK(claims["1_lora_matches_full"]["met"] == false);
@@ -236,12 +246,16 @@ TEST_CASE("the claims' criteria: met and missed at their thresholds", "[replicat
   CHECK_THAT(claims["1_lora_matches_full"]["figure"].get<std::string>(), Catch::Contains("89.5%"));
   runs[1]["heldout_loss"] = 3.0, runs[1]["eval"]["bleu"] = 0.44;  // all of the drop, but BLEU at 88%
   CHECK(replicate::evaluate_claims(base, runs, json(), json(), json())["1_lora_matches_full"]["met"] == false);
-  const json timing = {{"variants", {{"full", {{"median_s", 1.0}, {"vs_full", 1.0}}}, {"lora_qv_r8", {{"median_s", 0.7}, {"vs_full", 0.7}}}}},
-                       {"load_average_before", "0.90"}, {"load_average_after", "1.10"}};
+  const json timing = {
+      {"variants",
+       {{"full", {{"median_s", 1.0}, {"vs_full", 1.0}}}, {"lora_qv_r8", {{"median_s", 0.7}, {"vs_full", 0.7}}}}},
+      {"load_average_before", "0.90"},
+      {"load_average_after", "1.10"}};
   CHECK(replicate::evaluate_claims(base, runs, json(), json(), timing)["3_faster_less_memory"]["met"] == true);
 }
 
-TEST_CASE("the sweep's choice: the lowest validation loss, diverged runs skipped, none when all diverged", "[replication]") {
+TEST_CASE("the sweep's choice: the lowest validation loss, diverged runs skipped, none when all diverged",
+          "[replication]") {
   replicate::Options o;
   o.out = (scratch_dir() / "choose").string();
   o.lora_lrs = {1e-3, 2e-3, 4e-3};
@@ -253,7 +267,7 @@ TEST_CASE("the sweep's choice: the lowest validation loss, diverged runs skipped
   write_run(2e-3, 3.1);
   CHECK(replicate::stage_choose(o, spec) == 0);
   CHECK_FALSE(fs::exists(replicate::run_dir(o, spec.name) / "chosen.json"));  // the sweep is not finished
-  write_run(4e-3, nullptr);  // diverged
+  write_run(4e-3, nullptr);                                                   // diverged
   replicate::stage_choose(o, spec);
   CHECK(replicate::chosen_dir(o, spec.name) == replicate::sweep_dir(o, spec.name, 2e-3));
   const auto chosen = nlohmann::json::parse(slurp(replicate::run_dir(o, spec.name) / "chosen.json"));
@@ -307,15 +321,18 @@ TEST_CASE("replicate_lora --quick: every invariant holds, files for every run, a
   for (const auto& run : results["runs"]) {
     const std::string generations = slurp(out / "report" / run["generations_file"].get<std::string>());
     CHECK(std::count(generations.begin(), generations.end(), '\n') == static_cast<long>(refs.size()));
-    if (run["mode"] == "lora") CHECK(run["trainable_params"].get<int64_t>() < results["runs"][0]["trainable_params"].get<int64_t>());
+    if (run["mode"] == "lora")
+      CHECK(run["trainable_params"].get<int64_t>() < results["runs"][0]["trainable_params"].get<int64_t>());
     CHECK(run["heldout_loss"] == run["curve"].back()[1]);
     double best = 1e9;  // the chosen run has the sweep's lowest validation loss
     for (const auto& s : results["sweep"]) {
-      if (s["name"] == run["name"] && !s["heldout_loss"].is_null()) best = std::min(best, s["heldout_loss"].get<double>());
+      if (s["name"] == run["name"] && !s["heldout_loss"].is_null())
+        best = std::min(best, s["heldout_loss"].get<double>());
     }
     CHECK(run["heldout_loss"].get<double>() == best);
   }
-  for (const char* plot : {"loss_curves.svg", "rank_sweep.svg", "subspace_similarity.svg"}) CHECK(fs::exists(out / "report" / plot));
+  for (const char* plot : {"loss_curves.svg", "rank_sweep.svg", "subspace_similarity.svg"})
+    CHECK(fs::exists(out / "report" / plot));
   CHECK(results["merging"]["latency"]["base_a_median_s_per_token"].get<double>() > 0);
 
   const RunResult again = run(program, "--quick --out " + quote(out));

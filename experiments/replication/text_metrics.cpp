@@ -17,7 +17,8 @@ namespace lora::tools {
 namespace {
 
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
-  for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size()) s.replace(pos, from.size(), to);
+  for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size())
+    s.replace(pos, from.size(), to);
 }
 
 // mteval-v13a's punctuation class [\{-\~\[-\` -\&\(-\+\:-\@\/]: { | } ~ [ \ ] ^ _ ` space ! " # $ % & ( ) * +
@@ -103,7 +104,8 @@ BleuScore corpus_bleu(const std::vector<Tokens>& hyps, const std::vector<std::ve
     int64_t best = -1;
     for (const Tokens& r : refs[i]) {
       const int64_t len = static_cast<int64_t>(r.size());
-      if (best < 0 || std::llabs(len - c) < std::llabs(best - c) || (std::llabs(len - c) == std::llabs(best - c) && len < best)) {
+      if (best < 0 || std::llabs(len - c) < std::llabs(best - c) ||
+          (std::llabs(len - c) == std::llabs(best - c) && len < best)) {
         best = len;
       }
     }
@@ -125,9 +127,12 @@ BleuScore corpus_bleu(const std::vector<Tokens>& hyps, const std::vector<std::ve
   double log_sum = 0;
   bool zero = false;
   for (size_t n = 0; n < 4; ++n) {
-    score.precisions[n] = score.totals[n] > 0 ? static_cast<double>(score.matches[n]) / static_cast<double>(score.totals[n]) : 0;
-    if (score.matches[n] == 0) zero = true;
-    else log_sum += 0.25 * std::log(score.precisions[n]);
+    score.precisions[n] =
+        score.totals[n] > 0 ? static_cast<double>(score.matches[n]) / static_cast<double>(score.totals[n]) : 0;
+    if (score.matches[n] == 0)
+      zero = true;
+    else
+      log_sum += 0.25 * std::log(score.precisions[n]);
   }
   const double c = static_cast<double>(score.hyp_length), r = static_cast<double>(score.ref_length);
   score.brevity_penalty = c > r ? 1.0 : (c > 0 ? std::exp(1.0 - r / c) : 0.0);

@@ -35,8 +35,8 @@ Tokens bleu_tokenize(std::string_view text, bool keep_case = false);
 Tokens rouge_tokenize(std::string_view text);
 
 struct BleuScore {
-  double bleu = 0;                    // in [0, 1]
-  std::array<double, 4> precisions{}; // p_1..p_4
+  double bleu = 0;                     // in [0, 1]
+  std::array<double, 4> precisions{};  // p_1..p_4
   std::array<int64_t, 4> matches{}, totals{};
   double brevity_penalty = 0;
   int64_t hyp_length = 0, ref_length = 0;

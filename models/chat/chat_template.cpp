@@ -34,9 +34,8 @@ class Guard final : public minja::RenderGuard {
  public:
   explicit Guard(const TemplateLimits& limits)
       : limits_(limits),
-        deadline_(std::chrono::steady_clock::now() +
-                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                      std::chrono::duration<double>(limits.max_seconds))) {}
+        deadline_(std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                         std::chrono::duration<double>(limits.max_seconds))) {}
 
   void enter() override {
     if (++depth_ > kMaxDepth) throw Stop{fmt::format("the template nests deeper than {} levels", kMaxDepth)};
@@ -47,8 +46,8 @@ class Guard final : public minja::RenderGuard {
   void leave() noexcept override { --depth_; }
   void bytes(size_t n) override {
     if (n > limits_.max_output_bytes)
-      throw Stop{fmt::format("the render grew past {} bytes (TemplateLimits::max_output_bytes)",
-                             limits_.max_output_bytes)};
+      throw Stop{
+          fmt::format("the render grew past {} bytes (TemplateLimits::max_output_bytes)", limits_.max_output_bytes)};
   }
 
  private:
@@ -61,9 +60,7 @@ class Guard final : public minja::RenderGuard {
 // Installs a guard for this thread for the lifetime of the scope (renders may nest: the previous is restored).
 class GuardInstall {
  public:
-  explicit GuardInstall(minja::RenderGuard* guard) : previous_(minja::render_guard()) {
-    minja::render_guard() = guard;
-  }
+  explicit GuardInstall(minja::RenderGuard* guard) : previous_(minja::render_guard()) { minja::render_guard() = guard; }
   ~GuardInstall() { minja::render_guard() = previous_; }
   GuardInstall(const GuardInstall&) = delete;
   GuardInstall& operator=(const GuardInstall&) = delete;
@@ -215,9 +212,8 @@ ChatTemplate::ChatTemplate(std::string source, std::string bos_token, std::strin
     // Parsing is bounded by the source's size; the guard covers what it evaluates (constant folding).
     Guard guard(impl_->limits);
     GuardInstall install(&guard);
-    impl_->root = minja::Parser::parse(impl_->source, minja::Options{.trim_blocks = true,
-                                                                      .lstrip_blocks = true,
-                                                                      .keep_trailing_newline = false});
+    impl_->root = minja::Parser::parse(
+        impl_->source, minja::Options{.trim_blocks = true, .lstrip_blocks = true, .keep_trailing_newline = false});
   } catch (const Stop& stop) {
     LORA_FAIL("chat template of {}: {}", impl_->origin, stop.message);
   } catch (const std::exception& e) {
@@ -233,15 +229,16 @@ std::string ChatTemplate::render(const Conversation& messages, bool add_generati
   GuardInstall install(&guard);
   try {
     auto context = minja::Context::make(minja::Value(ordered_json{
-        {"messages", std::move(list)},
-        {"add_generation_prompt", add_generation_prompt},
-        {"tools", nullptr},
-        {"documents", nullptr},
-        {"bos_token", impl_->bos_token},
-        {"eos_token", impl_->eos_token},
-    }), builtins_of_this_thread());
-    context->set("raise_exception",
-                 minja::Value::callable([](const std::shared_ptr<minja::Context>&, minja::ArgumentsValue& args) -> minja::Value {
+                                            {"messages", std::move(list)},
+                                            {"add_generation_prompt", add_generation_prompt},
+                                            {"tools", nullptr},
+                                            {"documents", nullptr},
+                                            {"bos_token", impl_->bos_token},
+                                            {"eos_token", impl_->eos_token},
+                                        }),
+                                        builtins_of_this_thread());
+    context->set("raise_exception", minja::Value::callable([](const std::shared_ptr<minja::Context>&,
+                                                              minja::ArgumentsValue& args) -> minja::Value {
                    args.expectArgs("raise_exception", {1, 1}, {0, 0});
                    const minja::Value& message = args.args[0];
                    throw Stop{message.is_string() ? message.get<std::string>() : message.dump()};
@@ -272,17 +269,17 @@ std::optional<ChatTemplate> ChatTemplate::from_model_folder(const std::string& f
   }
   const std::string bos = token_string(config, "bos_token", config_path);
   const std::string eos = token_string(config, "eos_token", config_path);
-  if (is_regular_file(jinja)) return ChatTemplate(read_file(jinja, "chat template", uint64_t{16} << 20), bos, eos, jinja);
+  if (is_regular_file(jinja))
+    return ChatTemplate(read_file(jinja, "chat template", uint64_t{16} << 20), bos, eos, jinja);
   auto it = config.find("chat_template");
   if (it == config.end() || it->is_null()) return std::nullopt;
   if (it->is_string()) return ChatTemplate(it->get<std::string>(), bos, eos, config_path);
   LORA_CHECK(it->is_array(), "{}: field 'chat_template': expected a string or a list of {{name, template}}",
              config_path);
   for (const ordered_json& entry : *it) {
-    LORA_CHECK(entry.is_object() && entry.contains("name") && entry["name"].is_string() &&
-                   entry.contains("template") && entry["template"].is_string(),
-               "{}: field 'chat_template': each entry must be {{\"name\": string, \"template\": string}}",
-               config_path);
+    LORA_CHECK(entry.is_object() && entry.contains("name") && entry["name"].is_string() && entry.contains("template") &&
+                   entry["template"].is_string(),
+               "{}: field 'chat_template': each entry must be {{\"name\": string, \"template\": string}}", config_path);
     if (entry["name"] == "default")
       return ChatTemplate(entry["template"].get<std::string>(), bos, eos, config_path + " (chat_template 'default')");
   }
@@ -304,10 +301,18 @@ ChatTemplate ChatTemplate::from_file(const std::string& path, const std::string&
   return ChatTemplate(read_file(path, "--chat-template", uint64_t{16} << 20), bos, eos, path);
 }
 
-const std::string& ChatTemplate::source() const { return impl_->source; }
-const std::string& ChatTemplate::origin() const { return impl_->origin; }
-const std::string& ChatTemplate::eos_token() const { return impl_->eos_token; }
-const std::string& ChatTemplate::bos_token() const { return impl_->bos_token; }
+const std::string& ChatTemplate::source() const {
+  return impl_->source;
+}
+const std::string& ChatTemplate::origin() const {
+  return impl_->origin;
+}
+const std::string& ChatTemplate::eos_token() const {
+  return impl_->eos_token;
+}
+const std::string& ChatTemplate::bos_token() const {
+  return impl_->bos_token;
+}
 
 ChatTemplate::ChatTemplate(const ChatTemplate& other) : impl_(std::make_unique<Impl>(*other.impl_)) {}
 ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;

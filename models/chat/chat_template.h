@@ -20,7 +20,7 @@ using Conversation = std::vector<Message>;
 
 struct TemplateLimits {
   size_t max_output_bytes = size_t{16} << 20;  // a render longer than this is refused
-  double max_seconds = 5.0;                     // a render that runs longer is stopped and refused
+  double max_seconds = 5.0;                    // a render that runs longer is stopped and refused
 };
 
 class ChatTemplate {
@@ -63,8 +63,8 @@ class ChatTemplate {
 // render(messages[:i+1]) (its end-of-turn marker included), with the Phi-3.5 exception (a render that closes
 // with eos_token only when it is the whole conversation: the span stops before that eos_token).
 struct RenderedConversation {
-  std::string text;                                  // render(messages, add_generation_prompt=false)
-  std::vector<std::pair<size_t, size_t>> trained;    // [begin, end) byte offsets into text, in order
+  std::string text;                                // render(messages, add_generation_prompt=false)
+  std::vector<std::pair<size_t, size_t>> trained;  // [begin, end) byte offsets into text, in order
 };
 // Throws lora::Error when a prefix render is not a prefix of the whole (a template whose earlier turns depend
 // on later ones cannot be masked this way), or when the conversation has no assistant turn.

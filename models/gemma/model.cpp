@@ -9,7 +9,9 @@ GemmaRMSNorm::GemmaRMSNorm(int64_t dim, double eps) : weight(Tensor::zeros({dim}
   register_parameter("weight", weight);
 }
 
-Tensor GemmaRMSNorm::forward(const Tensor& x) { return ops::rms_norm(x, ops::add_scalar(weight, 1.0), eps_); }
+Tensor GemmaRMSNorm::forward(const Tensor& x) {
+  return ops::rms_norm(x, ops::add_scalar(weight, 1.0), eps_);
+}
 
 GemmaMLP::GemmaMLP(const GemmaConfig& c, Generator& gen) {
   gate_proj = std::make_shared<nn::Linear>(c.hidden_size, c.intermediate_size, false, gen);
@@ -26,12 +28,15 @@ Tensor GemmaMLP::forward(const Tensor& x) {
 
 GemmaDecoderLayer::GemmaDecoderLayer(const GemmaConfig& c, Generator& gen) {
   input_layernorm = std::make_shared<GemmaRMSNorm>(c.hidden_size, c.rms_norm_eps);
-  self_attn = std::make_shared<nn::RotarySelfAttention>(
-      nn::RotarySelfAttention::Options{.hidden = c.hidden_size, .heads = c.num_attention_heads,
-                                       .kv_heads = c.num_key_value_heads, .head_dim = c.head_dim,
-                                       .qkv_bias = c.attention_bias, .o_bias = c.attention_bias,
-                                       .dropout = c.attention_dropout},
-      gen);
+  self_attn =
+      std::make_shared<nn::RotarySelfAttention>(nn::RotarySelfAttention::Options{.hidden = c.hidden_size,
+                                                                                 .heads = c.num_attention_heads,
+                                                                                 .kv_heads = c.num_key_value_heads,
+                                                                                 .head_dim = c.head_dim,
+                                                                                 .qkv_bias = c.attention_bias,
+                                                                                 .o_bias = c.attention_bias,
+                                                                                 .dropout = c.attention_dropout},
+                                                gen);
   post_attention_layernorm = std::make_shared<GemmaRMSNorm>(c.hidden_size, c.rms_norm_eps);
   mlp = std::make_shared<GemmaMLP>(c, gen);
   register_module("self_attn", self_attn);
@@ -93,7 +98,7 @@ Tensor GemmaForCausalLM::embed(const Tensor& ids, const models::TokenPositions&)
 
 std::string GemmaForCausalLM::hf_key_to_name(const std::string& key) const {
   if (key.ends_with("rotary_emb.inv_freq")) return "";  // recomputed from the config
-  if (key == "lm_head.weight" && !lm_head) return "";  // a tied head saved anyway
+  if (key == "lm_head.weight" && !lm_head) return "";   // a tied head saved anyway
   return key;
 }
 

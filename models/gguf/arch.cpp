@@ -89,7 +89,8 @@ std::string gguf_architecture(const std::string& model_type) {
   if (model_type == "gpt2") return "gpt2";
   if (model_type == "llama" || model_type == "mistral") return "llama";
   if (model_type == "qwen2") return "qwen2";
-  LORA_FAIL("GGUF export: model_type '{}' has no GGUF architecture here (gpt2, llama, mistral, qwen2 have)", model_type);
+  LORA_FAIL("GGUF export: model_type '{}' has no GGUF architecture here (gpt2, llama, mistral, qwen2 have)",
+            model_type);
 }
 
 std::string gguf_tensor_name(const std::string& model_type, const std::string& hf_name) {
@@ -126,8 +127,12 @@ std::vector<std::pair<std::string, Value>> hparams_to_gguf(const nlohmann::json&
   const std::string type = c.value("model_type", "");
   const std::string arch = gguf_architecture(type);
   std::vector<std::pair<std::string, Value>> kv;
-  auto u32 = [&](const std::string& key, int64_t v) { kv.emplace_back(arch + "." + key, Value::u32(static_cast<uint32_t>(v))); };
-  auto f32 = [&](const std::string& key, double v) { kv.emplace_back(arch + "." + key, Value::f32(static_cast<float>(v))); };
+  auto u32 = [&](const std::string& key, int64_t v) {
+    kv.emplace_back(arch + "." + key, Value::u32(static_cast<uint32_t>(v)));
+  };
+  auto f32 = [&](const std::string& key, double v) {
+    kv.emplace_back(arch + "." + key, Value::f32(static_cast<float>(v)));
+  };
   if (arch == "gpt2") {
     const int64_t n_embd = json_int(c, "n_embd", 0);
     u32("context_length", json_int(c, "n_positions", 0));
@@ -161,18 +166,23 @@ std::vector<std::pair<std::string, Value>> hparams_to_gguf(const nlohmann::json&
       kv.emplace_back(arch + ".rope.scaling.type", Value::string("linear"));
       f32("rope.scaling.factor", s.value("factor", 1.0));
     } else if (rope_type != "default") {
-      LORA_FAIL("GGUF export: rope scaling '{}' is not written (linear is; llama3 scaling needs llama.cpp's rope_freqs "
-                "tensor)", rope_type);
+      LORA_FAIL(
+          "GGUF export: rope scaling '{}' is not written (linear is; llama3 scaling needs llama.cpp's rope_freqs "
+          "tensor)",
+          rope_type);
     }
   }
-  LORA_CHECK(!c.value("mlp_bias", false), "GGUF export: llama.cpp's {} architecture has no MLP biases (mlp_bias is true)", arch);
+  LORA_CHECK(!c.value("mlp_bias", false),
+             "GGUF export: llama.cpp's {} architecture has no MLP biases (mlp_bias is true)", arch);
   return kv;
 }
 
 nlohmann::json config_from_gguf(const gguf::File& f) {
   const std::string arch = f.get_string("general.architecture");
-  LORA_CHECK(arch == "gpt2" || arch == "llama" || arch == "qwen2", "GGUF file '{}': general.architecture '{}' is not "
-             "supported (gpt2, llama, qwen2 are; Mistral files say llama)", f.path(), arch);
+  LORA_CHECK(arch == "gpt2" || arch == "llama" || arch == "qwen2",
+             "GGUF file '{}': general.architecture '{}' is not "
+             "supported (gpt2, llama, qwen2 are; Mistral files say llama)",
+             f.path(), arch);
   std::set<std::string> honoured;
   auto uint = [&](const std::string& key) {
     honoured.insert(arch + "." + key);
@@ -193,8 +203,8 @@ nlohmann::json config_from_gguf(const gguf::File& f) {
   LORA_CHECK(embed && embed->ne.size() == 2, "GGUF file '{}': token_embd.weight is missing or not 2-D", f.path());
   const int64_t vocab = embed->ne[1];
   if (f.contains(arch + ".vocab_size")) {
-    LORA_CHECK(uint("vocab_size") == vocab, "GGUF file '{}': {}.vocab_size = {} but token_embd.weight has {} rows", f.path(),
-               arch, f.get_uint(arch + ".vocab_size"), vocab);
+    LORA_CHECK(uint("vocab_size") == vocab, "GGUF file '{}': {}.vocab_size = {} but token_embd.weight has {} rows",
+               f.path(), arch, f.get_uint(arch + ".vocab_size"), vocab);
   }
   nlohmann::json c;
   const bool tied = f.find_tensor("output.weight") == nullptr;
@@ -214,12 +224,16 @@ nlohmann::json config_from_gguf(const gguf::File& f) {
     int64_t head_dim = hidden / heads;
     if (f.contains(arch + ".attention.key_length") || f.contains(arch + ".attention.value_length")) {
       head_dim = uint_or("attention.key_length", head_dim);
-      LORA_CHECK(uint_or("attention.value_length", head_dim) == head_dim, "GGUF file '{}': {}.attention.key_length and "
-                 "value_length differ: not supported", f.path(), arch);
+      LORA_CHECK(uint_or("attention.value_length", head_dim) == head_dim,
+                 "GGUF file '{}': {}.attention.key_length and "
+                 "value_length differ: not supported",
+                 f.path(), arch);
     }
     const int64_t rope_dims = uint_or("rope.dimension_count", head_dim);
-    LORA_CHECK(rope_dims == head_dim, "GGUF file '{}': {}.rope.dimension_count = {} rotates part of each head of {}: "
-               "partial rotary embeddings are not supported", f.path(), arch, rope_dims, head_dim);
+    LORA_CHECK(rope_dims == head_dim,
+               "GGUF file '{}': {}.rope.dimension_count = {} rotates part of each head of {}: "
+               "partial rotary embeddings are not supported",
+               f.path(), arch, rope_dims, head_dim);
     c = {{"model_type", arch},
          {"vocab_size", vocab},
          {"hidden_size", hidden},
@@ -239,7 +253,8 @@ nlohmann::json config_from_gguf(const gguf::File& f) {
       c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", number_or("rope.scaling.factor", 1.0)}};
       honoured.insert(arch + ".rope.scaling.original_context_length");
     } else if (scaling && *scaling != "none") {
-      LORA_FAIL("GGUF file '{}': {}.rope.scaling.type = '{}' is not supported (none and linear are)", f.path(), arch, *scaling);
+      LORA_FAIL("GGUF file '{}': {}.rope.scaling.type = '{}' is not supported (none and linear are)", f.path(), arch,
+                *scaling);
     } else {
       // No scaling: a factor of 1 says the same.
       const double factor = number_or("rope.scaling.factor", 1.0);
@@ -249,8 +264,11 @@ nlohmann::json config_from_gguf(const gguf::File& f) {
   }
   // Mixture-of-experts counts of zero describe a dense model; anything else is another model.
   for (const char* key : {"expert_count", "expert_used_count"}) {
-    if (f.contains(arch + "." + key)) LORA_CHECK(uint(key) == 0, "GGUF file '{}': {}.{} > 0: mixture-of-experts models are "
-                                                  "not supported", f.path(), arch, key);
+    if (f.contains(arch + "." + key))
+      LORA_CHECK(uint(key) == 0,
+                 "GGUF file '{}': {}.{} > 0: mixture-of-experts models are "
+                 "not supported",
+                 f.path(), arch, key);
   }
   for (const auto& [key, value] : f.metadata()) {
     if (!key.starts_with(arch + ".")) continue;
@@ -269,8 +287,10 @@ nlohmann::json config_from_gguf(const gguf::File& f) {
     nlohmann::json ends = nlohmann::json::array();
     if (eos >= 0) ends.push_back(eos);
     if (eot >= 0 && eot != eos) ends.push_back(eot);
-    if (ends.size() == 1) c["eos_token_id"] = ends[0];
-    else if (!ends.empty()) c["eos_token_id"] = ends;
+    if (ends.size() == 1)
+      c["eos_token_id"] = ends[0];
+    else if (!ends.empty())
+      c["eos_token_id"] = ends;
   }
   return c;
 }

@@ -62,9 +62,11 @@ std::map<std::string, std::string> match_tensors(const gguf::File& f, const Caus
     found.insert(hf);
     hf_of[t.name] = hf;
     if (torch_shape(t.ne) != it->second.shape()) {
-      misshaped.push_back(fmt::format("{} (file {}, model expects {})", t.name, torch_shape(t.ne).str(), it->second.shape().str()));
+      misshaped.push_back(
+          fmt::format("{} (file {}, model expects {})", t.name, torch_shape(t.ne).str(), it->second.shape().str()));
     }
-    if (!gguf::type_traits(t.type).dequantizable) unreadable.push_back(fmt::format("{} ({})", t.name, gguf::type_name(t.type)));
+    if (!gguf::type_traits(t.type).dequantizable)
+      unreadable.push_back(fmt::format("{} ({})", t.name, gguf::type_name(t.type)));
   }
   for (const auto& [hf, p] : params) {
     if (!found.count(hf)) missing.push_back(gguf_tensor_name(model.model_type(), hf) + " (" + hf + ")");
@@ -74,7 +76,8 @@ std::map<std::string, std::string> match_tensors(const gguf::File& f, const Caus
   if (!misshaped.empty()) problems += "\n  mis-shaped tensors: " + list(misshaped);
   if (!unexpected.empty()) problems += "\n  unexpected tensors: " + list(unexpected);
   if (!unreadable.empty()) problems += "\n  tensors of a type lora.cpp does not read: " + list(unreadable);
-  LORA_CHECK(problems.empty(), "GGUF file '{}' does not match the {} model its metadata describes:{}", f.path(), arch, problems);
+  LORA_CHECK(problems.empty(), "GGUF file '{}' does not match the {} model its metadata describes:{}", f.path(), arch,
+             problems);
   return hf_of;
 }
 
@@ -90,12 +93,16 @@ bool is_gguf_path(const std::string& path) {
   return in.read(magic, 4) && std::string_view(magic, 4) == "GGUF";
 }
 
-std::string ImportReport::str() const { return fmt::format("{} model, tensors: {}", architecture, counts(tensors_by_type)); }
+std::string ImportReport::str() const {
+  return fmt::format("{} model, tensors: {}", architecture, counts(tensors_by_type));
+}
 std::string ExportSummary::str() const {
   return fmt::format("{} tensors ({}), {:.1f} MB", tensors, counts(tensors_by_type), static_cast<double>(bytes) / 1e6);
 }
 
-nlohmann::json gguf_model_config(const gguf::File& file) { return config_from_gguf(file); }
+nlohmann::json gguf_model_config(const gguf::File& file) {
+  return config_from_gguf(file);
+}
 
 std::shared_ptr<CausalLM> load_gguf_model(const gguf::File& f, uint64_t seed, ImportReport* report) {
   const nlohmann::json config_json = config_from_gguf(f);
@@ -146,12 +153,18 @@ namespace {
 // llama_ftype for general.file_type.
 uint32_t file_type(gguf::TensorType type) {
   switch (type) {
-    case gguf::TensorType::F32: return 0;
-    case gguf::TensorType::F16: return 1;
-    case gguf::TensorType::Q4_0: return 2;
-    case gguf::TensorType::Q8_0: return 7;
-    case gguf::TensorType::BF16: return 32;
-    default: LORA_FAIL("GGUF export: --type {} is not written (f32, f16, bf16, q8_0, q4_0 are)", gguf::type_name(type));
+    case gguf::TensorType::F32:
+      return 0;
+    case gguf::TensorType::F16:
+      return 1;
+    case gguf::TensorType::Q4_0:
+      return 2;
+    case gguf::TensorType::Q8_0:
+      return 7;
+    case gguf::TensorType::BF16:
+      return 32;
+    default:
+      LORA_FAIL("GGUF export: --type {} is not written (f32, f16, bf16, q8_0, q4_0 are)", gguf::type_name(type));
   }
 }
 
@@ -169,7 +182,8 @@ std::vector<float> gguf_rows(const Tensor& value, int64_t heads) {
 }
 
 void write_rows(const std::vector<float>& values, int64_t row, gguf::TensorType type, std::string& out) {
-  for (size_t at = 0; at < values.size(); at += static_cast<size_t>(row)) gguf::quantize_row(type, values.data() + at, row, out);
+  for (size_t at = 0; at < values.size(); at += static_cast<size_t>(row))
+    gguf::quantize_row(type, values.data() + at, row, out);
 }
 
 void add_general(gguf::Writer& w, const CausalLM& model, const std::string& name) {
@@ -191,13 +205,15 @@ ExportSummary export_gguf(const CausalLM& model, const TokenizerFiles& tokenizer
   gguf::Writer w;
   add_general(w, model, name);
   w.set("general.file_type", gguf::Value::u32(file_type(type)));
-  if (type == gguf::TensorType::Q8_0 || type == gguf::TensorType::Q4_0) w.set("general.quantization_version", gguf::Value::u32(2));
+  if (type == gguf::TensorType::Q8_0 || type == gguf::TensorType::Q4_0)
+    w.set("general.quantization_version", gguf::Value::u32(2));
   for (auto& [key, value] : hparams_to_gguf(config)) w.set(key, std::move(value));
   for (auto& [key, value] : tokenizer_to_gguf(tokenizer, config, model.dims().vocab_size)) w.set(key, std::move(value));
 
   ExportSummary summary;
   bool tied = true;  // no lm_head of its own: token_embd is the output head too
-  for (const auto& [param_name, param] : model.named_parameters()) tied = tied && model.hf_name(param_name) != "lm_head.weight";
+  for (const auto& [param_name, param] : model.named_parameters())
+    tied = tied && model.hf_name(param_name) != "lm_head.weight";
   for (const auto& [param_name, param] : model.named_parameters()) {
     if (param_name.find(".lora_") != std::string::npos) continue;
     const std::string hf = model.hf_name(param_name);
@@ -261,7 +277,8 @@ ExportSummary export_gguf_adapter(const CausalLM& model, const std::string& out,
     for (int64_t s = 0; s < S; ++s) {
       for (int64_t i = 0; i < slices[s].size; ++i) {
         for (int64_t k = 0; k < r; ++k) {
-          b[(slices[s].offset + i) * rank + s * r + k] = static_cast<float>(pb[(s * slices[s].size + i) * r + k] * fold);
+          b[(slices[s].offset + i) * rank + s * r + k] =
+              static_cast<float>(pb[(s * slices[s].size + i) * r + k] * fold);
         }
       }
     }

@@ -37,7 +37,7 @@ nlohmann::json gguf_model_config(const gguf::File& file);
 // q8_0/q4_0 is asked for (as the converter does), and counted in the summary.
 struct ExportSummary {
   int64_t tensors = 0;
-  uint64_t bytes = 0;                             // the file's size
+  uint64_t bytes = 0;  // the file's size
   std::map<std::string, int64_t> tensors_by_type;
   std::string str() const;
 };

@@ -19,16 +19,17 @@ enum TokenType : int32_t { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined
 // The pre-tokenizers llama.cpp knows by name (src/llama-vocab.cpp), as transformers' tokenizer.json
 // spells them. llama.cpp's regexes are these with the case-insensitive group spelled out.
 constexpr const char* kLlama3Regex =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
     "\\s+(?!\\S)|\\s+";
 constexpr const char* kQwen2Regex =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
     "\\s+(?!\\S)|\\s+";
 
 struct PreTokenizer {
-  const char* name;        // tokenizer.ggml.pre
-  json pre_tokenizer;      // tokenizer.json's
-  json normalizer;         // null or NFC
+  const char* name;    // tokenizer.ggml.pre
+  json pre_tokenizer;  // tokenizer.json's
+  json normalizer;     // null or NFC
   bool ignore_merges;
 };
 
@@ -43,7 +44,10 @@ const std::vector<PreTokenizer>& known_pre_tokenizers() {
   static const std::vector<PreTokenizer> table = {
       {"gpt-2", byte_level(true), nullptr, false},
       {"llama-bpe", {{"type", "Sequence"}, {"pretokenizers", {split(kLlama3Regex), byte_level(false)}}}, nullptr, true},
-      {"qwen2", {{"type", "Sequence"}, {"pretokenizers", {split(kQwen2Regex), byte_level(false)}}}, {{"type", "NFC"}}, false},
+      {"qwen2",
+       {{"type", "Sequence"}, {"pretokenizers", {split(kQwen2Regex), byte_level(false)}}},
+       {{"type", "NFC"}},
+       false},
       {"smollm", {{"type", "Sequence"}, {"pretokenizers", {split("\\p{N}"), byte_level(true)}}}, nullptr, false},
   };
   return table;
@@ -58,11 +62,13 @@ std::string signature(const json& pre) {
     for (const json& p : pre.value("pretokenizers", json::array())) s += signature(p) + ";";
     return s;
   }
-  if (type == "ByteLevel") return fmt::format("ByteLevel(regex={},prefix={})", pre.value("use_regex", true), pre.value("add_prefix_space", false));
+  if (type == "ByteLevel")
+    return fmt::format("ByteLevel(regex={},prefix={})", pre.value("use_regex", true),
+                       pre.value("add_prefix_space", false));
   if (type == "Split") {
     const json& pattern = pre.value("pattern", json::object());
-    const std::string regex = pattern.contains("Regex") ? pattern["Regex"].get<std::string>()
-                                                        : "string:" + pattern.value("String", "");
+    const std::string regex =
+        pattern.contains("Regex") ? pattern["Regex"].get<std::string>() : "string:" + pattern.value("String", "");
     return fmt::format("Split({},{},{})", regex, pre.value("behavior", ""), pre.value("invert", false));
   }
   if (type == "Digits" && pre.value("individual_digits", false)) return signature(split("\\p{N}"));
@@ -88,27 +94,33 @@ json parse(const std::string& text, const std::string& what) {
 std::vector<std::pair<std::string, Value>> tokenizer_to_gguf(const TokenizerFiles& files, const json& config,
                                                              int64_t vocab_size) {
   const json tok = parse(files.tokenizer_json, "tokenizer.json of " + files.source);
-  const json cfg = files.tokenizer_config_json.empty() ? json::object()
-                                                       : parse(files.tokenizer_config_json, "tokenizer_config.json of " + files.source);
+  const json cfg = files.tokenizer_config_json.empty()
+                       ? json::object()
+                       : parse(files.tokenizer_config_json, "tokenizer_config.json of " + files.source);
   LORA_CHECK(tok.is_object() && tok.contains("model") && tok["model"].value("type", "") == "BPE",
              "GGUF export: the tokenizer of {} is not a BPE tokenizer.json", files.source);
   const json& model = tok["model"];
-  LORA_CHECK(!model.value("byte_fallback", false), "GGUF export: the tokenizer of {} is a SentencePiece-style BPE "
-             "(byte_fallback, as Llama 2 and Mistral have): not written to GGUF yet", files.source);
+  LORA_CHECK(!model.value("byte_fallback", false),
+             "GGUF export: the tokenizer of {} is a SentencePiece-style BPE "
+             "(byte_fallback, as Llama 2 and Mistral have): not written to GGUF yet",
+             files.source);
   // The pre-tokenizer by llama.cpp's name.
   const std::string sig = signature(tok.value("pre_tokenizer", json()));
   const PreTokenizer* pre = nullptr;
   for (const PreTokenizer& p : known_pre_tokenizers()) {
     if (signature(p.pre_tokenizer) == sig) pre = &p;
   }
-  LORA_CHECK(pre != nullptr, "GGUF export: the pre-tokenizer of {} ({}) is not one llama.cpp knows by name (gpt-2, "
-             "llama-bpe, qwen2, smollm)", files.source, sig);
+  LORA_CHECK(pre != nullptr,
+             "GGUF export: the pre-tokenizer of {} ({}) is not one llama.cpp knows by name (gpt-2, "
+             "llama-bpe, qwen2, smollm)",
+             files.source, sig);
 
   // Tokens: the vocabulary, the added tokens, unused padding up to the model's vocabulary.
   const json& vocab = model.value("vocab", json::object());
   int64_t n = vocab_size;
   for (const auto& [text, id] : vocab.items()) n = std::max<int64_t>(n, id.get<int64_t>() + 1);
-  for (const json& a : tok.value("added_tokens", json::array())) n = std::max<int64_t>(n, a.value("id", int64_t(0)) + 1);
+  for (const json& a : tok.value("added_tokens", json::array()))
+    n = std::max<int64_t>(n, a.value("id", int64_t(0)) + 1);
   LORA_CHECK(n == vocab_size, "GGUF export: the tokenizer of {} has ids up to {}, more than the model's {} embeddings",
              files.source, n - 1, vocab_size);
   std::vector<std::string> tokens(static_cast<size_t>(n));
@@ -131,9 +143,12 @@ std::vector<std::pair<std::string, Value>> tokenizer_to_gguf(const TokenizerFile
   }
   std::vector<std::string> merges;
   for (const json& m : model.value("merges", json::array())) {
-    if (m.is_string()) merges.push_back(m.get<std::string>());
-    else if (m.is_array() && m.size() == 2) merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
-    else LORA_FAIL("GGUF export: tokenizer of {}: a merge that is neither \"a b\" nor [a, b]", files.source);
+    if (m.is_string())
+      merges.push_back(m.get<std::string>());
+    else if (m.is_array() && m.size() == 2)
+      merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+    else
+      LORA_FAIL("GGUF export: tokenizer of {}: a merge that is neither \"a b\" nor [a, b]", files.source);
   }
 
   // Special tokens: tokenizer_config.json's names first, then config.json's ids (gguf-py's SpecialVocab order).
@@ -166,8 +181,10 @@ std::vector<std::pair<std::string, Value>> tokenizer_to_gguf(const TokenizerFile
   } else {
     std::vector<json> processors;
     const json& post = tok.value("post_processor", json());
-    if (post.is_object() && post.value("type", "") == "Sequence") processors = post.value("processors", std::vector<json>{});
-    else if (post.is_object()) processors.push_back(post);
+    if (post.is_object() && post.value("type", "") == "Sequence")
+      processors = post.value("processors", std::vector<json>{});
+    else if (post.is_object())
+      processors.push_back(post);
     for (const json& p : processors) {
       if (p.value("type", "") == "TemplateProcessing" && p.contains("single") && !p["single"].empty() &&
           p["single"][0].contains("SpecialToken")) {
@@ -207,15 +224,20 @@ std::vector<std::pair<std::string, Value>> tokenizer_to_gguf(const TokenizerFile
 
 TokenizerFiles tokenizer_files_from_gguf(const gguf::File& f) {
   const std::string model = f.get_string("tokenizer.ggml.model");
-  LORA_CHECK(model == "gpt2", "GGUF file '{}': tokenizer.ggml.model '{}' is not supported (byte-level BPE, \"gpt2\", "
-             "is; SentencePiece vocabularies, \"llama\", are not yet)", f.path(), model);
+  LORA_CHECK(model == "gpt2",
+             "GGUF file '{}': tokenizer.ggml.model '{}' is not supported (byte-level BPE, \"gpt2\", "
+             "is; SentencePiece vocabularies, \"llama\", are not yet)",
+             f.path(), model);
   const std::string pre_name = f.get_string_or("tokenizer.ggml.pre").value_or("default");
   const PreTokenizer* pre = nullptr;
   for (const PreTokenizer& p : known_pre_tokenizers()) {
-    if (pre_name == p.name || (std::string(p.name) == "llama-bpe" && (pre_name == "llama3" || pre_name == "llama-v3"))) pre = &p;
+    if (pre_name == p.name || (std::string(p.name) == "llama-bpe" && (pre_name == "llama3" || pre_name == "llama-v3")))
+      pre = &p;
   }
-  LORA_CHECK(pre != nullptr, "GGUF file '{}': tokenizer.ggml.pre '{}' is not supported (gpt-2, llama-bpe, qwen2, smollm "
-             "are)", f.path(), pre_name);
+  LORA_CHECK(pre != nullptr,
+             "GGUF file '{}': tokenizer.ggml.pre '{}' is not supported (gpt-2, llama-bpe, qwen2, smollm "
+             "are)",
+             f.path(), pre_name);
   const Value& tokens = f.get_array("tokenizer.ggml.tokens", gguf::ValueType::STRING);
   const size_t n = tokens.array.size();
   std::vector<int32_t> types(n, kNormal);
@@ -232,15 +254,22 @@ TokenizerFiles tokenizer_files_from_gguf(const gguf::File& f) {
                vocab.contains(text) ? vocab[text].get<int64_t>() : 0, i);
     vocab[text] = i;
     if (types[i] == kControl || types[i] == kUserDefined) {
-      added.push_back({{"id", i}, {"content", text}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
-                       {"normalized", false}, {"special", types[i] == kControl}});
+      added.push_back({{"id", i},
+                       {"content", text},
+                       {"single_word", false},
+                       {"lstrip", false},
+                       {"rstrip", false},
+                       {"normalized", false},
+                       {"special", types[i] == kControl}});
     }
   }
   json merges = json::array();
   for (const Value& m : f.get_array("tokenizer.ggml.merges", gguf::ValueType::STRING).array) {
     const size_t space = m.s.find(' ');
-    LORA_CHECK(space != std::string::npos && space > 0 && space + 1 < m.s.size() && m.s.find(' ', space + 1) == std::string::npos,
-               "GGUF file '{}': tokenizer.ggml.merges holds '{}', not two tokens separated by one space", f.path(), m.s);
+    LORA_CHECK(space != std::string::npos && space > 0 && space + 1 < m.s.size() &&
+                   m.s.find(' ', space + 1) == std::string::npos,
+               "GGUF file '{}': tokenizer.ggml.merges holds '{}', not two tokens separated by one space", f.path(),
+               m.s);
     merges.push_back({m.s.substr(0, space), m.s.substr(space + 1)});
   }
   auto id = [&](const char* key) -> std::optional<int64_t> {
@@ -251,17 +280,24 @@ TokenizerFiles tokenizer_files_from_gguf(const gguf::File& f) {
   };
   const std::optional<int64_t> bos = id("tokenizer.ggml.bos_token_id"), eos = id("tokenizer.ggml.eos_token_id");
   const bool add_bos = f.get_bool_or("tokenizer.ggml.add_bos_token").value_or(false);
-  LORA_CHECK(!f.get_bool_or("tokenizer.ggml.add_eos_token").value_or(false), "GGUF file '{}': "
-             "tokenizer.ggml.add_eos_token is true: adding EOS to every text is not supported", f.path());
+  LORA_CHECK(!f.get_bool_or("tokenizer.ggml.add_eos_token").value_or(false),
+             "GGUF file '{}': "
+             "tokenizer.ggml.add_eos_token is true: adding EOS to every text is not supported",
+             f.path());
   json post = nullptr;
   if (add_bos) {
-    LORA_CHECK(bos.has_value(), "GGUF file '{}': tokenizer.ggml.add_bos_token is true but there is no bos_token_id", f.path());
+    LORA_CHECK(bos.has_value(), "GGUF file '{}': tokenizer.ggml.add_bos_token is true but there is no bos_token_id",
+               f.path());
     const std::string b = tokens.array[*bos].s;
-    post = {{"type", "TemplateProcessing"},
-            {"single", {{{"SpecialToken", {{"id", b}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-            {"pair", {{{"SpecialToken", {{"id", b}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                      {{"SpecialToken", {{"id", b}, {"type_id", 1}}}}, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
-            {"special_tokens", {{b, {{"id", b}, {"ids", {*bos}}, {"tokens", {b}}}}}}};
+    post = {
+        {"type", "TemplateProcessing"},
+        {"single", {{{"SpecialToken", {{"id", b}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"pair",
+         {{{"SpecialToken", {{"id", b}, {"type_id", 0}}}},
+          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+          {{"SpecialToken", {{"id", b}, {"type_id", 1}}}},
+          {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+        {"special_tokens", {{b, {{"id", b}, {"ids", {*bos}}, {"tokens", {b}}}}}}};
   }
   const json tokenizer = {
       {"version", "1.0"},
@@ -272,9 +308,17 @@ TokenizerFiles tokenizer_files_from_gguf(const gguf::File& f) {
       {"pre_tokenizer", pre->pre_tokenizer},
       {"post_processor", post},
       {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
-      {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
-                 {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
-                 {"ignore_merges", pre->ignore_merges}, {"vocab", vocab}, {"merges", merges}}},
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"ignore_merges", pre->ignore_merges},
+        {"vocab", vocab},
+        {"merges", merges}}},
   };
   json config = {{"add_bos_token", add_bos}};
   if (bos) config["bos_token"] = tokens.array[*bos].s;

@@ -15,7 +15,9 @@ GPT2MLP::GPT2MLP(const GPT2Config& c, Generator& gen) {
   register_module("dropout", dropout);  // no parameters, but it must follow train()/eval()
 }
 
-Tensor GPT2MLP::forward(const Tensor& x) { return dropout->forward(c_proj->forward(ops::gelu(c_fc->forward(x)))); }
+Tensor GPT2MLP::forward(const Tensor& x) {
+  return dropout->forward(c_proj->forward(ops::gelu(c_fc->forward(x))));
+}
 
 // ---------------------------------------------------------------------------------------------------
 // GPT2Attention

@@ -24,8 +24,8 @@ nlohmann::json GPT2Config::preset_json(const std::string& name) {
 
 GPT2Config GPT2Config::preset(const std::string& name) {
   const nlohmann::json j = preset_json(name);
-  LORA_CHECK(!j.is_null(), "unknown GPT-2 preset '{}': expected gpt2, gpt2-medium, gpt2-large, gpt2-xl, small-test or tiny",
-             name);
+  LORA_CHECK(!j.is_null(),
+             "unknown GPT-2 preset '{}': expected gpt2, gpt2-medium, gpt2-large, gpt2-xl, small-test or tiny", name);
   return from_json(j, "preset '" + name + "'");
 }
 
@@ -68,8 +68,8 @@ GPT2Config GPT2Config::read(ConfigReader& r) {
   // Upcasting attention to float32 changes nothing here: everything is float32 already.
   r.boolean("reorder_and_upcast_attn", false);
   // GPT2DoubleHeadsModel's classification head settings: no effect on the language model.
-  for (const char* key : {"summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels",
-                          "summary_first_dropout"}) {
+  for (const char* key :
+       {"summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels", "summary_first_dropout"}) {
     r.mark_read(key);
   }
   r.finish();

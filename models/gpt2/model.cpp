@@ -3,7 +3,6 @@
 
 #include <cmath>
 
-
 namespace lora::gpt2 {
 
 GPT2Model::GPT2Model(const GPT2Config& c, Generator& gen) {
@@ -60,7 +59,8 @@ models::ModelDims GPT2LMHeadModel::dims() const {
 
 Tensor GPT2LMHeadModel::embed(const Tensor& ids, const models::TokenPositions& positions) {
   // [B, T, C] + [T, C] (every row at the same positions) or + [B, T, C]
-  return transformer->drop->forward(transformer->wte->forward(ids) + transformer->wpe->forward(positions.tensor(ids.device())));
+  return transformer->drop->forward(transformer->wte->forward(ids) +
+                                    transformer->wpe->forward(positions.tensor(ids.device())));
 }
 
 bool GPT2LMHeadModel::hf_transposed(const std::string& name) const {

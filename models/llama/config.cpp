@@ -56,9 +56,11 @@ void read_rope(ConfigReader& r, double default_theta, double& theta_out, nn::Rop
     return v->get<double>();
   };
   if (const nlohmann::json* theta = field("rope_theta")) {
-    if (!theta->is_number() || theta->get<double>() <= 1.0) r.fail(params_key, fmt::format("rope_theta = {} must be a number above 1", theta->dump()));
+    if (!theta->is_number() || theta->get<double>() <= 1.0)
+      r.fail(params_key, fmt::format("rope_theta = {} must be a number above 1", theta->dump()));
     if (r.has("rope_theta") && r.json()["rope_theta"].get<double>() != theta->get<double>()) {
-      r.fail("rope_theta", fmt::format("= {} differs from {}.rope_theta = {}", r.json()["rope_theta"].dump(), params_key, theta->dump()));
+      r.fail("rope_theta", fmt::format("= {} differs from {}.rope_theta = {}", r.json()["rope_theta"].dump(),
+                                       params_key, theta->dump()));
     }
     c.rope_theta = theta->get<double>();
   }
@@ -86,7 +88,8 @@ void read_rope(ConfigReader& r, double default_theta, double& theta_out, nn::Rop
   }
   for (const auto& [key, value] : rope.items()) {
     if (!seen.count(key)) {
-      r.fail(params_key, fmt::format("field '{}' = {} is not supported by {} rope scaling here", key, value.dump(), kind));
+      r.fail(params_key,
+             fmt::format("field '{}' = {} is not supported by {} rope scaling here", key, value.dump(), kind));
     }
   }
   theta_out = c.rope_theta;
@@ -163,7 +166,7 @@ LlamaConfig LlamaConfig::read(ConfigReader& r) {
   r.expect_one_of("rope_interleaved", {false}, "rotary embeddings rotate halves (x[i], x[i + D/2]), not pairs");
   r.expect_one_of("partial_rotary_factor", {1.0, 1}, "the whole head dimension is rotated");
   r.integer("pretraining_tp", 1, 1, 1 << 10);  // a way to split the same matmuls: the same function
-  r.mark_read("is_llama_config");             // SmolLM's marker
+  r.mark_read("is_llama_config");              // SmolLM's marker
   // A sliding window at least as long as the context never hides anything: the same as none. Shorter ones
   // are not implemented.
   auto check_window = [&](const std::string& key, int64_t window) {
@@ -173,7 +176,8 @@ LlamaConfig LlamaConfig::read(ConfigReader& r) {
     }
   };
   if (c.model_type == "mistral") {
-    check_window("sliding_window", r.json().contains("sliding_window") ? r.integer("sliding_window", 0, 1, 1 << 24) : 4096);
+    check_window("sliding_window",
+                 r.json().contains("sliding_window") ? r.integer("sliding_window", 0, 1, 1 << 24) : 4096);
     r.mark_read("sliding_window");
   } else if (c.model_type == "qwen2") {
     const bool use = r.boolean("use_sliding_window", false);
@@ -184,7 +188,8 @@ LlamaConfig LlamaConfig::read(ConfigReader& r) {
   if (r.has("layer_types")) {  // transformers 5: per-layer attention kinds
     const nlohmann::json& types = r.json()["layer_types"];
     for (const auto& t : types) {
-      if (t != "full_attention") r.fail("layer_types", fmt::format("holds {}: only full_attention layers are supported", t.dump()));
+      if (t != "full_attention")
+        r.fail("layer_types", fmt::format("holds {}: only full_attention layers are supported", t.dump()));
     }
   }
   r.mark_read("layer_types");
@@ -203,8 +208,9 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& json, const std::string
 }
 
 nlohmann::json LlamaConfig::to_json() const {
-  const char* arch = model_type == "qwen2" ? "Qwen2ForCausalLM" : model_type == "mistral" ? "MistralForCausalLM"
-                                                                                          : "LlamaForCausalLM";
+  const char* arch = model_type == "qwen2"     ? "Qwen2ForCausalLM"
+                     : model_type == "mistral" ? "MistralForCausalLM"
+                                               : "LlamaForCausalLM";
   nlohmann::json j = {
       {"architectures", {arch}},
       {"model_type", model_type},

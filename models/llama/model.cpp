@@ -26,11 +26,15 @@ Tensor LlamaMLP::forward(const Tensor& x) {
 
 LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, Generator& gen) {
   input_layernorm = std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps);
-  self_attn = std::make_shared<nn::RotarySelfAttention>(
-      nn::RotarySelfAttention::Options{.hidden = c.hidden_size, .heads = c.num_attention_heads,
-                                       .kv_heads = c.num_key_value_heads, .head_dim = c.head_dim,
-                                       .qkv_bias = c.qkv_bias, .o_bias = c.o_bias, .dropout = c.attention_dropout},
-      gen);
+  self_attn =
+      std::make_shared<nn::RotarySelfAttention>(nn::RotarySelfAttention::Options{.hidden = c.hidden_size,
+                                                                                 .heads = c.num_attention_heads,
+                                                                                 .kv_heads = c.num_key_value_heads,
+                                                                                 .head_dim = c.head_dim,
+                                                                                 .qkv_bias = c.qkv_bias,
+                                                                                 .o_bias = c.o_bias,
+                                                                                 .dropout = c.attention_dropout},
+                                                gen);
   post_attention_layernorm = std::make_shared<nn::RMSNorm>(c.hidden_size, c.rms_norm_eps);
   mlp = std::make_shared<LlamaMLP>(c, gen);
   register_module("self_attn", self_attn);

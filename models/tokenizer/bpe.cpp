@@ -39,7 +39,9 @@ const MergeTable::Merge* MergeTable::find(int32_t left, int32_t right) const {
   }
 }
 
-bool MergeTable::insert(int32_t left, int32_t right, Merge merge) { return insert_key(key(left, right), merge); }
+bool MergeTable::insert(int32_t left, int32_t right, Merge merge) {
+  return insert_key(key(left, right), merge);
+}
 
 bool MergeTable::insert_key(uint64_t k, Merge merge) {
   if (2 * (count_ + 1) > slots_.size()) {  // keep at most half full: double and re-insert

@@ -34,9 +34,13 @@ static_assert(kTable.to_unicode[0xAD] == 0x143);  // the last byte numbered from
 
 }  // namespace
 
-char32_t byte_to_unicode(uint8_t byte) { return kTable.to_unicode[byte]; }
+char32_t byte_to_unicode(uint8_t byte) {
+  return kTable.to_unicode[byte];
+}
 
-int unicode_to_byte(char32_t cp) { return cp < static_cast<char32_t>(kTableEnd) ? kTable.to_byte[cp] : -1; }
+int unicode_to_byte(char32_t cp) {
+  return cp < static_cast<char32_t>(kTableEnd) ? kTable.to_byte[cp] : -1;
+}
 
 size_t find_invalid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());

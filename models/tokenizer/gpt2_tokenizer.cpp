@@ -94,8 +94,8 @@ GPT2Tokenizer GPT2Tokenizer::from_files(const fs::path& encoder_json_path, const
                where_json, token);
     const auto id = value.get<int64_t>();
     LORA_CHECK(id >= 0 && static_cast<size_t>(id) < vocab && !seen[id],
-               "GPT-2 encoder.json '{}': token \"{}\" has id {}, but ids must be 0..{} with each used once",
-               where_json, token, id, vocab - 1);
+               "GPT-2 encoder.json '{}': token \"{}\" has id {}, but ids must be 0..{} with each used once", where_json,
+               token, id, vocab - 1);
     seen[id] = true;
     LORA_CHECK(unicode_to_bytes(token, token_bytes[id]),
                "GPT-2 encoder.json '{}': token \"{}\" (id {}) has a character outside GPT-2's byte alphabet",
@@ -138,8 +138,8 @@ GPT2Tokenizer GPT2Tokenizer::from_files(const fs::path& encoder_json_path, const
     const std::string left(line.substr(0, space)), right(line.substr(space + 1));
     auto id = [&](const std::string& token) {
       auto it = id_of.find(token);
-      LORA_CHECK(it != id_of.end(), "GPT-2 vocab.bpe '{}' line {}: token \"{}\" is not in encoder.json '{}'",
-                 where_bpe, line_no, token, where_json);
+      LORA_CHECK(it != id_of.end(), "GPT-2 vocab.bpe '{}' line {}: token \"{}\" is not in encoder.json '{}'", where_bpe,
+                 line_no, token, where_json);
       return it->second;
     };
     impl->merges.add(rank++, id(left), id(right), id(left + right),
@@ -164,8 +164,10 @@ GPT2Tokenizer GPT2Tokenizer::load_default() {
   try {
     return from_files(dir / "encoder.json", dir / "vocab.bpe");
   } catch (const Error& e) {
-    LORA_FAIL("{} (the tokenizer files are looked for in $LORA_TOKENIZER_DIR, else <source dir>/data/gpt2, else the installed <prefix>/share/lora/data/gpt2)",
-              e.what());
+    LORA_FAIL(
+        "{} (the tokenizer files are looked for in $LORA_TOKENIZER_DIR, else <source dir>/data/gpt2, else the "
+        "installed <prefix>/share/lora/data/gpt2)",
+        e.what());
   }
 }
 
@@ -233,9 +235,15 @@ std::string GPT2Tokenizer::decode(std::span<const int32_t> ids) const {
   return text;
 }
 
-int32_t GPT2Tokenizer::eot_token() const { return impl_->eot; }
-size_t GPT2Tokenizer::vocab_size() const { return impl_->token_bytes.size(); }
-size_t GPT2Tokenizer::num_merges() const { return impl_->merges.size(); }
+int32_t GPT2Tokenizer::eot_token() const {
+  return impl_->eot;
+}
+size_t GPT2Tokenizer::vocab_size() const {
+  return impl_->token_bytes.size();
+}
+size_t GPT2Tokenizer::num_merges() const {
+  return impl_->merges.size();
+}
 
 size_t GPT2Tokenizer::cache_size() const {
   std::shared_lock lock(impl_->cache_mutex);
@@ -284,7 +292,8 @@ std::optional<int32_t> GPT2Tokenizer::token_to_id(std::string_view token) const 
 std::optional<std::string> GPT2Tokenizer::id_to_token(int32_t id) const {
   if (id < 0 || static_cast<size_t>(id) >= impl_->token_bytes.size()) return std::nullopt;
   std::string token;
-  for (const char b : impl_->token_bytes[static_cast<size_t>(id)]) append_utf8(token, byte_to_unicode(static_cast<uint8_t>(b)));
+  for (const char b : impl_->token_bytes[static_cast<size_t>(id)])
+    append_utf8(token, byte_to_unicode(static_cast<uint8_t>(b)));
   return token;
 }
 

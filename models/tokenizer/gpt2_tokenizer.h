@@ -51,7 +51,8 @@ class GPT2Tokenizer final : public Tokenizer {
   // Load encoder.json and vocab.bpe from default_dir().
   static GPT2Tokenizer load_default();
 
-  // $LORA_TOKENIZER_DIR when set and not empty, else <LORA_SOURCE_DIR>/data/gpt2 while it exists, else the installed <prefix>/share/lora/data/gpt2.
+  // $LORA_TOKENIZER_DIR when set and not empty, else <LORA_SOURCE_DIR>/data/gpt2 while it exists, else the installed
+  // <prefix>/share/lora/data/gpt2.
   static std::filesystem::path default_dir();
 
   GPT2Tokenizer(GPT2Tokenizer&&) noexcept;
@@ -70,9 +71,9 @@ class GPT2Tokenizer final : public Tokenizer {
   // The raw bytes of one token (for streaming output); throws like decode() on a bad id.
   const std::string& token_bytes(int32_t id) const;
 
-  int32_t eot_token() const;  // 50256, "<|endoftext|>"
+  int32_t eot_token() const;           // 50256, "<|endoftext|>"
   size_t vocab_size() const override;  // 50257
-  size_t num_merges() const;  // 50000
+  size_t num_merges() const;           // 50000
 
   // The piece cache: its current size, and a way to empty it (benchmarks measure a cold cache).
   size_t cache_size() const;

@@ -17,10 +17,10 @@ bool is_word_char(char32_t c) {
   if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
   // Rust's regex crate has Unicode 16 tables, PCRE2 10.42 Unicode 14: the letters, marks and digits
   // added since complete the class.
-  static const Pattern word = Pattern::pcre2(
-      "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}" + std::string(*property_supplement("L")) +
-          std::string(*property_supplement("M")) + std::string(*property_supplement("Nd")) + "]",
-      "the Unicode word-character class");
+  static const Pattern word =
+      Pattern::pcre2("[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}" + std::string(*property_supplement("L")) +
+                         std::string(*property_supplement("M")) + std::string(*property_supplement("Nd")) + "]",
+                     "the Unicode word-character class");
   std::string one;
   append_utf8(one, c);
   std::vector<std::pair<size_t, size_t>> found;

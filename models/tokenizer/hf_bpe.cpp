@@ -13,7 +13,9 @@ namespace lora::tokenizer::hf {
 namespace {
 
 // "<0x41>" for byte 0x41, as tokenizers writes byte-fallback tokens (format!("<{b:#04X}>")).
-std::string byte_token(int b) { return fmt::format("<0x{:02X}>", b); }
+std::string byte_token(int b) {
+  return fmt::format("<0x{:02X}>", b);
+}
 
 // A vocabulary string of GPT-2's byte alphabet back to its raw bytes; false if a character is outside it.
 bool vocab_to_bytes(std::string_view token, std::string& bytes) {
@@ -211,8 +213,8 @@ void BpeModel::add_char(std::string_view chr, int32_t id, std::vector<Symbol>& s
     return;
   }
   if (byte_fallback_) {
-    const bool all = std::all_of(chr.begin(), chr.end(),
-                                 [&](char b) { return fallback_ids_[static_cast<uint8_t>(b)] >= 0; });
+    const bool all =
+        std::all_of(chr.begin(), chr.end(), [&](char b) { return fallback_ids_[static_cast<uint8_t>(b)] >= 0; });
     if (all) {
       // As in tokenizers, a pending unknown symbol is not written out first.
       for (const char b : chr) add(fallback_ids_[static_cast<uint8_t>(b)], 1);

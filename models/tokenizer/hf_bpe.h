@@ -69,7 +69,7 @@ class BpeModel {
                 std::optional<std::pair<int32_t, int32_t>>& unk) const;
 
   std::vector<std::string> tokens_;  // (vocab) vocabulary string of each id
-  StringMap ids_;                     // vocabulary string -> id
+  StringMap ids_;                    // vocabulary string -> id
   MergeTable merges_;
   // Where a long piece can be cut: the pairs of characters that are adjacent in some vocabulary token,
   // and the first and last character of each token. A merge across two symbols makes a token holding

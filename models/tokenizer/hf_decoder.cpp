@@ -14,7 +14,10 @@ namespace {
 int fallback_byte(std::string_view token) {
   if (token.size() != 6 || !token.starts_with("<0x") || token[5] != '>') return -1;
   auto hex = [](char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
   };
   if (token[3] == '+') return hex(token[4]);
   const int hi = hex(token[3]), lo = hex(token[4]);
@@ -28,11 +31,11 @@ int fallback_byte(std::string_view token) {
 
 struct Decoder::Step {
   enum class Kind { kByteLevel, kMetaspace, kReplace, kByteFallback, kFuse, kStrip } kind;
-  char32_t character = 0;       // Metaspace: the replacement; Strip: the character to strip
-  bool prepend = true;          // Metaspace: prepend_scheme is not "never"
-  std::string content;          // Replace: the replacement
+  char32_t character = 0;            // Metaspace: the replacement; Strip: the character to strip
+  bool prepend = true;               // Metaspace: prepend_scheme is not "never"
+  std::string content;               // Replace: the replacement
   std::shared_ptr<Pattern> pattern;  // Replace
-  size_t start = 0, stop = 0;   // Strip
+  size_t start = 0, stop = 0;        // Strip
 
   void apply(std::vector<std::string>& tokens) const;
 };
@@ -48,8 +51,10 @@ void Decoder::Step::apply(std::vector<std::string>& tokens) const {
         bool all = find_invalid_utf8(token) == std::string_view::npos;
         for (size_t pos = 0; all && pos < token.size();) {
           const int b = unicode_to_byte(next_code_point(token, pos));
-          if (b < 0) all = false;
-          else bytes += static_cast<char>(b);
+          if (b < 0)
+            all = false;
+          else
+            bytes += static_cast<char>(b);
         }
         if (!all) {
           bytes.resize(mark);
@@ -100,8 +105,10 @@ void Decoder::Step::apply(std::vector<std::string>& tokens) const {
       std::string pending;  // bytes of consecutive <0xNN> tokens
       auto flush = [&] {
         if (pending.empty()) return;
-        if (find_invalid_utf8(pending) == std::string_view::npos) out.push_back(pending);
-        else out.insert(out.end(), pending.size(), "\xEF\xBF\xBD");  // one U+FFFD per byte token
+        if (find_invalid_utf8(pending) == std::string_view::npos)
+          out.push_back(pending);
+        else
+          out.insert(out.end(), pending.size(), "\xEF\xBF\xBD");  // one U+FFFD per byte token
         pending.clear();
       };
       for (std::string& token : tokens) {
@@ -248,8 +255,10 @@ void PostProcessor::add(const JsonView& json, const std::function<bool(int64_t)>
   } else if (type == "ByteLevel") {
     json.only_fields({"type", "add_prefix_space", "trim_offsets", "use_regex"});  // offsets only
   } else if (type == "RobertaProcessing" || type == "BertProcessing") {
-    if (type == "RobertaProcessing") json.only_fields({"type", "sep", "cls", "trim_offsets", "add_prefix_space"});
-    else json.only_fields({"type", "sep", "cls"});
+    if (type == "RobertaProcessing")
+      json.only_fields({"type", "sep", "cls", "trim_offsets", "add_prefix_space"});
+    else
+      json.only_fields({"type", "sep", "cls"});
     const int32_t cls = token_id(json.field("cls")), sep = token_id(json.field("sep"));
     step->pieces = {{false, {cls}}, {true, {}}, {false, {sep}}};
   } else if (type == "TemplateProcessing") {
@@ -307,8 +316,10 @@ void PostProcessor::apply(std::vector<int32_t>& ids, bool add_special_tokens) co
     std::vector<int32_t> out;
     out.reserve(ids.size() + 4);
     for (const Step::Piece& piece : step->pieces) {
-      if (piece.sequence) out.insert(out.end(), ids.begin(), ids.end());
-      else if (add_special_tokens) out.insert(out.end(), piece.ids.begin(), piece.ids.end());
+      if (piece.sequence)
+        out.insert(out.end(), ids.begin(), ids.end());
+      else if (add_special_tokens)
+        out.insert(out.end(), piece.ids.begin(), piece.ids.end());
     }
     ids = std::move(out);
   }

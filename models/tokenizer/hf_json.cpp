@@ -53,8 +53,7 @@ void JsonView::fail(std::string_view message) const {
 }
 
 void JsonView::unsupported(std::string_view message) const {
-  LORA_FAIL("{}: {}: not supported: {} (got {})", *file_, path_.empty() ? "(top level)" : path_,
-            message, shown());
+  LORA_FAIL("{}: {}: not supported: {} (got {})", *file_, path_.empty() ? "(top level)" : path_, message, shown());
 }
 
 JsonView JsonView::field(std::string_view key) const {
@@ -82,7 +81,9 @@ void JsonView::only_fields(std::initializer_list<std::string_view> known) const 
   }
 }
 
-std::string JsonView::type() const { return field("type").string(); }
+std::string JsonView::type() const {
+  return field("type").string();
+}
 
 size_t JsonView::size() const {
   if (!value_->is_array()) fail("expected a JSON array");

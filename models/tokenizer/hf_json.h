@@ -42,7 +42,7 @@ class JsonView {
   std::string string() const;
   bool boolean() const;
   int64_t integer(int64_t min, int64_t max) const;  // an integer (not 1.0) in [min, max]
-  char32_t character() const;                        // a string of exactly one code point
+  char32_t character() const;                       // a string of exactly one code point
 
   // Throw lora::Error about this value: "<file>: <path>: <message> (got <value>)".
   [[noreturn]] void fail(std::string_view message) const;

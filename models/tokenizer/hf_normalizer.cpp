@@ -25,16 +25,16 @@ namespace {
 // comparison. Characters assigned after Unicode 9 that normalize as unassigned ones anyway are not
 // listed.
 constexpr std::array<std::pair<char32_t, char32_t>, 48> kUnknownToTokenizers = {{
-    {0x7FD, 0x7FD}, {0x898, 0x89F}, {0x8CA, 0x8D3}, {0x9FE, 0x9FE}, {0xC3C, 0xC3C}, {0xD3B, 0xD3C},
-    {0xEBA, 0xEBA}, {0x1715, 0x1715}, {0x1ABF, 0x1ACE}, {0x1DF6, 0x1DFA}, {0x32FF, 0x32FF}, {0xA7F2, 0xA7F4},
-    {0xA82C, 0xA82C}, {0xAB69, 0xAB69}, {0x10781, 0x10785}, {0x10787, 0x107B0}, {0x107B2, 0x107BA},
-    {0x10D24, 0x10D27}, {0x10EAB, 0x10EAC}, {0x10EFD, 0x10EFF}, {0x10F46, 0x10F50}, {0x10F82, 0x10F85},
-    {0x11070, 0x11070}, {0x1133B, 0x1133B}, {0x1145E, 0x1145E}, {0x11839, 0x1183A}, {0x11930, 0x11930},
-    {0x11935, 0x11935}, {0x11938, 0x11938}, {0x1193D, 0x1193E}, {0x11943, 0x11943}, {0x119E0, 0x119E0},
-    {0x11A34, 0x11A34}, {0x11A47, 0x11A47}, {0x11A99, 0x11A99}, {0x11D42, 0x11D42}, {0x11D44, 0x11D45},
-    {0x11D97, 0x11D97}, {0x11F41, 0x11F42}, {0x16FF0, 0x16FF1}, {0x1E030, 0x1E06D}, {0x1E08F, 0x1E08F},
-    {0x1E130, 0x1E136}, {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF}, {0x1E4EC, 0x1E4EF}, {0x1F16C, 0x1F16C},
-    {0x1FBF0, 0x1FBF9},
+    {0x7FD, 0x7FD},     {0x898, 0x89F},     {0x8CA, 0x8D3},     {0x9FE, 0x9FE},     {0xC3C, 0xC3C},
+    {0xD3B, 0xD3C},     {0xEBA, 0xEBA},     {0x1715, 0x1715},   {0x1ABF, 0x1ACE},   {0x1DF6, 0x1DFA},
+    {0x32FF, 0x32FF},   {0xA7F2, 0xA7F4},   {0xA82C, 0xA82C},   {0xAB69, 0xAB69},   {0x10781, 0x10785},
+    {0x10787, 0x107B0}, {0x107B2, 0x107BA}, {0x10D24, 0x10D27}, {0x10EAB, 0x10EAC}, {0x10EFD, 0x10EFF},
+    {0x10F46, 0x10F50}, {0x10F82, 0x10F85}, {0x11070, 0x11070}, {0x1133B, 0x1133B}, {0x1145E, 0x1145E},
+    {0x11839, 0x1183A}, {0x11930, 0x11930}, {0x11935, 0x11935}, {0x11938, 0x11938}, {0x1193D, 0x1193E},
+    {0x11943, 0x11943}, {0x119E0, 0x119E0}, {0x11A34, 0x11A34}, {0x11A47, 0x11A47}, {0x11A99, 0x11A99},
+    {0x11D42, 0x11D42}, {0x11D44, 0x11D45}, {0x11D97, 0x11D97}, {0x11F41, 0x11F42}, {0x16FF0, 0x16FF1},
+    {0x1E030, 0x1E06D}, {0x1E08F, 0x1E08F}, {0x1E130, 0x1E136}, {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF},
+    {0x1E4EC, 0x1E4EF}, {0x1F16C, 0x1F16C}, {0x1FBF0, 0x1FBF9},
 }};
 
 bool unknown_to_tokenizers(char32_t c) {
@@ -46,9 +46,9 @@ bool unknown_to_tokenizers(char32_t c) {
 std::string utf8proc_normalize(std::string_view text, int options) {
   if (text.empty()) return {};
   utf8proc_uint8_t* out = nullptr;
-  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
-                                          static_cast<utf8proc_ssize_t>(text.size()), &out,
-                                          static_cast<utf8proc_option_t>(options));
+  const utf8proc_ssize_t n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()), static_cast<utf8proc_ssize_t>(text.size()),
+                   &out, static_cast<utf8proc_option_t>(options));
   LORA_CHECK(n >= 0, "Unicode normalization failed: {}", utf8proc_errmsg(n));
   std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
   std::free(out);
@@ -61,11 +61,20 @@ std::string unicode_normalize(std::string_view text, Normalizer::Kind form) {
   if (text.empty()) return {};
   int options = UTF8PROC_STABLE;
   switch (form) {
-    case Normalizer::Kind::kNFC: options |= UTF8PROC_COMPOSE; break;
-    case Normalizer::Kind::kNFD: options |= UTF8PROC_DECOMPOSE; break;
-    case Normalizer::Kind::kNFKC: options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
-    case Normalizer::Kind::kNFKD: options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
-    default: LORA_FAIL("unicode_normalize: not a normal form");
+    case Normalizer::Kind::kNFC:
+      options |= UTF8PROC_COMPOSE;
+      break;
+    case Normalizer::Kind::kNFD:
+      options |= UTF8PROC_DECOMPOSE;
+      break;
+    case Normalizer::Kind::kNFKC:
+      options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+      break;
+    case Normalizer::Kind::kNFKD:
+      options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+      break;
+    default:
+      LORA_FAIL("unicode_normalize: not a normal form");
   }
   // Pure ASCII is already in every normal form: skip the copy.
   bool ascii = true;
@@ -106,7 +115,8 @@ void Normalizer::add(const JsonView& json) {
                       : type == "NFD"  ? Kind::kNFD
                       : type == "NFKC" ? Kind::kNFKC
                                        : Kind::kNFKD,
-                      {}, nullptr});
+                      {},
+                      nullptr});
   } else if (type == "Prepend") {
     json.only_fields({"type", "prepend"});
     steps_.push_back({Kind::kPrepend, json.field("prepend").string(), nullptr});
@@ -115,8 +125,7 @@ void Normalizer::add(const JsonView& json) {
     steps_.push_back({Kind::kReplace, json.field("content").string(),
                       std::make_shared<Pattern>(Pattern::from_json(json.field("pattern")))});
   } else {
-    json.field("type").unsupported(
-        "normalizer type (supported: NFC, NFD, NFKC, NFKD, Prepend, Replace, Sequence)");
+    json.field("type").unsupported("normalizer type (supported: NFC, NFD, NFKC, NFKD, Prepend, Replace, Sequence)");
   }
 }
 

@@ -27,7 +27,7 @@ class Normalizer {
  private:
   struct Step {
     Kind kind;
-    std::string text;               // Prepend: what to prepend; Replace: the replacement
+    std::string text;                  // Prepend: what to prepend; Replace: the replacement
     std::shared_ptr<Pattern> pattern;  // Replace
   };
   void add(const JsonView& json);

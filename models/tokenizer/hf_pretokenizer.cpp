@@ -74,8 +74,10 @@ void split_pieces(std::string_view text, bool at_origin, const std::vector<std::
     case SplitBehavior::kContiguous: {
       bool previous_match = false;
       for (const Segment& s : segments) {
-        if (s.is_match == previous_match && !cuts.empty()) cuts.back().end = s.end;
-        else cuts.push_back({s.start, s.end, false});
+        if (s.is_match == previous_match && !cuts.empty())
+          cuts.back().end = s.end;
+        else
+          cuts.push_back({s.start, s.end, false});
         previous_match = s.is_match;
       }
       break;
@@ -83,8 +85,10 @@ void split_pieces(std::string_view text, bool at_origin, const std::vector<std::
     case SplitBehavior::kMergedWithPrevious: {
       bool previous_match = false;
       for (const Segment& s : segments) {
-        if (s.is_match && !previous_match && !cuts.empty()) cuts.back().end = s.end;
-        else cuts.push_back({s.start, s.end, false});
+        if (s.is_match && !previous_match && !cuts.empty())
+          cuts.back().end = s.end;
+        else
+          cuts.push_back({s.start, s.end, false});
         previous_match = s.is_match;
       }
       break;
@@ -92,8 +96,10 @@ void split_pieces(std::string_view text, bool at_origin, const std::vector<std::
     case SplitBehavior::kMergedWithNext: {
       bool previous_match = false;
       for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
-        if (it->is_match && !previous_match && !cuts.empty()) cuts.back().start = it->start;
-        else cuts.push_back({it->start, it->end, false});
+        if (it->is_match && !previous_match && !cuts.empty())
+          cuts.back().start = it->start;
+        else
+          cuts.push_back({it->start, it->end, false});
         previous_match = it->is_match;
       }
       std::reverse(cuts.begin(), cuts.end());
@@ -128,8 +134,6 @@ void split_isolated(std::string_view text, bool at_origin, const Pattern& patter
 
 }  // namespace
 
-
-
 // ---------------------------------------------------------------------------------------------------
 // Steps
 
@@ -141,7 +145,7 @@ struct PreTokenizer::Step {
   bool add_prefix_space = false;  // ByteLevel
   std::string replacement;        // Metaspace: the character, as UTF-8
   PrependScheme scheme = PrependScheme::kAlways;
-  bool split = true;              // Metaspace
+  bool split = true;  // Metaspace
 
   // The pieces this step makes of one piece, in order.
   void each(const Piece& piece, PieceStore& store, const PieceSink& out) const;
@@ -170,8 +174,10 @@ void PreTokenizer::Step::each(const Piece& piece, PieceStore& store, const Piece
       std::string rewritten;
       rewritten.reserve(text.size() + replacement.size());
       for (const char c : text) {
-        if (c == ' ') rewritten += replacement;
-        else rewritten += c;
+        if (c == ' ')
+          rewritten += replacement;
+        else
+          rewritten += c;
       }
       const bool starts = std::string_view(rewritten).starts_with(replacement);
       if (!starts && (scheme == PrependScheme::kAlways || (scheme == PrependScheme::kFirst && piece.at_origin)))

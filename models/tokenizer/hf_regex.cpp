@@ -18,10 +18,18 @@ std::string pcre2_message(int code) {
   return reinterpret_cast<const char*>(buffer);
 }
 
-bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_ascii_letter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+bool is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_ascii_letter(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+char lower(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Oniguruma -> PCRE2
@@ -33,8 +41,10 @@ class Translator {
   std::string run() {
     groups_.push_back({false, kNone});
     while (i_ < p_.size()) {
-      if (in_class_) class_char();
-      else outside_char();
+      if (in_class_)
+        class_char();
+      else
+        outside_char();
     }
     if (in_class_) refuse("an unterminated character class");
     return out_;
@@ -49,9 +59,10 @@ class Translator {
   };
 
   [[noreturn]] void refuse(std::string_view what) const {
-    LORA_FAIL("{}: not supported: the regex {} (at byte {} of \"{}\"): Oniguruma, which tokenizers uses, and "
-              "PCRE2 would match it differently",
-              where_, what, i_, p_);
+    LORA_FAIL(
+        "{}: not supported: the regex {} (at byte {} of \"{}\"): Oniguruma, which tokenizers uses, and "
+        "PCRE2 would match it differently",
+        where_, what, i_, p_);
   }
 
   // A letter pair that Oniguruma's case-insensitive matching could match against one character
@@ -68,8 +79,8 @@ class Translator {
       return;
     }
     if (is_ascii_letter(c)) {
-      if (prev_ == kUnknown && (lower(c) == 's' || lower(c) == 't' || lower(c) == 'f' || lower(c) == 'i' ||
-                                lower(c) == 'l'))
+      if (prev_ == kUnknown &&
+          (lower(c) == 's' || lower(c) == 't' || lower(c) == 'f' || lower(c) == 'i' || lower(c) == 'l'))
         refuse("has a case-insensitive letter after a group");
       if (prev_ != kNone && prev_ != kUnknown && folding_pair(prev_, c))
         refuse("has a case-insensitive letter pair that folds from one character");
@@ -134,8 +145,10 @@ class Translator {
     }
     out_ += c;
     ++i_;
-    if (c == '.' || c == '^' || c == '$') prev_ = caseless_ ? kUnknown : kNone;
-    else literal(c);
+    if (c == '.' || c == '^' || c == '$')
+      prev_ = caseless_ ? kUnknown : kNone;
+    else
+      literal(c);
   }
 
   // {n} {n,} {n,m} are the same in both; Oniguruma's {,n} is {0,n} (PCRE2 10.42 reads it as text).
@@ -190,8 +203,10 @@ class Translator {
         size_t j = 0;
         bool on = true, seen = false;
         while (j < rest.size() && (rest[j] == 'i' || rest[j] == '-')) {
-          if (rest[j] == '-') on = false;
-          else caseless_next = on, seen = true;
+          if (rest[j] == '-')
+            on = false;
+          else
+            caseless_next = on, seen = true;
           ++j;
         }
         if (!seen || j >= rest.size() || (rest[j] != ')' && rest[j] != ':'))
@@ -200,7 +215,7 @@ class Translator {
         out_.append(rest.substr(0, j + 1));
         i_ += 1 + j + 1;
         if (!caseless_ && caseless_next) prev_ = kNone;  // case-sensitive letters before do not fold
-        if (rest[j] == ')') {  // (?i) or (?-i): applies to the rest of the enclosing group
+        if (rest[j] == ')') {                            // (?i) or (?-i): applies to the rest of the enclosing group
           caseless_ = caseless_next;
           return;
         }
@@ -222,11 +237,27 @@ class Translator {
     const char e = p_[i_ + 1];
     i_ += 2;
     switch (e) {
-      case 's': out_ += "\\p{White_Space}"; return after_escape(in_class);
-      case 'S': out_ += "\\P{White_Space}"; return after_escape(in_class);
-      case 'v': out_ += "\\x{0B}"; return after_escape(in_class);
-      case 'd': case 'D': return property(in_class, e == 'D', "Nd", "\\d");
-      case 'A': case 'z': case 'Z': case 't': case 'n': case 'r': case 'f': case 'a': case 'e':
+      case 's':
+        out_ += "\\p{White_Space}";
+        return after_escape(in_class);
+      case 'S':
+        out_ += "\\P{White_Space}";
+        return after_escape(in_class);
+      case 'v':
+        out_ += "\\x{0B}";
+        return after_escape(in_class);
+      case 'd':
+      case 'D':
+        return property(in_class, e == 'D', "Nd", "\\d");
+      case 'A':
+      case 'z':
+      case 'Z':
+      case 't':
+      case 'n':
+      case 'r':
+      case 'f':
+      case 'a':
+      case 'e':
         out_ += '\\';
         out_ += e;
         return after_escape(in_class);
@@ -255,7 +286,8 @@ class Translator {
         }
         return after_escape(in_class);
       }
-      case 'p': case 'P': {
+      case 'p':
+      case 'P': {
         if (caseless_ && !in_class) refuse("has a \\p property in a case-insensitive part");
         if (i_ >= p_.size() || p_[i_] != '{') refuse("has a \\p without {name}");
         const size_t end = p_.find('}', i_);
@@ -266,7 +298,8 @@ class Translator {
         i_ = end + 1;
         return property(in_class, negated, name, "\\p{" + std::string(name) + "}");
       }
-      default: break;
+      default:
+        break;
     }
     if (is_ascii_letter(e) || is_digit(e))
       refuse(fmt::format("has the escape \\{}, whose meaning differs or is not supported", e));
@@ -282,9 +315,10 @@ class Translator {
   void property(bool in_class, bool negated, std::string_view category, const std::string& pcre2) {
     const auto extra = property_supplement(category);
     if (!extra)
-      refuse(fmt::format("uses the property {} (only the general categories L Lu Ll Lt Lm Lo M Mc Me N Nd Nl No "
-                         "P* S* Z* are supported, with Oniguruma's Unicode 16 tables)",
-                         pcre2));
+      refuse(
+          fmt::format("uses the property {} (only the general categories L Lu Ll Lt Lm Lo M Mc Me N Nd Nl No "
+                      "P* S* Z* are supported, with Oniguruma's Unicode 16 tables)",
+                      pcre2));
     if (extra->empty()) {
       out_ += negated ? (pcre2 == "\\d" ? std::string("\\D") : "\\P" + pcre2.substr(2)) : pcre2;
     } else if (in_class) {
@@ -341,7 +375,8 @@ struct JitStackDeleter {
 // One match context per thread: the match limit, and a JIT stack larger than the default 32 KiB so that
 // long inputs to patterns with nested repetitions fail only on the match limit.
 pcre2_match_context* thread_match_context() {
-  thread_local std::unique_ptr<pcre2_jit_stack, JitStackDeleter> stack(pcre2_jit_stack_create(32 * 1024, 1 << 20, nullptr));
+  thread_local std::unique_ptr<pcre2_jit_stack, JitStackDeleter> stack(
+      pcre2_jit_stack_create(32 * 1024, 1 << 20, nullptr));
   thread_local std::unique_ptr<pcre2_match_context, MatchContextDeleter> context([] {
     pcre2_match_context* c = pcre2_match_context_create(nullptr);
     if (c != nullptr) {
@@ -357,7 +392,9 @@ pcre2_match_context* thread_match_context() {
 
 }  // namespace
 
-std::string onig_to_pcre2(std::string_view onig, std::string_view where) { return Translator(onig, where).run(); }
+std::string onig_to_pcre2(std::string_view onig, std::string_view where) {
+  return Translator(onig, where).run();
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Pattern
@@ -398,9 +435,9 @@ Pattern Pattern::pcre2(const std::string& translated, std::string where) {
   int error = 0;
   PCRE2_SIZE offset = 0;
   // MULTILINE: ^ and $ are line anchors in Oniguruma's syntax.
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
-                                   PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C, &error, &offset,
-                                   context);
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C, &error, &offset, context);
   pcre2_compile_context_free(context);
   LORA_CHECK(code != nullptr, "{}: the regex does not compile (PCRE2, at offset {} of \"{}\"): {}", where, offset,
              translated, pcre2_message(error));
@@ -430,7 +467,9 @@ Pattern& Pattern::operator=(Pattern&& o) noexcept {
   return *this;
 }
 
-Pattern::~Pattern() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
+Pattern::~Pattern() {
+  pcre2_code_free(static_cast<pcre2_code*>(code_));
+}
 
 void Pattern::find_all(std::string_view text, std::vector<std::pair<size_t, size_t>>& out) const {
   Matcher matcher(*this, text);
@@ -443,7 +482,9 @@ Pattern::Matcher::Matcher(const Pattern& pattern, std::string_view text) : patte
   LORA_CHECK(match_data_ != nullptr, "{}: out of memory for PCRE2 match data", pattern.where_);
 }
 
-Pattern::Matcher::~Matcher() { pcre2_match_data_free(static_cast<pcre2_match_data*>(match_data_)); }
+Pattern::Matcher::~Matcher() {
+  pcre2_match_data_free(static_cast<pcre2_match_data*>(match_data_));
+}
 
 bool Pattern::Matcher::next(size_t& start, size_t& end) {
   if (pos_ >= text_.size()) return false;
@@ -464,8 +505,8 @@ bool Pattern::Matcher::next(size_t& start, size_t& end) {
     pos_ = text_.size();
     return false;
   }
-  LORA_CHECK(rc > 0, "{}: matching the regex failed at byte offset {} of a {}-byte piece of text: {}",
-             pattern_.where_, pos_, text_.size(), pcre2_message(rc));
+  LORA_CHECK(rc > 0, "{}: matching the regex failed at byte offset {} of a {}-byte piece of text: {}", pattern_.where_,
+             pos_, text_.size(), pcre2_message(rc));
   const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match);
   start = ovector[0];
   end = ovector[1];

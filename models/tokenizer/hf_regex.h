@@ -29,7 +29,7 @@ class Pattern {
   // {"String": "..."} or {"Regex": "..."}.
   static Pattern from_json(const JsonView& pattern);
   static Pattern literal(std::string text, std::string where);
-  static Pattern regex(std::string_view onig, std::string where);  // `where` names it in errors
+  static Pattern regex(std::string_view onig, std::string where);       // `where` names it in errors
   static Pattern pcre2(const std::string& pattern, std::string where);  // PCRE2 syntax, not translated
 
   // Appends to `out` the non-overlapping matches in `text` (valid UTF-8), leftmost first, as byte

@@ -61,8 +61,8 @@ struct HFTokenizer::Impl {
 
   size_t vocab_size = 0;
   std::vector<const std::string*> token_of_id;  // (vocab_size) the string decode() uses for each id
-  std::vector<bool> special;                     // (vocab_size) skipped by skip_special_tokens
-  hf::StringMap added_ids;                       // added token content -> id
+  std::vector<bool> special;                    // (vocab_size) skipped by skip_special_tokens
+  hf::StringMap added_ids;                      // added token content -> id
   std::optional<int32_t> bos, eos;
 
   void load(const nlohmann::json& root);
@@ -78,8 +78,8 @@ struct HFTokenizer::Impl {
 
 void HFTokenizer::Impl::load(const nlohmann::json& root) {
   const JsonView top(root, "", label);
-  top.only_fields({"version", "truncation", "padding", "added_tokens", "normalizer", "pre_tokenizer",
-                   "post_processor", "decoder", "model"});
+  top.only_fields({"version", "truncation", "padding", "added_tokens", "normalizer", "pre_tokenizer", "post_processor",
+                   "decoder", "model"});
   if (const auto version = top.optional("version"); version && version->string() != "1.0")
     version->unsupported("tokenizer.json version (only \"1.0\")");
   if (const auto t = top.optional("truncation")) t->unsupported("truncation (encode() returns every id)");
@@ -112,8 +112,9 @@ void HFTokenizer::Impl::load(const nlohmann::json& root) {
     for (const hf::AddedToken& t : added) normalized_added = normalized_added || t.normalized;
     if (pre_tokenizer.metaspace_first_after_split() || normalized_added)
       top.field("pre_tokenizer")
-          .unsupported("Metaspace with prepend_scheme \"first\" after another pre-tokenizer or with normalized "
-                       "added tokens, together with a normalizer");
+          .unsupported(
+              "Metaspace with prepend_scheme \"first\" after another pre-tokenizer or with normalized "
+              "added tokens, together with a normalizer");
   }
 
   if (const auto p = top.optional("post_processor")) {
@@ -201,7 +202,8 @@ HFTokenizer HFTokenizer::from_file(const fs::path& tokenizer_json) {
   const std::string text = read_file(tokenizer_json, "tokenizer.json");
   const fs::path config_path = tokenizer_json.parent_path() / "tokenizer_config.json";
   std::string config;
-  if (std::error_code ec; fs::is_regular_file(config_path, ec)) config = read_file(config_path, "tokenizer_config.json");
+  if (std::error_code ec; fs::is_regular_file(config_path, ec))
+    config = read_file(config_path, "tokenizer_config.json");
   return from_json(text, tokenizer_json.string(), config);
 }
 
@@ -255,8 +257,10 @@ std::vector<int32_t> HFTokenizer::encode(std::string_view text, const EncodeOpti
     std::vector<hf::Segment> segments;
     impl_->raw_matcher.split(text, options.parse_special_tokens, segments);
     for (const hf::Segment& s : segments) {
-      if (s.id >= 0) ids.push_back(s.id);
-      else impl_->encode_part(text.substr(s.start, s.end - s.start), s.start == 0, options.parse_special_tokens, ids);
+      if (s.id >= 0)
+        ids.push_back(s.id);
+      else
+        impl_->encode_part(text.substr(s.start, s.end - s.start), s.start == 0, options.parse_special_tokens, ids);
     }
   }
   impl_->post_processor.apply(ids, options.add_special_tokens);
@@ -274,8 +278,10 @@ std::string HFTokenizer::Impl::surface(int32_t id) const {
     for (size_t pos = 0; pos < token.size();) {
       const size_t start = pos;
       const int byte = unicode_to_byte(next_code_point(token, pos));
-      if (byte >= 0) out.push_back(static_cast<char>(byte));
-      else out.append(token, start, pos - start);
+      if (byte >= 0)
+        out.push_back(static_cast<char>(byte));
+      else
+        out.append(token, start, pos - start);
     }
     return out;
   }
@@ -307,8 +313,10 @@ void HFTokenizer::Impl::align(std::string_view part, size_t base, size_t first, 
     while (k < s.size() && s[k] == ' ' && (cursor >= part.size() || part[cursor] != ' ')) ++k;  // an added space
     e.offsets.push_back(base + std::min(cursor, part.size()));
     for (; k < s.size() && cursor < part.size(); ++k) {
-      if (s[k] == part[cursor]) ++cursor;
-      else if (s[k] != ' ') ++cursor;
+      if (s[k] == part[cursor])
+        ++cursor;
+      else if (s[k] != ' ')
+        ++cursor;
     }
   }
 }
@@ -381,9 +389,15 @@ std::optional<std::string> HFTokenizer::id_to_token(int32_t id) const {
   return *impl_->token_of_id[static_cast<size_t>(id)];
 }
 
-size_t HFTokenizer::vocab_size() const { return impl_->vocab_size; }
-std::optional<int32_t> HFTokenizer::bos_id() const { return impl_->bos; }
-std::optional<int32_t> HFTokenizer::eos_id() const { return impl_->eos; }
+size_t HFTokenizer::vocab_size() const {
+  return impl_->vocab_size;
+}
+std::optional<int32_t> HFTokenizer::bos_id() const {
+  return impl_->bos;
+}
+std::optional<int32_t> HFTokenizer::eos_id() const {
+  return impl_->eos;
+}
 
 bool HFTokenizer::is_special(int32_t id) const {
   return id >= 0 && static_cast<size_t>(id) < impl_->vocab_size && impl_->special[static_cast<size_t>(id)];
@@ -391,14 +405,25 @@ bool HFTokenizer::is_special(int32_t id) const {
 
 std::string HFTokenizer::describe() const {
   return fmt::format("tokenizer.json '{}': BPE, {} tokens ({} added), {} merges{}", impl_->name, impl_->vocab_size,
-                     impl_->added.size(), impl_->model->num_merges(), impl_->pre_tokenizer.byte_level() ? ", byte-level" : "");
+                     impl_->added.size(), impl_->model->num_merges(),
+                     impl_->pre_tokenizer.byte_level() ? ", byte-level" : "");
 }
 
-size_t HFTokenizer::model_vocab_size() const { return impl_->model->size(); }
-size_t HFTokenizer::num_merges() const { return impl_->model->num_merges(); }
-bool HFTokenizer::byte_level() const { return impl_->pre_tokenizer.byte_level(); }
-size_t HFTokenizer::cache_size() const { return impl_->model->cache_size(); }
-void HFTokenizer::clear_cache() const { impl_->model->clear_cache(); }
+size_t HFTokenizer::model_vocab_size() const {
+  return impl_->model->size();
+}
+size_t HFTokenizer::num_merges() const {
+  return impl_->model->num_merges();
+}
+bool HFTokenizer::byte_level() const {
+  return impl_->pre_tokenizer.byte_level();
+}
+size_t HFTokenizer::cache_size() const {
+  return impl_->model->cache_size();
+}
+void HFTokenizer::clear_cache() const {
+  impl_->model->clear_cache();
+}
 
 // ---------------------------------------------------------------------------------------------------
 // GPT-2's files as a tokenizer.json
@@ -426,15 +451,27 @@ std::string gpt2_tokenizer_json(const fs::path& encoder_json, const fs::path& vo
       {"truncation", nullptr},
       {"padding", nullptr},
       {"added_tokens",
-       {{{"id", vocab["<|endoftext|>"]}, {"content", "<|endoftext|>"}, {"single_word", false}, {"lstrip", false},
-         {"rstrip", false}, {"normalized", false}, {"special", true}}}},
+       {{{"id", vocab["<|endoftext|>"]},
+         {"content", "<|endoftext|>"},
+         {"single_word", false},
+         {"lstrip", false},
+         {"rstrip", false},
+         {"normalized", false},
+         {"special", true}}}},
       {"normalizer", nullptr},
       {"pre_tokenizer", {{"type", "ByteLevel"}}},
-      {"post_processor", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}}},
+      {"post_processor",
+       {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}}},
       {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
       {"model",
-       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", ""},
-        {"end_of_word_suffix", ""}, {"fuse_unk", false}, {"byte_fallback", false}, {"vocab", std::move(vocab)},
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", ""},
+        {"end_of_word_suffix", ""},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"vocab", std::move(vocab)},
         {"merges", std::move(merges)}}}};
   j["pre_tokenizer"].update(byte_level);
   return j.dump();

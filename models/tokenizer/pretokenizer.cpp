@@ -11,9 +11,8 @@
 
 namespace lora::tokenizer {
 
-const char* const kGPT2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\p{White_Space}\p{L}\p{N}]+)"
-    R"(|\p{White_Space}+(?!\P{White_Space})|\p{White_Space}+)";
+const char* const kGPT2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\p{White_Space}\p{L}\p{N}]+)"
+                                 R"(|\p{White_Space}+(?!\P{White_Space})|\p{White_Space}+)";
 
 namespace {
 
@@ -42,7 +41,9 @@ PreTokenizer::PreTokenizer() {
   jit_ = pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0;
 }
 
-PreTokenizer::~PreTokenizer() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
+PreTokenizer::~PreTokenizer() {
+  pcre2_code_free(static_cast<pcre2_code*>(code_));
+}
 
 void PreTokenizer::split(std::string_view text, std::vector<std::string_view>& pieces) const {
   if (text.empty()) return;

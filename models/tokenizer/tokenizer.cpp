@@ -92,9 +92,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& path) {
     return std::make_unique<GPT2Tokenizer>(GPT2Tokenizer::from_files(path / "vocab.json", path / "merges.txt"));
   if (fs::exists(path / "encoder.json") && fs::exists(path / "vocab.bpe"))
     return std::make_unique<GPT2Tokenizer>(GPT2Tokenizer::from_files(path / "encoder.json", path / "vocab.bpe"));
-  LORA_FAIL("tokenizer folder '{}': found none of tokenizer.json, vocab.json + merges.txt, encoder.json + "
-            "vocab.bpe",
-            path.string());
+  LORA_FAIL(
+      "tokenizer folder '{}': found none of tokenizer.json, vocab.json + merges.txt, encoder.json + "
+      "vocab.bpe",
+      path.string());
 }
 
 }  // namespace lora::tokenizer

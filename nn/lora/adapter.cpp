@@ -5,8 +5,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -34,7 +34,9 @@ std::pair<std::string, std::string> split_parent(const std::string& path) {
   return {path.substr(0, dot), path.substr(dot + 1)};
 }
 
-Module& module_or_root(Module& root, const std::string& path) { return path.empty() ? root : *root.module_at(path); }
+Module& module_or_root(Module& root, const std::string& path) {
+  return path.empty() ? root : *root.module_at(path);
+}
 
 // "0:768,1536:768" <-> slices
 std::string slices_str(const std::vector<OutputSlice>& slices) {
@@ -70,12 +72,13 @@ bool pattern_matches(const std::string& key, const std::string& path, const std:
   const std::string regex = "(?:.*\\.)?(?:" + key + ")$";
   int code = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* re = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(regex.c_str()), regex.size(), PCRE2_ANCHORED, &code,
-                                 &offset, nullptr);
+  pcre2_code* re =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(regex.c_str()), regex.size(), PCRE2_ANCHORED, &code, &offset, nullptr);
   if (!re) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(code, message, sizeof(message));
-    LORA_FAIL("{}: the pattern '{}' is not a valid regular expression: {}", what, key, reinterpret_cast<char*>(message));
+    LORA_FAIL("{}: the pattern '{}' is not a valid regular expression: {}", what, key,
+              reinterpret_cast<char*>(message));
   }
   pcre2_match_context* context = pcre2_match_context_create(nullptr);
   pcre2_set_match_limit(context, 1'000'000);
@@ -85,8 +88,8 @@ bool pattern_matches(const std::string& key, const std::string& path, const std:
   pcre2_match_data_free(data);
   pcre2_match_context_free(context);
   pcre2_code_free(re);
-  LORA_CHECK(rc >= 0 || rc == PCRE2_ERROR_NOMATCH, "{}: matching the pattern '{}' failed (error {}: too complex?)", what,
-             key, rc);
+  LORA_CHECK(rc >= 0 || rc == PCRE2_ERROR_NOMATCH, "{}: matching the pattern '{}' failed (error {}: too complex?)",
+             what, key, rc);
   return rc >= 0;
 }
 
@@ -94,21 +97,34 @@ bool pattern_matches(const std::string& key, const std::string& path, const std:
 // belongs (no effect on what it computes), and those that would change the computation and are refused
 // unless they say "off".
 void check_adapter_fields(const ordered_json& config, const std::string& source) {
-  static const std::set<std::string> honoured = {"peft_type", "r", "lora_alpha", "lora_dropout", "target_modules",
-                                                 "fan_in_fan_out", "use_rslora", "rank_pattern", "alpha_pattern",
-                                                 "layers_to_transform", "layers_pattern", "exclude_modules"};
-  static const std::set<std::string> metadata = {"task_type", "auto_mapping", "peft_version", "base_model_name_or_path",
-                                                 "revision", "inference_mode", "init_lora_weights", "loftq_config",
-                                                 "eva_config", "corda_config", "lora_ga_config", "megatron_core",
-                                                 "qalora_group_size", "ensure_weight_tying"};
+  static const std::set<std::string> honoured = {"peft_type",      "r",
+                                                 "lora_alpha",     "lora_dropout",
+                                                 "target_modules", "fan_in_fan_out",
+                                                 "use_rslora",     "rank_pattern",
+                                                 "alpha_pattern",  "layers_to_transform",
+                                                 "layers_pattern", "exclude_modules"};
+  static const std::set<std::string> metadata = {
+      "task_type",         "auto_mapping",       "peft_version",      "base_model_name_or_path",
+      "revision",          "inference_mode",     "init_lora_weights", "loftq_config",
+      "eva_config",        "corda_config",       "lora_ga_config",    "megatron_core",
+      "qalora_group_size", "ensure_weight_tying"};
   // field -> the values that mean "not used"
   static const std::map<std::string, std::vector<ordered_json>> off = {
-      {"bias", {"none"}},          {"use_dora", {false}},           {"lora_bias", {false}},
-      {"use_qalora", {false}},     {"modules_to_save", {nullptr, ordered_json::array()}},
-      {"layer_replication", {nullptr}}, {"trainable_token_indices", {nullptr}},
-      {"target_parameters", {nullptr, ordered_json::array()}},     {"alora_invocation_tokens", {nullptr}},
-      {"megatron_config", {nullptr}},   {"velora_config", {nullptr}}, {"monteclora_config", {nullptr}},
-      {"use_bdlora", {nullptr, false}}, {"arrow_config", {nullptr}}, {"kasa_config", {nullptr}}};
+      {"bias", {"none"}},
+      {"use_dora", {false}},
+      {"lora_bias", {false}},
+      {"use_qalora", {false}},
+      {"modules_to_save", {nullptr, ordered_json::array()}},
+      {"layer_replication", {nullptr}},
+      {"trainable_token_indices", {nullptr}},
+      {"target_parameters", {nullptr, ordered_json::array()}},
+      {"alora_invocation_tokens", {nullptr}},
+      {"megatron_config", {nullptr}},
+      {"velora_config", {nullptr}},
+      {"monteclora_config", {nullptr}},
+      {"use_bdlora", {nullptr, false}},
+      {"arrow_config", {nullptr}},
+      {"kasa_config", {nullptr}}};
   for (const auto& [key, value] : config.items()) {
     if (honoured.count(key) || metadata.count(key)) continue;
     auto it = off.find(key);
@@ -157,7 +173,8 @@ AdapterState export_adapter(const Module& model, const std::string& base_model_n
       for (int64_t s = 0; s < S; ++s) {
         for (int64_t i = 0; i < size; ++i) {
           for (int64_t j = 0; j < r; ++j) {
-            B.data<float>()[(layer->slices()[s].offset + i) * S * r + s * r + j] = Bs.data<float>()[(s * size + i) * r + j];
+            B.data<float>()[(layer->slices()[s].offset + i) * S * r + s * r + j] =
+                Bs.data<float>()[(s * size + i) * r + j];
           }
         }
       }
@@ -192,7 +209,8 @@ AdapterState export_adapter(const Module& model, const std::string& base_model_n
   return state;
 }
 
-void save_adapter(const Module& model, const std::string& dir, const std::string& base_model_name, bool fan_in_fan_out) {
+void save_adapter(const Module& model, const std::string& dir, const std::string& base_model_name,
+                  bool fan_in_fan_out) {
   const AdapterState state = export_adapter(model, base_model_name, fan_in_fan_out);
   require_finite(state.tensors, "saving the adapter to '" + dir + "'");  // nothing non-finite is ever written
   // Weights and config as one commit: a reader never sees the weights of one adapter with another's config.
@@ -292,8 +310,8 @@ AdapterSettings parse_adapter_config(const std::string& config_json, const std::
   };
   settings.rslora = typed("use_rslora", false);
   settings.dropout = typed("lora_dropout", 0.0);
-  LORA_CHECK(settings.dropout >= 0 && settings.dropout < 1, "{}: adapter_config.json 'lora_dropout' = {} is outside [0, 1)",
-             source, settings.dropout);
+  LORA_CHECK(settings.dropout >= 0 && settings.dropout < 1,
+             "{}: adapter_config.json 'lora_dropout' = {} is outside [0, 1)", source, settings.dropout);
   return settings;
 }
 
@@ -355,8 +373,8 @@ Tensor per_slice_B(const Tensor& B, const std::vector<OutputSlice>& slices, int6
     }
   }
   for (int64_t i = 0; i < out * r; ++i) {
-    LORA_CHECK(covered[i] || src[i] == 0.0f, "{}: {}.lora_B is not block-structured as its slice metadata says",
-               source, path);
+    LORA_CHECK(covered[i] || src[i] == 0.0f, "{}: {}.lora_B is not block-structured as its slice metadata says", source,
+               path);
   }
   return Bs;
 }
@@ -384,11 +402,11 @@ PlannedLayer plan_layer(Module& model, const AdapterState& state, const AdapterS
   LORA_CHECK(base != nullptr, "{}: '{}' is not a linear layer", source, path);
   const int64_t in = base->in_features(), out = base->out_features();
   LORA_CHECK(A.shape() == (Shape{r, in}),
-             "{}: {}.lora_A has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)", source, path,
-             A.shape().str(), r, in, r);
+             "{}: {}.lora_A has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)", source,
+             path, A.shape().str(), r, in, r);
   LORA_CHECK(B.shape() == (Shape{out, r}),
-             "{}: {}.lora_B has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)", source, path,
-             B.shape().str(), out, r, r);
+             "{}: {}.lora_B has shape {}, expected [{}, {}] (rank {} from the config's r or rank_pattern)", source,
+             path, B.shape().str(), out, r, r);
 
   PlannedLayer p{path, base, {}, {}, A, B};
   p.options.dropout = settings.dropout;
@@ -407,8 +425,7 @@ PlannedLayer plan_layer(Module& model, const AdapterState& state, const AdapterS
     // offset <= out - size rather than offset + size <= out: offsets are read from the file, and a hostile
     // one near 2^63 would wrap the sum and pass, then index B far out of bounds in per_slice_B.
     LORA_CHECK(sl.size == size && sl.offset >= 0 && sl.size > 0 && sl.size <= out && sl.offset <= out - sl.size,
-               "{}: slice metadata of '{}' ({}:{}) does not fit its {} outputs", source, path, sl.offset, sl.size,
-               out);
+               "{}: slice metadata of '{}' ({}:{}) does not fit its {} outputs", source, path, sl.offset, sl.size, out);
   }
   LORA_CHECK(p.options.rank <= std::min(in, size), "{}: rank {} of '{}' exceeds the layer's size", source,
              p.options.rank, path);
@@ -441,7 +458,9 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
   apply_plan(model, plan);
 }
 
-void load_adapter(Module& model, const std::string& dir) { import_adapter(model, read_adapter(dir), "adapter '" + dir + "'"); }
+void load_adapter(Module& model, const std::string& dir) {
+  import_adapter(model, read_adapter(dir), "adapter '" + dir + "'");
+}
 
 // ---------------------------------------------------------------------------------------------------
 // AdapterBank

@@ -50,7 +50,9 @@ std::pair<std::string, std::string> split_parent(const std::string& path) {
   return {path.substr(0, dot), path.substr(dot + 1)};
 }
 
-Module& module_or_root(Module& root, const std::string& path) { return path.empty() ? root : *root.module_at(path); }
+Module& module_or_root(Module& root, const std::string& path) {
+  return path.empty() ? root : *root.module_at(path);
+}
 
 // The linear layers a target can name, in the model's order: plain Linear modules (a LoRALinear's base
 // layer is not offered again).
@@ -156,8 +158,10 @@ std::vector<std::pair<std::string, std::vector<OutputSlice>>> resolve_lora_targe
     }
     const bool had_whole = slices.empty();
     if (whole && had_whole) return;  // named twice (e.g. c_attn and all-linear): one adapter, as in PEFT
-    LORA_CHECK(!whole && !had_whole, "apply_lora: targets '{}' and '{}' both adapt '{}', one of them whole and the "
-               "other a slice of it", first_target[path], target, path);
+    LORA_CHECK(!whole && !had_whole,
+               "apply_lora: targets '{}' and '{}' both adapt '{}', one of them whole and the "
+               "other a slice of it",
+               first_target[path], target, path);
     for (const OutputSlice& s : slices) {
       if (s.offset == rows.offset && s.size == rows.size) return;
       LORA_CHECK(rows.offset + rows.size <= s.offset || s.offset + s.size <= rows.offset,
@@ -192,7 +196,8 @@ std::vector<std::pair<std::string, std::vector<OutputSlice>>> resolve_lora_targe
     auto it = plan.find(path);
     if (it == plan.end()) continue;
     auto slices = it->second;
-    std::sort(slices.begin(), slices.end(), [](const OutputSlice& a, const OutputSlice& b) { return a.offset < b.offset; });
+    std::sort(slices.begin(), slices.end(),
+              [](const OutputSlice& a, const OutputSlice& b) { return a.offset < b.offset; });
     out.emplace_back(path, std::move(slices));
   }
   return out;

@@ -21,7 +21,8 @@ LoRALinear::LoRALinear(std::shared_ptr<Linear> base, const LoRAOptions& options,
     : base_layer(std::move(base)), options_(options), slices_(std::move(slices)) {
   options_.validate();
   LORA_CHECK(base_layer != nullptr, "LoRALinear: no base layer");
-  LORA_CHECK(base_layer->has_dense_weight(), "LoRALinear: the base layer is quantized; apply LoRA before "
+  LORA_CHECK(base_layer->has_dense_weight(),
+             "LoRALinear: the base layer is quantized; apply LoRA before "
              "quantizing the base");
   const int64_t out = base_layer->out_features(), in = base_layer->in_features(), r = options_.rank;
   if (slices_.empty()) slices_.push_back({0, out});
@@ -36,8 +37,8 @@ LoRALinear::LoRALinear(std::shared_ptr<Linear> base, const LoRAOptions& options,
                  "LoRALinear: slices at offsets {} and {} overlap", slices_[j].offset, s.offset);
     }
   }
-  LORA_CHECK(r <= std::min(in, slices_[0].size), "LoRA: rank {} exceeds the layer's size ({} x {})", r,
-             slices_[0].size, in);
+  LORA_CHECK(r <= std::min(in, slices_[0].size), "LoRA: rank {} exceeds the layer's size ({} x {})", r, slices_[0].size,
+             in);
   const int64_t S = static_cast<int64_t>(slices_.size());
   const Device device = base_layer->weight.device();
 
@@ -76,7 +77,7 @@ Tensor LoRALinear::forward(const Tensor& x) {
   for (size_t i = 0; i < slices_.size(); ++i) {
     const int64_t ri = static_cast<int64_t>(i);
     Tensor zi = slices_.size() == 1 ? z : ops::slice(z, -1, ri * r, (ri + 1) * r);  // [..., r]
-    Tensor bi = ops::slice(lora_B, 0, ri * size, (ri + 1) * size);                 // [size, r]
+    Tensor bi = ops::slice(lora_B, 0, ri * size, (ri + 1) * size);                  // [size, r]
     y = ops::add_columns(y, ops::linear(zi, bi), slices_[i].offset, s);
   }
   return y;
@@ -84,7 +85,8 @@ Tensor LoRALinear::forward(const Tensor& x) {
 
 // W[slice] += sign * s * B_s A_s, without recording anything.
 void LoRALinear::apply_delta(double sign) {
-  LORA_CHECK(base_layer->has_dense_weight(), "LoRALinear: cannot merge into a quantized base weight (merge onto "
+  LORA_CHECK(base_layer->has_dense_weight(),
+             "LoRALinear: cannot merge into a quantized base weight (merge onto "
              "the f32 base: load it with --base-dtype f32)");
   NoGradGuard no_grad;
   const int64_t r = options_.rank, size = slices_[0].size, in = in_features(), out = out_features();

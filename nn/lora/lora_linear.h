@@ -23,9 +23,9 @@ namespace lora::nn {
 struct LoRAOptions {
   int64_t rank = 8;
   double alpha = 16.0;
-  double dropout = 0.0;       // on the LoRA branch's input
-  bool rslora = false;        // scale alpha / sqrt(r) instead of alpha / r (Kalajdzievski, 2023)
-  bool gaussian_init = false; // A ~ N(0, 1/r) instead of Kaiming-uniform (PEFT's "gaussian")
+  double dropout = 0.0;        // on the LoRA branch's input
+  bool rslora = false;         // scale alpha / sqrt(r) instead of alpha / r (Kalajdzievski, 2023)
+  bool gaussian_init = false;  // A ~ N(0, 1/r) instead of Kaiming-uniform (PEFT's "gaussian")
   uint64_t seed = 0;
 
   double scaling() const;

@@ -47,7 +47,9 @@ struct EventQueue {
 };
 
 // Text from a model may end inside a UTF-8 character: JSON gets U+FFFD for such bytes.
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 void send_error(httplib::Response& res, int status, const std::string& type, const std::string& message) {
   res.status = status;
@@ -77,13 +79,15 @@ struct HttpServer::Impl {
   std::thread http_thread, decode_thread;
   std::atomic<bool> running{false};
   std::mutex wake_m;
-  std::condition_variable wake;  // a request arrived: the decoding thread stops waiting
+  std::condition_variable wake;         // a request arrived: the decoding thread stops waiting
   std::optional<ChatFormat> base_chat;  // options.chat_template
   std::mutex chat_m;                    // guards adapter_chat (renders run in parallel: a template is immutable)
   std::map<std::string, ChatFormat> adapter_chat;
 
-  Impl(DecodeEngine& e, const tokenizer::Tokenizer& t, ServerOptions o) : engine(e), tokenizer(t), options(std::move(o)) {
-    if (options.chat_template) base_chat = ChatFormat{options.chat_template, models::end_of_turn_token(*options.chat_template, tokenizer)};
+  Impl(DecodeEngine& e, const tokenizer::Tokenizer& t, ServerOptions o)
+      : engine(e), tokenizer(t), options(std::move(o)) {
+    if (options.chat_template)
+      base_chat = ChatFormat{options.chat_template, models::end_of_turn_token(*options.chat_template, tokenizer)};
   }
 
   void decode_loop() {
@@ -105,7 +109,11 @@ struct HttpServer::Impl {
     json data = json::array();
     data.push_back({{"id", options.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "lora.cpp"}});
     for (const std::string& name : engine.adapter_names()) {
-      data.push_back({{"id", name}, {"object", "model"}, {"created", 0}, {"owned_by", "lora.cpp"}, {"parent", options.model_name}});
+      data.push_back({{"id", name},
+                      {"object", "model"},
+                      {"created", 0},
+                      {"owned_by", "lora.cpp"},
+                      {"parent", options.model_name}});
     }
     return {{"object", "list"}, {"data", data}};
   }
@@ -164,7 +172,8 @@ struct HttpServer::Impl {
   }
 
   // A chunk of a stream: completions' text, or chat's delta (the role in the first).
-  json chunk(Shape shape, int64_t id, const std::string& model, int64_t created, const json& delta, const json& finish) {
+  json chunk(Shape shape, int64_t id, const std::string& model, int64_t created, const json& delta,
+             const json& finish) {
     const bool chat = shape == Shape::Chat;
     json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}};
     choice[chat ? "delta" : "text"] = delta;
@@ -187,10 +196,11 @@ struct HttpServer::Impl {
     const std::string adapter = adapter_for(r.model);
     const std::optional<ChatFormat> format = chat_format(adapter);
     if (!format) {
-      throw ApiError(400, "invalid_request_error",
-                     fmt::format("the model '{}' has no chat template: start serve with --chat-template FILE (the model "
-                                 "folder has no chat_template.jinja or tokenizer_config.json with chat_template)",
-                                 r.model));
+      throw ApiError(
+          400, "invalid_request_error",
+          fmt::format("the model '{}' has no chat template: start serve with --chat-template FILE (the model "
+                      "folder has no chat_template.jinja or tokenizer_config.json with chat_template)",
+                      r.model));
     }
     std::string prompt;
     try {
@@ -199,9 +209,11 @@ struct HttpServer::Impl {
       throw ApiError(400, "invalid_request_error", e.what());  // the template's own message (raise_exception)
     }
     // Templates write their own BOS and markers: the special tokens in the text are the template's.
-    const std::vector<int32_t> ids = encode(prompt, {.add_special_tokens = false, .parse_special_tokens = true}, "rendered conversation");
+    const std::vector<int32_t> ids =
+        encode(prompt, {.add_special_tokens = false, .parse_special_tokens = true}, "rendered conversation");
     const int64_t left = engine.capacity() - static_cast<int64_t>(ids.size());
-    r.options.max_tokens = r.max_tokens ? *r.max_tokens : std::max<int64_t>(1, std::min(options.limits.max_tokens, left));
+    r.options.max_tokens =
+        r.max_tokens ? *r.max_tokens : std::max<int64_t>(1, std::min(options.limits.max_tokens, left));
     check_prompt(ids, r.options.max_tokens);
     if (format->end_of_turn) r.options.stop_tokens.push_back(*format->end_of_turn);
     answer(res, Shape::Chat, r.model, adapter, ids, r.options, r.stream);
@@ -243,7 +255,8 @@ struct HttpServer::Impl {
         throw ApiError(500, "server_error", "decoding failed (the server's log says why)");
       }
       if (finish == FinishReason::Cancelled) {
-        throw ApiError(409, "conflict_error", fmt::format("the request was cancelled: its adapter '{}' was unloaded", adapter));
+        throw ApiError(409, "conflict_error",
+                       fmt::format("the request was cancelled: its adapter '{}' was unloaded", adapter));
       }
       json body = chunk(shape, id, model, created, text, finish_reason_name(finish));
       if (chat) {
@@ -304,12 +317,14 @@ struct HttpServer::Impl {
 
   void load_adapter(const httplib::Request& req, httplib::Response& res) {
     const AdapterRequest a = parse_adapter_request(req.body);
-    if (a.name == options.model_name) throw ApiError(409, "conflict_error", fmt::format("'{}' is the base model's name", a.name));
+    if (a.name == options.model_name)
+      throw ApiError(409, "conflict_error", fmt::format("'{}' is the base model's name", a.name));
     nn::AdapterState state;
     std::shared_ptr<const chat::ChatTemplate> chat;  // the folder's own chat template, when it has one
     try {
       state = nn::read_adapter(a.path);
-      if (auto t = chat::ChatTemplate::from_model_folder(a.path)) chat = std::make_shared<const chat::ChatTemplate>(std::move(*t));
+      if (auto t = chat::ChatTemplate::from_model_folder(a.path))
+        chat = std::make_shared<const chat::ChatTemplate>(std::move(*t));
     } catch (const Error& e) {
       throw ApiError(400, "invalid_request_error", e.what());
     }
@@ -332,8 +347,10 @@ struct HttpServer::Impl {
   void set_chat_template(const std::string& adapter, std::shared_ptr<const chat::ChatTemplate> t) {
     ChatFormat format{t, t ? models::end_of_turn_token(*t, tokenizer) : std::nullopt};
     std::lock_guard<std::mutex> lock(chat_m);
-    if (t) adapter_chat[adapter] = std::move(format);
-    else adapter_chat.erase(adapter);
+    if (t)
+      adapter_chat[adapter] = std::move(format);
+    else
+      adapter_chat.erase(adapter);
   }
 
   void unload_adapter(const httplib::Request& req, httplib::Response& res) {
@@ -400,9 +417,12 @@ HttpServer::HttpServer(DecodeEngine& engine, const tokenizer::Tokenizer& tokeniz
   impl_->routes();
 }
 
-HttpServer::~HttpServer() { stop(); }
+HttpServer::~HttpServer() {
+  stop();
+}
 
-void HttpServer::set_chat_template(const std::string& adapter, std::shared_ptr<const chat::ChatTemplate> chat_template) {
+void HttpServer::set_chat_template(const std::string& adapter,
+                                   std::shared_ptr<const chat::ChatTemplate> chat_template) {
   impl_->set_chat_template(adapter, std::move(chat_template));
 }
 
@@ -412,8 +432,8 @@ int HttpServer::start() {
   std::signal(SIGPIPE, SIG_IGN);
   Impl& s = *impl_;
   const EngineOptions& e = s.engine.options();
-  const int threads = s.options.http_threads > 0 ? s.options.http_threads
-                                                 : static_cast<int>(e.max_sequences + e.max_queue + 4);
+  const int threads =
+      s.options.http_threads > 0 ? s.options.http_threads : static_cast<int>(e.max_sequences + e.max_queue + 4);
   s.http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   s.http.set_payload_max_length(s.options.max_body_bytes);
   // httplib listens with a backlog of 5: a burst of clients overflows it while the accepting thread waits
@@ -428,8 +448,8 @@ int HttpServer::start() {
   const int port = s.options.port == 0 ? s.http.bind_to_any_port(s.options.host)
                                        : (s.http.bind_to_port(s.options.host, s.options.port) ? s.options.port : -1);
   LORA_CHECK(port > 0, "serve: cannot listen on {}:{}", s.options.host, s.options.port);
-  LORA_CHECK(listen_fd >= 0 && ::listen(listen_fd, SOMAXCONN) == 0, "serve: cannot listen on {}:{} with a longer backlog",
-             s.options.host, port);
+  LORA_CHECK(listen_fd >= 0 && ::listen(listen_fd, SOMAXCONN) == 0,
+             "serve: cannot listen on {}:{} with a longer backlog", s.options.host, port);
   s.running = true;
   s.decode_thread = std::thread([&s] { s.decode_loop(); });
   s.http_thread = std::thread([&s] { s.http.listen_after_bind(); });

@@ -17,9 +17,13 @@ namespace {
 
 constexpr std::string_view kBom = "\xEF\xBB\xBF";
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
 
-std::string_view skip_bom(std::string_view bytes) { return bytes.starts_with(kBom) ? bytes.substr(3) : bytes; }
+std::string_view skip_bom(std::string_view bytes) {
+  return bytes.starts_with(kBom) ? bytes.substr(3) : bytes;
+}
 
 // nlohmann's parse error without its "[json.exception...] parse error at line 1, column 5: " prefix, at most
 // 200 bytes (cut at a character boundary: the text is valid UTF-8 by then).

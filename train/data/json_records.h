@@ -14,7 +14,7 @@
 
 namespace lora::train {
 
-inline constexpr size_t kMaxJsonLineBytes = size_t{64} << 20;    // one JSONL record
+inline constexpr size_t kMaxJsonLineBytes = size_t{64} << 20;      // one JSONL record
 inline constexpr uint64_t kMaxJsonArrayBytes = uint64_t{4} << 30;  // a whole .json array file
 
 enum class JsonLayout { Lines, Array };

@@ -25,28 +25,38 @@ namespace {
 using nlohmann::json;
 
 constexpr std::pair<DataFormat, const char*> kNames[] = {
-    {DataFormat::Auto, "auto"},   {DataFormat::Raw, "raw"},
-    {DataFormat::Tokens, "tokens"}, {DataFormat::Text, "text"},
-    {DataFormat::PromptCompletion, "prompt_completion"}, {DataFormat::Alpaca, "alpaca"},
-    {DataFormat::Messages, "messages"}, {DataFormat::ShareGPT, "sharegpt"},
+    {DataFormat::Auto, "auto"},
+    {DataFormat::Raw, "raw"},
+    {DataFormat::Tokens, "tokens"},
+    {DataFormat::Text, "text"},
+    {DataFormat::PromptCompletion, "prompt_completion"},
+    {DataFormat::Alpaca, "alpaca"},
+    {DataFormat::Messages, "messages"},
+    {DataFormat::ShareGPT, "sharegpt"},
 };
 
 // The key that identifies each JSON format in a record, in the order auto-detection tries them.
 constexpr std::pair<const char*, DataFormat> kIdentifyingKeys[] = {
-    {"messages", DataFormat::Messages},     {"conversations", DataFormat::ShareGPT},
-    {"instruction", DataFormat::Alpaca},     {"prompt", DataFormat::PromptCompletion},
+    {"messages", DataFormat::Messages},           {"conversations", DataFormat::ShareGPT},
+    {"instruction", DataFormat::Alpaca},          {"prompt", DataFormat::PromptCompletion},
     {"completion", DataFormat::PromptCompletion}, {"text", DataFormat::Text},
 };
 
 // The keys every record of a JSON format needs.
 std::vector<const char*> required_keys(DataFormat format) {
   switch (format) {
-    case DataFormat::Text: return {"text"};
-    case DataFormat::PromptCompletion: return {"prompt", "completion"};
-    case DataFormat::Alpaca: return {"instruction", "output"};
-    case DataFormat::Messages: return {"messages"};
-    case DataFormat::ShareGPT: return {"conversations"};
-    default: return {};
+    case DataFormat::Text:
+      return {"text"};
+    case DataFormat::PromptCompletion:
+      return {"prompt", "completion"};
+    case DataFormat::Alpaca:
+      return {"instruction", "output"};
+    case DataFormat::Messages:
+      return {"messages"};
+    case DataFormat::ShareGPT:
+      return {"conversations"};
+    default:
+      return {};
   }
 }
 
@@ -107,8 +117,10 @@ Detection detect(const std::string& path, DataFormat requested) {
   const std::string name = data_format_name(requested);
   const bool magic = has_llmc_magic(path);
   if (requested == DataFormat::Tokens) {
-    LORA_CHECK(magic, "data file '{}': --format tokens, but it does not start with an llm.c token file's magic ({} or "
-               "{})", path, kLlmcGpt2Magic, kLlmcLlama3Magic);
+    LORA_CHECK(magic,
+               "data file '{}': --format tokens, but it does not start with an llm.c token file's magic ({} or "
+               "{})",
+               path, kLlmcGpt2Magic, kLlmcLlama3Magic);
     return {{DataFormat::Tokens, "--format tokens"}};
   }
   if (magic) {
@@ -171,17 +183,19 @@ Detection detect(const std::string& path, DataFormat requested) {
   if (!auto_detect) {
     LORA_CHECK(is_json_format(requested), "data format {} cannot be loaded here", name);
     for (const char* key : required_keys(requested)) {
-      LORA_CHECK(record.contains(key), "{}: --format {} needs \"{}\" in each record; this one has {}", place, name,
-                 key, keys_of(record));
+      LORA_CHECK(record.contains(key), "{}: --format {} needs \"{}\" in each record; this one has {}", place, name, key,
+                 keys_of(record));
     }
     return {{requested, fmt::format("--format {} ({} has its keys)", name, what)}, layout};
   }
   for (const auto& [key, format] : kIdentifyingKeys) {
     if (record.contains(key)) return {{format, fmt::format("{} has \"{}\"", what, key)}, layout};
   }
-  LORA_FAIL("{}: a record with none of the keys of a known format (it has {}); expected \"text\", \"prompt\" and "
-            "\"completion\", \"instruction\" and \"output\", \"messages\" or \"conversations\" (--format raw reads "
-            "the file as plain text)", place, keys_of(record));
+  LORA_FAIL(
+      "{}: a record with none of the keys of a known format (it has {}); expected \"text\", \"prompt\" and "
+      "\"completion\", \"instruction\" and \"output\", \"messages\" or \"conversations\" (--format raw reads "
+      "the file as plain text)",
+      place, keys_of(record));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -226,7 +240,8 @@ Example record_example(const json& record, DataFormat format, const tokenizer::T
                        const ExampleOptions& options, const std::string& place) {
   try {
     switch (format) {
-      case DataFormat::Text: return text_example(text_field(record, place), tokenizer);
+      case DataFormat::Text:
+        return text_example(text_field(record, place), tokenizer);
       case DataFormat::PromptCompletion:
         return prompt_completion_example(prompt_completion_fields(record, place), tokenizer, options.train_on_inputs);
       case DataFormat::Alpaca:
@@ -235,7 +250,8 @@ Example record_example(const json& record, DataFormat format, const tokenizer::T
         return conversation_record_example(messages_conversation(record, place), tokenizer, options);
       case DataFormat::ShareGPT:
         return conversation_record_example(sharegpt_conversation(record, place), tokenizer, options);
-      default: LORA_FAIL("{}: data format {} is not JSON records", place, data_format_name(format));
+      default:
+        LORA_FAIL("{}: data format {} is not JSON records", place, data_format_name(format));
     }
   } catch (const Error& e) {
     const std::string message = e.what();
@@ -276,8 +292,10 @@ DataFormat parse_data_format(const std::string& name) {
   for (const auto& [format, spelled] : kNames) {
     if (name == spelled) return format;
   }
-  LORA_FAIL("unknown data format '{}' (expected auto, raw, tokens, text, prompt_completion, alpaca, messages or "
-            "sharegpt)", name);
+  LORA_FAIL(
+      "unknown data format '{}' (expected auto, raw, tokens, text, prompt_completion, alpaca, messages or "
+      "sharegpt)",
+      name);
 }
 
 std::string data_format_name(DataFormat format) {
@@ -301,31 +319,39 @@ LoadedExamples load_examples(const std::string& path, const tokenizer::Tokenizer
   const DataFormat format = detection.detected.format;
   LORA_CHECK(is_json_format(format),
              "data file '{}': {}, which is not a file of examples (text, prompt/completion or conversations) but a "
-             "stream of tokens cut into windows", path, detection.detected.why);
+             "stream of tokens cut into windows",
+             path, detection.detected.why);
   LORA_CHECK(!is_conversation_format(format) || options.chat_template != nullptr,
              "data file '{}': {} records are conversations, which need a chat template to become tokens: pass "
              "--chat-template FILE (a Jinja file, e.g. data/chat_templates/chatml.jinja) or use a model folder that "
-             "has one", path, data_format_name(format));
+             "has one",
+             path, data_format_name(format));
   LoadedExamples loaded{format, {}};
   if (detection.layout == JsonLayout::Lines) {
     read_jsonl_blocks(path, size_t{8} << 20, [&](const std::vector<RecordText>& lines) {
-      examples_in_parallel(lines.size(), [&](size_t i) {
-        const std::string place = record_place(path, JsonLayout::Lines, lines[i].line);
-        Example example = record_example(parse_record(lines[i].text, place), format, tokenizer, options, place);
-        example.line = lines[i].line;
-        return example;
-      }, loaded.examples);
+      examples_in_parallel(
+          lines.size(),
+          [&](size_t i) {
+            const std::string place = record_place(path, JsonLayout::Lines, lines[i].line);
+            Example example = record_example(parse_record(lines[i].text, place), format, tokenizer, options, place);
+            example.line = lines[i].line;
+            return example;
+          },
+          loaded.examples);
     });
   } else {
     const std::vector<json> records = read_json_array(path);
-    examples_in_parallel(records.size(), [&](size_t i) {
-      const std::string place = record_place(path, JsonLayout::Array, int64_t(i) + 1);
-      LORA_CHECK(records[i].is_object(), "{}: a JSON {}, not an object (each record is one {{...}})", place,
-                 records[i].type_name());
-      Example example = record_example(records[i], format, tokenizer, options, place);
-      example.line = int64_t(i) + 1;
-      return example;
-    }, loaded.examples);
+    examples_in_parallel(
+        records.size(),
+        [&](size_t i) {
+          const std::string place = record_place(path, JsonLayout::Array, int64_t(i) + 1);
+          LORA_CHECK(records[i].is_object(), "{}: a JSON {}, not an object (each record is one {{...}})", place,
+                     records[i].type_name());
+          Example example = record_example(records[i], format, tokenizer, options, place);
+          example.line = int64_t(i) + 1;
+          return example;
+        },
+        loaded.examples);
   }
   LORA_CHECK(!loaded.examples.empty(), "data file '{}': no examples", path);
   return loaded;

@@ -30,13 +30,13 @@ struct DetectedFormat {
 DetectedFormat detect_data_format(const std::string& path, DataFormat requested = DataFormat::Auto);
 
 struct ExampleOptions {
-  DataFormat format = DataFormat::Auto;           // Text, PromptCompletion, Alpaca, Messages, ShareGPT, or Auto
-  bool train_on_inputs = false;                   // true: every token is trained (no masking)
+  DataFormat format = DataFormat::Auto;               // Text, PromptCompletion, Alpaca, Messages, ShareGPT, or Auto
+  bool train_on_inputs = false;                       // true: every token is trained (no masking)
   const chat::ChatTemplate* chat_template = nullptr;  // needed by Alpaca, Messages and ShareGPT
 };
 
 struct LoadedExamples {
-  DataFormat format;  // the one used
+  DataFormat format;              // the one used
   std::vector<Example> examples;  // in file order; Example::line is the record's line (JSONL) or index + 1
 };
 

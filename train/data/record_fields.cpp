@@ -29,26 +29,22 @@ struct TurnSpelling {
   const char* expected;  // the names listed in errors
 };
 
-constexpr TurnSpelling kMessages{"messages",
-                                 "role",
-                                 "content",
-                                 {{{"system", "system"},
-                                   {"user", "user"},
-                                   {"assistant", "assistant"},
-                                   {"", ""},
-                                   {"", ""}}},
-                                 "\"system\", \"user\" or \"assistant\""};
-constexpr TurnSpelling kShareGPT{"conversations",
-                                 "from",
-                                 "value",
-                                 {{{"system", "system"},
-                                   {"human", "user"},
-                                   {"gpt", "assistant"},
-                                   {"user", "user"},
-                                   {"assistant", "assistant"}}},
-                                 "\"system\", \"human\" or \"gpt\" (or \"user\", \"assistant\")"};
+constexpr TurnSpelling kMessages{
+    "messages",
+    "role",
+    "content",
+    {{{"system", "system"}, {"user", "user"}, {"assistant", "assistant"}, {"", ""}, {"", ""}}},
+    "\"system\", \"user\" or \"assistant\""};
+constexpr TurnSpelling kShareGPT{
+    "conversations",
+    "from",
+    "value",
+    {{{"system", "system"}, {"human", "user"}, {"gpt", "assistant"}, {"user", "user"}, {"assistant", "assistant"}}},
+    "\"system\", \"human\" or \"gpt\" (or \"user\", \"assistant\")"};
 
-const char* article(const json& value) { return value.is_array() || value.is_object() ? "an" : "a"; }
+const char* article(const json& value) {
+  return value.is_array() || value.is_object() ? "an" : "a";
+}
 
 // A conversation that can be trained on: at most one system message and only first, at least one assistant
 // turn, none of them empty, and a reply after the last user turn.
@@ -58,8 +54,10 @@ void check_conversation(const chat::Conversation& turns, const std::string& plac
   for (size_t i = 0; i < turns.size(); ++i) {
     const chat::Message& m = turns[i];
     if (m.role == "system") {
-      LORA_CHECK(i == 0, "{}: \"{}\"[{}] is a system message after the first turn (a system message may only come "
-                 "first, once)", place, s.list, i);
+      LORA_CHECK(i == 0,
+                 "{}: \"{}\"[{}] is a system message after the first turn (a system message may only come "
+                 "first, once)",
+                 place, s.list, i);
     } else if (m.role == "assistant") {
       LORA_CHECK(!m.content.empty(), "{}: \"{}\"[{}].\"{}\" is an empty assistant turn (nothing to train)", place,
                  s.list, i, s.text_key);
@@ -92,8 +90,8 @@ chat::Conversation turns_of(const json& record, const std::string& place, const 
     const auto text = turn.find(s.text_key);
     LORA_CHECK(role != turn.end(), "{}: \"{}\"[{}] has no \"{}\"", place, s.list, i, s.role_key);
     LORA_CHECK(text != turn.end(), "{}: \"{}\"[{}] has no \"{}\"", place, s.list, i, s.text_key);
-    LORA_CHECK(role->is_string(), "{}: \"{}\"[{}].\"{}\" is {} {}; expected a string: {}", place, s.list, i,
-               s.role_key, article(*role), role->type_name(), s.expected);
+    LORA_CHECK(role->is_string(), "{}: \"{}\"[{}].\"{}\" is {} {}; expected a string: {}", place, s.list, i, s.role_key,
+               article(*role), role->type_name(), s.expected);
     LORA_CHECK(text->is_string(), "{}: \"{}\"[{}].\"{}\" is {} {}; expected a string", place, s.list, i, s.text_key,
                article(*text), text->type_name());
     const std::string& name = role->get_ref<const std::string&>();
