@@ -1,5 +1,4 @@
-// generate: continue a prompt with a causal LM (greedy or sampled), streaming the text as it comes. Also
-// built as generate_gpt2.
+// generate: continue a prompt with a causal LM (greedy or sampled), streaming the text as it comes.
 //
 //   generate --weights models/gpt2 --prompt "The meaning of life is" --max-new-tokens 40
 //   generate --weights gpt2.safetensors --config gpt2 --prompt-ids 464,3139 --temperature 0
@@ -38,6 +37,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/json.h"
 #include "models/chat/chat_template.h"
 #include "models/generate.h"
 #include "models/quantize_base.h"
@@ -68,37 +68,11 @@ std::vector<int32_t> parse_ids(const std::string& text) {
   return ids;
 }
 
-// Loads a LoRA adapter; when the model refuses it, the error also names the model the adapter was trained
-// on (adapter_config.json's base_model_name_or_path), which is usually the problem.
-void load_adapter_explained(lora::nn::Module& model, const std::string& dir) {
-  LORA_CHECK(lora::is_directory(dir),
-             "--adapter '{}': no such folder (expected a PEFT adapter folder with adapter_config.json and "
-             "adapter_model.safetensors)",
-             dir);
-  try {
-    lora::nn::load_adapter(model, dir);
-  } catch (const lora::Error& e) {
-    std::string trained_on;
-    try {
-      std::ifstream in(std::filesystem::path(dir) / "adapter_config.json");
-      trained_on = nlohmann::json::parse(in).value("base_model_name_or_path", "");
-    } catch (const std::exception&) {
-    }
-    if (trained_on.empty()) throw;
-    LORA_FAIL("{}\n  (the adapter was trained on '{}')", e.what(), trained_on);
-  }
-}
-
 // --messages FILE: one JSON object {"messages": [...]} (a JSON file, or a JSONL file of one line), its
 // messages read as the server reads them.
 lora::chat::Conversation read_messages_file(const std::string& path) {
   const std::string text = lora::read_file(path, "--messages", 16 << 20);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    LORA_FAIL("--messages '{}': expected one JSON object {{\"messages\": [...]}} ({})", path, e.what());
-  }
+  const nlohmann::json j = lora::parse_json(text, fmt::format("--messages '{}'", path));
   LORA_CHECK(j.is_object() && j.contains("messages"), "--messages '{}': expected a JSON object with \"messages\"",
              path);
   for (const auto& [key, value] : j.items()) {
@@ -240,7 +214,7 @@ int main(int argc, char** argv) {
     }
 
     if (*adapter_opt) {
-      load_adapter_explained(*model, adapter);
+      lora::nn::load_adapter(*model, adapter);
       if (merge) lora::nn::merge_lora(*model);
       const auto layers = lora::nn::lora_layers(*model);
       const auto& first = *layers.front().second;

@@ -69,23 +69,6 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
-// Loads the adapter; when the model refuses it, the error also names the model the adapter was trained
-// on (adapter_config.json's base_model_name_or_path), which is usually the problem.
-void load_adapter_explained(nn::Module& model, const std::string& dir) {
-  try {
-    nn::load_adapter(model, dir);
-  } catch (const Error& e) {
-    std::string trained_on;
-    try {
-      std::ifstream in(fs::path(dir) / "adapter_config.json");
-      trained_on = nlohmann::json::parse(in).value("base_model_name_or_path", "");
-    } catch (const std::exception&) {
-    }
-    if (trained_on.empty()) throw;
-    LORA_FAIL("{}\n  (the adapter was trained on '{}')", e.what(), trained_on);
-  }
-}
-
 // The same model: both configs build a model with the same config.json (which normalises defaults).
 bool same_model(const models::ModelConfig& a, const models::ModelConfig& b) {
   return models::create_model(a)->hf_config() == models::create_model(b)->hf_config();
@@ -150,7 +133,7 @@ int main(int argc, char** argv) {
     const std::vector<float> base_logits = probe_logits(*model);
 
     // The adapter, unmerged: the reference the merged model must match.
-    load_adapter_explained(*model, adapter);
+    nn::load_adapter(*model, adapter);
     model->eval();
     const auto layers = nn::lora_layers(*model);
     const auto& first = *layers.front().second;

@@ -9,7 +9,6 @@
 //   tokenize --data train.jsonl --json                          -> {"input_ids": [...], "labels": [...]} per
 //                                                                  example, as fine-tuning sees it
 //
-// tokenize_gpt2 is this program under its former name (tokenize_gpt2.cpp includes this file).
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -25,6 +24,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "models/tokenizer/tokenizer.h"
 #include "train/data/load_examples.h"
@@ -64,12 +64,7 @@ std::vector<int32_t> parse_ids(const std::string& input) {
   const size_t first = input.find_first_not_of(" \t\r\n");
   std::vector<int32_t> ids;
   if (first != std::string::npos && (input[first] == '{' || input[first] == '[')) {
-    nlohmann::json json;
-    try {
-      json = nlohmann::json::parse(input);
-    } catch (const nlohmann::json::exception& e) {
-      LORA_FAIL("the input looks like JSON but does not parse: {}", e.what());
-    }
+    nlohmann::json json = lora::parse_json(input, "the input (it looks like JSON)");
     if (json.is_object()) {
       LORA_CHECK(json.contains("ids"), "the input is a JSON object without \"ids\"");
       json = json["ids"];

@@ -1,16 +1,21 @@
-// Fuzzes config.json reading for every architecture: JSON parsing, then the strict field-by-field reading
-// (types, ranges, refused fields) of GPT-2's, the Llama family's and Gemma's configs. No model is built (sizes up to
-// the bounds would allocate gigabytes); the reading alone must never crash, hang or accept nonsense.
+// Fuzzes config.json reading for every architecture: strict JSON parsing (core/json.h), then the strict field-by-field
+// reading (types, ranges, refused fields) of GPT-2's, the Llama family's and Gemma's configs. No model is built (sizes
+// up to the bounds would allocate gigabytes); the reading alone must never crash, hang or accept nonsense.
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json.h"
 #include "models/gemma/config.h"
 #include "models/gpt2/config.h"
 #include "models/llama/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const nlohmann::json j = nlohmann::json::parse(data, data + size, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return 0;
+  nlohmann::json j;
+  try {
+    j = lora::parse_json(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz");
+  } catch (const lora::Error&) {
+    return 0;
+  }
   for (int kind = 0; kind < 3; ++kind) {
     try {
       if (kind == 0) {

@@ -1,5 +1,6 @@
 // Hugging Face checkpoints: sharded or single safetensors files, checked against a model, loaded, saved.
 #include "models/hf_checkpoint.h"
+#include "core/json.h"
 
 #include <filesystem>
 #include <fstream>
@@ -56,14 +57,7 @@ HFWeights HFWeights::open(const std::string& path) {
     return w;
   }
   // model.safetensors.index.json: {"metadata": {...}, "weight_map": {tensor name: shard file name}}
-  nlohmann::json j;
-  try {
-    std::ifstream in(index);
-    LORA_CHECK(in.good(), "cannot open checkpoint index '{}'", index.string());
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    LORA_FAIL("checkpoint index '{}' is not valid JSON: {}", index.string(), e.what());
-  }
+  const nlohmann::json j = read_json_file(index.string(), "checkpoint index");
   LORA_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object() && !j["weight_map"].empty(),
              "checkpoint index '{}': expected an object with a non-empty \"weight_map\"", index.string());
   std::map<std::string, size_t> file_of_name;

@@ -1,6 +1,7 @@
 // Stop tokens: the end-of-sequence ids of config.json, generation_config.json and the tokenizer, and a chat
 // template's end-of-turn token.
 #include "models/stop_tokens.h"
+#include "core/json.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -15,12 +16,7 @@
 namespace lora::models {
 
 std::vector<int64_t> read_generation_eos(const std::string& text, const std::string& origin, int64_t vocab_size) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    LORA_FAIL("{}: not valid JSON ({})", origin, e.what());
-  }
+  const nlohmann::json j = parse_json(text, origin);
   LORA_CHECK(j.is_object(), "{}: expected a JSON object, got {}", origin, j.type_name());
   if (!j.contains("eos_token_id") || j["eos_token_id"].is_null()) return {};
   const nlohmann::json& v = j["eos_token_id"];

@@ -9,6 +9,7 @@
 #include "autograd/grad_mode.h"
 #include "backends/finite.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "core/safetensors.h"
 
 namespace lora::optim {
@@ -88,11 +89,7 @@ std::string tensor_key(const std::string& param_name, const std::string& buffer)
 json metadata_json(const SafeTensorsFile& file, const std::string& key) {
   const auto it = file.metadata().find(key);
   LORA_CHECK(it != file.metadata().end(), "optimizer state '{}': no '{}' in __metadata__", file.path(), key);
-  try {
-    return json::parse(it->second);
-  } catch (const json::exception& e) {
-    LORA_FAIL("optimizer state '{}': __metadata__ '{}' is not valid JSON ({})", file.path(), key, e.what());
-  }
+  return parse_json(it->second, fmt::format("optimizer state '{}': __metadata__ '{}'", file.path(), key));
 }
 
 }  // namespace

@@ -9,6 +9,10 @@
 #include <map>
 #include <set>
 
+#include "core/error.h"
+#include "core/json.h"
+#include "core/json_object_reader.h"
+
 namespace lora::serve {
 using json = nlohmann::json;
 
@@ -18,31 +22,29 @@ namespace {
   throw ApiError(400, "invalid_request_error", message);
 }
 
-json parse_object(const std::string& body) {
+// The body, parsed strictly (core/json.h: duplicate keys, deep nesting and bad UTF-8 refused), as an object
+// whose fields are read one by one; finish() then refuses any field left unread.
+JsonObjectReader body_reader(const std::string& body) {
   json j;
   try {
-    j = json::parse(body);
-  } catch (const json::exception& e) {
-    bad(std::string("the body is not valid JSON: ") + e.what());
+    j = parse_json(body, "the body");
+  } catch (const Error& e) {
+    bad(e.what());
   }
   if (!j.is_object()) bad("the body must be a JSON object");
-  return j;
+  return JsonObjectReader(std::move(j), "");
 }
 
-int64_t integer(const json& j, const char* field, int64_t low, int64_t high) {
-  if (!j.is_number_integer()) bad(fmt::format("'{}' must be an integer, got {}", field, j.dump()));
-  const int64_t v =
-      j.is_number_unsigned() && j.get<uint64_t>() > static_cast<uint64_t>(high) ? high + 1 : j.get<int64_t>();
-  if (v < low || v > high) bad(fmt::format("'{}' = {} is outside [{}, {}]", field, j.dump(), low, high));
-  return v;
-}
-
-double number(const json& j, const char* field, double low, double high) {
-  if (!j.is_number()) bad(fmt::format("'{}' must be a number, got {}", field, j.dump()));
-  const double v = j.get<double>();
-  if (!std::isfinite(v) || v < low || v > high)
-    bad(fmt::format("'{}' = {} is outside [{}, {}]", field, j.dump(), low, high));
-  return v;
+// Runs a reader's checks with its errors answered as 400s.
+template <class F>
+auto as_bad_request(F&& read) {
+  try {
+    return read();
+  } catch (const ApiError&) {
+    throw;
+  } catch (const Error& e) {
+    bad(e.what());
+  }
 }
 
 }  // namespace
@@ -53,44 +55,30 @@ json error_body(const std::string& type, const std::string& message) {
 
 namespace {
 
-// Refuses the fields neither `known` nor `at_default` lists, and those of `at_default` at another value.
-void check_fields(const json& j, const std::set<std::string>& known, const std::map<std::string, json>& at_default) {
-  for (const auto& [key, value] : j.items()) {
-    if (auto it = at_default.find(key); it != at_default.end()) {
-      if (!value.is_null() && value != it->second) {
-        bad(fmt::format("'{}' = {} is not supported (only {})", key, value.dump(), it->second.dump()));
-      }
-      continue;
-    }
-    if (!known.count(key)) bad(fmt::format("unknown field '{}'", key));
-  }
+// Fields OpenAI defines that change nothing here at their default value: other values are refused.
+void accept_defaults(JsonObjectReader& r, const std::map<std::string, json>& at_default) {
+  for (const auto& [key, value] : at_default) r.expect_one_of(key, {value}, fmt::format("only {} is", value.dump()));
 }
 
-std::string model_field(const json& j) {
-  if (!j.contains("model") || !j["model"].is_string())
-    bad("'model' must be a string (an adapter's name, or the base model's)");
-  return j["model"].get<std::string>();
+std::string model_field(JsonObjectReader& r) {
+  const json model = r.value("model");
+  if (!model.is_string()) bad("'model' must be a string (an adapter's name, or the base model's)");
+  return model.get<std::string>();
 }
 
 // The fields both kinds of request share: temperature, top_p, top_k, seed, stream, stop, user.
-void read_sampling(const json& j, RequestOptions& o, bool& stream) {
-  if (j.contains("temperature") && !j["temperature"].is_null())
-    o.temperature = number(j["temperature"], "temperature", 0, 2);
-  if (j.contains("top_p") && !j["top_p"].is_null()) {
-    o.top_p = number(j["top_p"], "top_p", 0, 1);
-    if (o.top_p == 0) bad("'top_p' must be above 0");
-  }
-  if (j.contains("top_k") && !j["top_k"].is_null()) o.top_k = integer(j["top_k"], "top_k", 0, 1 << 30);
-  if (j.contains("seed") && !j["seed"].is_null()) {
+void read_sampling(JsonObjectReader& r, RequestOptions& o, bool& stream) {
+  o.temperature = r.number("temperature", o.temperature, 0, 2);
+  o.top_p = r.number("top_p", o.top_p, 0, 1);
+  if (o.top_p == 0) bad("'top_p' must be above 0");
+  o.top_k = r.integer("top_k", o.top_k, 0, 1 << 30);
+  if (r.has("seed")) {
     o.seed = static_cast<uint64_t>(
-        integer(j["seed"], "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()));
+        r.integer("seed", 0, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()));
   }
-  if (j.contains("stream") && !j["stream"].is_null()) {
-    if (!j["stream"].is_boolean()) bad(fmt::format("'stream' must be true or false, got {}", j["stream"].dump()));
-    stream = j["stream"].get<bool>();
-  }
-  if (j.contains("stop") && !j["stop"].is_null()) {
-    const json& s = j["stop"];
+  stream = r.boolean("stream", stream);
+  if (r.has("stop")) {
+    const json s = r.value("stop");
     std::vector<std::string> stops;
     if (s.is_string())
       stops.push_back(s.get<std::string>());
@@ -105,49 +93,51 @@ void read_sampling(const json& j, RequestOptions& o, bool& stream) {
     }
     o.stop = std::move(stops);
   }
-  if (j.contains("user") && !j["user"].is_null() && !j["user"].is_string()) bad("'user' must be a string");
+  r.string("user", "");  // OpenAI's end-user id: checked, not used
 }
 
 }  // namespace
 
 CompletionRequest parse_completion_request(const std::string& body, const CompletionLimits& limits) {
-  const json j = parse_object(body);
-  // Fields OpenAI defines that change nothing here at their default value; other values are refused.
-  static const std::map<std::string, json> at_default = {{"n", 1},
-                                                         {"best_of", 1},
-                                                         {"echo", false},
-                                                         {"logprobs", nullptr},
-                                                         {"suffix", nullptr},
-                                                         {"presence_penalty", 0},
-                                                         {"frequency_penalty", 0},
-                                                         {"logit_bias", nullptr},
-                                                         {"stream_options", nullptr}};
-  static const std::set<std::string> known = {"model", "prompt", "max_tokens", "temperature", "top_p",
-                                              "top_k", "stream", "stop",       "seed",        "user"};
-  check_fields(j, known, at_default);
-  CompletionRequest r;
-  r.options.max_tokens = 16;  // OpenAI's default
-  r.model = model_field(j);
-  if (!j.contains("prompt")) bad("'prompt' is missing");
-  const json& p = j["prompt"];
-  if (p.is_string()) {
-    r.prompt = p.get<std::string>();
-  } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
-    r.prompt = p[0].get<std::string>();
-  } else if (p.is_array() && !p.empty() &&
-             std::all_of(p.begin(), p.end(), [](const json& t) { return t.is_number_integer(); })) {
-    std::vector<int32_t> ids;
-    for (const json& t : p)
-      ids.push_back(static_cast<int32_t>(integer(t, "prompt", 0, std::numeric_limits<int32_t>::max())));
-    r.prompt = std::move(ids);
-  } else {
-    bad("'prompt' must be a string, a list of one string, or a list of token ids");
-  }
-  if (j.contains("max_tokens") && !j["max_tokens"].is_null()) {
-    r.options.max_tokens = integer(j["max_tokens"], "max_tokens", 1, limits.max_tokens);
-  }
-  read_sampling(j, r.options, r.stream);
-  return r;
+  return as_bad_request([&] {
+    JsonObjectReader r = body_reader(body);
+    accept_defaults(r, {{"n", 1},
+                        {"best_of", 1},
+                        {"echo", false},
+                        {"logprobs", nullptr},
+                        {"suffix", nullptr},
+                        {"presence_penalty", 0},
+                        {"frequency_penalty", 0},
+                        {"logit_bias", nullptr},
+                        {"stream_options", nullptr}});
+    CompletionRequest req;
+    req.options.max_tokens = 16;  // OpenAI's default
+    req.model = model_field(r);
+    if (!r.has("prompt")) bad("'prompt' is missing");
+    const json p = r.value("prompt");
+    if (p.is_string()) {
+      req.prompt = p.get<std::string>();
+    } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
+      req.prompt = p[0].get<std::string>();
+    } else if (p.is_array() && !p.empty() &&
+               std::all_of(p.begin(), p.end(), [](const json& t) { return t.is_number_integer(); })) {
+      std::vector<int32_t> ids;
+      for (const json& t : p) {
+        if (t.is_number_unsigned() ? t.get<uint64_t>() > uint64_t(std::numeric_limits<int32_t>::max())
+                                   : t.get<int64_t>() < 0 || t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+          bad(fmt::format("'prompt' holds {}, not a token id", t.dump()));
+        }
+        ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+      }
+      req.prompt = std::move(ids);
+    } else {
+      bad("'prompt' must be a string, a list of one string, or a list of token ids");
+    }
+    req.options.max_tokens = r.integer("max_tokens", req.options.max_tokens, 1, limits.max_tokens);
+    read_sampling(r, req.options, req.stream);
+    r.finish();
+    return req;
+  });
 }
 
 chat::Conversation parse_messages(const json& messages) {
@@ -195,46 +185,47 @@ chat::Conversation parse_messages(const json& messages) {
 }
 
 ChatRequest parse_chat_request(const std::string& body, const CompletionLimits& limits) {
-  const json j = parse_object(body);
-  static const std::map<std::string, json> at_default = {{"n", 1},
-                                                         {"logprobs", false},
-                                                         {"top_logprobs", nullptr},
-                                                         {"presence_penalty", 0},
-                                                         {"frequency_penalty", 0},
-                                                         {"logit_bias", nullptr},
-                                                         {"stream_options", nullptr},
-                                                         {"tools", nullptr},
-                                                         {"tool_choice", nullptr},
-                                                         {"response_format", {{"type", "text"}}}};
-  static const std::set<std::string> known = {"model",       "messages", "max_tokens", "max_completion_tokens",
-                                              "temperature", "top_p",    "top_k",      "stream",
-                                              "stop",        "seed",     "user"};
-  check_fields(j, known, at_default);
-  ChatRequest r;
-  r.model = model_field(j);
-  if (!j.contains("messages")) bad("'messages' is missing");
-  r.messages = parse_messages(j["messages"]);
-  for (const char* field : {"max_tokens", "max_completion_tokens"}) {
-    if (!j.contains(field) || j[field].is_null()) continue;
-    const int64_t n = integer(j[field], field, 1, limits.max_tokens);
-    if (r.max_tokens && *r.max_tokens != n)
-      bad(fmt::format("'max_tokens' and 'max_completion_tokens' differ ({} and {})", *r.max_tokens, n));
-    r.max_tokens = n;
-  }
-  read_sampling(j, r.options, r.stream);
-  return r;
+  return as_bad_request([&] {
+    JsonObjectReader r = body_reader(body);
+    accept_defaults(r, {{"n", 1},
+                        {"logprobs", false},
+                        {"top_logprobs", nullptr},
+                        {"presence_penalty", 0},
+                        {"frequency_penalty", 0},
+                        {"logit_bias", nullptr},
+                        {"stream_options", nullptr},
+                        {"tools", nullptr},
+                        {"tool_choice", nullptr},
+                        {"response_format", {{"type", "text"}}}});
+    ChatRequest req;
+    req.model = model_field(r);
+    if (!r.has("messages")) bad("'messages' is missing");
+    req.messages = parse_messages(r.value("messages"));
+    for (const char* field : {"max_tokens", "max_completion_tokens"}) {
+      if (!r.has(field)) {
+        r.mark_read(field);
+        continue;
+      }
+      const int64_t n = r.integer(field, 0, 1, limits.max_tokens);
+      if (req.max_tokens && *req.max_tokens != n)
+        bad(fmt::format("'max_tokens' and 'max_completion_tokens' differ ({} and {})", *req.max_tokens, n));
+      req.max_tokens = n;
+    }
+    read_sampling(r, req.options, req.stream);
+    r.finish();
+    return req;
+  });
 }
 
 AdapterRequest parse_adapter_request(const std::string& body) {
-  const json j = parse_object(body);
-  for (const auto& [key, value] : j.items()) {
-    if (key != "name" && key != "path") bad(fmt::format("unknown field '{}' (expected name and path)", key));
-  }
-  if (!j.contains("name") || !j["name"].is_string() || j["name"].get<std::string>().empty())
-    bad("'name' must be a non-empty string");
-  if (!j.contains("path") || !j["path"].is_string() || j["path"].get<std::string>().empty())
-    bad("'path' must be a non-empty string");
-  return {j["name"].get<std::string>(), j["path"].get<std::string>()};
+  return as_bad_request([&] {
+    JsonObjectReader r = body_reader(body);
+    AdapterRequest req{r.string("name", ""), r.string("path", "")};
+    if (req.name.empty()) bad("'name' must be a non-empty string");
+    if (req.path.empty()) bad("'path' must be a non-empty string");
+    r.finish("(expected name and path)");
+    return req;
+  });
 }
 
 }  // namespace lora::serve

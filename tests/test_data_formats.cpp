@@ -198,7 +198,7 @@ TEST_CASE("data formats: a .json array of records, its lines counted as records"
   CHECK_THAT(load_error("array_bad.json", "[{\"text\": \"a\"}, 5]"),
              Catch::Contains("array_bad.json' record 2") && Catch::Contains("not an object"));
   CHECK_THAT(load_error("array_broken.json", "[{\"text\": \"a\"},\n\n {\"text\": ]"),
-             Catch::Contains("array_broken.json' line 3") && Catch::Contains("malformed JSON"));
+             Catch::Contains("array_broken.json'") && Catch::Contains("not valid JSON at line 3, column"));
   CHECK_THAT(load_error("array_field.json", "[{\"text\": \"a\"}, {\"text\": 3}]"),
              Catch::Contains("array_field.json' record 2") && Catch::Contains("\"text\" is a number"));
 }
@@ -251,7 +251,10 @@ TEST_CASE("data formats: auto-detection says why: token files, each JSON format,
 
 TEST_CASE("data formats: malformed files refused naming the file, the line and the field", "[data_formats]") {
   const std::vector<std::tuple<std::string, std::string, std::vector<std::string>>> cases = {
-      {"malformed.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\"\n", {"malformed.jsonl' line 2", "malformed JSON"}},
+      {"malformed.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\"\n", {"malformed.jsonl' line 2", "not valid JSON"}},
+      {"duplicate.jsonl",
+       "{\"text\": \"a\"}\n{\"text\": \"b\", \"text\": \"c\"}\n",
+       {"duplicate.jsonl' line 2", "key 'text' appears twice"}},
       {"notobject.jsonl", "{\"text\": \"a\"}\n\n[1, 2]\n", {"notobject.jsonl' line 3", "array, not an object"}},
       {"missing.jsonl", "{\"text\": \"a\"}\n{\"txt\": \"b\"}\n", {"missing.jsonl' line 2", "no \"text\""}},
       {"wrongtype.jsonl",
@@ -264,11 +267,11 @@ TEST_CASE("data formats: malformed files refused naming the file, the line and t
        "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\"}\n",
        {"pc2.jsonl' line 2", "no \"completion\""}},
       {"utf8.jsonl", "{\"text\": \"a\"}\n{\"text\": \"caf\xE9\"}\n", {"utf8.jsonl' line 2", "not UTF-8", "0xE9"}},
-      {"lone.jsonl", "{\"text\": \"\\ud83d x\"}\n", {"lone.jsonl' line 1", "malformed JSON", "surrogate"}},
+      {"lone.jsonl", "{\"text\": \"\\ud83d x\"}\n", {"lone.jsonl' line 1", "not valid JSON", "surrogate"}},
       {"overflow.jsonl",
        "{\"text\": \"a\"}\n{\"text\": \"b\", \"n\": 1e999}\n",
-       {"overflow.jsonl' line 2", "malformed JSON", "overflow"}},
-      {"overflow.json", "[{\"text\": \"a\", \"n\": -1e999}]", {"overflow.json'", "malformed JSON", "overflow"}},
+       {"overflow.jsonl' line 2", "not valid JSON", "overflow"}},
+      {"overflow.json", "[{\"text\": \"a\", \"n\": -1e999}]", {"overflow.json'", "not valid JSON", "overflow"}},
       {"empty.jsonl", "", {"empty.jsonl", "no examples"}},
       {"blank.jsonl", "\n  \r\n\n", {"blank.jsonl", "no examples"}},
       {"keys.jsonl",

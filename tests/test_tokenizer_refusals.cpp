@@ -314,12 +314,13 @@ TEST_CASE("tokenizer.json refusals: malformed and hostile files give errors, nev
   check_error(base().dump().substr(0, 200), "not valid JSON");
   check_error("[1, 2, 3]", "expected a JSON object");
   check_error("{\"model\": \"\xFF\"}", "not valid JSON");  // invalid UTF-8 inside a string
-  check_error(std::string(100000, '[') + std::string(100000, ']'), "expected a JSON object");
+  // Deep nesting stops at the parser (core/json.h), wherever it is.
+  check_error(std::string(100000, '[') + std::string(100000, ']'), "nested deeper than");
   json j = base();
   j["normalizer"] = "PLACEHOLDER";
   std::string text = j.dump();
   text.replace(text.find("\"PLACEHOLDER\""), 13, std::string(50000, '[') + std::string(50000, ']'));
-  check_error(text, "normalizer");
+  check_error(text, "nested deeper than");
 }
 
 TEST_CASE("tokenizer.json refusals: pathological regexes stop at the match limit", "[tokenizer]") {

@@ -1,5 +1,6 @@
 // Character vocabulary, held-out loss and long samples for the character-level examples.
 #include "tools/char_lm.h"
+#include "core/json.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -52,12 +53,7 @@ CharVocab CharVocab::from_text(const std::string& text) {
 
 CharVocab CharVocab::load(const std::string& path) {
   const std::string text = read_file(path, "character vocabulary", uint64_t(1) << 20);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    LORA_FAIL("character vocabulary '{}': not valid JSON: {}", path, e.what());
-  }
+  const nlohmann::json j = parse_json(text, fmt::format("character vocabulary '{}'", path));
   LORA_CHECK(j.is_object() && j.value("type", "") == "char" && j.contains("chars") && j["chars"].is_string(),
              "character vocabulary '{}': expected {{\"type\": \"char\", \"chars\": \"...\"}}", path);
   const std::string chars = j["chars"].get<std::string>();

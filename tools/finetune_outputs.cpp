@@ -7,6 +7,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/files.h"
+#include "core/json.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "tools/model_tokenizer.h"
 #include "tools/svg_plot.h"
@@ -103,7 +104,12 @@ std::string write_loss_curve(const std::string& log_path) {
   std::ifstream in(log_path);
   LORA_CHECK(in.good(), "--log '{}': cannot read it back", log_path);
   for (std::string line; std::getline(in, line);) {
-    const auto j = nlohmann::json::parse(line, nullptr, false);
+    nlohmann::json j;
+    try {
+      j = parse_json(line, "--log line");
+    } catch (const Error&) {
+      continue;  // a line cut short by a kill
+    }
     if (!j.is_object() || !j.contains("step")) continue;
     if (j.value("type", "") == "step" && j["loss"].is_number()) {
       train.x.push_back(j["step"].get<double>());

@@ -9,6 +9,8 @@
 #include "backends/finite.h"
 #include "core/atomic_file.h"
 #include "core/files.h"
+#include "core/json.h"
+#include "core/json_object_reader.h"
 #include "core/safetensors.h"
 #include "train/fault_injection.h"
 
@@ -144,45 +146,49 @@ std::string latest_checkpoint(const std::string& dir) {
 
 TrainingProgress load_training_checkpoint(const std::string& path, models::CausalLM& model, optim::Optimizer& optimizer,
                                           const RunIdentity& identity) {
-  json state;
-  try {
-    std::ifstream in(fs::path(path) / "state.json");
-    LORA_CHECK(in.good(), "checkpoint '{}': no state.json", path);
-    state = json::parse(in);
-  } catch (const json::exception& e) {
-    LORA_FAIL("checkpoint '{}': state.json is not valid JSON: {}", path, e.what());
-  }
+  // state.json, read strictly (core/json_object_reader.h): every field typed and none left unread, so a
+  // checkpoint of another format version or a hand-edited one is refused rather than half-understood.
+  const std::string context = fmt::format("checkpoint '{}': state.json", path);
+  JsonObjectReader state(read_json_file((fs::path(path) / "state.json").string(), "checkpoint state"), context);
+  LORA_CHECK(state.string("format", "") == kFormat, "checkpoint '{}': state.json is not a {}", path, kFormat);
+  const int64_t version = state.required_integer("version", 0, INT32_MAX);
+  LORA_CHECK(version == kVersion, "checkpoint '{}': format version {}, this program reads {}", path, version, kVersion);
   TrainingProgress progress;
   std::map<std::string, uint64_t> counters;
-  try {
-    LORA_CHECK(state.value("format", "") == kFormat, "checkpoint '{}': state.json is not a {}", path, kFormat);
-    LORA_CHECK(state.at("version").get<int>() == kVersion, "checkpoint '{}': format version {}, this program reads {}",
-               path, state.at("version").dump(), kVersion);
-    const json& saved = state.at("identity");
+  {
+    JsonObjectReader saved(state.object("identity"), context + " 'identity'");
+    const json model_now = saved.value("model"), settings = saved.value("settings"), data = saved.value("data");
+    const std::string frozen = saved.required_string("frozen_weights");
+    saved.finish();
     std::string differences;
-    if (saved.at("model") != identity.model)
-      describe_differences(saved.at("model"), identity.model, "model", differences);
-    if (saved.at("settings") != identity.settings) {
-      describe_differences(saved.at("settings"), identity.settings, "", differences);
-    }
-    if (saved.at("data") != identity.data) describe_differences(saved.at("data"), identity.data, "data", differences);
-    if (saved.at("frozen_weights") != identity.frozen_fingerprint) {
+    if (model_now != identity.model) describe_differences(model_now, identity.model, "model", differences);
+    if (settings != identity.settings) describe_differences(settings, identity.settings, "", differences);
+    if (data != identity.data) describe_differences(data, identity.data, "data", differences);
+    if (frozen != identity.frozen_fingerprint) {
       differences += fmt::format("\n  frozen weights: fingerprint {} in the checkpoint, {} now (another base model?)",
-                                 saved.at("frozen_weights").get<std::string>(), identity.frozen_fingerprint);
+                                 frozen, identity.frozen_fingerprint);
     }
     LORA_CHECK(differences.empty(), "checkpoint '{}' belongs to another run:{}", path, differences);
-    progress.step = state.at("step").get<int64_t>();
-    progress.skipped_steps = state.at("skipped_steps").get<int64_t>();
-    progress.data = state.at("data_position");
-    progress.losses = state.at("losses").get<std::vector<double>>();
-    progress.evals = state.at("evals").get<std::vector<std::pair<int64_t, double>>>();
-    progress.best_step = state.at("best").at("step").get<int64_t>();
-    progress.best_eval = state.at("best").at("eval_loss").get<double>();
-    progress.evals_since_best = state.at("best").at("evals_since").get<int64_t>();
-    counters = state.at("rng_counters").get<std::map<std::string, uint64_t>>();
+  }
+  progress.step = state.required_integer("step", 0, INT64_MAX);
+  progress.skipped_steps = state.required_integer("skipped_steps", 0, INT64_MAX);
+  progress.data = state.value("data_position");
+  {
+    JsonObjectReader best(state.object("best"), context + " 'best'");
+    progress.best_step = best.required_integer("step", -1, INT64_MAX);
+    progress.best_eval =
+        best.value("eval_loss").is_null() ? progress.best_eval : best.number("eval_loss", 0, -1e308, 1e308);
+    progress.evals_since_best = best.required_integer("evals_since", 0, INT64_MAX);
+    best.finish();
+  }
+  try {  // the lists' element types (nlohmann's get<> checks them)
+    progress.losses = state.value("losses").get<std::vector<double>>();
+    progress.evals = state.value("evals").get<std::vector<std::pair<int64_t, double>>>();
+    counters = state.value("rng_counters").get<std::map<std::string, uint64_t>>();
   } catch (const json::exception& e) {
     LORA_FAIL("checkpoint '{}': malformed state.json ({})", path, e.what());
   }
+  state.finish();
   LORA_CHECK(progress.step >= 0 && progress.skipped_steps >= 0 && progress.skipped_steps <= progress.step,
              "checkpoint '{}': state.json holds step {} with {} skipped", path, progress.step, progress.skipped_steps);
 

@@ -1,5 +1,6 @@
 // Trainer: the shared fine-tuning loop (see trainer.h).
 #include "train/trainer.h"
+#include "core/json.h"
 
 #include <algorithm>
 #include <chrono>
@@ -17,11 +18,6 @@
 namespace lora::train {
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
 // A JSON number for a figure that may be inf or nan (which JSON cannot hold): null then.
 nlohmann::json number(double x) {
   return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json();
@@ -34,11 +30,11 @@ void truncate_log(const std::string& path, int64_t step) {
   std::vector<std::string> kept;
   for (std::string line; std::getline(in, line);) {
     try {
-      const auto j = nlohmann::json::parse(line);
+      const auto j = parse_json(line, "log line");
       if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step) {
         kept.push_back(line);
       }
-    } catch (const nlohmann::json::exception&) {
+    } catch (const Error&) {
       // a line cut short by a kill: dropped
     }
   }

@@ -1,6 +1,7 @@
 // Replication pieces: progress, atomic stage files, resumable pre-training (train::train_step per step), held-out
 // losses, greedy generation, weight snapshots.
 #include "experiments/replication/replication.h"
+#include "core/json.h"
 
 #include <fmt/format.h>
 
@@ -39,13 +40,7 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
 }
 
 nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  LORA_CHECK(in.good(), "cannot read '{}'", path.string());
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    LORA_FAIL("'{}' is not valid JSON: {}", path.string(), e.what());
-  }
+  return read_json_file(path.string(), "file");
 }
 
 int64_t directory_bytes(const fs::path& dir) {

@@ -2,6 +2,7 @@
 // a template (ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks and loop controls;
 // raise_exception and strftime_now as globals), with the render guard that bounds time, depth and size.
 #include "models/chat/chat_template.h"
+#include "core/json.h"
 
 #include <minja/minja.hpp>
 
@@ -80,11 +81,7 @@ std::string token_string(const ordered_json& config, const char* key, const std:
 }
 
 ordered_json parse_json(const std::string& text, const std::string& origin) {
-  try {
-    return ordered_json::parse(text);
-  } catch (const std::exception& e) {
-    LORA_FAIL("{}: not valid JSON: {}", origin, e.what());
-  }
+  return parse_json_ordered(text, origin);
 }
 
 // strftime_now(format): the local time, as transformers' datetime.now().strftime(format).

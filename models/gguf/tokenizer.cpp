@@ -1,5 +1,6 @@
 // GGUF tokenizer metadata <-> Hugging Face tokenizer.json, for byte-level BPE vocabularies.
 #include "models/gguf/tokenizer.h"
+#include "core/json.h"
 
 #include <map>
 #include <optional>
@@ -82,11 +83,7 @@ std::optional<std::string> token_content(const json& v) {
 }
 
 json parse(const std::string& text, const std::string& what) {
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    LORA_FAIL("{}: not valid JSON: {}", what, e.what());
-  }
+  return parse_json(text, what);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // GPT2Tokenizer: loading encoder.json and vocab.bpe, the piece cache, encode and decode.
 #include "models/tokenizer/gpt2_tokenizer.h"
+#include "core/json.h"
 
 #include <nlohmann/json.hpp>
 
@@ -75,12 +76,7 @@ GPT2Tokenizer GPT2Tokenizer::from_files(const fs::path& encoder_json_path, const
   // encoder.json: {"token string": id, ...}; the strings use the bytes_to_unicode alphabet.
   const std::string encoder_text = read_file(encoder_json_path, "GPT-2 encoder.json");
   const std::string where_json = encoder_json_path.string();
-  nlohmann::json encoder;
-  try {
-    encoder = nlohmann::json::parse(encoder_text);
-  } catch (const nlohmann::json::parse_error& e) {
-    LORA_FAIL("GPT-2 encoder.json '{}': not valid JSON: {}", where_json, e.what());
-  }
+  const nlohmann::json encoder = parse_json(encoder_text, fmt::format("GPT-2 encoder.json '{}'", where_json));
   LORA_CHECK(encoder.is_object() && !encoder.empty(), "GPT-2 encoder.json '{}': expected a non-empty JSON object",
              where_json);
 

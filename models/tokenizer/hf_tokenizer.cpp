@@ -1,5 +1,6 @@
 // HFTokenizer: reading a tokenizer.json into its components, and the encode and decode pipelines.
 #include "models/tokenizer/hf_tokenizer.h"
+#include "core/json.h"
 
 #include <nlohmann/json.hpp>
 
@@ -39,11 +40,7 @@ std::string read_file(const fs::path& path, std::string_view what) {
 }
 
 nlohmann::json parse_json(std::string_view text, std::string_view what, const std::string& name) {
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    LORA_FAIL("{} '{}': not valid JSON: {}", what, name, e.what());
-  }
+  return lora::parse_json(text, fmt::format("{} '{}'", what, name));
 }
 
 }  // namespace

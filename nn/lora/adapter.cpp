@@ -17,6 +17,8 @@
 #include "backends/finite.h"
 #include "core/atomic_file.h"
 #include "core/files.h"
+#include "core/json.h"
+#include "core/json_object_reader.h"
 #include "core/safetensors.h"
 
 namespace lora::nn {
@@ -91,53 +93,6 @@ bool pattern_matches(const std::string& key, const std::string& path, const std:
   LORA_CHECK(rc >= 0 || rc == PCRE2_ERROR_NOMATCH, "{}: matching the pattern '{}' failed (error {}: too complex?)",
              what, key, rc);
   return rc >= 0;
-}
-
-// adapter_config.json fields: those honoured, those that record how the adapter was made or where it
-// belongs (no effect on what it computes), and those that would change the computation and are refused
-// unless they say "off".
-void check_adapter_fields(const ordered_json& config, const std::string& source) {
-  static const std::set<std::string> honoured = {"peft_type",      "r",
-                                                 "lora_alpha",     "lora_dropout",
-                                                 "target_modules", "fan_in_fan_out",
-                                                 "use_rslora",     "rank_pattern",
-                                                 "alpha_pattern",  "layers_to_transform",
-                                                 "layers_pattern", "exclude_modules"};
-  static const std::set<std::string> metadata = {
-      "task_type",         "auto_mapping",       "peft_version",      "base_model_name_or_path",
-      "revision",          "inference_mode",     "init_lora_weights", "loftq_config",
-      "eva_config",        "corda_config",       "lora_ga_config",    "megatron_core",
-      "qalora_group_size", "ensure_weight_tying"};
-  // field -> the values that mean "not used"
-  static const std::map<std::string, std::vector<ordered_json>> off = {
-      {"bias", {"none"}},
-      {"use_dora", {false}},
-      {"lora_bias", {false}},
-      {"use_qalora", {false}},
-      {"modules_to_save", {nullptr, ordered_json::array()}},
-      {"layer_replication", {nullptr}},
-      {"trainable_token_indices", {nullptr}},
-      {"target_parameters", {nullptr, ordered_json::array()}},
-      {"alora_invocation_tokens", {nullptr}},
-      {"megatron_config", {nullptr}},
-      {"velora_config", {nullptr}},
-      {"monteclora_config", {nullptr}},
-      {"use_bdlora", {nullptr, false}},
-      {"arrow_config", {nullptr}},
-      {"kasa_config", {nullptr}}};
-  for (const auto& [key, value] : config.items()) {
-    if (honoured.count(key) || metadata.count(key)) continue;
-    auto it = off.find(key);
-    if (it != off.end()) {
-      bool is_off = false;
-      for (const auto& v : it->second) is_off = is_off || value == v;
-      LORA_CHECK(is_off, "{}: adapter_config.json '{}' = {} is not supported (only {} is)", source, key, value.dump(),
-                 it->second.front().dump());
-      continue;
-    }
-    LORA_FAIL("{}: adapter_config.json field '{}' is not known to lora.cpp, which refuses what it does not honour",
-              source, key);
-  }
 }
 
 }  // namespace
@@ -229,14 +184,17 @@ void save_adapter(const Module& model, const std::string& dir, const std::string
 
 AdapterState read_adapter(const std::string& dir) {
   const fs::path weights = fs::path(dir) / "adapter_model.safetensors", config = fs::path(dir) / "adapter_config.json";
+  LORA_CHECK(is_directory(dir),
+             "adapter '{}': no such folder (expected a PEFT adapter folder with adapter_config.json and "
+             "adapter_model.safetensors)",
+             dir);
   LORA_CHECK(is_regular_file(weights.string()), "adapter '{}': no adapter_model.safetensors in the folder", dir);
   LORA_CHECK(is_regular_file(config.string()), "adapter '{}': no adapter_config.json in the folder", dir);
   AdapterState state;
   const SafeTensorsFile file = SafeTensorsFile::open(weights.string());
   for (const std::string& name : file.names()) state.tensors.emplace_back(name, file.load(name));
   state.metadata = file.metadata();
-  std::ifstream in(config);
-  state.config_json.assign(std::istreambuf_iterator<char>(in), {});
+  state.config_json = read_json_text(config.string(), "adapter config", 16 << 20);
   return state;
 }
 
@@ -279,39 +237,53 @@ struct AdapterSettings {
   }
 };
 
+// adapter_config.json's fields: those honoured are read; those that record how the adapter was made or where
+// it belongs (no effect on what it computes) are accepted; those that would change the computation are
+// refused unless they say "off"; any other field is refused (core/json_object_reader.h).
 AdapterSettings parse_adapter_config(const std::string& config_json, const std::string& source) {
+  static const std::set<std::string> metadata = {
+      "task_type",         "auto_mapping",       "peft_version",      "base_model_name_or_path",
+      "revision",          "inference_mode",     "init_lora_weights", "loftq_config",
+      "eva_config",        "corda_config",       "lora_ga_config",    "megatron_core",
+      "qalora_group_size", "ensure_weight_tying"};
+  // field -> the values that mean "not used" (the first is the one messages name)
+  static const std::vector<std::pair<std::string, std::vector<nlohmann::json>>> off = {
+      {"bias", {"none"}},
+      {"use_dora", {false}},
+      {"lora_bias", {false}},
+      {"use_qalora", {false}},
+      {"modules_to_save", {nullptr, nlohmann::json::array()}},
+      {"layer_replication", {nullptr}},
+      {"trainable_token_indices", {nullptr}},
+      {"target_parameters", {nullptr, nlohmann::json::array()}},
+      {"alora_invocation_tokens", {nullptr}},
+      {"megatron_config", {nullptr}},
+      {"velora_config", {nullptr}},
+      {"monteclora_config", {nullptr}},
+      {"use_bdlora", {nullptr, false}},
+      {"arrow_config", {nullptr}},
+      {"kasa_config", {nullptr}}};
+  const std::string context = source + ": adapter_config.json";
   AdapterSettings settings;
-  ordered_json& config = settings.config;
-  try {
-    config = ordered_json::parse(config_json);
-  } catch (const ordered_json::exception& e) {
-    LORA_FAIL("{}: adapter_config.json is not valid JSON: {}", source, e.what());
+  settings.config = parse_json_ordered(config_json, context);
+  JsonObjectReader r(parse_json(config_json, context), context, &metadata);
+  r.expect_one_of("peft_type", {"LORA"}, "not a LoRA adapter");
+  settings.rank = r.required_integer("r", 1, 1 << 20);
+  if (!r.has("lora_alpha")) r.fail("lora_alpha", "is missing");
+  settings.alpha = r.number("lora_alpha", 0, 0, 1e30);
+  if (!(settings.alpha > 0)) r.fail("lora_alpha", "must be a positive number");
+  settings.rslora = r.boolean("use_rslora", false);
+  settings.dropout = r.number("lora_dropout", 0.0, 0.0, 1.0);
+  if (settings.dropout >= 1) r.fail("lora_dropout", fmt::format("= {} is outside [0, 1)", settings.dropout));
+  // Honoured where the modules are matched (plan_layer and the pattern lookups).
+  for (const char* key : {"target_modules", "fan_in_fan_out", "rank_pattern", "alpha_pattern", "layers_to_transform",
+                          "layers_pattern", "exclude_modules"}) {
+    r.mark_read(key);
   }
-  LORA_CHECK(config.is_object(), "{}: adapter_config.json is not a JSON object", source);
-  LORA_CHECK(config.value("peft_type", ordered_json("LORA")) == "LORA", "{}: not a LoRA adapter config (peft_type {})",
-             source, config.value("peft_type", ordered_json("LORA")).dump());
-  check_adapter_fields(config, source);
-  LORA_CHECK(config.contains("r") && config["r"].is_number_integer() && config["r"].get<int64_t>() > 0 &&
-                 config["r"].get<int64_t>() <= (1 << 20),
-             "{}: adapter_config.json 'r' must be a positive integer, got {}", source,
-             config.contains("r") ? config["r"].dump() : "nothing");
-  LORA_CHECK(config.contains("lora_alpha") && config["lora_alpha"].is_number() &&
-                 std::isfinite(config["lora_alpha"].get<double>()) && config["lora_alpha"].get<double>() > 0,
-             "{}: adapter_config.json 'lora_alpha' must be a positive number", source);
-  settings.rank = config["r"].get<int64_t>();
-  settings.alpha = config["lora_alpha"].get<double>();
-  auto typed = [&](const char* field, auto fallback) {
-    using T = decltype(fallback);
-    if (!config.contains(field) || config[field].is_null()) return fallback;
-    const ordered_json& v = config[field];
-    const bool ok = std::is_same_v<T, bool> ? v.is_boolean() : v.is_number();
-    LORA_CHECK(ok, "{}: adapter_config.json '{}' = {} has the wrong type", source, field, v.dump());
-    return v.get<T>();
-  };
-  settings.rslora = typed("use_rslora", false);
-  settings.dropout = typed("lora_dropout", 0.0);
-  LORA_CHECK(settings.dropout >= 0 && settings.dropout < 1,
-             "{}: adapter_config.json 'lora_dropout' = {} is outside [0, 1)", source, settings.dropout);
+  for (const auto& [key, values] : off) {
+    r.expect_one_of(key, values, fmt::format("only {} is supported", values.front().dump()));
+  }
+  r.finish();
   return settings;
 }
 
@@ -459,7 +431,19 @@ void import_adapter(Module& model, const AdapterState& state, const std::string&
 }
 
 void load_adapter(Module& model, const std::string& dir) {
-  import_adapter(model, read_adapter(dir), "adapter '" + dir + "'");
+  const AdapterState state = read_adapter(dir);
+  try {
+    import_adapter(model, state, "adapter '" + dir + "'");
+  } catch (const Error& e) {
+    // When the model refuses the adapter, the model it was trained on is usually the problem: name it.
+    std::string trained_on;
+    try {
+      trained_on = parse_json(state.config_json, "").value("base_model_name_or_path", "");
+    } catch (const std::exception&) {
+    }
+    if (trained_on.empty()) throw;
+    LORA_FAIL("{}\n  (the adapter was trained on '{}')", e.what(), trained_on);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // JSON records of a data file: JSONL split into lines, a .json array read whole, one record parsed.
 #include "train/data/json_records.h"
+#include "core/json.h"
 
 #include <fmt/format.h>
 
@@ -23,25 +24,6 @@ bool is_space(char c) {
 
 std::string_view skip_bom(std::string_view bytes) {
   return bytes.starts_with(kBom) ? bytes.substr(3) : bytes;
-}
-
-// nlohmann's parse error without its "[json.exception...] parse error at line 1, column 5: " prefix, at most
-// 200 bytes (cut at a character boundary: the text is valid UTF-8 by then).
-std::string parse_reason(const nlohmann::json::exception& e) {
-  std::string what = e.what();
-  const size_t column = what.find("column ");
-  if (column != std::string::npos) {
-    const size_t colon = what.find(": ", column);
-    if (colon != std::string::npos) what = what.substr(colon + 2);
-  } else if (const size_t bracket = what.find("] "); bracket != std::string::npos) {
-    what = what.substr(bracket + 2);
-  }
-  if (what.size() > 200) {
-    size_t cut = 200;
-    while (cut > 0 && (static_cast<unsigned char>(what[cut]) & 0xC0) == 0x80) --cut;
-    what = what.substr(0, cut) + "...";
-  }
-  return what;
 }
 
 // The extent of the JSON value that starts at bytes[0] (as far as `bytes` goes when it is cut short): a
@@ -114,14 +96,7 @@ nlohmann::json parse_record(std::string_view text, const std::string& place) {
   const size_t bad = tokenizer::find_invalid_utf8(text);
   LORA_CHECK(bad == std::string_view::npos, "{}: not UTF-8 (an invalid byte 0x{:02X} at byte {} of the line)", place,
              static_cast<unsigned char>(text[bad]), bad + 1);
-  nlohmann::json record;
-  try {
-    record = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    LORA_FAIL("{}: malformed JSON at byte {}: {}", place, e.byte, parse_reason(e));
-  } catch (const nlohmann::json::exception& e) {
-    LORA_FAIL("{}: malformed JSON: {}", place, parse_reason(e));  // e.g. a number beyond a double's range
-  }
+  const nlohmann::json record = parse_json(text, place);
   LORA_CHECK(record.is_object(), "{}: a JSON {}, not an object (each record is one {{...}})", place,
              record.type_name());
   return record;
@@ -206,16 +181,7 @@ std::vector<nlohmann::json> read_json_array(const std::string& path) {
               1 + std::count(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bad), '\n'),
               static_cast<unsigned char>(bytes[bad]), bad + 1);
   }
-  nlohmann::json document;
-  try {
-    document = nlohmann::json::parse(bytes);
-  } catch (const nlohmann::json::parse_error& e) {
-    const size_t at = std::min<size_t>(e.byte == 0 ? 0 : e.byte - 1, bytes.size());
-    LORA_FAIL("data file '{}' line {}: malformed JSON: {}", path,
-              1 + std::count(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(at), '\n'), parse_reason(e));
-  } catch (const nlohmann::json::exception& e) {
-    LORA_FAIL("data file '{}': malformed JSON: {}", path, parse_reason(e));  // e.g. a number beyond a double's range
-  }
+  nlohmann::json document = parse_json(bytes, fmt::format("data file '{}'", path));
   LORA_CHECK(document.is_array(), "data file '{}': a JSON {}, not an array of records (or JSONL, one record a line)",
              path, document.type_name());
   std::vector<nlohmann::json> records;
