@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""compare_pytorch: runs bench_gpt2 and benchmarks/pytorch_reference.py on the same machine, one after the
+"""compare_pytorch: runs bench_train and benchmarks/pytorch_reference.py on the same machine, one after the
 other, and prints one table of ratios (lora.cpp / PyTorch: step time and peak RSS) per configuration, against
 PyTorch's default settings and against its best setting per configuration among those tried.
 
-  python3 benchmarks/compare_pytorch.py                       # build/bench_gpt2, PyTorch defaults + a sweep
-  python3 benchmarks/compare_pytorch.py --bench build-perf/bench_gpt2 --steps 5
+  python3 benchmarks/compare_pytorch.py                       # build/bench_train, PyTorch defaults + a sweep
+  python3 benchmarks/compare_pytorch.py --bench build-perf/bench_train --steps 5
   python3 benchmarks/compare_pytorch.py --torch-json t.json --lora-json l.json   # tabulate saved results
 
 Python is optional for lora.cpp: this script only drives the two benchmarks and formats the table.
@@ -30,7 +30,7 @@ def table(lora, torch_results):
     for r in torch_results:
         by_cfg.setdefault(r["config"], []).append(r)
     lines = [
-        f"sgemm ceiling measured by bench_gpt2 in the same run: {ceiling:.1f} GFLOP/s",
+        f"sgemm ceiling measured by bench_train in the same run: {ceiling:.1f} GFLOP/s",
         "",
         "| config | lora.cpp s/step | GFLOP/s (% ceiling) | PyTorch default s/step | PyTorch best s/step (setting) "
         "| time ratio vs best | time ratio vs default | lora.cpp peak RSS | PyTorch best RSS (lowest RSS tried) "
@@ -57,12 +57,12 @@ def table(lora, torch_results):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bench", default=os.path.join(HERE, "..", "build", "bench_gpt2"))
+    p.add_argument("--bench", default=os.path.join(HERE, "..", "build", "bench_train"))
     p.add_argument("--configs", default="full:4x64,lora:4x64,full:4x256,lora:4x256")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--no-sweep", action="store_true", help="PyTorch defaults only (no sweep of settings)")
-    p.add_argument("--lora-json", help="reuse a bench_gpt2 --json result instead of running it")
+    p.add_argument("--lora-json", help="reuse a bench_train --json result instead of running it")
     p.add_argument("--torch-json", action="append", help="reuse pytorch_reference.py --json results (repeatable)")
     args = p.parse_args()
 

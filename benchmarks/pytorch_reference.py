@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""pytorch_reference: the bench_gpt2 workload in plain PyTorch, for a side-by-side comparison.
+"""pytorch_reference: the bench_train workload in plain PyTorch, for a side-by-side comparison.
 
 GPT-2 small in Hugging Face's layout (Conv1D weights [in, out], fused c_attn, tied LM head), random init,
 trained on random token ids with torch.optim.AdamW; LoRA (r=8, alpha=16) on the q and v slices of c_attn,
@@ -164,7 +164,7 @@ def main():
     p.add_argument("--optimizer", choices=["foreach", "fused", "loop"], default="foreach",
                    help="AdamW implementation (foreach is PyTorch's default on CPU)")
     p.add_argument("--omp-spin", type=int, default=-1,
-                   help="GOMP_SPINCOUNT for the runs (-1: libgomp's default); see bench_gpt2.cpp")
+                   help="GOMP_SPINCOUNT for the runs (-1: libgomp's default); see bench_train.cpp")
     p.add_argument("--device", default="cpu", help="cpu or cuda (scripts/gpu-check.sh uses cuda)")
     p.add_argument("--sweep", action="store_true", help="try every thread / malloc / optimizer setting")
     p.add_argument("--json", help="write all results to this file")

@@ -1,6 +1,5 @@
 // forward_logits: a causal LM's logits for a batch of token ids, read from and written to safetensors files,
-// so that scripts can compare lora.cpp's forward pass with another implementation's (tests/interop/). Also
-// built as forward_gpt2.
+// so that scripts can compare lora.cpp's forward pass with another implementation's (tests/interop/).
 //
 //   forward_logits --weights models/gpt2 --ids ids.safetensors --out logits.safetensors
 //   forward_logits --weights models/gpt2 --adapter out/lora [--merge] --ids ids.safetensors --out logits.safetensors

@@ -1,5 +1,4 @@
 // perplexity: mean next-token loss and perplexity of a causal LM on a text file or an llm.c .bin token file.
-// Also built as perplexity_gpt2.
 //
 //   perplexity --weights models/gpt2 --data data/tinyshakespeare.txt
 //   perplexity --weights models/gpt2 --data tiny_shakespeare_val.bin --seq 512 --batch 8 --json

@@ -2,7 +2,7 @@
 # Builds lora.cpp and runs the main job: GPT-2 small fine-tuned fully, with LoRA (r=8 on q and v), and with
 # LoRA on an nf4-quantized frozen base with activation checkpointing, on Tiny Shakespeare, each variant in
 # its own process, with the measured memory report and the comparison.
-# Extra arguments go to finetune_gpt2 (try --help, or --weights PATH for real GPT-2 weights).
+# Extra arguments go to finetune (try --help, or --weights PATH for real GPT-2 weights).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh

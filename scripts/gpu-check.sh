@@ -100,10 +100,10 @@ step_cuda_tests() {
 # and achieved TFLOP/s (6 N B T + 12 L T^2 C B full; 4 N B T + 12 L T^2 C B + 6 N_lora B T LoRA;
 # N = 123.65M matmul parameters with the LM head).
 step_gpt2_compare() {
-  require_program "$BUILD_DIR/finetune_gpt2" || return $?
+  require_program "$BUILD_DIR/finetune" || return $?
   require_gpu || return $?
   local json="$LOG_DIR/gpt2_compare.json"
-  "$BUILD_DIR/finetune_gpt2" --device cuda --mode compare --batch 8 --seq 1024 --steps 4 --warmup 1 \
+  "$BUILD_DIR/finetune" --device cuda --mode compare --batch 8 --seq 1024 --steps 4 --warmup 1 \
     --eval-batches 1 --report-json "$json" || return 1
   python3 - "$json" <<'PY' || return 1
 import json, sys
@@ -179,9 +179,9 @@ PY
 
 # The same comparison at 4 x 256.
 step_gpt2_compare_small() {
-  require_program "$BUILD_DIR/finetune_gpt2" || return $?
+  require_program "$BUILD_DIR/finetune" || return $?
   require_gpu || return $?
-  "$BUILD_DIR/finetune_gpt2" --device cuda --mode compare --batch 4 --seq 256 --steps 6 --warmup 2 \
+  "$BUILD_DIR/finetune" --device cuda --mode compare --batch 4 --seq 256 --steps 6 --warmup 2 \
     --eval-batches 1 --report-json "$LOG_DIR/gpt2_compare_4x256.json" || return 1
 }
 

@@ -45,7 +45,8 @@ for p in "${PROGRAMS[@]}"; do ldd "$BUILD_DIR/$p"; done | awk '$3 ~ /^\// {print
 # itself (and the processes it starts) alone: Python on that machine keeps its own newer libraries.
 cat >"$STAGE/lib/with-libs.sh" <<'SH'
 #!/usr/bin/env bash
-LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Programs are symlinks to this script: the libraries lie beside the script itself, not beside the link.
+LIB="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 cuda_dirs=$(find /usr/local/cuda*/ /usr/lib/x86_64-linux-gnu /opt -maxdepth 9 \
   \( -name 'libcublas.so.13' -o -name 'libcudart.so.13' -o -name 'libnccl.so.2' \) -printf '%h\n' 2>/dev/null | sort -u | paste -sd:)
 export LD_LIBRARY_PATH="$LIB:${cuda_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -56,8 +57,6 @@ for p in "${PROGRAMS[@]}"; do
   mv "$STAGE/build/$p" "$STAGE/build/$p.bin"
   ln -s "$(realpath --relative-to="$(dirname "$STAGE/build/$p")" "$STAGE/lib/with-libs.sh")" "$STAGE/build/$p"
 done
-ln -s finetune "$STAGE/build/finetune_gpt2"
-ln -s finetune.bin "$STAGE/build/finetune_gpt2.bin"
 
 cat >"$STAGE/run-gpu-check.sh" <<'SH'
 #!/usr/bin/env bash

@@ -1,4 +1,4 @@
-// End-to-end runs of tokenize and its alias tokenize_gpt2: encode and decode with each kind of tokenizer,
+// End-to-end runs of tokenize: encode and decode with each kind of tokenizer,
 // the special-token flags, and the refusal of ids that are negative, fractional or wider than 32 bits.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -26,21 +26,15 @@ Ids ids_of(const RunResult& r) {
 
 }  // namespace
 
-TEST_CASE("tokenize: GPT-2 by default, and tokenize_gpt2 is the same program", "[examples][tokenizer]") {
+TEST_CASE("tokenize: GPT-2 by default", "[examples][tokenizer]") {
   REQUIRE_PROGRAM(tokenize, "tokenize");
-  REQUIRE_PROGRAM(tokenize_gpt2, "tokenize_gpt2");
-  const std::string text = "Hello world <|endoftext|> caf\xC3\xA9\n";
-  for (const char* flags : {"--json", "--json --allow-special", "--json --add-special-tokens"}) {
-    INFO(flags);
-    CHECK(ids_of(run(tokenize, flags, text)) == ids_of(run(tokenize_gpt2, flags, text)));
-  }
   CHECK(ids_of(run(tokenize, "--json", "Hello world")) == Ids{15496, 995});
   CHECK(ids_of(run(tokenize, "--json --allow-special", "<|endoftext|>")) == Ids{50256});
   CHECK(ids_of(run(tokenize, "--json", "<|endoftext|>")).size() == 7);  // plain text unless --allow-special
 
   const RunResult plain = run(tokenize, "", "Hello world");
   CHECK(plain.out == "15496 995\n");
-  const RunResult back = run(tokenize_gpt2, "--decode", "15496, 995");
+  const RunResult back = run(tokenize, "--decode", "15496, 995");
   CHECK(back.exit_code == 0);
   CHECK(back.out == "Hello world");
   const RunResult json_back = run(tokenize, "--decode --json", "{\"ids\": [15496, 995, 50256]}");
