@@ -19,12 +19,14 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/stopwatch.h"
 #include "lora_source_dir.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "train/data/load_examples.h"
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using lora::median;
+using lora::seconds_of;
 using lora::train::DataFormat;
 
 namespace {
@@ -65,25 +67,13 @@ class Words {
   std::vector<std::string> words_;
 };
 
-template <class F>
-double seconds(F&& f) {
-  const auto start = Clock::now();
-  f();
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 void report(const char* what, const std::string& path, const lora::tokenizer::Tokenizer& tokenizer,
             const lora::train::ExampleOptions& options, int repeat) {
   std::vector<double> times;
   size_t examples = 0, tokens = 0;
   for (int r = 0; r < repeat; ++r) {
     lora::train::LoadedExamples loaded;
-    times.push_back(seconds([&] { loaded = lora::train::load_examples(path, tokenizer, options); }));
+    times.push_back(seconds_of([&] { loaded = lora::train::load_examples(path, tokenizer, options); }));
     examples = loaded.examples.size();
     tokens = 0;
     for (const auto& e : loaded.examples) tokens += e.ids.size();

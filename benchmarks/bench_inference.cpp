@@ -264,18 +264,9 @@ void print_json(const std::vector<Variant>& variants) {
   fmt::print("{}\n", j.dump());
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Options o;
-  CLI::App app{
-      "Benchmark causal-LM inference (GPT-2 small by default): base, unmerged LoRA, merged LoRA (the zero-latency "
-      "claim)."};
+// The flags; returns --config's option (whether it was given decides how --weights is read).
+CLI::Option* add_flags(CLI::App& app, Options& o) {
   app.add_option("--weights", o.weights, "Hugging Face model folder or .safetensors (default: random init)");
-  auto* config_opt = app.add_option("--config", o.config,
-                                    "preset (gpt2, ..., tiny, smollm2-135m, llama-tiny) or config.json, for the random "
-                                    "model or a bare .safetensors")
-                         ->capture_default_str();
   app.add_option("--rank", o.rank, "LoRA rank r")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 16))
       ->capture_default_str();
@@ -304,46 +295,66 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "cpu or cuda[:N]")->capture_default_str();
   app.add_option("--seed", o.seed, "seed of the random model, the adapters and the tokens")->capture_default_str();
   app.add_flag("--json", o.json, "end with one JSON line: each variant's median and fastest times (ms) and spreads");
+  return app
+      .add_option("--config", o.config,
+                  "preset (gpt2, ..., tiny, smollm2-135m, llama-tiny) or config.json, for the random "
+                  "model or a bare .safetensors")
+      ->capture_default_str();
+}
+
+// Builds the models and the workload, runs every variant interleaved round-robin, prints the table, the
+// verdicts and (--json) the figures.
+void run_benchmark(const Options& o, bool config_given) {
+  set_num_threads(o.threads);
+  const Device device = Device::parse(o.device);
+  const Models m = build_models(o, config_given ? o.config : "", device);
+  const models::ModelDims c = m.base->dims();
+  std::vector<Variant> variants;
+  variants.push_back({"base", m.base.get(), false});
+  variants.push_back({"LoRA unmerged", m.lora.get(), false});
+  variants.push_back({"LoRA merged", m.lora.get(), true});
+  variants.push_back({"merged, unwrapped", m.unwrapped.get(), false});
+  variants.push_back({"base, 2nd copy", m.base_again.get(), false});
+
+  Workload w;
+  w.ids = Tensor::from_vector(random_ids(o.seq, c.vocab_size, o.seed + 1), {1, o.seq}, device);
+  w.prompt = random_ids(o.prompt_tokens, c.vocab_size, o.seed + 2);
+  w.sampling.max_new_tokens = o.new_tokens;
+  w.sampling.temperature = 0.0;
+  w.sampling.stop_at_eos = false;  // always generate new_tokens tokens
+
+  fmt::print("{} {} ({} layers, hidden {}), {} parameters, device {}, {} threads\n", m.base->model_type(),
+             o.weights.empty() ? "'" + o.config + "' (random init)" : o.weights, c.n_layer, c.hidden,
+             m.base->num_parameters(), device.str(), num_threads());
+  fmt::print("LoRA r={} alpha={} on {}: {} adapted layers, {} adapter parameters, B ~ N(0, {})\n", o.rank, o.alpha,
+             o.targets, m.summary.adapted_layers, m.summary.trainable_params, o.b_std);
+  fmt::print("forward: 1 x {} tokens; generate: {} tokens greedy with the KV cache after a {}-token prompt\n", o.seq,
+             o.new_tokens, o.prompt_tokens);
+  fmt::print("median of {} runs per variant after one warm-up, interleaved round-robin\n\n", o.repeats);
+  std::fflush(stdout);
+
+  const double load_before = load_average();
+  for (Variant& v : variants) run_variant(v, *m.lora, w, false);  // warm-up, and the outputs to compare
+  for (int r = 0; r < o.repeats; ++r) {
+    for (size_t i = 0; i < variants.size(); ++i)
+      run_variant(variants[(size_t(r) + i) % variants.size()], *m.lora, w, true);
+  }
+  print_table(variants, o, load_before, load_average());
+  print_verdicts(variants, o);
+  if (o.json) print_json(variants);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{
+      "Benchmark causal-LM inference (GPT-2 small by default): base, unmerged LoRA, merged LoRA (the zero-latency "
+      "claim)."};
+  const CLI::Option* config_opt = add_flags(app, o);
   CLI11_PARSE(app, argc, argv);
-
   try {
-    set_num_threads(o.threads);
-    const Device device = Device::parse(o.device);
-    const Models m = build_models(o, *config_opt ? o.config : "", device);
-    const models::ModelDims c = m.base->dims();
-    std::vector<Variant> variants;
-    variants.push_back({"base", m.base.get(), false});
-    variants.push_back({"LoRA unmerged", m.lora.get(), false});
-    variants.push_back({"LoRA merged", m.lora.get(), true});
-    variants.push_back({"merged, unwrapped", m.unwrapped.get(), false});
-    variants.push_back({"base, 2nd copy", m.base_again.get(), false});
-
-    Workload w;
-    w.ids = Tensor::from_vector(random_ids(o.seq, c.vocab_size, o.seed + 1), {1, o.seq}, device);
-    w.prompt = random_ids(o.prompt_tokens, c.vocab_size, o.seed + 2);
-    w.sampling.max_new_tokens = o.new_tokens;
-    w.sampling.temperature = 0.0;
-    w.sampling.stop_at_eos = false;  // always generate new_tokens tokens
-
-    fmt::print("{} {} ({} layers, hidden {}), {} parameters, device {}, {} threads\n", m.base->model_type(),
-               o.weights.empty() ? "'" + o.config + "' (random init)" : o.weights, c.n_layer, c.hidden,
-               m.base->num_parameters(), device.str(), num_threads());
-    fmt::print("LoRA r={} alpha={} on {}: {} adapted layers, {} adapter parameters, B ~ N(0, {})\n", o.rank, o.alpha,
-               o.targets, m.summary.adapted_layers, m.summary.trainable_params, o.b_std);
-    fmt::print("forward: 1 x {} tokens; generate: {} tokens greedy with the KV cache after a {}-token prompt\n", o.seq,
-               o.new_tokens, o.prompt_tokens);
-    fmt::print("median of {} runs per variant after one warm-up, interleaved round-robin\n\n", o.repeats);
-    std::fflush(stdout);
-
-    const double load_before = load_average();
-    for (Variant& v : variants) run_variant(v, *m.lora, w, false);  // warm-up, and the outputs to compare
-    for (int r = 0; r < o.repeats; ++r) {
-      for (size_t i = 0; i < variants.size(); ++i)
-        run_variant(variants[(size_t(r) + i) % variants.size()], *m.lora, w, true);
-    }
-    print_table(variants, o, load_before, load_average());
-    print_verdicts(variants, o);
-    if (o.json) print_json(variants);
+    run_benchmark(o, config_opt->count() > 0);
     return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "error: {}\n", e.what());

@@ -14,13 +14,15 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/stopwatch.h"
 #include "lora_source_dir.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "models/tokenizer/hf_tokenizer.h"
 #include "models/tokenizer/pretokenizer.h"
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using lora::median;
+using lora::seconds_of;
 using lora::tokenizer::GPT2Tokenizer;
 using lora::tokenizer::HFTokenizer;
 using lora::tokenizer::Tokenizer;
@@ -40,18 +42,6 @@ std::string read_file(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-template <class F>
-double seconds(F&& f) {
-  const auto start = Clock::now();
-  f();
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 void report(const char* what, size_t bytes, size_t tokens, double sec) {
   fmt::print("{:<28} {:8.2f} ms  {:8.2f} MB/s  {:10.0f} tokens/s\n", what, sec * 1e3, bytes / sec / 1e6, tokens / sec);
 }
@@ -63,11 +53,11 @@ void bench_line(const std::string& name, const Tokenizer& tok, const std::functi
   std::vector<double> cold, warm, decode;
   for (int r = 0; r < repeat; ++r) {
     clear_cache();
-    cold.push_back(seconds([&] { ids = tok.encode(text, {}); }));
+    cold.push_back(seconds_of([&] { ids = tok.encode(text, {}); }));
   }
-  for (int r = 0; r < repeat; ++r) warm.push_back(seconds([&] { ids = tok.encode(text, {}); }));
+  for (int r = 0; r < repeat; ++r) warm.push_back(seconds_of([&] { ids = tok.encode(text, {}); }));
   std::string back;
-  for (int r = 0; r < repeat; ++r) decode.push_back(seconds([&] { back = tok.decode(ids, {}); }));
+  for (int r = 0; r < repeat; ++r) decode.push_back(seconds_of([&] { back = tok.decode(ids, {}); }));
   LORA_CHECK(back == text, "{}: decode(encode(text)) differs from the text", name);
   const double mb = static_cast<double>(text.size()) / 1e6;
   fmt::print("{:<34} {:7} {:7.1f} {:9.2f} {:9.2f} {:9.2f} {:9.0f}\n", name, tok.vocab_size(), load_s * 1e3,
@@ -91,7 +81,7 @@ int main(int argc, char** argv) {
   try {
     const std::string text = read_file(path);
     std::optional<GPT2Tokenizer> loaded;
-    const double load = seconds([&] { loaded.emplace(GPT2Tokenizer::load_default()); });
+    const double load = seconds_of([&] { loaded.emplace(GPT2Tokenizer::load_default()); });
     const GPT2Tokenizer& tokenizer = *loaded;
     fmt::print("file: {} ({} bytes)\nload: {:.1f} ms (encoder.json + vocab.bpe)\n", path, text.size(), load * 1e3);
 
@@ -99,20 +89,20 @@ int main(int argc, char** argv) {
     std::vector<double> cold, warm, split, decode;
     for (int r = 0; r < repeat; ++r) {
       tokenizer.clear_cache();
-      cold.push_back(seconds([&] { ids = tokenizer.encode(text); }));
+      cold.push_back(seconds_of([&] { ids = tokenizer.encode(text); }));
     }
     const size_t cached = tokenizer.cache_size();
-    for (int r = 0; r < repeat; ++r) warm.push_back(seconds([&] { ids = tokenizer.encode(text); }));
+    for (int r = 0; r < repeat; ++r) warm.push_back(seconds_of([&] { ids = tokenizer.encode(text); }));
 
     // Where the warm time goes: the regex split alone, and decoding back.
     lora::tokenizer::PreTokenizer pretokenizer;
     std::vector<std::string_view> pieces;
     for (int r = 0; r < repeat; ++r) {
       pieces.clear();
-      split.push_back(seconds([&] { pretokenizer.split(text, pieces); }));
+      split.push_back(seconds_of([&] { pretokenizer.split(text, pieces); }));
     }
     std::string back;
-    for (int r = 0; r < repeat; ++r) decode.push_back(seconds([&] { back = tokenizer.decode(ids); }));
+    for (int r = 0; r < repeat; ++r) decode.push_back(seconds_of([&] { back = tokenizer.decode(ids); }));
     LORA_CHECK(back == text, "decode(encode(text)) differs from the text of '{}'", path);
 
     fmt::print("tokens: {} ({:.2f} bytes/token), pieces: {}, cache after one encode: {} entries, regex JIT: {}\n",
@@ -135,10 +125,10 @@ int main(int argc, char** argv) {
         "GPT2Tokenizer (encoder.json)", tokenizer, [&] { tokenizer.clear_cache(); }, load, text, repeat);
     const fs::path gpt2 = GPT2Tokenizer::default_dir();
     std::string gpt2_json;
-    const double convert =
-        seconds([&] { gpt2_json = lora::tokenizer::gpt2_tokenizer_json(gpt2 / "encoder.json", gpt2 / "vocab.bpe"); });
+    const double convert = seconds_of(
+        [&] { gpt2_json = lora::tokenizer::gpt2_tokenizer_json(gpt2 / "encoder.json", gpt2 / "vocab.bpe"); });
     std::optional<HFTokenizer> hf;
-    const double hf_load = seconds([&] { hf.emplace(HFTokenizer::from_json(gpt2_json, "GPT-2 tokenizer.json")); });
+    const double hf_load = seconds_of([&] { hf.emplace(HFTokenizer::from_json(gpt2_json, "GPT-2 tokenizer.json")); });
     bench_line(
         "tokenizer.json GPT-2", *hf, [&] { hf->clear_cache(); }, convert + hf_load, text, repeat);
     std::vector<std::pair<std::string, fs::path>> others;
@@ -149,7 +139,7 @@ int main(int argc, char** argv) {
     for (const auto& [name, where] : others) {
       std::optional<HFTokenizer> t;
       const fs::path file = fs::is_directory(where) ? where / "tokenizer.json" : where;
-      const double t_load = seconds([&] { t.emplace(HFTokenizer::from_file(file)); });
+      const double t_load = seconds_of([&] { t.emplace(HFTokenizer::from_file(file)); });
       bench_line(
           name, *t, [&] { t->clear_cache(); }, t_load, text, repeat);
     }

@@ -1,7 +1,6 @@
 // bench_train: training-step speed and memory of a causal LM (GPT-2 small by default), full fine-tuning and
 // LoRA, against the machine's own sgemm ceiling measured in the same run. Each configuration runs in a fresh
-// process (this program re-runs itself with --run), because peak RSS belongs to a process. Also built as
-// bench_gpt2.
+// process (this program re-runs itself with --run), because peak RSS belongs to a process.
 //
 //   bench_train                                  # GPT-2 small, full and LoRA (r=8, q,v) at 4 x 64 and 4 x 256
 //   bench_train --configs lora:4x64 --steps 5    # one configuration
@@ -46,6 +45,7 @@
 #include "backends/backend.h"
 #include "backends/cpu/blas_kernels.h"
 #include "core/allocator.h"
+#include "core/json.h"
 #include "core/stopwatch.h"
 #include "models/lora.h"
 #include "models/quantize_base.h"
@@ -107,11 +107,6 @@ RunConfig parse_config(const std::string& s) {
   c.batch = number(s.substr(colon + 1, x - colon - 1));
   c.seq = number(s.substr(x + 1));
   return c;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
 // GFLOP/s of one raw cblas_sgemm C = A B at n x n x n: the median of 5 calls after one warm-up call.
@@ -258,8 +253,7 @@ nlohmann::json run_child(const Options& o, const RunConfig& rc) {
   std::fflush(stdout);
   const int status = tools::run_program(argv, env);
   LORA_CHECK(status == 0, "the {} run failed (exit status {})", rc.str(), status);
-  std::ifstream in(json_path);
-  auto j = nlohmann::json::parse(in);
+  auto j = read_json_file(json_path.string(), "the run's report");
   fs::remove(json_path);
   return j;
 }

@@ -3,7 +3,7 @@
 // ShareGPT; tools/finetune_data.h), and report what LoRA saves, measured by the allocator: trainable
 // parameters, gradient and optimizer memory, activations, step time, and the size of what each mode saves.
 // --mode compare runs both modes, each in a fresh process (peak RSS belongs to a process), and prints them
-// side by side. Also built as finetune_gpt2, with the same defaults: GPT-2 small, the main job.
+// side by side. Without flags: GPT-2 small, the main job.
 //
 //   finetune                                        # GPT-2 small (random init), Tiny Shakespeare, compare
 //   finetune --weights gpt2/ --mode lora --steps 200 --save out/
@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 #include "autograd/checkpoint.h"
@@ -46,6 +47,7 @@
 
 #if defined(LORA_HAVE_CUDA)
 #include "backends/cuda/cuda_device.h"
+#include "core/json.h"
 #endif
 
 using namespace lora;
@@ -126,10 +128,10 @@ std::string rank_description(const models::CausalLM& model, const tools::Finetun
 void check_ranks_agree(dist::Communicator& comm, const std::string& description) {
   const std::vector<std::string> all = comm.all_gather(description);
   std::string differences;
-  const auto first = nlohmann::json::parse(all[0]);
+  const auto first = parse_json(all[0], "rank 0's description");
   for (size_t r = 1; r < all.size(); ++r) {
     if (all[r] == all[0]) continue;
-    const auto other = nlohmann::json::parse(all[r]);
+    const auto other = parse_json(all[r], fmt::format("rank {}'s description", r));
     for (const auto& [key, value] : first.items()) {
       if (other[key] != value)
         differences += fmt::format("\n  rank {} differs from rank 0 in {}: {} vs {}", r, key,
@@ -139,42 +141,34 @@ void check_ranks_agree(dist::Communicator& comm, const std::string& description)
   if (!differences.empty()) throw train::AllRanksError{"the ranks of this job disagree:" + differences};
 }
 
-tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, dist::Communicator& comm, Device device) {
-  const bool lora_mode = mode == "lora";
-  const QuantFormat base_format = parse_quant_format(o.base_dtype);
-  fmt::print(
-      "== {} fine-tuning{}{}, {} threads, device {}{}\n", lora_mode ? "LoRA" : "full",
-      base_format == QuantFormat::F32 ? "" : fmt::format(" on a {} base", o.base_dtype),
-      o.checkpoint_activations ? ", activations checkpointed" : "", num_threads(), device.str(),
-      comm.size() > 1 ? fmt::format(", {} ranks ({}), batch {} per rank", comm.size(), comm.engine(), o.batch) : "");
-
-  if (o.weights.empty()) {
-    fmt::print(
-        "notice: no --weights given: '{}' is randomly initialised (the memory and speed figures are real; the "
-        "losses are those of an untrained model)\n",
-        o.config.empty() ? "gpt2" : o.config);
-  }
-  // The step's memory, predicted on the meta device before anything is allocated, and the pre-flight check.
+// The LoRA settings of the flags (--rank, --alpha, --lora-dropout, --targets).
+nn::LoRAConfig lora_config_of(const tools::FinetuneOptions& o) {
   nn::LoRAConfig lora_config;
   lora_config.options.rank = o.rank;
   lora_config.options.alpha = o.alpha;
   lora_config.options.dropout = o.lora_dropout;
   lora_config.options.seed = o.seed;
   lora_config.targets = nn::LoRAConfig::parse_targets(o.targets);
-  const models::ModelConfig model_config = models::resolve_config(o.weights, o.config);
-  const std::string data_path = o.data.empty() ? default_data() : o.data;
-  LORA_CHECK(is_regular_file(data_path), "--data '{}': no such file", data_path);
+  return lora_config;
+}
+
+// The step's memory, predicted on the meta device before anything is allocated, and the pre-flight check
+// against what the host (or the GPU) has free.
+train::StepMemoryPrediction predict_and_check_fit(const tools::FinetuneOptions& o, const models::ModelConfig& config,
+                                                  const nn::LoRAConfig* lora_config, QuantFormat base_format,
+                                                  Device device) {
   // The longest row a batch can hold: --seq (windows, packed rows) or --max-seq (padded examples).
   const int64_t longest_row = std::max(o.seq, o.packing ? o.seq : o.max_seq);
   {
     DefaultDeviceGuard shapes_only(Device::meta());
-    const int64_t context = models::create_model(model_config)->dims().context_length;
+    const int64_t context = models::create_model(config)->dims().context_length;
     LORA_CHECK(o.seq <= context, "--seq {} exceeds the model's context of {}", o.seq, context);
     LORA_CHECK(o.max_seq <= context, "--max-seq {} exceeds the model's context of {}", o.max_seq, context);
   }
-  const train::StepMemoryPrediction prediction = train::predict_training_step(
-      model_config, lora_mode ? &lora_config : nullptr, o.batch, longest_row, base_format, o.checkpoint_activations);
+  const train::StepMemoryPrediction prediction =
+      train::predict_training_step(config, lora_config, o.batch, longest_row, base_format, o.checkpoint_activations);
   fmt::print("predicted peak of a step: {}\n", tools::human_bytes(prediction.total_peak));
+  const bool lora_mode = lora_config != nullptr;
   if (device.is_cpu() && !o.no_preflight) {
     train::check_fits(
         prediction, train::available_host_memory(), int64_t(512) << 20,
@@ -190,13 +184,199 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
                       fmt::format("training on {}", device.str()), "Lower --batch or --seq, or use --mode lora.");
   }
 #endif
+  return prediction;
+}
+
+// What identifies this run in its checkpoints: a checkpoint resumes only the run that wrote it.
+train::RunIdentity run_identity(const tools::FinetuneOptions& o, const std::string& mode, double lr, Device device,
+                                int ranks, const models::CausalLM& model, const tools::FinetuneData& data) {
+  train::RunIdentity identity;
+  identity.settings = {{"mode", mode},
+                       {"batch", o.batch},
+                       {"seq", o.seq},
+                       {"steps", o.steps},
+                       {"lr", lr},
+                       {"warmup", o.warmup},
+                       {"grad_clip", o.grad_clip},
+                       {"weight_decay", o.weight_decay},
+                       {"seed", o.seed},
+                       {"device", device.str()},
+                       {"skip_nonfinite", o.skip_nonfinite},
+                       {"ranks", ranks},
+                       {"grad_accum", o.grad_accum},
+                       {"format", train::data_format_name(data.detected.format)},
+                       {"packing", o.packing},
+                       {"max_seq", o.max_seq},
+                       {"drop_long", o.drop_long},
+                       {"train_on_inputs", o.train_on_inputs},
+                       {"eval_fraction", o.eval_fraction},
+                       {"eval_every", o.eval_every},
+                       {"early_stop_patience", o.early_stop_patience}};
+  if (mode == "lora") {
+    identity.settings["lora"] = {{"rank", o.rank},
+                                 {"alpha", o.alpha},
+                                 {"dropout", o.lora_dropout},
+                                 {"targets", nn::LoRAConfig::parse_targets(o.targets)}};
+    if (parse_quant_format(o.base_dtype) != QuantFormat::F32) identity.settings["base_dtype"] = o.base_dtype;
+  }
+  identity.model = model.hf_config();
+  identity.frozen_fingerprint = train::RunIdentity::fingerprint(model);
+  identity.data = data.identity();
+  return identity;
+}
+
+train::TrainerOptions trainer_options_of(const tools::FinetuneOptions& o, double lr) {
+  train::TrainerOptions t;
+  t.steps = o.steps;
+  t.grad_accum = o.grad_accum;
+  t.early_stop_patience = o.early_stop_patience;
+  t.sample_every = o.sample_every;
+  t.log_path = o.log;
+  t.schedule = {optim::ScheduleKind::Cosine, lr, o.warmup, o.steps};
+  t.step.grad_clip = o.grad_clip;
+  t.skip_nonfinite = o.skip_nonfinite;
+  t.eval_every = o.eval_every;
+  t.checkpoint_dir = !o.save.empty() ? o.save : o.resume;
+  t.save_every = o.save_every;
+  t.keep_checkpoints = int(o.keep_checkpoints);
+  t.resume_dir = o.resume;
+  return t;
+}
+
+// --sample-every: a greedy continuation of --sample-prompt (as a user turn through the chat template for chat
+// data), quoted so that newlines and spaces show in the log.
+std::function<std::string()> make_sampler(const tools::FinetuneOptions& o, models::CausalLM& model,
+                                          const tools::FinetuneData& data,
+                                          std::function<const tokenizer::Tokenizer&()> get_tokenizer) {
+  return [&o, &model, &data, get_tokenizer]() -> std::string {
+    const models::ModelDims dims = model.dims();
+    const bool chat = data.chat_template.has_value();
+    const std::string prompt = chat ? data.chat_template->render({{"user", o.sample_prompt}}, true) : o.sample_prompt;
+    std::vector<int32_t> ids =
+        get_tokenizer().encode(prompt, {.add_special_tokens = false, .parse_special_tokens = chat});
+    LORA_CHECK(!ids.empty(), "--sample-prompt: the prompt encodes to no token");
+    for (int32_t id : ids) {
+      LORA_CHECK(id >= 0 && id < dims.vocab_size,
+                 "--sample-prompt: token {} is outside the model's vocabulary of {} (is --tokenizer the model's?)", id,
+                 dims.vocab_size);
+    }
+    const int64_t room = std::max<int64_t>(1, dims.context_length - o.sample_tokens);
+    if (int64_t(ids.size()) > room) ids.erase(ids.begin(), ids.end() - room);  // the prompt's end
+    const bool was_training = model.is_training();
+    model.eval();
+    models::SamplingOptions greedy;
+    greedy.max_new_tokens = o.sample_tokens;
+    greedy.temperature = 0;
+    const std::vector<int32_t> out = models::generate(model, ids, greedy);
+    model.train(was_training);
+    return nlohmann::json(get_tokenizer().decode(out, {})).dump();
+  };
+}
+
+// The training record's figures into the report, and its summary line.
+void report_training(const train::TrainingRecord& record, const tools::FinetuneOptions& o,
+                     const tools::FinetuneData& data, tools::ModeReport& report) {
+  report.losses = record.losses;
+  report.step_times_s = record.step_times_s;
+  report.skipped_steps = record.skipped_steps;
+  report.ranks = record.ranks;
+  report.comm_engine = record.comm_engine;
+  report.allreduce_bytes_per_step = record.allreduce_bytes_per_step;
+  report.comm_buckets = record.comm_buckets;
+  report.comm_seconds_per_step = record.comm_seconds_per_step;
+  report.comm_hidden_share = record.comm_hidden_share;
+  report.batch *= o.grad_accum;  // sequences per optimizer step
+  fmt::print(
+      "trained: {} steps, epoch {:.2f}, {} sequences, {} trained tokens; padding {} of {} positions ({:.1f}%){}\n",
+      record.steps_done, record.epochs, record.sequences, record.trained_tokens, record.padding, record.positions,
+      100.0 * record.padding_share(),
+      data.examples
+          ? fmt::format(", truncated {} of {} examples", data.train_counts.truncated, data.train_counts.examples)
+          : "");
+}
+
+// The memory figures of this rank (and, in a job of several ranks, every rank's peaks).
+void report_memory(dist::Communicator& comm, Device device, tools::ModeReport& report) {
+  report.memory = MemoryTracker::instance().stats(device);
+  report.peak_rss_bytes = tools::process_peak_rss_bytes();
+  if (comm.size() <= 1) return;
+  for (const std::string& figures :
+       comm.all_gather(fmt::format("{} {}", report.memory.global_peak, report.peak_rss_bytes))) {
+    int64_t peak = 0, rss = 0;
+    std::sscanf(figures.c_str(), "%ld %ld", &peak, &rss);
+    report.rank_peak_bytes.push_back(peak);
+    report.rank_peak_rss_bytes.push_back(rss);
+  }
+}
+
+// Saves what the mode produces (the whole model, or the adapter alone; with --save-gguf-adapter a GGUF adapter
+// too), measures its size, and with --save puts the tokenizer, the chat template and training_settings.json
+// beside it; without --save the folder is measured and removed.
+void save_result(const tools::FinetuneOptions& o, const std::string& mode, double lr, models::CausalLM& model,
+                 const tools::FinetuneData& data, const train::TrainingRecord& record, tools::ModeReport& report) {
+  const bool lora_mode = mode == "lora", keep = !o.save.empty();
+  const fs::path dir =
+      keep ? fs::path(o.save) / mode : fs::temp_directory_path() / fmt::format("finetune_{}_{}", mode, getpid());
+  const std::string base_name = !o.weights.empty() ? o.weights : o.config.empty() ? "gpt2" : o.config;
+  if (lora_mode)
+    models::save_adapter(model, dir.string(), base_name);
+  else
+    models::save_hf_checkpoint(model, dir.string());
+  if (lora_mode && o.save_gguf_adapter) {  // llama-cli -m BASE.gguf --lora DIR/adapter.gguf
+    const auto gguf = models::gguf_io::export_gguf_adapter(model, (dir / "adapter.gguf").string());
+    fmt::print("saved the adapter as GGUF too: {} ({})\n", (dir / "adapter.gguf").string(), gguf.str());
+  }
+  report.saved_bytes = directory_bytes(dir);  // the weights alone
+  report.saved_path = keep ? dir.string() : "";
+  fmt::print("saved {} ({}){}\n", lora_mode ? "the adapter" : "the model", tools::human_bytes(report.saved_bytes),
+             keep ? " to " + dir.string() : " (measured, then removed: pass --save DIR to keep it)");
+  if (!keep) {
+    fs::remove_all(dir);
+    return;
+  }
+  // Ready to use: the tokenizer and chat template beside the weights, and how they were trained.
+  const std::vector<std::string> copied = tools::copy_tokenizer_files(dir.string(), o, model, data);
+  nlohmann::json settings = tools::resolved_settings(o, mode, o.steps, lr, data, base_name);
+  const double final_loss = record.losses.empty() ? std::nan("") : record.losses.back();
+  settings["result"] = {{"steps_done", record.steps_done},
+                        {"epochs", record.epochs},
+                        {"stopped_early", record.stopped_early},
+                        {"best_step", record.best_step},
+                        {"final_loss", std::isfinite(final_loss) ? nlohmann::json(final_loss) : nlohmann::json()}};
+  if (record.best_step > 0) settings["result"]["best_eval_loss"] = record.best_eval;
+  tools::write_training_settings(dir.string(), settings);
+  fmt::print("beside it: training_settings.json{}{}\n", copied.empty() ? "" : ", ", fmt::join(copied, ", "));
+}
+
+// One mode's run: predict and check the memory, load the model and the data, apply LoRA (and quantize the
+// base), train, evaluate, save. Returns the figures of the report.
+tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, dist::Communicator& comm, Device device) {
+  const bool lora_mode = mode == "lora";
+  const QuantFormat base_format = parse_quant_format(o.base_dtype);
+  fmt::print(
+      "== {} fine-tuning{}{}, {} threads, device {}{}\n", lora_mode ? "LoRA" : "full",
+      base_format == QuantFormat::F32 ? "" : fmt::format(" on a {} base", o.base_dtype),
+      o.checkpoint_activations ? ", activations checkpointed" : "", num_threads(), device.str(),
+      comm.size() > 1 ? fmt::format(", {} ranks ({}), batch {} per rank", comm.size(), comm.engine(), o.batch) : "");
+  if (o.weights.empty()) {
+    fmt::print(
+        "notice: no --weights given: '{}' is randomly initialised (the memory and speed figures are real; the "
+        "losses are those of an untrained model)\n",
+        o.config.empty() ? "gpt2" : o.config);
+  }
+  const nn::LoRAConfig lora_config = lora_config_of(o);
+  const std::string data_path = o.data.empty() ? default_data() : o.data;
+  LORA_CHECK(is_regular_file(data_path), "--data '{}': no such file", data_path);
+  const train::StepMemoryPrediction prediction = predict_and_check_fit(
+      o, models::resolve_config(o.weights, o.config), lora_mode ? &lora_config : nullptr, base_format, device);
+
   std::shared_ptr<models::CausalLM> model = models::load_model(o.weights, o.config, o.seed);
   const models::ModelDims dims = model->dims();
   fmt::print("model: {}, {} layers, hidden {}, {} parameters\n", model->model_type(), dims.n_layer, dims.hidden,
              model->num_parameters());
   std::unique_ptr<tokenizer::Tokenizer> tok;
-  const auto get_tokenizer = [&]() -> const tokenizer::Tokenizer& {  // loaded when the data or a sample needs it
-    if (!tok) {
+  const std::function<const tokenizer::Tokenizer&()> get_tokenizer = [&]() -> const tokenizer::Tokenizer& {
+    if (!tok) {  // loaded when the data or a sample needs it
       tok = tools::tokenizer_for_model(*model, o.weights, o.tokenizer);
       fmt::print("tokenizer: {}\n", tok->describe());
     }
@@ -204,7 +384,6 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   };
   const tools::FinetuneData data = tools::load_finetune_data(o, data_path, get_tokenizer, dims.vocab_size);
   fmt::print("{}", data.describe());
-  LORA_CHECK(o.seq <= dims.context_length, "--seq {} exceeds the model's context of {}", o.seq, dims.context_length);
   model->to(device);
   const int64_t total_params = model->num_parameters();  // before a quantized base leaves the parameters
   if (lora_mode) {
@@ -257,122 +436,25 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
              "--early-stop-patience {} needs held-out data: give --eval-data FILE or --eval-fraction F",
              o.early_stop_patience);
 
-  // What identifies this run in its checkpoints.
-  train::TrainerOptions trainer_options;
-  trainer_options.steps = o.steps;
-  trainer_options.grad_accum = o.grad_accum;
-  trainer_options.early_stop_patience = o.early_stop_patience;
-  trainer_options.sample_every = o.sample_every;
-  trainer_options.log_path = o.log;
-  trainer_options.schedule = {optim::ScheduleKind::Cosine, lr, o.warmup, o.steps};
-  trainer_options.step.grad_clip = o.grad_clip;
-  trainer_options.skip_nonfinite = o.skip_nonfinite;
-  trainer_options.eval_every = o.eval_every;
-  trainer_options.checkpoint_dir = !o.save.empty() ? o.save : o.resume;
-  trainer_options.save_every = o.save_every;
-  trainer_options.keep_checkpoints = int(o.keep_checkpoints);
-  trainer_options.resume_dir = o.resume;
-  train::RunIdentity identity;
-  if (!trainer_options.checkpoint_dir.empty()) {
-    identity.settings = {{"mode", mode},
-                         {"batch", o.batch},
-                         {"seq", o.seq},
-                         {"steps", o.steps},
-                         {"lr", lr},
-                         {"warmup", o.warmup},
-                         {"grad_clip", o.grad_clip},
-                         {"weight_decay", o.weight_decay},
-                         {"seed", o.seed},
-                         {"device", device.str()},
-                         {"skip_nonfinite", o.skip_nonfinite},
-                         {"ranks", comm.size()},
-                         {"grad_accum", o.grad_accum},
-                         {"format", train::data_format_name(data.detected.format)},
-                         {"packing", o.packing},
-                         {"max_seq", o.max_seq},
-                         {"drop_long", o.drop_long},
-                         {"train_on_inputs", o.train_on_inputs},
-                         {"eval_fraction", o.eval_fraction},
-                         {"eval_every", o.eval_every},
-                         {"early_stop_patience", o.early_stop_patience}};
-    if (lora_mode) {
-      identity.settings["lora"] = {{"rank", o.rank},
-                                   {"alpha", o.alpha},
-                                   {"dropout", o.lora_dropout},
-                                   {"targets", nn::LoRAConfig::parse_targets(o.targets)}};
-      if (base_format != QuantFormat::F32) identity.settings["base_dtype"] = o.base_dtype;  // the base it trains on
-    }
-    identity.model = model->hf_config();
-    identity.frozen_fingerprint = train::RunIdentity::fingerprint(*model);
-    identity.data = data.identity();
-  }
+  const train::TrainerOptions trainer_options = trainer_options_of(o, lr);
+  const train::RunIdentity identity = trainer_options.checkpoint_dir.empty()
+                                          ? train::RunIdentity{}
+                                          : run_identity(o, mode, lr, device, comm.size(), *model, data);
   train::TrainerCallbacks callbacks;
   if (data.has_eval()) callbacks.evaluate = evaluate_held_out;
-  if (o.sample_every > 0) {
-    // A greedy continuation of --sample-prompt (as a user turn through the chat template for chat data).
-    callbacks.sample = [&]() -> std::string {
-      const bool chat = data.chat_template.has_value();
-      const std::string prompt = chat ? data.chat_template->render({{"user", o.sample_prompt}}, true) : o.sample_prompt;
-      std::vector<int32_t> ids =
-          get_tokenizer().encode(prompt, {.add_special_tokens = false, .parse_special_tokens = chat});
-      LORA_CHECK(!ids.empty(), "--sample-prompt: the prompt encodes to no token");
-      for (int32_t id : ids) {
-        LORA_CHECK(id >= 0 && id < dims.vocab_size,
-                   "--sample-prompt: token {} is outside the model's vocabulary of {} "
-                   "(is --tokenizer the model's?)",
-                   id, dims.vocab_size);
-      }
-      const int64_t room = std::max<int64_t>(1, dims.context_length - o.sample_tokens);
-      if (int64_t(ids.size()) > room) ids.erase(ids.begin(), ids.end() - room);  // the prompt's end
-      const bool was_training = model->is_training();
-      model->eval();
-      models::SamplingOptions greedy;
-      greedy.max_new_tokens = o.sample_tokens;
-      greedy.temperature = 0;
-      const std::vector<int32_t> out = models::generate(*model, ids, greedy);
-      model->train(was_training);
-      return nlohmann::json(get_tokenizer().decode(out, {})).dump();  // quoted: newlines and spaces visible
-    };
-  }
+  if (o.sample_every > 0) callbacks.sample = make_sampler(o, *model, data, get_tokenizer);
   train::Trainer trainer(*model, optimizer, *source, device, comm, trainer_options, identity, callbacks);
   train::TrainingRecord record;
   {
     autograd::CheckpointGuard checkpointing(o.checkpoint_activations);
     record = trainer.run();
   }
-  report.losses = record.losses;
-  report.step_times_s = record.step_times_s;
-  report.skipped_steps = record.skipped_steps;
-  report.ranks = record.ranks;
-  report.comm_engine = record.comm_engine;
-  report.allreduce_bytes_per_step = record.allreduce_bytes_per_step;
-  report.comm_buckets = record.comm_buckets;
-  report.comm_seconds_per_step = record.comm_seconds_per_step;
-  report.comm_hidden_share = record.comm_hidden_share;
-  report.batch *= o.grad_accum;  // sequences per optimizer step
-  fmt::print(
-      "trained: {} steps, epoch {:.2f}, {} sequences, {} trained tokens; padding {} of {} positions ({:.1f}%){}\n",
-      record.steps_done, record.epochs, record.sequences, record.trained_tokens, record.padding, record.positions,
-      100.0 * record.padding_share(),
-      data.examples
-          ? fmt::format(", truncated {} of {} examples", data.train_counts.truncated, data.train_counts.examples)
-          : "");
+  report_training(record, o, data, report);
   if (!o.log.empty() && comm.rank() == 0) {
     const std::string svg = tools::write_loss_curve(o.log);
     if (!svg.empty()) fmt::print("log: {}, loss curve: {}\n", o.log, svg);
   }
-
-  report.memory = MemoryTracker::instance().stats(device);
-  report.peak_rss_bytes = tools::process_peak_rss_bytes();
-  if (comm.size() > 1) {
-    for (const std::string& figures :
-         comm.all_gather(fmt::format("{} {}", report.memory.global_peak, report.peak_rss_bytes))) {
-      int64_t peak = 0, rss = 0;
-      std::sscanf(figures.c_str(), "%ld %ld", &peak, &rss);
-      report.rank_peak_bytes.push_back(peak);
-      report.rank_peak_rss_bytes.push_back(rss);
-    }
-  }
+  report_memory(comm, device, report);
   if (comm.rank() != 0) return report;  // rank 0 evaluates and saves for the job
   // The trainer's evaluation of the last step, unless early stopping gave the model other weights back.
   const bool evaluated_last = !record.evals.empty() && record.evals.back().first == record.steps_done &&
@@ -384,39 +466,7 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
     report.val_loss_after = evaluate_held_out();
     fmt::print("held-out loss after: {:.4f}\n", report.val_loss_after);
   }
-
-  // Save what the mode produces: the whole model, or the adapter alone.
-  const bool keep = !o.save.empty();
-  const fs::path dir =
-      keep ? fs::path(o.save) / mode : fs::temp_directory_path() / fmt::format("finetune_{}_{}", mode, getpid());
-  const std::string base_name = !o.weights.empty() ? o.weights : o.config.empty() ? "gpt2" : o.config;
-  if (lora_mode)
-    models::save_adapter(*model, dir.string(), base_name);
-  else
-    models::save_hf_checkpoint(*model, dir.string());
-  if (lora_mode && o.save_gguf_adapter) {  // llama-cli -m BASE.gguf --lora DIR/adapter.gguf
-    const auto gguf = models::gguf_io::export_gguf_adapter(*model, (dir / "adapter.gguf").string());
-    fmt::print("saved the adapter as GGUF too: {} ({})\n", (dir / "adapter.gguf").string(), gguf.str());
-  }
-  report.saved_bytes = directory_bytes(dir);  // the weights alone
-  report.saved_path = keep ? dir.string() : "";
-  fmt::print("saved {} ({}){}\n", lora_mode ? "the adapter" : "the model", tools::human_bytes(report.saved_bytes),
-             keep ? " to " + dir.string() : " (measured, then removed: pass --save DIR to keep it)");
-  if (keep) {
-    // Ready to use: the tokenizer and chat template beside the weights, and how they were trained.
-    const std::vector<std::string> copied = tools::copy_tokenizer_files(dir.string(), o, *model, data);
-    nlohmann::json settings = tools::resolved_settings(o, mode, o.steps, lr, data, base_name);
-    const double final_loss = record.losses.empty() ? std::nan("") : record.losses.back();
-    settings["result"] = {{"steps_done", record.steps_done},
-                          {"epochs", record.epochs},
-                          {"stopped_early", record.stopped_early},
-                          {"best_step", record.best_step},
-                          {"final_loss", std::isfinite(final_loss) ? nlohmann::json(final_loss) : nlohmann::json()}};
-    if (record.best_step > 0) settings["result"]["best_eval_loss"] = record.best_eval;
-    tools::write_training_settings(dir.string(), settings);
-    fmt::print("beside it: training_settings.json{}{}\n", copied.empty() ? "" : ", ", fmt::join(copied, ", "));
-  }
-  if (!keep) fs::remove_all(dir);
+  save_result(o, mode, lr, *model, data, record, report);
   fmt::print("\n{}", report.table());
   return report;
 }
@@ -447,8 +497,7 @@ tools::ModeReport run_child(const tools::Variant& variant, const std::vector<std
   std::fflush(stdout);
   const int status = tools::run_program(argv, env);
   LORA_CHECK(status == 0, "the {} run failed (exit status {})", variant.name, status);
-  std::ifstream in(json_path);
-  const auto j = nlohmann::json::parse(in);
+  const auto j = read_json_file(json_path.string(), "the run's report");
   fs::remove(json_path);
   return tools::ModeReport::from_json(j.at("modes").at(0));
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "backends/backend.h"
+#include "core/stopwatch.h"
 #include "experiments/replication/replication_internal.h"
 #include "models/lora.h"
 #include "models/registry.h"
@@ -16,12 +17,6 @@ using json = nlohmann::json;
 using namespace lora::tools;
 
 namespace {
-
-double median(std::vector<double> v) {
-  LORA_CHECK(!v.empty(), "median of nothing");
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
 
 // The E2E adapter: lora_qv_r8's chosen run ("" before the choice).
 fs::path e2e_adapter(const Options& o) {
