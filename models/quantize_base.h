@@ -23,9 +23,19 @@ inline nn::QuantizeReport quantize_base(CausalLM& model, QuantFormat format, boo
     if (t.name != "all-linear") continue;
     for (const nn::LoRASite& site : t.sites) body.insert(site.module_path);
   }
-  nn::QuantizeReport report = nn::quantize_frozen_linears(
-      model, format, format == QuantFormat::NF4,
-      [&](const std::string& path) { return body.count(path) > 0 || path.ends_with(".base_layer"); });
+  const auto in_base = [&](const std::string& path) { return body.count(path) > 0 || path.ends_with(".base_layer"); };
+  // Layers a loader already built compact (a GGUF file's own blocks, models/gguf/base_blocks.h) stay as they
+  // are and are counted.
+  nn::QuantizeReport held;
+  for (const auto& [path, module] : model.named_modules()) {
+    const auto compact = std::dynamic_pointer_cast<nn::QuantizedLinear>(module);
+    if (!compact || !in_base(path)) continue;
+    held.layers += 1;
+    held.f32_bytes += static_cast<size_t>(compact->quantized->rows * compact->quantized->cols) * 4;
+    held.quantized_bytes += compact->quantized->nbytes();
+  }
+  nn::QuantizeReport report = nn::quantize_frozen_linears(model, format, format == QuantFormat::NF4, in_base);
+  report.layers += held.layers, report.f32_bytes += held.f32_bytes, report.quantized_bytes += held.quantized_bytes;
   if (inference_head && format != QuantFormat::F32) {
     const QuantFormat f =
         format == QuantFormat::BF16 || model.dims().hidden % kQuantBlock != 0 ? QuantFormat::BF16 : QuantFormat::Q8_0;

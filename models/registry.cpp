@@ -78,12 +78,17 @@ ModelConfig resolve_config(const std::string& weights, const std::string& config
 
 std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::string& config_arg, uint64_t seed,
                                      const std::string& default_preset) {
+  return load_model(weights, config_arg, seed, BaseDtype{}, default_preset);
+}
+
+std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::string& config_arg, uint64_t seed,
+                                     const BaseDtype& base, const std::string& default_preset) {
   if (!weights.empty() && gguf_io::is_gguf_path(weights)) {
     LORA_CHECK(config_arg.empty(),
                "--config '{}': a GGUF file (--weights '{}') describes its model itself; leave --config "
                "out",
                config_arg, weights);
-    return gguf_io::load_gguf_model(weights, seed);
+    return gguf_io::load_gguf_model(weights, seed, base);
   }
   const ModelConfig config = resolve_config(weights, config_arg, default_preset);
   if (weights.empty()) return create_model(config, seed);
