@@ -99,6 +99,18 @@ std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::stri
     DefaultDeviceGuard shapes_only(Device::meta());
     check_hf_weights(*create_model(config, seed), files);
   }
+  if (!base.automatic && base.format != QuantFormat::F32) {
+    // Quantize while loading: the frozen body never exists in float32 (models/hf_checkpoint.h).
+    std::shared_ptr<CausalLM> model;
+    {
+      DefaultDeviceGuard shapes_only(Device::meta());
+      model = create_model(config, seed);
+    }
+    const nn::QuantizeReport report = load_hf_weights_compact(*model, files, base.format);
+    fmt::print(stderr, "quantized while loading to {}: {}\n", quant_format_name(base.format), report.str());
+    if (!default_device().is_cpu()) model->to(default_device());
+    return model;
+  }
   auto model = create_model(config, seed);
   load_hf_weights(*model, files);
   return model;

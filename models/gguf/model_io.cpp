@@ -10,6 +10,7 @@
 #include "core/files.h"
 #include "core/gguf_quants.h"
 #include "models/gguf/arch.h"
+#include "models/quantize_base.h"
 #include "models/registry.h"
 #include "nn/lora/apply_lora.h"
 #include "nn/quantized_linear.h"
@@ -129,16 +130,13 @@ std::map<std::string, std::pair<std::string, QuantFormat>> compact_plan(const gg
                                                                         const BaseDtype& base) {
   std::map<std::string, std::pair<std::string, QuantFormat>> plan;
   if (!base.compact()) return plan;
-  for (const nn::LoRATarget& target : model.lora_targets()) {
-    if (target.name != "all-linear") continue;
-    for (const nn::LoRASite& site : target.sites) {
-      const std::string hf = model.hf_name(site.module_path + ".weight");
-      const std::string name = hf.empty() ? "" : gguf_tensor_name(model.model_type(), hf);
-      const gguf::TensorInfo* t = name.empty() ? nullptr : f.find_tensor(name);
-      if (!t) continue;  // not a weight of its own in the file (match_tensors has checked the file is whole)
-      const QuantFormat format = base.automatic ? auto_base_format(t->type) : base.format;
-      if (format != QuantFormat::F32) plan[site.module_path] = {name, format};
-    }
+  for (const std::string& path : base_linear_paths(model)) {
+    const std::string hf = model.hf_name(path + ".weight");
+    const std::string name = hf.empty() ? "" : gguf_tensor_name(model.model_type(), hf);
+    const gguf::TensorInfo* t = name.empty() ? nullptr : f.find_tensor(name);
+    if (!t) continue;  // not a weight of its own in the file (match_tensors has checked the file is whole)
+    const QuantFormat format = base.automatic ? auto_base_format(t->type) : base.format;
+    if (format != QuantFormat::F32) plan[path] = {name, format};
   }
   return plan;
 }
@@ -176,25 +174,14 @@ std::shared_ptr<CausalLM> load_gguf_model(const gguf::File& f, uint64_t seed, Im
     for (const auto& [path, entry] : plan) {
       const auto& [name, format] = entry;
       const gguf::TensorInfo& t = *f.find_tensor(name);
-      auto linear = std::dynamic_pointer_cast<nn::Linear>(model->module_at(path));
-      LORA_CHECK(linear != nullptr, "GGUF import: '{}' is not a linear layer", path);
       BaseWeight w = base_weight_from_gguf(f, t, format, permuted_heads(config_json, model->hf_name(path + ".weight")));
       f.release(t);
       local.base.add(t, w);
       ++local.tensors_by_type[std::string(gguf::type_name(t.type))];
-      auto layer = std::make_shared<nn::QuantizedLinear>(std::make_shared<const QuantizedWeight>(std::move(w.weight)),
-                                                         linear->bias);
-      const size_t dot = path.rfind('.');
-      nn::Module& parent = dot == std::string::npos ? *model : *model->module_at(path.substr(0, dot));
-      parent.replace_child(dot == std::string::npos ? path : path.substr(dot + 1), layer);
+      replace_with_compact(*model, path, std::make_shared<const QuantizedWeight>(std::move(w.weight)));
     }
     // Everything else (embeddings, norms, biases, the output head) is allocated now, on the host, and read below.
-    for (auto& [name, param] : model->named_parameters()) {
-      if (!param.device().is_meta()) continue;
-      const Tensor fresh = Tensor::empty(param.shape(), DType::F32, Device::cpu(), param.storage()->category());
-      param.impl()->storage = fresh.storage();
-      param.impl()->offset_bytes = 0;
-    }
+    allocate_meta_parameters(*model);
   }
   const auto params = parameters_by_hf_name(*model);
   std::set<std::string> held;
