@@ -226,8 +226,9 @@ TEST_CASE("GGUF base: q/k rows permuted by llama.cpp come back in Hugging Face o
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t hf = gio::hf_row_of_gguf_row(r, rows, heads);
     INFO("file row " << r << " -> row " << hf);
-    CHECK(back.data<float>()[hf * cols] == float(r + 1));
-    CHECK(back.data<float>()[hf * cols + cols - 1] == float(r + 1));
+    // Rows differ by 1; q8_0 holds each to within its step (r + 1) / 127.
+    CHECK(back.data<float>()[hf * cols] == Approx(r + 1).margin(0.05));
+    CHECK(back.data<float>()[hf * cols + cols - 1] == Approx(r + 1).margin(0.05));
   }
 }
 
@@ -242,15 +243,18 @@ TEST_CASE("GGUF base: tensors that cannot be held compact are refused, naming th
                     Catch::Contains("'blk.1.attn_output.weight'"));
   CHECK(gio::base_weight_from_gguf(f, f.tensors().at(0), QuantFormat::BF16, 0).weight.rows == 4);  // any shape
 
-  // A Q8_0 row of 48 weights, or block data cut short, is refused by the reader, naming the tensor.
+  // Block data cut short is refused by the reader, naming the tensor.
   std::string blocks;
   std::vector<float> row(64, 0.5f);
   for (int r = 0; r < 4; ++r) gguf::quantize_row(gguf::TensorType::Q8_0, row.data(), 64, blocks);
   const std::string good =
       one_tensor_file("blk.2.ffn_up.weight", 64, 4, gguf::TensorType::Q8_0, [&](std::string& o) { o += blocks; });
-  CHECK_NOTHROW(parse(good));
-  CHECK_THROWS_WITH(parse(good.substr(0, good.size() - 10)),
+  const gguf::File whole = parse(good);
+  const gguf::TensorInfo& t = whole.tensors().at(0);
+  const size_t end_of_blocks = static_cast<size_t>(whole.data_offset() + t.offset + t.nbytes);
+  CHECK_THROWS_WITH(parse(good.substr(0, end_of_blocks - 1)),
                     Catch::Contains("'blk.2.ffn_up.weight'") && Catch::Contains("runs past the end of the file"));
+  // (A Q8_0 row of 48 weights is refused by the reader too, naming the tensor: test_gguf.cpp's bad descriptions.)
 
   // A block scale that is not finite.
   std::string bad = blocks;
