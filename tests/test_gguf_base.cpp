@@ -37,10 +37,11 @@ fs::path scratch(const std::string& name) {
   return dir / name;
 }
 
-// The bytes of a compact layer's weight.
+// The blocks of a compact q8_0/q4_0 layer's weight (without the tensor's padding to whole int32s).
 std::vector<uint8_t> weight_bytes(const QuantizedWeight& w) {
+  const int64_t n = w.rows * (w.format == QuantFormat::Q8_0 ? q8_0_row_bytes(w.cols) : q4_0_row_bytes(w.cols));
   const auto* p = static_cast<const uint8_t*>(w.data.raw_data());
-  return std::vector<uint8_t>(p, p + w.nbytes());
+  return std::vector<uint8_t>(p, p + n);
 }
 
 // The model's compact layers by module path.

@@ -25,9 +25,13 @@ std::map<std::string, std::shared_ptr<nn::QuantizedLinear>> compact_layers(const
   return out;
 }
 
+// The codes of a weight (the blocks of q8_0/q4_0, the packed 4-bit codes of nf4), without the tensor's padding.
 std::vector<uint8_t> bytes_of(const QuantizedWeight& w) {
+  const int64_t n = w.format == QuantFormat::Q8_0   ? w.rows * q8_0_row_bytes(w.cols)
+                    : w.format == QuantFormat::Q4_0 ? w.rows * q4_0_row_bytes(w.cols)
+                                                    : (w.rows * w.cols + 1) / 2;
   const auto* p = static_cast<const uint8_t*>(w.data.raw_data());
-  return std::vector<uint8_t>(p, p + w.nbytes());
+  return std::vector<uint8_t>(p, p + n);
 }
 
 }  // namespace
@@ -64,6 +68,8 @@ TEST_CASE("quantize while loading: the same compact weights as quantizing after,
       INFO(path);
       REQUIRE(theirs.count(path));
       CHECK(bytes_of(*layer->quantized) == bytes_of(*theirs.at(path)->quantized));
+      CHECK(dequantize_weight(*layer->quantized).to_vector<float>() ==
+            dequantize_weight(*theirs.at(path)->quantized).to_vector<float>());
     }
     NoGradGuard no_grad;
     CHECK(loaded->forward(ids).to_vector<float>() == reference->forward(ids).to_vector<float>());
