@@ -1,6 +1,9 @@
 // Hugging Face checkpoints: sharded or single safetensors files, checked against a model, loaded, saved.
 #include "models/hf_checkpoint.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -111,6 +114,16 @@ Tensor HFWeights::load(const std::string& key, DType dtype) const {
   return files_[it->second]->load(key, dtype);
 }
 
+void HFWeights::release(const std::string& key) const {
+  auto it = where_.find(key);
+  if (it == where_.end()) return;
+  const std::span<const std::byte> bytes = files_[it->second]->raw(key);
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(bytes.data()) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(bytes.data()) + bytes.size()) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 namespace {
 
 // The model's parameters by HF name with the shape HF stores; the tensor to load each into.
@@ -204,6 +217,7 @@ nn::QuantizeReport load_hf_weights_compact(CausalLM& model, const HFWeights& wei
     auto it = path_of.find(name);
     if (name.empty() || it == path_of.end()) continue;
     Tensor value = weights.load(key, DType::F32);  // this one weight in float32, released at the end of the turn
+    weights.release(key);
     LORA_CHECK(all_finite(value), "checkpoint '{}': tensor '{}' holds inf or nan values", weights.path(), key);
     if (expected.at(name).transposed) value = ops::transpose(value, 0, 1).clone();  // HF [in, out] -> [out, in]
     LORA_CHECK((format != QuantFormat::Q8_0 && format != QuantFormat::Q4_0) || value.size(1) % kQuantBlock == 0,
@@ -223,6 +237,7 @@ nn::QuantizeReport load_hf_weights_compact(CausalLM& model, const HFWeights& wei
     if (name.empty() || held.count(name)) continue;
     const Expected& e = expected.at(name);
     Tensor value = weights.load(key, DType::F32);
+    weights.release(key);
     LORA_CHECK(all_finite(value), "checkpoint '{}': tensor '{}' holds inf or nan values", weights.path(), key);
     if (e.transposed) value = ops::transpose(value, 0, 1);
     Tensor param = e.param;

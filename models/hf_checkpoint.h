@@ -27,6 +27,9 @@ class HFWeights {
   bool contains(const std::string& key) const { return where_.count(key) != 0; }
   const TensorInfo& info(const std::string& key) const;
   Tensor load(const std::string& key, DType dtype = DType::F32) const;
+  // Drops the pages of the mapping that tensor `key` lies on (whole pages only; they are read again on
+  // access), so that a loader converting tensor by tensor keeps one tensor of the files resident, not all.
+  void release(const std::string& key) const;
   size_t num_files() const { return files_.size(); }
 
  private:
