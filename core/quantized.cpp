@@ -2,6 +2,7 @@
 #include "core/quantized.h"
 
 #include <cmath>
+#include <limits>
 
 namespace lora {
 namespace {
@@ -73,6 +74,21 @@ size_t QuantizedWeight::nbytes() const {
   size_t n = 0;
   for (const Tensor* t : {&data, &scale, &absmax_codes, &absmax_scale}) n += t->defined() ? t->nbytes() : 0;
   return n;
+}
+
+QuantizedWeight empty_block_weight(QuantFormat format, int64_t rows, int64_t cols) {
+  LORA_CHECK(format == QuantFormat::Q8_0 || format == QuantFormat::Q4_0,
+             "empty_block_weight: {} is not a block format (q8_0, q4_0 are)", quant_format_name(format));
+  LORA_CHECK(rows > 0 && cols > 0 && cols % kQuantBlock == 0,
+             "empty_block_weight: a {} weight of {} x {} is not rows of whole blocks of {}", quant_format_name(format),
+             rows, cols, kQuantBlock);
+  const int64_t row_bytes = format == QuantFormat::Q8_0 ? q8_0_row_bytes(cols) : q4_0_row_bytes(cols);
+  LORA_CHECK(rows <= std::numeric_limits<int64_t>::max() / row_bytes, "empty_block_weight: {} x {} overflows", rows,
+             cols);
+  QuantizedWeight q;
+  q.format = format, q.rows = rows, q.cols = cols;
+  q.data = byte_tensor(rows * row_bytes, Device::cpu());
+  return q;
 }
 
 QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool double_quant) {

@@ -79,6 +79,10 @@ struct QuantizedWeight {
 // on the weight's device. double_quant applies to nf4 only.
 QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool double_quant = false);
 
+// An uninitialised q8_0 or q4_0 weight [rows, cols] on the host (cols a multiple of 32), for a loader that
+// writes the blocks itself (a GGUF file's own, models/gguf/base_blocks.h).
+QuantizedWeight empty_block_weight(QuantFormat format, int64_t rows, int64_t cols);
+
 // Reference dequantization on the host: rows [row0, row0 + count) as f32 [count, cols] (tests and the
 // round-trip bounds; the matmul uses the kernels of backends/kernels/quantized_linear.h).
 Tensor dequantize_weight(const QuantizedWeight& w, int64_t row0, int64_t count);

@@ -352,7 +352,17 @@ void save_result(const tools::FinetuneOptions& o, const std::string& mode, doubl
 // base), train, evaluate, save. Returns the figures of the report.
 tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, dist::Communicator& comm, Device device) {
   const bool lora_mode = mode == "lora";
-  const QuantFormat base_format = parse_quant_format(o.base_dtype);
+  // The frozen base's format: auto keeps a GGUF file's blocks under LoRA; a full fine-tune trains every weight
+  // in float32.
+  const models::BaseDtype base = lora_mode ? models::BaseDtype::parse(o.base_dtype) : models::BaseDtype{};
+  const QuantFormat base_format = models::resolved_base_format(base, o.weights);
+  if (base.automatic) o.base_dtype = quant_format_name(base_format);  // what the run's settings record
+  if (!lora_mode && o.base_dtype == "auto" &&
+      models::resolved_base_format(models::BaseDtype::parse("auto"), o.weights) != QuantFormat::F32) {
+    fmt::print(
+        "notice: a full fine-tune trains every weight: the GGUF file's quantized tensors are dequantized to "
+        "f32 (--mode lora keeps them as they are)\n");
+  }
   fmt::print(
       "== {} fine-tuning{}{}, {} threads, device {}{}\n", lora_mode ? "LoRA" : "full",
       base_format == QuantFormat::F32 ? "" : fmt::format(" on a {} base", o.base_dtype),
@@ -370,7 +380,7 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   const train::StepMemoryPrediction prediction = predict_and_check_fit(
       o, models::resolve_config(o.weights, o.config), lora_mode ? &lora_config : nullptr, base_format, device);
 
-  std::shared_ptr<models::CausalLM> model = models::load_model(o.weights, o.config, o.seed);
+  std::shared_ptr<models::CausalLM> model = models::load_model(o.weights, o.config, o.seed, base);
   const models::ModelDims dims = model->dims();
   fmt::print("model: {}, {} layers, hidden {}, {} parameters\n", model->model_type(), dims.n_layer, dims.hidden,
              model->num_parameters());

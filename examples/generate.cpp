@@ -107,7 +107,7 @@ lora::chat::ChatTemplate find_chat_template(const std::string& file, const std::
 int main(int argc, char** argv) {
   CLI::App app{
       "Generate text with a causal LM: greedy (--temperature 0) or sampled with temperature, top-k and top-p."};
-  std::string weights, config_name, tokenizer_path, prompt, prompt_ids_text, adapter, base_dtype = "f32";
+  std::string weights, config_name, tokenizer_path, prompt, prompt_ids_text, adapter, base_dtype = "auto";
   std::string system, messages_path, chat_template_path;
   lora::models::SamplingOptions sampling;
   bool json = false, merge = false, chat = false, print_prompt = false;
@@ -153,21 +153,25 @@ int main(int argc, char** argv) {
       ->needs(adapter_opt);
   app.add_option("--base-dtype", base_dtype,
                  "Hold the linear layers' weights as f32, bf16, q8_0 (or int8), q4_0 or nf4 (quantized on load, after "
-                 "--adapter and --merge)")
+                 "--adapter and --merge), or auto: a GGUF file's own Q8_0/Q4_0 blocks as they are (K-quants to the "
+                 "nearest of the two), f32 for other weights")
       ->capture_default_str();
   app.add_flag("--json", json, "End with one JSON line: prompt_ids, generated_ids, text, tokens_per_s");
   CLI11_PARSE(app, argc, argv);
 
   try {
     sampling.validate();
-    const lora::QuantFormat base_format = lora::parse_quant_format(base_dtype);
+    const lora::models::BaseDtype base = lora::models::BaseDtype::parse(base_dtype);
+    const lora::QuantFormat base_format = lora::models::resolved_base_format(base, weights);
 
     if (weights.empty()) {
       std::cerr << "notice: no --weights given: using a randomly initialised '"
                 << (config_name.empty() ? "gpt2" : config_name) << "' model (seed " << sampling.seed
                 << "), so the text will be gibberish\n";
     }
-    std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name, sampling.seed);
+    // --merge writes into the base weights: they load in float32 and are quantized after the merge.
+    std::shared_ptr<lora::models::CausalLM> model =
+        lora::models::load_model(weights, config_name, sampling.seed, merge ? lora::models::BaseDtype{} : base);
     const auto tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
 
     const std::string model_folder = lora::models::model_folder_of(weights);
@@ -225,7 +229,7 @@ int main(int argc, char** argv) {
     if (base_format != lora::QuantFormat::F32) {
       model->freeze();  // inference: nothing trains
       const auto report = lora::models::quantize_base(*model, base_format, /*inference_head=*/true);
-      std::cerr << fmt::format("base weights as {}: {}\n", base_dtype, report.str());
+      std::cerr << fmt::format("base weights as {}: {}\n", lora::quant_format_name(base_format), report.str());
     }
     const lora::models::StopTokens stops =
         lora::models::stop_tokens(*model, lora::models::generation_config_folder(weights, config_name), *tokenizer,

@@ -35,7 +35,7 @@ namespace {}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Perplexity of a causal LM on a text file or an llm.c .bin token file (non-overlapping windows)."};
-  std::string weights, config_name, tokenizer_path, data_path, base_dtype = "f32";
+  std::string weights, config_name, tokenizer_path, data_path, base_dtype = "auto";
   int64_t seq = 0, batch = 4, max_windows = 0;
   bool json = false;
   app.add_option("--weights", weights,
@@ -52,7 +52,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option("--base-dtype", base_dtype,
-                 "Hold the linear layers' weights as f32, bf16, q8_0 (or int8), q4_0 or nf4 (quantized on load)")
+                 "Hold the linear layers' weights as f32, bf16, q8_0 (or int8), q4_0 or nf4 (quantized on load), or "
+                 "auto: a GGUF file's own Q8_0/Q4_0 blocks as they are (K-quants to the nearest of the two), f32 for "
+                 "other weights")
       ->capture_default_str();
   app.add_flag("--json", json, "End with one JSON line: mean_loss, perplexity, tokens, windows");
   CLI11_PARSE(app, argc, argv);
@@ -63,11 +65,12 @@ int main(int argc, char** argv) {
                 << (config_name.empty() ? "gpt2" : config_name)
                 << "' model, so expect a loss near ln(vocabulary size)\n";
     }
-    const lora::QuantFormat base_format = lora::parse_quant_format(base_dtype);
-    std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name);
+    const lora::models::BaseDtype base = lora::models::BaseDtype::parse(base_dtype);
+    const lora::QuantFormat base_format = lora::models::resolved_base_format(base, weights);
+    std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name, 0, base);
     if (base_format != lora::QuantFormat::F32) {
       model->freeze();  // evaluation: nothing trains
-      std::cerr << fmt::format("base weights as {}: {}\n", base_dtype,
+      std::cerr << fmt::format("base weights as {}: {}\n", lora::quant_format_name(base_format),
                                lora::models::quantize_base(*model, base_format).str());
     }
     const int64_t context = model->dims().context_length, vocab = model->dims().vocab_size;

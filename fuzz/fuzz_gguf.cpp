@@ -1,12 +1,14 @@
 // Fuzzes the GGUF reader (core/gguf.h) and what reads its metadata: every tensor it accepted decoded row by
-// row, the model config its metadata describes (models/gguf/arch.h), and its tokenizer (models/gguf/
-// tokenizer.h) built and run. Anything but a clean result or a lora::Error is a finding.
+// row and, when 2-D, held as a compact base weight (models/gguf/base_blocks.h: kept or converted), the model config its
+// metadata describes (models/gguf/arch.h), and its tokenizer (models/gguf/ tokenizer.h) built and run. Anything but a
+// clean result or a lora::Error is a finding.
 #include <vector>
 
 #include "core/error.h"
 #include "core/gguf.h"
 #include "core/gguf_quants.h"
 #include "models/gguf/arch.h"
+#include "models/gguf/base_blocks.h"
 #include "models/gguf/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -25,6 +27,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const uint64_t row_bytes = t.nbytes / static_cast<uint64_t>(t.rows());
       for (int64_t r = 0; r < t.rows(); ++r)
         lora::gguf::dequantize_row(t.type, t.data + r * row_bytes, row.data(), t.ne[0]);
+      if (t.ne.size() == 2) {
+        for (const lora::QuantFormat format :
+             {lora::models::gguf_io::auto_base_format(t.type), lora::QuantFormat::Q4_0}) {
+          if (format == lora::QuantFormat::F32) continue;
+          try {
+            (void)lora::models::gguf_io::base_weight_from_gguf(f, t, format, t.ne[1] % 4 == 0 ? 2 : 0);
+          } catch (const lora::Error&) {
+          }
+        }
+      }
     }
     try {
       (void)lora::models::gguf_io::config_from_gguf(f);

@@ -2,6 +2,9 @@
 #include "models/hf_checkpoint.h"
 #include "core/json.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -9,6 +12,7 @@
 
 #include "backends/finite.h"
 #include "core/atomic_file.h"
+#include "models/quantize_base.h"
 
 namespace lora::models {
 namespace fs = std::filesystem;
@@ -104,6 +108,16 @@ Tensor HFWeights::load(const std::string& key, DType dtype) const {
   return files_[it->second]->load(key, dtype);
 }
 
+void HFWeights::release(const std::string& key) const {
+  auto it = where_.find(key);
+  if (it == where_.end()) return;
+  const std::span<const std::byte> bytes = files_[it->second]->raw(key);
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(bytes.data()) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(bytes.data()) + bytes.size()) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 namespace {
 
 // The model's parameters by HF name with the shape HF stores; the tensor to load each into.
@@ -178,6 +192,52 @@ void load_hf_weights(CausalLM& model, const HFWeights& weights) {
     Tensor param = e.param;
     param.copy_from(value.to(param.device()));
   }
+}
+
+nn::QuantizeReport load_hf_weights_compact(CausalLM& model, const HFWeights& weights, QuantFormat format) {
+  LORA_CHECK(format != QuantFormat::F32, "load_hf_weights_compact: f32 is not a compact format");
+  check_hf_weights(model, weights);
+  const auto expected = expected_tensors(model);
+  std::map<std::string, std::string> path_of;  // HF name of a body linear weight -> its module path
+  for (const std::string& path : base_linear_paths(model)) {
+    const std::string hf = model.hf_name(path + ".weight");
+    if (!hf.empty()) path_of[hf] = path;
+  }
+  NoGradGuard no_grad;
+  nn::QuantizeReport report;
+  std::set<std::string> held;
+  for (const std::string& key : weights.keys()) {
+    const std::string name = model.hf_key_to_name(key);
+    auto it = path_of.find(name);
+    if (name.empty() || it == path_of.end()) continue;
+    Tensor value = weights.load(key, DType::F32);  // this one weight in float32, released at the end of the turn
+    weights.release(key);
+    LORA_CHECK(all_finite(value), "checkpoint '{}': tensor '{}' holds inf or nan values", weights.path(), key);
+    if (expected.at(name).transposed) value = ops::transpose(value, 0, 1).clone();  // HF [in, out] -> [out, in]
+    LORA_CHECK((format != QuantFormat::Q8_0 && format != QuantFormat::Q4_0) || value.size(1) % kQuantBlock == 0,
+               "checkpoint '{}': {} stores rows in blocks of {} weights, but '{}' ({}) has {} input features (this "
+               "model's layers need bf16 or nf4)",
+               weights.path(), quant_format_name(format), kQuantBlock, it->second, key, value.size(1));
+    auto weight = std::make_shared<const QuantizedWeight>(quantize_weight(value, format, format == QuantFormat::NF4));
+    report.layers += 1;
+    report.f32_bytes += static_cast<size_t>(value.numel()) * 4;
+    report.quantized_bytes += weight->nbytes();
+    replace_with_compact(model, it->second, std::move(weight));
+    held.insert(name);
+  }
+  allocate_meta_parameters(model);  // the rest, read as load_hf_weights reads it
+  for (const std::string& key : weights.keys()) {
+    const std::string name = model.hf_key_to_name(key);
+    if (name.empty() || held.count(name)) continue;
+    const Expected& e = expected.at(name);
+    Tensor value = weights.load(key, DType::F32);
+    weights.release(key);
+    LORA_CHECK(all_finite(value), "checkpoint '{}': tensor '{}' holds inf or nan values", weights.path(), key);
+    if (e.transposed) value = ops::transpose(value, 0, 1);
+    Tensor param = e.param;
+    param.copy_from(value.to(param.device()));
+  }
+  return report;
 }
 
 namespace {

@@ -11,6 +11,7 @@
 
 #include "core/safetensors.h"
 #include "models/causal_lm.h"
+#include "nn/quantized_linear.h"
 
 namespace lora::models {
 
@@ -26,6 +27,9 @@ class HFWeights {
   bool contains(const std::string& key) const { return where_.count(key) != 0; }
   const TensorInfo& info(const std::string& key) const;
   Tensor load(const std::string& key, DType dtype = DType::F32) const;
+  // Drops the pages of the mapping that tensor `key` lies on (whole pages only; they are read again on
+  // access), so that a loader converting tensor by tensor keeps one tensor of the files resident, not all.
+  void release(const std::string& key) const;
   size_t num_files() const { return files_.size(); }
 
  private:
@@ -40,6 +44,13 @@ void check_hf_weights(const CausalLM& model, const HFWeights& weights);
 // check_hf_weights, then copies every parameter in (converted to float32, transposed where HF's layout
 // differs, onto the parameter's device). Keys the model maps to "" are skipped.
 void load_hf_weights(CausalLM& model, const HFWeights& weights);
+// Quantize while loading: `model` is built with shapes only (the meta device, nothing allocated). Each of the
+// body's linear weights (every linear layer but the output head, models/quantize_base.h) is read alone in
+// float32, quantized to `format` (not f32; nf4 double-quantized) and released before the next is read, and its
+// layer becomes a frozen nn::QuantizedLinear; then the other parameters are allocated on the host and read as
+// load_hf_weights reads them. No float32 copy of the body exists at once: the peak is the compact body, the
+// float32 rest and one float32 weight. Returns what was quantized (QuantizeReport::str()).
+nn::QuantizeReport load_hf_weights_compact(CausalLM& model, const HFWeights& weights, QuantFormat format);
 
 // Writes DIR/config.json and the weights: DIR/model.safetensors, or, above `max_shard_bytes`, shards
 // model-0000i-of-0000n.safetensors with model.safetensors.index.json (transformers' layout). The folder is

@@ -15,17 +15,57 @@
 
 namespace lora::models {
 
-// QLoRA's nf4 keeps its absmaxes double-quantized; the other formats have no second level.
-inline nn::QuantizeReport quantize_base(CausalLM& model, QuantFormat format, bool inference_head = false) {
-  // "all-linear" names every linear layer but the head (LoRA's base layers aside): those, and the base layers.
+// The module paths of the base's linear layers: "all-linear" names every linear layer but the head (LoRA's
+// base layers aside).
+inline std::set<std::string> base_linear_paths(const CausalLM& model) {
   std::set<std::string> body;
   for (const nn::LoRATarget& t : model.lora_targets()) {
     if (t.name != "all-linear") continue;
     for (const nn::LoRASite& site : t.sites) body.insert(site.module_path);
   }
-  nn::QuantizeReport report = nn::quantize_frozen_linears(
-      model, format, format == QuantFormat::NF4,
-      [&](const std::string& path) { return body.count(path) > 0 || path.ends_with(".base_layer"); });
+  return body;
+}
+
+// For loaders that build the base compact while reading a file (models/gguf/model_io.h, models/hf_checkpoint.h):
+// the layer at `path` replaced by a frozen nn::QuantizedLinear over `weight`, keeping the layer's bias tensor.
+inline std::shared_ptr<nn::QuantizedLinear> replace_with_compact(CausalLM& model, const std::string& path,
+                                                                 std::shared_ptr<const QuantizedWeight> weight) {
+  auto linear = std::dynamic_pointer_cast<nn::Linear>(model.module_at(path));
+  LORA_CHECK(linear != nullptr, "'{}' is not a linear layer", path);
+  auto layer = std::make_shared<nn::QuantizedLinear>(std::move(weight), linear->bias);
+  const size_t dot = path.rfind('.');
+  nn::Module& parent = dot == std::string::npos ? model : *model.module_at(path.substr(0, dot));
+  parent.replace_child(dot == std::string::npos ? path : path.substr(dot + 1), layer);
+  return layer;
+}
+
+// Every parameter of a model built on the meta device given host storage (uninitialised, for a loader to fill),
+// in its memory category; parameters that have storage already are left alone.
+inline void allocate_meta_parameters(nn::Module& model) {
+  for (auto& [name, param] : model.named_parameters()) {
+    if (!param.device().is_meta()) continue;
+    const Tensor fresh = Tensor::empty(param.shape(), DType::F32, Device::cpu(), param.storage()->category());
+    param.impl()->storage = fresh.storage();
+    param.impl()->offset_bytes = 0;
+  }
+}
+
+// QLoRA's nf4 keeps its absmaxes double-quantized; the other formats have no second level.
+inline nn::QuantizeReport quantize_base(CausalLM& model, QuantFormat format, bool inference_head = false) {
+  const std::set<std::string> body = base_linear_paths(model);
+  const auto in_base = [&](const std::string& path) { return body.count(path) > 0 || path.ends_with(".base_layer"); };
+  // Layers a loader already built compact (a GGUF file's own blocks, models/gguf/base_blocks.h) stay as they
+  // are and are counted.
+  nn::QuantizeReport held;
+  for (const auto& [path, module] : model.named_modules()) {
+    const auto compact = std::dynamic_pointer_cast<nn::QuantizedLinear>(module);
+    if (!compact || !in_base(path)) continue;
+    held.layers += 1;
+    held.f32_bytes += static_cast<size_t>(compact->quantized->rows * compact->quantized->cols) * 4;
+    held.quantized_bytes += compact->quantized->nbytes();
+  }
+  nn::QuantizeReport report = nn::quantize_frozen_linears(model, format, format == QuantFormat::NF4, in_base);
+  report.layers += held.layers, report.f32_bytes += held.f32_bytes, report.quantized_bytes += held.quantized_bytes;
   if (inference_head && format != QuantFormat::F32) {
     const QuantFormat f =
         format == QuantFormat::BF16 || model.dims().hidden % kQuantBlock != 0 ? QuantFormat::BF16 : QuantFormat::Q8_0;

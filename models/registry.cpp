@@ -78,12 +78,17 @@ ModelConfig resolve_config(const std::string& weights, const std::string& config
 
 std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::string& config_arg, uint64_t seed,
                                      const std::string& default_preset) {
+  return load_model(weights, config_arg, seed, BaseDtype{}, default_preset);
+}
+
+std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::string& config_arg, uint64_t seed,
+                                     const BaseDtype& base, const std::string& default_preset) {
   if (!weights.empty() && gguf_io::is_gguf_path(weights)) {
     LORA_CHECK(config_arg.empty(),
                "--config '{}': a GGUF file (--weights '{}') describes its model itself; leave --config "
                "out",
                config_arg, weights);
-    return gguf_io::load_gguf_model(weights, seed);
+    return gguf_io::load_gguf_model(weights, seed, base);
   }
   const ModelConfig config = resolve_config(weights, config_arg, default_preset);
   if (weights.empty()) return create_model(config, seed);
@@ -93,6 +98,18 @@ std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::stri
     // before gigabytes are allocated and initialised for nothing.
     DefaultDeviceGuard shapes_only(Device::meta());
     check_hf_weights(*create_model(config, seed), files);
+  }
+  if (!base.automatic && base.format != QuantFormat::F32) {
+    // Quantize while loading: the frozen body never exists in float32 (models/hf_checkpoint.h).
+    std::shared_ptr<CausalLM> model;
+    {
+      DefaultDeviceGuard shapes_only(Device::meta());
+      model = create_model(config, seed);
+    }
+    const nn::QuantizeReport report = load_hf_weights_compact(*model, files, base.format);
+    fmt::print(stderr, "quantized while loading to {}: {}\n", quant_format_name(base.format), report.str());
+    if (!default_device().is_cpu()) model->to(default_device());
+    return model;
   }
   auto model = create_model(config, seed);
   load_hf_weights(*model, files);

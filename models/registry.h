@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "models/base_dtype.h"
 #include "models/causal_lm.h"
 
 namespace lora::models {
@@ -37,12 +38,17 @@ std::shared_ptr<CausalLM> create_model(const ModelConfig& config, uint64_t seed 
 //   listed by model.safetensors.index.json);
 // - weights a .safetensors file or an index .json: --config when given, else the config.json beside it;
 // - weights a .gguf file (models/gguf/): the model its metadata describes (--config must be empty), its
-//   tensors dequantized to float32;
+//   tensors dequantized to float32, or with a compact `base` (--base-dtype auto or a format) its frozen linear
+//   layers built from the file's blocks without a float32 copy (models/gguf/model_io.h);
 // - no weights: a random model from --config (default_preset when --config is empty).
 // The weights' names and shapes are checked against the config before anything is loaded.
 ModelConfig resolve_config(const std::string& weights, const std::string& config_arg,
                            const std::string& default_preset = "gpt2");
 std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::string& config_arg, uint64_t seed = 0,
                                      const std::string& default_preset = "gpt2");
+// The same with the frozen base's format known at load (only a GGUF file uses it; other weights load in
+// float32 and a program quantizes them after, as models/quantize_base.h does).
+std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::string& config_arg, uint64_t seed,
+                                     const BaseDtype& base, const std::string& default_preset = "gpt2");
 
 }  // namespace lora::models

@@ -118,6 +118,8 @@ void Module::to(Device device) {
     t.impl()->offset_bytes = moved.impl()->offset_bytes;
     t.set_grad(Tensor());
   }
+  on_to(device);
+  for (const auto& [path, module] : named_modules()) module->on_to(device);
 }
 
 std::map<std::string, Tensor> Module::state_dict() const {

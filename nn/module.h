@@ -84,6 +84,8 @@ class Module {
   void register_rng_counter(const std::string& name, uint64_t& counter);
   // Called by train(); modules with their own mode state override it.
   virtual void on_train(bool on) {}
+  // Called by to() on every module below; a module holding tensors that are not parameters moves them.
+  virtual void on_to(Device device) {}
 
  private:
   struct ParameterSlot {

@@ -19,6 +19,24 @@ QuantizedLinear::QuantizedLinear(const Linear& layer, QuantFormat format, bool d
   }
 }
 
+QuantizedLinear::QuantizedLinear(std::shared_ptr<const QuantizedWeight> weight, Tensor layer_bias)
+    : Linear(weight ? weight->cols : 0, weight ? weight->rows : 0) {
+  LORA_CHECK(weight != nullptr && weight->format != QuantFormat::F32, "QuantizedLinear: no compact weight given");
+  LORA_CHECK(!layer_bias.defined() || (layer_bias.rank() == 1 && layer_bias.size(0) == weight->rows),
+             "QuantizedLinear: the bias of shape {} does not match {} outputs", layer_bias.shape().str(), weight->rows);
+  quantized = std::move(weight);
+  if (layer_bias.defined()) {
+    bias = layer_bias;
+    register_parameter("bias", bias);
+    freeze();
+  }
+}
+
+void QuantizedLinear::on_to(Device device) {
+  if (quantized && quantized->device() != device)
+    quantized = std::make_shared<const QuantizedWeight>(quantized_to(*quantized, device));
+}
+
 std::string QuantizeReport::str() const {
   constexpr double MiB = 1024.0 * 1024.0;
   return fmt::format("{} linear layers: {:.1f} MiB of f32 weights -> {:.1f} MiB", layers, f32_bytes / MiB,

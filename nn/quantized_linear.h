@@ -16,9 +16,16 @@ class QuantizedLinear : public Linear {
  public:
   // Quantizes `layer`'s weight on its device; the bias stays f32 (frozen). The layer must be frozen.
   QuantizedLinear(const Linear& layer, QuantFormat format, bool double_quant = false);
+  // A layer over a weight already in a compact format (built by a loader straight from a file's blocks);
+  // `bias` (f32 [out], or undefined) is registered frozen.
+  QuantizedLinear(std::shared_ptr<const QuantizedWeight> weight, Tensor bias);
   Tensor forward(const Tensor& x) override { return ops::quantized_linear(x, quantized, bias); }
 
   std::shared_ptr<const QuantizedWeight> quantized;
+
+ protected:
+  // The weight moves with the module (Module::to), as a parameter would.
+  void on_to(Device device) override;
 };
 
 struct QuantizeReport {

@@ -33,6 +33,9 @@ TEST_CASE("export_gguf -> finetune --weights x.gguf --save-gguf-adapter -> gener
                         " --save-gguf-adapter --no-preflight");
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
+  // The frozen base is the file's own Q8_0 blocks (--base-dtype auto, the default for a GGUF file).
+  CHECK(r.err.find("GGUF base: 16 linear layers held compact from the file (16 q8_0") != std::string::npos);
+  CHECK(r.out.find("LoRA fine-tuning on a q8_0 base") != std::string::npos);
   const gguf::File adapter = gguf::File::open((save / "lora" / "adapter.gguf").string());
   CHECK(adapter.get_string("general.type") == "adapter");
   CHECK(adapter.find_tensor("blk.0.attn_qkv.weight.lora_a") != nullptr);
@@ -42,6 +45,15 @@ TEST_CASE("export_gguf -> finetune --weights x.gguf --save-gguf-adapter -> gener
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(last_json_line(r.out)["generated_ids"].size() == 3);
+
+  // A full fine-tune trains every weight: the quantized file is dequantized to f32, and it says so.
+  r = run(finetune, "--weights " + quote(model) + " --data " +
+                        quote(std::string(LORA_SOURCE_DIR) + "/data/tinyshakespeare.txt") +
+                        " --mode full --steps 1 --warmup 0 --batch 1 --seq 16 --no-preflight");
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("the GGUF file's quantized tensors are dequantized to f32") != std::string::npos);
+  CHECK(r.err.find("GGUF base:") == std::string::npos);
 
   r = run(exporter, "--config small-test --type q5_1 --out " + quote(dir / "x.gguf"));
   CHECK(r.exit_code != 0);

@@ -9,6 +9,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/quantized.h"
+#include "models/base_dtype.h"
 #include "nn/lora/apply_lora.h"
 
 namespace lora::tools {
@@ -48,11 +49,12 @@ void FinetuneOptions::validate() const {
   const std::vector<Variant> runs = parse_variants(variants);
   LORA_CHECK(mode == "compare" || variants == "full,lora", "--variants applies to --mode compare (given --mode {})",
              mode);
-  LORA_CHECK(mode != "compare" || (base_dtype == "f32" && !checkpoint_activations),
+  const models::BaseDtype base = models::BaseDtype::parse(base_dtype);
+  LORA_CHECK(mode != "compare" || ((base_dtype == "f32" || base.automatic) && !checkpoint_activations),
              "--mode compare: give the base format and checkpointing per variant (--variants lora+nf4+ckpt), not "
              "with --base-dtype or --checkpoint-activations");
   LORA_CHECK(
-      parse_quant_format(base_dtype) == QuantFormat::F32 || mode == "lora",
+      !base.compact() || base.automatic || mode == "lora",
       "--base-dtype {} quantizes the frozen base, which only LoRA has: use it with --mode lora (--mode {} trains "
       "every weight, and a quantized weight cannot be updated)",
       base_dtype, mode);
@@ -87,7 +89,8 @@ int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o
   CLI::App app{
       "Fine-tune a causal LM (GPT-2, Llama, Qwen2, Mistral) fully or with LoRA and report, measured, what LoRA saves."};
   app.add_option("--weights", o.weights,
-                 "Hugging Face model folder (config.json + model.safetensors or shards), or a .safetensors file");
+                 "Hugging Face model folder (config.json + model.safetensors or shards), a .safetensors file, or a "
+                 "GGUF file");
   app.add_option("--config", o.config,
                  "a config.json path, or a preset for a random model or a bare .safetensors file: gpt2 (default), "
                  "gpt2-medium, gpt2-large, gpt2-xl, small-test, tiny, smollm2-135m, llama-tiny");
@@ -113,7 +116,8 @@ int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o
       ->capture_default_str();
   app.add_option("--base-dtype", o.base_dtype,
                  "with --mode lora: hold the frozen base's linear weights as f32, bf16, q8_0 (or int8), q4_0 or nf4 "
-                 "(QLoRA's 4-bit NormalFloat, double-quantized)")
+                 "(QLoRA's 4-bit NormalFloat, double-quantized), or auto: a GGUF file's own Q8_0/Q4_0 blocks as they "
+                 "are (K-quants to the nearest of the two), f32 for other weights")
       ->capture_default_str();
   app.add_option("--lora-dropout", o.lora_dropout, "dropout on the LoRA branch's input")
       ->check(CLI::Range(0.0, 0.99))

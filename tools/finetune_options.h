@@ -11,7 +11,8 @@ namespace lora::tools {
 struct FinetuneOptions {
   std::string weights, config, tokenizer, data, mode = "compare", targets = "q,v", device = "cpu", save, resume,
                                                 report_json;
-  std::string base_dtype = "f32";      // the frozen base's format under LoRA (core/quantized.h)
+  std::string base_dtype = "auto";     // the frozen base's format under LoRA (models/base_dtype.h; auto: f32 but
+                                       // for a GGUF file, whose Q8_0/Q4_0 blocks are kept)
   std::string variants = "full,lora";  // --mode compare: what runs, each in its own process
   int64_t rank = 8, steps = 6, batch = 4, seq = 64, warmup = 2, eval_every = 0, eval_batches = 2;
   int64_t save_every = 0, keep_checkpoints = 2;

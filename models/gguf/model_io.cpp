@@ -10,8 +10,10 @@
 #include "core/files.h"
 #include "core/gguf_quants.h"
 #include "models/gguf/arch.h"
+#include "models/quantize_base.h"
 #include "models/registry.h"
 #include "nn/lora/apply_lora.h"
+#include "nn/quantized_linear.h"
 
 namespace lora::models::gguf_io {
 namespace {
@@ -94,7 +96,8 @@ bool is_gguf_path(const std::string& path) {
 }
 
 std::string ImportReport::str() const {
-  return fmt::format("{} model, tensors: {}", architecture, counts(tensors_by_type));
+  return fmt::format("{} model, tensors: {}{}", architecture, counts(tensors_by_type),
+                     base.empty() ? "" : "; " + base.str());
 }
 std::string ExportSummary::str() const {
   return fmt::format("{} tensors ({}), {:.1f} MB", tensors, counts(tensors_by_type), static_cast<double>(bytes) / 1e6);
@@ -104,45 +107,102 @@ nlohmann::json gguf_model_config(const gguf::File& file) {
   return config_from_gguf(file);
 }
 
-std::shared_ptr<CausalLM> load_gguf_model(const gguf::File& f, uint64_t seed, ImportReport* report) {
+namespace {
+
+// Decodes tensor `t` into `param` (float32, on any device), undoing llama.cpp's q/k permutation.
+void load_float_tensor(const gguf::File& f, const gguf::TensorInfo& t, Tensor param, int64_t heads) {
+  const int64_t row = t.ne[0], rows = t.rows();
+  const uint64_t row_bytes = t.nbytes / static_cast<uint64_t>(rows == 0 ? 1 : rows);
+  Tensor host = param.device().is_cpu() ? param : Tensor::empty(param.shape(), DType::F32, Device::cpu());
+  float* out = host.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t dest = heads > 0 ? hf_row_of_gguf_row(r, rows, heads) : r;  // undo llama.cpp's q/k permutation
+    gguf::dequantize_row(t.type, t.data + static_cast<uint64_t>(r) * row_bytes, out + dest * row, row);
+  }
+  f.release(t);  // its pages of the mapping are no longer needed: one tensor of the file is held at a time
+  LORA_CHECK(all_finite(host), "GGUF file '{}': tensor '{}' holds inf or nan values", f.path(), t.name);
+  if (!param.device().is_cpu()) param.copy_from(host.to(param.device()));
+}
+
+// The body's linear layers (module path -> GGUF tensor name) and the format each is held in; empty when every
+// one stays float32.
+std::map<std::string, std::pair<std::string, QuantFormat>> compact_plan(const gguf::File& f, const CausalLM& model,
+                                                                        const BaseDtype& base) {
+  std::map<std::string, std::pair<std::string, QuantFormat>> plan;
+  if (!base.compact()) return plan;
+  for (const std::string& path : base_linear_paths(model)) {
+    const std::string hf = model.hf_name(path + ".weight");
+    const std::string name = hf.empty() ? "" : gguf_tensor_name(model.model_type(), hf);
+    const gguf::TensorInfo* t = name.empty() ? nullptr : f.find_tensor(name);
+    if (!t) continue;  // not a weight of its own in the file (match_tensors has checked the file is whole)
+    const QuantFormat format = base.automatic ? auto_base_format(t->type) : base.format;
+    if (format != QuantFormat::F32) plan[path] = {name, format};
+  }
+  return plan;
+}
+
+}  // namespace
+
+std::shared_ptr<CausalLM> load_gguf_model(const gguf::File& f, uint64_t seed, ImportReport* report,
+                                          const BaseDtype& base) {
   const nlohmann::json config_json = config_from_gguf(f);
   const ModelConfig config{config_json, "GGUF file '" + f.path() + "'"};
   const std::string arch = f.get_string("general.architecture");
+  std::map<std::string, std::pair<std::string, QuantFormat>> plan;
   {
     // Shapes only: a file the metadata contradicts is refused before the model is allocated.
     DefaultDeviceGuard shapes_only(Device::meta());
-    match_tensors(f, *create_model(config, seed), arch);
+    const auto shapes = create_model(config, seed);
+    match_tensors(f, *shapes, arch);
+    plan = compact_plan(f, *shapes, base);
   }
-  auto model = create_model(config, seed);
-  const auto hf_of = match_tensors(f, *model, arch);
-  const auto params = parameters_by_hf_name(*model);
   ImportReport local;
   local.architecture = arch;
   NoGradGuard no_grad;
-  for (const gguf::TensorInfo& t : f.tensors()) {
-    const std::string& hf = hf_of.at(t.name);
-    Tensor param = params.at(hf);
-    const int64_t row = t.ne[0], rows = t.rows();
-    const uint64_t row_bytes = t.nbytes / static_cast<uint64_t>(rows == 0 ? 1 : rows);
-    const int64_t heads = permuted_heads(config_json, hf);
-    Tensor host = param.device().is_cpu() ? param : Tensor::empty(param.shape(), DType::F32, Device::cpu());
-    float* out = host.data<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t dest = heads > 0 ? hf_row_of_gguf_row(r, rows, heads) : r;  // undo llama.cpp's q/k permutation
-      gguf::dequantize_row(t.type, t.data + static_cast<uint64_t>(r) * row_bytes, out + dest * row, row);
+  std::shared_ptr<CausalLM> model;
+  std::map<std::string, std::string> hf_of;
+  if (plan.empty()) {
+    model = create_model(config, seed);
+    hf_of = match_tensors(f, *model, arch);
+  } else {
+    // Built with shapes only: the compact layers replace their linear layers before anything is allocated.
+    {
+      DefaultDeviceGuard shapes_only(Device::meta());
+      model = create_model(config, seed);
     }
-    f.release(t);  // its pages of the mapping are no longer needed: one tensor of the file is held at a time
-    LORA_CHECK(all_finite(host), "GGUF file '{}': tensor '{}' holds inf or nan values", f.path(), t.name);
-    if (!param.device().is_cpu()) param.copy_from(host.to(param.device()));
+    hf_of = match_tensors(f, *model, arch);
+    for (const auto& [path, entry] : plan) {
+      const auto& [name, format] = entry;
+      const gguf::TensorInfo& t = *f.find_tensor(name);
+      BaseWeight w = base_weight_from_gguf(f, t, format, permuted_heads(config_json, model->hf_name(path + ".weight")));
+      f.release(t);
+      local.base.add(t, w);
+      ++local.tensors_by_type[std::string(gguf::type_name(t.type))];
+      replace_with_compact(*model, path, std::make_shared<const QuantizedWeight>(std::move(w.weight)));
+    }
+    // Everything else (embeddings, norms, biases, the output head) is allocated now, on the host, and read below.
+    allocate_meta_parameters(*model);
+  }
+  const auto params = parameters_by_hf_name(*model);
+  std::set<std::string> held;
+  for (const auto& [path, entry] : plan) held.insert(entry.first);
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    if (held.count(t.name)) continue;
+    const std::string& hf = hf_of.at(t.name);
+    load_float_tensor(f, t, params.at(hf), permuted_heads(config_json, hf));
     ++local.tensors_by_type[std::string(gguf::type_name(t.type))];
   }
+  if (!plan.empty() && !default_device().is_cpu()) model->to(default_device());
   if (report) *report = local;
   return model;
 }
 
-std::shared_ptr<CausalLM> load_gguf_model(const std::string& path, uint64_t seed) {
+std::shared_ptr<CausalLM> load_gguf_model(const std::string& path, uint64_t seed, const BaseDtype& base) {
   const gguf::File file = gguf::File::open(path);
-  return load_gguf_model(file, seed);
+  ImportReport report;
+  auto model = load_gguf_model(file, seed, &report, base);
+  if (!report.base.empty()) fmt::print(stderr, "GGUF base: {}\n", report.base.str());
+  return model;
 }
 
 // ---------------------------------------------------------------------------------------------------

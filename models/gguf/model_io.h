@@ -8,7 +8,9 @@
 #include <string>
 
 #include "core/gguf.h"
+#include "models/base_dtype.h"
 #include "models/causal_lm.h"
+#include "models/gguf/base_blocks.h"
 #include "models/gguf/tokenizer.h"
 
 namespace lora::models::gguf_io {
@@ -20,14 +22,21 @@ bool is_gguf_path(const std::string& path);
 struct ImportReport {
   std::string architecture;
   std::map<std::string, int64_t> tensors_by_type;  // "q4_K" -> count
+  BaseImportReport base;                           // the linear weights held compact (none for an f32 base)
   std::string str() const;
 };
 
-// The model a GGUF file holds, its weights dequantized to float32. Every tensor must be one the model has
-// (by llama.cpp's name, with llama.cpp's shape); missing, mis-shaped and unexpected tensors are listed.
-// The model is built on the default device.
-std::shared_ptr<CausalLM> load_gguf_model(const gguf::File& file, uint64_t seed = 0, ImportReport* report = nullptr);
-std::shared_ptr<CausalLM> load_gguf_model(const std::string& path, uint64_t seed = 0);
+// The model a GGUF file holds. Every tensor must be one the model has (by llama.cpp's name, with llama.cpp's
+// shape); missing, mis-shaped and unexpected tensors are listed. The model is built on the default device.
+// With an f32 base every weight is dequantized to float32. With a compact base (auto, or a format) the
+// frozen linear layers of the body (every linear layer but the output head) become nn::QuantizedLinear
+// layers built from the file's tensors one at a time (models/gguf/base_blocks.h: Q8_0/Q4_0 blocks kept as they
+// are, other types converted), and the model is never held in float32: it is built with shapes only and
+// only the embeddings, norms, biases and the output head are allocated in float32 and read. Its linear body
+// is then frozen (LoRA wraps those layers; merging into them is refused).
+std::shared_ptr<CausalLM> load_gguf_model(const gguf::File& file, uint64_t seed = 0, ImportReport* report = nullptr,
+                                          const BaseDtype& base = {});
+std::shared_ptr<CausalLM> load_gguf_model(const std::string& path, uint64_t seed = 0, const BaseDtype& base = {});
 
 // The model's config.json as the file describes it (without loading any tensor).
 nlohmann::json gguf_model_config(const gguf::File& file);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backends/backend.h"
+#include "nn/quantized_linear.h"
 
 namespace lora::nn {
 
@@ -21,9 +22,10 @@ LoRALinear::LoRALinear(std::shared_ptr<Linear> base, const LoRAOptions& options,
     : base_layer(std::move(base)), options_(options), slices_(std::move(slices)) {
   options_.validate();
   LORA_CHECK(base_layer != nullptr, "LoRALinear: no base layer");
-  LORA_CHECK(base_layer->has_dense_weight(),
-             "LoRALinear: the base layer is quantized; apply LoRA before "
-             "quantizing the base");
+  // A compact base (a QuantizedLinear a loader built from a file's blocks) is wrapped as it is: it is frozen.
+  const auto compact = std::dynamic_pointer_cast<QuantizedLinear>(base_layer);
+  LORA_CHECK(base_layer->has_dense_weight() || (compact && compact->quantized),
+             "LoRALinear: the base layer has no weight");
   const int64_t out = base_layer->out_features(), in = base_layer->in_features(), r = options_.rank;
   if (slices_.empty()) slices_.push_back({0, out});
   for (size_t i = 0; i < slices_.size(); ++i) {
@@ -40,7 +42,7 @@ LoRALinear::LoRALinear(std::shared_ptr<Linear> base, const LoRAOptions& options,
   LORA_CHECK(r <= std::min(in, slices_[0].size), "LoRA: rank {} exceeds the layer's size ({} x {})", r, slices_[0].size,
              in);
   const int64_t S = static_cast<int64_t>(slices_.size());
-  const Device device = base_layer->weight.device();
+  const Device device = compact ? compact->quantized->device() : base_layer->weight.device();
 
   // The base layer is frozen: its weights cost no gradient, no optimizer state, no saved input.
   base_layer->freeze();

@@ -1,0 +1,35 @@
+// --base-dtype: the format a program holds its frozen base's linear weights in. Besides the formats of
+// core/quantized.h, "auto": a GGUF file's own (models/gguf/base_blocks.h: Q8_0 blocks stay q8_0, Q4_0 stay
+// q4_0, K-quants go to the nearest of the two), and f32 for anything else.
+#pragma once
+
+#include <string>
+
+#include "core/quantized.h"
+
+namespace lora::models {
+
+struct BaseDtype {
+  bool automatic = false;
+  QuantFormat format = QuantFormat::F32;  // when not automatic
+
+  // "auto" or a format name; anything else is a lora::Error naming `flag` and the choices.
+  static BaseDtype parse(const std::string& text, const std::string& flag = "--base-dtype") {
+    if (text == "auto") return {true, QuantFormat::F32};
+    try {
+      return {false, parse_quant_format(text, flag)};
+    } catch (const Error& e) {
+      throw Error(std::string(e.what()) + " (or auto: a GGUF file's own formats)");
+    }
+  }
+  // Whether the frozen base may differ from f32 (so a program freezes it and quantizes what loading left).
+  bool compact() const { return automatic || format != QuantFormat::F32; }
+  std::string name() const { return automatic ? "auto" : std::string(quant_format_name(format)); }
+};
+
+// The one format a --base-dtype stands for with these --weights: itself, or for auto the format most of a
+// GGUF file's linear weights take (f32 for another file or none). What the step's memory is predicted
+// with, and what is applied after loading to the layers loading left in f32 (none, for a GGUF file).
+QuantFormat resolved_base_format(const BaseDtype& base, const std::string& weights);
+
+}  // namespace lora::models

@@ -1,0 +1,275 @@
+// A GGUF model's frozen linear layers held compact from the file's blocks (models/gguf/base_blocks.h): Q8_0 and
+// Q4_0 files loaded with --base-dtype auto against the framework's own quantizer, llama.cpp's q/k permutation
+// undone on blocks, K-quant conversions and their measured error, and the tensors that are refused.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "core/files.h"
+#include "core/gguf.h"
+#include "core/gguf_quants.h"
+#include "core/half.h"
+#include "models/gguf/arch.h"
+#include "models/gguf/base_blocks.h"
+#include "models/gguf/model_io.h"
+#include "models/lora.h"
+#include "models/quantize_base.h"
+#include "models/registry.h"
+#include "nn/lora/apply_lora.h"
+#include "nn/quantized_linear.h"
+
+using namespace lora;
+namespace fs = std::filesystem;
+namespace gio = lora::models::gguf_io;
+
+namespace {
+
+const std::string kFixtures = std::string(LORA_TEST_DATA_DIR);
+
+fs::path scratch(const std::string& name) {
+  const fs::path dir = fs::temp_directory_path() / fmt::format("lora_test_gguf_base_{}", ::getpid());
+  fs::create_directories(dir);
+  return dir / name;
+}
+
+// The blocks of a compact q8_0/q4_0 layer's weight (without the tensor's padding to whole int32s).
+std::vector<uint8_t> weight_bytes(const QuantizedWeight& w) {
+  const int64_t n = w.rows * (w.format == QuantFormat::Q8_0 ? q8_0_row_bytes(w.cols) : q4_0_row_bytes(w.cols));
+  const auto* p = static_cast<const uint8_t*>(w.data.raw_data());
+  return std::vector<uint8_t>(p, p + n);
+}
+
+// The model's compact layers by module path.
+std::map<std::string, std::shared_ptr<nn::QuantizedLinear>> compact_layers(const nn::Module& model) {
+  std::map<std::string, std::shared_ptr<nn::QuantizedLinear>> out;
+  for (const auto& [path, m] : model.named_modules()) {
+    if (auto q = std::dynamic_pointer_cast<nn::QuantizedLinear>(m)) out[path] = q;
+  }
+  return out;
+}
+
+// A file of one tensor `name` with ne = {cols, rows} of `type` whose bytes `fill` writes.
+std::string one_tensor_file(const std::string& name, int64_t cols, int64_t rows, gguf::TensorType type,
+                            const std::function<void(std::string&)>& fill) {
+  gguf::Writer w;
+  w.set("general.architecture", gguf::Value::string("llama"));
+  w.add_tensor(name, {cols, rows}, type, fill);
+  return w.to_bytes();
+}
+
+gguf::File parse(const std::string& bytes, const std::string& name = "test.gguf") {
+  return gguf::File::parse(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), name);
+}
+
+// Random super-blocks of a K-quant: random codes and scales, with finite fp16 scales d (and dmin).
+std::string random_k_blocks(gguf::TensorType type, int64_t rows, int64_t cols, uint32_t seed) {
+  const gguf::TypeTraits& traits = gguf::type_traits(type);
+  const int64_t blocks = rows * cols / traits.block_size;
+  std::mt19937 gen(seed);
+  std::string out;
+  for (int64_t b = 0; b < blocks; ++b) {
+    std::string block(traits.type_size, '\0');
+    for (char& c : block) c = static_cast<char>(gen() & 0xFF);
+    const uint16_t d = float_to_half(0.01f), dmin = float_to_half(0.002f);
+    if (type == gguf::TensorType::Q6_K) {
+      std::memcpy(block.data() + traits.type_size - 2, &d, 2);  // {ql, qh, scales, d}
+    } else {                                                    // Q4_K, Q5_K: {d, dmin, ...}
+      std::memcpy(block.data(), &d, 2);
+      std::memcpy(block.data() + 2, &dmin, 2);
+    }
+    out += block;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("GGUF Q8_0/Q4_0 models load with --base-dtype auto as the framework's own quantizer would hold them",
+          "[gguf][quantized]") {
+  const gio::TokenizerFiles tok{read_file(kFixtures + "/tokenizers/qwen2/tokenizer.json", "t"),
+                                read_file(kFixtures + "/tokenizers/qwen2/tokenizer_config.json", "t"), "qwen2 fixture"};
+  nlohmann::json gpt2 = models::preset_config("tiny"), llama = models::preset_config("llama-tiny");
+  gpt2["vocab_size"] = 864, gpt2["n_embd"] = 64;               // rows of whole blocks
+  llama["vocab_size"] = 864, llama["intermediate_size"] = 96;  // 4 heads, 2 kv heads: q and k permuted
+  const Tensor ids = Tensor::from_vector(std::vector<int32_t>{5, 99, 3, 800, 42, 17}, {1, 6});
+  for (const nlohmann::json& config : {gpt2, llama}) {
+    auto original = models::create_model({config, "test"}, 7);
+    for (const auto& [type, format] : std::vector<std::pair<gguf::TensorType, QuantFormat>>{
+             {gguf::TensorType::Q8_0, QuantFormat::Q8_0}, {gguf::TensorType::Q4_0, QuantFormat::Q4_0}}) {
+      INFO(config["model_type"] << " " << gguf::type_name(type));
+      const fs::path path =
+          scratch(fmt::format("{}_{}.gguf", config["model_type"].get<std::string>(), gguf::type_name(type)));
+      gio::export_gguf(*original, tok, type, path.string());
+
+      // The file loaded with the auto base: its body's linear layers are the file's blocks.
+      const gguf::File file = gguf::File::open(path.string());
+      gio::ImportReport report;
+      auto loaded = gio::load_gguf_model(file, 7, &report, models::BaseDtype::parse("auto"));
+      loaded->freeze();
+      loaded->eval();
+      CHECK(report.base.converted == 0);
+      CHECK(report.base.kept > 0);
+      CHECK(report.base.layers_by_format.at(std::string(quant_format_name(format))) == report.base.kept);
+
+      // The reference: the same file imported in float32 (embeddings, norms and head as the file holds them),
+      // its body's linear weights set back to the original float32 values, then quantized by the framework.
+      auto reference = models::load_model(path.string(), "");
+      {
+        NoGradGuard no_grad;
+        const auto originals = original->named_parameters();
+        const std::map<std::string, Tensor> by_name(originals.begin(), originals.end());
+        const auto compact = compact_layers(*loaded);
+        for (auto [name, p] : reference->named_parameters()) {
+          const std::string module = name.substr(0, name.rfind('.'));
+          if (compact.count(module) && name.ends_with(".weight")) p.copy_from(by_name.at(name));
+        }
+      }
+      reference->freeze();
+      reference->eval();
+      const nn::QuantizeReport quantized = models::quantize_base(*reference, format);
+      const auto mine = compact_layers(*loaded), theirs = compact_layers(*reference);
+      REQUIRE(mine.size() == theirs.size());
+      CHECK(int64_t(mine.size()) == quantized.layers);
+      for (const auto& [path_of, layer] : mine) {
+        INFO(path_of);
+        REQUIRE(theirs.count(path_of));
+        CHECK(layer->quantized->format == format);
+        // Byte for byte: the q/k rows of a Llama file come back in Hugging Face order with their blocks.
+        CHECK(weight_bytes(*layer->quantized) == weight_bytes(*theirs.at(path_of)->quantized));
+      }
+      NoGradGuard no_grad;
+      CHECK(loaded->forward(ids).to_vector<float>() == reference->forward(ids).to_vector<float>());  // exactly
+
+      // LoRA wraps the compact layers as they are, and trains.
+      nn::LoRAConfig lora_config;
+      lora_config.targets = {"all-linear"};
+      models::apply_lora(*loaded, lora_config);
+      CHECK(loaded->num_parameters(true) > 0);
+      CHECK(compact_layers(*loaded).size() == mine.size());
+    }
+  }
+}
+
+TEST_CASE("GGUF base: --base-dtype auto maps each tensor type to the nearest base format", "[gguf][quantized]") {
+  using T = gguf::TensorType;
+  CHECK(gio::auto_base_format(T::Q8_0) == QuantFormat::Q8_0);
+  CHECK(gio::auto_base_format(T::Q4_0) == QuantFormat::Q4_0);
+  for (T t : {T::Q6_K, T::Q5_K, T::Q5_0, T::Q5_1}) CHECK(gio::auto_base_format(t) == QuantFormat::Q8_0);
+  for (T t : {T::Q4_K, T::Q4_1}) CHECK(gio::auto_base_format(t) == QuantFormat::Q4_0);
+  for (T t : {T::F32, T::F16, T::BF16}) CHECK(gio::auto_base_format(t) == QuantFormat::F32);
+  CHECK(models::BaseDtype::parse("auto").automatic);
+  CHECK(models::BaseDtype::parse("int8").format == QuantFormat::Q8_0);
+  CHECK_THROWS_WITH(models::BaseDtype::parse("q4_k"),
+                    Catch::Contains("--base-dtype 'q4_k'") && Catch::Contains("auto"));
+}
+
+TEST_CASE("GGUF base: K-quants are converted row by row and their relative RMS error is measured",
+          "[gguf][quantized]") {
+  const int64_t rows = 8, cols = 512;
+  for (const auto& [type, format, bound] : std::vector<std::tuple<gguf::TensorType, QuantFormat, double>>{
+           {gguf::TensorType::Q6_K, QuantFormat::Q8_0, 0.02},
+           {gguf::TensorType::Q5_K, QuantFormat::Q8_0, 0.02},
+           {gguf::TensorType::Q4_K, QuantFormat::Q4_0, 0.3}}) {
+    INFO(gguf::type_name(type));
+    const std::string blocks = random_k_blocks(type, rows, cols, 11);
+    const std::string bytes =
+        one_tensor_file("blk.0.ffn_down.weight", cols, rows, type, [&](std::string& out) { out += blocks; });
+    const gguf::File f = parse(bytes);
+    const gguf::TensorInfo& t = f.tensors().at(0);
+    const gio::BaseWeight w = gio::base_weight_from_gguf(f, t, format, 0);
+    CHECK_FALSE(w.kept_blocks);
+    CHECK(w.weight.format == format);
+    // The error, recomputed here: the file's values against the base's, over the whole tensor.
+    std::vector<float> file_row(cols);
+    const Tensor back = dequantize_weight(w.weight);
+    const float* b = back.data<float>();
+    double err2 = 0, ref2 = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      gguf::dequantize_row(type, t.data + r * (t.nbytes / rows), file_row.data(), cols);
+      for (int64_t i = 0; i < cols; ++i) {
+        err2 += std::pow(double(file_row[i]) - b[r * cols + i], 2);
+        ref2 += std::pow(double(file_row[i]), 2);
+      }
+    }
+    CHECK(w.relative_rms_error > 0.0);
+    CHECK(w.relative_rms_error == Approx(std::sqrt(err2 / ref2)).epsilon(1e-9));
+    CHECK(w.relative_rms_error < bound);
+    gio::BaseImportReport report;
+    report.add(t, w);
+    CHECK(report.converted == 1);
+    CHECK_THAT(report.str(),
+               Catch::Contains("blk.0.ffn_down.weight") &&
+                   Catch::Contains(fmt::format("{} -> {}", gguf::type_name(type), quant_format_name(format))) &&
+                   Catch::Contains("worst relative RMS error"));
+  }
+}
+
+TEST_CASE("GGUF base: q/k rows permuted by llama.cpp come back in Hugging Face order, blocks with their rows",
+          "[gguf][quantized]") {
+  const int64_t heads = 2, rows = 8, cols = 64;  // two heads of 4 rows
+  std::string blocks;
+  std::vector<float> row(cols);
+  for (int64_t r = 0; r < rows; ++r) {  // file row r holds the value r + 1 everywhere
+    std::fill(row.begin(), row.end(), float(r + 1));
+    gguf::quantize_row(gguf::TensorType::Q8_0, row.data(), cols, blocks);
+  }
+  const std::string bytes =
+      one_tensor_file("blk.0.attn_q.weight", cols, rows, gguf::TensorType::Q8_0, [&](std::string& o) { o += blocks; });
+  const gguf::File f = parse(bytes);
+  const gio::BaseWeight w = gio::base_weight_from_gguf(f, f.tensors().at(0), QuantFormat::Q8_0, heads);
+  CHECK(w.kept_blocks);
+  const Tensor back = dequantize_weight(w.weight);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t hf = gio::hf_row_of_gguf_row(r, rows, heads);
+    INFO("file row " << r << " -> row " << hf);
+    // Rows differ by 1; q8_0 holds each to within its step (r + 1) / 127.
+    CHECK(back.data<float>()[hf * cols] == Approx(r + 1).margin(0.05));
+    CHECK(back.data<float>()[hf * cols + cols - 1] == Approx(r + 1).margin(0.05));
+  }
+}
+
+TEST_CASE("GGUF base: tensors that cannot be held compact are refused, naming the tensor", "[gguf][quantized]") {
+  // Rows of 48 float weights are not whole blocks of 32.
+  const std::string floats = one_tensor_file("blk.1.attn_output.weight", 48, 4, gguf::TensorType::F32,
+                                             [](std::string& o) { o.append(48 * 4 * 4, '\0'); });
+  const gguf::File f = parse(floats);
+  CHECK_THROWS_WITH(gio::base_weight_from_gguf(f, f.tensors().at(0), QuantFormat::Q8_0, 0),
+                    Catch::Contains("'blk.1.attn_output.weight'") && Catch::Contains("not whole blocks of 32"));
+  CHECK_THROWS_WITH(gio::base_weight_from_gguf(f, f.tensors().at(0), QuantFormat::Q4_0, 0),
+                    Catch::Contains("'blk.1.attn_output.weight'"));
+  CHECK(gio::base_weight_from_gguf(f, f.tensors().at(0), QuantFormat::BF16, 0).weight.rows == 4);  // any shape
+
+  // Block data cut short is refused by the reader, naming the tensor.
+  std::string blocks;
+  std::vector<float> row(64, 0.5f);
+  for (int r = 0; r < 4; ++r) gguf::quantize_row(gguf::TensorType::Q8_0, row.data(), 64, blocks);
+  const std::string good =
+      one_tensor_file("blk.2.ffn_up.weight", 64, 4, gguf::TensorType::Q8_0, [&](std::string& o) { o += blocks; });
+  const gguf::File whole = parse(good);
+  const gguf::TensorInfo& t = whole.tensors().at(0);
+  const size_t end_of_blocks = static_cast<size_t>(whole.data_offset() + t.offset + t.nbytes);
+  CHECK_THROWS_WITH(parse(good.substr(0, end_of_blocks - 1)),
+                    Catch::Contains("'blk.2.ffn_up.weight'") && Catch::Contains("runs past the end of the file"));
+  // (A Q8_0 row of 48 weights is refused by the reader too, naming the tensor: test_gguf.cpp's bad descriptions.)
+
+  // A block scale that is not finite.
+  std::string bad = blocks;
+  const uint16_t inf = 0x7C00;
+  std::memcpy(bad.data() + 34 * 3, &inf, 2);  // row 1's second block
+  const std::string nan_file =
+      one_tensor_file("blk.3.ffn_up.weight", 64, 4, gguf::TensorType::Q8_0, [&](std::string& o) { o += bad; });
+  const gguf::File g = parse(nan_file);
+  CHECK_THROWS_WITH(gio::base_weight_from_gguf(g, g.tensors().at(0), QuantFormat::Q8_0, 0),
+                    Catch::Contains("'blk.3.ffn_up.weight'") && Catch::Contains("inf or nan"));
+  CHECK_THROWS_WITH(gio::base_weight_from_gguf(g, g.tensors().at(0), QuantFormat::Q4_0, 0),
+                    Catch::Contains("'blk.3.ffn_up.weight'") && Catch::Contains("inf or nan"));
+  // Heads that do not split the rows into pairs.
+  const gguf::File h = parse(good);
+  CHECK_THROWS_WITH(gio::base_weight_from_gguf(h, h.tensors().at(0), QuantFormat::Q8_0, 3),
+                    Catch::Contains("'blk.2.ffn_up.weight'"));
+}
