@@ -9,7 +9,10 @@
 //    adapters (rank --rank on q, v), served either as mixed batches in one pass (every request in one
 //    engine batch, each row gathering its adapter) or one adapter at a time (each adapter's requests as one
 //    batch, the next adapter's after it: PEFT's sub-batches). Throughput in generated tokens/s and request
-//    latency p50/p99 (from arrival to the last token).
+//    latency p50/p99 (from arrival to the last token). One adapter at a time runs twice: on the engine the
+//    mixed batch used and on a fresh one; both do the same work, which the counts printed beside the times
+//    show (steps, tensor and system allocations, page faults, CPU seconds and the share of the cores the
+//    run got: the times follow the machine's load).
 //
 //   bench_serve                                   GPT-2 small (random init), 2 threads by LORA_NUM_THREADS
 //   bench_serve --config tiny --requests 16       a quick run
