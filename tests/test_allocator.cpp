@@ -84,7 +84,7 @@ TEST_CASE("allocator: trim_cache gives the cache back and a limit of 0 turns it 
 // Tensor allocations per steady-state decode step of the serving engine at batch 1 (GPT-2, f32, the base
 // model): kDecodeAllocationsPerLayer for each layer and kDecodeAllocationsFixed around them (docs/memory.md).
 // A change to the decode path that allocates more, or fewer, shows here.
-constexpr int64_t kDecodeAllocationsPerLayer = 21, kDecodeAllocationsFixed = 10;
+constexpr int64_t kDecodeAllocationsPerLayer = 12, kDecodeAllocationsFixed = 9;
 
 namespace {
 
