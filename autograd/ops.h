@@ -59,7 +59,8 @@ Tensor mean(const Tensor& x, int axis, bool keepdim = false);
 Tensor reshape(const Tensor& x, const Shape& shape);  // one dimension may be -1
 Tensor permute(const Tensor& x, const std::vector<int>& dims);
 Tensor transpose(const Tensor& x, int axis0, int axis1);
-Tensor slice(const Tensor& x, int axis, int64_t start, int64_t end);  // [start, end) along axis (a copy)
+// [start, end) along axis: a copy, or, without gradients, a view when the part is one contiguous block.
+Tensor slice(const Tensor& x, int axis, int64_t start, int64_t end);
 std::vector<Tensor> split(const Tensor& x, int axis, const std::vector<int64_t>& sizes);
 Tensor concat(const std::vector<Tensor>& xs, int axis);
 

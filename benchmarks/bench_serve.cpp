@@ -9,7 +9,10 @@
 //    adapters (rank --rank on q, v), served either as mixed batches in one pass (every request in one
 //    engine batch, each row gathering its adapter) or one adapter at a time (each adapter's requests as one
 //    batch, the next adapter's after it: PEFT's sub-batches). Throughput in generated tokens/s and request
-//    latency p50/p99 (from arrival to the last token).
+//    latency p50/p99 (from arrival to the last token). One adapter at a time runs twice: on the engine the
+//    mixed batch used and on a fresh one; both do the same work, which the counts printed beside the times
+//    show (steps, tensor and system allocations, page faults, CPU seconds and the share of the cores the
+//    run got: the times follow the machine's load).
 //
 //   bench_serve                                   GPT-2 small (random init), 2 threads by LORA_NUM_THREADS
 //   bench_serve --config tiny --requests 16       a quick run
@@ -27,6 +30,9 @@
 #include <omp.h>
 #include <CLI/CLI.hpp>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -37,6 +43,7 @@
 
 #include "backends/backend.h"
 #include "backends/cpu/bandwidth_probe.h"
+#include "core/allocator.h"
 #include "core/stopwatch.h"
 #include "models/generate.h"
 #include "models/hf_checkpoint.h"
@@ -46,11 +53,24 @@
 #include "nn/lora/adapter.h"
 #include "serve/adapter_set.h"
 #include "serve/decode_engine.h"
+#include "tools/subprocess.h"
 
 using namespace lora;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+// libgomp lets a thread that has finished its share spin for up to 300,000 iterations before it sleeps; on a
+// loaded machine the spinning thread takes the time slices the working one needs and wall times swing by up to
+// 3x between identical runs (benchmarks/bench_train.cpp). libgomp reads GOMP_SPINCOUNT when it is loaded,
+// before main(), so this program runs itself again with GOMP_SPINCOUNT=10000 unless OMP_WAIT_POLICY or
+// GOMP_SPINCOUNT is set.
+void rerun_with_short_spin(char** argv) {
+  if (std::getenv("GOMP_SPINCOUNT") != nullptr || std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("GOMP_SPINCOUNT", "10000", 1);
+  const std::string self = tools::self_executable();
+  execv(self.c_str(), argv);  // returns only when it failed: then this run goes on with libgomp's default
+}
 
 double load_average() {
   double load = -1;
@@ -87,8 +107,27 @@ nn::AdapterState random_adapter(models::CausalLM& model, int64_t rank, const std
   return state;
 }
 
+// What a stretch of work cost in counts, which the machine's load does not change: tensor allocations, those
+// the allocator's cache could not serve, page faults, and CPU seconds (less load-sensitive than wall time).
+struct Counts {
+  int64_t allocations = 0, system_allocations = 0, faults = 0;
+  double cpu_s = 0;
+  static Counts now() {
+    const memory::CpuAllocatorStats a = memory::cpu_allocator_stats();
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return {a.allocations, a.system_allocations, u.ru_minflt,
+            double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec)};
+  }
+  Counts operator-(const Counts& o) const {
+    return {allocations - o.allocations, system_allocations - o.system_allocations, faults - o.faults, cpu_s - o.cpu_s};
+  }
+};
+
 struct RunResult {
   double seconds = 0, tokens_per_s = 0, p50 = 0, p99 = 0;
+  int64_t steps = 0;
+  Counts counts;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -101,7 +140,8 @@ double percentile(std::vector<double> v, double p) {
 // batch. Latency: from t0 to a request's last token.
 RunResult serve_groups(serve::DecodeEngine& engine, const std::vector<std::vector<serve::Request>>& groups) {
   std::vector<double> latency;
-  int64_t tokens = 0;
+  int64_t tokens = 0, steps = 0;
+  const Counts c0 = Counts::now();
   const auto t0 = Clock::now();
   for (const auto& group : groups) {
     for (serve::Request r : group) {
@@ -111,11 +151,13 @@ RunResult serve_groups(serve::DecodeEngine& engine, const std::vector<std::vecto
       };
       engine.submit(std::move(r));
     }
-    while (engine.step()) {
-    }
+    while (engine.step()) ++steps;
+    ++steps;
   }
   RunResult out;
   out.seconds = seconds_since(t0);
+  out.steps = steps;
+  out.counts = Counts::now() - c0;
   out.tokens_per_s = static_cast<double>(tokens) / out.seconds;
   out.p50 = percentile(latency, 0.5);
   out.p99 = percentile(latency, 0.99);
@@ -155,10 +197,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--repeats", repeats, "Runs of each --llama-bench test (best kept)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  rerun_with_short_spin(argv);
 
   try {
     const int threads = num_threads();
-    fmt::print("threads {}, load average {:.2f}\n", threads, load_average());
+    const char* spin = std::getenv("GOMP_SPINCOUNT");
+    const char* policy = std::getenv("OMP_WAIT_POLICY");
+    fmt::print("threads {}, load average {:.2f}, GOMP_SPINCOUNT={}, OMP_WAIT_POLICY={}\n", threads, load_average(),
+               spin ? spin : "(libgomp's default)", policy ? policy : "(unset)");
     const cpu::BandwidthResult probe = cpu::measure_read_bandwidth(static_cast<size_t>(bandwidth_mib) << 20, 5);
     const double gbps = probe.best_gbps;
     fmt::print("streaming read of {} MiB (last-level cache {} MiB), {} threads: {:.2f} GB/s best, {:.2f} median of 5\n",
@@ -221,11 +267,27 @@ int main(int argc, char** argv) {
         if (e.token >= 0) stamps.push_back(std::chrono::duration<double>(Clock::now().time_since_epoch()).count());
       };
       engine.submit(r);
-      while (engine.step()) {
+      // The first step runs the prompt (and one decode step); the rest are decode steps alone, counted
+      // from the third step on (the second one sizes the decode step's buffers).
+      // The last step (the one that finishes the request) is left out.
+      Counts c0, c1;
+      int64_t decode_steps = 0;
+      for (int64_t step = 1; engine.step(); ++step) {
+        if (step == 2) c0 = Counts::now();
+        if (step > 2) c1 = Counts::now(), ++decode_steps;
       }
+      const Counts per = c1 - c0;
       const double engine_tps = static_cast<double>(stamps.size() - 1) / (stamps.back() - stamps.front());
       fmt::print("batch 1, DecodeEngine:     {:.1f} tokens/s ({:.0f}% of the bound), load {:.2f}\n", engine_tps,
                  100 * engine_tps / bound, load_average());
+      if (decode_steps > 0) {
+        const double n = static_cast<double>(decode_steps);
+        fmt::print(
+            "batch 1, DecodeEngine, per steady decode step ({} steps): {:.1f} tensor allocations, {:.1f} system "
+            "allocations, {:.1f} page faults\n",
+            decode_steps, static_cast<double>(per.allocations) / n, static_cast<double>(per.system_allocations) / n,
+            static_cast<double>(per.faults) / n);
+      }
     }
 
     if (llama_bench) {
@@ -260,18 +322,28 @@ int main(int argc, char** argv) {
       fmt::print("\n{} requests, prompt {} + {} new tokens each, adapters of rank {} on q, v\n", requests,
                  prompt_tokens, adapter_tokens, rank);
       fmt::print(
-          "| adapters | mode | tokens/s | p50 latency s | p99 latency s | total s | load "
-          "|\n|---|---|---|---|---|---|---|\n");
+          "| adapters | mode | engine | tokens/s | p50 latency s | p99 latency s | total s | load | steps | CPU s | "
+          "CPU share | tensor allocations | system allocations | page faults "
+          "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       std::vector<nn::AdapterState> states;
       for (int64_t a = 0; a < 64; ++a) states.push_back(random_adapter(*model, rank, {"q", "v"}, 100 + a));
       std::vector<std::vector<int32_t>> prompts;
       for (int64_t i = 0; i < requests; ++i) prompts.push_back(random_prompt(prompt_tokens, vocab, gen));
+      auto print_row = [&](int64_t n_adapters, const char* mode, const char* engine_kind, const RunResult& r) {
+        // CPU share: the CPU seconds the run got over what its threads could have had (wall x threads).
+        fmt::print(
+            "| {} | {} | {} | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} | {:.2f} | {:.0f}% | {} | {} | {} |\n",
+            n_adapters, mode, engine_kind, r.tokens_per_s, r.p50, r.p99, r.seconds, load_average(), r.steps,
+            r.counts.cpu_s, 100 * r.counts.cpu_s / (r.seconds * threads), r.counts.allocations,
+            r.counts.system_allocations, r.counts.faults);
+        std::fflush(stdout);
+      };
+      std::vector<std::string> comparisons;
       for (const int64_t n_adapters : {1, 8, 64}) {
         serve::AdapterSet set(*model, 64);
         for (int64_t a = 0; a < n_adapters; ++a) set.load(fmt::format("a{}", a), states[static_cast<size_t>(a)]);
-        serve::DecodeEngine engine(
-            *model, set,
-            {.max_sequences = requests, .max_queue = requests, .capacity = prompt_tokens + adapter_tokens});
+        const serve::EngineOptions engine_options{
+            .max_sequences = requests, .max_queue = requests, .capacity = prompt_tokens + adapter_tokens};
         std::vector<std::vector<serve::Request>> by_adapter(static_cast<size_t>(n_adapters));
         for (int64_t i = 0; i < requests; ++i) {
           serve::Request r;
@@ -284,14 +356,33 @@ int main(int argc, char** argv) {
         }
         std::vector<serve::Request> all;
         for (const auto& g : by_adapter) all.insert(all.end(), g.begin(), g.end());
-        const RunResult mixed = serve_groups(engine, {all});
-        fmt::print("| {} | mixed batch, one pass | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |\n", n_adapters,
-                   mixed.tokens_per_s, mixed.p50, mixed.p99, mixed.seconds, load_average());
-        const RunResult one = serve_groups(engine, by_adapter);
-        fmt::print("| {} | one adapter at a time | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |\n", n_adapters,
-                   one.tokens_per_s, one.p50, one.p99, one.seconds, load_average());
-        std::fflush(stdout);
+        // Each mode on a fresh engine, and one adapter at a time also on the engine the mixed batch just used:
+        // the two must cost the same (same steps, same counts), or reusing an engine carries something over.
+        RunResult mixed, one_reused, one_fresh;
+        {
+          serve::DecodeEngine engine(*model, set, engine_options);
+          mixed = serve_groups(engine, {all});
+          print_row(n_adapters, "mixed batch, one pass", "fresh", mixed);
+          one_reused = serve_groups(engine, by_adapter);
+          print_row(n_adapters, "one adapter at a time", "reused", one_reused);
+        }
+        {
+          serve::DecodeEngine engine(*model, set, engine_options);
+          one_fresh = serve_groups(engine, by_adapter);
+          print_row(n_adapters, "one adapter at a time", "fresh", one_fresh);
+        }
+        comparisons.push_back(fmt::format(
+            "{} adapters, one adapter at a time, reused engine / fresh engine: steps {} / {}, tensor allocations {} / "
+            "{}, system allocations {} / {}, page faults {} / {}, CPU s {:.2f} / {:.2f} (x{:.2f}), wall s {:.2f} / "
+            "{:.2f} (x{:.2f}, under load)",
+            n_adapters, one_reused.steps, one_fresh.steps, one_reused.counts.allocations, one_fresh.counts.allocations,
+            one_reused.counts.system_allocations, one_fresh.counts.system_allocations, one_reused.counts.faults,
+            one_fresh.counts.faults, one_reused.counts.cpu_s, one_fresh.counts.cpu_s,
+            one_reused.counts.cpu_s / one_fresh.counts.cpu_s, one_reused.seconds, one_fresh.seconds,
+            one_reused.seconds / one_fresh.seconds));
       }
+      fmt::print("\n");
+      for (const std::string& line : comparisons) fmt::print("{}\n", line);
     }
     return 0;
   } catch (const std::exception& e) {

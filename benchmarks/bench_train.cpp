@@ -189,6 +189,7 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
   MemoryTracker::instance().reset_peaks();
   std::vector<double> times, cpu_times;
   const int64_t faults0 = minor_faults();
+  const memory::CpuAllocatorStats alloc0 = memory::cpu_allocator_stats();
   for (int64_t i = 0; i < o.steps; ++i) {
     const auto t0 = Clock::now();
     const int64_t f0 = minor_faults();
@@ -200,6 +201,7 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
                o.steps, times.back(), cpu_times.back(), minor_faults() - f0, loss);
   }
   const double faults_per_step = double(minor_faults() - faults0) / double(o.steps);
+  const memory::CpuAllocatorStats alloc1 = memory::cpu_allocator_stats();
   const double s = median(times);
   const auto stats = MemoryTracker::instance().stats(Device::cpu());
   nlohmann::json j;
@@ -220,6 +222,10 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
   j["allocator_reserved_bytes"] = allocator_for(Device::cpu()).reserved_bytes(Device::cpu());
   j["peak_rss_bytes"] = tools::process_peak_rss_bytes();
   j["minor_faults_per_step"] = faults_per_step;
+  // Tensor allocations per step, and those the allocator's cache could not serve (core/allocator.h).
+  j["allocations_per_step"] = double(alloc1.allocations - alloc0.allocations) / double(o.steps);
+  j["system_allocations_per_step"] = double(alloc1.system_allocations - alloc0.system_allocations) / double(o.steps);
+  j["allocator_cached_bytes"] = alloc1.cached_bytes;
   j["trainable_params"] = model->num_parameters(true);
   return j;
 }
@@ -320,17 +326,22 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "running {} ...\n", rc.str());
       all["results"].push_back(run_child(o, rc));
     }
-    fmt::print("\n{:<22} {:>8} {:>9} {:>8} {:>7} {:>12} {:>12} {:>12} {:>10} {:>11}\n", "config", "step s", "tokens/s",
-               "GFLOP/s", "% ceil", "frozen", "activations", "tracker peak", "peak RSS", "faults/step");
+    fmt::print("\n{:<22} {:>8} {:>9} {:>8} {:>7} {:>12} {:>12} {:>12} {:>10} {:>10} {:>11} {:>11} {:>13}\n", "config",
+               "step s", "tokens/s", "GFLOP/s", "% ceil", "frozen", "activations", "tracker peak", "cached", "peak RSS",
+               "faults/step", "allocs/step", "sys allocs/st");
     for (auto& r : all["results"]) {
       r["fraction_of_ceiling"] = r["gflops"].get<double>() / ceiling;
-      fmt::print("{:<22} {:>8.3f} {:>9.0f} {:>8.1f} {:>6.0f}% {:>12} {:>12} {:>12} {:>10} {:>11.0f}\n",
-                 r["config"].get<std::string>(), r["step_s"].get<double>(), r["tokens_per_s"].get<double>(),
-                 r["gflops"].get<double>(), 100 * r["fraction_of_ceiling"].get<double>(),
-                 tools::human_bytes(r["frozen_bytes"].get<int64_t>()),
-                 tools::human_bytes(r["activation_peak_bytes"].get<int64_t>()),
-                 tools::human_bytes(r["tracker_peak_bytes"].get<int64_t>()),
-                 tools::human_bytes(r["peak_rss_bytes"].get<int64_t>()), r["minor_faults_per_step"].get<double>());
+      fmt::print(
+          "{:<22} {:>8.3f} {:>9.0f} {:>8.1f} {:>6.0f}% {:>12} {:>12} {:>12} {:>10} {:>10} {:>11.0f} {:>11.0f} "
+          "{:>13.0f}\n",
+          r["config"].get<std::string>(), r["step_s"].get<double>(), r["tokens_per_s"].get<double>(),
+          r["gflops"].get<double>(), 100 * r["fraction_of_ceiling"].get<double>(),
+          tools::human_bytes(r["frozen_bytes"].get<int64_t>()),
+          tools::human_bytes(r["activation_peak_bytes"].get<int64_t>()),
+          tools::human_bytes(r["tracker_peak_bytes"].get<int64_t>()),
+          tools::human_bytes(r["allocator_cached_bytes"].get<int64_t>()),
+          tools::human_bytes(r["peak_rss_bytes"].get<int64_t>()), r["minor_faults_per_step"].get<double>(),
+          r["allocations_per_step"].get<double>(), r["system_allocations_per_step"].get<double>());
     }
     fmt::print(
         "A quantized base (+bf16, +int8, +nf4) and checkpointing (+ckpt) keep the FLOPs of their mode (the "

@@ -1,18 +1,20 @@
-// The CPU allocator (64-byte aligned, with a cache of large blocks), the meta device's (no memory), and the
-// per-device-type allocator registry.
+// The CPU allocator (64-byte aligned, with a cache of freed blocks by size class), the meta device's (no memory), and
+// the per-device-type allocator registry.
 #include "core/allocator.h"
 
 #include <sys/mman.h>
 
 #include <malloc.h>
 #include <array>
+#include <bit>
+#include <charconv>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <mutex>
 #include <new>
-#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "core/memory.h"
@@ -21,19 +23,50 @@ namespace lora {
 namespace {
 
 // ---------------------------------------------------------------------------------------------------
-// Why a cache: a training step frees and re-allocates the same large buffers every step (the logits
-// [B T, V], the token embedding's gradient [V, C], the MLP activations). glibc serves blocks above its
-// mmap threshold with mmap and unmaps them on free, so every step page-faults them all in again (123 k
-// faults per GPT-2 small step at 4 x 64, ~10% of the step on one thread). Blocks of kLargeBlock and above
-// are mmapped here and, from the second time a block of their size is freed (a size that recurs, not a
-// one-off such as the initialiser's temporaries), kept by exact (page-rounded) size for the next allocation
-// of that size; smaller
-// blocks come from glibc's heap, which is told never to trim and never to mmap them (so their pages stay
-// mapped too). The cache never holds more than kMaxCached bytes; the tracker keeps counting tensor bytes
-// only, and reserved_bytes() reports what the cache holds on top.
+// Why a cache: a training step frees and re-allocates the same buffers every step (the logits [B T, V],
+// the token embedding's gradient [V, C], the MLP activations), and a decode step the same small ones.
+// Given back to the system, every large block is page-faulted in again on its next use (123 k faults per
+// GPT-2 small step at 4 x 64, ~10% of the step on one thread). Here every freed block is kept in the free
+// list of its size class (memory::size_class) and handed out again for the next request of that class;
+// the system is asked only when the class's list is empty. Blocks of kMmapBlock and above come from mmap
+// (so that a trim really gives them back), smaller ones from glibc's heap, which is told never to trim and
+// never to mmap below kLargeBlock (so the process's other buffers, std::vector's included, stay mapped too).
+//
+// What the cache may add to the process's memory: at most the limit (memory::set_cache_limit,
+// LORA_CPU_CACHE_MIB); a free beyond it goes back to the system. A block of kLargeBlock or more is cached
+// only from the second free in its class, so that one-off temporaries (the initialiser's [V, C]) do not sit
+// in the cache for the whole run. The tracker counts the bytes tensors ask for, exactly as before;
+// reserved_bytes() is what the allocator holds on top (the cache and the rounding up to classes).
 constexpr size_t kLargeBlock = size_t(32) << 20;  // glibc's largest mmap threshold
-constexpr size_t kPage = size_t(2) << 20;         // large blocks are rounded to 2 MiB (a huge page)
-constexpr size_t kMaxCached = size_t(1) << 30;
+constexpr size_t kMmapBlock = size_t(256) << 10;  // class sizes from here on are whole pages
+constexpr size_t kSmallClassLimit = 4096;         // multiples of 64 up to here
+constexpr int kSmallClasses = int(kSmallClassLimit / kCpuAlignment);
+constexpr int kSmallLog2 = 12;  // log2(kSmallClassLimit)
+constexpr int kNumClasses = kSmallClasses + 4 * (64 - kSmallLog2);
+
+size_t round_up(size_t n, size_t to) {
+  return (n + to - 1) / to * to;
+}
+int floor_log2(size_t n) {
+  return 63 - std::countl_zero(static_cast<uint64_t>(n));
+}
+
+// The class of a request of `bytes` (> 0): its index and the size it is served with.
+struct SizeClass {
+  int index;
+  size_t bytes;
+};
+SizeClass size_class_of(size_t bytes) {
+  if (bytes <= kSmallClassLimit) {
+    const size_t rounded = round_up(bytes, kCpuAlignment);
+    return {int(rounded / kCpuAlignment) - 1, rounded};
+  }
+  // 2^k < bytes <= 2^(k+1): four classes of 2^(k-2) each.
+  const int k = floor_log2(bytes - 1);
+  LORA_CHECK(k < 62, "CPU allocation of {} bytes is beyond any machine's memory", bytes);
+  const size_t step = size_t(1) << (k - 2), rounded = round_up(bytes, step);
+  return {kSmallClasses + 4 * (k - kSmallLog2) + int((rounded - (size_t(1) << k)) / step) - 1, rounded};
+}
 
 // Heap settings for the blocks below kLargeBlock; a user's own MALLOC_MMAP_THRESHOLD_ or
 // MALLOC_TRIM_THRESHOLD_ (glibc's environment tunables) wins over them.
@@ -44,28 +77,119 @@ void configure_heap() {
 #endif
 }
 
+// LORA_CPU_CACHE_MIB, or the default.
+size_t cache_limit_from_environment() {
+  const char* text = std::getenv("LORA_CPU_CACHE_MIB");
+  if (text == nullptr || *text == '\0') return memory::kDefaultCacheLimit;
+  uint64_t mib = 0;
+  const char* end = text + std::strlen(text);
+  const auto [at, ec] = std::from_chars(text, end, mib);
+  LORA_CHECK(ec == std::errc() && at == end && mib <= (uint64_t(1) << 40),
+             "LORA_CPU_CACHE_MIB='{}' is not a whole number of mebibytes (0 turns the CPU allocator's cache off)",
+             text);
+  return size_t(mib) << 20;
+}
+
 class CpuAllocator final : public Allocator {
  public:
-  CpuAllocator() { configure_heap(); }
+  CpuAllocator() : limit_(cache_limit_from_environment()) { configure_heap(); }
 
   void* allocate(size_t bytes, Device) override {
     if (bytes == 0) return nullptr;
-    if (bytes >= kLargeBlock) return allocate_large(round_up(bytes, kPage));
-    // aligned_alloc wants a size that is a multiple of the alignment.
-    void* p = std::aligned_alloc(kCpuAlignment, round_up(bytes, kCpuAlignment));
-    LORA_CHECK(p != nullptr, "out of CPU memory allocating {}; the tracker holds {}", format_bytes(int64_t(bytes)),
-               MemoryTracker::instance().live_summary(Device::cpu()));
+    const SizeClass c = size_class_of(bytes);
+    {
+      std::lock_guard lock(mutex_);
+      ++stats_.allocations;
+      held_ += c.bytes;
+      requested_ += bytes;
+      std::vector<void*>& list = free_[size_t(c.index)];
+      if (!list.empty()) {
+        void* p = list.back();
+        list.pop_back();
+        stats_.cached_bytes -= int64_t(c.bytes);
+        --stats_.cached_blocks;
+        return p;
+      }
+      ++stats_.system_allocations;
+    }
+    void* p = system_allocate(c.bytes);
+    if (p == nullptr) {  // the system refused: give the cache back and try once more
+      trim();
+      p = system_allocate(c.bytes);
+    }
+    if (p == nullptr) {
+      {
+        std::lock_guard lock(mutex_);
+        held_ -= c.bytes;
+        requested_ -= bytes;
+      }
+      LORA_FAIL("out of CPU memory allocating {}; the tracker holds {}", format_bytes(int64_t(bytes)),
+                MemoryTracker::instance().live_summary(Device::cpu()));
+    }
     return p;
   }
+
   void deallocate(void* ptr, size_t bytes, Device) override {
     if (ptr == nullptr) return;
-    if (bytes >= kLargeBlock) return release_large(ptr, round_up(bytes, kPage));
-    std::free(ptr);
+    const SizeClass c = size_class_of(bytes);
+    {
+      std::lock_guard lock(mutex_);
+      held_ -= c.bytes;
+      requested_ -= bytes;
+      const bool one_off = c.bytes >= kLargeBlock && ++large_frees_[size_t(c.index)] < 2;
+      if (!one_off && size_t(stats_.cached_bytes) + c.bytes <= limit_) {
+        free_[size_t(c.index)].push_back(ptr);
+        stats_.cached_bytes += int64_t(c.bytes);
+        ++stats_.cached_blocks;
+        return;
+      }
+      ++stats_.system_frees;
+    }
+    system_free(ptr, c.bytes);
   }
+
+  // The cache and the rounding of live blocks up to their classes.
   size_t reserved_bytes(Device) const override {
     std::lock_guard lock(mutex_);
-    return cached_bytes_;
+    return size_t(stats_.cached_bytes) + held_ - requested_;
   }
+
+  memory::CpuAllocatorStats stats() const {
+    std::lock_guard lock(mutex_);
+    memory::CpuAllocatorStats s = stats_;
+    s.cache_limit = int64_t(limit_);
+    return s;
+  }
+
+  size_t trim() {
+    std::vector<std::pair<void*, size_t>> blocks;
+    {
+      std::lock_guard lock(mutex_);
+      for (int i = 0; i < kNumClasses; ++i) {
+        for (void* p : free_[size_t(i)]) blocks.emplace_back(p, class_bytes(i));
+        free_[size_t(i)].clear();
+      }
+      stats_.system_frees += int64_t(blocks.size());
+      stats_.cached_bytes = 0;
+      stats_.cached_blocks = 0;
+    }
+    size_t released = 0;
+    for (const auto& [p, bytes] : blocks) {
+      system_free(p, bytes);
+      released += bytes;
+    }
+    return released;
+  }
+
+  void set_limit(size_t bytes) {
+    {
+      std::lock_guard lock(mutex_);
+      limit_ = bytes;
+      if (size_t(stats_.cached_bytes) <= limit_) return;
+    }
+    trim();
+  }
+
   void copy_to_host(void* dst, const void* src, size_t bytes, Device) override { copy(dst, src, bytes); }
   void copy_from_host(void* dst, const void* src, size_t bytes, Device) override { copy(dst, src, bytes); }
   void copy_within(void* dst, const void* src, size_t bytes, Device) override { copy(dst, src, bytes); }
@@ -74,55 +198,40 @@ class CpuAllocator final : public Allocator {
   }
 
  private:
-  struct Block {
-    void* ptr;
-    size_t bytes;
-  };
-
-  static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
   static void copy(void* dst, const void* src, size_t bytes) {
     if (bytes) std::memmove(dst, src, bytes);
   }
-
-  void* allocate_large(size_t bytes) {
-    {
-      std::lock_guard lock(mutex_);
-      for (auto it = cache_.begin(); it != cache_.end(); ++it) {
-        if (it->bytes == bytes) {
-          void* p = it->ptr;
-          cached_bytes_ -= bytes;
-          cache_.erase(it);
-          return p;
-        }
-      }
-    }
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    LORA_CHECK(p != MAP_FAILED, "out of CPU memory allocating {}; the tracker holds {}", format_bytes(int64_t(bytes)),
-               MemoryTracker::instance().live_summary(Device::cpu()));
-    return p;
+  // The size of class `index` (the inverse of size_class_of).
+  static size_t class_bytes(int index) {
+    if (index < kSmallClasses) return size_t(index + 1) * kCpuAlignment;
+    const int k = kSmallLog2 + (index - kSmallClasses) / 4, sub = (index - kSmallClasses) % 4 + 1;
+    return (size_t(1) << k) + size_t(sub) * (size_t(1) << (k - 2));
   }
-
-  // Keeps the block for reuse if its size recurs; the oldest cached blocks go back to the OS beyond kMaxCached.
-  void release_large(void* ptr, size_t bytes) {
-    std::lock_guard lock(mutex_);
-    if (++frees_[bytes] < 2) {
-      munmap(ptr, bytes);
-      return;
+  // nullptr when the system refuses.
+  static void* system_allocate(size_t class_bytes) {
+    if (class_bytes >= kMmapBlock) {
+      void* p = mmap(nullptr, class_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      return p == MAP_FAILED ? nullptr : p;
     }
-    cache_.push_back({ptr, bytes});
-    cached_bytes_ += bytes;
-    while (cached_bytes_ > kMaxCached) {
-      munmap(cache_.front().ptr, cache_.front().bytes);
-      cached_bytes_ -= cache_.front().bytes;
-      cache_.pop_front();
-    }
+    return std::aligned_alloc(kCpuAlignment, class_bytes);  // class sizes are multiples of the alignment
+  }
+  static void system_free(void* p, size_t class_bytes) {
+    if (class_bytes >= kMmapBlock)
+      munmap(p, class_bytes);
+    else
+      std::free(p);
   }
 
   mutable std::mutex mutex_;
-  std::deque<Block> cache_;  // freed large blocks, oldest first
-  size_t cached_bytes_ = 0;
-  std::unordered_map<size_t, int64_t> frees_;  // large blocks freed, per size (a few distinct sizes)
+  std::array<std::vector<void*>, kNumClasses> free_;  // cached blocks by class, the last freed at the back
+  std::array<int64_t, kNumClasses> large_frees_{};    // frees so far of classes of kLargeBlock and above
+  memory::CpuAllocatorStats stats_;
+  size_t limit_;
+  size_t held_ = 0;       // class bytes of the blocks tensors hold
+  size_t requested_ = 0;  // bytes those blocks were asked for
 };
+
+CpuAllocator& cpu_allocator();
 
 // The meta device: no memory at all. Storages get a null pointer (and are still charged to the tracker by
 // Storage); Tensor checks the device before it copies or reads, so the copies below never see a meta tensor
@@ -139,10 +248,16 @@ class MetaAllocator final : public Allocator {
   void set_zero(void*, size_t, Device) override {}
 };
 
+// Never destroyed: tensors held by other static objects are freed during the program's exit, after any
+// function-local static made later than them would be gone.
+CpuAllocator& cpu_allocator() {
+  static CpuAllocator* cpu = new CpuAllocator();
+  return *cpu;
+}
+
 std::array<Allocator*, kNumDeviceTypes>& registry() {
-  static CpuAllocator cpu;
   static MetaAllocator meta;
-  static std::array<Allocator*, kNumDeviceTypes> allocators{&cpu, nullptr, &meta};
+  static std::array<Allocator*, kNumDeviceTypes> allocators{&cpu_allocator(), nullptr, &meta};
   return allocators;
 }
 
@@ -154,8 +269,29 @@ Allocator& allocator_for(Device device) {
   return *a;
 }
 
+Allocator* find_allocator(DeviceType type) {
+  return registry()[static_cast<int>(type)];
+}
+
 void register_allocator(DeviceType type, Allocator* allocator) {
   registry()[static_cast<int>(type)] = allocator;
 }
+
+namespace memory {
+
+CpuAllocatorStats cpu_allocator_stats() {
+  return cpu_allocator().stats();
+}
+size_t trim_cache() {
+  return cpu_allocator().trim();
+}
+void set_cache_limit(size_t bytes) {
+  cpu_allocator().set_limit(bytes);
+}
+size_t size_class(size_t bytes) {
+  return bytes == 0 ? 0 : size_class_of(bytes).bytes;
+}
+
+}  // namespace memory
 
 }  // namespace lora

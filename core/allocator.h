@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "core/device.h"
 
@@ -24,9 +25,42 @@ class Allocator {
 
 // The allocator for a device; throws lora::Error when that device type was not built in.
 Allocator& allocator_for(Device device);
+// The allocator registered for a device type, or nullptr.
+Allocator* find_allocator(DeviceType type);
 void register_allocator(DeviceType type, Allocator* allocator);
 
 // CPU allocations are aligned to 64 bytes (a cache line, and a full AVX-512 vector).
 constexpr size_t kCpuAlignment = 64;
+
+// The CPU allocator's cache (core/allocator.cpp). Freed blocks are kept by size class for the next
+// allocation of that class, so that a training or decode step that frees and re-allocates the same buffers
+// takes nothing from the system in steady state. The tracker (core/memory.h) counts the bytes tensors hold;
+// the cache's blocks are held from the system on top of that.
+namespace memory {
+
+// Figures of the CPU allocator since the process started (counts never reset; take differences).
+struct CpuAllocatorStats {
+  int64_t allocations = 0;         // framework allocations: every non-empty allocate()
+  int64_t system_allocations = 0;  // of those, the ones the cache could not serve (aligned_alloc or mmap)
+  int64_t system_frees = 0;        // blocks given back to the system (over the limit, one-off sizes, trims)
+  int64_t cached_bytes = 0;        // held from the system, free: the cache (class sizes)
+  int64_t cached_blocks = 0;
+  int64_t cache_limit = 0;  // the most the cache holds; a freed block beyond it goes back to the system
+};
+CpuAllocatorStats cpu_allocator_stats();
+
+// Gives every cached block back to the system; returns the bytes released. The allocator also trims
+// itself, and tries once more, when the system refuses an allocation.
+size_t trim_cache();
+// The cache's limit in bytes (0: no cache, every free goes back to the system). The default is
+// kDefaultCacheLimit, or LORA_CPU_CACHE_MIB (mebibytes) from the environment when it is set.
+void set_cache_limit(size_t bytes);
+constexpr size_t kDefaultCacheLimit = size_t(2) << 30;
+
+// The size a request of `bytes` is served with: multiples of 64 up to 4 KiB, then four classes per power
+// of two (2^k times 1.25, 1.5, 1.75, 2; at most 25% above the request, 12.5% on average).
+size_t size_class(size_t bytes);
+
+}  // namespace memory
 
 }  // namespace lora

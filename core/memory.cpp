@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "core/allocator.h"
 #include "core/error.h"
 
 namespace lora {
@@ -19,12 +20,16 @@ std::string format_bytes(int64_t bytes) {
 
 std::string MemoryTracker::live_summary(Device device) const {
   const DeviceMemoryStats s = stats(device);
+  // What the allocator holds on top, free (its cache): not a tensor's, so not in any category.
+  const Allocator* allocator = find_allocator(device.type);
+  const int64_t held_free = allocator ? static_cast<int64_t>(allocator->reserved_bytes(device)) : 0;
   std::string out;
   for (int c = 0; c < kNumMemoryCategories; ++c) {
     out += fmt::format("{}{} {}", c ? ", " : "", category_name(static_cast<MemoryCategory>(c)),
                        format_bytes(s.live.bytes[c]));
   }
-  return out + fmt::format(" (total {})", format_bytes(s.live.total()));
+  return out + fmt::format(" (total {}; the allocator holds {} more, free)", format_bytes(s.live.total()),
+                           format_bytes(held_free));
 }
 
 std::string_view category_name(MemoryCategory category) {
@@ -100,10 +105,12 @@ DeviceMemoryStats MemoryTracker::stats(Device device) const {
 }
 
 int64_t MemoryTracker::live(MemoryCategory category, Device device) const {
-  return stats(device).live[category];
+  std::lock_guard lock(mutex_);
+  return devices_[slot(device)].live[category];
 }
 int64_t MemoryTracker::peak(MemoryCategory category, Device device) const {
-  return stats(device).peak[category];
+  std::lock_guard lock(mutex_);
+  return devices_[slot(device)].peak[category];
 }
 
 void MemoryTracker::reset_peaks() {

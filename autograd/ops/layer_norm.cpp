@@ -29,9 +29,17 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
              cols, x.shape().str());
   LORA_CHECK(eps >= 0.0, "layer_norm: eps = {} must be non-negative", eps);
 
-  Tensor y = detail::empty_like(x);             // [..., C]
-  Tensor mean = detail::empty_like(x, {rows});  // [N]
-  Tensor rstd = detail::empty_like(x, {rows});  // [N]
+  Tensor y = detail::empty_like(x);  // [..., C]
+  // mean and rstd [N]; without gradients nothing keeps them, so they share one allocation.
+  Tensor mean, rstd;
+  if (GradMode::is_enabled()) {
+    mean = detail::empty_like(x, {rows});
+    rstd = detail::empty_like(x, {rows});
+  } else {
+    const Tensor stats = detail::empty_like(x, {2, rows});
+    mean = stats.narrow_rows(0, 1).view({rows});
+    rstd = stats.narrow_rows(1, 1).view({rows});
+  }
   Tensor x2 = x.view({rows, cols}), y2 = y.view({rows, cols});
   kernels::run<kernels::LayerNormForward>(x.device(), x2, weight, bias, eps, y2, mean, rstd);
 

@@ -1,4 +1,8 @@
 // Shape and layout ops: reshape (shares storage), permute/transpose (copies), slice, split, concat.
+// Without gradients (inference), a permute that keeps the elements in order (it moves only axes of size 1:
+// a decode step's [B, 1, H, D] heads at B = 1) is a reshape, and a slice that is one contiguous block (nothing
+// outside its axis but size 1) is a view: the decode step allocates nothing for them. Training keeps the
+// copies, so what the tape saves is unchanged.
 #include <numeric>
 
 #include "autograd/ops.h"
@@ -35,6 +39,16 @@ Tensor permute(const Tensor& x, const std::vector<int>& dims) {
     inverse[normalized[i]] = i;
     out_dims[i] = x.shape().dims()[normalized[i]];
   }
+  if (!GradMode::is_enabled()) {
+    int last = -1;  // the input axis of the last output axis of size > 1 so far
+    bool in_order = true;
+    for (int i = 0; i < rank && in_order; ++i) {
+      if (out_dims[i] == 1) continue;
+      in_order = normalized[i] > last;
+      last = normalized[i];
+    }
+    if (in_order) return x.view(Shape(out_dims));
+  }
   Tensor out = detail::empty_like(x, Shape(out_dims));
   backend_for(x).permute(x, out, normalized);
   if (OpRecord rec(permute_op(), {x}); rec) {
@@ -64,6 +78,9 @@ Tensor slice(const Tensor& x, int axis, int64_t start, int64_t end) {
   const int64_t outer = x.shape().outer(a), inner = x.shape().inner(a), count = end - start;
   std::vector<int64_t> dims = x.shape().dims();
   dims[a] = count;
+  if (!GradMode::is_enabled() && outer == 1 && count > 0) {
+    return x.view({n, inner}).narrow_rows(start, count).view(Shape(dims));
+  }
   Tensor out = detail::empty_like(x, Shape(dims));
   backend_for(x).copy_block(x, out, outer, n, count, inner, start, 0, count, false);
   if (OpRecord rec(slice_op(), {x}); rec) {

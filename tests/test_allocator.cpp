@@ -1,0 +1,131 @@
+// The CPU allocator's cache (core/allocator.h): size classes, reuse of freed blocks, the tracker's live bytes
+// staying exact while the cache holds blocks, trimming and the limit; and a steady-state decode step of the
+// serving engine taking nothing from the system.
+#include <catch2/catch.hpp>
+
+#include "core/allocator.h"
+#include "core/memory.h"
+#include "core/tensor.h"
+#include "models/registry.h"
+#include "serve/adapter_set.h"
+#include "serve/decode_engine.h"
+
+using namespace lora;
+
+TEST_CASE("allocator: size classes are multiples of 64 up to 4 KiB, then four per power of two",
+          "[memory][allocator]") {
+  CHECK(memory::size_class(0) == 0);
+  CHECK(memory::size_class(1) == 64);
+  CHECK(memory::size_class(64) == 64);
+  CHECK(memory::size_class(65) == 128);
+  CHECK(memory::size_class(4096) == 4096);
+  CHECK(memory::size_class(4097) == 5120);
+  CHECK(memory::size_class(5121) == 6144);
+  CHECK(memory::size_class(8192) == 8192);
+  CHECK(memory::size_class(8193) == 10240);
+  CHECK(memory::size_class((size_t(1) << 30) + 1) == (size_t(5) << 28));
+  // Never below the request, never more than 25% above it, and a class is its own class.
+  for (size_t bytes = 1; bytes < (size_t(1) << 26); bytes = bytes * 9 / 8 + 1) {
+    const size_t c = memory::size_class(bytes);
+    INFO(bytes);
+    CHECK(c >= bytes);
+    CHECK(c % kCpuAlignment == 0);
+    CHECK(double(c) <= 1.25 * double(bytes) + 64);
+    CHECK(memory::size_class(c) == c);
+  }
+}
+
+TEST_CASE("allocator: a freed block is reused for its class and the tracker's live bytes stay exact",
+          "[memory][allocator]") {
+  MemoryTracker& tracker = MemoryTracker::instance();
+  const int64_t live0 = tracker.live(MemoryCategory::Workspace);
+  void* first = nullptr;
+  {
+    Tensor a = Tensor::zeros({1000, 257});  // 1,028,000 bytes: class 1,048,576
+    first = a.raw_data();
+    CHECK(tracker.live(MemoryCategory::Workspace) - live0 == 1000 * 257 * 4);
+  }
+  CHECK(tracker.live(MemoryCategory::Workspace) == live0);
+  const memory::CpuAllocatorStats before = memory::cpu_allocator_stats();
+  CHECK(before.cached_bytes >= int64_t(memory::size_class(1000 * 257 * 4)));
+  {
+    Tensor b = Tensor::zeros({1001, 257});  // another size of the same class: the same block, no system call
+    const memory::CpuAllocatorStats after = memory::cpu_allocator_stats();
+    CHECK(b.raw_data() == first);
+    CHECK(after.allocations == before.allocations + 1);
+    CHECK(after.system_allocations == before.system_allocations);
+    CHECK(after.cached_bytes == before.cached_bytes - int64_t(memory::size_class(1000 * 257 * 4)));
+    // The tracker counts what the tensor asked for, not its class.
+    CHECK(tracker.live(MemoryCategory::Workspace) - live0 == 1001 * 257 * 4);
+  }
+  CHECK(tracker.live(MemoryCategory::Workspace) == live0);
+}
+
+TEST_CASE("allocator: trim_cache gives the cache back and a limit of 0 turns it off", "[memory][allocator]") {
+  { Tensor a = Tensor::zeros({300000}); }
+  CHECK(memory::cpu_allocator_stats().cached_bytes > 0);
+  CHECK(memory::trim_cache() > 0);
+  CHECK(memory::cpu_allocator_stats().cached_bytes == 0);
+  CHECK(memory::cpu_allocator_stats().cached_blocks == 0);
+
+  memory::set_cache_limit(0);
+  const memory::CpuAllocatorStats before = memory::cpu_allocator_stats();
+  { Tensor a = Tensor::zeros({300000}); }
+  { Tensor b = Tensor::zeros({300000}); }
+  const memory::CpuAllocatorStats after = memory::cpu_allocator_stats();
+  CHECK(after.cache_limit == 0);
+  CHECK(after.cached_bytes == 0);
+  CHECK(after.system_allocations - before.system_allocations == 2);
+  CHECK(after.system_frees - before.system_frees == 2);
+  memory::set_cache_limit(memory::kDefaultCacheLimit);
+  CHECK(memory::cpu_allocator_stats().cache_limit == int64_t(memory::kDefaultCacheLimit));
+}
+
+// Tensor allocations per steady-state decode step of the serving engine at batch 1 (GPT-2, f32, the base
+// model): kDecodeAllocationsPerLayer for each layer and kDecodeAllocationsFixed around them (docs/memory.md).
+// A change to the decode path that allocates more, or fewer, shows here.
+constexpr int64_t kDecodeAllocationsPerLayer = 12, kDecodeAllocationsFixed = 9;
+
+namespace {
+
+// Decodes one request at batch 1 on a tiny GPT-2 of n_layer layers; returns the tensor allocations of each
+// steady-state step, and checks that none of them went to the system.
+std::vector<int64_t> decode_step_allocations(int64_t n_layer) {
+  models::ModelConfig config = models::read_config_arg("tiny");
+  config.json["n_layer"] = n_layer;
+  auto model = models::create_model(config, 7);
+  serve::AdapterSet set(*model, 1);
+  serve::DecodeEngine engine(*model, set, {.max_sequences = 1, .max_queue = 1, .capacity = 48});
+  serve::Request r;
+  r.prompt = {1, 2, 3, 4, 5, 6, 7, 8};
+  r.options.max_tokens = 32;
+  r.options.temperature = 0;
+  r.options.stop_at_eos = false;
+  engine.submit(r);
+  REQUIRE(engine.step());  // the prompt and the first decode step
+  REQUIRE(engine.step());  // the first step of one token alone: its buffers' classes are cached from here on
+  std::vector<int64_t> allocations;
+  for (int i = 0; i < 16; ++i) {
+    const memory::CpuAllocatorStats before = memory::cpu_allocator_stats();
+    REQUIRE(engine.step());
+    const memory::CpuAllocatorStats after = memory::cpu_allocator_stats();
+    allocations.push_back(after.allocations - before.allocations);
+    CHECK(after.system_allocations == before.system_allocations);
+  }
+  return allocations;
+}
+
+}  // namespace
+
+TEST_CASE("allocator: a steady-state decode step takes nothing from the system and allocates the documented tensors",
+          "[memory][allocator][serve][decode]") {
+  const std::vector<int64_t> two = decode_step_allocations(2), three = decode_step_allocations(3);
+  for (size_t i = 1; i < two.size(); ++i) {  // nothing grows with the position
+    CHECK(two[i] == two[0]);
+    CHECK(three[i] == three[0]);
+  }
+  const int64_t per_layer = three[0] - two[0], fixed = two[0] - 2 * per_layer;
+  INFO("tensor allocations per decode step: " << per_layer << " per layer + " << fixed);
+  CHECK(per_layer == kDecodeAllocationsPerLayer);
+  CHECK(fixed == kDecodeAllocationsFixed);
+}
