@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of each fuzz target into fuzz/corpus/<target>/: small valid inputs from which
-libFuzzer mutates. Run from the repository root (pip install safetensors numpy); the seeds are committed."""
+libFuzzer mutates. Run from the repository root (pip install safetensors numpy gguf); the seeds are committed."""
 
 import json
 import os

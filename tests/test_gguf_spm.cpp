@@ -67,6 +67,23 @@ TEST_CASE("GGUF SentencePiece vocabulary tokenizes as sentencepiece does", "[ggu
     CHECK(tok->decode(with_bos, {.skip_special_tokens = true}) == c["decoded"].get<std::string>());
   }
   CHECK(disagreements == 0);
+  // 600 texts of running prose (Alice past the training text, Moby Dick): merges ordered by score, as
+  // transformers derives them, against sentencepiece's BPE (highest-scoring adjacent pair first, as
+  // llama.cpp's llm_tokenizer_spm also merges). They could disagree where two splits of one piece compete.
+  size_t corpus_disagreements = 0, corpus_texts = 0;
+  for (const nlohmann::json& c : expected["corpus"]) {
+    const std::string text = c["text"].get<std::string>();
+    const std::vector<int32_t> got = tok->encode(text, {});
+    ++corpus_texts;
+    if (got != c["ids"].get<std::vector<int32_t>>()) {
+      ++corpus_disagreements;
+      UNSCOPED_INFO("disagrees with sentencepiece: '" << text << "'");
+    }
+    if (tok->decode(got, {}) != text) UNSCOPED_INFO("does not decode back: '" << text << "'");
+    CHECK(tok->decode(got, {}) == text);
+  }
+  CHECK(corpus_texts == 600);
+  CHECK(corpus_disagreements == 0);
 }
 
 TEST_CASE("GGUF SentencePiece vocabulary: GGUF -> tokenizer.json -> GGUF keeps tokens, scores, types", "[gguf][spm]") {
