@@ -214,17 +214,17 @@ std::vector<float> spm_scores(const std::vector<std::string>& tokens, const std:
   }
   std::vector<float> scores(tokens.size(), 0.0f);
   std::vector<bool> done(tokens.size(), false);
-  float next = 0.0f;
+  size_t next = 0;  // the rank; a float holds it exactly up to 2^24 pieces
   for (const std::string& m : merges) {
     const size_t space = m.find(' ');
     if (space == std::string::npos) continue;
     auto it = id_of.find(m.substr(0, space) + m.substr(space + 1));
     if (it == id_of.end() || done[it->second]) continue;
     done[it->second] = true;
-    scores[it->second] = -(next++);
+    scores[it->second] = -static_cast<float>(next++);
   }
   for (size_t i = 0; i < tokens.size(); ++i) {
-    if (types[i] == kNormal && !done[i]) scores[i] = -(next++);
+    if (types[i] == kNormal && !done[i]) scores[i] = -static_cast<float>(next++);
   }
   return scores;
 }
