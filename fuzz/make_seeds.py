@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of each fuzz target into fuzz/corpus/<target>/: small valid inputs from which
-libFuzzer mutates. Run from the repository root (pip install safetensors numpy); the seeds are committed."""
+libFuzzer mutates. Run from the repository root (pip install safetensors numpy gguf); the seeds are committed."""
 
 import json
 import os
@@ -146,3 +146,38 @@ for name, value in {
         "generation_config": {"bos_token_id": 1, "eos_token_id": [2, 32000], "do_sample": True}}.items():
     out("fuzz_api_request", name, json.dumps(value))
 print("seeds written to", os.path.join(ROOT, "corpus"))
+
+
+def spm_vocab_gguf():
+    """A tiny SentencePiece-style ("llama") vocabulary as llama.cpp's converter writes it (pip install gguf):
+    control/unknown/byte/normal token types, scores, add_space_prefix; no tensors."""
+    import tempfile
+    import gguf
+
+    tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in (0x0A, 0x21, 0xC3, 0xBC, 0xF0, 0x9F)]
+    normal = ["\u2581", "H", "e", "l", "o", "w", "r", "d", "1", "2", "3", "n", "\u00ef", "ll", "\u2581H", "ello",
+              "\u2581w", "or", "ld", "\u2581wor", "ell"]
+    types = [2, 3, 3] + [6] * 6 + [1] * len(normal)
+    scores = [0.0] * 9 + [-float(i) for i in range(len(normal))]
+    tokens += normal
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "spm.gguf")
+        w = gguf.GGUFWriter(path, "llama")
+        w.add_tokenizer_model("llama")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
+        w.add_add_space_prefix(True)
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_unk_token_id(0)
+        w.add_add_bos_token(True)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        with open(path, "rb") as f:
+            out("fuzz_gguf", "spm_vocab.gguf", f.read())
+
+
+spm_vocab_gguf()

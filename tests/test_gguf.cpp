@@ -251,9 +251,7 @@ TEST_CASE("GGUF tokenizer metadata names the pre-tokenizer, special ids, add_bos
   // A tokenizer for more ids than the model has is refused.
   CHECK_THROWS_WITH(gio::tokenizer_to_gguf(files, nlohmann::json::object(), 100),
                     Catch::Contains("more than the model's 100"));
-  // SentencePiece-style (byte_fallback) vocabularies are refused, naming why.
-  const gio::TokenizerFiles spm{read_file(kFixtures + "/tokenizers/llama2/tokenizer.json", "t"), "", "llama2"};
-  CHECK_THROWS_WITH(gio::tokenizer_to_gguf(spm, nlohmann::json::object(), 1000), Catch::Contains("SentencePiece"));
+  // SentencePiece-style (byte_fallback) vocabularies are written as "llama": tests/test_gguf_spm.cpp.
 }
 
 TEST_CASE("GGUF names and Llama's q/k permutation follow llama.cpp's converter", "[gguf]") {

@@ -5,7 +5,10 @@
 //
 // Import builds the Hugging Face tokenizer.json those keys describe and reads it with HFTokenizer, so a
 // GGUF model needs no tokenizer files beside it. Export reads tokenizer.json (and tokenizer_config.json)
-// text. SentencePiece vocabularies (tokenizer.ggml.model "llama": Llama 2, Mistral) are refused both ways.
+// text. SentencePiece BPE vocabularies (tokenizer.ggml.model "llama": Llama 1/2, Mistral 7B v0.1, TinyLlama;
+// in tokenizer.json, BPE with byte_fallback and U+2581 for spaces) go both ways too: merges derived from
+// the scores on import, as transformers' LlamaConverter derives them; scores derived from the merges on
+// export, as sentencepiece's BPE trainer gives them (docs/gguf.md).
 #pragma once
 
 #include <nlohmann/json.hpp>
