@@ -3,6 +3,11 @@
 // serving engine taking nothing from the system.
 #include <catch2/catch.hpp>
 
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
+
 #include "core/allocator.h"
 #include "core/memory.h"
 #include "core/tensor.h"
@@ -59,6 +64,44 @@ TEST_CASE("allocator: a freed block is reused for its class and the tracker's li
     CHECK(tracker.live(MemoryCategory::Workspace) - live0 == 1001 * 257 * 4);
   }
   CHECK(tracker.live(MemoryCategory::Workspace) == live0);
+}
+
+namespace {
+
+// The VmFlags line of the mapping of /proc/self/smaps that holds address p ("" when none is found).
+std::string vm_flags_of(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char dash = 0;
+    std::istringstream head(line);
+    if (head >> std::hex >> lo >> dash >> hi && dash == '-') {  // a mapping's first line: lo-hi perms ...
+      inside = lo <= at && at < hi;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("allocator: blocks of 4 MiB and more are advised onto transparent huge pages, smaller ones are not",
+          "[memory][allocator]") {
+  if (!std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled")) {
+    WARN("this kernel has no transparent huge pages: nothing to check");
+    return;
+  }
+  Tensor large = Tensor::zeros({int64_t(3) << 20});  // 12 MiB
+  Tensor small = Tensor::zeros({int64_t(1) << 18});  // 1 MiB: mapped, not advised
+  const std::string large_flags = vm_flags_of(large.data<float>()), small_flags = vm_flags_of(small.data<float>());
+  INFO("large: " << large_flags << "\nsmall: " << small_flags);
+  REQUIRE(!large_flags.empty());
+  CHECK(large_flags.find(" hg") != std::string::npos);  // hg: MADV_HUGEPAGE
+  CHECK(small_flags.find(" hg") == std::string::npos);
 }
 
 TEST_CASE("allocator: trim_cache gives the cache back and a limit of 0 turns it off", "[memory][allocator]") {

@@ -204,6 +204,17 @@ TEST_CASE("finetune --mode compare: the report holds LoRA's savings", "[examples
   }
 }
 
+TEST_CASE("a bad LORA_CPU_* setting ends a program with status 2, naming the variable", "[examples]") {
+  REQUIRE_PROGRAM(finetune, "finetune");
+  for (const std::string setting : {"LORA_CPU_HUGEPAGES=yes", "LORA_CPU_CACHE_MIB=-1"}) {
+    INFO(setting);
+    const RunResult r = run("/usr/bin/env", setting + " " + quote(finetune) + " --config tiny --steps 1");
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find(setting.substr(0, setting.find('='))) != std::string::npos);
+  }
+  CHECK(run("/usr/bin/env", "LORA_CPU_HUGEPAGES=0 " + quote(finetune) + " --help").exit_code == 0);
+}
+
 TEST_CASE("finetune: bad flags exit non-zero with a clear message", "[examples]") {
   REQUIRE_PROGRAM(finetune, "finetune");
   RunResult r = run(finetune, "--mode half");
