@@ -122,21 +122,33 @@ void dequantize_span(const QuantizedView& v, int64_t begin, int64_t end, T* out)
       for (int64_t i = begin; i < end; ++i) out[i - begin] = static_cast<T>(bfloat16_to_float(p[i]));
       return;
     }
-    case QuantFormat::Q8_0: {  // rows are whole blocks, so element i is in block i / 32
+    // Q8_0 and Q4_0 a block at a time: its scale converted once, then a fixed loop over the block's
+    // elements that the compiler vectorises. [j0, j1) is the part of block k inside [begin, end).
+    case QuantFormat::Q8_0: {  // w = d * q, q an int8
       const BlockQ8_0* blocks = reinterpret_cast<const BlockQ8_0*>(v.data);
-      for (int64_t i = begin; i < end; ++i) {
-        const BlockQ8_0& b = blocks[i / kQuantBlock];
-        out[i - begin] = static_cast<T>(static_cast<float>(b.qs[i % kQuantBlock]) * half_to_float(b.d));
+      for (int64_t k = begin / kQuantBlock; k * kQuantBlock < end; ++k) {
+        const int64_t base = k * kQuantBlock, j0 = std::max(begin, base) - base,
+                      j1 = std::min(end, base + kQuantBlock) - base;
+        const float d = half_to_float(blocks[k].d);
+        const int8_t* q = blocks[k].qs;
+        T* o = out + (base - begin);
+        for (int64_t j = j0; j < j1; ++j) o[j] = static_cast<T>(static_cast<float>(q[j]) * d);
       }
       return;
     }
-    case QuantFormat::Q4_0: {
+    case QuantFormat::Q4_0: {  // w = d * (q - 8): elements 0-15 in the low nibbles, 16-31 in the high ones
       const BlockQ4_0* blocks = reinterpret_cast<const BlockQ4_0*>(v.data);
-      for (int64_t i = begin; i < end; ++i) {
-        const BlockQ4_0& b = blocks[i / kQuantBlock];
-        const int64_t j = i % kQuantBlock;
-        const int q = j < kQuantBlock / 2 ? (b.qs[j] & 0x0F) : (b.qs[j - kQuantBlock / 2] >> 4);
-        out[i - begin] = static_cast<T>(static_cast<float>(q - 8) * half_to_float(b.d));
+      constexpr int64_t half = kQuantBlock / 2;
+      for (int64_t k = begin / kQuantBlock; k * kQuantBlock < end; ++k) {
+        const int64_t base = k * kQuantBlock, j0 = std::max(begin, base) - base,
+                      j1 = std::min(end, base + kQuantBlock) - base;
+        const float d = half_to_float(blocks[k].d);
+        const uint8_t* q = blocks[k].qs;
+        T* o = out + (base - begin);
+        for (int64_t j = j0; j < std::min(j1, half); ++j)
+          o[j] = static_cast<T>(static_cast<float>((q[j] & 0x0F) - 8) * d);
+        for (int64_t j = std::max(j0, half); j < j1; ++j)
+          o[j] = static_cast<T>(static_cast<float>((q[j - half] >> 4) - 8) * d);
       }
       return;
     }
@@ -144,10 +156,18 @@ void dequantize_span(const QuantizedView& v, int64_t begin, int64_t end, T* out)
       for (int64_t i = begin; i < end;) {  // one block segment at a time: w = code[q] * absmax_block
         const int64_t block = i / kNf4Block, stop = std::min(end, (block + 1) * kNf4Block);
         const float absmax = nf4_absmax(v, block);
-        for (; i < stop; ++i) {
+        if (i & 1) {  // an odd start: the high nibble of a byte whose low one is outside the span
+          out[i - begin] = static_cast<T>(kNf4Codes[v.data[i >> 1] >> 4] * absmax);
+          ++i;
+        }
+        for (; i + 1 < stop; i += 2) {  // a whole byte: two elements
           const uint8_t byte = v.data[i >> 1];
-          const int code = (i & 1) ? (byte >> 4) : (byte & 0x0F);
-          out[i - begin] = static_cast<T>(kNf4Codes[code] * absmax);
+          out[i - begin] = static_cast<T>(kNf4Codes[byte & 0x0F] * absmax);
+          out[i + 1 - begin] = static_cast<T>(kNf4Codes[byte >> 4] * absmax);
+        }
+        if (i < stop) {  // an even last element: the low nibble
+          out[i - begin] = static_cast<T>(kNf4Codes[v.data[i >> 1] & 0x0F] * absmax);
+          ++i;
         }
       }
       return;

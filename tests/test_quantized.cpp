@@ -188,6 +188,61 @@ TEST_CASE("quantize and dequantize round trip within each format's bound", "[qua
   }
 }
 
+// Element i of a weight decoded on its own, straight from the format's layout: the reference the block-wise
+// dequantizer (core/quantized.h) is held to on spans that start and end anywhere.
+double decode_element(const QuantizedView& v, int64_t i) {
+  switch (v.format) {
+    case QuantFormat::BF16:
+      return bfloat16_to_float(reinterpret_cast<const uint16_t*>(v.data)[i]);
+    case QuantFormat::Q8_0: {
+      const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(v.data)[i / 32];
+      return double(b.qs[i % 32]) * half_to_float(b.d);
+    }
+    case QuantFormat::Q4_0: {
+      const BlockQ4_0& b = reinterpret_cast<const BlockQ4_0*>(v.data)[i / 32];
+      const int j = static_cast<int>(i % 32);
+      return double((j < 16 ? b.qs[j] & 15 : b.qs[j - 16] >> 4) - 8) * half_to_float(b.d);
+    }
+    case QuantFormat::NF4: {
+      const int code = (i % 2) ? v.data[i / 2] >> 4 : v.data[i / 2] & 15;
+      return double(kNf4Codes[code]) * nf4_absmax(v, i / kNf4Block);
+    }
+    case QuantFormat::F32:
+      return reinterpret_cast<const float*>(v.data)[i];
+  }
+  return NAN;
+}
+
+TEST_CASE("dequantizing any span, aligned to blocks or not, equals decoding each element alone", "[quantized]") {
+  const Tensor w = test_weight(7, 96, 11);  // 672 elements: 21 blocks of 32, 10.5 of 64
+  for (const auto [format, dq] :
+       {std::pair{QuantFormat::BF16, false}, std::pair{QuantFormat::Q8_0, false}, std::pair{QuantFormat::Q4_0, false},
+        std::pair{QuantFormat::NF4, false}, std::pair{QuantFormat::NF4, true}}) {
+    DYNAMIC_SECTION(quant_format_name(format) << (dq ? ", double-quantized" : "")) {
+      const QuantizedWeight q = quantize_weight(w, format, dq);
+      const QuantizedView v = host_view(q);
+      const int64_t n = q.rows * q.cols;
+      for (const auto [begin, end] : {std::pair<int64_t, int64_t>{0, n},
+                                      {0, 1},
+                                      {1, 2},
+                                      {3, 4},
+                                      {5, 37},
+                                      {31, 33},
+                                      {16, 17},
+                                      {15, 48},
+                                      {63, 129},
+                                      {64, 128},
+                                      {101, 102},
+                                      {n - 3, n},
+                                      {n - 1, n}}) {
+        std::vector<float> out(static_cast<size_t>(end - begin), -1.0f);
+        dequantize_span(v, begin, end, out.data());
+        for (int64_t i = begin; i < end; ++i) REQUIRE(out[i - begin] == static_cast<float>(decode_element(v, i)));
+      }
+    }
+  }
+}
+
 TEST_CASE("the quantized matmul equals the f32 matmul on the dequantized weight, forward and backward", "[quantized]") {
   // 1000 x 320 = 320k weights: more than one tile of kQuantizedTileElements, the last one partial.
   const int64_t out = 1000, in = 320;
