@@ -254,6 +254,65 @@ TEST_CASE("GGUF tokenizer metadata names the pre-tokenizer, special ids, add_bos
   // SentencePiece-style (byte_fallback) vocabularies are written as "llama": tests/test_gguf_spm.cpp.
 }
 
+TEST_CASE("GGUF export: any field of the tokenizer files of another type is refused with a message naming them",
+          "[gguf]") {
+  const std::string dir = kFixtures + "/tokenizers/llama3";
+  const auto tok = nlohmann::json::parse(read_file(dir + "/tokenizer.json", "t"));
+  const auto cfg = nlohmann::json::parse(read_file(dir + "/tokenizer_config.json", "t"));
+  const std::vector<nlohmann::json> wrong = {
+      nullptr, true, 7, -1, "text", nlohmann::json::array({1, "a"}), nlohmann::json::object({{"x", 1}})};
+  const std::vector<std::string> tok_paths = {"/model",
+                                              "/model/type",
+                                              "/model/vocab",
+                                              "/model/vocab/!",
+                                              "/model/merges",
+                                              "/model/merges/0",
+                                              "/model/byte_fallback",
+                                              "/model/unk_token",
+                                              "/added_tokens",
+                                              "/added_tokens/0",
+                                              "/added_tokens/0/id",
+                                              "/added_tokens/0/content",
+                                              "/added_tokens/0/special",
+                                              "/pre_tokenizer",
+                                              "/pre_tokenizer/type",
+                                              "/post_processor",
+                                              "/post_processor/type",
+                                              "/post_processor/single",
+                                              "/normalizer"};
+  const std::vector<std::string> cfg_paths = {
+      "", "/bos_token", "/eos_token", "/add_bos_token", "/chat_template", "/pad_token"};
+  int refused = 0, accepted = 0;
+  auto attempt = [&](const nlohmann::json& t, const nlohmann::json& c, const std::string& what) {
+    INFO(what);
+    try {
+      gio::tokenizer_to_gguf({t.dump(), c.dump(), "the-model-folder"}, nlohmann::json::object(), 909);
+      ++accepted;
+    } catch (const Error& e) {
+      ++refused;
+      CHECK(std::string(e.what()).find("the-model-folder") != std::string::npos);
+    } catch (const std::exception& e) {
+      FAIL("an exception that is not lora::Error: " << e.what());
+    }
+  };
+  for (const std::string& path : tok_paths) {
+    for (const nlohmann::json& value : wrong) {
+      nlohmann::json t = tok;
+      t[nlohmann::json::json_pointer(path)] = value;
+      attempt(t, cfg, "tokenizer.json " + path + " = " + value.dump());
+    }
+  }
+  for (const std::string& path : cfg_paths) {
+    for (const nlohmann::json& value : wrong) {
+      nlohmann::json c = cfg;
+      c[nlohmann::json::json_pointer(path)] = value;
+      attempt(tok, c, "tokenizer_config.json " + (path.empty() ? "(the whole document)" : path) + " = " + value.dump());
+    }
+  }
+  CHECK(refused > 50);  // most of them; a few (a null pad_token, say) are legitimately read as absent
+  CHECK(accepted > 0);
+}
+
 TEST_CASE("GGUF names and Llama's q/k permutation follow llama.cpp's converter", "[gguf]") {
   CHECK(gio::gguf_tensor_name("gpt2", "transformer.h.11.attn.c_attn.weight") == "blk.11.attn_qkv.weight");
   CHECK(gio::gguf_tensor_name("llama", "model.layers.3.self_attn.o_proj.weight") == "blk.3.attn_output.weight");

@@ -226,18 +226,43 @@ std::vector<float> spm_scores(const std::vector<std::string>& tokens, const std:
   return scores;
 }
 
-}  // namespace
-
-std::vector<std::pair<std::string, Value>> tokenizer_to_gguf(const TokenizerFiles& files, const json& config,
-                                                             int64_t vocab_size) {
-  const json tok = parse(files.tokenizer_json, "tokenizer.json of " + files.source);
-  const json cfg = files.tokenizer_config_json.empty()
-                       ? json::object()
-                       : parse(files.tokenizer_config_json, "tokenizer_config.json of " + files.source);
-  LORA_CHECK(tok.is_object() && tok.contains("model") && tok["model"].value("type", "") == "BPE",
-             "GGUF export: the tokenizer of {} is not a BPE tokenizer.json", files.source);
+// The shapes the conversion below reads without checking each access: a field of another type would
+// otherwise surface as the JSON library's own message, which names neither the file nor the field.
+void check_tokenizer_shapes(const json& tok, const json& cfg, const std::string& source) {
+  LORA_CHECK(tok.is_object() && tok.contains("model") && tok["model"].is_object() &&
+                 tok["model"].value("type", json()) == json("BPE"),
+             "GGUF export: the tokenizer of {} is not a BPE tokenizer.json (expected \"model\": {{\"type\": \"BPE\", "
+             "...}})",
+             source);
   const json& model = tok["model"];
-  const json& vocab = model.value("vocab", json::object());
+  LORA_CHECK(model.contains("vocab") && model["vocab"].is_object(),
+             "GGUF export: tokenizer.json of {}: \"model.vocab\" must be an object of token -> id", source);
+  for (const auto& [text, id] : model["vocab"].items()) {
+    LORA_CHECK(id.is_number_integer(),
+               "GGUF export: tokenizer.json of {}: model.vocab[\"{}\"] is {}, expected an integer id", source,
+               text.substr(0, 60), id.type_name());
+  }
+  if (tok.contains("added_tokens")) {
+    LORA_CHECK(tok["added_tokens"].is_array(), "GGUF export: tokenizer.json of {}: \"added_tokens\" must be an array",
+               source);
+    for (const json& a : tok["added_tokens"]) {
+      LORA_CHECK(
+          a.is_object() && a.contains("id") && a["id"].is_number_integer() && a.value("content", json()).is_string(),
+          "GGUF export: tokenizer.json of {}: every added token must be an object with an integer \"id\" and "
+          "a string \"content\"",
+          source);
+    }
+  }
+  LORA_CHECK(!model.contains("merges") || model["merges"].is_array(),
+             "GGUF export: tokenizer.json of {}: \"model.merges\" must be an array", source);
+  LORA_CHECK(cfg.is_object(), "GGUF export: tokenizer_config.json of {} must be a JSON object", source);
+}
+
+std::vector<std::pair<std::string, Value>> tokenizer_to_gguf_checked(const json& tok, const json& cfg,
+                                                                     const TokenizerFiles& files, const json& config,
+                                                                     int64_t vocab_size) {
+  const json& model = tok["model"];
+  const json& vocab = model["vocab"];
   // byte_fallback marks a SentencePiece-style BPE (Llama 2, Mistral): GGUF's "llama" vocabulary, read by
   // llama.cpp's SPM tokenizer. Otherwise a byte-level BPE, "gpt2", with its pre-tokenizer by name.
   const bool spm = model.value("byte_fallback", false);
@@ -383,6 +408,22 @@ std::vector<std::pair<std::string, Value>> tokenizer_to_gguf(const TokenizerFile
   kv.emplace_back("tokenizer.ggml.add_eos_token", Value::boolean(add_eos));
   if (!chat_template.empty()) kv.emplace_back("tokenizer.chat_template", Value::string(chat_template));
   return kv;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, Value>> tokenizer_to_gguf(const TokenizerFiles& files, const json& config,
+                                                             int64_t vocab_size) {
+  const json tok = parse(files.tokenizer_json, "tokenizer.json of " + files.source);
+  const json cfg = files.tokenizer_config_json.empty()
+                       ? json::object()
+                       : parse(files.tokenizer_config_json, "tokenizer_config.json of " + files.source);
+  check_tokenizer_shapes(tok, cfg, files.source);
+  try {
+    return tokenizer_to_gguf_checked(tok, cfg, files, config, vocab_size);
+  } catch (const json::exception& e) {  // a field of an unexpected type that the checks above do not cover
+    LORA_FAIL("GGUF export: the tokenizer files of {} hold a field of an unexpected type ({})", files.source, e.what());
+  }
 }
 
 TokenizerFiles tokenizer_files_from_gguf(const gguf::File& f) {
