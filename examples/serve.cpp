@@ -27,7 +27,9 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "models/base_dtype.h"
 #include "models/chat/chat_template.h"
+#include "models/quantize_base.h"
 #include "models/registry.h"
 #include "models/stop_tokens.h"
 #include "nn/lora/adapter.h"
@@ -49,7 +51,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Serve a causal LM and its LoRA adapters over HTTP (OpenAI-compatible /v1/completions and "
       "/v1/chat/completions)."};
-  std::string weights, config_name, tokenizer_path, chat_template_path;
+  std::string weights, config_name, tokenizer_path, chat_template_path, base_dtype = "auto";
   std::vector<std::string> adapters;
   lora::serve::ServerOptions server;
   lora::serve::EngineOptions engine_options;
@@ -90,6 +92,11 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));
   app.add_option("--seed", seed, "Seed of the random model (without --weights)")->capture_default_str();
+  app.add_option("--base-dtype", base_dtype,
+                 "Hold the base's linear layers as f32, bf16, q8_0 (or int8), q4_0 or nf4 (quantized on load; the "
+                 "adapters stay f32 beside them), or auto: a GGUF file's own Q8_0/Q4_0 blocks as they are, f32 for "
+                 "other weights")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -97,7 +104,14 @@ int main(int argc, char** argv) {
       std::cerr << "notice: no --weights given: using a randomly initialised '"
                 << (config_name.empty() ? "gpt2" : config_name) << "' model, so the text will be gibberish\n";
     }
-    auto model = lora::models::load_model(weights, config_name, seed);
+    const lora::models::BaseDtype base = lora::models::BaseDtype::parse(base_dtype);
+    const lora::QuantFormat base_format = lora::models::resolved_base_format(base, weights);
+    auto model = lora::models::load_model(weights, config_name, seed, base);
+    if (base_format != lora::QuantFormat::F32) {
+      model->freeze();  // serving: nothing trains; what loading left in f32 (a random model's) is quantized now
+      std::cerr << fmt::format("base weights as {}: {}\n", lora::quant_format_name(base_format),
+                               lora::models::quantize_base(*model, base_format, /*inference_head=*/true).str());
+    }
     const auto tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
     const std::string folder = lora::models::model_folder_of(weights);
     std::shared_ptr<const lora::chat::ChatTemplate> chat;

@@ -5,8 +5,24 @@
 
 #include "autograd/grad_mode.h"
 #include "backends/kernels/lora_gather.h"
+#include "nn/quantized_linear.h"
 
 namespace lora::serve {
+namespace {
+
+// The dtype and device the adapters are held in: the base weight's, or for a compact (quantized) base,
+// whose f32 weight does not exist, float32 on the quantized weight's device.
+DType adapter_dtype(const nn::Linear& base) {
+  return base.weight.defined() ? base.weight.dtype() : DType::F32;
+}
+Device adapter_device(const nn::Linear& base) {
+  if (base.weight.defined()) return base.weight.device();
+  const auto* q = dynamic_cast<const nn::QuantizedLinear*>(&base);
+  LORA_CHECK(q != nullptr && q->quantized != nullptr, "MultiLoRALinear: the base layer holds no weight");
+  return q->quantized->device();
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------------
 // MultiLoRALinear
@@ -38,8 +54,8 @@ void MultiLoRALinear::set(int32_t slot, Adapter a) {
   LORA_CHECK(a.A.shape() == (Shape{S * r, in}) && a.B.shape() == (Shape{S * size, r}),
              "MultiLoRALinear: A {} and B {} are not [{}, {}] and [{}, {}]", a.A.shape().str(), a.B.shape().str(),
              S * r, in, S * size, r);
-  a.A = a.A.to(Device::cpu()).to(base_layer->weight.dtype());
-  a.B = a.B.to(Device::cpu()).to(base_layer->weight.dtype());
+  a.A = a.A.to(Device::cpu()).to(adapter_dtype(*base_layer));
+  a.B = a.B.to(Device::cpu()).to(adapter_dtype(*base_layer));
   adapters_[static_cast<size_t>(slot)] = std::move(a);
   repack();
 }
@@ -54,7 +70,7 @@ void MultiLoRALinear::clear(int32_t slot) {
 // order; A_p are rows of a_pack, B_p [size, r] blocks of b_pack.
 void MultiLoRALinear::repack() {
   const int64_t in = base_layer->in_features();
-  const DType dtype = base_layer->weight.dtype();
+  const DType dtype = adapter_dtype(*base_layer);
   std::vector<int64_t> slot_pieces{0}, pieces;
   std::vector<double> scales;
   int64_t a_rows = 0, b_elems = 0;
@@ -70,7 +86,7 @@ void MultiLoRALinear::repack() {
     }
     slot_pieces.push_back(static_cast<int64_t>(scales.size()));
   }
-  const Device device = base_layer->weight.device();
+  const Device device = adapter_device(*base_layer);
   Tensor a_pack = Tensor::zeros({std::max<int64_t>(a_rows, 1), in}, dtype);
   Tensor b_pack = Tensor::zeros({std::max<int64_t>(b_elems, 1)}, dtype);
   const size_t elem = dtype_size(dtype);

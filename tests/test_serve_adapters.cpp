@@ -6,6 +6,7 @@
 #include <map>
 
 #include "backends/kernels/lora_gather.h"
+#include "models/quantize_base.h"
 #include "serve/adapter_set.h"
 #include "tests/serve_checks.h"
 #include "tests/test_helpers.h"
@@ -85,6 +86,25 @@ TEST_CASE("mixed-adapter batch: each row matches that row alone with its adapter
       REQUIRE(base.count(name) == 1);
       testing::require_close(p, base.at(name), 0.0, 0.0);
     }
+  }
+}
+
+TEST_CASE("mixed-adapter batch on a quantized base: each row matches that row alone with its adapter", "[serve]") {
+  for (const QuantFormat format : {QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::NF4}) {
+    INFO(quant_format_name(format));
+    const models::ModelConfig config = models::read_config_arg("llama-tiny");
+    auto model = models::create_model(config, 3);
+    auto reference = models::create_model(config, 3);  // the same weights, quantized the same way
+    for (auto* m : {model.get(), reference.get()}) {
+      m->freeze();
+      REQUIRE(models::quantize_base(*m, format, /*inference_head=*/true).layers > 0);
+    }
+    const std::vector<testing::AdapterSpec> specs = {{"qv2", 2, {"q", "v"}}, {"all8", 8, {"all-linear"}}};
+    const std::vector<nn::AdapterState> states = testing::random_adapters(*reference, specs, 7);
+    serve::AdapterSet set(*model, 2);
+    for (size_t i = 0; i < specs.size(); ++i) REQUIRE(set.load(specs[i].name, states[i]) == static_cast<int32_t>(i));
+    check_mixed_batch(*model, set, {"qv2", "all8"}, states, {1, -1, 0, 1}, 4, *reference);
+    check_mixed_batch(*model, set, {"qv2", "all8"}, states, {0, 1, -1}, 1, *reference);
   }
 }
 

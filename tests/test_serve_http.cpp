@@ -277,6 +277,9 @@ TEST_CASE("serve program: bad flags are refused before anything is served", "[se
   CHECK_THAT(r.err, Catch::Contains("base model's name"));
   r = testing::run(serve, "--port 70000");
   CHECK(r.exit_code != 0);
+  r = testing::run(serve, "--config tiny --base-dtype q5_k");
+  CHECK(r.exit_code != 0);
+  CHECK_THAT(r.err, Catch::Contains("--base-dtype") && Catch::Contains("q5_k"));
 }
 
 TEST_CASE("serve: a client that hangs up mid-stream has its request cancelled, and the server goes on",
