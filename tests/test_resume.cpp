@@ -10,7 +10,11 @@
 #include <thread>
 
 #include "core/random.h"
+#include "models/quantize_base.h"
+#include "models/registry.h"
+#include "nn/quantized_linear.h"
 #include "tests/program_runner.h"
+#include "train/checkpoint.h"
 
 using namespace lora;
 using namespace lora::testing;
@@ -183,6 +187,30 @@ TEST_CASE("a checkpoint of another run is refused, naming what differs", "[resum
   const fs::path out = s.dir / "empty.txt";
   CHECK(Child(finetune, empty, out).wait() == 1);
   CHECK_THAT(read_bytes(out), Catch::Contains("no complete checkpoint"));
+}
+
+TEST_CASE("the frozen weights' fingerprint covers a quantized base: its values and its format", "[resume]") {
+  auto base = [](uint64_t seed, QuantFormat format) {
+    auto model = models::create_model(models::read_config_arg("llama-tiny"), seed);
+    model->freeze();
+    models::quantize_base(*model, format);
+    return model;
+  };
+  const std::string q8 = train::RunIdentity::fingerprint(*base(1, QuantFormat::Q8_0));
+  CHECK(train::RunIdentity::fingerprint(*base(1, QuantFormat::Q8_0)) == q8);  // the same base again
+  CHECK(train::RunIdentity::fingerprint(*base(1, QuantFormat::Q4_0)) != q8);  // the same values, another format
+  // Other values in the quantized layers only: the f32 rest (embeddings, norms, head) is the same.
+  auto a = base(1, QuantFormat::Q8_0), b = base(1, QuantFormat::Q8_0);
+  for (const auto& [path, module] : b->named_modules()) {
+    if (auto q = std::dynamic_pointer_cast<nn::QuantizedLinear>(module)) {
+      auto changed = std::make_shared<QuantizedWeight>(*q->quantized);
+      changed->data = changed->data.clone();
+      static_cast<uint8_t*>(changed->data.raw_data())[5] ^= 1;
+      q->quantized = changed;
+      break;
+    }
+  }
+  CHECK(train::RunIdentity::fingerprint(*a) != train::RunIdentity::fingerprint(*b));
 }
 
 TEST_CASE("a non-finite loss stops training naming the step, or skips the step with --skip-nonfinite", "[resume]") {

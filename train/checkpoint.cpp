@@ -12,6 +12,7 @@
 #include "core/json.h"
 #include "core/json_object_reader.h"
 #include "core/safetensors.h"
+#include "nn/quantized_linear.h"
 #include "train/fault_injection.h"
 
 namespace lora::train {
@@ -90,6 +91,21 @@ std::string RunIdentity::fingerprint(const models::CausalLM& model) {
     h.text(p.shape().str());
     const Tensor host = p.to(Device::cpu());
     h.bytes(host.raw_data(), host.nbytes());
+  }
+  // A compact base's weights are not parameters: each quantized layer's format, shape and every tensor of
+  // its encoding (a q8_0 base of other values, or the same values as q4_0, is another base).
+  for (const auto& [path, module] : model.named_modules()) {
+    const auto q = std::dynamic_pointer_cast<const nn::QuantizedLinear>(module);
+    if (!q || !q->quantized) continue;
+    const QuantizedWeight& w = *q->quantized;
+    h.text(path);
+    h.text(fmt::format("{} [{}, {}] dq {} {}", quant_format_name(w.format), w.rows, w.cols, w.double_quant,
+                       w.absmax_mean));
+    for (const Tensor* t : {&w.data, &w.scale, &w.absmax_codes, &w.absmax_scale}) {
+      if (!t->defined()) continue;
+      const Tensor host = t->to(Device::cpu());
+      h.bytes(host.raw_data(), host.nbytes());
+    }
   }
   return fmt::format("{:016x}", h.h);
 }
