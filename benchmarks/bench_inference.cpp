@@ -35,6 +35,7 @@
 #include "models/lora.h"
 #include "models/registry.h"
 #include "nn/lora/apply_lora.h"
+#include "tools/bench_support.h"
 
 using namespace lora;
 using Clock = std::chrono::steady_clock;
@@ -104,16 +105,6 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0.0;
   for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(double(a[i]) - double(b[i])));
   return m;
-}
-
-// The 1-minute load average (other processes competing for the cores make every figure noisy), or -1.
-double load_average() {
-  double load = -1;
-  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
-    if (std::fscanf(f, "%lf", &load) != 1) load = -1;
-    std::fclose(f);
-  }
-  return load;
 }
 
 std::string signed_percent(double ratio) {
@@ -333,13 +324,13 @@ void run_benchmark(const Options& o, bool config_given) {
   fmt::print("median of {} runs per variant after one warm-up, interleaved round-robin\n\n", o.repeats);
   std::fflush(stdout);
 
-  const double load_before = load_average();
+  const double load_before = tools::load_average();
   for (Variant& v : variants) run_variant(v, *m.lora, w, false);  // warm-up, and the outputs to compare
   for (int r = 0; r < o.repeats; ++r) {
     for (size_t i = 0; i < variants.size(); ++i)
       run_variant(variants[(size_t(r) + i) % variants.size()], *m.lora, w, true);
   }
-  print_table(variants, o, load_before, load_average());
+  print_table(variants, o, load_before, tools::load_average());
   print_verdicts(variants, o);
   if (o.json) print_json(variants);
 }

@@ -53,6 +53,7 @@
 #include "nn/lora/adapter.h"
 #include "serve/adapter_set.h"
 #include "serve/decode_engine.h"
+#include "tools/bench_support.h"
 #include "tools/subprocess.h"
 
 using namespace lora;
@@ -72,39 +73,10 @@ void rerun_with_short_spin(char** argv) {
   execv(self.c_str(), argv);  // returns only when it failed: then this run goes on with libgomp's default
 }
 
-double load_average() {
-  double load = -1;
-  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
-    if (std::fscanf(f, "%lf", &load) != 1) load = -1;
-    std::fclose(f);
-  }
-  return load;
-}
-
 std::vector<int32_t> random_prompt(int64_t n, int64_t vocab, Generator& gen) {
   std::vector<int32_t> ids(static_cast<size_t>(n));
   for (auto& id : ids) id = static_cast<int32_t>(gen.below(vocab));
   return ids;
-}
-
-// A random adapter for `model` (left as it was): LoRA on `targets` with small random B.
-nn::AdapterState random_adapter(models::CausalLM& model, int64_t rank, const std::vector<std::string>& targets,
-                                uint64_t seed) {
-  nn::LoRAConfig config;
-  config.options.rank = rank;
-  config.options.seed = seed;
-  config.targets = targets;
-  models::apply_lora(model, config);
-  Generator gen(seed);
-  {
-    NoGradGuard no_grad;
-    for (auto& [path, layer] : nn::lora_layers(model)) {
-      layer->lora_B.copy_from(Tensor::randn(layer->lora_B.shape(), gen, 0.0, 0.02, DType::F32, layer->lora_B.device()));
-    }
-  }
-  nn::AdapterState state = models::export_adapter(model, "bench");
-  nn::remove_lora(model);
-  return state;
 }
 
 // What a stretch of work cost in counts, which the machine's load does not change: tensor allocations, those
@@ -203,8 +175,8 @@ int main(int argc, char** argv) {
     const int threads = num_threads();
     const char* spin = std::getenv("GOMP_SPINCOUNT");
     const char* policy = std::getenv("OMP_WAIT_POLICY");
-    fmt::print("threads {}, load average {:.2f}, GOMP_SPINCOUNT={}, OMP_WAIT_POLICY={}\n", threads, load_average(),
-               spin ? spin : "(libgomp's default)", policy ? policy : "(unset)");
+    fmt::print("threads {}, load average {:.2f}, GOMP_SPINCOUNT={}, OMP_WAIT_POLICY={}\n", threads,
+               tools::load_average(), spin ? spin : "(libgomp's default)", policy ? policy : "(unset)");
     const cpu::BandwidthResult probe = cpu::measure_read_bandwidth(static_cast<size_t>(bandwidth_mib) << 20, 5);
     const double gbps = probe.best_gbps;
     fmt::print("streaming read of {} MiB (last-level cache {} MiB), {} threads: {:.2f} GB/s best, {:.2f} median of 5\n",
@@ -252,7 +224,7 @@ int main(int argc, char** argv) {
       const size_t n = models::generate(*model, prompt, o).size();
       const double generate_tps = static_cast<double>(n - 1) / seconds_since(t);  // the prompt's step excluded
       fmt::print("batch 1, models::generate: {:.1f} tokens/s ({:.0f}% of the bound), load {:.2f}\n", generate_tps,
-                 100 * generate_tps / bound, load_average());
+                 100 * generate_tps / bound, tools::load_average());
 
       serve::AdapterSet set(*model, 1);
       serve::DecodeEngine engine(*model, set,
@@ -279,7 +251,7 @@ int main(int argc, char** argv) {
       const Counts per = c1 - c0;
       const double engine_tps = static_cast<double>(stamps.size() - 1) / (stamps.back() - stamps.front());
       fmt::print("batch 1, DecodeEngine:     {:.1f} tokens/s ({:.0f}% of the bound), load {:.2f}\n", engine_tps,
-                 100 * engine_tps / bound, load_average());
+                 100 * engine_tps / bound, tools::load_average());
       if (decode_steps > 0) {
         const double n = static_cast<double>(decode_steps);
         fmt::print(
@@ -315,7 +287,7 @@ int main(int argc, char** argv) {
       fmt::print(
           "llama-bench style, best of {}: pp{} {:.1f} tokens/s, tg{} {:.1f} tokens/s ({:.0f}% of the bound), load "
           "{:.2f}\n",
-          repeats, pp_tokens, pp_best, tg_tokens, tg_best, 100 * tg_best / bound, load_average());
+          repeats, pp_tokens, pp_best, tg_tokens, tg_best, 100 * tg_best / bound, tools::load_average());
     }
 
     if (!skip_adapters) {
@@ -326,14 +298,14 @@ int main(int argc, char** argv) {
           "CPU share | tensor allocations | system allocations | page faults "
           "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       std::vector<nn::AdapterState> states;
-      for (int64_t a = 0; a < 64; ++a) states.push_back(random_adapter(*model, rank, {"q", "v"}, 100 + a));
+      for (int64_t a = 0; a < 64; ++a) states.push_back(tools::random_adapter(*model, rank, {"q", "v"}, 100 + a));
       std::vector<std::vector<int32_t>> prompts;
       for (int64_t i = 0; i < requests; ++i) prompts.push_back(random_prompt(prompt_tokens, vocab, gen));
       auto print_row = [&](int64_t n_adapters, const char* mode, const char* engine_kind, const RunResult& r) {
         // CPU share: the CPU seconds the run got over what its threads could have had (wall x threads).
         fmt::print(
             "| {} | {} | {} | {:.1f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} | {:.2f} | {:.0f}% | {} | {} | {} |\n",
-            n_adapters, mode, engine_kind, r.tokens_per_s, r.p50, r.p99, r.seconds, load_average(), r.steps,
+            n_adapters, mode, engine_kind, r.tokens_per_s, r.p50, r.p99, r.seconds, tools::load_average(), r.steps,
             r.counts.cpu_s, 100 * r.counts.cpu_s / (r.seconds * threads), r.counts.allocations,
             r.counts.system_allocations, r.counts.faults);
         std::fflush(stdout);

@@ -264,6 +264,18 @@ TEST_CASE("serve: completions, streaming, refusals, overload and disconnects ove
   server.stop();
 }
 
+TEST_CASE("load_test_serve: a small bounded load passes with every reply checked and nothing left running",
+          "[serve][examples]") {
+  REQUIRE_PROGRAM(load_test, "load_test_serve");
+  const testing::RunResult r =
+      testing::run(load_test, "--config tiny --requests 80 --clients 8 --adapters 3 --max-tokens 8 --max-prompt 8");
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("passed: 0 errors, nothing left running"));
+  CHECK_THAT(r.out, Catch::Contains("active 0, queued 0"));
+  CHECK(testing::run(load_test, "--cancel-share 0.5 --stream-share 0.2").exit_code != 0);
+}
+
 TEST_CASE("serve program: bad flags are refused before anything is served", "[serve][examples]") {
   REQUIRE_PROGRAM(serve, "serve");
   testing::RunResult r = testing::run(serve, "--config tiny --adapter nothing");
