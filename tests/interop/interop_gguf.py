@@ -87,8 +87,10 @@ class Checks:
 def llama_last_logits(llama, gguf, prompt, work, lora=None):
     out = os.path.join(work, "debug")
     shutil.rmtree(out, ignore_errors=True)
+    # The KV cache in f32 and no flash attention: llama.cpp's defaults (an f16 cache) round K and V to f16,
+    # which alone moves GPT-2 small's logits by 1.6e-3 where lora.cpp keeps them in f32.
     cmd = [f"{llama}/llama-debug", "-m", gguf, "-p", prompt, "--save-logits", "--logits-output-dir", out, "-t", "2",
-           "--temp", "0"]
+           "--temp", "0", "-ctk", "f32", "-ctv", "f32", "-fa", "off"]
     if lora:
         cmd += ["--lora", lora]
     run(cmd)
