@@ -29,6 +29,9 @@ if [ ! -f "$WORK/Q4_0.gguf" ]; then
   if [ "$CONFIG" = gpt2 ] || [[ "$CONFIG" == gpt2-* ]]; then  # GPT-2's tokenizer files, for the GGUF's vocabulary
     cp data/gpt2/encoder.json "$WORK/hf/vocab.json"
     cp data/gpt2/vocab.bpe "$WORK/hf/merges.txt"
+  else  # a Llama-family model: the small Llama-3-style BPE fixture (the GGUF pads the rest of the vocabulary);
+        # both programs time random token ids, so which tokenizer the file carries does not change the figures
+    cp tests/fixtures/tokenizers/llama3/tokenizer.json tests/fixtures/tokenizers/llama3/tokenizer_config.json "$WORK/hf/"
   fi
   "$EXPORT_GGUF" --weights "$WORK/hf" --type f32 --out "$WORK/F32.gguf" > /dev/null
   "$LLAMA/llama-quantize" "$WORK/F32.gguf" "$WORK/Q8_0.gguf" Q8_0 > /dev/null 2>&1
