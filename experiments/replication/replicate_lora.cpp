@@ -74,6 +74,10 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--lora-lrs", o.lora_lrs, "LoRA's learning-rate sweep, comma-separated (default 5e-4,1e-3,2e-3)")
       ->delimiter(',');
+  app.add_option("--sweep-extensions", o.sweep_extensions,
+                 "learning rates a sweep may add, doubling past its top or halving past its bottom, while its "
+                 "lowest validation loss is at that edge (default 3; --quick: 1)")
+      ->check(CLI::Range(0, 16));
   app.add_option("--lora-alpha", o.lora_alpha,
                  "LoRA's alpha, the same at every rank (scale alpha / r; default 32, the paper's)")
       ->check(CLI::PositiveNumber);

@@ -31,12 +31,14 @@ fs::path e2e_adapter(const Options& o) {
 
 int stage_switching(const Options& o, const Data& d) {
   const fs::path done = fs::path(o.out) / "switching.json";
-  if (fs::exists(done)) return fmt::print("switching: done\n"), 0;
   const fs::path style = run_dir(o, "style_r8") / "adapter";
   if (e2e_adapter(o).empty() || !fs::exists(style)) {
     fmt::print("switching: skipped (needs the lora_qv_r8 and style adapters)\n");
     return 0;
   }
+  // The E2E adapter's run fixes the style adapter too (trained at that run's learning rate).
+  const json inputs = e2e_adapter(o).string();
+  if (stage_current(done, inputs)) return fmt::print("switching: done\n"), 0;
   fmt::print("== adapter switching on one resident base\n");
   auto model = load_base(o);
   const auto base = snapshot_weights(*model);
@@ -104,6 +106,7 @@ int stage_switching(const Options& o, const Data& d) {
     reloads.push_back(seconds_since(t0));
   }
   result["median_base_reload_s"] = median(reloads);
+  result["inputs"] = inputs;
   write_json_atomically(done, result);
   return 0;
 }
@@ -113,8 +116,9 @@ int stage_switching(const Options& o, const Data& d) {
 
 int stage_merging(const Options& o, const Data& d) {
   const fs::path done = fs::path(o.out) / "merging.json";
-  if (fs::exists(done)) return fmt::print("merging: done\n"), 0;
   if (e2e_adapter(o).empty()) return fmt::print("merging: skipped (needs the lora_qv_r8 adapter)\n"), 0;
+  const json inputs = e2e_adapter(o).string();
+  if (stage_current(done, inputs)) return fmt::print("merging: done\n"), 0;
   fmt::print("== merging: equality and latency\n");
   auto base = load_base(o), lora = load_base(o);
   nn::load_adapter(*lora, e2e_adapter(o).string());
@@ -166,7 +170,8 @@ int stage_merging(const Options& o, const Data& d) {
   json result = {{"generations_identical", same},
                  {"generations_compared", merged_out.size()},
                  {"max_abs_logit_difference", logit_diff},
-                 {"latency", latency}};
+                 {"latency", latency},
+                 {"inputs", inputs}};
   fmt::print(
       "merging: {}/{} generations identical, max |logit diff| {:.2e}; per token: base {:.2f} ms, unmerged "
       "{:.2f} ms, merged {:.2f} ms, base again {:.2f} ms\n",

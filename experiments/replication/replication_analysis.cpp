@@ -59,11 +59,12 @@ std::vector<std::pair<std::string, Matrix>> adapter_a_matrices(models::CausalLM&
 
 int stage_subspace(const Options& o) {
   const fs::path done = fs::path(o.out) / "subspace.json";
-  if (fs::exists(done)) return fmt::print("subspace: done\n"), 0;
   const RunSpec r8{"lora_qv_r8", true, "q,v", 8}, r64{"lora_qv_r64", true, "q,v", 64};
   if (chosen_dir(o, r8.name).empty() || chosen_dir(o, r64.name).empty()) {
     return fmt::print("subspace: skipped (needs the lora_qv_r8 and lora_qv_r64 runs)\n"), 0;
   }
+  const json inputs = {chosen_dir(o, r8.name).string(), chosen_dir(o, r64.name).string()};
+  if (stage_current(done, inputs)) return fmt::print("subspace: done\n"), 0;
   auto m8 = load_run_model(o, r8), m64 = load_run_model(o, r64);
   const auto a8 = adapter_a_matrices(*m8), a64 = adapter_a_matrices(*m64);
   LORA_CHECK(a8.size() == a64.size() && !a8.empty(), "subspace: the r = 8 and r = 64 adapters adapt different layers");
@@ -87,7 +88,7 @@ int stage_subspace(const Options& o) {
     return m;
   };
   const Matrix baseline = subspace_similarity(random_matrix(8), random_matrix(64));
-  const json result = {{"width", d},
+  json result = {{"width", d},
                        {"layers", layers},
                        {"random_baseline", matrix_json(baseline)},
                        {"random_baseline_phi_1_64", baseline.at(0, 63)},
@@ -110,6 +111,7 @@ int stage_subspace(const Options& o) {
   fmt::print("subspace: last layer q phi(1, 64) = {:.3f}, v {:.3f}; random baseline {:.3f}\n",
              layers[layers.size() - 2]["phi_1_64"].get<double>(), layers.back()["phi_1_64"].get<double>(),
              baseline.at(0, 63));
+  result["inputs"] = inputs;
   write_json_atomically(done, result);
   return 0;
 }

@@ -37,7 +37,11 @@ bool bit_identical(const std::vector<std::pair<std::string, std::vector<float>>>
 fs::path run_dir(const Options& o, const std::string& name);
 fs::path sweep_dir(const Options& o, const std::string& name, double lr);
 std::string lr_text(double lr);  // "1e-03": the folder name's form
-const std::vector<double>& sweep_lrs(const Options& o, const RunSpec& spec);
+// The configuration's learning rates: its grid, extended past the edge that holds the best finished run.
+std::vector<double> sweep_lrs(const Options& o, const RunSpec& spec);
+// Whether a stage's result file exists and was computed from `inputs` (its "inputs" field): a sweep that grew
+// or another chosen run makes the stages that used the old one run again.
+bool stage_current(const fs::path& done, const nlohmann::json& inputs);
 // The chosen run's folder (OUT/runs/NAME/lr-X, from chosen.json), or "" before the choice.
 fs::path chosen_dir(const Options& o, const std::string& name);
 // The chosen model of a configuration (the base with its adapter, or the fully fine-tuned checkpoint).

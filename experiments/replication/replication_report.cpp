@@ -200,7 +200,9 @@ int write_report(const Options& o, const Data& d, double wall_seconds) {
   bool lora_falls = true, base_same = true, size_ok = true, any_lora = false;
   for (const auto& spec : o.selected_runs()) {
     // Invariants over every run of the sweep; the table over each configuration's chosen run.
-    for (double lr : sweep_lrs(o, spec)) {
+    std::vector<double> lrs = sweep_lrs(o, spec);
+    std::sort(lrs.begin(), lrs.end());
+    for (double lr : lrs) {
       const json t = read_if(sweep_dir(o, spec.name, lr) / "train.json");
       if (t.is_null()) continue;
       sweep_rows.push_back({{"name", spec.name},
@@ -478,7 +480,9 @@ int run_all(const Options& o) {
   if (o.pretrain_only) return 0;
   timed("evaluate_base", [&] { return stage_evaluate_base(o, d); });
   auto configuration = [&](const RunSpec& spec) {
-    for (double lr : sweep_lrs(o, spec)) {
+    // The sweep may grow as its runs finish (an edge that holds the best is followed): re-read it each time.
+    for (size_t i = 0; i < sweep_lrs(o, spec).size(); ++i) {
+      const double lr = sweep_lrs(o, spec)[i];
       timed("finetune_" + spec.name + "_lr" + lr_text(lr), [&] { return stage_finetune(o, d, spec, lr); });
     }
     stage_choose(o, spec);

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <limits>
 #include <numeric>
+#include <optional>
 
 #include "backends/backend.h"
 #include "experiments/replication/replication_internal.h"
@@ -88,8 +89,36 @@ fs::path sweep_dir(const Options& o, const std::string& name, double lr) {
   return run_dir(o, name) / ("lr-" + lr_text(lr));
 }
 
-const std::vector<double>& sweep_lrs(const Options& o, const RunSpec& spec) {
-  return spec.lora ? o.lora_lrs : o.full_lrs;
+// The configured grid, then one learning rate at a time past whichever edge holds the lowest validation loss
+// (twice the top, half the bottom) until the loss turns inside the sweep or --sweep-extensions rates were
+// added. It reads only finished runs, so a resumed experiment extends its sweeps exactly as before.
+std::vector<double> sweep_lrs(const Options& o, const RunSpec& spec) {
+  std::vector<double> lrs = spec.lora ? o.lora_lrs : o.full_lrs;
+  for (int64_t added = 0; added < o.sweep_extensions && !lrs.empty(); ++added) {
+    std::optional<double> best_lr;
+    double best = 0;
+    for (double lr : lrs) {
+      const fs::path f = sweep_dir(o, spec.name, lr) / "train.json";
+      if (!fs::exists(f)) return lrs;  // not finished: the rest of the sweep decides
+      const json loss = read_json(f).at("heldout_loss");
+      if (loss.is_null()) continue;  // diverged
+      if (!best_lr || loss.get<double>() < best) best = loss.get<double>(), best_lr = lr;
+    }
+    const auto [lowest, highest] = std::minmax_element(lrs.begin(), lrs.end());
+    if (!best_lr || lrs.size() < 2) return lrs;  // nothing to follow (every run diverged, or one rate asked)
+    if (*best_lr == *highest) {
+      lrs.push_back(*highest * 2);
+    } else if (*best_lr == *lowest) {
+      lrs.push_back(*lowest / 2);
+    } else {
+      return lrs;  // the loss turned inside the sweep
+    }
+  }
+  return lrs;
+}
+
+bool stage_current(const fs::path& done, const json& inputs) {
+  return fs::exists(done) && read_json(done).value("inputs", json()) == inputs;
 }
 
 fs::path chosen_dir(const Options& o, const std::string& name) {
@@ -245,11 +274,12 @@ int stage_finetune(const Options& o, const Data& d, const RunSpec& spec, double 
 // The configuration's run: the lowest E2E validation loss after the last step, over its sweep.
 int stage_choose(const Options& o, const RunSpec& spec) {
   const fs::path done = run_dir(o, spec.name) / "chosen.json";
-  if (fs::exists(done)) return 0;
+  const std::vector<double> lrs = sweep_lrs(o, spec);
+  if (stage_current(done, lrs)) return 0;
   json sweep = json::array();
   double best = 0, chosen_lr = 0;
   std::string folder;
-  for (double lr : sweep_lrs(o, spec)) {
+  for (double lr : lrs) {
     const fs::path f = sweep_dir(o, spec.name, lr) / "train.json";
     if (!fs::exists(f)) return 0;  // the sweep is not finished
     const json held_out = read_json(f).at("heldout_loss");
@@ -261,10 +291,10 @@ int stage_choose(const Options& o, const RunSpec& spec) {
   }
   if (folder.empty()) {
     fmt::print("{}: every learning rate of the sweep diverged; no run chosen\n", spec.name);
-    write_json_atomically(done, {{"folder", nullptr}, {"sweep", sweep}, {"chosen_on", "every run diverged"}});
+    write_json_atomically(done,
+                          {{"folder", nullptr}, {"sweep", sweep}, {"chosen_on", "every run diverged"}, {"inputs", lrs}});
     return 0;
   }
-  const auto lrs = sweep_lrs(o, spec);
   const bool at_edge = lrs.size() > 1 && (chosen_lr == *std::min_element(lrs.begin(), lrs.end()) ||
                                           chosen_lr == *std::max_element(lrs.begin(), lrs.end()));
   fmt::print("{}: lr {} chosen on the validation set (loss {:.4f}){}\n", spec.name, lr_text(chosen_lr), best,
@@ -274,7 +304,8 @@ int stage_choose(const Options& o, const RunSpec& spec) {
                                {"heldout_loss", best},
                                {"sweep", sweep},
                                {"at_edge_of_sweep", at_edge},
-                               {"chosen_on", "E2E validation loss after the last step"}});
+                               {"chosen_on", "E2E validation loss after the last step"},
+                               {"inputs", lrs}});
   return 0;
 }
 
@@ -323,10 +354,13 @@ json evaluate_generations(const Options& o, const Data& d, models::CausalLM& mod
 
 int stage_evaluate(const Options& o, const Data& d, const RunSpec& spec) {
   const fs::path done = run_dir(o, spec.name) / "eval.json";
-  if (fs::exists(done)) return fmt::print("evaluate {}: done\n", spec.name), 0;
-  if (chosen_dir(o, spec.name).empty()) return 0;
+  const fs::path chosen = chosen_dir(o, spec.name);
+  if (chosen.empty()) return 0;
+  if (stage_current(done, chosen.string())) return fmt::print("evaluate {}: done\n", spec.name), 0;
   auto model = load_run_model(o, spec);
-  write_json_atomically(done, evaluate_generations(o, d, *model, spec.name));
+  json result = evaluate_generations(o, d, *model, spec.name);
+  result["inputs"] = chosen.string();
+  write_json_atomically(done, result);
   return 0;
 }
 
@@ -335,10 +369,11 @@ int stage_evaluate(const Options& o, const Data& d, const RunSpec& spec) {
 
 int stage_style(const Options& o, const Data& d) {
   const fs::path done = run_dir(o, "style_r8") / "train.json";
-  if (fs::exists(done)) return fmt::print("style adapter: done\n"), 0;
   const fs::path chosen = run_dir(o, "lora_qv_r8") / "chosen.json";
-  if (!fs::exists(chosen)) return fmt::print("style adapter: skipped (needs lora_qv_r8's learning rate)\n"), 0;
+  if (!fs::exists(chosen) || !read_json(chosen).contains("lr"))
+    return fmt::print("style adapter: skipped (needs lora_qv_r8's learning rate)\n"), 0;
   const double lr = read_json(chosen).at("lr").get<double>();
+  if (stage_current(done, lr)) return fmt::print("style adapter: done\n"), 0;
   fmt::print("== style adapter: LoRA r=8 on q,v at lr {}, continuing {}\n", lr_text(lr), o.style_text);
   auto model = load_base(o);
   models::apply_lora(*model, lora_config(o, "q,v", 8));
@@ -361,7 +396,8 @@ int stage_style(const Options& o, const Data& d) {
                          {"lr", lr},
                          {"heldout_loss_before", before},
                          {"heldout_loss_after", log["evals"].back()[1]},
-                         {"median_step_s", log["train_seconds"].get<double>() / static_cast<double>(o.style_steps)}});
+                         {"median_step_s", log["train_seconds"].get<double>() / static_cast<double>(o.style_steps)},
+                         {"inputs", lr}});
   return 0;
 }
 

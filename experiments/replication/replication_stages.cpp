@@ -105,6 +105,7 @@ void Options::finalize(const std::vector<std::string>& argv) {
   set_default(timing_rounds, quick ? int64_t{2} : int64_t{8});
   if (full_lrs.empty()) full_lrs = quick ? std::vector<double>{5e-4, 1e-3} : std::vector<double>{2.5e-4, 5e-4, 1e-3};
   if (lora_lrs.empty()) lora_lrs = quick ? std::vector<double>{1e-3, 2e-3} : std::vector<double>{5e-4, 1e-3, 2e-3};
+  if (sweep_extensions < 0) sweep_extensions = quick ? 1 : 3;
   set_default(lora_alpha, 32.0);  // the paper's GPT-2 E2E value (microsoft/LoRA examples/NLG: --lora_alpha 32)
   for (double lr : full_lrs) LORA_CHECK(lr > 0 && lr < 1, "--full-lrs: {} is not a learning rate in (0, 1)", lr);
   for (double lr : lora_lrs) LORA_CHECK(lr > 0 && lr < 1, "--lora-lrs: {} is not a learning rate in (0, 1)", lr);

@@ -18,8 +18,9 @@ namespace lora::replicate {
 namespace fs = std::filesystem;
 
 // One fine-tuning configuration: full fine-tuning, or LoRA on `targets` at `rank`. Each is trained once per
-// learning rate of its sweep (full_lrs or lora_lrs) with the same steps and examples; the run with the lowest
-// E2E validation loss at the end is the configuration's result.
+// learning rate of its sweep (full_lrs or lora_lrs, extended past an edge that holds the best: sweep_lrs) with
+// the same steps and examples; the run with the lowest E2E validation loss at the end is the configuration's
+// result.
 struct RunSpec {
   std::string name;  // "full", "lora_qv_r8", ...
   bool lora = false;
@@ -39,6 +40,7 @@ struct Options {
   int64_t ft_steps = 0, ft_batch = 0, eval_every = 0, train_examples = -1, valid_examples = 0, test_mrs = 0;
   int64_t max_new_tokens = 0, style_steps = 0, latency_rounds = 0, timing_rounds = 0;
   std::vector<double> full_lrs, lora_lrs;  // the learning-rate sweeps
+  int64_t sweep_extensions = -1;           // learning rates a sweep may add past its edges (-1: the preset's)
   double lora_alpha = 0;                   // the same alpha at every rank (scale alpha / r), as the paper
   uint64_t seed = 1234;
   std::string command;  // the command line, for the report

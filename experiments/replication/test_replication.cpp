@@ -281,6 +281,60 @@ TEST_CASE("the sweep's choice: the lowest validation loss, diverged runs skipped
   CHECK(replicate::chosen_dir(o, spec.name).empty());
 }
 
+TEST_CASE("the sweep follows an edge that holds the best run until the loss turns or the extensions run out",
+          "[replication]") {
+  replicate::Options o;
+  o.out = (scratch_dir() / "extend").string();
+  o.lora_lrs = {5e-4, 1e-3, 2e-3};
+  o.sweep_extensions = 3;
+  const replicate::RunSpec spec{"lora_qv_r8", true, "q,v", 8};
+  auto write_run = [&](double lr, nlohmann::json loss) {
+    write_json_atomically(replicate::sweep_dir(o, spec.name, lr) / "train.json", {{"lr", lr}, {"heldout_loss", loss}});
+  };
+  using lrs = std::vector<double>;
+  CHECK(replicate::sweep_lrs(o, spec) == lrs{5e-4, 1e-3, 2e-3});  // nothing has run
+  write_run(5e-4, 3.0);
+  write_run(1e-3, 2.6);
+  CHECK(replicate::sweep_lrs(o, spec) == lrs{5e-4, 1e-3, 2e-3});  // 2e-3 has not run: no decision yet
+  write_run(2e-3, 2.2);
+  CHECK(replicate::sweep_lrs(o, spec) == lrs{5e-4, 1e-3, 2e-3, 4e-3});  // best at the top: one doubling
+  write_run(4e-3, 2.0);
+  CHECK(replicate::sweep_lrs(o, spec) == lrs{5e-4, 1e-3, 2e-3, 4e-3, 8e-3});
+  replicate::stage_choose(o, spec);  // the sweep is not finished: nothing chosen yet
+  CHECK(replicate::chosen_dir(o, spec.name).empty());
+  write_run(8e-3, nullptr);  // diverged: 4e-3 is now inside the sweep, which stops growing
+  CHECK(replicate::sweep_lrs(o, spec) == lrs{5e-4, 1e-3, 2e-3, 4e-3, 8e-3});
+  replicate::stage_choose(o, spec);
+  CHECK(replicate::chosen_dir(o, spec.name) == replicate::sweep_dir(o, spec.name, 4e-3));
+  auto chosen = nlohmann::json::parse(slurp(replicate::run_dir(o, spec.name) / "chosen.json"));
+  CHECK(chosen["at_edge_of_sweep"] == false);
+  CHECK(chosen["sweep"].size() == 5);
+
+  // A choice made on a shorter sweep is made again once the sweep grows (here: more extensions allowed).
+  fs::remove_all(o.out);
+  o.sweep_extensions = 0;
+  for (double lr : o.lora_lrs) write_run(lr, 3.0 - lr * 100);  // best at the top
+  replicate::stage_choose(o, spec);
+  CHECK(replicate::chosen_dir(o, spec.name) == replicate::sweep_dir(o, spec.name, 2e-3));
+  CHECK(nlohmann::json::parse(slurp(replicate::run_dir(o, spec.name) / "chosen.json"))["at_edge_of_sweep"] == true);
+  o.sweep_extensions = 1;
+  write_run(4e-3, 2.5);  // better than 2e-3's 2.8
+  replicate::stage_choose(o, spec);
+  chosen = nlohmann::json::parse(slurp(replicate::run_dir(o, spec.name) / "chosen.json"));
+  CHECK(chosen["sweep"].size() == 4);
+  CHECK(chosen["lr"].get<double>() == 4e-3);
+
+  // The bottom edge is followed downward; the extensions are a limit.
+  fs::remove_all(o.out);
+  o.sweep_extensions = 2;
+  write_run(5e-4, 2.0), write_run(1e-3, 2.5), write_run(2e-3, 3.0);
+  CHECK(replicate::sweep_lrs(o, spec) == lrs{5e-4, 1e-3, 2e-3, 2.5e-4});
+  write_run(2.5e-4, 1.9);
+  CHECK(replicate::sweep_lrs(o, spec) == lrs{5e-4, 1e-3, 2e-3, 2.5e-4, 1.25e-4});
+  write_run(1.25e-4, 1.8);
+  CHECK(replicate::sweep_lrs(o, spec).size() == 5);  // two added: the limit, although the best is still at the edge
+}
+
 TEST_CASE("SVG heatmap: one cell per value, labels escaped, bad panels refused", "[replication]") {
   const std::string svg = replicate::heatmap_svg({{"q <last>", {{0.0, 0.5, 1.0}, {1.0, 0.25, 0.0}}}, {"v", {{0.3}}}},
                                                  {.title = "phi", .x_label = "j", .y_label = "i"});
