@@ -187,8 +187,7 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
   };
   for (int64_t i = 0; i < o.warmup; ++i) step();
   MemoryTracker::instance().reset_peaks();
-  std::vector<double> times, cpu_times;
-  const int64_t faults0 = minor_faults();
+  std::vector<double> times, cpu_times, faults;
   const memory::CpuAllocatorStats alloc0 = memory::cpu_allocator_stats();
   for (int64_t i = 0; i < o.steps; ++i) {
     const auto t0 = Clock::now();
@@ -197,10 +196,12 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
     const double loss = step();
     times.push_back(seconds_since(t0));
     cpu_times.push_back(cpu_seconds() - c0);
+    faults.push_back(static_cast<double>(minor_faults() - f0));
     fmt::print(stderr, "  {} step {}/{}: {:.3f} s ({:.3f} CPU s), {} page faults (loss {:.3f})\n", rc.str(), i + 1,
-               o.steps, times.back(), cpu_times.back(), minor_faults() - f0, loss);
+               o.steps, times.back(), cpu_times.back(), faults.back(), loss);
   }
-  const double faults_per_step = double(minor_faults() - faults0) / double(o.steps);
+  // The median, like the step time: with one warm-up step the first timed step may still grow buffers.
+  const double faults_per_step = median(faults);
   const memory::CpuAllocatorStats alloc1 = memory::cpu_allocator_stats();
   const double s = median(times);
   const auto stats = MemoryTracker::instance().stats(Device::cpu());

@@ -10,6 +10,7 @@
 
 #include <set>
 
+#include "core/allocator.h"
 #include "models/causal_lm.h"
 #include "nn/quantized_linear.h"
 
@@ -72,6 +73,9 @@ inline nn::QuantizeReport quantize_base(CausalLM& model, QuantFormat format, boo
     model.quantize_inference_head(f);
     report.quantized_bytes += model.inference_head()->nbytes();  // held beside the f32 head
   }
+  // The f32 weights just freed sit in the CPU allocator's cache, in sizes training will not ask for again:
+  // give them back to the system, or the process keeps the f32 model's footprint after all.
+  if (report.layers > held.layers) memory::trim_cache();
   return report;
 }
 
