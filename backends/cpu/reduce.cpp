@@ -124,7 +124,9 @@ double CpuBackend::sum_squares(const Tensor& x) {
   dispatch_floating(x.dtype(), "sum_squares", [&]<typename T>() {
     const T* p = x.data<T>();
     const int64_t n = x.numel();
-#pragma omp parallel for reduction(+ : total) if (n > kParallelThreshold) schedule(static)
+    // `simd` lets each thread keep a vector of partial sums: without it the loop is one chain of dependent
+    // double additions, 4 cycles per element (105 ms of a 1.1 s GPT-2 full step went to the gradient norm).
+#pragma omp parallel for simd reduction(+ : total) if (n > kParallelThreshold) schedule(static)
     for (int64_t i = 0; i < n; ++i) total += static_cast<double>(p[i]) * static_cast<double>(p[i]);
   });
   return total;
