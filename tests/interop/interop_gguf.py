@@ -3,8 +3,8 @@
 tests/interop/OUTPUT_gguf.txt).
 
     bash tests/interop/build_llama_cpp.sh                 # llama.cpp, pinned, into build/llama.cpp
-    pip install numpy safetensors
-    python3 tests/interop/interop_gguf.py [--build build] [--llama build/llama.cpp/bin]
+    pip install numpy safetensors gguf torch transformers
+    python3 tests/interop/interop_gguf.py [--build build] [--llama build/llama.cpp/bin] [--checks 1,2,3,4,5]
 
 Models (random weights: no trained checkpoint can be downloaded here; the checks compare two
 implementations on identical weights, which random weights do as well as trained ones):
@@ -27,6 +27,10 @@ Checks, per model:
      against llama.cpp's on that file, and against llama.cpp's on lora.cpp's dequantization of it written as
      f32 (the check of the decoders; llama.cpp's own 8-bit activation rounding is reported beside it), and
      finetune --mode lora runs on them.
+  5. GGUF files made by llama.cpp's converter (convert_hf_to_gguf.py --outtype f32, f16, q8_0) from a Hugging
+     Face folder: lora.cpp reads the prompt's ids and the logits it gets on the folder itself (within the
+     type's rounding) and llama.cpp's on the file, and fine-tunes them. Needs `pip install torch transformers`
+     besides numpy, safetensors and gguf. `--checks 5` runs only this one.
 """
 import argparse
 import json
@@ -185,13 +189,91 @@ def perplexity(llama, gguf, text_file):
     return None
 
 
+# The pre-tokenizer names lora.cpp's export writes for the families whose tokenizer fixtures are small.
+FIXTURE_PRE = {"llama": "llama-bpe", "qwen2": "qwen2"}
+
+
+def convert_with_llama_cpp(llama_src, hf, outtype, out, pre=None):
+    """llama.cpp's own converter (convert_hf_to_gguf.py, which needs torch, transformers and its gguf-py) on a
+    Hugging Face folder. It names a BPE pre-tokenizer by a hash of how the tokenizer splits a fixed text; the
+    small tokenizer fixtures (a few hundred tokens) hash to nothing it knows, so for them the family's name is
+    given (`pre`); GPT-2's real tokenizer is recognised by the hash. Everything else is the converter's own."""
+    code = (
+        "import sys\n"
+        f"sys.path[:0] = [{os.path.join(llama_src, 'gguf-py')!r}, {llama_src!r}]\n"
+        f"sys.argv = ['convert_hf_to_gguf.py', {hf!r}, '--outtype', {outtype!r}, '--outfile', {out!r}]\n"
+        "import convert_hf_to_gguf, conversion.base\n"
+        + (f"conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: {pre!r}\n" if pre else "")
+        + "convert_hf_to_gguf.main()\n")
+    run([sys.executable, "-c", code])
+
+
+def converter_checks(checks, build, llama, llama_src, name, config_path, tokenizer, folder, text):
+    """5. GGUF files made by llama.cpp's converter from a Hugging Face folder (f32, f16, q8_0) load in lora.cpp:
+    the same prompt ids and logits as lora.cpp on the folder itself (within the type's rounding), llama.cpp's
+    logits on that file, and finetune --mode lora runs on them."""
+    hf = os.path.join(folder, "hf")
+    run([f"{build}/bench_serve", "--config", config_path, "--save-weights", hf, "--bandwidth-mib", "64"])
+    if name == "gpt2":  # data/gpt2 keeps OpenAI's file names; transformers reads the Hugging Face ones
+        shutil.copy(os.path.join(tokenizer, "encoder.json"), os.path.join(hf, "vocab.json"))
+        shutil.copy(os.path.join(tokenizer, "vocab.bpe"), os.path.join(hf, "merges.txt"))
+    else:
+        shutil.copy(os.path.join(tokenizer, "tokenizer.json"), os.path.join(hf, "tokenizer.json"))
+        # The fixtures write some special tokens in AddedToken's dict form, which transformers 5 refuses in
+        # tokenizer_config.json: the converter gets their plain strings.
+        cfg = json.load(open(os.path.join(tokenizer, "tokenizer_config.json")))
+        cfg = {k: v["content"] if isinstance(v, dict) and "content" in v else v for k, v in cfg.items()}
+        json.dump(cfg, open(os.path.join(hf, "tokenizer_config.json"), "w"))
+    ids_hf = lora_prompt_ids(build, hf, PROMPT)
+    ours_hf = lora_logits(build, hf, ids_hf, folder)
+    # How far each type's rounding of the weights may move the logits, relative to the largest one.
+    tolerance = {"f32": 1e-5, "f16": 1e-2, "q8_0": 5e-2}
+    for t in ("f32", "f16", "q8_0"):
+        made = os.path.join(folder, f"{name}-converter-{t}.gguf")
+        convert_with_llama_cpp(llama_src, hf, t, made, FIXTURE_PRE.get(name))
+        ids = lora_prompt_ids(build, made, PROMPT)
+        checks.report(ids == ids_hf, f"{name}: convert_hf_to_gguf {t} file: lora.cpp tokenizes the prompt from the file's "
+                      f"own vocabulary as from the folder's tokenizer ({len(ids)} tokens{'' if ids == ids_hf else f'; {ids} vs {ids_hf}'})")
+        ours = lora_logits(build, made, ids_hf, folder)
+        scale = float(np.max(np.abs(ours_hf)))
+        diff_hf = float(np.max(np.abs(ours - ours_hf)))
+        # llama.cpp on the same numbers. f16 and q8_0 products run in llama.cpp on f16 / 8-bit activations,
+        # which moves its logits by themselves; so, as in check 4, the reference is llama.cpp on lora.cpp's
+        # decoding of the file written as f32 (the check of the decoders), its own rounding reported beside.
+        ll_file, ltok = llama_last_logits(llama, made, PROMPT, folder)
+        ll = ll_file
+        if t != "f32":
+            decoded = os.path.join(folder, f"{name}-converter-{t}-decoded-by-lora.gguf")
+            run([f"{build}/export_gguf", "--weights", made, "--out", decoded, "--type", "f32"])
+            ll, _ = llama_last_logits(llama, decoded, PROMPT, folder)
+        same_tokens = [int(i) for i in ltok] == ids_hf
+        diff_llama = float(np.max(np.abs(ours - ll))) if same_tokens else float("inf")
+        own = float(np.max(np.abs(ll_file - ll)))
+        checks.report(diff_hf <= tolerance[t] * max(1.0, scale) and diff_llama <= 1e-3 * max(1.0, scale),
+                      f"{name}: convert_hf_to_gguf {t} file loaded by lora.cpp: logits {diff_hf:.2e} from lora.cpp's on "
+                      f"the Hugging Face folder ({diff_hf / scale:.1e} of the largest logit {scale:.2f}; the type's rounding, "
+                      f"allowed {tolerance[t]:.0e}); {diff_llama:.2e} from llama.cpp's on "
+                      f"{'the same file' if t == 'f32' else 'the same numbers in f32'} ({diff_llama / scale:.1e}, target 1e-3)"
+                      f"{'' if t == 'f32' else f'; llama.cpp on the {t} file itself moves by its activation rounding: {own:.2e}'}"
+                      f"{'' if same_tokens else ' (llama.cpp tokenized the prompt differently: ' + str(list(ltok)) + ')'}")
+        r = subprocess.run([f"{build}/finetune", "--weights", made, "--data", text, "--mode", "lora", "--steps", "3",
+                            "--batch", "1", "--seq", "32", "--no-preflight"], capture_output=True, text=True)
+        checks.report(r.returncode == 0, f"{name}: finetune --mode lora on convert_hf_to_gguf's {t} file "
+                      f"({'runs' if r.returncode == 0 else 'failed: ' + r.stderr[-300:]})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--llama", default=os.environ.get("LLAMA_CPP_BIN", "build/llama.cpp/bin"))
     ap.add_argument("--models", default="gpt2,llama,qwen2")
+    ap.add_argument("--llama-src", help="llama.cpp's source, for convert_hf_to_gguf.py (default: LLAMA/../src, where "
+                    "build_llama_cpp.sh puts it)")
+    ap.add_argument("--checks", default="1,2,3,4,5", help="which of the numbered checks to run")
     args = ap.parse_args()
     build, llama = os.path.abspath(args.build), args.llama
+    llama_src = args.llama_src or os.path.join(os.path.dirname(os.path.abspath(llama)), "src")
+    wanted = {int(c) for c in args.checks.split(",")}
     checks = Checks()
     work = tempfile.mkdtemp(prefix="interop_gguf_")
     text = os.path.join(work, "text.txt")
@@ -212,83 +294,90 @@ def main():
                  "--name", name])
         print(f"\n== {name}: exported f32, f16, q8_0, q4_0 from a random {name} model", flush=True)
 
-        # 1. logits and greedy tokens, f32 and f16
-        for t in ("f32", "f16"):
-            ids = lora_prompt_ids(build, files[t], PROMPT)
-            ll, ltok = llama_last_logits(llama, files[t], PROMPT, folder)
-            checks.report(list(ltok) == list(ids), f"{name} {t}: llama.cpp tokenizes the prompt as lora.cpp does "
-                          f"({len(ids)} tokens{'' if list(ltok) == list(ids) else f'; llama.cpp {list(ltok)} vs {ids}'})")
-            ours = lora_logits(build, files[t], [int(i) for i in ltok], folder)
+        if 1 in wanted:
+            # 1. logits and greedy tokens, f32 and f16
+            for t in ("f32", "f16"):
+                ids = lora_prompt_ids(build, files[t], PROMPT)
+                ll, ltok = llama_last_logits(llama, files[t], PROMPT, folder)
+                checks.report(list(ltok) == list(ids), f"{name} {t}: llama.cpp tokenizes the prompt as lora.cpp does "
+                              f"({len(ids)} tokens{'' if list(ltok) == list(ids) else f'; llama.cpp {list(ltok)} vs {ids}'})")
+                ours = lora_logits(build, files[t], [int(i) for i in ltok], folder)
+                diff = float(np.max(np.abs(ours - ll)))
+                scale = float(np.max(np.abs(ll)))
+                checks.report(diff <= 1e-3 * max(1.0, scale), f"{name} {t}: last-position logits, max |lora.cpp - llama.cpp| = "
+                              f"{diff:.2e}, {diff / scale:.1e} of the largest logit {scale:.2f} (target: 1e-3 of it)")
+                ours_text, _ = lora_greedy(build, files[t], PROMPT, 16)
+                theirs = llama_greedy(llama, files[t], PROMPT, 16)
+                checks.report(ours_text == theirs, f"{name} {t}: greedy 16 tokens, the same bytes printed: {theirs[:60]!r}"
+                              f"{'' if ours_text == theirs else f' (lora.cpp {ours_text!r})'}")
+
+        if 2 in wanted:
+            # 2. q8_0 / q4_0 exports against llama-quantize of the f32 export
+            for t, qname in (("q8_0", "Q8_0"), ("q4_0", "Q4_0")):
+                theirs_file = os.path.join(folder, f"{name}-llama-quantize-{t}.gguf")
+                run([f"{llama}/llama-quantize", files["f32"], theirs_file, qname])
+                ppl_ours, ppl_theirs = perplexity(llama, files[t], text), perplexity(llama, theirs_file, text)
+                if ppl_ours is None or ppl_theirs is None:
+                    checks.report(False, f"{name} {t}: llama-perplexity gave no estimate (lora.cpp's export: {ppl_ours}, "
+                                  f"llama-quantize's: {ppl_theirs})")
+                    continue
+                rel = abs(ppl_ours - ppl_theirs) / ppl_theirs
+                checks.report(rel <= 0.01, f"{name} {t}: llama-perplexity of lora.cpp's export {ppl_ours:.4f} vs llama-quantize's "
+                              f"{ppl_theirs:.4f}: {100 * rel:.3f}% apart (target 1%)")
+
+        if 3 in wanted:
+            # 3. a LoRA adapter trained on the GGUF base: GGUF adapter in llama.cpp vs PEFT adapter in lora.cpp
+            save = os.path.join(folder, "run")
+            run([f"{build}/finetune", "--weights", files["f32"], "--data", text, "--mode", "lora", "--steps", "30",
+                 "--batch", "2", "--seq", "64", "--lr", "3e-2", "--rank", "4", "--alpha", "8", "--targets", "q,v",
+                 "--save", save, "--no-preflight"])
+            peft = os.path.join(save, "lora")
+            adapter_gguf = os.path.join(folder, f"{name}-lora.gguf")
+            run([f"{build}/export_gguf", "--weights", files["f32"], "--adapter", peft, "--adapter-only", "--out", adapter_gguf])
+            ours_text, _ = lora_greedy(build, files["f32"], PROMPT, 16, adapter=peft)
+            base_text, _ = lora_greedy(build, files["f32"], PROMPT, 16)
+            theirs = llama_greedy(llama, files["f32"], PROMPT, 16, lora=adapter_gguf)
+            checks.report(ours_text == theirs, f"{name}: adapter trained by finetune on the GGUF base (30 steps): llama.cpp "
+                          f"--lora gives lora.cpp's greedy text (the adapter {'changes' if ours_text != base_text else 'does not change'} "
+                          f"it): {theirs[:60]!r}{'' if ours_text == theirs else f' (lora.cpp {ours_text!r})'}")
+            ll, ltok = llama_last_logits(llama, files["f32"], PROMPT, folder, lora=adapter_gguf)
+            ours = lora_logits(build, files["f32"], [int(i) for i in ltok], folder, adapter=peft)
             diff = float(np.max(np.abs(ours - ll)))
             scale = float(np.max(np.abs(ll)))
-            checks.report(diff <= 1e-3 * max(1.0, scale), f"{name} {t}: last-position logits, max |lora.cpp - llama.cpp| = "
-                          f"{diff:.2e}, {diff / scale:.1e} of the largest logit {scale:.2f} (target: 1e-3 of it)")
-            ours_text, _ = lora_greedy(build, files[t], PROMPT, 16)
-            theirs = llama_greedy(llama, files[t], PROMPT, 16)
-            checks.report(ours_text == theirs, f"{name} {t}: greedy 16 tokens, the same bytes printed: {theirs[:60]!r}"
-                          f"{'' if ours_text == theirs else f' (lora.cpp {ours_text!r})'}")
+            checks.report(diff <= 1e-3 * max(1.0, scale), f"{name}: with the adapter, last-position logits max |difference| = "
+                          f"{diff:.2e}, {diff / scale:.1e} of the largest logit")
 
-        # 2. q8_0 / q4_0 exports against llama-quantize of the f32 export
-        for t, qname in (("q8_0", "Q8_0"), ("q4_0", "Q4_0")):
-            theirs_file = os.path.join(folder, f"{name}-llama-quantize-{t}.gguf")
-            run([f"{llama}/llama-quantize", files["f32"], theirs_file, qname])
-            ppl_ours, ppl_theirs = perplexity(llama, files[t], text), perplexity(llama, theirs_file, text)
-            if ppl_ours is None or ppl_theirs is None:
-                checks.report(False, f"{name} {t}: llama-perplexity gave no estimate (lora.cpp's export: {ppl_ours}, "
-                              f"llama-quantize's: {ppl_theirs})")
-                continue
-            rel = abs(ppl_ours - ppl_theirs) / ppl_theirs
-            checks.report(rel <= 0.01, f"{name} {t}: llama-perplexity of lora.cpp's export {ppl_ours:.4f} vs llama-quantize's "
-                          f"{ppl_theirs:.4f}: {100 * rel:.3f}% apart (target 1%)")
+        if 4 in wanted:
+            # 4. files made by llama.cpp, loaded by lora.cpp
+            # llama.cpp multiplies quantized weights by activations it quantizes too (to 8 bits), lora.cpp by float
+            # activations, so their logits on a quantized file differ by about what llama.cpp's own activation
+            # rounding moves them. The reference: the same weights dequantized exactly, run by llama.cpp in f32.
+            ref_f32, ref_tok = llama_last_logits(llama, files["f32"], PROMPT, folder)
+            for qname in ("Q8_0", "Q4_0", "Q4_K_M"):
+                made = os.path.join(folder, f"{name}-llama-{qname}.gguf")
+                if not os.path.exists(made):
+                    run([f"{llama}/llama-quantize", files["f32"], made, qname])
+                ll, ltok = llama_last_logits(llama, made, PROMPT, folder)
+                ours = lora_logits(build, made, [int(i) for i in ltok], folder)
+                # lora.cpp's dequantization written back as an f32 GGUF and run by llama.cpp: the same numbers?
+                dq = os.path.join(folder, f"{name}-llama-{qname}-dequantized-by-lora.gguf")
+                run([f"{build}/export_gguf", "--weights", made, "--out", dq, "--type", "f32"])
+                ll_dq, _ = llama_last_logits(llama, dq, PROMPT, folder)
+                diff = float(np.max(np.abs(ours - ll)))
+                diff_dq = float(np.max(np.abs(ours - ll_dq)))
+                own = float(np.max(np.abs(ll - ll_dq)))
+                scale = float(np.max(np.abs(ll)))
+                checks.report(diff_dq <= 1e-3 * max(1.0, scale), f"{name}: llama-quantize {qname} file loaded by lora.cpp: logits "
+                              f"{diff:.2e} from llama.cpp's on that file ({diff / scale:.1e} of the largest logit {scale:.2f}); "
+                              f"llama.cpp's own activation rounding moves them {own:.2e}; lora.cpp's dequantized weights run by "
+                              f"llama.cpp in f32: {diff_dq:.2e} ({diff_dq / scale:.1e}, target 1e-3)")
+                r = subprocess.run([f"{build}/finetune", "--weights", made, "--data", text, "--mode", "lora", "--steps", "3",
+                                    "--batch", "1", "--seq", "32", "--no-preflight"], capture_output=True, text=True)
+                checks.report(r.returncode == 0, f"{name}: finetune --mode lora on llama-quantize's {qname} file "
+                              f"({'runs' if r.returncode == 0 else 'failed: ' + r.stderr[-300:]})")
 
-        # 3. a LoRA adapter trained on the GGUF base: GGUF adapter in llama.cpp vs PEFT adapter in lora.cpp
-        save = os.path.join(folder, "run")
-        run([f"{build}/finetune", "--weights", files["f32"], "--data", text, "--mode", "lora", "--steps", "30",
-             "--batch", "2", "--seq", "64", "--lr", "3e-2", "--rank", "4", "--alpha", "8", "--targets", "q,v",
-             "--save", save, "--no-preflight"])
-        peft = os.path.join(save, "lora")
-        adapter_gguf = os.path.join(folder, f"{name}-lora.gguf")
-        run([f"{build}/export_gguf", "--weights", files["f32"], "--adapter", peft, "--adapter-only", "--out", adapter_gguf])
-        ours_text, _ = lora_greedy(build, files["f32"], PROMPT, 16, adapter=peft)
-        base_text, _ = lora_greedy(build, files["f32"], PROMPT, 16)
-        theirs = llama_greedy(llama, files["f32"], PROMPT, 16, lora=adapter_gguf)
-        checks.report(ours_text == theirs, f"{name}: adapter trained by finetune on the GGUF base (30 steps): llama.cpp "
-                      f"--lora gives lora.cpp's greedy text (the adapter {'changes' if ours_text != base_text else 'does not change'} "
-                      f"it): {theirs[:60]!r}{'' if ours_text == theirs else f' (lora.cpp {ours_text!r})'}")
-        ll, ltok = llama_last_logits(llama, files["f32"], PROMPT, folder, lora=adapter_gguf)
-        ours = lora_logits(build, files["f32"], [int(i) for i in ltok], folder, adapter=peft)
-        diff = float(np.max(np.abs(ours - ll)))
-        scale = float(np.max(np.abs(ll)))
-        checks.report(diff <= 1e-3 * max(1.0, scale), f"{name}: with the adapter, last-position logits max |difference| = "
-                      f"{diff:.2e}, {diff / scale:.1e} of the largest logit")
-
-        # 4. files made by llama.cpp, loaded by lora.cpp
-        # llama.cpp multiplies quantized weights by activations it quantizes too (to 8 bits), lora.cpp by float
-        # activations, so their logits on a quantized file differ by about what llama.cpp's own activation
-        # rounding moves them. The reference: the same weights dequantized exactly, run by llama.cpp in f32.
-        ref_f32, ref_tok = llama_last_logits(llama, files["f32"], PROMPT, folder)
-        for qname in ("Q8_0", "Q4_0", "Q4_K_M"):
-            made = os.path.join(folder, f"{name}-llama-{qname}.gguf")
-            if not os.path.exists(made):
-                run([f"{llama}/llama-quantize", files["f32"], made, qname])
-            ll, ltok = llama_last_logits(llama, made, PROMPT, folder)
-            ours = lora_logits(build, made, [int(i) for i in ltok], folder)
-            # lora.cpp's dequantization written back as an f32 GGUF and run by llama.cpp: the same numbers?
-            dq = os.path.join(folder, f"{name}-llama-{qname}-dequantized-by-lora.gguf")
-            run([f"{build}/export_gguf", "--weights", made, "--out", dq, "--type", "f32"])
-            ll_dq, _ = llama_last_logits(llama, dq, PROMPT, folder)
-            diff = float(np.max(np.abs(ours - ll)))
-            diff_dq = float(np.max(np.abs(ours - ll_dq)))
-            own = float(np.max(np.abs(ll - ll_dq)))
-            scale = float(np.max(np.abs(ll)))
-            checks.report(diff_dq <= 1e-3 * max(1.0, scale), f"{name}: llama-quantize {qname} file loaded by lora.cpp: logits "
-                          f"{diff:.2e} from llama.cpp's on that file ({diff / scale:.1e} of the largest logit {scale:.2f}); "
-                          f"llama.cpp's own activation rounding moves them {own:.2e}; lora.cpp's dequantized weights run by "
-                          f"llama.cpp in f32: {diff_dq:.2e} ({diff_dq / scale:.1e}, target 1e-3)")
-            r = subprocess.run([f"{build}/finetune", "--weights", made, "--data", text, "--mode", "lora", "--steps", "3",
-                                "--batch", "1", "--seq", "32", "--no-preflight"], capture_output=True, text=True)
-            checks.report(r.returncode == 0, f"{name}: finetune --mode lora on llama-quantize's {qname} file "
-                          f"({'runs' if r.returncode == 0 else 'failed: ' + r.stderr[-300:]})")
+        if 5 in wanted:
+            converter_checks(checks, build, llama, llama_src, name, config_path, tokenizer, folder, text)
 
     print(f"\n{len(checks.lines) - checks.failed} passed, {checks.failed} failed")
     return 1 if checks.failed else 0
