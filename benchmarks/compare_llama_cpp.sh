@@ -40,18 +40,46 @@ fi
 
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $THREADS threads, load $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A ours=( [F32]=f32 [Q8_0]=q8_0 [Q4_0]=q4_0 )
+RESULTS=$(mktemp)
+trap 'rm -f "$RESULTS"' EXIT
 for round in $(seq 1 "$ROUNDS"); do
   for type in F32 Q8_0 Q4_0; do
     # llama.cpp: the t/s column of its pp128 and tg64 rows (mean of 3 repetitions).
     "$LLAMA/llama-bench" -m "$WORK/$type.gguf" -p 128 -n 64 -t "$THREADS" -r 3 -o csv 2> /dev/null |
       awk -F, -v r="$round" -v t="$type" 'NR == 1 { for (i = 1; i <= NF; ++i) { gsub(/"/, "", $i); col[$i] = i } next }
         { gsub(/"/, ""); test = $col["n_prompt"] > 0 ? "pp" $col["n_prompt"] : "tg" $col["n_gen"];
-          printf "round %s | %-5s | llama.cpp | %s %.1f tokens/s\n", r, t, test, $col["avg_ts"] }'
+          printf "round %s | %-5s | llama.cpp | %s %.1f tokens/s\n", r, t, test, $col["avg_ts"] }' | tee -a "$RESULTS"
     # lora.cpp: the best of 3 of each test, the bandwidth bound of this run beside it.
     build/bench_serve --weights "$WORK/hf" --base-dtype "${ours[$type]}" --skip-adapters --skip-decode --llama-bench \
         --repeats 3 2>&1 |
       awk -v r="$round" -v t="$type" '/streaming read/ { bw = $0 } /bandwidth bound/ { bound = $0 }
-        /llama-bench style/ { printf "round %s | %-5s | lora.cpp  | %s\n", r, t, $0; print "        " bw; print "        " bound }'
+        /llama-bench style/ { printf "round %s | %-5s | lora.cpp  | %s\n", r, t, $0; print "        " bw; print "        " bound }' |
+      tee -a "$RESULTS"
   done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# The table: per test, each round's ratio lora.cpp / llama.cpp (the rounds alternate, so each ratio compares
+# two runs taken side by side) and their median.
+echo
+echo "| test | llama.cpp (rounds) | lora.cpp (rounds) | ratio per round | median ratio |"
+echo "|---|---|---|---|---|"
+awk -F' [|] ' '
+  # (portable awk: no asort) an insertion sort of a[1..n], numbers or strings
+  function sort(a, n,   i, j, v) { for (i = 2; i <= n; ++i) { v = a[i]; for (j = i - 1; j >= 1 && a[j] > v; --j) a[j + 1] = a[j]; a[j + 1] = v } }
+  $3 == "llama.cpp" { split($4, f, " "); theirs[$2 " " f[1], $1] = f[2]; if (!(($2 " " f[1]) in seen)) { seen[$2 " " f[1]] = 1; names[++nt] = $2 " " f[1] }
+                      if (!($1 in seen_round)) { seen_round[$1] = 1; order[++nr] = $1 } }
+  $3 == "lora.cpp " { n = split($4, f, /[ ,]+/); for (i = 1; i < n; ++i) if (f[i] ~ /^(pp|tg)[0-9]+$/) ours[$2 " " f[i], $1] = f[i + 1] }
+  END {
+    for (k = 1; k <= nt; ++k) {
+      t = names[k]; split(t, parts, " "); a = ""; b = ""; c = ""; m = 0
+      for (j = 1; j <= nr; ++j) {
+        r = order[j]; x = theirs[t, r]; y = ours[t, r]
+        a = a (j > 1 ? ", " : "") x; b = b (j > 1 ? ", " : "") y
+        if (x > 0 && y > 0) { ratio[++m] = y / x; c = c (m > 1 ? ", " : "") sprintf("%.2f", y / x) }
+      }
+      sort(ratio, m)
+      med = m == 0 ? "-" : sprintf("%.2fx", m % 2 ? ratio[(m + 1) / 2] : (ratio[m / 2] + ratio[m / 2 + 1]) / 2)
+      printf "| %s, %s | %s | %s | %s | **%s** |\n", parts[2], parts[1], a, b, c, med
+    }
+  }' "$RESULTS"
