@@ -5,8 +5,9 @@
 //    once per token, so tokens/s <= bandwidth / bytes;
 // 2. decoding at batch 1 (prompt 16, --new-tokens): models::generate and the DecodeEngine with one request,
 //    against that bound;
-// 3. many adapters: --requests requests (all arriving at once) spread round-robin over 1, 8 and 64 distinct
-//    adapters (rank --rank on q, v), served either as mixed batches in one pass (every request in one
+// 3. many adapters: --requests requests (all arriving at once) on the base alone (the baseline), then spread
+//    round-robin over 1, 16 and 64 distinct adapters (rank --rank on q, v), served either as mixed batches in
+//    one pass (every request in one
 //    engine batch, each row gathering its adapter) or one adapter at a time (each adapter's requests as one
 //    batch, the next adapter's after it: PEFT's sub-batches). Throughput in generated tokens/s and request
 //    latency p50/p99 (from arrival to the last token). One adapter at a time runs twice: on the engine the
@@ -311,11 +312,31 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       };
       std::vector<std::string> comparisons;
-      for (const int64_t n_adapters : {1, 8, 64}) {
+      const serve::EngineOptions engine_options{
+          .max_sequences = requests, .max_queue = requests, .capacity = prompt_tokens + adapter_tokens};
+      // The baseline: the same requests on the base model alone, one batch.
+      RunResult base_only;
+      {
+        serve::AdapterSet set(*model, 64);
+        std::vector<serve::Request> all;
+        for (int64_t i = 0; i < requests; ++i) {
+          serve::Request r;
+          r.prompt = prompts[static_cast<size_t>(i)];
+          r.options.max_tokens = adapter_tokens;
+          r.options.temperature = 0;
+          r.options.stop_at_eos = false;
+          all.push_back(r);
+        }
+        // Once untimed first: the process's first batch grows the allocator's cache and faults pages in, which
+        // would count against the baseline alone.
+        { serve::DecodeEngine warm_up(*model, set, engine_options); serve_groups(warm_up, {all}); }
+        serve::DecodeEngine engine(*model, set, engine_options);
+        base_only = serve_groups(engine, {all});
+        print_row(0, "no adapter, one pass", "fresh", base_only);
+      }
+      for (const int64_t n_adapters : {1, 16, 64}) {
         serve::AdapterSet set(*model, 64);
         for (int64_t a = 0; a < n_adapters; ++a) set.load(fmt::format("a{}", a), states[static_cast<size_t>(a)]);
-        const serve::EngineOptions engine_options{
-            .max_sequences = requests, .max_queue = requests, .capacity = prompt_tokens + adapter_tokens};
         std::vector<std::vector<serve::Request>> by_adapter(static_cast<size_t>(n_adapters));
         for (int64_t i = 0; i < requests; ++i) {
           serve::Request r;
@@ -343,6 +364,11 @@ int main(int argc, char** argv) {
           one_fresh = serve_groups(engine, by_adapter);
           print_row(n_adapters, "one adapter at a time", "fresh", one_fresh);
         }
+        comparisons.push_back(fmt::format(
+            "mixed batch over {} distinct adapter(s) / the same requests with no adapter: {:.1f} / {:.1f} tokens/s = "
+            "{:.2f}x; CPU s {:.2f} / {:.2f}",
+            std::min(n_adapters, requests), mixed.tokens_per_s, base_only.tokens_per_s,
+            mixed.tokens_per_s / base_only.tokens_per_s, mixed.counts.cpu_s, base_only.counts.cpu_s));
         comparisons.push_back(fmt::format(
             "{} adapters, one adapter at a time, reused engine / fresh engine: steps {} / {}, tensor allocations {} / "
             "{}, system allocations {} / {}, page faults {} / {}, CPU s {:.2f} / {:.2f} (x{:.2f}), wall s {:.2f} / "
