@@ -172,9 +172,18 @@ def llama_greedy(llama, gguf, prompt, n, lora=None):
            "--no-display-prompt", "--simple-io", "-t", "2", "--no-warmup", "-s", "1"]
     if lora:
         cmd += ["--lora", lora]
-    r = subprocess.run(cmd, capture_output=True, env=ENV, stdin=subprocess.DEVNULL)
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]!r}")
+    # On this machine llama-completion sometimes stops early, exiting 0 with part or none of its text and
+    # without the timing summary it prints at the end (about 1 run in 3 of the same command; not
+    # investigated further). A run counts only when that summary is there; up to 5 tries.
+    for attempt in range(5):
+        r = subprocess.run(cmd, capture_output=True, env=ENV, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]!r}")
+        if b"total time" in r.stderr:
+            break
+        print(f"llama-completion stopped before its summary (try {attempt + 1}); running it again", flush=True)
+    else:
+        sys.exit(f"llama-completion never finished its run in 5 tries: {' '.join(cmd)}")
     out = r.stdout
     out = out[:-2] if out.endswith(b"\n\n") else out  # completion.cpp always ends with "\n\n"
     return out[:-len(b" [end of text]\n")] if out.endswith(b" [end of text]\n") else out
