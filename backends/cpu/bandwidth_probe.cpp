@@ -2,11 +2,13 @@
 #include "backends/cpu/bandwidth_probe.h"
 
 #include <omp.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -49,10 +51,16 @@ BandwidthResult measure_read_bandwidth(size_t bytes, int repeats) {
   LORA_CHECK(bytes >= 4096 && repeats >= 1, "bandwidth probe: {} bytes, {} repeats; expected at least 4 KiB and 1",
              bytes, repeats);
   const size_t words = bytes / sizeof(uint64_t);
-  std::unique_ptr<uint64_t, decltype(&std::free)> buffer(static_cast<uint64_t*>(std::aligned_alloc(4096, bytes)),
-                                                         &std::free);
-  LORA_CHECK(buffer != nullptr, "bandwidth probe: cannot allocate {} bytes", bytes);
-  uint64_t* data = buffer.get();
+  // Mapped and advised onto transparent huge pages like the weights it stands for (the CPU allocator advises
+  // every block of 4 MiB or more, core/allocator.cpp): on 4 KiB pages the probe paid TLB misses that
+  // decoding does not, and read 5-8% below what decoding streamed.
+  void* mapped = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  LORA_CHECK(mapped != MAP_FAILED, "bandwidth probe: cannot map {} bytes", bytes);
+  const std::unique_ptr<void, std::function<void(void*)>> buffer(mapped, [bytes](void* p) { munmap(p, bytes); });
+#if defined(MADV_HUGEPAGE)
+  madvise(mapped, bytes, MADV_HUGEPAGE);  // advice only: without transparent huge pages it is refused, harmlessly
+#endif
+  uint64_t* data = static_cast<uint64_t*>(mapped);
   const int threads = std::max(1, omp_get_max_threads());
   auto part = [&](int t, size_t& begin, size_t& end) {  // thread t's words, whole cache lines
     const size_t per = (words / threads + 7) / 8 * 8;
