@@ -169,12 +169,13 @@ def lora_greedy(build, gguf, prompt, n, adapter=None):
 def llama_greedy(llama, gguf, prompt, n, lora=None):
     """llama.cpp's greedy continuation as the bytes llama-completion prints (its own trailer removed)."""
     cmd = [f"{llama}/llama-completion", "-m", gguf, "-p", prompt, "-n", str(n), "--temp", "0", "-no-cnv",
-           "--no-display-prompt", "--simple-io", "-t", "2", "--no-warmup", "-s", "1"]
+           "--no-display-prompt", "--simple-io", "-t", "1", "--no-warmup", "-s", "1"]
     if lora:
         cmd += ["--lora", lora]
-    # On this machine llama-completion sometimes stops early, exiting 0 with part or none of its text and
-    # without the timing summary it prints at the end (about 1 run in 3 of the same command; not
-    # investigated further). A run counts only when that summary is there; up to 5 tries.
+    # On this machine llama-completion with 2 threads often stops early, exiting 0 with part or none of its
+    # text and without the timing summary it prints at the end (3 to 6 runs in 10 of the same command; with
+    # one thread 8 of 8 finished), so it runs on one thread; greedy decoding gives the same tokens either way.
+    # A run still counts only when that summary is there; up to 5 tries.
     for attempt in range(5):
         r = subprocess.run(cmd, capture_output=True, env=ENV, stdin=subprocess.DEVNULL)
         if r.returncode != 0:
@@ -198,6 +199,21 @@ def perplexity(llama, gguf, text_file):
             return float(line.split("PPL =")[1].split()[0])
     print(f"llama-perplexity gave no estimate for {gguf} (exit {r.returncode}):\n{r.stderr[-1500:]}")
     return None
+
+
+def llama_logits_of_lora_decoding(build, llama, gguf, folder):
+    """llama.cpp's last-position logits on lora.cpp's decoding of `gguf` written back as f32: the same numbers
+    with none of llama.cpp's own f16 / 8-bit activation rounding (the reference for non-f32 files)."""
+    decoded = os.path.join(folder, os.path.splitext(os.path.basename(gguf))[0] + "-decoded-by-lora.gguf")
+    run([f"{build}/export_gguf", "--weights", gguf, "--out", decoded, "--type", "f32"])
+    return llama_last_logits(llama, decoded, PROMPT, folder)[0]
+
+
+def check_finetune_runs(checks, build, gguf, text, label):
+    """A few LoRA steps of finetune on the file: reported as a check, with the error's tail when it fails."""
+    r = subprocess.run([f"{build}/finetune", "--weights", gguf, "--data", text, "--mode", "lora", "--steps", "3",
+                        "--batch", "1", "--seq", "32", "--no-preflight"], capture_output=True, text=True)
+    checks.report(r.returncode == 0, f"{label} ({'runs' if r.returncode == 0 else 'failed: ' + r.stderr[-300:]})")
 
 
 # The pre-tokenizer names lora.cpp's export writes for the families whose tokenizer fixtures are small.
@@ -252,11 +268,7 @@ def converter_checks(checks, build, llama, llama_src, name, config_path, tokeniz
         # which moves its logits by themselves; so, as in check 4, the reference is llama.cpp on lora.cpp's
         # decoding of the file written as f32 (the check of the decoders), its own rounding reported beside.
         ll_file, ltok = llama_last_logits(llama, made, PROMPT, folder)
-        ll = ll_file
-        if t != "f32":
-            decoded = os.path.join(folder, f"{name}-converter-{t}-decoded-by-lora.gguf")
-            run([f"{build}/export_gguf", "--weights", made, "--out", decoded, "--type", "f32"])
-            ll, _ = llama_last_logits(llama, decoded, PROMPT, folder)
+        ll = ll_file if t == "f32" else llama_logits_of_lora_decoding(build, llama, made, folder)
         same_tokens = [int(i) for i in ltok] == ids_hf
         diff_llama = float(np.max(np.abs(ours - ll))) if same_tokens else float("inf")
         own = float(np.max(np.abs(ll_file - ll)))
@@ -267,10 +279,7 @@ def converter_checks(checks, build, llama, llama_src, name, config_path, tokeniz
                       f"{'the same file' if t == 'f32' else 'the same numbers in f32'} ({diff_llama / scale:.1e}, target 1e-3)"
                       f"{'' if t == 'f32' else f'; llama.cpp on the {t} file itself moves by its activation rounding: {own:.2e}'}"
                       f"{'' if same_tokens else ' (llama.cpp tokenized the prompt differently: ' + str(list(ltok)) + ')'}")
-        r = subprocess.run([f"{build}/finetune", "--weights", made, "--data", text, "--mode", "lora", "--steps", "3",
-                            "--batch", "1", "--seq", "32", "--no-preflight"], capture_output=True, text=True)
-        checks.report(r.returncode == 0, f"{name}: finetune --mode lora on convert_hf_to_gguf's {t} file "
-                      f"({'runs' if r.returncode == 0 else 'failed: ' + r.stderr[-300:]})")
+        check_finetune_runs(checks, build, made, text, f"{name}: finetune --mode lora on convert_hf_to_gguf's {t} file")
 
 
 def main():
@@ -316,11 +325,7 @@ def main():
                 # f16: llama.cpp multiplies f16 weights by f16-rounded activations, which moves its logits by
                 # about 1e-3 of the largest by itself; the reference is llama.cpp on the same weights in f32
                 # (lora.cpp's decoding of the file, written f32), and the file's own figure is printed beside.
-                ref = ll
-                if t == "f16":
-                    decoded = os.path.join(folder, f"{name}-f16-decoded-by-lora.gguf")
-                    run([f"{build}/export_gguf", "--weights", files[t], "--out", decoded, "--type", "f32"])
-                    ref, _ = llama_last_logits(llama, decoded, PROMPT, folder)
+                ref = ll if t == "f32" else llama_logits_of_lora_decoding(build, llama, files[t], folder)
                 diff = float(np.max(np.abs(ours - ref)))
                 scale = float(np.max(np.abs(ref)))
                 direct = float(np.max(np.abs(ours - ll)))
@@ -381,9 +386,7 @@ def main():
                 ll, ltok = llama_last_logits(llama, made, PROMPT, folder)
                 ours = lora_logits(build, made, [int(i) for i in ltok], folder)
                 # lora.cpp's dequantization written back as an f32 GGUF and run by llama.cpp: the same numbers?
-                dq = os.path.join(folder, f"{name}-llama-{qname}-dequantized-by-lora.gguf")
-                run([f"{build}/export_gguf", "--weights", made, "--out", dq, "--type", "f32"])
-                ll_dq, _ = llama_last_logits(llama, dq, PROMPT, folder)
+                ll_dq = llama_logits_of_lora_decoding(build, llama, made, folder)
                 diff = float(np.max(np.abs(ours - ll)))
                 diff_dq = float(np.max(np.abs(ours - ll_dq)))
                 own = float(np.max(np.abs(ll - ll_dq)))
@@ -392,10 +395,7 @@ def main():
                               f"{diff:.2e} from llama.cpp's on that file ({diff / scale:.1e} of the largest logit {scale:.2f}); "
                               f"llama.cpp's own activation rounding moves them {own:.2e}; lora.cpp's dequantized weights run by "
                               f"llama.cpp in f32: {diff_dq:.2e} ({diff_dq / scale:.1e}, target 1e-3)")
-                r = subprocess.run([f"{build}/finetune", "--weights", made, "--data", text, "--mode", "lora", "--steps", "3",
-                                    "--batch", "1", "--seq", "32", "--no-preflight"], capture_output=True, text=True)
-                checks.report(r.returncode == 0, f"{name}: finetune --mode lora on llama-quantize's {qname} file "
-                              f"({'runs' if r.returncode == 0 else 'failed: ' + r.stderr[-300:]})")
+                check_finetune_runs(checks, build, made, text, f"{name}: finetune --mode lora on llama-quantize's {qname} file")
 
         if 5 in wanted:
             converter_checks(checks, build, llama, llama_src, name, config_path, tokenizer, folder, text)
