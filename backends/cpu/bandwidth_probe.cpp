@@ -7,8 +7,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
-#include <functional>
 #include <memory>
 #include <vector>
 
@@ -56,7 +54,11 @@ BandwidthResult measure_read_bandwidth(size_t bytes, int repeats) {
   // decoding does not, and read 5-8% below what decoding streamed.
   void* mapped = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   LORA_CHECK(mapped != MAP_FAILED, "bandwidth probe: cannot map {} bytes", bytes);
-  const std::unique_ptr<void, std::function<void(void*)>> buffer(mapped, [bytes](void* p) { munmap(p, bytes); });
+  struct Unmap {
+    size_t bytes;
+    void operator()(void* p) const { munmap(p, bytes); }
+  };
+  const std::unique_ptr<void, Unmap> buffer(mapped, Unmap{bytes});
 #if defined(MADV_HUGEPAGE)
   madvise(mapped, bytes, MADV_HUGEPAGE);  // advice only: without transparent huge pages it is refused, harmlessly
 #endif

@@ -440,6 +440,9 @@ TEST_CASE("replicate_lora refuses bad flags and inputs, naming them", "[examples
       {"--quick --full-lrs 0.001,2", "--full-lrs"},
       {"--quick --device tpu", "tpu"},
       {"--quick --device meta", "--device meta"},
+      {"--quick --sweep-extensions -1", "--sweep-extensions"},
+      {"--quick --sweep-extensions 17", "--sweep-extensions"},
+      {"--quick --sweep-extensions two", "--sweep-extensions"},
   };
   for (const auto& [args, message] : bad) {
     INFO("replicate_lora " << args);
@@ -450,7 +453,8 @@ TEST_CASE("replicate_lora refuses bad flags and inputs, naming them", "[examples
   const RunResult help = run(program, "--help");
   CHECK(help.exit_code == 0);
   for (const char* flag : {"--quick", "--weights", "--out", "--report-dir", "--runs", "--stop-after", "--lora-lrs",
-                           "--full-lrs", "--lora-alpha", "--step-timing", "--device", "--tokenizer"}) {
+                           "--full-lrs", "--lora-alpha", "--step-timing", "--device", "--tokenizer",
+                           "--sweep-extensions"}) {
     CHECK_THAT(help.out, Catch::Contains(flag));
   }
 }
