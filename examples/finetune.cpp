@@ -156,7 +156,7 @@ nn::LoRAConfig lora_config_of(const tools::FinetuneOptions& o) {
 // against what the host (or the GPU) has free.
 train::StepMemoryPrediction predict_and_check_fit(const tools::FinetuneOptions& o, const models::ModelConfig& config,
                                                   const nn::LoRAConfig* lora_config, QuantFormat base_format,
-                                                  Device device) {
+                                                  const models::CompactTables& tables, Device device) {
   // The longest row a batch can hold: --seq (windows, packed rows) or --max-seq (padded examples).
   const int64_t longest_row = std::max(o.seq, o.packing ? o.seq : o.max_seq);
   {
@@ -166,7 +166,8 @@ train::StepMemoryPrediction predict_and_check_fit(const tools::FinetuneOptions& 
     LORA_CHECK(o.max_seq <= context, "--max-seq {} exceeds the model's context of {}", o.max_seq, context);
   }
   const train::StepMemoryPrediction prediction =
-      train::predict_training_step(config, lora_config, o.batch, longest_row, base_format, o.checkpoint_activations);
+      train::predict_training_step(config, lora_config, o.batch, longest_row, base_format, o.checkpoint_activations,
+                                   tables);
   fmt::print("predicted peak of a step: {}\n", tools::human_bytes(prediction.total_peak));
   const bool lora_mode = lora_config != nullptr;
   if (device.is_cpu() && !o.no_preflight) {
@@ -377,8 +378,9 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   const nn::LoRAConfig lora_config = lora_config_of(o);
   const std::string data_path = o.data.empty() ? default_data() : o.data;
   LORA_CHECK(is_regular_file(data_path), "--data '{}': no such file", data_path);
-  const train::StepMemoryPrediction prediction = predict_and_check_fit(
-      o, models::resolve_config(o.weights, o.config), lora_mode ? &lora_config : nullptr, base_format, device);
+  const train::StepMemoryPrediction prediction =
+      predict_and_check_fit(o, models::resolve_config(o.weights, o.config), lora_mode ? &lora_config : nullptr,
+                            base_format, models::compact_tables(base, o.weights), device);
 
   std::shared_ptr<models::CausalLM> model = models::load_model(o.weights, o.config, o.seed, base);
   const models::ModelDims dims = model->dims();

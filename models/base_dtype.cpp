@@ -12,4 +12,13 @@ QuantFormat resolved_base_format(const BaseDtype& base, const std::string& weigh
   return gguf_io::dominant_auto_format(gguf::File::open(weights));
 }
 
+CompactTables compact_tables(const BaseDtype& base, const std::string& weights) {
+  if (!base.compact() || weights.empty() || !gguf_io::is_gguf_path(weights)) return {};
+  const gguf::File file = gguf::File::open(weights);
+  CompactTables tables;
+  if (const gguf::TensorInfo* t = file.find_tensor("token_embd.weight")) tables.embedding = gguf_io::table_format(*t);
+  if (const gguf::TensorInfo* t = file.find_tensor("output.weight")) tables.head = gguf_io::table_format(*t);
+  return tables;
+}
+
 }  // namespace lora::models

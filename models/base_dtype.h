@@ -32,4 +32,11 @@ struct BaseDtype {
 // with, and what is applied after loading to the layers loading left in f32 (none, for a GGUF file).
 QuantFormat resolved_base_format(const BaseDtype& base, const std::string& weights);
 
+// The formats a compact base holds the token embedding and an untied output head in: a GGUF file's quantized
+// tables stay compact (models/gguf/base_blocks.h, table_format); everything else is f32 (dense).
+struct CompactTables {
+  QuantFormat embedding = QuantFormat::F32, head = QuantFormat::F32;
+};
+CompactTables compact_tables(const BaseDtype& base, const std::string& weights);
+
 }  // namespace lora::models

@@ -56,6 +56,10 @@ Tensor CausalLM::run_blocks(const ForwardBatch& batch, const ForwardPlan& plan) 
 }
 
 void CausalLM::quantize_inference_head(QuantFormat format) {
+  if (compact_head()) {  // read as it is
+    inference_head_ = nullptr;
+    return;
+  }
   inference_head_ = format == QuantFormat::F32
                         ? nullptr
                         : std::make_shared<const QuantizedWeight>(quantize_weight(head_weight(), format));
@@ -68,9 +72,7 @@ Tensor CausalLM::forward(const ForwardBatch& batch) {
   const Tensor h = run_blocks(batch, p);  // [B, T, hidden]
   advance_cache(batch, p);
   const int64_t B = p.batch, T = p.time, C = h.size(2);
-  auto head = [&](const Tensor& x) {  // logits = x W_head^T, through the quantized inference head when set
-    return inference_head_ ? ops::quantized_linear(x, inference_head_, Tensor()) : ops::linear(x, head_weight());
-  };
+  auto head = [&](const Tensor& x) { return head_logits(x); };
   switch (batch.logits) {
     case LogitRows::None:
       return Tensor();
@@ -111,12 +113,22 @@ Tensor CausalLM::loss(const ForwardBatch& batch, const Tensor& targets) {
       std::vector<int64_t> kept(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) kept[static_cast<size_t>(i)] = t[static_cast<size_t>(rows[i])];
       const Tensor h_trained = gather_rows(ops::reshape(h, {N, C}), rows);  // [n, C]
-      return ops::linear_cross_entropy(final_norm(h_trained), head_weight(),
-                                       Tensor::from_vector(kept, {n}, targets.device()));
+      return head_loss(final_norm(h_trained), Tensor::from_vector(kept, {n}, targets.device()));
     }
   }
   // The head and the loss as one op: the logits and their gradient share one buffer.
-  return ops::linear_cross_entropy(final_norm(h), head_weight(), targets);
+  return head_loss(final_norm(h), targets);
+}
+
+Tensor CausalLM::head_logits(const Tensor& x) const {
+  if (inference_head_) return ops::quantized_linear(x, inference_head_, Tensor());
+  if (const auto compact = compact_head()) return ops::quantized_linear(x, compact, Tensor());
+  return ops::linear(x, head_weight());
+}
+
+Tensor CausalLM::head_loss(const Tensor& x, const Tensor& targets) const {
+  if (const auto compact = compact_head()) return ops::linear_cross_entropy(x, compact, targets);
+  return ops::linear_cross_entropy(x, head_weight(), targets);
 }
 
 std::string CausalLM::hf_name(const std::string& parameter_name) const {

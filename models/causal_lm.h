@@ -73,10 +73,15 @@ class CausalLM : public nn::Module {
 
   // For inference only: a quantized copy of the output head that forward() uses for logits (decoding reads
   // the head every token; in f32 it is GPT-2 small's largest tensor). The loss keeps the f32 head_weight().
-  // models::quantize_base(..., /*inference_head=*/true) makes it; null: logits from the f32 head.
+  // models::quantize_base(..., /*inference_head=*/true) makes it; null: logits from the model's own head.
   const std::shared_ptr<const QuantizedWeight>& inference_head() const { return inference_head_; }
-  // Quantizes the head's current weight into the inference head (F32: drops it, back to the f32 head).
+  // Quantizes the head's current weight into the inference head (F32: drops it, back to the f32 head). A head
+  // that is compact already (compact_head()) is read as it is: no copy is made.
   void quantize_inference_head(QuantFormat format);
+  // The output head when it is a frozen compact weight (a GGUF file's quantized output.weight, or its
+  // quantized token_embd when the head is tied): logits and the loss read it through dequantizing matmuls, and
+  // there is no f32 head. Null: the head is the dense head_weight().
+  virtual std::shared_ptr<const QuantizedWeight> compact_head() const = 0;
 
   // ---- Hugging Face weight names and layout (what model.safetensors holds)
   // The parameters as saved: HF names, HF layout, tied weights once. A LoRA-wrapped layer contributes its
@@ -96,6 +101,10 @@ class CausalLM : public nn::Module {
   // The targets --targets may name besides layer paths: slices of fused projections the model declares
   // ("q", "k", "v" of GPT-2's c_attn), and "all-linear" (every linear layer but the output head).
   std::vector<nn::LoRATarget> lora_targets() const;
+  // The output head's module path ("lm_head"), left out of "all-linear" as PEFT does; "" when tied.
+  virtual std::string output_head_path() const { return ""; }
+  // The token embedding's module path ("transformer.wte", "model.embed_tokens"): an nn::Embedding.
+  virtual std::string token_embedding_path() const = 0;
   // PEFT's fan_in_fan_out: true when the adapted layers are HF Conv1D ([in, out] weights).
   virtual bool hf_fan_in_fan_out() const { return false; }
 
@@ -108,20 +117,23 @@ class CausalLM : public nn::Module {
   virtual DecoderBlock& block(int64_t layer) = 0;
   // The norm after the last block, on hidden states [N, hidden] or [B, T, hidden].
   virtual Tensor final_norm(const Tensor& h) = 0;
-  // The output head's weight [vocab, hidden] (logits = h W^T): the token embedding when tied.
+  // The output head's weight [vocab, hidden] (logits = h W^T): the token embedding when tied. Undefined when
+  // the head is compact (compact_head()).
   virtual const Tensor& head_weight() const = 0;
   // The rotary embedding its blocks apply (the runner builds the tables once per pass); null: none.
   virtual const nn::RotaryEmbedding* rotary() const { return nullptr; }
 
   virtual std::vector<nn::LoRATarget> declared_lora_targets() const { return {}; }
-  // The output head's module path ("lm_head"), left out of "all-linear" as PEFT does; "" when tied.
-  virtual std::string output_head_path() const { return ""; }
 
  private:
   // Embedding, blocks (checkpointed when CheckpointMode is on; with the cache otherwise) before the final
   // norm: [B, T, hidden].
   Tensor run_blocks(const ForwardBatch& batch, const ForwardPlan& plan);
   ForwardPlan plan(const ForwardBatch& batch) const;
+  // logits = x W_head^T through whichever head the model reads: the inference head, the compact head, the f32 one.
+  Tensor head_logits(const Tensor& x) const;
+  // The fused head and loss (ops::linear_cross_entropy) on the model's own head.
+  Tensor head_loss(const Tensor& x, const Tensor& targets) const;
 
   std::shared_ptr<nn::RowAdapters> row_adapters_;
   std::shared_ptr<const QuantizedWeight> inference_head_;

@@ -1,6 +1,8 @@
 // A causal LM's frozen base in a compact format (--base-dtype): every linear layer but the output head
-// (which stays f32 like the embeddings: the fused head-and-loss reads it whole). Run it after LoRA is
-// applied (LoRA wraps f32 layers; their base layers are then quantized) and after the model is on its device.
+// (which stays f32 like the embeddings). Run it after LoRA is applied (LoRA wraps f32 layers; their base
+// layers are then quantized) and after the model is on its device. A GGUF file's quantized token embedding
+// and output head are the exception: the loader keeps them compact (make_tables_compact does the same to a
+// model built on the meta device, for the memory prediction).
 //
 // With `inference_head` (programs that only decode: generate, bench_serve, serve), forward() also takes its
 // logits from a quantized copy of the head, as llama.cpp's quantized files do: q8_0 for the 8- and 4-bit
@@ -11,7 +13,9 @@
 #include <set>
 
 #include "core/allocator.h"
+#include "models/base_dtype.h"
 #include "models/causal_lm.h"
+#include "nn/layers.h"
 #include "nn/quantized_linear.h"
 
 namespace lora::models {
@@ -38,6 +42,33 @@ inline std::shared_ptr<nn::QuantizedLinear> replace_with_compact(CausalLM& model
   nn::Module& parent = dot == std::string::npos ? model : *model.module_at(path.substr(0, dot));
   parent.replace_child(dot == std::string::npos ? path : path.substr(dot + 1), layer);
   return layer;
+}
+
+// The token embedding replaced by a frozen nn::Embedding over the compact `table` (no f32 weight).
+inline void replace_embedding_with_compact(CausalLM& model, std::shared_ptr<const QuantizedWeight> table) {
+  const std::string path = model.token_embedding_path();
+  const size_t dot = path.rfind('.');
+  nn::Module& parent = dot == std::string::npos ? model : *model.module_at(path.substr(0, dot));
+  parent.replace_child(dot == std::string::npos ? path : path.substr(dot + 1),
+                       std::make_shared<nn::Embedding>(std::move(table)));
+}
+
+// The token embedding and an untied output head quantized into the formats given (F32 leaves one dense), as
+// a GGUF file's quantized tables are loaded: what the memory prediction does on the meta device for such a file.
+inline void make_tables_compact(CausalLM& model, const CompactTables& tables) {
+  if (tables.embedding != QuantFormat::F32) {
+    const auto embedding = std::dynamic_pointer_cast<nn::Embedding>(model.module_at(model.token_embedding_path()));
+    LORA_CHECK(embedding && embedding->has_dense_weight(), "'{}' is not a dense embedding", model.token_embedding_path());
+    replace_embedding_with_compact(
+        model, std::make_shared<const QuantizedWeight>(quantize_weight(embedding->weight, tables.embedding)));
+  }
+  const std::string head = model.output_head_path();
+  if (!head.empty() && tables.head != QuantFormat::F32) {
+    const auto linear = std::dynamic_pointer_cast<nn::Linear>(model.module_at(head));
+    LORA_CHECK(linear && linear->has_dense_weight(), "'{}' is not a dense linear layer", head);
+    replace_with_compact(model, head,
+                         std::make_shared<const QuantizedWeight>(quantize_weight(linear->weight, tables.head)));
+  }
 }
 
 // Every parameter of a model built on the meta device given host storage (uninitialised, for a loader to fill),
@@ -71,7 +102,8 @@ inline nn::QuantizeReport quantize_base(CausalLM& model, QuantFormat format, boo
     const QuantFormat f =
         format == QuantFormat::BF16 || model.dims().hidden % kQuantBlock != 0 ? QuantFormat::BF16 : QuantFormat::Q8_0;
     model.quantize_inference_head(f);
-    report.quantized_bytes += model.inference_head()->nbytes();  // held beside the f32 head
+    // Held beside the f32 head (none is made when the head is compact already: it is read as it is).
+    if (model.inference_head()) report.quantized_bytes += model.inference_head()->nbytes();
   }
   // The f32 weights just freed sit in the CPU allocator's cache, in sizes training will not ask for again:
   // give them back to the system, or the process keeps the f32 model's footprint after all.

@@ -8,6 +8,15 @@ Embedding::Embedding(int64_t num_embeddings, int64_t dim, Generator& gen, double
   register_parameter("weight", weight);
 }
 
+Embedding::Embedding(std::shared_ptr<const QuantizedWeight> table) : compact(std::move(table)) {
+  LORA_CHECK(compact != nullptr && compact->format != QuantFormat::F32, "Embedding: no compact table given");
+}
+
+void Embedding::on_to(Device device) {
+  if (compact && compact->device() != device)
+    compact = std::make_shared<const QuantizedWeight>(quantized_to(*compact, device));
+}
+
 LayerNorm::LayerNorm(int64_t dim, double eps) : eps_(eps) {
   weight = Tensor::ones({dim});
   bias = Tensor::zeros({dim});

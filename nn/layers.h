@@ -1,6 +1,9 @@
 // Small layers: Embedding, LayerNorm, RMSNorm, Dropout, GELU.
 #pragma once
 
+#include <memory>
+
+#include "autograd/ops/quantized_embedding.h"
 #include "nn/module.h"
 
 namespace lora::nn {
@@ -9,8 +12,18 @@ namespace lora::nn {
 class Embedding : public Module {
  public:
   Embedding(int64_t num_embeddings, int64_t dim, Generator& gen, double init_std = 1.0);
-  Tensor forward(const Tensor& ids) { return ops::embedding(weight, ids); }
-  Tensor weight;  // [num_embeddings, dim]
+  // A frozen table held in a compact format (a GGUF file's quantized token_embd, kept as the file has it):
+  // the rows looked up are dequantized; there is no f32 weight and no parameter.
+  explicit Embedding(std::shared_ptr<const QuantizedWeight> table);
+  Tensor forward(const Tensor& ids) { return compact ? ops::quantized_embedding(compact, ids) : ops::embedding(weight, ids); }
+  // False for a compact table: `weight` is then undefined.
+  bool has_dense_weight() const { return weight.defined(); }
+
+  Tensor weight;                                   // [num_embeddings, dim], or undefined when compact
+  std::shared_ptr<const QuantizedWeight> compact;  // [num_embeddings, dim], or null
+
+ protected:
+  void on_to(Device device) override;  // the compact table moves with the module, as a parameter would
 };
 
 // Layer normalisation over the last axis with a learned scale and shift (initialised to 1 and 0).

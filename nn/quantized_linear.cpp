@@ -3,6 +3,8 @@
 
 #include <vector>
 
+#include "nn/layers.h"
+
 namespace lora::nn {
 
 QuantizedLinear::QuantizedLinear(const Linear& layer, QuantFormat format, bool double_quant)
@@ -35,6 +37,17 @@ QuantizedLinear::QuantizedLinear(std::shared_ptr<const QuantizedWeight> weight, 
 void QuantizedLinear::on_to(Device device) {
   if (quantized && quantized->device() != device)
     quantized = std::make_shared<const QuantizedWeight>(quantized_to(*quantized, device));
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<const QuantizedWeight>>> named_compact_weights(const Module& model) {
+  std::vector<std::pair<std::string, std::shared_ptr<const QuantizedWeight>>> out;
+  for (const auto& [path, module] : model.named_modules()) {
+    if (const auto q = std::dynamic_pointer_cast<const QuantizedLinear>(module); q && q->quantized)
+      out.emplace_back(path, q->quantized);
+    else if (const auto e = std::dynamic_pointer_cast<const Embedding>(module); e && e->compact)
+      out.emplace_back(path, e->compact);
+  }
+  return out;
 }
 
 std::string QuantizeReport::str() const {

@@ -6,6 +6,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "autograd/ops/quantized_linear.h"
 #include "nn/linear.h"
@@ -27,6 +29,16 @@ class QuantizedLinear : public Linear {
   // The weight moves with the module (Module::to), as a parameter would.
   void on_to(Device device) override;
 };
+
+// The compact weight of a layer that is a QuantizedLinear; null for any other layer (or none).
+inline std::shared_ptr<const QuantizedWeight> compact_weight_of(const std::shared_ptr<Linear>& layer) {
+  const auto q = std::dynamic_pointer_cast<QuantizedLinear>(layer);
+  return q ? q->quantized : nullptr;
+}
+
+// Every weight below `model` held in a compact format, by module path: the QuantizedLinear layers and the
+// compact embedding tables (nn/layers.h). They are not parameters, so what identifies a base must list them.
+std::vector<std::pair<std::string, std::shared_ptr<const QuantizedWeight>>> named_compact_weights(const Module& model);
 
 struct QuantizeReport {
   int64_t layers = 0;

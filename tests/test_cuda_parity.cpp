@@ -32,6 +32,7 @@
 #include "backends/kernels/embedding.h"
 #include "backends/kernels/layer_norm.h"
 #include "backends/kernels/optimizer.h"
+#include "backends/kernels/quantized_linear.h"
 #include "backends/kernels/rms_norm.h"
 #include "backends/kernels/rope.h"
 #include "backends/kernels/softmax.h"
@@ -537,6 +538,34 @@ TEST_CASE("cuda parity: embedding forward and backward, int32 and int64 ids", "[
         kernels::EmbeddingBackward::cuda(on_gpu(ids), on_gpu(go), gwg);
         check_close(gwg, gwc, kSums, "embedding_backward dim " + std::to_string(dim));
       }
+    }
+  }
+}
+
+TEST_CASE("cuda parity: a compact embedding's lookup, every format, int32 and int64 ids", "[cuda]") {
+  LORA_REQUIRE_CUDA_DEVICE();
+  Generator gen(15);
+  const int64_t vocab = 70;
+  for (QuantFormat format : {QuantFormat::BF16, QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::NF4}) {
+    for (int64_t dim : {int64_t(64), int64_t(768)}) {
+      const QuantizedWeight w = quantize_weight(rand_cpu({vocab, dim}, gen), format, format == QuantFormat::NF4);
+      const QuantizedWeight wg = quantized_to(w, kGpu);
+      for (int64_t n : {int64_t(1), int64_t(33), int64_t(257)}) {
+        for (DType id_type : {DType::I32, DType::I64}) {
+          std::vector<int64_t> id_values(static_cast<size_t>(n));
+          for (auto& v : id_values) v = static_cast<int64_t>(gen.below(vocab));
+          id_values.back() = vocab - 1;
+          const Tensor ids = Tensor::from_vector<int64_t>(id_values, {n}).to(id_type);
+          Tensor oc = Tensor::empty({n, dim}), og = poisoned({n, dim});
+          kernels::QuantizedGatherRows::cpu(w, ids, oc);
+          kernels::QuantizedGatherRows::cuda(wg, on_gpu(ids), og);
+          check_close(og, oc, kExact, fmt::format("quantized_gather_rows {} dim {}", quant_format_name(format), dim));
+        }
+      }
+      // An id out of range: refused, nothing written.
+      Tensor og = poisoned({1, dim});
+      CHECK_THROWS_WITH(kernels::QuantizedGatherRows::cuda(wg, on_gpu(Tensor::from_vector<int64_t>({vocab}, {1})), og),
+                        Catch::Contains("out of range"));
     }
   }
 }

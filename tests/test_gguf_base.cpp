@@ -20,8 +20,11 @@
 #include "models/lora.h"
 #include "models/quantize_base.h"
 #include "models/registry.h"
+#include "nn/layers.h"
 #include "nn/lora/apply_lora.h"
 #include "nn/quantized_linear.h"
+#include "optim/adam.h"
+#include "train/checkpoint.h"
 
 using namespace lora;
 namespace fs = std::filesystem;
@@ -123,7 +126,8 @@ TEST_CASE("GGUF Q8_0/Q4_0 models load with --base-dtype auto as the framework's 
         NoGradGuard no_grad;
         const auto originals = original->named_parameters();
         const std::map<std::string, Tensor> by_name(originals.begin(), originals.end());
-        const auto compact = compact_layers(*loaded);
+        auto compact = compact_layers(*loaded);
+        compact.erase(loaded->output_head_path());  // the head keeps the file's values (quantized, as the file)
         for (auto [name, p] : reference->named_parameters()) {
           const std::string module = name.substr(0, name.rfind('.'));
           if (compact.count(module) && name.ends_with(".weight")) p.copy_from(by_name.at(name));
@@ -132,7 +136,33 @@ TEST_CASE("GGUF Q8_0/Q4_0 models load with --base-dtype auto as the framework's 
       reference->freeze();
       reference->eval();
       const nn::QuantizeReport quantized = models::quantize_base(*reference, format);
-      const auto mine = compact_layers(*loaded), theirs = compact_layers(*reference);
+      // The token embedding, and an untied output head, are held compact too, as the file's blocks: the very
+      // values the float32 import decodes.
+      const std::string head_path = loaded->output_head_path();
+      auto mine = compact_layers(*loaded);
+      const auto theirs = compact_layers(*reference);
+      const auto embedding = std::dynamic_pointer_cast<nn::Embedding>(
+          loaded->module_at(config["model_type"] == "gpt2" ? "transformer.wte" : "model.embed_tokens"));
+      REQUIRE(embedding);
+      REQUIRE(embedding->compact);
+      CHECK_FALSE(embedding->has_dense_weight());
+      CHECK(loaded->compact_head() == (head_path.empty() ? embedding->compact : mine.at(head_path)->quantized));
+      const std::string embedding_name = config["model_type"] == "gpt2" ? "transformer.wte.weight"
+                                                                        : "model.embed_tokens.weight";
+      const auto reference_params = reference->named_parameters();
+      const std::map<std::string, Tensor> reference_by_name(reference_params.begin(), reference_params.end());
+      // In the file's own format (the export writes a head, tied or not, in q8_0 when q4_0 is asked, as
+      // llama.cpp's quantizer keeps its output tensor above 4 bits).
+      CHECK(embedding->compact->format == gio::auto_base_format(file.find_tensor("token_embd.weight")->type));
+      CHECK(dequantize_weight(*embedding->compact).to_vector<float>() ==
+            reference_by_name.at(embedding_name).to_vector<float>());
+      CHECK(report.base.tables.size() == 1 + (head_path.empty() ? 0 : 1));
+      if (!head_path.empty()) {
+        CHECK(mine.at(head_path)->quantized->format == gio::auto_base_format(file.find_tensor("output.weight")->type));
+        CHECK(dequantize_weight(*mine.at(head_path)->quantized).to_vector<float>() ==
+              reference_by_name.at(head_path + ".weight").to_vector<float>());
+        mine.erase(head_path);  // the body's layers below
+      }
       REQUIRE(mine.size() == theirs.size());
       CHECK(int64_t(mine.size()) == quantized.layers);
       for (const auto& [path_of, layer] : mine) {
@@ -143,15 +173,123 @@ TEST_CASE("GGUF Q8_0/Q4_0 models load with --base-dtype auto as the framework's 
         CHECK(weight_bytes(*layer->quantized) == weight_bytes(*theirs.at(path_of)->quantized));
       }
       NoGradGuard no_grad;
-      CHECK(loaded->forward(ids).to_vector<float>() == reference->forward(ids).to_vector<float>());  // exactly
+      // The same numbers, through the compact head's kernels rather than the f32 ones: to rounding.
+      const std::vector<float> got = loaded->forward(ids).to_vector<float>(),
+                               want = reference->forward(ids).to_vector<float>();
+      REQUIRE(got.size() == want.size());
+      float largest = 0, worst = 0;
+      for (size_t i = 0; i < got.size(); ++i)
+        largest = std::max(largest, std::abs(want[i])), worst = std::max(worst, std::abs(got[i] - want[i]));
+      CHECK(worst <= 1e-5f * largest);
 
       // LoRA wraps the compact layers as they are, and trains.
       nn::LoRAConfig lora_config;
       lora_config.targets = {"all-linear"};
       models::apply_lora(*loaded, lora_config);
       CHECK(loaded->num_parameters(true) > 0);
-      CHECK(compact_layers(*loaded).size() == mine.size());
+      CHECK(compact_layers(*loaded).size() == mine.size() + (head_path.empty() ? 0 : 1));
     }
+  }
+}
+
+TEST_CASE("GGUF base: LoRA trains on a compact embedding and head as on their float32 values, with no f32 copy",
+          "[gguf][quantized]") {
+  const gio::TokenizerFiles tok{read_file(kFixtures + "/tokenizers/qwen2/tokenizer.json", "t"),
+                                read_file(kFixtures + "/tokenizers/qwen2/tokenizer_config.json", "t"), "qwen2 fixture"};
+  nlohmann::json gpt2 = models::preset_config("tiny"), llama = models::preset_config("llama-tiny");
+  gpt2["vocab_size"] = 864, gpt2["n_embd"] = 64;
+  llama["vocab_size"] = 864, llama["intermediate_size"] = 96;  // untied: token_embd and output both compact
+  const Tensor ids = Tensor::from_vector(std::vector<int32_t>{5, 99, 3, 800, 42, 17, 9, 1}, {2, 4});
+  const Tensor targets = Tensor::from_vector(std::vector<int64_t>{99, 3, 800, -100, 17, 9, 1, 2}, {2, 4});
+  for (const nlohmann::json& config : {gpt2, llama}) {
+    INFO(config["model_type"]);
+    auto original = models::create_model({config, "test"}, 9);
+    const fs::path path = scratch(fmt::format("train_{}.gguf", config["model_type"].get<std::string>()));
+    gio::export_gguf(*original, tok, gguf::TensorType::Q8_0, path.string());
+    nn::LoRAConfig lora_config;
+    lora_config.targets = {"q", "v"};
+    // The compact model, and the same numbers with a float32 embedding and head (the body compact in both).
+    auto compact = models::load_model(path.string(), "", 9, models::BaseDtype::parse("auto"));
+    auto dense = models::load_model(path.string(), "", 9, models::BaseDtype::parse("auto"));
+    {
+      const gguf::File file = gguf::File::open(path.string());
+      auto f32 = gio::load_gguf_model(file, 9);  // every tensor decoded to float32
+      const auto f32_params = f32->named_parameters();
+      const std::map<std::string, Tensor> by_name(f32_params.begin(), f32_params.end());
+      const std::string embedding_path = config["model_type"] == "gpt2" ? "transformer.wte" : "model.embed_tokens";
+      const size_t dot = embedding_path.rfind('.');
+      Generator unused(0);
+      auto table = std::make_shared<nn::Embedding>(864, 64, unused);
+      NoGradGuard no_grad;
+      table->weight.copy_from(by_name.at(embedding_path + ".weight"));
+      dense->module_at(embedding_path.substr(0, dot))->replace_child(embedding_path.substr(dot + 1), table);
+      if (!dense->output_head_path().empty()) {
+        auto head = std::make_shared<nn::Linear>(64, 864, false, unused);
+        head->weight.copy_from(by_name.at("lm_head.weight"));
+        dense->replace_child("lm_head", head);
+      }
+    }
+    REQUIRE(compact->compact_head() != nullptr);
+    REQUIRE(dense->compact_head() == nullptr);
+    // No float32 table in the compact model: its parameters are the norms, biases and position embeddings.
+    int64_t compact_f32 = 0, dense_f32 = 0;
+    for (const auto& [name, p] : compact->named_parameters()) {
+      INFO(name);
+      CHECK(p.numel() < 864 * 64);
+      compact_f32 += p.numel();
+    }
+    for (const auto& [name, p] : dense->named_parameters()) dense_f32 += p.numel();
+    CHECK(dense_f32 - compact_f32 == 864 * 64 * (dense->output_head_path().empty() ? 1 : 2));
+
+    for (auto* model : {compact.get(), dense.get()}) {
+      model->freeze();
+      models::apply_lora(*model, lora_config);
+    }
+    // One step's loss and LoRA gradients (B starts at zero, so B's gradient is what flows back through the
+    // head, the blocks and, for the layers below, the embedding's rows).
+    std::map<std::string, std::vector<float>> grads[2];
+    double losses[2];
+    int i = 0;
+    for (auto* model : {compact.get(), dense.get()}) {
+      const Tensor loss = model->loss(ids, targets);
+      backward(loss);
+      losses[i] = loss.item();
+      for (const auto& [name, p] : model->named_parameters(true)) grads[i][name] = p.grad().to_vector<float>();
+      ++i;
+    }
+    CHECK(losses[0] == Approx(losses[1]).epsilon(1e-6));
+    REQUIRE(grads[0].size() == grads[1].size());
+    float largest = 0, worst = 0;
+    for (const auto& [name, g] : grads[1]) {
+      const std::vector<float>& c = grads[0].at(name);
+      for (size_t k = 0; k < g.size(); ++k)
+        largest = std::max(largest, std::abs(g[k])), worst = std::max(worst, std::abs(c[k] - g[k]));
+    }
+    CHECK(largest > 0);
+    CHECK(worst <= 1e-4f * largest);
+
+    // A few AdamW steps lower the loss on the compact model.
+    optim::AdamW optimizer(compact->parameters(true), {.lr = 1e-2});
+    double first = 0, last = 0;
+    for (int step = 0; step < 5; ++step) {
+      optimizer.zero_grad();
+      const Tensor loss = compact->loss(ids, targets);
+      backward(loss);
+      optimizer.step();
+      (step == 0 ? first : last) = loss.item();
+    }
+    CHECK(last < first);
+
+    // The fingerprint of the frozen weights covers the compact table: one changed block changes it.
+    const std::string before = train::RunIdentity::fingerprint(*compact);
+    const std::string embedding_path = config["model_type"] == "gpt2" ? "transformer.wte" : "model.embed_tokens";
+    auto embedding = std::dynamic_pointer_cast<nn::Embedding>(compact->module_at(embedding_path));
+    REQUIRE(embedding->compact);
+    auto changed = std::make_shared<QuantizedWeight>(*embedding->compact);
+    changed->data = changed->data.clone();
+    static_cast<uint8_t*>(changed->data.raw_data())[7] ^= 1;
+    embedding->compact = changed;
+    CHECK(train::RunIdentity::fingerprint(*compact) != before);
   }
 }
 

@@ -2,6 +2,9 @@
 // saves the adapter as PEFT and as GGUF, generate runs the GGUF with the adapter, export_gguf refuses bad flags.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+#include <fstream>
+
 #include "core/files.h"
 #include "core/gguf.h"
 #include "lora_source_dir.h"
@@ -30,11 +33,23 @@ TEST_CASE("export_gguf -> finetune --weights x.gguf --save-gguf-adapter -> gener
   r = run(finetune, "--weights " + quote(model) + " --data " +
                         quote(std::string(LORA_SOURCE_DIR) + "/data/tinyshakespeare.txt") +
                         " --mode lora --steps 2 --warmup 0 --batch 1 --seq 16 --save " + quote(save) +
-                        " --save-gguf-adapter --no-preflight");
+                        " --save-gguf-adapter --no-preflight --report-json " + quote(dir / "report.json"));
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
-  // The frozen base is the file's own Q8_0 blocks (--base-dtype auto, the default for a GGUF file).
+  // The frozen base is the file's own Q8_0 blocks (--base-dtype auto, the default for a GGUF file), the token
+  // embedding (the tied head) included: no f32 copy of it.
   CHECK(r.err.find("GGUF base: 16 linear layers held compact from the file (16 q8_0") != std::string::npos);
+  CHECK(r.err.find("held compact too: token_embd.weight as q8_0 (the tied output head too)") != std::string::npos);
+  {
+    // The step's memory, predicted on the meta device with the same compact tables, is what was measured.
+    std::ifstream in(dir / "report.json");
+    const auto m = nlohmann::json::parse(in)["modes"][0];
+    for (const auto& [category, bytes] : m["peak_bytes"].items()) {
+      INFO(category << ": predicted " << m["predicted_bytes"][category] << ", measured " << bytes);
+      const double predicted = m["predicted_bytes"][category].get<double>(), measured = bytes.get<double>();
+      CHECK(std::abs(predicted - measured) <= 0.01 * measured + 65536.0);
+    }
+  }
   CHECK(r.out.find("LoRA fine-tuning on a q8_0 base") != std::string::npos);
   const gguf::File adapter = gguf::File::open((save / "lora" / "adapter.gguf").string());
   CHECK(adapter.get_string("general.type") == "adapter");

@@ -92,12 +92,11 @@ std::string RunIdentity::fingerprint(const models::CausalLM& model) {
     const Tensor host = p.to(Device::cpu());
     h.bytes(host.raw_data(), host.nbytes());
   }
-  // A compact base's weights are not parameters: each quantized layer's format, shape and every tensor of
-  // its encoding (a q8_0 base of other values, or the same values as q4_0, is another base).
-  for (const auto& [path, module] : model.named_modules()) {
-    const auto q = std::dynamic_pointer_cast<const nn::QuantizedLinear>(module);
-    if (!q || !q->quantized) continue;
-    const QuantizedWeight& w = *q->quantized;
+  // A compact base's weights are not parameters: each quantized layer's (and compact embedding's) format,
+  // shape and every tensor of its encoding (a q8_0 base of other values, or the same values as q4_0, is
+  // another base).
+  for (const auto& [path, compact] : nn::named_compact_weights(model)) {
+    const QuantizedWeight& w = *compact;
     h.text(path);
     h.text(fmt::format("{} [{}, {}] dq {} {}", quant_format_name(w.format), w.rows, w.cols, w.double_quant,
                        w.absmax_mean));

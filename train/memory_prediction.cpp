@@ -14,7 +14,8 @@
 namespace lora::train {
 
 StepMemoryPrediction predict_training_step(const models::ModelConfig& config, const nn::LoRAConfig* lora, int64_t batch,
-                                           int64_t seq, QuantFormat base, bool checkpoint) {
+                                           int64_t seq, QuantFormat base, bool checkpoint,
+                                           const models::CompactTables& tables) {
   const Device meta = Device::meta();
   auto& tracker = MemoryTracker::instance();
   StepMemoryPrediction prediction;
@@ -24,6 +25,7 @@ StepMemoryPrediction predict_training_step(const models::ModelConfig& config, co
     auto model = models::create_model(config, 0);
     if (lora) models::apply_lora(*model, *lora);
     if (lora && base != QuantFormat::F32) models::quantize_base(*model, base);
+    if (lora) models::make_tables_compact(*model, tables);
     optim::AdamW optimizer(model->parameters(true), {});
     Batch shapes;
     shapes.ids = Tensor::zeros({batch, seq}, DType::I32, meta);

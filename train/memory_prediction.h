@@ -27,8 +27,10 @@ struct StepMemoryPrediction {
 // keeps, and what the step allocates), as the finetune report measures it.
 // `base`: the frozen base's format under LoRA (models/quantize_base.h); `checkpoint`: activation
 // checkpointing of every block (autograd/checkpoint.h).
+// `tables`: a GGUF file's token embedding and output head held compact (models/base_dtype.h).
 StepMemoryPrediction predict_training_step(const models::ModelConfig& config, const nn::LoRAConfig* lora, int64_t batch,
-                                           int64_t seq, QuantFormat base = QuantFormat::F32, bool checkpoint = false);
+                                           int64_t seq, QuantFormat base = QuantFormat::F32, bool checkpoint = false,
+                                           const models::CompactTables& tables = {});
 
 // Memory this process can still use: MemAvailable, bounded by the cgroup's memory.max (containers).
 int64_t available_host_memory();

@@ -1,7 +1,10 @@
-// embedding: a row lookup into weight [V, C], and its backward, a scatter-add into a zero gradient.
+// embedding: a row lookup into weight [V, C], and its backward, a scatter-add into a zero gradient; and
+// quantized_embedding, the lookup into a frozen compact table (forward only: nothing to differentiate).
 #include "backends/kernels/embedding.h"
 #include "autograd/ops.h"
 #include "autograd/ops/op_utils.h"
+#include "autograd/ops/quantized_embedding.h"
+#include "backends/kernels/quantized_linear.h"
 
 namespace lora::ops {
 namespace {
@@ -34,6 +37,22 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
       g.set(0, grad_w);
     });
   }
+  return out;
+}
+
+Tensor quantized_embedding(const std::shared_ptr<const QuantizedWeight>& weight, const Tensor& ids) {
+  constexpr const char* op = "quantized_embedding";
+  LORA_CHECK(weight != nullptr, "{}: no table", op);
+  const QuantizedWeight& w = *weight;
+  detail::check_integer(ids, op, "ids");
+  LORA_CHECK(ids.device() == w.device(), "{}: ids are on {} but the table is on {}", op, ids.device().str(),
+             w.device().str());
+  const int64_t n = ids.numel();
+  std::vector<int64_t> dims = ids.shape().dims();
+  dims.push_back(w.cols);
+  Tensor out = Tensor::empty(Shape(dims), DType::F32, ids.device());  // [..., C]
+  Tensor out2 = out.view({n, w.cols});
+  kernels::run<kernels::QuantizedGatherRows>(ids.device(), w, ids.view({n}), out2);
   return out;
 }
 

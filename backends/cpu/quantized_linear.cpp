@@ -4,6 +4,8 @@
 // dequantizes it in registers instead (the tile is not used).
 #include <cblas.h>
 
+#include <vector>
+
 #include "backends/cpu/dispatch.h"
 #include "backends/cpu/skinny_matmul.h"
 #include "backends/kernels/quantized_linear.h"
@@ -85,6 +87,28 @@ void kernels::QuantizedLinearBackward::cpu(const Tensor& grad_y, const Quantized
       dequantize_rows(v, j0, t, pt);
       // grad_x (+)= grad_y[:, j0 : j0 + t] [rows, t] tile [t, in]
       gemm_ld<T>(false, d.rows, d.in, t, pg + j0, d.out, pt, d.in, j0 == 0 ? T(0) : T(1), px, d.in);
+    }
+  });
+}
+
+void kernels::QuantizedGatherRows::cpu(const QuantizedWeight& w, const Tensor& ids, Tensor& out) {
+  const int64_t n = ids.numel();
+  LORA_CHECK(is_integer(ids.dtype()), "{}: ids must be int32 or int64, got {}", name, dtype_name(ids.dtype()));
+  LORA_CHECK(out.numel() == n * w.cols, "{}: out {} must hold [{}, {}]", name, out.shape().str(), n, w.cols);
+  std::vector<int64_t> rows(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {  // checked serially, before the parallel loop (no throw inside OpenMP)
+    const int64_t id = read_index(ids, i);
+    LORA_CHECK(id >= 0 && id < w.rows, "{}: id {} at position {} is out of range for an embedding of V = {} rows",
+               name, id, i, w.rows);
+    rows[static_cast<size_t>(i)] = id;
+  }
+  const QuantizedView v = host_view(w);
+  dispatch_floating(out.dtype(), name, [&]<typename T>() {
+    T* o = out.data<T>();
+#pragma omp parallel for schedule(static) if (n * v.cols >= (1 << 14))
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t r = rows[static_cast<size_t>(i)];
+      dequantize_span(v, r * v.cols, (r + 1) * v.cols, o + i * v.cols);
     }
   });
 }

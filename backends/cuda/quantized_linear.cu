@@ -25,40 +25,53 @@ struct DeviceView {
   float nf4[16];  // the code table, passed by value with the launch (no per-device constant memory to fill)
 };
 
-// out[e] = W_flat[first + e] for e < count (the formats of core/quantized.h).
-__global__ void dequantize_kernel(DeviceView v, int64_t first, int64_t count, float* out) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = first + e;
-    float w = 0.f;
-    switch (v.format) {
-      case QuantFormat::BF16:
-        w = __uint_as_float(uint32_t(reinterpret_cast<const uint16_t*>(v.data)[i]) << 16);
-        break;
-      case QuantFormat::Q8_0: {  // q d; rows are whole blocks of 32, so element i is in block i / 32
-        const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(v.data)[i / kQuantBlock];
-        w = float(b.qs[i % kQuantBlock]) * __half2float(__ushort_as_half(b.d));
-        break;
-      }
-      case QuantFormat::Q4_0: {  // (q - 8) d; byte j: element j (low nibble), element j + 16 (high nibble)
-        const BlockQ4_0& b = reinterpret_cast<const BlockQ4_0*>(v.data)[i / kQuantBlock];
-        const int j = int(i % kQuantBlock);
-        const int q = j < kQuantBlock / 2 ? (b.qs[j] & 0x0F) : (b.qs[j - kQuantBlock / 2] >> 4);
-        w = float(q - 8) * __half2float(__ushort_as_half(b.d));
-        break;
-      }
-      case QuantFormat::NF4: {  // code[q] * absmax_block
-        const int64_t b = i / kNf4Block;
-        const float absmax = v.absmax_codes
-                                 ? v.absmax_mean + float(v.absmax_codes[b]) * v.absmax_scale[b / kNf4AbsmaxBlock]
-                                 : v.scale[b];
-        const uint8_t byte = v.data[i >> 1];
-        w = v.nf4[(i & 1) ? (byte >> 4) : (byte & 0x0F)] * absmax;
-        break;
-      }
-      case QuantFormat::F32:
-        break;
+// Element i of W flattened (the formats of core/quantized.h).
+__device__ float dequantize_element(const DeviceView& v, int64_t i) {
+  float w = 0.f;
+  switch (v.format) {
+    case QuantFormat::BF16:
+      w = __uint_as_float(uint32_t(reinterpret_cast<const uint16_t*>(v.data)[i]) << 16);
+      break;
+    case QuantFormat::Q8_0: {  // q d; rows are whole blocks of 32, so element i is in block i / 32
+      const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(v.data)[i / kQuantBlock];
+      w = float(b.qs[i % kQuantBlock]) * __half2float(__ushort_as_half(b.d));
+      break;
     }
-    out[e] = w;
+    case QuantFormat::Q4_0: {  // (q - 8) d; byte j: element j (low nibble), element j + 16 (high nibble)
+      const BlockQ4_0& b = reinterpret_cast<const BlockQ4_0*>(v.data)[i / kQuantBlock];
+      const int j = int(i % kQuantBlock);
+      const int q = j < kQuantBlock / 2 ? (b.qs[j] & 0x0F) : (b.qs[j - kQuantBlock / 2] >> 4);
+      w = float(q - 8) * __half2float(__ushort_as_half(b.d));
+      break;
+    }
+    case QuantFormat::NF4: {  // code[q] * absmax_block
+      const int64_t b = i / kNf4Block;
+      const float absmax = v.absmax_codes
+                               ? v.absmax_mean + float(v.absmax_codes[b]) * v.absmax_scale[b / kNf4AbsmaxBlock]
+                               : v.scale[b];
+      const uint8_t byte = v.data[i >> 1];
+      w = v.nf4[(i & 1) ? (byte >> 4) : (byte & 0x0F)] * absmax;
+      break;
+    }
+    case QuantFormat::F32:
+      break;
+  }
+  return w;
+}
+
+// out[e] = W_flat[first + e] for e < count.
+__global__ void dequantize_kernel(DeviceView v, int64_t first, int64_t count, float* out) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x)
+    out[e] = dequantize_element(v, first + e);
+}
+
+// out[r, c] = W[ids[r], c] for r < n (ids checked on the host first).
+template <typename TId>
+__global__ void gather_rows_kernel(DeviceView v, const TId* ids, int64_t n, float* out) {
+  const int64_t count = n * v.cols;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = e / v.cols, c = e % v.cols;
+    out[e] = dequantize_element(v, int64_t(ids[r]) * v.cols + c);
   }
 }
 
@@ -139,6 +152,31 @@ void kernels::QuantizedLinearBackward::cuda(const Tensor& grad_y, const Quantize
     LORA_CUBLAS_CHECK(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, int(in), int(rows), int(t), &one, pt, int(in),
                                   pg + j0, int(out), j0 == 0 ? &zero : &one, px, int(in)));
   }
+}
+
+void kernels::QuantizedGatherRows::cuda(const QuantizedWeight& w, const Tensor& ids, Tensor& out) {
+  using namespace lora::cuda;
+  const char* k = name;
+  activate_weight(k, w, ids, out, Tensor());
+  const int64_t n = ids.numel();
+  LORA_CHECK(ids.dtype() == DType::I32 || ids.dtype() == DType::I64, "{}: ids must be int32 or int64, got {}", k,
+             dtype_name(ids.dtype()));
+  LORA_CHECK(out.numel() == n * w.cols, "{}: out {} must hold [{}, {}]", k, out.shape().str(), n, w.cols);
+  // The ids are few (one per token): checked on the host, before anything is written.
+  const Tensor host_ids = ids.to(Device::cpu()).to(DType::I64);
+  const int64_t* id = host_ids.data<int64_t>();
+  for (int64_t i = 0; i < n; ++i)
+    LORA_CHECK(id[i] >= 0 && id[i] < w.rows, "{}: id {} at position {} is out of range for an embedding of V = {} rows",
+               k, id[i], i, w.rows);
+  if (n == 0) return;
+  const DeviceView v = device_view(k, w);
+  float* po = f32(k, out, "out");
+  const int64_t count = n * w.cols;
+  if (ids.dtype() == DType::I64)
+    gather_rows_kernel<<<grid_for(count, kThreads), kThreads>>>(v, static_cast<const int64_t*>(ids.raw_data()), n, po);
+  else
+    gather_rows_kernel<<<grid_for(count, kThreads), kThreads>>>(v, static_cast<const int32_t*>(ids.raw_data()), n, po);
+  LORA_CUDA_CHECK_LAUNCH(k);
 }
 
 void kernels::QuantizedDequantize::cuda(const QuantizedWeight& w, int64_t row0, int64_t count, Tensor& out) {

@@ -27,6 +27,14 @@ struct QuantizedLinearBackward {
   LORA_DEVICE_KERNELS(const Tensor& grad_y, const QuantizedWeight& w, Tensor& tile, Tensor& grad_x);
 };
 
+// ids [N] (I32 or I64) -> out [N, in] (written): out[i] = dequantize(W[ids[i], :]), the lookup of a frozen
+// embedding table held compact (autograd/ops/quantized_embedding.h). out is f32 (both devices) or f64 (the
+// CPU); an id outside [0, out rows of W) is a lora::Error, checked before anything is written.
+struct QuantizedGatherRows {
+  static constexpr const char* name = "quantized_gather_rows";
+  LORA_DEVICE_KERNELS(const QuantizedWeight& w, const Tensor& ids, Tensor& out);
+};
+
 // Rows [row0, row0 + count) of W into out [count, in] (f32): what the matmuls do per tile, exposed for the
 // parity test of the CUDA dequantizer.
 struct QuantizedDequantize {

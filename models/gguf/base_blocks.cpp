@@ -61,6 +61,11 @@ QuantFormat auto_base_format(gguf::TensorType type) {
   }
 }
 
+QuantFormat table_format(const gguf::TensorInfo& t) {
+  if (t.ne.size() != 2 || t.ne[0] % kQuantBlock != 0) return QuantFormat::F32;
+  return auto_base_format(t.type);
+}
+
 QuantFormat dominant_auto_format(const gguf::File& file) {
   std::map<QuantFormat, int64_t> elements;
   for (const gguf::TensorInfo& t : file.tensors()) {
@@ -193,6 +198,14 @@ void BaseImportReport::add(const gguf::TensorInfo& t, const BaseWeight& w) {
   }
 }
 
+void BaseImportReport::add_table(const gguf::TensorInfo& t, const BaseWeight& w, bool also_head) {
+  table_bytes += w.weight.nbytes();
+  std::string what = fmt::format("{} as {}", t.name, quant_format_name(w.weight.format));
+  if (!w.kept_blocks) what += fmt::format(" (from {})", gguf::type_name(t.type));
+  if (also_head) what += " (the tied output head too)";
+  tables.push_back(what);
+}
+
 std::string BaseImportReport::str() const {
   std::string formats;
   for (const auto& [name, n] : layers_by_format)
@@ -202,6 +215,11 @@ std::string BaseImportReport::str() const {
   if (converted > 0) {
     s += fmt::format(", {} converted, worst relative RMS error {:.4g} ({}, {})", converted, worst_error, worst_tensor,
                      worst_conversion);
+  }
+  if (!tables.empty()) {
+    std::string list;
+    for (const std::string& t : tables) list += (list.empty() ? "" : ", ") + t;
+    s += fmt::format("; held compact too: {}, {:.1f} MiB", list, static_cast<double>(table_bytes) / kMiB);
   }
   return s;
 }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "core/gguf.h"
 #include "core/quantized.h"
@@ -18,6 +19,10 @@ namespace lora::models::gguf_io {
 // --base-dtype auto for one tensor type: Q8_0 -> q8_0, Q4_0 -> q4_0 (kept); Q6_K, Q5_K, Q5_0, Q5_1 -> q8_0 and
 // Q4_K, Q4_1 -> q4_0 (the nearest base format that does not lose more bits); F32, F16, BF16 -> f32.
 QuantFormat auto_base_format(gguf::TensorType type);
+
+// The format a compact base holds a quantized token embedding or output head in: auto's, whatever the body's
+// (as llama.cpp keeps them); f32 for a float tensor, or rows that are not whole blocks of 32.
+QuantFormat table_format(const gguf::TensorInfo& t);
 
 // The format auto gives most of the file's linear weights (by element count): what a program predicts
 // memory with and quantizes the rest with. f32 when the file is all float.
@@ -45,9 +50,14 @@ struct BaseImportReport {
   double worst_error = 0.0;                         // relative RMS, over converted tensors
   std::string worst_tensor, worst_conversion;       // "blk.3.ffn_down.weight", "q6_K -> q8_0"
   void add(const gguf::TensorInfo& t, const BaseWeight& w);
-  bool empty() const { return kept + converted == 0; }
+  // The token embedding (`also_head`: the tied output head too) or an untied output head, held compact.
+  std::vector<std::string> tables;  // "token_embd.weight q4_0 (also the output head, 21.1 MiB)"
+  size_t table_bytes = 0;
+  void add_table(const gguf::TensorInfo& t, const BaseWeight& w, bool also_head);
+  bool empty() const { return kept + converted == 0 && tables.empty(); }
   // "48 linear layers kept quantized from the file (36 q4_0, 12 q8_0: 52.1 MiB): 36 as the file's blocks,
-  //  12 converted, worst relative RMS error 0.0123 (blk.0.ffn_down.weight, q6_K -> q8_0)"
+  //  12 converted, worst relative RMS error 0.0123 (blk.0.ffn_down.weight, q6_K -> q8_0); held compact too:
+  //  token_embd.weight as q4_0 (the tied output head too), 21.1 MiB"
   std::string str() const;
 };
 

@@ -12,6 +12,7 @@
 #include "models/gguf/arch.h"
 #include "models/quantize_base.h"
 #include "models/registry.h"
+#include "nn/layers.h"
 #include "nn/lora/apply_lora.h"
 #include "nn/quantized_linear.h"
 
@@ -124,19 +125,30 @@ void load_float_tensor(const gguf::File& f, const gguf::TensorInfo& t, Tensor pa
   if (!param.device().is_cpu()) param.copy_from(host.to(param.device()));
 }
 
-// The body's linear layers (module path -> GGUF tensor name) and the format each is held in; empty when every
-// one stays float32.
-std::map<std::string, std::pair<std::string, QuantFormat>> compact_plan(const gguf::File& f, const CausalLM& model,
-                                                                        const BaseDtype& base) {
-  std::map<std::string, std::pair<std::string, QuantFormat>> plan;
+// What a compact base holds compact: module path -> GGUF tensor name and format. Empty when every weight
+// stays float32.
+using CompactPlan = std::map<std::string, std::pair<std::string, QuantFormat>>;
+
+// The body's linear layers, in the format the base asks for; and the token embedding and an untied output
+// head when the file holds them quantized, in table_format's (a float embedding stays f32).
+CompactPlan compact_plan(const gguf::File& f, const CausalLM& model, const BaseDtype& base) {
+  CompactPlan plan;
   if (!base.compact()) return plan;
-  for (const std::string& path : base_linear_paths(model)) {
+  const auto tensor_of = [&](const std::string& path) -> const gguf::TensorInfo* {
     const std::string hf = model.hf_name(path + ".weight");
     const std::string name = hf.empty() ? "" : gguf_tensor_name(model.model_type(), hf);
-    const gguf::TensorInfo* t = name.empty() ? nullptr : f.find_tensor(name);
-    if (!t) continue;  // not a weight of its own in the file (match_tensors has checked the file is whole)
+    return name.empty() ? nullptr : f.find_tensor(name);  // null: no weight of its own (match_tensors checked)
+  };
+  for (const std::string& path : base_linear_paths(model)) {
+    const gguf::TensorInfo* t = tensor_of(path);
+    if (!t) continue;
     const QuantFormat format = base.automatic ? auto_base_format(t->type) : base.format;
-    if (format != QuantFormat::F32) plan[path] = {name, format};
+    if (format != QuantFormat::F32) plan[path] = {t->name, format};
+  }
+  for (const std::string& path : {model.token_embedding_path(), model.output_head_path()}) {
+    const gguf::TensorInfo* t = path.empty() ? nullptr : tensor_of(path);
+    const QuantFormat format = t ? table_format(*t) : QuantFormat::F32;
+    if (format != QuantFormat::F32) plan[path] = {t->name, format};
   }
   return plan;
 }
@@ -148,7 +160,7 @@ std::shared_ptr<CausalLM> load_gguf_model(const gguf::File& f, uint64_t seed, Im
   const nlohmann::json config_json = config_from_gguf(f);
   const ModelConfig config{config_json, "GGUF file '" + f.path() + "'"};
   const std::string arch = f.get_string("general.architecture");
-  std::map<std::string, std::pair<std::string, QuantFormat>> plan;
+  CompactPlan plan;
   {
     // Shapes only: a file the metadata contradicts is refused before the model is allocated.
     DefaultDeviceGuard shapes_only(Device::meta());
@@ -176,11 +188,20 @@ std::shared_ptr<CausalLM> load_gguf_model(const gguf::File& f, uint64_t seed, Im
       const gguf::TensorInfo& t = *f.find_tensor(name);
       BaseWeight w = base_weight_from_gguf(f, t, format, permuted_heads(config_json, model->hf_name(path + ".weight")));
       f.release(t);
-      local.base.add(t, w);
       ++local.tensors_by_type[std::string(gguf::type_name(t.type))];
-      replace_with_compact(*model, path, std::make_shared<const QuantizedWeight>(std::move(w.weight)));
+      auto weight = std::make_shared<const QuantizedWeight>(std::move(w.weight));
+      if (path == model->token_embedding_path()) {
+        local.base.add_table(t, w, /*also_head=*/model->output_head_path().empty());
+        replace_embedding_with_compact(*model, std::move(weight));
+      } else if (path == model->output_head_path()) {
+        local.base.add_table(t, w, /*also_head=*/false);
+        replace_with_compact(*model, path, std::move(weight));
+      } else {
+        local.base.add(t, w);
+        replace_with_compact(*model, path, std::move(weight));
+      }
     }
-    // Everything else (embeddings, norms, biases, the output head) is allocated now, on the host, and read below.
+    // Everything else (norms, biases, float embeddings and heads) is allocated now, on the host, and read below.
     allocate_meta_parameters(*model);
   }
   const auto params = parameters_by_hf_name(*model);

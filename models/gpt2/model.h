@@ -7,6 +7,7 @@
 
 #include "models/causal_lm.h"
 #include "models/gpt2/blocks.h"
+#include "nn/quantized_linear.h"
 
 namespace lora::gpt2 {
 
@@ -48,9 +49,13 @@ class GPT2LMHeadModel : public models::CausalLM {
   models::DecoderBlock& block(int64_t layer) override { return (*transformer->h)[static_cast<size_t>(layer)]; }
   Tensor final_norm(const Tensor& h) override { return transformer->ln_f->forward(h); }
   const Tensor& head_weight() const override { return lm_head ? lm_head->weight : transformer->wte->weight; }
+  std::shared_ptr<const QuantizedWeight> compact_head() const override {
+    return lm_head ? nn::compact_weight_of(lm_head) : transformer->wte->compact;
+  }
   // "q", "k", "v": those rows of every block's fused c_attn.
   std::vector<nn::LoRATarget> declared_lora_targets() const override;
   std::string output_head_path() const override { return lm_head ? "lm_head" : ""; }
+  std::string token_embedding_path() const override { return "transformer.wte"; }
 
  private:
   void init_weights(Generator& gen);

@@ -8,6 +8,7 @@
 #include "models/llama/config.h"
 #include "nn/layers.h"
 #include "nn/linear.h"
+#include "nn/quantized_linear.h"
 #include "nn/rotary.h"
 #include "nn/self_attention.h"
 
@@ -67,10 +68,14 @@ class LlamaForCausalLM : public models::CausalLM {
   models::DecoderBlock& block(int64_t layer) override { return (*model->layers)[static_cast<size_t>(layer)]; }
   Tensor final_norm(const Tensor& h) override { return model->norm->forward(h); }
   const Tensor& head_weight() const override { return lm_head ? lm_head->weight : model->embed_tokens->weight; }
+  std::shared_ptr<const QuantizedWeight> compact_head() const override {
+    return lm_head ? nn::compact_weight_of(lm_head) : model->embed_tokens->compact;
+  }
   const nn::RotaryEmbedding* rotary() const override { return &rotary_; }
   // "q", "k", "v": every layer's q_proj, k_proj, v_proj (so --targets q,v means the same on every model).
   std::vector<nn::LoRATarget> declared_lora_targets() const override;
   std::string output_head_path() const override { return lm_head ? "lm_head" : ""; }
+  std::string token_embedding_path() const override { return "model.embed_tokens"; }
 
  private:
   LlamaConfig config_;
