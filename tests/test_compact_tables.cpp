@@ -13,6 +13,7 @@
 #include "nn/layers.h"
 #include "nn/quantized_linear.h"
 #include "tests/op_cases.h"
+#include "tests/test_helpers.h"
 
 using namespace lora;
 
@@ -22,14 +23,6 @@ std::shared_ptr<const QuantizedWeight> compact_table(int64_t rows, int64_t cols,
   Generator gen(seed);
   const Tensor w = Tensor::randn({rows, cols}, gen, 0.0, 0.5);
   return std::make_shared<const QuantizedWeight>(quantize_weight(w, format, format == QuantFormat::NF4));
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
-  double m = 0;
-  for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
-  return m;
 }
 
 const std::vector<QuantFormat> kFormats = {QuantFormat::BF16, QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::NF4};
@@ -85,7 +78,7 @@ TEST_CASE("a compact head's fused loss equals the dense op on the dequantized he
       const Tensor dense_loss = ops::linear_cross_entropy(x2, dense, tr);
       backward(dense_loss);
       CHECK(compact_loss.item() == Approx(dense_loss.item()).epsilon(1e-6));
-      CHECK(max_abs_diff(x1.grad(), x2.grad()) < 1e-6);
+      testing::require_close(x1.grad(), x2.grad(), /*rtol=*/0.0, /*atol=*/1e-6);
     }
   }
 }

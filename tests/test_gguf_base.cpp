@@ -163,6 +163,12 @@ TEST_CASE("GGUF Q8_0/Q4_0 models load with --base-dtype auto as the framework's 
               reference_by_name.at(head_path + ".weight").to_vector<float>());
         mine.erase(head_path);  // the body's layers below
       }
+      // The load report counts the bytes it holds: the body's layers, and the tables beside them.
+      size_t body_bytes = 0;
+      for (const auto& [p, layer] : mine) body_bytes += layer->quantized->nbytes();
+      CHECK(report.base.bytes == body_bytes);
+      CHECK(report.base.table_bytes ==
+            embedding->compact->nbytes() + (head_path.empty() ? 0 : loaded->compact_head()->nbytes()));
       REQUIRE(mine.size() == theirs.size());
       CHECK(int64_t(mine.size()) == quantized.layers);
       for (const auto& [path_of, layer] : mine) {

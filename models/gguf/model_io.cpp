@@ -189,17 +189,16 @@ std::shared_ptr<CausalLM> load_gguf_model(const gguf::File& f, uint64_t seed, Im
       BaseWeight w = base_weight_from_gguf(f, t, format, permuted_heads(config_json, model->hf_name(path + ".weight")));
       f.release(t);
       ++local.tensors_by_type[std::string(gguf::type_name(t.type))];
-      auto weight = std::make_shared<const QuantizedWeight>(std::move(w.weight));
-      if (path == model->token_embedding_path()) {
-        local.base.add_table(t, w, /*also_head=*/model->output_head_path().empty());
-        replace_embedding_with_compact(*model, std::move(weight));
-      } else if (path == model->output_head_path()) {
-        local.base.add_table(t, w, /*also_head=*/false);
-        replace_with_compact(*model, path, std::move(weight));
-      } else {
+      const bool embedding = path == model->token_embedding_path(), head = path == model->output_head_path();
+      if (embedding || head)  // counted before the weight moves into the model
+        local.base.add_table(t, w, /*also_head=*/embedding && model->output_head_path().empty());
+      else
         local.base.add(t, w);
+      auto weight = std::make_shared<const QuantizedWeight>(std::move(w.weight));
+      if (embedding)
+        replace_embedding_with_compact(*model, std::move(weight));
+      else
         replace_with_compact(*model, path, std::move(weight));
-      }
     }
     // Everything else (norms, biases, float embeddings and heads) is allocated now, on the host, and read below.
     allocate_meta_parameters(*model);
