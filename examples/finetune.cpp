@@ -23,6 +23,7 @@
 #include "autograd/checkpoint.h"
 #include "backends/backend.h"
 #include "core/files.h"
+#include "core/json.h"
 #include "dist/communicator.h"
 #include "lora_source_dir.h"
 #include "models/generate.h"
@@ -47,7 +48,6 @@
 
 #if defined(LORA_HAVE_CUDA)
 #include "backends/cuda/cuda_device.h"
-#include "core/json.h"
 #endif
 
 using namespace lora;
