@@ -239,6 +239,32 @@ std::span<const std::byte> SafeTensorsFile::raw(const std::string& name) const {
   return {data_ + t.begin, static_cast<size_t>(t.nbytes())};
 }
 
+namespace {
+
+// Runs convert(i0, i1) over elements [0, n) of `elem_size` bytes at `src` (inside the read-only mapping), 4 MiB of
+// the file at a time, and drops each chunk's whole pages from the process once converted: a large tensor read
+// from the mapping is then never resident twice (its file pages and its copy), only its copy and one chunk.
+// The pages stay in the page cache; touching them again reads them back.
+template <typename Convert>
+void for_each_chunk(const std::byte* src, int64_t n, size_t elem_size, Convert convert) {
+  constexpr size_t kChunkBytes = size_t{4} << 20;
+  const int64_t per_chunk = static_cast<int64_t>(std::max<size_t>(kChunkBytes / elem_size, 1));
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  // Whole pages only: the first and last may hold another tensor's bytes.
+  uintptr_t dropped = (reinterpret_cast<uintptr_t>(src) + page - 1) / page * page;
+  for (int64_t i0 = 0; i0 < n; i0 += per_chunk) {
+    const int64_t i1 = std::min(n, i0 + per_chunk);
+    convert(i0, i1);
+    const auto end = reinterpret_cast<uintptr_t>(src + i1 * elem_size) / page * page;
+    if (end > dropped) {
+      ::madvise(reinterpret_cast<void*>(dropped), end - dropped, MADV_DONTNEED);
+      dropped = end;
+    }
+  }
+}
+
+}  // namespace
+
 Tensor SafeTensorsFile::load(const std::string& name, DType to, Device device, MemoryCategory category) const {
   const TensorInfo& t = info(name);
   const FileDType& src = *safetensors_format::find_dtype(t.dtype_name);
@@ -264,11 +290,16 @@ Tensor SafeTensorsFile::load(const std::string& name, DType to, Device device, M
   if (n == 0) {
     // nothing to copy (and the zero-byte storage may have no pointer to copy to)
   } else if (src.dtype == to) {
-    std::memcpy(host.raw_data(), p, t.nbytes());
+    for_each_chunk(p, n, src.size, [&](int64_t i0, int64_t i1) {
+      std::memcpy(static_cast<std::byte*>(host.raw_data()) + i0 * src.size, p + i0 * src.size,
+                  static_cast<size_t>(i1 - i0) * src.size);
+    });
   } else if (src_float) {
     visit_float_decoder(src.name, [&](auto decode) {
       auto fill = [&](auto* out, auto encode) {
-        for (int64_t i = 0; i < n; ++i) out[i] = encode(decode(p + i * src.size));
+        for_each_chunk(p, n, src.size, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) out[i] = encode(decode(p + i * src.size));
+        });
       };
       void* dst = host.raw_data();
       switch (to) {

@@ -60,7 +60,9 @@ class SafeTensorsFile {
   const TensorInfo& info(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
-  // A copy of tensor `name` as dtype `to` on `device`, charged to `category`.
+  // A copy of tensor `name` as dtype `to` on `device`, charged to `category`. The tensor's pages of the
+  // mapping are dropped from the process as they are copied (4 MiB at a time), so that reading a model
+  // tensor by tensor never holds a large one twice.
   //   floating file dtypes (F64, F32, F16, BF16) -> any floating `to` (F32, F64, F16, BF16);
   //   integer file dtypes (I64, I32, I16, I8, U64, U32, U16, U8, BOOL) -> I32 or I64 (throws if a value
   //   does not fit). Float -> integer and integer -> float throw: they are almost always a mistake

@@ -225,7 +225,9 @@ nn::QuantizeReport load_hf_weights_compact(CausalLM& model, const HFWeights& wei
     replace_with_compact(model, it->second, std::move(weight));
     held.insert(name);
   }
-  allocate_meta_parameters(model);  // the rest, read as load_hf_weights reads it
+  // The rest (embeddings, norms, biases, the head), read as load_hf_weights reads it. A parameter still on the
+  // meta device takes the storage its float32 value was read into, so that a large one (GPT-2's 154 MB token
+  // embedding) is never held twice, once read and once copied.
   for (const std::string& key : weights.keys()) {
     const std::string name = model.hf_key_to_name(key);
     if (name.empty() || held.count(name)) continue;
@@ -233,10 +235,18 @@ nn::QuantizeReport load_hf_weights_compact(CausalLM& model, const HFWeights& wei
     Tensor value = weights.load(key, DType::F32);
     weights.release(key);
     LORA_CHECK(all_finite(value), "checkpoint '{}': tensor '{}' holds inf or nan values", weights.path(), key);
-    if (e.transposed) value = ops::transpose(value, 0, 1);
+    if (e.transposed) value = ops::transpose(value, 0, 1).clone();  // contiguous [out, in]
     Tensor param = e.param;
-    param.copy_from(value.to(param.device()));
+    if (param.device().is_meta()) {
+      value.storage()->recharge(param.storage()->category());
+      param.impl()->storage = value.storage();
+      param.impl()->offset_bytes = 0;
+    } else {
+      param.copy_from(value.to(param.device()));
+    }
   }
+  for (const auto& [name, param] : model.named_parameters())  // check_hf_weights found every one in the files
+    LORA_CHECK(!param.device().is_meta(), "checkpoint '{}': parameter '{}' was not read", weights.path(), name);
   return report;
 }
 

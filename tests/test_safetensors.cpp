@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <bit>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -205,6 +206,43 @@ TEST_CASE("safetensors: load charges the requested memory category", "[safetenso
         MemoryCategory::FrozenParameter);
   MemoryCategoryGuard guard(MemoryCategory::TrainableParameter);
   CHECK(f.load("w").storage()->category() == MemoryCategory::TrainableParameter);
+}
+
+// The resident bytes of this process's mappings of `path` (the Rss lines of /proc/self/smaps), in KiB.
+int64_t resident_kib_of_mapping(const std::string& path) {
+  std::ifstream smaps("/proc/self/smaps");
+  int64_t kib = 0;
+  bool in_file = false;
+  for (std::string line; std::getline(smaps, line);) {
+    if (line.find('-') != std::string::npos && line.find(' ') != std::string::npos && line.ends_with(path)) {
+      in_file = true;
+    } else if (line.starts_with("Rss:") && in_file) {
+      kib += std::stoll(line.substr(4));
+      in_file = false;
+    } else if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) && line.find('-') < 16) {
+      in_file = false;  // another mapping's header
+    }
+  }
+  return kib;
+}
+
+TEST_CASE("safetensors: a loaded tensor's pages of the mapping are not left resident", "[safetensors][memory]") {
+  // 24 MiB of f32 and 48 MiB of f64: loading either (copied, or converted) leaves at most a page or two of it in
+  // the process (the ends it shares with its neighbours), not the tensor twice (its file pages and its copy).
+  TempDir dir;
+  const std::string path = fs::weakly_canonical(dir.file("big.safetensors")).string();
+  Generator gen(5);
+  const Tensor big = Tensor::randn({6 << 20}, gen);
+  save_safetensors(path, {{"a", big}, {"b", big.to(DType::F64)}});
+  const SafeTensorsFile f = SafeTensorsFile::open(path);
+  for (const auto& [name, to] : {std::pair{"a", DType::F32}, std::pair{"b", DType::F32}, std::pair{"a", DType::F64}}) {
+    INFO(name << " as " << dtype_name(to));
+    const Tensor loaded = f.load(name, to);
+    CHECK(resident_kib_of_mapping(path) <= 256);  // of 24 MiB, or 48 MiB
+    CHECK(loaded.to_vector<float>() == big.to_vector<float>());
+  }
+  // Read again, the pages come back from the page cache: the same values.
+  CHECK(f.load("a").to_vector<float>() == big.to_vector<float>());
 }
 
 TEST_CASE("safetensors: SafeTensorsFile is movable and outlives the deletion of its file", "[safetensors]") {
