@@ -201,7 +201,8 @@ void BaseImportReport::add(const gguf::TensorInfo& t, const BaseWeight& w) {
 void BaseImportReport::add_table(const gguf::TensorInfo& t, const BaseWeight& w, bool also_head) {
   table_bytes += w.weight.nbytes();
   std::string what = fmt::format("{} as {}", t.name, quant_format_name(w.weight.format));
-  if (!w.kept_blocks) what += fmt::format(" (from {})", gguf::type_name(t.type));
+  if (!w.kept_blocks)
+    what += fmt::format(" (from {}, relative RMS error {:.4g})", gguf::type_name(t.type), w.relative_rms_error);
   if (also_head) what += " (the tied output head too)";
   tables.push_back(what);
 }
