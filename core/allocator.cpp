@@ -296,6 +296,10 @@ std::array<Allocator*, kNumDeviceTypes>& registry() {
 
 }  // namespace
 
+void check_cpu_allocator_settings() {
+  (void)cpu_allocator();
+}
+
 Allocator& allocator_for(Device device) {
   Allocator* a = registry()[static_cast<int>(device.type)];
   LORA_CHECK(a != nullptr, "device {} is not available: this build has no backend for it", device.str());

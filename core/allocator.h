@@ -25,6 +25,9 @@ class Allocator {
 
 // The allocator for a device; throws lora::Error when that device type was not built in.
 Allocator& allocator_for(Device device);
+// Reads the LORA_CPU_* settings now, as the first CPU allocation would: a bad one ends the process with its
+// message and status 2. For a program that starts others before it allocates anything itself.
+void check_cpu_allocator_settings();
 // The allocator registered for a device type, or nullptr.
 Allocator* find_allocator(DeviceType type);
 void register_allocator(DeviceType type, Allocator* allocator);

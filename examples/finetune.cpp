@@ -22,6 +22,7 @@
 
 #include "autograd/checkpoint.h"
 #include "backends/backend.h"
+#include "core/allocator.h"
 #include "core/files.h"
 #include "core/json.h"
 #include "dist/communicator.h"
@@ -546,6 +547,7 @@ int main(int argc, char** argv) {
     if (!comm) comm = &dist::world(Device::cpu());
     std::vector<tools::ModeReport> reports;
     if (o.mode == "compare") {
+      check_cpu_allocator_settings();  // a bad setting is this process's error (status 2), not its children's
       const std::vector<std::string> args(argv, argv + argc);
       const std::vector<tools::Variant> variants = tools::parse_variants(o.variants);
       std::vector<std::string> names;
