@@ -166,9 +166,8 @@ train::StepMemoryPrediction predict_and_check_fit(const tools::FinetuneOptions& 
     LORA_CHECK(o.seq <= context, "--seq {} exceeds the model's context of {}", o.seq, context);
     LORA_CHECK(o.max_seq <= context, "--max-seq {} exceeds the model's context of {}", o.max_seq, context);
   }
-  const train::StepMemoryPrediction prediction =
-      train::predict_training_step(config, lora_config, o.batch, longest_row, base_format, o.checkpoint_activations,
-                                   tables);
+  const train::StepMemoryPrediction prediction = train::predict_training_step(
+      config, lora_config, o.batch, longest_row, base_format, o.checkpoint_activations, tables);
   fmt::print("predicted peak of a step: {}\n", tools::human_bytes(prediction.total_peak));
   const bool lora_mode = lora_config != nullptr;
   if (device.is_cpu() && !o.no_preflight) {

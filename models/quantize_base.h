@@ -58,7 +58,8 @@ inline void replace_embedding_with_compact(CausalLM& model, std::shared_ptr<cons
 inline void make_tables_compact(CausalLM& model, const CompactTables& tables) {
   if (tables.embedding != QuantFormat::F32) {
     const auto embedding = std::dynamic_pointer_cast<nn::Embedding>(model.module_at(model.token_embedding_path()));
-    LORA_CHECK(embedding && embedding->has_dense_weight(), "'{}' is not a dense embedding", model.token_embedding_path());
+    LORA_CHECK(embedding && embedding->has_dense_weight(), "'{}' is not a dense embedding",
+               model.token_embedding_path());
     replace_embedding_with_compact(
         model, std::make_shared<const QuantizedWeight>(quantize_weight(embedding->weight, tables.embedding)));
   }

@@ -15,7 +15,9 @@ class Embedding : public Module {
   // A frozen table held in a compact format (a GGUF file's quantized token_embd, kept as the file has it):
   // the rows looked up are dequantized; there is no f32 weight and no parameter.
   explicit Embedding(std::shared_ptr<const QuantizedWeight> table);
-  Tensor forward(const Tensor& ids) { return compact ? ops::quantized_embedding(compact, ids) : ops::embedding(weight, ids); }
+  Tensor forward(const Tensor& ids) {
+    return compact ? ops::quantized_embedding(compact, ids) : ops::embedding(weight, ids);
+  }
   // False for a compact table: `weight` is then undefined.
   bool has_dense_weight() const { return weight.defined(); }
 

@@ -147,8 +147,8 @@ TEST_CASE("GGUF Q8_0/Q4_0 models load with --base-dtype auto as the framework's 
       REQUIRE(embedding->compact);
       CHECK_FALSE(embedding->has_dense_weight());
       CHECK(loaded->compact_head() == (head_path.empty() ? embedding->compact : mine.at(head_path)->quantized));
-      const std::string embedding_name = config["model_type"] == "gpt2" ? "transformer.wte.weight"
-                                                                        : "model.embed_tokens.weight";
+      const std::string embedding_name =
+          config["model_type"] == "gpt2" ? "transformer.wte.weight" : "model.embed_tokens.weight";
       const auto reference_params = reference->named_parameters();
       const std::map<std::string, Tensor> reference_by_name(reference_params.begin(), reference_params.end());
       // In the file's own format (the export writes a head, tied or not, in q8_0 when q4_0 is asked, as

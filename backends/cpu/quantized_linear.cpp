@@ -98,8 +98,8 @@ void kernels::QuantizedGatherRows::cpu(const QuantizedWeight& w, const Tensor& i
   std::vector<int64_t> rows(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {  // checked serially, before the parallel loop (no throw inside OpenMP)
     const int64_t id = read_index(ids, i);
-    LORA_CHECK(id >= 0 && id < w.rows, "{}: id {} at position {} is out of range for an embedding of V = {} rows",
-               name, id, i, w.rows);
+    LORA_CHECK(id >= 0 && id < w.rows, "{}: id {} at position {} is out of range for an embedding of V = {} rows", name,
+               id, i, w.rows);
     rows[static_cast<size_t>(i)] = id;
   }
   const QuantizedView v = host_view(w);

@@ -46,9 +46,8 @@ __device__ float dequantize_element(const DeviceView& v, int64_t i) {
     }
     case QuantFormat::NF4: {  // code[q] * absmax_block
       const int64_t b = i / kNf4Block;
-      const float absmax = v.absmax_codes
-                               ? v.absmax_mean + float(v.absmax_codes[b]) * v.absmax_scale[b / kNf4AbsmaxBlock]
-                               : v.scale[b];
+      const float absmax =
+          v.absmax_codes ? v.absmax_mean + float(v.absmax_codes[b]) * v.absmax_scale[b / kNf4AbsmaxBlock] : v.scale[b];
       const uint8_t byte = v.data[i >> 1];
       w = v.nf4[(i & 1) ? (byte >> 4) : (byte & 0x0F)] * absmax;
       break;
