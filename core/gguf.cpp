@@ -569,13 +569,36 @@ void File::parse_all() {
   }
 }
 
-void File::release(const TensorInfo& t) const {
-  if (!mapping_ || t.nbytes == 0) return;
-  // Whole pages inside the tensor only: a page it shares with a neighbour stays.
+namespace {
+// madvise(MADV_DONTNEED) on the whole pages inside [data, data + n): a page shared with a neighbour stays.
+void drop_pages(const uint8_t* data, uint64_t n) {
   const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = (reinterpret_cast<uintptr_t>(t.data) + page - 1) / page * page;
-  const auto end = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes) / page * page;
+  const auto begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(data) + n) / page * page;
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+}  // namespace
+
+void File::release(const TensorInfo& t) const {
+  if (mapping_ && t.nbytes > 0) drop_pages(t.data, t.nbytes);
+}
+
+void File::for_each_row_chunk(const TensorInfo& t, const std::function<void(int64_t, int64_t)>& fn,
+                              uint64_t chunk_bytes) const {
+  const int64_t rows = t.rows();
+  if (rows == 0) return;
+  LORA_CHECK(t.nbytes % static_cast<uint64_t>(rows) == 0,
+             "GGUF file '{}': tensor '{}' holds {} bytes, not whole rows of its {} rows", name_, t.name, t.nbytes,
+             rows);
+  const uint64_t row_bytes = t.nbytes / static_cast<uint64_t>(rows);
+  const int64_t per_chunk = static_cast<int64_t>(std::max<uint64_t>(1, chunk_bytes / std::max<uint64_t>(1, row_bytes)));
+  for (int64_t begin = 0; begin < rows; begin += per_chunk) {
+    const int64_t end = std::min(rows, begin + per_chunk);
+    fn(begin, end);
+    if (mapping_)
+      drop_pages(t.data + static_cast<uint64_t>(begin) * row_bytes, static_cast<uint64_t>(end - begin) * row_bytes);
+  }
+  release(t);  // the pages the chunks shared
 }
 
 const Value* File::find(const std::string& key) const {

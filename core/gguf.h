@@ -209,6 +209,12 @@ class File {
   // the file at a time, not the whole file). The data stays readable (pages are read again on access).
   // A no-op for parse()d bytes.
   void release(const TensorInfo& tensor) const;
+  // For a loader that converts one large tensor: calls fn(begin, end) on consecutive ranges of its rows,
+  // about `chunk_bytes` of the file each, and releases each range's pages once fn has read them, so that no
+  // more than about one chunk of the tensor is resident in the mapping at a time (not the whole tensor next
+  // to its converted copy). Throws unless nbytes divides into its rows; no call for a tensor without rows.
+  void for_each_row_chunk(const TensorInfo& tensor, const std::function<void(int64_t begin, int64_t end)>& fn,
+                          uint64_t chunk_bytes = uint64_t{4} << 20) const;
 
  private:
   File() = default;

@@ -24,11 +24,13 @@
 #include "nn/lora/apply_lora.h"
 #include "nn/quantized_linear.h"
 #include "optim/adam.h"
+#include "tests/mapping_residency.h"
 #include "train/checkpoint.h"
 
 using namespace lora;
 namespace fs = std::filesystem;
 namespace gio = lora::models::gguf_io;
+using lora::testing::resident_kib_of_mapping;
 
 namespace {
 
@@ -416,4 +418,67 @@ TEST_CASE("GGUF base: tensors that cannot be held compact are refused, naming th
   const gguf::File h = parse(good);
   CHECK_THROWS_WITH(gio::base_weight_from_gguf(h, h.tensors().at(0), QuantFormat::Q8_0, 3),
                     Catch::Contains("'blk.2.ffn_up.weight'"));
+}
+
+TEST_CASE("GGUF loading holds about one chunk of a large tensor's mapping at a time, not the tensor and its copy",
+          "[gguf][quantized][memory]") {
+  // 26 MB of Q8_0 blocks (6,000 rows of 4,096 weights): the loader's chunks are 4 MiB of the file, and the
+  // pages of each are dropped once read. What stays resident while a chunk is read is that chunk and at most
+  // about one more: a kernel with large page-cache folios (6.18 here) maps file pages a folio at a time, and a
+  // folio that straddles a chunk's end stays mapped until the next chunk's pages are dropped.
+  const int64_t cols = 4096, rows = 6000;
+  std::mt19937 gen(3);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  const std::string file_path = fs::weakly_canonical(scratch("big_q8_0.gguf")).string();
+  {
+    gguf::Writer w;
+    w.set("general.architecture", gguf::Value::string("llama"));
+    w.add_tensor("token_embd.weight", {cols, rows}, gguf::TensorType::Q8_0, [&](std::string& out) {
+      std::vector<float> row(cols);
+      std::vector<BlockQ8_0> blocks(cols / kQuantBlock);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (float& x : row) x = normal(gen);
+        quantize_row_q8_0(row.data(), blocks.data(), cols);
+        out.append(reinterpret_cast<const char*>(blocks.data()), blocks.size() * sizeof(BlockQ8_0));
+      }
+    });
+    w.write(file_path);
+  }
+  const gguf::File f = gguf::File::open(file_path);
+  const gguf::TensorInfo& t = *f.find_tensor("token_embd.weight");
+  constexpr int64_t kChunkKiB = 4 << 10, kSlackKiB = 256;  // the kernel maps pages around a touched one
+
+  SECTION("the chunks cover every row once, in order, and never more than a chunk stays mapped") {
+    int64_t next = 0, calls = 0, most_resident = 0;
+    uint64_t checksum = 0;
+    f.for_each_row_chunk(t, [&](int64_t begin, int64_t end) {
+      CHECK(begin == next);
+      CHECK(end > begin);
+      next = end, ++calls;
+      const uint64_t row_bytes = t.nbytes / static_cast<uint64_t>(rows);
+      for (uint64_t i = static_cast<uint64_t>(begin) * row_bytes; i < static_cast<uint64_t>(end) * row_bytes; i += 64)
+        checksum += t.data[i];  // touch every cache line of the chunk
+      most_resident = std::max(most_resident, resident_kib_of_mapping(file_path));
+    });
+    CHECK(next == rows);
+    CHECK(calls == (static_cast<int64_t>(t.nbytes) + (kChunkKiB << 10) - 1) / (kChunkKiB << 10));
+    CHECK(checksum > 0);
+    CHECK(most_resident <= 2 * kChunkKiB + kSlackKiB);  // of 25,500 KiB (8,196 KiB measured on kernel 6.18)
+    CHECK(resident_kib_of_mapping(file_path) <= kSlackKiB);
+  }
+  SECTION("a tensor kept as blocks, converted to q4_0 and to nf4 leaves none of it mapped, and reads the same") {
+    const gio::BaseWeight kept = gio::base_weight_from_gguf(f, t, QuantFormat::Q8_0, 0);
+    CHECK(kept.kept_blocks);
+    CHECK(resident_kib_of_mapping(file_path) <= kSlackKiB);
+    CHECK(std::memcmp(weight_bytes(kept.weight).data(), t.data, t.nbytes) == 0);  // read again from the page cache
+    for (const QuantFormat format : {QuantFormat::Q4_0, QuantFormat::NF4}) {
+      INFO(quant_format_name(format));
+      const gio::BaseWeight converted = gio::base_weight_from_gguf(f, t, format, 0);
+      CHECK_FALSE(converted.kept_blocks);
+      CHECK(resident_kib_of_mapping(file_path) <= kSlackKiB);
+      CHECK(converted.relative_rms_error > 0.0);
+      CHECK(converted.relative_rms_error < 0.2);
+    }
+  }
+  fs::remove(file_path);
 }

@@ -17,12 +17,14 @@
 #include "core/atomic_file.h"
 #include "core/half.h"
 #include "core/safetensors.h"
+#include "tests/mapping_residency.h"
 #if defined(LORA_HAVE_CUDA)
 #include "backends/cuda/cuda_device.h"
 #endif
 
 using namespace lora;
 using Catch::Contains;
+using lora::testing::resident_kib_of_mapping;
 namespace fs = std::filesystem;
 
 namespace {
@@ -206,24 +208,6 @@ TEST_CASE("safetensors: load charges the requested memory category", "[safetenso
         MemoryCategory::FrozenParameter);
   MemoryCategoryGuard guard(MemoryCategory::TrainableParameter);
   CHECK(f.load("w").storage()->category() == MemoryCategory::TrainableParameter);
-}
-
-// The resident bytes of this process's mappings of `path` (the Rss lines of /proc/self/smaps), in KiB.
-int64_t resident_kib_of_mapping(const std::string& path) {
-  std::ifstream smaps("/proc/self/smaps");
-  int64_t kib = 0;
-  bool in_file = false;
-  for (std::string line; std::getline(smaps, line);) {
-    if (line.find('-') != std::string::npos && line.find(' ') != std::string::npos && line.ends_with(path)) {
-      in_file = true;
-    } else if (line.starts_with("Rss:") && in_file) {
-      kib += std::stoll(line.substr(4));
-      in_file = false;
-    } else if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) && line.find('-') < 16) {
-      in_file = false;  // another mapping's header
-    }
-  }
-  return kib;
 }
 
 TEST_CASE("safetensors: a loaded tensor's pages of the mapping are not left resident", "[safetensors][memory]") {

@@ -114,11 +114,13 @@ BaseWeight base_weight_from_gguf(const gguf::File& file, const gguf::TensorInfo&
     out.weight = empty_block_weight(format, rows, cols);
     uint8_t* base = static_cast<uint8_t*>(out.weight.data.raw_data());
     const size_t block_bytes = traits.type_size;
-    for (int64_t r = 0; r < rows; ++r) {
-      LORA_CHECK(scales_finite(source(r), cols / kQuantBlock, block_bytes),
-                 "GGUF file '{}': tensor '{}' row {} has a block scale that is inf or nan", file.path(), t.name, r);
-      std::memcpy(base + static_cast<uint64_t>(dest(r)) * row_bytes, source(r), row_bytes);
-    }
+    file.for_each_row_chunk(t, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        LORA_CHECK(scales_finite(source(r), cols / kQuantBlock, block_bytes),
+                   "GGUF file '{}': tensor '{}' row {} has a block scale that is inf or nan", file.path(), t.name, r);
+        std::memcpy(base + static_cast<uint64_t>(dest(r)) * row_bytes, source(r), row_bytes);
+      }
+    });
     return out;
   }
 
@@ -129,39 +131,43 @@ BaseWeight base_weight_from_gguf(const gguf::File& file, const gguf::TensorInfo&
     out.weight = empty_block_weight(format, rows, cols);
     uint8_t* base = static_cast<uint8_t*>(out.weight.data.raw_data());
     const int64_t base_row_bytes = format == QuantFormat::Q8_0 ? q8_0_row_bytes(cols) : q4_0_row_bytes(cols);
+    file.for_each_row_chunk(t, [&](int64_t begin, int64_t end) {
 #pragma omp parallel
-    {
-      std::vector<float> row(static_cast<size_t>(cols)), back(static_cast<size_t>(cols));
+      {
+        std::vector<float> row(static_cast<size_t>(cols)), back(static_cast<size_t>(cols));
 #pragma omp for schedule(static) reduction(+ : err2, ref2)
-      for (int64_t r = 0; r < rows; ++r) {
-        gguf::dequantize_row(t.type, source(r), row.data(), cols);
-        if (!all_finite(row.data(), cols)) {
-          bad_row = r;
-          continue;
-        }
-        uint8_t* to = base + dest(r) * base_row_bytes;
-        if (format == QuantFormat::Q8_0) {
-          quantize_row_q8_0(row.data(), reinterpret_cast<BlockQ8_0*>(to), cols);
-          dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(to), back.data(), cols);
-        } else {
-          quantize_row_q4_0(row.data(), reinterpret_cast<BlockQ4_0*>(to), cols);
-          dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(to), back.data(), cols);
-        }
-        for (int64_t i = 0; i < cols; ++i) {
-          const double e = static_cast<double>(row[i]) - back[i];
-          err2 += e * e, ref2 += static_cast<double>(row[i]) * row[i];
+        for (int64_t r = begin; r < end; ++r) {
+          gguf::dequantize_row(t.type, source(r), row.data(), cols);
+          if (!all_finite(row.data(), cols)) {
+            bad_row = r;
+            continue;
+          }
+          uint8_t* to = base + dest(r) * base_row_bytes;
+          if (format == QuantFormat::Q8_0) {
+            quantize_row_q8_0(row.data(), reinterpret_cast<BlockQ8_0*>(to), cols);
+            dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(to), back.data(), cols);
+          } else {
+            quantize_row_q4_0(row.data(), reinterpret_cast<BlockQ4_0*>(to), cols);
+            dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(to), back.data(), cols);
+          }
+          for (int64_t i = 0; i < cols; ++i) {
+            const double e = static_cast<double>(row[i]) - back[i];
+            err2 += e * e, ref2 += static_cast<double>(row[i]) * row[i];
+          }
         }
       }
-    }
+    });
   } else {
     // bf16 and nf4 (nf4's absmaxes are double-quantized over the whole weight): this one tensor in float32.
     Tensor host = Tensor::empty({rows, cols}, DType::F32, Device::cpu());
     float* values = host.data<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      float* row = values + dest(r) * cols;
-      gguf::dequantize_row(t.type, source(r), row, cols);
-      if (!all_finite(row, cols)) bad_row = r;
-    }
+    file.for_each_row_chunk(t, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        float* row = values + dest(r) * cols;
+        gguf::dequantize_row(t.type, source(r), row, cols);
+        if (!all_finite(row, cols)) bad_row = r;
+      }
+    });
     if (bad_row < 0) {
       out.weight = quantize_weight(host, format, format == QuantFormat::NF4);
       constexpr int64_t kChunk = 64;  // rows decoded back at a time

@@ -116,11 +116,13 @@ void load_float_tensor(const gguf::File& f, const gguf::TensorInfo& t, Tensor pa
   const uint64_t row_bytes = t.nbytes / static_cast<uint64_t>(rows == 0 ? 1 : rows);
   Tensor host = param.device().is_cpu() ? param : Tensor::empty(param.shape(), DType::F32, Device::cpu());
   float* out = host.data<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t dest = heads > 0 ? hf_row_of_gguf_row(r, rows, heads) : r;  // undo llama.cpp's q/k permutation
-    gguf::dequantize_row(t.type, t.data + static_cast<uint64_t>(r) * row_bytes, out + dest * row, row);
-  }
-  f.release(t);  // its pages of the mapping are no longer needed: one tensor of the file is held at a time
+  // A chunk of the tensor's pages in the mapping at a time, released once converted.
+  f.for_each_row_chunk(t, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t dest = heads > 0 ? hf_row_of_gguf_row(r, rows, heads) : r;  // undo llama.cpp's q/k permutation
+      gguf::dequantize_row(t.type, t.data + static_cast<uint64_t>(r) * row_bytes, out + dest * row, row);
+    }
+  });
   LORA_CHECK(all_finite(host), "GGUF file '{}': tensor '{}' holds inf or nan values", f.path(), t.name);
   if (!param.device().is_cpu()) param.copy_from(host.to(param.device()));
 }
