@@ -24,7 +24,7 @@ std::unique_ptr<tokenizer::Tokenizer> tokenizer_for_model(const models::CausalLM
   if (!tokenizer_arg.empty()) {
     tok = tokenizer::load_tokenizer(tokenizer_arg);
   } else if (!weights.empty() && models::gguf_io::is_gguf_path(weights)) {
-    tok = models::gguf_io::load_gguf_tokenizer(gguf::File::open(weights));  // the file's own vocabulary
+    tok = models::gguf_io::load_gguf_tokenizer(weights);  // the file's own vocabulary
   } else if (!weights.empty()) {
     const std::string folder = is_directory(weights) ? weights : fs::path(weights).parent_path().string();
     if (has_tokenizer_files(folder.empty() ? "." : folder)) {

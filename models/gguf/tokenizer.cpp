@@ -550,7 +550,7 @@ TokenizerFiles tokenizer_files_from_gguf(const gguf::File& f) {
       {"version", "1.0"},
       {"truncation", nullptr},
       {"padding", nullptr},
-      {"added_tokens", added},
+      {"added_tokens", std::move(added)},
       {"normalizer", spm ? spm_normalizer(add_space_prefix) : pre->normalizer},
       {"pre_tokenizer", spm ? json() : pre->pre_tokenizer},
       {"post_processor", post},
@@ -566,8 +566,8 @@ TokenizerFiles tokenizer_files_from_gguf(const gguf::File& f) {
         {"fuse_unk", spm},
         {"byte_fallback", spm},
         {"ignore_merges", spm ? false : pre->ignore_merges},
-        {"vocab", vocab},
-        {"merges", merges}}},
+        {"vocab", std::move(vocab)},
+        {"merges", std::move(merges)}}},
   };
   json config = {{"add_bos_token", add_bos}, {"add_eos_token", add_eos}};
   if (bos) config["bos_token"] = tokens.array[*bos].s;
@@ -581,6 +581,14 @@ std::unique_ptr<tokenizer::Tokenizer> load_gguf_tokenizer(const gguf::File& file
   const TokenizerFiles files = tokenizer_files_from_gguf(file);
   return std::make_unique<tokenizer::HFTokenizer>(
       tokenizer::HFTokenizer::from_json(files.tokenizer_json, file.path(), files.tokenizer_config_json));
+}
+
+std::unique_ptr<tokenizer::Tokenizer> load_gguf_tokenizer(const std::string& path) {
+  // The file's parsed metadata (every token and merge as a gguf::Value) is freed before the tokenizer is
+  // built from the text it became, so the two are never resident together.
+  const TokenizerFiles files = tokenizer_files_from_gguf(gguf::File::open(path));
+  return std::make_unique<tokenizer::HFTokenizer>(
+      tokenizer::HFTokenizer::from_json(files.tokenizer_json, path, files.tokenizer_config_json));
 }
 
 }  // namespace lora::models::gguf_io

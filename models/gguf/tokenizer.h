@@ -40,7 +40,8 @@ std::vector<std::pair<std::string, gguf::Value>> tokenizer_to_gguf(const Tokeniz
 // tokenizer.* keys describe. Throws naming the file and key when they are missing or not supported.
 TokenizerFiles tokenizer_files_from_gguf(const gguf::File& file);
 
-// The tokenizer of a GGUF model file.
+// The tokenizer of a GGUF model file (opened already, or by its path).
 std::unique_ptr<tokenizer::Tokenizer> load_gguf_tokenizer(const gguf::File& file);
+std::unique_ptr<tokenizer::Tokenizer> load_gguf_tokenizer(const std::string& path);
 
 }  // namespace lora::models::gguf_io
