@@ -39,9 +39,14 @@ namespace {
 // only from the second free in its class, so that one-off temporaries (the initialiser's [V, C]) do not sit
 // in the cache for the whole run. The tracker counts the bytes tensors ask for, exactly as before;
 // reserved_bytes() is what the allocator holds on top (the cache and the rounding up to classes).
+//
+// Lasting blocks (weights, optimizer state: BlockLifetime) of kExactBlock and more skip the classes and the
+// cache: each is its own mapping of whole pages, given back when freed. Rounded up to a class, a 4-bit
+// model's weights held 13% more than the file (a 1280 x 5120 q4_0 matrix of 3.5 MiB in a 4 MiB block).
 constexpr size_t kLargeBlock = size_t(32) << 20;  // glibc's largest mmap threshold
 constexpr size_t kMmapBlock = size_t(256) << 10;  // class sizes from here on are whole pages
-constexpr size_t kSmallClassLimit = 4096;         // multiples of 64 up to here
+static_assert(memory::kExactBlock >= kMmapBlock, "exact blocks are mappings of their own");
+constexpr size_t kSmallClassLimit = 4096;  // multiples of 64 up to here
 constexpr int kSmallClasses = int(kSmallClassLimit / kCpuAlignment);
 constexpr int kSmallLog2 = 12;  // log2(kSmallClassLimit)
 constexpr int kNumClasses = kSmallClasses + 4 * (64 - kSmallLog2);
@@ -112,8 +117,9 @@ class CpuAllocator final : public Allocator {
     configure_heap();
   }
 
-  void* allocate(size_t bytes, Device) override {
+  void* allocate(size_t bytes, Device, BlockLifetime lifetime) override {
     if (bytes == 0) return nullptr;
+    if (exact(bytes, lifetime)) return allocate_exact(bytes);
     const SizeClass c = size_class_of(bytes);
     {
       std::lock_guard lock(mutex_);
@@ -147,8 +153,19 @@ class CpuAllocator final : public Allocator {
     return p;
   }
 
-  void deallocate(void* ptr, size_t bytes, Device) override {
+  void deallocate(void* ptr, size_t bytes, Device, BlockLifetime lifetime) override {
     if (ptr == nullptr) return;
+    if (exact(bytes, lifetime)) {
+      const size_t mapped = memory::lasting_size(bytes);
+      {
+        std::lock_guard lock(mutex_);
+        held_ -= mapped;
+        requested_ -= bytes;
+        ++stats_.system_frees;
+      }
+      system_free(ptr, mapped);
+      return;
+    }
     const SizeClass c = size_class_of(bytes);
     {
       std::lock_guard lock(mutex_);
@@ -219,6 +236,25 @@ class CpuAllocator final : public Allocator {
   static void copy(void* dst, const void* src, size_t bytes) {
     if (bytes) std::memmove(dst, src, bytes);
   }
+  static bool exact(size_t bytes, BlockLifetime lifetime) {
+    return lifetime == BlockLifetime::Lasting && bytes >= memory::kExactBlock;
+  }
+  void* allocate_exact(size_t bytes) {
+    const size_t mapped = memory::lasting_size(bytes);
+    void* p = system_allocate(mapped);
+    if (p == nullptr) {
+      trim();
+      p = system_allocate(mapped);
+    }
+    LORA_CHECK(p != nullptr, "out of CPU memory allocating {}; the tracker holds {}", format_bytes(int64_t(bytes)),
+               MemoryTracker::instance().live_summary(Device::cpu()));
+    std::lock_guard lock(mutex_);
+    ++stats_.allocations;
+    ++stats_.system_allocations;
+    held_ += mapped;
+    requested_ += bytes;
+    return p;
+  }
   // The size of class `index` (the inverse of size_class_of).
   static size_t class_bytes(int index) {
     if (index < kSmallClasses) return size_t(index + 1) * kCpuAlignment;
@@ -262,8 +298,8 @@ CpuAllocator& cpu_allocator();
 // from a code path that expects data.
 class MetaAllocator final : public Allocator {
  public:
-  void* allocate(size_t, Device) override { return nullptr; }
-  void deallocate(void*, size_t, Device) override {}
+  void* allocate(size_t, Device, BlockLifetime) override { return nullptr; }
+  void deallocate(void*, size_t, Device, BlockLifetime) override {}
   void copy_to_host(void*, const void*, size_t, Device) override {
     LORA_FAIL("the meta device has no data to copy to the host");
   }
@@ -327,6 +363,9 @@ void set_cache_limit(size_t bytes) {
 }
 size_t size_class(size_t bytes) {
   return bytes == 0 ? 0 : size_class_of(bytes).bytes;
+}
+size_t lasting_size(size_t bytes) {
+  return bytes < kExactBlock ? size_class(bytes) : round_up(bytes, 4096);
 }
 
 }  // namespace memory

@@ -9,11 +9,18 @@
 
 namespace lora {
 
+// How long a block is expected to live. A caching allocator rounds requests up to reusable size classes, which
+// pays for blocks that are freed and asked for again (a step's activations) but only wastes memory on blocks held
+// for the whole run: a model's weights and the optimizer's state are Lasting, and an allocator may serve them at
+// their exact size instead.
+enum class BlockLifetime : uint8_t { Transient, Lasting };
+
 class Allocator {
  public:
   virtual ~Allocator() = default;
-  virtual void* allocate(size_t bytes, Device device) = 0;
-  virtual void deallocate(void* ptr, size_t bytes, Device device) = 0;
+  virtual void* allocate(size_t bytes, Device device, BlockLifetime lifetime) = 0;
+  // `bytes` and `lifetime` are those the block was allocated with.
+  virtual void deallocate(void* ptr, size_t bytes, Device device, BlockLifetime lifetime) = 0;
   // Copies between this allocator's device memory and the host (or within the device); count in bytes.
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes, Device device) = 0;
   virtual void copy_from_host(void* dst, const void* host_src, size_t bytes, Device device) = 0;
@@ -60,9 +67,12 @@ size_t trim_cache();
 void set_cache_limit(size_t bytes);
 constexpr size_t kDefaultCacheLimit = size_t(2) << 30;
 
-// The size a request of `bytes` is served with: multiples of 64 up to 4 KiB, then four classes per power
-// of two (2^k times 1.25, 1.5, 1.75, 2; at most 25% above the request, 12.5% on average).
+// The size a Transient request of `bytes` is served with: multiples of 64 up to 4 KiB, then four classes per
+// power of two (2^k times 1.25, 1.5, 1.75, 2; at most 25% above the request, 12.5% on average). A Lasting
+// request of kExactBlock bytes or more is served in whole pages, never cached.
 size_t size_class(size_t bytes);
+size_t lasting_size(size_t bytes);
+constexpr size_t kExactBlock = size_t(256) << 10;
 
 }  // namespace memory
 

@@ -5,14 +5,31 @@
 
 namespace lora {
 
+namespace {
+// Weights and the optimizer's state are held for the whole run; everything else may be freed and asked for again.
+BlockLifetime lifetime_of(MemoryCategory category) {
+  switch (category) {
+    case MemoryCategory::TrainableParameter:
+    case MemoryCategory::FrozenParameter:
+    case MemoryCategory::OptimizerState:
+      return BlockLifetime::Lasting;
+    case MemoryCategory::Gradient:
+    case MemoryCategory::Activation:
+    case MemoryCategory::Workspace:
+      return BlockLifetime::Transient;
+  }
+  return BlockLifetime::Transient;
+}
+}  // namespace
+
 Storage::Storage(size_t bytes, Device device, MemoryCategory category)
-    : nbytes_(bytes), device_(device), category_(category) {
-  data_ = allocator_for(device).allocate(bytes, device);
+    : nbytes_(bytes), device_(device), category_(category), lifetime_(lifetime_of(category)) {
+  data_ = allocator_for(device).allocate(bytes, device, lifetime_);
   MemoryTracker::instance().on_allocate(device, category, bytes);
 }
 
 Storage::~Storage() {
-  allocator_for(device_).deallocate(data_, nbytes_, device_);
+  allocator_for(device_).deallocate(data_, nbytes_, device_, lifetime_);
   MemoryTracker::instance().on_free(device_, category_, nbytes_);
 }
 

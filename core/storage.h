@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <memory>
 
+#include "core/allocator.h"
 #include "core/device.h"
 #include "core/memory.h"
 
@@ -36,6 +37,7 @@ class Storage {
   size_t nbytes_ = 0;
   Device device_;
   MemoryCategory category_;
+  BlockLifetime lifetime_;  // from the category it was allocated under (recharge does not change it)
   std::atomic<int> tape_saves_{0};
 };
 

@@ -69,6 +69,43 @@ TEST_CASE("allocator: a freed block is reused for its class and the tracker's li
   CHECK(tracker.live(MemoryCategory::Workspace) == live0);
 }
 
+TEST_CASE("allocator: weights and optimizer state are served in whole pages, not rounded to a class, and not cached",
+          "[memory][allocator]") {
+  // A 1280 x 5120 q4_0 matrix: 3,686,400 bytes, which the classes serve with 4 MiB (+13.8%).
+  const int64_t bytes = 3686400;
+  CHECK(memory::size_class(bytes) == (size_t(4) << 20));
+  CHECK(memory::lasting_size(bytes) == 3686400);  // already whole pages (900 of 4 KiB)
+  CHECK(memory::lasting_size(bytes + 1) == 3686400 + 4096);
+  CHECK(memory::lasting_size(1000) == memory::size_class(1000));  // small blocks keep their classes
+  Allocator& cpu = allocator_for(Device::cpu());
+  for (const MemoryCategory category :
+       {MemoryCategory::FrozenParameter, MemoryCategory::TrainableParameter, MemoryCategory::OptimizerState}) {
+    INFO(category_name(category));
+    const size_t reserved0 = cpu.reserved_bytes(Device::cpu());
+    const memory::CpuAllocatorStats before = memory::cpu_allocator_stats();
+    {
+      Tensor w = Tensor::empty({bytes / 4}, DType::F32, Device::cpu(), category);
+      w.zero_();
+      CHECK(cpu.reserved_bytes(Device::cpu()) == reserved0);  // nothing held beyond the request
+      CHECK(memory::cpu_allocator_stats().system_allocations == before.system_allocations + 1);
+    }
+    const memory::CpuAllocatorStats after = memory::cpu_allocator_stats();
+    CHECK(after.system_frees == before.system_frees + 1);  // given back, not cached
+    CHECK(after.cached_bytes == before.cached_bytes);
+    CHECK(cpu.reserved_bytes(Device::cpu()) == reserved0);
+  }
+  // The same request as a step's workspace: its class, and cached when freed.
+  const memory::CpuAllocatorStats before = memory::cpu_allocator_stats();
+  { Tensor t = Tensor::empty({bytes / 4}, DType::F32, Device::cpu(), MemoryCategory::Workspace); }
+  CHECK(memory::cpu_allocator_stats().cached_bytes == before.cached_bytes + int64_t(size_t(4) << 20));
+  // A parameter recharged from another category keeps the block it was allocated as, and frees it as such.
+  {
+    Tensor p = Tensor::empty({bytes / 4}, DType::F32, Device::cpu(), MemoryCategory::Workspace);
+    p.storage()->recharge(MemoryCategory::TrainableParameter);
+  }
+  CHECK(memory::cpu_allocator_stats().cached_bytes == before.cached_bytes + int64_t(size_t(4) << 20));
+}
+
 namespace {
 
 // The VmFlags line of the mapping of /proc/self/smaps that holds address p ("" when none is found).
@@ -100,7 +137,8 @@ TEST_CASE("allocator: blocks of 4 MiB and more are advised onto transparent huge
     const size_t bytes = size_t(4) << 20;
     void* probe = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     REQUIRE(probe != MAP_FAILED);
-    const bool advised = madvise(probe, bytes, MADV_HUGEPAGE) == 0 && vm_flags_of(probe).find(" hg") != std::string::npos;
+    const bool advised =
+        madvise(probe, bytes, MADV_HUGEPAGE) == 0 && vm_flags_of(probe).find(" hg") != std::string::npos;
     munmap(probe, bytes);
     if (!advised) {
       WARN("madvise(MADV_HUGEPAGE) is refused or not shown here: nothing to check");
@@ -112,7 +150,8 @@ TEST_CASE("allocator: blocks of 4 MiB and more are advised onto transparent huge
   Tensor large = Tensor::zeros({int64_t(3) << 20});  // 12 MiB
   Tensor small = Tensor::zeros({int64_t(1) << 18});  // 1 MiB: mapped, not advised
   const std::string large_flags = vm_flags_of(large.data<float>()), small_flags = vm_flags_of(small.data<float>());
-  INFO("large: " << large_flags << "\nsmall: " << small_flags << "\nLORA_CPU_HUGEPAGES: " << (setting ? setting : "unset"));
+  INFO("large: " << large_flags << "\nsmall: " << small_flags
+                 << "\nLORA_CPU_HUGEPAGES: " << (setting ? setting : "unset"));
   REQUIRE(!large_flags.empty());
   CHECK((large_flags.find(" hg") != std::string::npos) == enabled);  // hg: MADV_HUGEPAGE; LORA_CPU_HUGEPAGES=0: none
   CHECK(small_flags.find(" hg") == std::string::npos);
