@@ -40,13 +40,13 @@ namespace {
 // in the cache for the whole run. The tracker counts the bytes tensors ask for, exactly as before;
 // reserved_bytes() is what the allocator holds on top (the cache and the rounding up to classes).
 //
-// Lasting blocks (weights, optimizer state: BlockLifetime) of kExactBlock and more skip the classes and the
-// cache: each is its own mapping of whole pages, given back when freed. Rounded up to a class, a 4-bit
+// Lasting blocks (weights, optimizer state: BlockLifetime) skip the classes and the cache: rounded only to 64
+// bytes (from glibc's heap) or, from kMmapBlock on, to whole pages (a mapping of their own), and given back
+// when freed. Rounded up to a class, a 4-bit
 // model's weights held 13% more than the file (a 1280 x 5120 q4_0 matrix of 3.5 MiB in a 4 MiB block).
 constexpr size_t kLargeBlock = size_t(32) << 20;  // glibc's largest mmap threshold
 constexpr size_t kMmapBlock = size_t(256) << 10;  // class sizes from here on are whole pages
-static_assert(memory::kExactBlock >= kMmapBlock, "exact blocks are mappings of their own");
-constexpr size_t kSmallClassLimit = 4096;  // multiples of 64 up to here
+constexpr size_t kSmallClassLimit = 4096;         // multiples of 64 up to here
 constexpr int kSmallClasses = int(kSmallClassLimit / kCpuAlignment);
 constexpr int kSmallLog2 = 12;  // log2(kSmallClassLimit)
 constexpr int kNumClasses = kSmallClasses + 4 * (64 - kSmallLog2);
@@ -119,7 +119,7 @@ class CpuAllocator final : public Allocator {
 
   void* allocate(size_t bytes, Device, BlockLifetime lifetime) override {
     if (bytes == 0) return nullptr;
-    if (exact(bytes, lifetime)) return allocate_exact(bytes);
+    if (lifetime == BlockLifetime::Lasting) return allocate_lasting(bytes);
     const SizeClass c = size_class_of(bytes);
     {
       std::lock_guard lock(mutex_);
@@ -155,15 +155,15 @@ class CpuAllocator final : public Allocator {
 
   void deallocate(void* ptr, size_t bytes, Device, BlockLifetime lifetime) override {
     if (ptr == nullptr) return;
-    if (exact(bytes, lifetime)) {
-      const size_t mapped = memory::lasting_size(bytes);
+    if (lifetime == BlockLifetime::Lasting) {
+      const size_t size = memory::lasting_size(bytes);
       {
         std::lock_guard lock(mutex_);
-        held_ -= mapped;
+        held_ -= size;
         requested_ -= bytes;
         ++stats_.system_frees;
       }
-      system_free(ptr, mapped);
+      system_free(ptr, size);
       return;
     }
     const SizeClass c = size_class_of(bytes);
@@ -236,22 +236,20 @@ class CpuAllocator final : public Allocator {
   static void copy(void* dst, const void* src, size_t bytes) {
     if (bytes) std::memmove(dst, src, bytes);
   }
-  static bool exact(size_t bytes, BlockLifetime lifetime) {
-    return lifetime == BlockLifetime::Lasting && bytes >= memory::kExactBlock;
-  }
-  void* allocate_exact(size_t bytes) {
-    const size_t mapped = memory::lasting_size(bytes);
-    void* p = system_allocate(mapped);
+  // A Lasting block: from the system, at lasting_size.
+  void* allocate_lasting(size_t bytes) {
+    const size_t size = memory::lasting_size(bytes);
+    void* p = system_allocate(size);
     if (p == nullptr) {
       trim();
-      p = system_allocate(mapped);
+      p = system_allocate(size);
     }
     LORA_CHECK(p != nullptr, "out of CPU memory allocating {}; the tracker holds {}", format_bytes(int64_t(bytes)),
                MemoryTracker::instance().live_summary(Device::cpu()));
     std::lock_guard lock(mutex_);
     ++stats_.allocations;
     ++stats_.system_allocations;
-    held_ += mapped;
+    held_ += size;
     requested_ += bytes;
     return p;
   }
@@ -358,6 +356,11 @@ CpuAllocatorStats cpu_allocator_stats() {
 size_t trim_cache() {
   return cpu_allocator().trim();
 }
+void trim_heap() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
 void set_cache_limit(size_t bytes) {
   cpu_allocator().set_limit(bytes);
 }
@@ -365,7 +368,7 @@ size_t size_class(size_t bytes) {
   return bytes == 0 ? 0 : size_class_of(bytes).bytes;
 }
 size_t lasting_size(size_t bytes) {
-  return bytes < kExactBlock ? size_class(bytes) : round_up(bytes, 4096);
+  return round_up(bytes, bytes < kMmapBlock ? kCpuAlignment : 4096);
 }
 
 }  // namespace memory

@@ -62,6 +62,10 @@ CpuAllocatorStats cpu_allocator_stats();
 // Gives every cached block back to the system; returns the bytes released. The allocator also trims
 // itself, and tries once more, when the system refuses an allocation.
 size_t trim_cache();
+// Hands the pages of glibc's heap that hold no live block back to the system (malloc_trim; nothing elsewhere).
+// The allocator tells glibc never to trim by itself, so that a step's small buffers stay mapped; a program calls
+// this after a one-off phase that made and freed many small blocks, such as building a tokenizer.
+void trim_heap();
 // The cache's limit in bytes (0: no cache, every free goes back to the system). The default is
 // kDefaultCacheLimit, or LORA_CPU_CACHE_MIB (mebibytes) from the environment when it is set.
 void set_cache_limit(size_t bytes);
@@ -69,10 +73,9 @@ constexpr size_t kDefaultCacheLimit = size_t(2) << 30;
 
 // The size a Transient request of `bytes` is served with: multiples of 64 up to 4 KiB, then four classes per
 // power of two (2^k times 1.25, 1.5, 1.75, 2; at most 25% above the request, 12.5% on average). A Lasting
-// request of kExactBlock bytes or more is served in whole pages, never cached.
+// request is never cached, and served rounded to 64 bytes (below 256 KiB) or to whole pages (lasting_size).
 size_t size_class(size_t bytes);
 size_t lasting_size(size_t bytes);
-constexpr size_t kExactBlock = size_t(256) << 10;
 
 }  // namespace memory
 
