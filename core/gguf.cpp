@@ -206,7 +206,7 @@ std::string Value::str() const {
     case ValueType::STRING:
       return fmt::format("\"{}{}\"", std::string_view(s).substr(0, 60), s.size() > 60 ? "..." : "");
     case ValueType::ARRAY:
-      return fmt::format("array of {} {}", array.size(), value_type_name(element_type));
+      return fmt::format("array of {} {}", array.size() + skipped, value_type_name(element_type));
   }
   return "?";
 }
@@ -382,7 +382,17 @@ int64_t TensorInfo::elements() const {
   return n;
 }
 
-File File::open(const std::string& path) {
+namespace {
+// madvise(MADV_DONTNEED) on the whole pages inside [data, data + n): a page shared with a neighbour stays.
+void drop_pages(const uint8_t* data, uint64_t n) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(data) + n) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+}  // namespace
+
+File File::open(const std::string& path, MetadataArrays arrays) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   LORA_CHECK(fd >= 0, "GGUF file '{}': cannot open: {}", path, std::strerror(errno));
   struct stat st {};
@@ -404,16 +414,19 @@ File File::open(const std::string& path) {
   f.mapping_ = map;
   f.bytes_ = static_cast<const uint8_t*>(map);
   f.size_ = size;
-  f.parse_all();
+  f.parse_all(arrays);
+  // The header, metadata and tensor descriptions were copied out as they were parsed: their pages (the
+  // tokenizer's strings, a few MB) are not needed while the tensors are read.
+  drop_pages(f.bytes_, std::min<uint64_t>(f.data_offset_, size));
   return f;
 }
 
-File File::parse(const uint8_t* bytes, size_t size, const std::string& name) {
+File File::parse(const uint8_t* bytes, size_t size, const std::string& name, MetadataArrays arrays) {
   File f;
   f.name_ = name;
   f.bytes_ = bytes;
   f.size_ = size;
-  f.parse_all();
+  f.parse_all(arrays);
   return f;
 }
 
@@ -443,7 +456,7 @@ File::~File() {
   if (mapping_) ::munmap(mapping_, size_);
 }
 
-void File::parse_all() {
+void File::parse_all(MetadataArrays arrays) {
   Cursor c(bytes_, size_, name_);
   c.need(4, "the magic");
   if (std::memcmp(bytes_, "GGUF", 4) != 0) c.fail(0, "not a GGUF file (the first bytes are not \"GGUF\")");
@@ -478,8 +491,13 @@ void File::parse_all() {
         c.fail(count_at, "key '{}': an array of {} elements cannot fit in the {} bytes left", key, count,
                c.remaining());
       }
-      v.array.reserve(static_cast<size_t>(count));
-      for (uint64_t e = 0; e < count; ++e) v.array.push_back(read_scalar(c, v.element_type, key));
+      if (arrays == MetadataArrays::Keep) {
+        v.array.reserve(static_cast<size_t>(count));
+        for (uint64_t e = 0; e < count; ++e) v.array.push_back(read_scalar(c, v.element_type, key));
+      } else {
+        for (uint64_t e = 0; e < count; ++e) (void)read_scalar(c, v.element_type, key);
+        v.skipped = count;
+      }
     } else {
       v = read_scalar(c, type, key);
     }
@@ -568,16 +586,6 @@ void File::parse_all() {
     }
   }
 }
-
-namespace {
-// madvise(MADV_DONTNEED) on the whole pages inside [data, data + n): a page shared with a neighbour stays.
-void drop_pages(const uint8_t* data, uint64_t n) {
-  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
-  const auto end = (reinterpret_cast<uintptr_t>(data) + n) / page * page;
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-}  // namespace
 
 void File::release(const TensorInfo& t) const {
   if (mapping_ && t.nbytes > 0) drop_pages(t.data, t.nbytes);
@@ -672,6 +680,10 @@ const Value& File::get_array(const std::string& key, ValueType element_type) con
              value_type_name(v->type));
   LORA_CHECK(v->element_type == element_type, "GGUF file '{}': '{}' must be an array of {}, not of {}", name_, key,
              value_type_name(element_type), value_type_name(v->element_type));
+  LORA_CHECK(v->skipped == 0,
+             "GGUF file '{}': the array '{}' was not kept when the file was opened (open it with "
+             "MetadataArrays::Keep to read it)",
+             name_, key);
   return *v;
 }
 

@@ -108,6 +108,7 @@ struct Value {
   std::string s;                            // STRING
   ValueType element_type = ValueType::U32;  // ARRAY
   std::vector<Value> array;
+  uint64_t skipped = 0;  // ARRAY: elements read and validated but not kept (File::open with MetadataArrays::LengthOnly)
 
   static Value u32(uint32_t v) { return unsigned_of(ValueType::U32, v); }
   static Value u64(uint64_t v) { return unsigned_of(ValueType::U64, v); }
@@ -173,10 +174,20 @@ struct TensorInfo {
 //   row length a multiple of the type's block, the type known; every tensor's offset aligned and its
 //   bytes inside the data section, no two tensors overlapping.
 // Errors are lora::Error "GGUF file '<name>': <what> at offset <n>".
+// What File::open keeps of the metadata's arrays; every element is read and validated either way.
+enum class MetadataArrays {
+  Keep,
+  // Each array's element type and length only (Value::skipped), for a reader that needs the model and not its
+  // tokenizer, whose arrays are most of the metadata: GPT-2's 100,257 token and merge strings are 14.5 MB of
+  // Values, which would otherwise sit in the heap while the model loads.
+  LengthOnly,
+};
+
 class File {
  public:
-  static File open(const std::string& path);
-  static File parse(const uint8_t* bytes, size_t size, const std::string& name);
+  static File open(const std::string& path, MetadataArrays arrays = MetadataArrays::Keep);
+  static File parse(const uint8_t* bytes, size_t size, const std::string& name,
+                    MetadataArrays arrays = MetadataArrays::Keep);
 
   File(File&&) noexcept;
   File& operator=(File&&) noexcept;
@@ -200,6 +211,7 @@ class File {
   double get_float(const std::string& key) const;  // F32 or F64
   std::optional<double> get_float_or(const std::string& key) const;
   std::optional<bool> get_bool_or(const std::string& key) const;
+  // Refused for an array that was not kept (MetadataArrays::LengthOnly).
   const Value& get_array(const std::string& key, ValueType element_type) const;
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
@@ -218,7 +230,7 @@ class File {
 
  private:
   File() = default;
-  void parse_all();
+  void parse_all(MetadataArrays arrays);
 
   std::string name_;
   const uint8_t* bytes_ = nullptr;

@@ -14,8 +14,17 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // A copy of exactly `size` bytes, so that AddressSanitizer sees any read past the end.
   const std::vector<uint8_t> bytes(data, data + size);
+  // Validating the metadata's arrays without keeping them must accept and refuse exactly what keeping them does.
+  bool lean_accepted = true;
+  try {
+    (void)lora::gguf::File::parse(bytes.data(), bytes.size(), "fuzz.gguf", lora::gguf::MetadataArrays::LengthOnly);
+  } catch (const lora::Error&) {
+    lean_accepted = false;
+  }
+  bool accepted = false;
   try {
     const lora::gguf::File f = lora::gguf::File::parse(bytes.data(), bytes.size(), "fuzz.gguf");
+    accepted = true;
     for (const lora::gguf::TensorInfo& t : f.tensors()) {
       // Bounded work per input: the file holds these bytes (validated), but a row of 2^61 elements in a tensor
       // of no rows holds none, and would only exhaust the harness's own buffer.
@@ -50,5 +59,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   } catch (const lora::Error&) {
   }
+  if (accepted != lean_accepted) __builtin_trap();  // `accepted` is set once the parse returned
   return 0;
 }

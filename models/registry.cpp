@@ -63,7 +63,8 @@ ModelConfig resolve_config(const std::string& weights, const std::string& config
   if (!config_arg.empty()) return read_config_arg(config_arg);
   if (weights.empty()) return read_config_arg(default_preset);
   if (gguf_io::is_gguf_path(weights)) {  // a GGUF file describes its model itself
-    return {gguf_io::gguf_model_config(gguf::File::open(weights)), fmt::format("GGUF file '{}'", weights)};
+    return {gguf_io::gguf_model_config(gguf::File::open(weights, gguf::MetadataArrays::LengthOnly)),
+            fmt::format("GGUF file '{}'", weights)};
   }
   std::error_code ec;
   LORA_CHECK(fs::exists(weights, ec), "--weights '{}': no such file or folder", weights);

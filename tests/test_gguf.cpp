@@ -20,6 +20,7 @@
 #include "models/registry.h"
 #include "models/tokenizer/hf_tokenizer.h"
 #include "nn/lora/apply_lora.h"
+#include "tests/mapping_residency.h"
 #include "tests/model_checks.h"
 
 using namespace lora;
@@ -424,13 +425,15 @@ struct Builder {
   }
 };
 
-gguf::File parse(const std::string& bytes) {
-  return gguf::File::parse(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "hostile.gguf");
+gguf::File parse(const std::string& bytes, gguf::MetadataArrays arrays = gguf::MetadataArrays::Keep) {
+  return gguf::File::parse(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "hostile.gguf", arrays);
 }
 
+// Refused with `message`, whether the metadata's arrays are kept or only validated.
 void refused(const std::string& bytes, const std::string& message) {
   INFO(message);
   CHECK_THROWS_WITH(parse(bytes), Catch::Contains(message));
+  CHECK_THROWS_WITH(parse(bytes, gguf::MetadataArrays::LengthOnly), Catch::Contains(message));
 }
 
 }  // namespace
@@ -531,6 +534,60 @@ TEST_CASE("GGUF reader refuses bad headers, naming the problem and the offset", 
     b.key_u32("general.alignment", 32, 5);  // an i32
     refused(b.bytes(), "general.alignment must be a u32");
   }
+}
+
+TEST_CASE("GGUF reader: MetadataArrays::LengthOnly validates every array element and keeps only the length", "[gguf]") {
+  gguf::Writer w;
+  w.set("general.architecture", gguf::Value::string("llama"));
+  w.set("tokenizer.ggml.tokens", gguf::Value::strings({"a", "bb", "\xc3\xbc"}));
+  w.set("tokenizer.ggml.scores", gguf::Value::f32s({0.5f, -1.0f, 2.0f}));
+  w.set("llama.block_count", gguf::Value::u32(2));
+  const std::string good = w.to_bytes();
+  const gguf::File kept = parse(good), lean = parse(good, gguf::MetadataArrays::LengthOnly);
+  REQUIRE(lean.metadata().size() == kept.metadata().size());
+  for (size_t i = 0; i < kept.metadata().size(); ++i) {
+    const auto& [key, value] = kept.metadata()[i];
+    INFO(key);
+    CHECK(lean.metadata()[i].first == key);
+    CHECK(lean.metadata()[i].second.str() == value.str());  // "array of 3 string" either way
+  }
+  CHECK(lean.get_string("general.architecture") == "llama");
+  CHECK(lean.get_uint("llama.block_count") == 2);
+  CHECK(kept.get_array("tokenizer.ggml.tokens", gguf::ValueType::STRING).array.at(2).s == "\xc3\xbc");
+  const gguf::Value* tokens = lean.find("tokenizer.ggml.tokens");
+  REQUIRE(tokens != nullptr);
+  CHECK(tokens->array.empty());
+  CHECK(tokens->skipped == 3);
+  CHECK_THROWS_WITH(lean.get_array("tokenizer.ggml.tokens", gguf::ValueType::STRING),
+                    Catch::Contains("'tokenizer.ggml.tokens' was not kept"));
+
+  // An element that is not valid UTF-8, or runs past the end, is refused either way (refused() tries both).
+  std::string bad = good;
+  const size_t at = bad.find("bb");
+  REQUIRE(at != std::string::npos);
+  bad[at] = '\xff';
+  refused(bad, "not valid UTF-8");
+  refused(good.substr(0, good.find("bb") + 1), "bytes");
+}
+
+TEST_CASE("GGUF reader: the header and metadata's pages of the mapping are dropped once parsed", "[gguf][memory]") {
+  // 200,000 strings of 20 bytes: 5.6 MB of metadata, copied out as it is parsed.
+  std::vector<std::string> strings;
+  for (int i = 0; i < 200000; ++i) strings.push_back(fmt::format("token-{:014d}", i));
+  gguf::Writer w;
+  w.set("general.architecture", gguf::Value::string("llama"));
+  w.set("tokenizer.ggml.tokens", gguf::Value::strings(strings));
+  const fs::path dir = fs::temp_directory_path() / fmt::format("lora_test_gguf_meta_{}", ::getpid());
+  fs::create_directories(dir);
+  const std::string path = fs::weakly_canonical(dir / "meta.gguf").string();
+  w.write(path);
+  for (const auto arrays : {gguf::MetadataArrays::Keep, gguf::MetadataArrays::LengthOnly}) {
+    const gguf::File f = gguf::File::open(path, arrays);
+    CHECK(lora::testing::resident_kib_of_mapping(path) <= 256);  // of 5,500 KiB
+    if (arrays == gguf::MetadataArrays::Keep)
+      CHECK(f.get_array("tokenizer.ggml.tokens", gguf::ValueType::STRING).array.at(123456).s == strings[123456]);
+  }
+  fs::remove_all(dir);
 }
 
 TEST_CASE("GGUF reader refuses bad tensor descriptions", "[gguf]") {

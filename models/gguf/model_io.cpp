@@ -220,7 +220,8 @@ std::shared_ptr<CausalLM> load_gguf_model(const gguf::File& f, uint64_t seed, Im
 }
 
 std::shared_ptr<CausalLM> load_gguf_model(const std::string& path, uint64_t seed, const BaseDtype& base) {
-  const gguf::File file = gguf::File::open(path);
+  // The model needs no tokenizer: its arrays are validated but not held while the tensors load.
+  const gguf::File file = gguf::File::open(path, gguf::MetadataArrays::LengthOnly);
   ImportReport report;
   auto model = load_gguf_model(file, seed, &report, base);
   if (!report.base.empty()) fmt::print(stderr, "GGUF base: {}\n", report.base.str());
