@@ -169,10 +169,14 @@ int main(int argc, char** argv) {
                 << (config_name.empty() ? "gpt2" : config_name) << "' model (seed " << sampling.seed
                 << "), so the text will be gibberish\n";
     }
+    // The tokenizer before the model where it can be (tools/model_tokenizer.h: what building it freed goes back
+    // to the system, instead of staying resident beside the model).
+    std::unique_ptr<lora::tokenizer::Tokenizer> tokenizer =
+        lora::tools::tokenizer_before_model(weights, tokenizer_path);
     // --merge writes into the base weights: they load in float32 and are quantized after the merge.
     std::shared_ptr<lora::models::CausalLM> model =
         lora::models::load_model(weights, config_name, sampling.seed, merge ? lora::models::BaseDtype{} : base);
-    const auto tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
+    if (!tokenizer) tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
 
     const std::string model_folder = lora::models::model_folder_of(weights);
     std::optional<lora::chat::ChatTemplate> chat_template;

@@ -106,13 +106,16 @@ int main(int argc, char** argv) {
     }
     const lora::models::BaseDtype base = lora::models::BaseDtype::parse(base_dtype);
     const lora::QuantFormat base_format = lora::models::resolved_base_format(base, weights);
+    // The tokenizer before the model where it can be (tools/model_tokenizer.h).
+    std::unique_ptr<lora::tokenizer::Tokenizer> tokenizer =
+        lora::tools::tokenizer_before_model(weights, tokenizer_path);
     auto model = lora::models::load_model(weights, config_name, seed, base);
     if (base_format != lora::QuantFormat::F32) {
       model->freeze();  // serving: nothing trains; what loading left in f32 (a random model's) is quantized now
       std::cerr << fmt::format("base weights as {}: {}\n", lora::quant_format_name(base_format),
                                lora::models::quantize_base(*model, base_format, /*inference_head=*/true).str());
     }
-    const auto tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
+    if (!tokenizer) tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
     const std::string folder = lora::models::model_folder_of(weights);
     std::shared_ptr<const lora::chat::ChatTemplate> chat;
     if (!chat_template_path.empty()) {

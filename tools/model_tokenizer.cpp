@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "core/allocator.h"
 #include "core/files.h"
 #include "models/gguf/model_io.h"
 #include "models/gguf/tokenizer.h"
@@ -18,8 +19,8 @@ bool has_tokenizer_files(const std::string& folder) {
          (is_regular_file((dir / "encoder.json").string()) && is_regular_file((dir / "vocab.bpe").string()));
 }
 
-std::unique_ptr<tokenizer::Tokenizer> tokenizer_for_model(const models::CausalLM& model, const std::string& weights,
-                                                          const std::string& tokenizer_arg) {
+std::unique_ptr<tokenizer::Tokenizer> tokenizer_before_model(const std::string& weights,
+                                                             const std::string& tokenizer_arg) {
   std::unique_ptr<tokenizer::Tokenizer> tok;
   if (!tokenizer_arg.empty()) {
     tok = tokenizer::load_tokenizer(tokenizer_arg);
@@ -31,12 +32,20 @@ std::unique_ptr<tokenizer::Tokenizer> tokenizer_for_model(const models::CausalLM
       tok = tokenizer::load_tokenizer(folder.empty() ? "." : folder);
     }
   }
+  memory::trim_heap();
+  return tok;
+}
+
+std::unique_ptr<tokenizer::Tokenizer> tokenizer_for_model(const models::CausalLM& model, const std::string& weights,
+                                                          const std::string& tokenizer_arg) {
+  std::unique_ptr<tokenizer::Tokenizer> tok = tokenizer_before_model(weights, tokenizer_arg);
   if (!tok) {
     LORA_CHECK(model.model_type() == "gpt2",
                "no tokenizer for this {} model: its folder has no tokenizer.json (or vocab.json + merges.txt); give "
                "--tokenizer PATH",
                model.model_type());
     tok = tokenizer::load_tokenizer(tokenizer::GPT2Tokenizer::default_dir());
+    memory::trim_heap();
   }
   return tok;
 }

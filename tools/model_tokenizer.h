@@ -12,6 +12,14 @@
 
 namespace lora::tools {
 
+// The tokenizer a program can know before it loads the model: --tokenizer, a GGUF file's own, or the files
+// beside the weights; nullptr when only the model can tell (GPT-2's own files, for a GPT-2 model). Programs take
+// it first: building one makes and frees tens of MB of small strings (GPT-2's 50,257 tokens and 50,000
+// merges), and their heap pages are handed back (memory::trim_heap) before the model is loaded rather than
+// staying resident beside it.
+std::unique_ptr<tokenizer::Tokenizer> tokenizer_before_model(const std::string& weights,
+                                                             const std::string& tokenizer_arg);
+
 // `weights`: --weights (a folder, or a file whose folder is searched; "" for a random model).
 // Throws lora::Error when there is no tokenizer for the model. (Ids a text encodes to are checked against
 // the model's vocabulary where they are used.)
