@@ -46,6 +46,7 @@
 #include "models/tokenizer/tokenizer.h"
 #include "nn/lora/adapter.h"
 #include "serve/api_request.h"
+#include "tools/bench_support.h"
 #include "tools/model_tokenizer.h"
 
 namespace {
@@ -174,8 +175,18 @@ int main(int argc, char** argv) {
     std::unique_ptr<lora::tokenizer::Tokenizer> tokenizer =
         lora::tools::tokenizer_before_model(weights, tokenizer_path);
     // --merge writes into the base weights: they load in float32 and are quantized after the merge.
+    const lora::tools::ResidentMemory before_load = lora::tools::resident_memory();
+    const auto load_start = std::chrono::steady_clock::now();
     std::shared_ptr<lora::models::CausalLM> model =
         lora::models::load_model(weights, config_name, sampling.seed, merge ? lora::models::BaseDtype{} : base);
+    {
+      // What loading cost the process: its resident set grew by the model plus whatever the load held at its
+      // peak (the file's pages, conversion buffers).
+      const lora::tools::ResidentMemory after_load = lora::tools::resident_memory();
+      std::cerr << fmt::format("model loaded in {:.2f} s: resident {:.1f} -> {:.1f} MB (peak {:.1f} MB)\n",
+                               std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count(),
+                               before_load.rss / 1e6, after_load.rss / 1e6, after_load.peak / 1e6);
+    }
     if (!tokenizer) tokenizer = lora::tools::tokenizer_for_model(*model, weights, tokenizer_path);
 
     const std::string model_folder = lora::models::model_folder_of(weights);
