@@ -42,8 +42,8 @@ namespace {
 //
 // Lasting blocks (weights, optimizer state: BlockLifetime) skip the classes and the cache: rounded only to 64
 // bytes (from glibc's heap) or, from kMmapBlock on, to whole pages (a mapping of their own), and given back
-// when freed. Rounded up to a class, a 4-bit
-// model's weights held 13% more than the file (a 1280 x 5120 q4_0 matrix of 3.5 MiB in a 4 MiB block).
+// when freed. Rounded up to a class, a 4-bit model's weights held 13% more than the file (a 1280 x 5120 q4_0
+// matrix of 3.5 MiB in a 4 MiB block).
 constexpr size_t kLargeBlock = size_t(32) << 20;  // glibc's largest mmap threshold
 constexpr size_t kMmapBlock = size_t(256) << 10;  // class sizes from here on are whole pages
 constexpr size_t kSmallClassLimit = 4096;         // multiples of 64 up to here
