@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 
 #include "core/files.h"
@@ -60,6 +61,17 @@ TEST_CASE("export_gguf -> finetune --weights x.gguf --save-gguf-adapter -> gener
   INFO(r.out << r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(last_json_line(r.out)["generated_ids"].size() == 3);
+  {
+    // What the load cost: "model loaded in S s: resident A -> B MB (peak C MB)", the peak at least B.
+    const size_t at = r.err.find("model loaded in ");
+    REQUIRE(at != std::string::npos);
+    double seconds = -1, before = -1, after = -1, peak = -1;
+    REQUIRE(std::sscanf(r.err.c_str() + at, "model loaded in %lf s: resident %lf -> %lf MB (peak %lf MB)", &seconds,
+                        &before, &after, &peak) == 4);
+    CHECK(seconds >= 0);
+    CHECK(before > 0);
+    CHECK(peak >= after);
+  }
 
   // A full fine-tune trains every weight: the quantized file is dequantized to f32, and it says so.
   r = run(finetune, "--weights " + quote(model) + " --data " +

@@ -577,18 +577,23 @@ TokenizerFiles tokenizer_files_from_gguf(const gguf::File& f) {
   return {tokenizer.dump(), config.dump(), "GGUF file '" + f.path() + "'"};
 }
 
-std::unique_ptr<tokenizer::Tokenizer> load_gguf_tokenizer(const gguf::File& file) {
-  const TokenizerFiles files = tokenizer_files_from_gguf(file);
+namespace {
+std::unique_ptr<tokenizer::Tokenizer> tokenizer_from(const TokenizerFiles& files, const std::string& name) {
   return std::make_unique<tokenizer::HFTokenizer>(
-      tokenizer::HFTokenizer::from_json(files.tokenizer_json, file.path(), files.tokenizer_config_json));
+      tokenizer::HFTokenizer::from_json(files.tokenizer_json, name, files.tokenizer_config_json));
+}
+}  // namespace
+
+std::unique_ptr<tokenizer::Tokenizer> load_gguf_tokenizer(const gguf::File& file) {
+  return tokenizer_from(tokenizer_files_from_gguf(file), file.path());
 }
 
 std::unique_ptr<tokenizer::Tokenizer> load_gguf_tokenizer(const std::string& path) {
   // The file's parsed metadata (every token and merge as a gguf::Value) is freed before the tokenizer is
   // built from the text it became, so the two are never resident together.
+  // Two statements: the temporary File dies at the end of the first.
   const TokenizerFiles files = tokenizer_files_from_gguf(gguf::File::open(path));
-  return std::make_unique<tokenizer::HFTokenizer>(
-      tokenizer::HFTokenizer::from_json(files.tokenizer_json, path, files.tokenizer_config_json));
+  return tokenizer_from(files, path);
 }
 
 }  // namespace lora::models::gguf_io
