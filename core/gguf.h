@@ -165,15 +165,6 @@ struct TensorInfo {
   int64_t rows() const { return ne.empty() || ne[0] == 0 ? 0 : elements() / ne[0]; }  // rows of ne[0] elements
 };
 
-// A parsed GGUF file. open() maps the file read-only (tensor data is never copied); parse() reads bytes
-// the caller keeps alive (tests, the fuzz target). Everything is validated before the object exists:
-//   magic and version (2 or 3); counts no larger than the bytes that could hold them; every string's
-//   length within the file and its bytes valid UTF-8; value types and element types known, arrays not
-//   nested; keys unique and non-empty; general.alignment a u32 power of two; tensor names unique and
-//   non-empty, n_dims <= 4, every dimension >= 0, the element count and byte size free of overflow, the
-//   row length a multiple of the type's block, the type known; every tensor's offset aligned and its
-//   bytes inside the data section, no two tensors overlapping.
-// Errors are lora::Error "GGUF file '<name>': <what> at offset <n>".
 // What File::open keeps of the metadata's arrays; every element is read and validated either way.
 enum class MetadataArrays {
   Keep,
@@ -183,6 +174,15 @@ enum class MetadataArrays {
   LengthOnly,
 };
 
+// A parsed GGUF file. open() maps the file read-only (tensor data is never copied); parse() reads bytes
+// the caller keeps alive (tests, the fuzz target). Everything is validated before the object exists:
+//   magic and version (2 or 3); counts no larger than the bytes that could hold them; every string's
+//   length within the file and its bytes valid UTF-8; value types and element types known, arrays not
+//   nested; keys unique and non-empty; general.alignment a u32 power of two; tensor names unique and
+//   non-empty, n_dims <= 4, every dimension >= 0, the element count and byte size free of overflow, the
+//   row length a multiple of the type's block, the type known; every tensor's offset aligned and its
+//   bytes inside the data section, no two tensors overlapping.
+// Errors are lora::Error "GGUF file '<name>': <what> at offset <n>".
 class File {
  public:
   static File open(const std::string& path, MetadataArrays arrays = MetadataArrays::Keep);
