@@ -7,9 +7,12 @@
 namespace lora {
 namespace {
 
-// A tensor of `bytes` bytes (int32 elements read as bytes), charged to FrozenParameter.
+// A tensor of `bytes` bytes (int32 elements read as bytes), charged to FrozenParameter. The bytes past
+// `bytes` in its last element are zero, so that whatever reads the whole tensor (a fingerprint) sees the same.
 Tensor byte_tensor(int64_t bytes, Device device) {
-  return Tensor::empty({(bytes + 3) / 4}, DType::I32, device, MemoryCategory::FrozenParameter);
+  Tensor t = Tensor::empty({(bytes + 3) / 4}, DType::I32, device, MemoryCategory::FrozenParameter);
+  if (device.is_cpu() && bytes > 0) t.data<int32_t>()[t.numel() - 1] = 0;
+  return t;
 }
 
 Tensor f32_tensor(int64_t n, Device device) {
@@ -88,6 +91,45 @@ QuantizedWeight empty_block_weight(QuantFormat format, int64_t rows, int64_t col
   QuantizedWeight q;
   q.format = format, q.rows = rows, q.cols = cols;
   q.data = byte_tensor(rows * row_bytes, Device::cpu());
+  return q;
+}
+
+int64_t quantized_data_bytes(QuantFormat format, int64_t rows, int64_t cols) {
+  switch (format) {
+    case QuantFormat::BF16:
+      return rows * cols * 2;
+    case QuantFormat::Q8_0:
+      return rows * q8_0_row_bytes(cols);
+    case QuantFormat::Q4_0:
+      return rows * q4_0_row_bytes(cols);
+    case QuantFormat::NF4:
+      return (rows * cols + 1) / 2;
+    case QuantFormat::F32:
+      break;
+  }
+  LORA_FAIL("quantized_data_bytes: f32 is not a compact format");
+}
+
+QuantizedWeight empty_quantized_weight(QuantFormat format, int64_t rows, int64_t cols, bool double_quant) {
+  if (format == QuantFormat::Q8_0 || format == QuantFormat::Q4_0) return empty_block_weight(format, rows, cols);
+  LORA_CHECK(format == QuantFormat::BF16 || format == QuantFormat::NF4,
+             "empty_quantized_weight: f32 is not a compact format");
+  LORA_CHECK(!double_quant || format == QuantFormat::NF4, "empty_quantized_weight: double quantization is nf4's");
+  // Both below 2^31 keeps every size here (elements, blocks, bytes) far from overflowing.
+  LORA_CHECK(rows > 0 && cols > 0 && rows < (int64_t(1) << 31) && cols < (int64_t(1) << 31),
+             "empty_quantized_weight: a {} weight of {} x {}", quant_format_name(format), rows, cols);
+  QuantizedWeight q;
+  q.format = format, q.rows = rows, q.cols = cols, q.double_quant = double_quant;
+  if (format == QuantFormat::BF16) {
+    q.data = Tensor::empty({rows, cols}, DType::BF16, Device::cpu(), MemoryCategory::FrozenParameter);
+    return q;
+  }
+  const int64_t blocks = q.blocks(), outer_blocks = (blocks + kNf4AbsmaxBlock - 1) / kNf4AbsmaxBlock;
+  q.data = byte_tensor(quantized_data_bytes(format, rows, cols), Device::cpu());
+  if (double_quant)
+    q.absmax_codes = byte_tensor(blocks, Device::cpu()), q.absmax_scale = f32_tensor(outer_blocks, Device::cpu());
+  else
+    q.scale = f32_tensor(blocks, Device::cpu());
   return q;
 }
 

@@ -82,6 +82,12 @@ QuantizedWeight quantize_weight(const Tensor& weight, QuantFormat format, bool d
 // An uninitialised q8_0 or q4_0 weight [rows, cols] on the host (cols a multiple of 32), for a loader that
 // writes the blocks itself (a GGUF file's own, models/gguf/base_blocks.h).
 QuantizedWeight empty_block_weight(QuantFormat format, int64_t rows, int64_t cols);
+// An uninitialised weight [rows, cols] of any compact format on the host, every tensor of its encoding
+// allocated (nf4: the plain or the double-quantized absmaxes), for a loader that reads them from a file.
+QuantizedWeight empty_quantized_weight(QuantFormat format, int64_t rows, int64_t cols, bool double_quant);
+// The bytes of `data` that encode a weight of this format and shape (the int32 tensor holding them is
+// rounded up to whole elements; its last bytes past these are zero).
+int64_t quantized_data_bytes(QuantFormat format, int64_t rows, int64_t cols);
 
 // Reference dequantization on the host: rows [row0, row0 + count) as f32 [count, cols] (tests and the
 // round-trip bounds; the matmul uses the kernels of backends/kernels/quantized_linear.h).

@@ -265,6 +265,14 @@ void for_each_chunk(const std::byte* src, int64_t n, size_t elem_size, Convert c
 
 }  // namespace
 
+void SafeTensorsFile::copy_raw(const std::string& name, void* out) const {
+  const TensorInfo& t = info(name);
+  const std::byte* p = data_ + t.begin;
+  for_each_chunk(p, static_cast<int64_t>(t.nbytes()), 1, [&](int64_t i0, int64_t i1) {
+    std::memcpy(static_cast<std::byte*>(out) + i0, p + i0, static_cast<size_t>(i1 - i0));
+  });
+}
+
 Tensor SafeTensorsFile::load(const std::string& name, DType to, Device device, MemoryCategory category) const {
   const TensorInfo& t = info(name);
   const FileDType& src = *safetensors_format::find_dtype(t.dtype_name);
@@ -347,9 +355,21 @@ Tensor SafeTensorsFile::load(const std::string& name, DType to, Device device, M
 
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
+  std::vector<SafeTensorsRecord> records;
+  records.reserve(tensors.size());
+  for (const auto& [name, tensor] : tensors) {
+    LORA_CHECK(tensor.defined(), "save_safetensors '{}': tensor '{}' is undefined", path, name);
+    records.push_back({name, tensor, std::string(safetensors_dtype_name(tensor.dtype())), tensor.shape()});
+  }
+  save_safetensors_records(path, records, metadata);
+}
+
+void save_safetensors_records(const std::string& path, const std::vector<SafeTensorsRecord>& records,
+                              const std::map<std::string, std::string>& metadata) {
   // Build and check the whole header before the file system is touched. It is assembled by hand rather
   // than as one json object because nlohmann::json would sort the names; the data follows the given order.
   std::string header = "{";
+  std::vector<uint64_t> sizes;
   try {
     auto append = [&](const std::string& key, const json& value) {
       if (header.size() > 1) header += ',';
@@ -360,16 +380,23 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     if (!metadata.empty()) append("__metadata__", json(metadata));
     std::unordered_set<std::string> seen;
     uint64_t offset = 0;
-    for (const auto& [name, tensor] : tensors) {
-      LORA_CHECK(!name.empty(), "save_safetensors '{}': a tensor has an empty name", path);
-      LORA_CHECK(name != "__metadata__", "save_safetensors '{}': the name '__metadata__' is reserved", path);
-      LORA_CHECK(seen.insert(name).second, "save_safetensors '{}': duplicate tensor name '{}'", path, name);
-      LORA_CHECK(tensor.defined(), "save_safetensors '{}': tensor '{}' is undefined", path, name);
-      const uint64_t end = offset + tensor.nbytes();
-      append(name, json{{"dtype", std::string(safetensors_dtype_name(tensor.dtype()))},
-                        {"shape", tensor.shape().dims()},
-                        {"data_offsets", json::array({offset, end})}});
-      offset = end;
+    for (const SafeTensorsRecord& r : records) {
+      LORA_CHECK(!r.name.empty(), "save_safetensors '{}': a tensor has an empty name", path);
+      LORA_CHECK(r.name != "__metadata__", "save_safetensors '{}': the name '__metadata__' is reserved", path);
+      LORA_CHECK(seen.insert(r.name).second, "save_safetensors '{}': duplicate tensor name '{}'", path, r.name);
+      LORA_CHECK(r.tensor.defined(), "save_safetensors '{}': tensor '{}' is undefined", path, r.name);
+      const safetensors_format::FileDType* dtype = safetensors_format::find_dtype(r.dtype_name);
+      LORA_CHECK(dtype != nullptr, "save_safetensors '{}': tensor '{}': '{}' is not a safetensors dtype", path, r.name,
+                 r.dtype_name);
+      const uint64_t bytes = static_cast<uint64_t>(r.shape.numel()) * dtype->size;
+      LORA_CHECK(bytes <= r.tensor.nbytes(),
+                 "save_safetensors '{}': tensor '{}' as {} {} needs {} bytes; the tensor holds {}", path, r.name,
+                 r.dtype_name, r.shape.str(), bytes, r.tensor.nbytes());
+      append(r.name, json{{"dtype", r.dtype_name},
+                          {"shape", r.shape.dims()},
+                          {"data_offsets", json::array({offset, offset + bytes})}});
+      sizes.push_back(bytes);
+      offset += bytes;
     }
   } catch (const json::exception& e) {  // dump() rejects strings that are not valid UTF-8
     LORA_FAIL("save_safetensors '{}': a tensor name or metadata string is not valid UTF-8 ({})", path, e.what());
@@ -382,15 +409,16 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     for (int i = 0; i < 8; ++i) length[i] = static_cast<char>((header.size() >> (8 * i)) & 0xFF);
     out.write(length, 8);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const auto& [name, tensor] : tensors) {
-      if (tensor.nbytes() == 0) continue;
+    for (size_t i = 0; i < records.size(); ++i) {
+      if (sizes[i] == 0) continue;
       // One tensor at a time on the host; a staging copy is Workspace, whatever the tensor's category.
+      const Tensor& tensor = records[i].tensor;
       Tensor host = tensor;
       if (!tensor.device().is_cpu()) {
         host = Tensor::empty(tensor.shape(), tensor.dtype(), Device::cpu(), MemoryCategory::Workspace);
         host.copy_from(tensor);
       }
-      out.write(static_cast<const char*>(host.raw_data()), static_cast<std::streamsize>(host.nbytes()));
+      out.write(static_cast<const char*>(host.raw_data()), static_cast<std::streamsize>(sizes[i]));
     }
   });
 }

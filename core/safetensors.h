@@ -71,6 +71,10 @@ class SafeTensorsFile {
   Tensor load(const std::string& name, DType to = DType::F32, Device device = Device::cpu(),
               MemoryCategory category = MemoryCategoryGuard::current()) const;
 
+  // Copies tensor `name`'s bytes as the file stores them (info(name).nbytes() of them) to `out`, dropping its
+  // pages of the mapping as load() does: for encodings load() does not convert (packed quantized blocks).
+  void copy_raw(const std::string& name, void* out) const;
+
   // The tensor's bytes inside the mapping, valid while this object lives (zero-copy). Little-endian and
   // row-major, but not necessarily aligned for the element type: read elements with memcpy.
   std::span<const std::byte> raw(const std::string& name) const;
@@ -88,6 +92,19 @@ class SafeTensorsFile {
   std::unordered_map<std::string, size_t> index_;  // name -> position in tensors_
   std::map<std::string, std::string> metadata_;
 };
+
+// One entry of a file being written: `tensor`'s bytes under a file dtype and shape of the caller's choice, for
+// encodings lora has no DType for (packed quantized blocks are held in int32 tensors and written as "U8"). The
+// entry is the first shape x dtype bytes of the tensor, which must hold at least that many.
+struct SafeTensorsRecord {
+  std::string name;
+  Tensor tensor;
+  std::string dtype_name;  // a safetensors dtype: "U8", "I8", "F32", ...
+  Shape shape;
+};
+// Writes `records` as save_safetensors below writes tensors (the same checks, order and atomic write).
+void save_safetensors_records(const std::string& path, const std::vector<SafeTensorsRecord>& records,
+                              const std::map<std::string, std::string>& metadata = {});
 
 // Writes `tensors` (any dtype, any device: copied to the host one at a time) in the order given, with
 // contiguous data offsets and the header padded to a multiple of 8 bytes, through write_file_atomically.
