@@ -17,8 +17,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 
 #include "autograd/checkpoint.h"
 #include "backends/backend.h"
@@ -356,9 +356,9 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   // The frozen base's format: auto keeps a GGUF file's blocks under LoRA; a full fine-tune trains every weight
   // in float32.
   const models::BaseDtype base = lora_mode ? models::BaseDtype::parse(o.base_dtype) : models::BaseDtype{};
-  const QuantFormat base_format = models::resolved_base_format(base, o.weights);
+  const QuantFormat base_format = models::resolved_base_format(base, o.weights, o.config);
   if (base.automatic) o.base_dtype = quant_format_name(base_format);  // what the run's settings record
-  if (!lora_mode && o.base_dtype == "auto" &&
+  if (!lora_mode && o.base_dtype == "auto" && models::gguf_io::is_gguf_path(o.weights) &&
       models::resolved_base_format(models::BaseDtype::parse("auto"), o.weights) != QuantFormat::F32) {
     fmt::print(
         "notice: a full fine-tune trains every weight: the GGUF file's quantized tensors are dequantized to "
@@ -380,7 +380,7 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   LORA_CHECK(is_regular_file(data_path), "--data '{}': no such file", data_path);
   const train::StepMemoryPrediction prediction =
       predict_and_check_fit(o, models::resolve_config(o.weights, o.config), lora_mode ? &lora_config : nullptr,
-                            base_format, models::compact_tables(base, o.weights), device);
+                            base_format, models::compact_tables(base, o.weights, o.config), device);
 
   std::shared_ptr<models::CausalLM> model = models::load_model(o.weights, o.config, o.seed, base);
   const models::ModelDims dims = model->dims();

@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
   try {
     sampling.validate();
     const lora::models::BaseDtype base = lora::models::BaseDtype::parse(base_dtype);
-    const lora::QuantFormat base_format = lora::models::resolved_base_format(base, weights);
+    const lora::QuantFormat base_format = lora::models::resolved_base_format(base, weights, config_name);
 
     if (weights.empty()) {
       std::cerr << "notice: no --weights given: using a randomly initialised '"

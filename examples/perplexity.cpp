@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
                 << "' model, so expect a loss near ln(vocabulary size)\n";
     }
     const lora::models::BaseDtype base = lora::models::BaseDtype::parse(base_dtype);
-    const lora::QuantFormat base_format = lora::models::resolved_base_format(base, weights);
+    const lora::QuantFormat base_format = lora::models::resolved_base_format(base, weights, config_name);
     std::shared_ptr<lora::models::CausalLM> model = lora::models::load_model(weights, config_name, 0, base);
     if (base_format != lora::QuantFormat::F32) {
       model->freeze();  // evaluation: nothing trains

@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
                 << (config_name.empty() ? "gpt2" : config_name) << "' model, so the text will be gibberish\n";
     }
     const lora::models::BaseDtype base = lora::models::BaseDtype::parse(base_dtype);
-    const lora::QuantFormat base_format = lora::models::resolved_base_format(base, weights);
+    const lora::QuantFormat base_format = lora::models::resolved_base_format(base, weights, config_name);
     // The tokenizer before the model where it can be (tools/model_tokenizer.h).
     std::unique_ptr<lora::tokenizer::Tokenizer> tokenizer =
         lora::tools::tokenizer_before_model(weights, tokenizer_path);

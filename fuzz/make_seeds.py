@@ -181,3 +181,28 @@ def spm_vocab_gguf():
 
 
 spm_vocab_gguf()
+
+# compact checkpoints (fuzz_compact_checkpoint): a tiny GPT-2 layer's c_attn weight [192, 64] stored as q8_0
+# blocks, as nf4 double-quantized and as bf16, each declared in the file's "lora.compact_weights" metadata.
+def compact_seed(fmt, tensors, double_quant=False):
+    meta = {"transformer.h.0.attn.c_attn.weight": {"format": fmt, "shape": [192, 64], "double_quant": double_quant}}
+    return safetensors_bytes(tensors, {"format": "pt", "lora.compact_weights": json.dumps(meta)})
+
+
+name = "transformer.h.0.attn.c_attn.weight"
+q8 = np.zeros((192, 2 * 34), dtype=np.uint8)
+q8[:, 1::34] = 0x3C  # every block's fp16 scale = 1.0
+out("fuzz_compact_checkpoint", "q8_0", compact_seed("q8_0", {name: q8}))
+blocks = 192 * 64 // 64
+out("fuzz_compact_checkpoint", "nf4_double", compact_seed("nf4", {
+    name: rng.integers(0, 256, 192 * 32, dtype=np.uint8),
+    name + ".absmax_codes": rng.integers(-127, 128, blocks, dtype=np.int8),
+    name + ".absmax_scale": np.full(1, 0.01, dtype=np.float32),
+    name + ".absmax_mean": np.full(1, 0.5, dtype=np.float32)}, double_quant=True))
+# numpy has no bfloat16: the values (1.0) are written as U16 and the header's dtype renamed BF16.
+bf16 = compact_seed("bf16", {name: np.full((192, 64), 0x3F80, dtype=np.uint16)})
+header = json.loads(bf16[8:8 + struct.unpack("<Q", bf16[:8])[0]])
+header[name]["dtype"] = "BF16"
+text = json.dumps(header, separators=(",", ":"))
+text += " " * ((8 - len(text) % 8) % 8)
+out("fuzz_compact_checkpoint", "bf16", struct.pack("<Q", len(text)) + text.encode() + bf16[-192 * 64 * 2:])

@@ -8,10 +8,13 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "backends/finite.h"
 #include "core/atomic_file.h"
+#include "core/safetensors_format.h"
+#include "models/compact_checkpoint.h"
 #include "models/quantize_base.h"
 
 namespace lora::models {
@@ -108,6 +111,12 @@ Tensor HFWeights::load(const std::string& key, DType dtype) const {
   return files_[it->second]->load(key, dtype);
 }
 
+void HFWeights::copy_raw(const std::string& key, void* out) const {
+  auto it = where_.find(key);
+  LORA_CHECK(it != where_.end(), "checkpoint '{}' has no tensor '{}'", path_, key);
+  files_[it->second]->copy_raw(key, out);
+}
+
 void HFWeights::release(const std::string& key) const {
   auto it = where_.find(key);
   if (it == where_.end()) return;
@@ -143,9 +152,31 @@ std::map<std::string, Expected> expected_tensors(const CausalLM& model) {
 
 void check_hf_weights(const CausalLM& model, const HFWeights& weights) {
   const auto expected = expected_tensors(model);
+  // A compact base's weights are checked in their own layout ([out, in] in a compact format), and the tensors
+  // that go with them (nf4's absmaxes) are theirs, not parameters.
+  const auto stored = stored_compact_weights(weights);
+  const std::set<std::string> compact_keys = stored_compact_keys(stored);
   std::vector<std::string> misshaped, unexpected, missing;
   std::set<std::string> found;
   for (const std::string& key : weights.keys()) {
+    if (const auto compact = stored.find(key); compact != stored.end()) {
+      const StoredCompactWeight& w = compact->second;
+      const std::string name = model.hf_key_to_name(key);
+      auto it = expected.find(name);
+      if (name.empty() || it == expected.end()) {
+        unexpected.push_back(key);
+        continue;
+      }
+      LORA_CHECK(found.insert(name).second, "checkpoint '{}': '{}' is stored twice (as '{}' too)", weights.path(), name,
+                 key);
+      compact_weight_site(model, name, fmt::format("checkpoint '{}'", weights.path()));
+      if (Shape{w.rows, w.cols} != it->second.param.shape()) {
+        misshaped.push_back(fmt::format("{} ({} [{}, {}], model expects [out, in] = {})", key,
+                                        quant_format_name(w.format), w.rows, w.cols, it->second.param.shape().str()));
+      }
+      continue;
+    }
+    if (compact_keys.count(key)) continue;
     const std::string name = model.hf_key_to_name(key);
     if (name.empty()) continue;
     auto it = expected.find(name);
@@ -178,7 +209,56 @@ void check_hf_weights(const CausalLM& model, const HFWeights& weights) {
              model.model_type(), problems);
 }
 
+namespace {
+
+// A compact checkpoint loads only as it is stored (load_hf_weights_as_stored): its weights have no float32 form.
+void refuse_compact(const HFWeights& weights, const std::string& wanted) {
+  const auto stored = stored_compact_weights(weights);
+  if (stored.empty()) return;
+  std::set<std::string> formats;
+  for (const auto& [name, w] : stored) formats.insert(std::string(quant_format_name(w.format)));
+  std::string list;
+  for (const std::string& f : formats) list += (list.empty() ? "" : ", ") + f;
+  LORA_FAIL(
+      "checkpoint '{}' holds a compact base ({}: {} weights stored quantized); it loads only as it is stored, not "
+      "{} (--base-dtype auto under LoRA or for decoding). A full fine-tune, merging or exporting needs the float "
+      "weights it was made from",
+      weights.path(), list, stored.size(), wanted);
+}
+
+void load_float_parameters(CausalLM& model, const HFWeights& weights, const std::set<std::string>& held) {
+  const auto expected = expected_tensors(model);
+  const std::set<std::string> compact_keys = stored_compact_keys(stored_compact_weights(weights));
+  NoGradGuard no_grad;
+  // The rest (embeddings, norms, biases, the head), read as load_hf_weights reads it. A parameter still on the
+  // meta device takes the storage its float32 value was read into, so that a large one (GPT-2's 154 MB token
+  // embedding) is never held twice, once read and once copied.
+  for (const std::string& key : weights.keys()) {
+    if (compact_keys.count(key)) continue;
+    const std::string name = model.hf_key_to_name(key);
+    if (name.empty() || held.count(name)) continue;
+    const Expected& e = expected.at(name);
+    Tensor value = weights.load(key, DType::F32);
+    weights.release(key);
+    LORA_CHECK(all_finite(value), "checkpoint '{}': tensor '{}' holds inf or nan values", weights.path(), key);
+    if (e.transposed) value = ops::transpose(value, 0, 1).clone();  // contiguous [out, in]
+    Tensor param = e.param;
+    if (param.device().is_meta()) {
+      value.storage()->recharge(param.storage()->category());
+      param.impl()->storage = value.storage();
+      param.impl()->offset_bytes = 0;
+    } else {
+      param.copy_from(value.to(param.device()));
+    }
+  }
+  for (const auto& [name, param] : model.named_parameters())  // check_hf_weights found every one in the files
+    LORA_CHECK(!param.device().is_meta(), "checkpoint '{}': parameter '{}' was not read", weights.path(), name);
+}
+
+}  // namespace
+
 void load_hf_weights(CausalLM& model, const HFWeights& weights) {
+  refuse_compact(weights, "in float32");
   check_hf_weights(model, weights);
   const auto expected = expected_tensors(model);
   NoGradGuard no_grad;
@@ -196,6 +276,7 @@ void load_hf_weights(CausalLM& model, const HFWeights& weights) {
 
 nn::QuantizeReport load_hf_weights_compact(CausalLM& model, const HFWeights& weights, QuantFormat format) {
   LORA_CHECK(format != QuantFormat::F32, "load_hf_weights_compact: f32 is not a compact format");
+  refuse_compact(weights, fmt::format("quantized again to {}", quant_format_name(format)));
   check_hf_weights(model, weights);
   const auto expected = expected_tensors(model);
   std::map<std::string, std::string> path_of;  // HF name of a body linear weight -> its module path
@@ -225,28 +306,33 @@ nn::QuantizeReport load_hf_weights_compact(CausalLM& model, const HFWeights& wei
     replace_with_compact(model, it->second, std::move(weight));
     held.insert(name);
   }
-  // The rest (embeddings, norms, biases, the head), read as load_hf_weights reads it. A parameter still on the
-  // meta device takes the storage its float32 value was read into, so that a large one (GPT-2's 154 MB token
-  // embedding) is never held twice, once read and once copied.
-  for (const std::string& key : weights.keys()) {
+  load_float_parameters(model, weights, held);
+  return report;
+}
+
+nn::QuantizeReport load_hf_weights_as_stored(CausalLM& model, const HFWeights& weights) {
+  check_hf_weights(model, weights);
+  const auto stored = stored_compact_weights(weights);
+  LORA_CHECK(!stored.empty(), "checkpoint '{}' holds no compact weights (load it with load_hf_weights)",
+             weights.path());
+  const std::string source = fmt::format("checkpoint '{}'", weights.path());
+  NoGradGuard no_grad;
+  nn::QuantizeReport report;
+  std::set<std::string> held;
+  for (const auto& [key, w] : stored) {
     const std::string name = model.hf_key_to_name(key);
-    if (name.empty() || held.count(name)) continue;
-    const Expected& e = expected.at(name);
-    Tensor value = weights.load(key, DType::F32);
-    weights.release(key);
-    LORA_CHECK(all_finite(value), "checkpoint '{}': tensor '{}' holds inf or nan values", weights.path(), key);
-    if (e.transposed) value = ops::transpose(value, 0, 1).clone();  // contiguous [out, in]
-    Tensor param = e.param;
-    if (param.device().is_meta()) {
-      value.storage()->recharge(param.storage()->category());
-      param.impl()->storage = value.storage();
-      param.impl()->offset_bytes = 0;
-    } else {
-      param.copy_from(value.to(param.device()));
-    }
+    const std::string path = compact_weight_site(model, name, source);
+    auto weight = std::make_shared<const QuantizedWeight>(read_compact_weight(weights, w));
+    report.layers += 1;
+    report.f32_bytes += static_cast<size_t>(w.rows * w.cols) * 4;
+    report.quantized_bytes += weight->nbytes();
+    if (path == model.token_embedding_path())
+      replace_embedding_with_compact(model, std::move(weight));
+    else
+      replace_with_compact(model, path, std::move(weight));
+    held.insert(name);
   }
-  for (const auto& [name, param] : model.named_parameters())  // check_hf_weights found every one in the files
-    LORA_CHECK(!param.device().is_meta(), "checkpoint '{}': parameter '{}' was not read", weights.path(), name);
+  load_float_parameters(model, weights, held);
   return report;
 }
 
@@ -264,37 +350,65 @@ void save_hf_checkpoint(const CausalLM& model, const std::string& dir, int64_t m
   LORA_CHECK(max_shard_bytes > 0, "save_hf_checkpoint: max_shard_bytes must be positive");
   const auto state = model.hf_state();
   require_finite(state, "saving the model to '" + dir + "'");  // nothing non-finite is ever written
-  // Split in order into shards of at most max_shard_bytes (a tensor larger than that gets a shard alone).
-  std::vector<std::vector<std::pair<std::string, Tensor>>> shards(1);
+  // What goes into the files, a group per weight: a float parameter, or a compact weight with the tensors of
+  // its encoding (which stay in one shard: models/compact_checkpoint.h).
+  struct Group {
+    std::vector<SafeTensorsRecord> records;
+    std::optional<StoredCompactWeight> compact;
+    int64_t bytes = 0;
+  };
+  std::vector<Group> groups;
+  for (const auto& [name, t] : state)
+    groups.push_back({{{name, t, std::string(safetensors_dtype_name(t.dtype())), t.shape()}}, std::nullopt, 0});
+  std::vector<StoredCompactWeight> compact;
+  for (const auto& [stored, weight] : compact_weights_to_save(model)) {
+    groups.push_back({compact_weight_records(stored, *weight), stored, 0});
+    compact.push_back(stored);
+  }
+  // Split in order into shards of at most max_shard_bytes (a group larger than that gets a shard alone).
+  std::vector<std::vector<const Group*>> shards(1);
   int64_t shard_bytes = 0, total = 0;
-  for (const auto& entry : state) {
-    const int64_t bytes = static_cast<int64_t>(entry.second.nbytes());
-    if (!shards.back().empty() && shard_bytes + bytes > max_shard_bytes) {
+  for (Group& g : groups) {
+    for (const SafeTensorsRecord& r : g.records)
+      g.bytes += r.shape.numel() * static_cast<int64_t>(safetensors_format::find_dtype(r.dtype_name)->size);
+    if (!shards.back().empty() && shard_bytes + g.bytes > max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
     }
-    shards.back().push_back(entry);
-    shard_bytes += bytes;
-    total += bytes;
+    shards.back().push_back(&g);
+    shard_bytes += g.bytes;
+    total += g.bytes;
   }
-  const std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  nlohmann::json config = model.hf_config();
+  if (!compact.empty()) config["quantization_config"] = compact_quantization_config(compact);
+  const auto write_shard = [&](const std::string& path, const std::vector<const Group*>& shard) {
+    std::vector<SafeTensorsRecord> records;
+    std::vector<StoredCompactWeight> declared;
+    for (const Group* g : shard) {
+      records.insert(records.end(), g->records.begin(), g->records.end());
+      if (g->compact) declared.push_back(*g->compact);
+    }
+    std::map<std::string, std::string> metadata = {{"format", "pt"}};
+    if (!declared.empty()) metadata[kCompactWeightsMetadataKey] = compact_weights_metadata(declared);
+    save_safetensors_records(path, records, metadata);
+  };
   // Config and weights as one commit (a reader never sees one model's config with another's weights);
   // files of the folder that are not the model's (a tokenizer) stay, the old model's own files go.
   write_directory_atomically(
       dir,
       [&](const std::string& staging) {
         const fs::path out(staging);
-        write_file_atomically((out / "config.json").string(),
-                              [&](std::ostream& o) { o << model.hf_config().dump(2) << "\n"; });
+        write_file_atomically((out / "config.json").string(), [&](std::ostream& o) { o << config.dump(2) << "\n"; });
         if (shards.size() == 1) {
-          save_safetensors((out / "model.safetensors").string(), shards[0], metadata);
+          write_shard((out / "model.safetensors").string(), shards[0]);
           return;
         }
         nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", nlohmann::json::object()}};
         for (size_t i = 0; i < shards.size(); ++i) {
           const std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
-          save_safetensors((out / name).string(), shards[i], metadata);
-          for (const auto& [key, t] : shards[i]) index["weight_map"][key] = name;
+          write_shard((out / name).string(), shards[i]);
+          for (const Group* g : shards[i])
+            for (const SafeTensorsRecord& r : g->records) index["weight_map"][r.name] = name;
         }
         write_file_atomically((out / "model.safetensors.index.json").string(),
                               [&](std::ostream& o) { o << index.dump(2) << "\n"; });

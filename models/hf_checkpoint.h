@@ -30,7 +30,10 @@ class HFWeights {
   // Drops the pages of the mapping that tensor `key` lies on (whole pages only; they are read again on
   // access), so that a loader converting tensor by tensor keeps one tensor of the files resident, not all.
   void release(const std::string& key) const;
+  // Copies tensor `key`'s bytes as stored (info(key).nbytes()) to `out`, releasing its pages as it goes.
+  void copy_raw(const std::string& key, void* out) const;
   size_t num_files() const { return files_.size(); }
+  const SafeTensorsFile& file(size_t i) const { return *files_.at(i); }
 
  private:
   std::string path_;
@@ -52,10 +55,19 @@ void load_hf_weights(CausalLM& model, const HFWeights& weights);
 // float32 rest and one float32 weight. Returns what was quantized (QuantizeReport::str()).
 nn::QuantizeReport load_hf_weights_compact(CausalLM& model, const HFWeights& weights, QuantFormat format);
 
+// A compact checkpoint (models/compact_checkpoint.h: a base saved as it was held, quantized) read as it is stored:
+// `model` built on the meta device; each compact weight's layer replaced (a linear layer by a frozen
+// nn::QuantizedLinear, the token embedding by a compact nn::Embedding) over the file's bytes, no conversion;
+// then the float parameters allocated and read. load_hf_weights and load_hf_weights_compact refuse such a
+// checkpoint, naming its formats: its weights have no float32 form to load or quantize again.
+nn::QuantizeReport load_hf_weights_as_stored(CausalLM& model, const HFWeights& weights);
+
 // Writes DIR/config.json and the weights: DIR/model.safetensors, or, above `max_shard_bytes`, shards
 // model-0000i-of-0000n.safetensors with model.safetensors.index.json (transformers' layout). The folder is
 // written as one commit (core/atomic_file.h): a reader sees the old model or the new one, whole. Other files
-// in DIR (a tokenizer, a README) are kept. Refuses to write a model holding inf or nan.
+// in DIR (a tokenizer, a README) are kept. Refuses to write a model holding inf or nan. A model whose base is
+// held compact (quantized layers, a compact embedding) is written in models/compact_checkpoint.h's layout, its
+// config.json with a "quantization_config" that names it.
 void save_hf_checkpoint(const CausalLM& model, const std::string& dir, int64_t max_shard_bytes = int64_t(5) << 30);
 
 }  // namespace lora::models

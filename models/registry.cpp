@@ -2,7 +2,10 @@
 #include "models/registry.h"
 
 #include <filesystem>
+#include <set>
 
+#include "core/json_object_reader.h"
+#include "models/compact_checkpoint.h"
 #include "models/gemma/model.h"
 #include "models/gguf/model_io.h"
 #include "models/gpt2/model.h"
@@ -31,12 +34,46 @@ nlohmann::json preset_config(const std::string& name) {
   LORA_FAIL("unknown model preset '{}' (presets: {}; or give a config.json path)", name, known);
 }
 
+namespace {
+
+// config.json's "quantization_config": lora.cpp's own (a compact checkpoint, whose files' metadata the loader
+// reads) is taken out of the architecture's fields; another method's (bitsandbytes, GPTQ, AWQ) is refused.
+void take_quantization_config(ModelConfig& config) {
+  const auto it = config.json.find("quantization_config");
+  if (it == config.json.end() || it->is_null()) return;
+  const nlohmann::json& q = *it;
+  const std::string method = q.is_object() && q.contains("quant_method") && q["quant_method"].is_string()
+                                 ? q["quant_method"].get<std::string>()
+                                 : "";
+  LORA_CHECK(method == kCompactQuantMethod,
+             "config {}: quantization_config (quant_method '{}') is not supported: lora.cpp reads float checkpoints "
+             "and the compact bases it writes itself; load the unquantized model (--base-dtype quantizes it while "
+             "loading)",
+             config.source, method);
+  JsonObjectReader reader(q, fmt::format("config {}: quantization_config", config.source));
+  reader.mark_read("quant_method");
+  const nlohmann::json formats = reader.value("formats");
+  LORA_CHECK(formats.is_array() && !formats.empty(),
+             "config {}: quantization_config.formats must be a non-empty list of formats", config.source);
+  for (const nlohmann::json& f : formats) {
+    LORA_CHECK(f.is_string() && (f == "bf16" || f == "q8_0" || f == "q4_0" || f == "nf4"),
+               "config {}: quantization_config.formats: {} is not bf16, q8_0, q4_0 or nf4", config.source, f.dump());
+  }
+  reader.finish();
+  config.compact_checkpoint = true;
+  config.json.erase("quantization_config");
+}
+
+}  // namespace
+
 ModelConfig read_config_arg(const std::string& value) {
   LORA_CHECK(!value.empty(), "--config: empty (a preset name or a config.json path)");
   std::error_code ec;
   if (value.ends_with(".json") || fs::is_regular_file(value, ec)) {
     const ConfigReader reader = ConfigReader::from_file(value);
-    return {reader.json(), reader.source()};
+    ModelConfig config{reader.json(), reader.source()};
+    take_quantization_config(config);
+    return config;
   }
   return {preset_config(value), "preset '" + value + "'"};
 }
@@ -77,6 +114,37 @@ ModelConfig resolve_config(const std::string& weights, const std::string& config
   return read_config_arg(beside.string());
 }
 
+namespace {
+
+std::string stored_formats(const std::map<std::string, StoredCompactWeight>& stored) {
+  std::set<std::string> formats;
+  for (const auto& [name, w] : stored) formats.insert(std::string(quant_format_name(w.format)));
+  std::string list;
+  for (const std::string& f : formats) list += (list.empty() ? "" : ", ") + f;
+  return list;
+}
+
+// A compact base loads as it is stored: with auto, or with the format its layers were saved in (the token
+// embedding and the head, which a GGUF-made base keeps in a format of their own, aside).
+void check_stored_formats(const CausalLM& model, const std::map<std::string, StoredCompactWeight>& stored,
+                          const BaseDtype& base, const std::string& weights) {
+  if (base.automatic) return;
+  const std::string embedding = model.hf_name(model.token_embedding_path() + ".weight");
+  const std::string head = model.output_head_path().empty() ? "" : model.hf_name(model.output_head_path() + ".weight");
+  for (const auto& [key, w] : stored) {
+    const std::string name = model.hf_key_to_name(key);
+    if (base.format != QuantFormat::F32 && (name == embedding || (!head.empty() && name == head))) continue;
+    LORA_CHECK(w.format == base.format,
+               "--weights '{}' holds a base stored compact ({}; '{}' is {}): it loads only as it is stored, under "
+               "LoRA or for decoding (--base-dtype auto or {}), not as {}. A full fine-tune, merging or exporting "
+               "needs the float weights it was made from",
+               weights, stored_formats(stored), key, quant_format_name(w.format), quant_format_name(w.format),
+               quant_format_name(base.format));
+  }
+}
+
+}  // namespace
+
 std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::string& config_arg, uint64_t seed,
                                      const std::string& default_preset) {
   return load_model(weights, config_arg, seed, BaseDtype{}, default_preset);
@@ -94,11 +162,29 @@ std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::stri
   const ModelConfig config = resolve_config(weights, config_arg, default_preset);
   if (weights.empty()) return create_model(config, seed);
   const HFWeights files = HFWeights::open(weights);  // headers validated before the model exists
+  const auto stored = stored_compact_weights(files);
+  LORA_CHECK(!config.compact_checkpoint || !stored.empty(),
+             "--weights '{}': config {} says the model is a compact base (quantization_config '{}'), but no file "
+             "declares a compact weight",
+             weights, config.source, kCompactQuantMethod);
   {
     // The model built with shapes only (nothing allocated): a checkpoint its config contradicts is refused
     // before gigabytes are allocated and initialised for nothing.
     DefaultDeviceGuard shapes_only(Device::meta());
     check_hf_weights(*create_model(config, seed), files);
+  }
+  if (!stored.empty()) {
+    // A compact base, read as stored: its body is held in the format it was saved in.
+    std::shared_ptr<CausalLM> model;
+    {
+      DefaultDeviceGuard shapes_only(Device::meta());
+      model = create_model(config, seed);
+    }
+    check_stored_formats(*model, stored, base, weights);
+    const nn::QuantizeReport report = load_hf_weights_as_stored(*model, files);
+    fmt::print(stderr, "compact base read as stored ({}): {}\n", stored_formats(stored), report.str());
+    if (!default_device().is_cpu()) model->to(default_device());
+    return model;
   }
   if (!base.automatic && base.format != QuantFormat::F32) {
     // Quantize while loading: the frozen body never exists in float32 (models/hf_checkpoint.h).

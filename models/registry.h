@@ -25,6 +25,9 @@ nlohmann::json preset_config(const std::string& name);
 struct ModelConfig {
   nlohmann::json json;
   std::string source;  // "'path/config.json'" or "preset 'gpt2'"
+  // config.json named lora.cpp's own quantization (a compact checkpoint, models/compact_checkpoint.h); its
+  // "quantization_config" is taken out of `json`. Any other quantization_config is refused when read.
+  bool compact_checkpoint = false;
 };
 // --config VALUE: a preset name, or a path to a config.json.
 ModelConfig read_config_arg(const std::string& value);
@@ -40,6 +43,9 @@ std::shared_ptr<CausalLM> create_model(const ModelConfig& config, uint64_t seed 
 // - weights a .gguf file (models/gguf/): the model its metadata describes (--config must be empty), its
 //   tensors dequantized to float32, or with a compact `base` (--base-dtype auto or a format) its frozen linear
 //   layers built from the file's blocks without a float32 copy (models/gguf/model_io.h);
+// - a compact checkpoint (a base saved quantized, models/compact_checkpoint.h): its weights as stored, with a
+//   BaseDtype that is auto or their format (the token embedding and head may differ); refused otherwise,
+//   naming the formats: nothing of it loads as float32;
 // - no weights: a random model from --config (default_preset when --config is empty).
 // The weights' names and shapes are checked against the config before anything is loaded.
 ModelConfig resolve_config(const std::string& weights, const std::string& config_arg,
