@@ -27,6 +27,7 @@
 #include "models/hf_checkpoint.h"
 #include "models/registry.h"
 #include "nn/lora/adapter.h"
+#include "tools/model_probe.h"
 #include "tools/train_report.h"
 
 using namespace lora;
@@ -52,15 +53,6 @@ double frobenius(const Tensor& t) {
   double sum = 0.0;
   for (float v : t.to_vector<float>()) sum += double(v) * double(v);
   return std::sqrt(sum);
-}
-
-// Logits [T, V] of a fixed short token sequence, for checking that merging changed nothing it should not.
-std::vector<float> probe_logits(models::CausalLM& model) {
-  NoGradGuard no_grad;
-  const int64_t T = std::min<int64_t>(16, model.dims().context_length), V = model.dims().vocab_size;
-  std::vector<int32_t> ids(static_cast<size_t>(T));
-  for (int64_t i = 0; i < T; ++i) ids[size_t(i)] = static_cast<int32_t>((i * 7919 + 13) % V);
-  return model.forward(Tensor::from_vector(ids, {1, T})).to_vector<float>();
 }
 
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
@@ -130,7 +122,7 @@ int main(int argc, char** argv) {
     model->eval();
     fmt::print("base: {} ({}, {} layers, hidden {}, {} parameters)\n", weights, model->model_type(),
                model->dims().n_layer, model->dims().hidden, model->num_parameters());
-    const std::vector<float> base_logits = probe_logits(*model);
+    const std::vector<float> base_logits = tools::probe_logits(*model);
 
     // The adapter, unmerged: the reference the merged model must match.
     nn::load_adapter(*model, adapter);
@@ -140,7 +132,7 @@ int main(int argc, char** argv) {
     fmt::print("adapter: {}: {} adapted layers, rank {} per slice, alpha {}, scale {} ({} adapter parameters)\n",
                adapter, layers.size(), first.rank(), first.options().alpha, first.scaling(),
                model->num_parameters(true));
-    const std::vector<float> adapter_logits = probe_logits(*model);
+    const std::vector<float> adapter_logits = tools::probe_logits(*model);
 
     // Merge: W += s B A in every adapted layer (one at a time, so one copy of a weight is held at most);
     // report how far each weight moved (Frobenius norms).
@@ -164,7 +156,7 @@ int main(int argc, char** argv) {
     LORA_CHECK(nn::lora_layers(*model).empty(), "internal: LoRA layers remain after unwrapping");
 
     // The merged, plain model must compute what base + adapter computed (up to float rounding).
-    const std::vector<float> merged_logits = probe_logits(*model);
+    const std::vector<float> merged_logits = tools::probe_logits(*model);
     double scale = 0.0;
     for (float v : adapter_logits) scale = std::max(scale, double(std::abs(v)));
     const double diff = max_abs_diff(merged_logits, adapter_logits), moved = max_abs_diff(adapter_logits, base_logits);

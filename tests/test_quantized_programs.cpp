@@ -124,3 +124,61 @@ TEST_CASE("bad --base-dtype uses are refused, naming the flag", "[examples][quan
     CHECK_THAT(r.err, Catch::Contains(message));
   }
 }
+
+TEST_CASE("quantize writes a compact base that the programs read as stored, and the ones needing floats refuse",
+          "[examples][quantized]") {
+  REQUIRE_PROGRAM(quantize, "quantize");
+  REQUIRE_PROGRAM(generate, "generate");
+  REQUIRE_PROGRAM(finetune, "finetune");
+  const std::string llama = std::string(LORA_TEST_DATA_DIR) + "/llama_tied";
+  for (const auto& [source, type] :
+       {std::pair{kTinyModel, std::string("nf4")}, std::pair{llama, std::string("q8_0")}}) {
+    INFO(source << " " << type);
+    const fs::path out = scratch_dir() / ("compact_" + type);
+    fs::remove_all(out);
+    const RunResult q = run(quantize, "--weights " + quote(source) + " --type " + type + " --out " + quote(out));
+    INFO(q.out << q.err);
+    REQUIRE(q.exit_code == 0);
+    CHECK_THAT(q.out, Catch::Contains("it reads back to the same logits"));
+    CHECK(fs::exists(out / "tokenizer.json") == fs::exists(fs::path(source) / "tokenizer.json"));
+    // Decoding the stored base gives what quantizing the float model on load gives, token for token.
+    // (The Llama fixture has no tokenizer of its own: GPT-2's files decode its ids, all below 101.)
+    const std::string prompt = " --prompt-ids 5,17,42 --max-new-tokens 6 --temperature 0 --json --tokenizer " +
+                               quote(fs::path(LORA_TEST_DATA_DIR) / ".." / ".." / "data" / "gpt2");
+    const RunResult stored = run(generate, "--weights " + quote(out) + prompt);
+    const RunResult on_load = run(generate, "--weights " + quote(source) + " --base-dtype " + type + prompt);
+    INFO(stored.err << on_load.err);
+    REQUIRE(stored.exit_code == 0);
+    REQUIRE(on_load.exit_code == 0);
+    CHECK(last_json_line(stored.out)["generated_ids"] == last_json_line(on_load.out)["generated_ids"]);
+    CHECK_THAT(stored.err, Catch::Contains("compact base read as stored (" + type + ")"));
+    // LoRA trains on it; a full fine-tune and another format refuse it, naming the stored one.
+    const std::string data =
+        " --data " + quote(quantized_tokens()) + " --steps 2 --warmup 1 --batch 2 --seq 8 --eval-batches 1";
+    const RunResult lora = run(finetune, "--weights " + quote(out) + data + " --mode lora");
+    INFO(lora.out << lora.err);
+    CHECK(lora.exit_code == 0);
+    CHECK_THAT(lora.out, Catch::Contains("on a " + type + " base"));
+    const RunResult full = run(finetune, "--weights " + quote(out) + data + " --mode full");
+    CHECK(full.exit_code != 0);
+    CHECK_THAT(full.err, Catch::Contains("stored compact (" + type));
+    const RunResult other = run(generate, "--weights " + quote(out) + " --base-dtype bf16" + prompt);
+    CHECK(other.exit_code != 0);
+    CHECK_THAT(other.err, Catch::Contains("not as bf16"));
+  }
+  // quantize's own refusals.
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"--weights " + quote(kTinyModel) + " --type f32 --out " + quote(scratch_dir() / "x"), "--type f32"},
+      {"--weights " + quote(kTinyModel) + " --type q5 --out " + quote(scratch_dir() / "x"), "--type 'q5'"},
+      {"--weights " + quote(kTinyModel) + " --type nf4 --out " + quote(kTinyModel), "is --weights"},
+      {"--weights " + quote(kTinyModel) + " --type q8_0 --out " + quote(scratch_dir() / "x"), "48 input features"},
+      {"--weights model.gguf --type q8_0 --out " + quote(scratch_dir() / "x"), "a GGUF file is read as it is stored"},
+  };
+  for (const auto& [args, message] : bad) {
+    INFO(args);
+    const RunResult r = run(quantize, args);
+    CHECK(r.exit_code != 0);
+    CHECK_THAT(r.err, Catch::Contains(message));
+  }
+  CHECK(!fs::exists(scratch_dir() / "x"));
+}
