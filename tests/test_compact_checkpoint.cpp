@@ -229,10 +229,11 @@ struct HandWritten {
     fs::remove_all(dir);
     fs::create_directories(dir);
     std::vector<SafeTensorsRecord> records = compact;
-    for (const auto& [key, t] : model->hf_state()) {
+    for (const auto& entry : model->hf_state()) {
+      const std::string& key = entry.first;
       const bool replaced = key == name || std::any_of(compact.begin(), compact.end(),
                                                        [&](const SafeTensorsRecord& r) { return r.name == key; });
-      if (!replaced) records.push_back({key, t, "F32", t.shape()});
+      if (!replaced) records.push_back({key, entry.second, "F32", entry.second.shape()});
     }
     save_safetensors_records((dir / "model.safetensors").string(), records,
                              {{"format", "pt"}, {models::kCompactWeightsMetadataKey, metadata}});
