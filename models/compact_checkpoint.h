@@ -15,8 +15,9 @@
 // Each file's "__metadata__" has "lora.compact_weights": a JSON object of the compact weights that file holds,
 // {NAME: {"format": "nf4", "shape": [rows, cols], "double_quant": true}}; its other tensors are the model's
 // float parameters as save_hf_checkpoint writes them. config.json carries "quantization_config":
-// {"quant_method": "lora.cpp", "formats": [...]}, so that transformers refuses the folder (an unknown
-// quantization method) rather than reading it as float weights.
+// {"quant_method": "lora.cpp", "formats": [...]}, which names the folder for what it is: transformers 5.25 warns
+// that it does not know the method, then refuses the packed weights' shapes (a bf16 Llama aside, whose weights
+// are plain bf16 in its own layout and read correctly).
 #pragma once
 
 #include <nlohmann/json.hpp>
