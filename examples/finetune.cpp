@@ -385,7 +385,7 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   std::shared_ptr<models::CausalLM> model = models::load_model(o.weights, o.config, o.seed, base);
   const models::ModelDims dims = model->dims();
   fmt::print("model: {}, {} layers, hidden {}, {} parameters\n", model->model_type(), dims.n_layer, dims.hidden,
-             model->num_parameters());
+             model->num_parameters() + nn::num_compact_weights(*model));
   std::unique_ptr<tokenizer::Tokenizer> tok;
   const std::function<const tokenizer::Tokenizer&()> get_tokenizer = [&]() -> const tokenizer::Tokenizer& {
     if (!tok) {  // loaded when the data or a sample needs it
@@ -397,7 +397,9 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   const tools::FinetuneData data = tools::load_finetune_data(o, data_path, get_tokenizer, dims.vocab_size);
   fmt::print("{}", data.describe());
   model->to(device);
-  const int64_t total_params = model->num_parameters();  // before a quantized base leaves the parameters
+  // Before a quantized base leaves the parameters; a base loaded compact (a GGUF file's blocks, a compact
+  // checkpoint) counts by its weights.
+  const int64_t total_params = model->num_parameters() + nn::num_compact_weights(*model);
   if (lora_mode) {
     models::apply_lora(*model, lora_config);
     model->to(device);

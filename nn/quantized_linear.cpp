@@ -50,6 +50,12 @@ std::vector<std::pair<std::string, std::shared_ptr<const QuantizedWeight>>> name
   return out;
 }
 
+int64_t num_compact_weights(const Module& model) {
+  int64_t n = 0;
+  for (const auto& [path, w] : named_compact_weights(model)) n += w->rows * w->cols;
+  return n;
+}
+
 std::string QuantizeReport::str() const {
   constexpr double MiB = 1024.0 * 1024.0;
   return fmt::format("{} linear layers: {:.1f} MiB of f32 weights -> {:.1f} MiB", layers, f32_bytes / MiB,

@@ -39,6 +39,8 @@ inline std::shared_ptr<const QuantizedWeight> compact_weight_of(const std::share
 // Every weight below `model` held in a compact format, by module path: the QuantizedLinear layers and the
 // compact embedding tables (nn/layers.h). They are not parameters, so what identifies a base must list them.
 std::vector<std::pair<std::string, std::shared_ptr<const QuantizedWeight>>> named_compact_weights(const Module& model);
+// The weights those hold (rows x cols each): with num_parameters(), the model's size whatever its base's format.
+int64_t num_compact_weights(const Module& model);
 
 struct QuantizeReport {
   int64_t layers = 0;

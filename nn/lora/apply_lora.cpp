@@ -6,6 +6,8 @@
 #include <set>
 #include <sstream>
 
+#include "nn/quantized_linear.h"
+
 namespace lora::nn {
 namespace {
 
@@ -128,7 +130,7 @@ std::string LoRASummary::str() const {
 LoRASummary lora_summary(const Module& model) {
   LoRASummary s;
   s.trainable_params = model.num_parameters(true);
-  s.all_params = model.num_parameters();
+  s.all_params = model.num_parameters() + num_compact_weights(model);  // a compact base's weights count too
   s.adapted_layers = static_cast<int64_t>(lora_layers(model).size());
   return s;
 }
