@@ -127,6 +127,9 @@ TEST_CASE("a compact base saved and read back as stored: the same bits, logits a
       loaded->eval();
       check_same_base(*loaded, *reference);
       CHECK(logits_of(*loaded) == logits_of(*reference));
+      // Counted with its compact weights, the model is as large as the float one.
+      CHECK(loaded->num_parameters() + nn::num_compact_weights(*loaded) ==
+            models::create_model({config, "test"})->num_parameters());
       // The float parameters too (embeddings, norms, biases, the head).
       const auto a = loaded->named_parameters(), b = reference->named_parameters();
       REQUIRE(a.size() == b.size());
