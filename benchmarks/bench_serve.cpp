@@ -160,7 +160,8 @@ int main(int argc, char** argv) {
   app.add_flag("--skip-decode", skip_decode, "Only the bandwidth bound and the many-adapter runs");
   app.add_option("--weights", weights, "Hugging Face model folder (default: random init from --config)");
   app.add_option("--base-dtype", base_dtype,
-                 "Hold the linear layers' weights (the head aside) as f32, bf16, q8_0, q4_0 or nf4")
+                 "Hold the linear layers' weights (the head aside) as f32, bf16, q8_0, q4_0 or nf4, or auto (a "
+                 "compact folder's own format, f32 otherwise)")
       ->capture_default_str();
   app.add_option("--save-weights", save_weights, "Write the (random) model as a Hugging Face folder and exit");
   app.add_flag("--llama-bench", llama_bench,
@@ -183,26 +184,27 @@ int main(int argc, char** argv) {
     fmt::print("streaming read of {} MiB (last-level cache {} MiB), {} threads: {:.2f} GB/s best, {:.2f} median of 5\n",
                bandwidth_mib, cpu::last_level_cache_bytes() >> 20, probe.threads, gbps, probe.median_gbps);
 
-    auto model =
-        weights.empty() ? models::create_model(models::read_config_arg(config), 1) : models::load_model(weights, "", 1);
+    // A compact folder (quantize) is read as stored, a float one quantized while loading (the same bits as
+    // quantizing after); a random model is quantized below.
+    const models::BaseDtype base = models::BaseDtype::parse(base_dtype);
+    const QuantFormat base_format = models::resolved_base_format(base, weights);
+    auto model = weights.empty() ? models::create_model(models::read_config_arg(config), 1)
+                                 : models::load_model(weights, "", 1, base);
     model->eval();
     if (!save_weights.empty()) {
       models::save_hf_checkpoint(*model, save_weights);
       fmt::print("wrote '{}' to {}\n", weights.empty() ? config : weights, save_weights);
       return 0;
     }
-    const QuantFormat base_format = parse_quant_format(base_dtype);
     if (base_format != QuantFormat::F32) {
       model->freeze();  // inference: nothing trains
-      fmt::print("base weights as {}: {}\n", base_dtype,
+      fmt::print("base weights as {}: {}\n", quant_format_name(base_format),
                  models::quantize_base(*model, base_format, /*inference_head=*/true).str());
     }
     // Bytes a decode step reads: every parameter once (a tied head is one tensor), quantized weights included.
     size_t weight_bytes = 0;
     for (const Tensor& p : model->parameters()) weight_bytes += p.nbytes();
-    for (const auto& [path, module] : model->named_modules()) {
-      if (auto q = std::dynamic_pointer_cast<nn::QuantizedLinear>(module)) weight_bytes += q->quantized->nbytes();
-    }
+    for (const auto& [path, compact] : nn::named_compact_weights(*model)) weight_bytes += compact->nbytes();
     if (const auto& head = model->inference_head()) {  // logits read the quantized head, not the f32 one
       weight_bytes += head->nbytes() - static_cast<size_t>(head->rows * head->cols) * sizeof(float);
     }
@@ -329,7 +331,10 @@ int main(int argc, char** argv) {
         }
         // Once untimed first: the process's first batch grows the allocator's cache and faults pages in, which
         // would count against the baseline alone.
-        { serve::DecodeEngine warm_up(*model, set, engine_options); serve_groups(warm_up, {all}); }
+        {
+          serve::DecodeEngine warm_up(*model, set, engine_options);
+          serve_groups(warm_up, {all});
+        }
         serve::DecodeEngine engine(*model, set, engine_options);
         base_only = serve_groups(engine, {all});
         print_row(0, "no adapter, one pass", "fresh", base_only);
