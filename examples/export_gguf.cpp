@@ -29,6 +29,7 @@
 #include "models/tokenizer/hf_tokenizer.h"
 #include "nn/lora/adapter.h"
 #include "nn/lora/apply_lora.h"
+#include "nn/quantized_linear.h"
 
 using namespace lora;
 namespace fs = std::filesystem;
@@ -141,11 +142,15 @@ int main(int argc, char** argv) {
                "--out '{}' would overwrite the base model: choose another path", out);
     const auto t0 = std::chrono::steady_clock::now();
 
-    auto model = models::load_model(weights, config_name);
+    // An adapter alone needs only the base's shapes and names: the base loads as its file holds it (a compact
+    // folder or a GGUF file's blocks, without a float32 copy). A model to write needs its float weights.
+    auto model = models::load_model(weights, config_name, 0,
+                                    adapter_only ? models::BaseDtype::parse("auto") : models::BaseDtype{});
     model->eval();
     fmt::print("model: {} ({}, {} layers, hidden {}, vocabulary {}, {} parameters)\n",
                weights.empty() ? "random (--config)" : weights, model->model_type(), model->dims().n_layer,
-               model->dims().hidden, model->dims().vocab_size, model->num_parameters());
+               model->dims().hidden, model->dims().vocab_size,
+               model->num_parameters() + nn::num_compact_weights(*model));
     if (!adapter.empty()) {
       nn::load_adapter(*model, adapter);
       const auto layers = nn::lora_layers(*model);

@@ -130,6 +130,7 @@ TEST_CASE("quantize writes a compact base that the programs read as stored, and 
   REQUIRE_PROGRAM(quantize, "quantize");
   REQUIRE_PROGRAM(generate, "generate");
   REQUIRE_PROGRAM(finetune, "finetune");
+  REQUIRE_PROGRAM(export_gguf, "export_gguf");
   const std::string llama = std::string(LORA_TEST_DATA_DIR) + "/llama_tied";
   for (const auto& [source, type] :
        {std::pair{kTinyModel, std::string("nf4")}, std::pair{llama, std::string("q8_0")}}) {
@@ -155,10 +156,23 @@ TEST_CASE("quantize writes a compact base that the programs read as stored, and 
     // LoRA trains on it; a full fine-tune and another format refuse it, naming the stored one.
     const std::string data =
         " --data " + quote(quantized_tokens()) + " --steps 2 --warmup 1 --batch 2 --seq 8 --eval-batches 1";
-    const RunResult lora = run(finetune, "--weights " + quote(out) + data + " --mode lora");
+    const fs::path run_dir = scratch_dir() / ("compact_run_" + type);
+    fs::remove_all(run_dir);
+    const RunResult lora = run(finetune, "--weights " + quote(out) + data + " --mode lora --save " + quote(run_dir));
     INFO(lora.out << lora.err);
-    CHECK(lora.exit_code == 0);
+    REQUIRE(lora.exit_code == 0);
     CHECK_THAT(lora.out, Catch::Contains("on a " + type + " base"));
+    // Its adapter goes to llama.cpp as a GGUF adapter: the same file from the compact folder as from the float one.
+    std::vector<std::string> adapters;
+    for (const std::string& base : {out.string(), source}) {
+      const fs::path gguf = scratch_dir() / ("compact_adapter_" + type + std::to_string(adapters.size()) + ".gguf");
+      const RunResult e = run(export_gguf, "--weights " + quote(base) + " --adapter " + quote(run_dir / "lora") +
+                                               " --adapter-only --out " + quote(gguf));
+      INFO(e.out << e.err);
+      REQUIRE(e.exit_code == 0);
+      adapters.push_back(lora::read_file(gguf.string(), "the adapter"));
+    }
+    CHECK(adapters[0] == adapters[1]);
     const RunResult full = run(finetune, "--weights " + quote(out) + data + " --mode full");
     CHECK(full.exit_code != 0);
     CHECK_THAT(full.err, Catch::Contains("stored compact (" + type));
