@@ -135,10 +135,13 @@ QuantizedWeight read_compact_weight(const HFWeights& weights, const StoredCompac
   weights.copy_raw(w.name, q.data.raw_data());
   const auto finite_half = [](uint16_t h) { return (h & 0x7C00) != 0x7C00; };  // exponent not all ones
   const auto finite_bf16 = [](uint16_t b) { return (b & 0x7F80) != 0x7F80; };
-  const auto check_floats = [&](const Tensor& t, const std::string& part) {
+  // nf4's absmaxes and their scales are magnitudes (the quantizer makes them >= 0): a negative one would flip
+  // a block's signs without a trace, so it is refused like inf and nan.
+  const auto check_magnitudes = [&](const Tensor& t, const std::string& part) {
     const float* v = t.data<float>();
     for (int64_t i = 0; i < t.numel(); ++i)
-      LORA_CHECK(std::isfinite(v[i]), "{}: {} element {} is {}", where, part, i, v[i]);
+      LORA_CHECK(std::isfinite(v[i]) && v[i] >= 0.0f, "{}: {} element {} is {} (expected a finite value >= 0)", where,
+                 part, i, v[i]);
   };
   switch (w.format) {
     case QuantFormat::BF16: {
@@ -164,11 +167,11 @@ QuantizedWeight read_compact_weight(const HFWeights& weights, const StoredCompac
     case QuantFormat::NF4:
       if (!w.double_quant) {
         weights.copy_raw(w.name + ".absmax", q.scale.raw_data());
-        check_floats(q.scale, "absmax");
+        check_magnitudes(q.scale, "absmax");
       } else {
         weights.copy_raw(w.name + ".absmax_codes", q.absmax_codes.raw_data());
         weights.copy_raw(w.name + ".absmax_scale", q.absmax_scale.raw_data());
-        check_floats(q.absmax_scale, "absmax_scale");
+        check_magnitudes(q.absmax_scale, "absmax_scale");
         weights.copy_raw(w.name + ".absmax_mean", &q.absmax_mean);
         LORA_CHECK(std::isfinite(q.absmax_mean), "{}: absmax_mean is {}", where, q.absmax_mean);
       }

@@ -58,9 +58,9 @@ void take_quantization_config(ModelConfig& config) {
   for (const nlohmann::json& f : formats) {
     LORA_CHECK(f.is_string() && (f == "bf16" || f == "q8_0" || f == "q4_0" || f == "nf4"),
                "config {}: quantization_config.formats: {} is not bf16, q8_0, q4_0 or nf4", config.source, f.dump());
+    config.compact_formats.insert(f.get<std::string>());
   }
   reader.finish();
-  config.compact_checkpoint = true;
   config.json.erase("quantization_config");
 }
 
@@ -163,10 +163,17 @@ std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::stri
   if (weights.empty()) return create_model(config, seed);
   const HFWeights files = HFWeights::open(weights);  // headers validated before the model exists
   const auto stored = stored_compact_weights(files);
-  LORA_CHECK(!config.compact_checkpoint || !stored.empty(),
+  LORA_CHECK(config.compact_formats.empty() || !stored.empty(),
              "--weights '{}': config {} says the model is a compact base (quantization_config '{}'), but no file "
              "declares a compact weight",
              weights, config.source, kCompactQuantMethod);
+  if (!config.compact_formats.empty()) {
+    std::set<std::string> formats;
+    for (const auto& [name, w] : stored) formats.insert(std::string(quant_format_name(w.format)));
+    LORA_CHECK(formats == config.compact_formats,
+               "--weights '{}': config {} names the formats {} (quantization_config), but the files hold {}", weights,
+               config.source, nlohmann::json(config.compact_formats).dump(), nlohmann::json(formats).dump());
+  }
   {
     // The model built with shapes only (nothing allocated): a checkpoint its config contradicts is refused
     // before gigabytes are allocated and initialised for nothing.

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,9 +26,10 @@ nlohmann::json preset_config(const std::string& name);
 struct ModelConfig {
   nlohmann::json json;
   std::string source;  // "'path/config.json'" or "preset 'gpt2'"
-  // config.json named lora.cpp's own quantization (a compact checkpoint, models/compact_checkpoint.h); its
-  // "quantization_config" is taken out of `json`. Any other quantization_config is refused when read.
-  bool compact_checkpoint = false;
+  // The formats config.json's "quantization_config" names when it is lora.cpp's own (a compact checkpoint,
+  // models/compact_checkpoint.h), taken out of `json`; empty otherwise. Any other quantization_config is
+  // refused when read.
+  std::set<std::string> compact_formats = {};
 };
 // --config VALUE: a preset name, or a path to a config.json.
 ModelConfig read_config_arg(const std::string& value);

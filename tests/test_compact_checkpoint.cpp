@@ -205,6 +205,10 @@ TEST_CASE("a compact base is refused by what needs float weights, and another qu
   std::ofstream(dir / "config.json") << config.dump();
   CHECK_THAT(error_of([&] { models::load_model(dir.string(), "", 0, models::BaseDtype::parse("auto")); }),
              Contains("quant_method 'bitsandbytes') is not supported"));
+  config["quantization_config"] = {{"quant_method", "lora.cpp"}, {"formats", {"q8_0"}}};
+  std::ofstream(dir / "config.json") << config.dump();
+  CHECK_THAT(error_of([&] { models::load_model(dir.string(), "", 0, models::BaseDtype::parse("auto")); }),
+             Contains("names the formats [\"q8_0\"] (quantization_config), but the files hold [\"nf4\"]"));
   config["quantization_config"] = {{"quant_method", "lora.cpp"}, {"formats", {"nf4"}}, {"bits", 4}};
   std::ofstream(dir / "config.json") << config.dump();
   CHECK_THAT(error_of([&] { models::load_model(dir.string(), "", 0, models::BaseDtype::parse("auto")); }),
@@ -310,4 +314,10 @@ TEST_CASE("malformed compact checkpoints are refused naming the file, the weight
   SafeTensorsRecord absmax{h.name + ".absmax", Tensor::full({rows * cols / 64}, std::nanf("")), "F32",
                            Shape{rows * cols / 64}};
   CHECK_THAT(h.load_error(nf4, {bytes_record(h.name, rows * cols / 2), absmax}), Contains("absmax element 0 is nan"));
+  absmax.tensor = Tensor::full({rows * cols / 64}, 0.5);
+  absmax.tensor.data<float>()[7] = -0.5f;
+  CHECK_THAT(h.load_error(nf4, {bytes_record(h.name, rows * cols / 2), absmax}),
+             Contains("absmax element 7 is -0.5 (expected a finite value >= 0)"));
+  absmax.tensor.data<float>()[7] = 0.5f;
+  CHECK(h.load_error(nf4, {bytes_record(h.name, rows * cols / 2), absmax}) == "(no error)");
 }
