@@ -260,18 +260,7 @@ void load_float_parameters(CausalLM& model, const HFWeights& weights, const std:
 void load_hf_weights(CausalLM& model, const HFWeights& weights) {
   refuse_compact(weights, "in float32");
   check_hf_weights(model, weights);
-  const auto expected = expected_tensors(model);
-  NoGradGuard no_grad;
-  for (const std::string& key : weights.keys()) {
-    const std::string name = model.hf_key_to_name(key);
-    if (name.empty()) continue;
-    const Expected& e = expected.at(name);
-    Tensor value = weights.load(key, DType::F32);
-    LORA_CHECK(all_finite(value), "checkpoint '{}': tensor '{}' holds inf or nan values", weights.path(), key);
-    if (e.transposed) value = ops::transpose(value, 0, 1);  // HF [in, out] -> [out, in]
-    Tensor param = e.param;
-    param.copy_from(value.to(param.device()));
-  }
+  load_float_parameters(model, weights, {});
 }
 
 nn::QuantizeReport load_hf_weights_compact(CausalLM& model, const HFWeights& weights, QuantFormat format) {

@@ -44,8 +44,10 @@ class HFWeights {
 // Checks that the weights hold exactly the model's parameters (HF names, HF shapes) and lists what is
 // missing, mis-shaped or unexpected. Touches no data: call it on a model that holds none yet.
 void check_hf_weights(const CausalLM& model, const HFWeights& weights);
-// check_hf_weights, then copies every parameter in (converted to float32, transposed where HF's layout
-// differs, onto the parameter's device). Keys the model maps to "" are skipped.
+// check_hf_weights, then reads every parameter (converted to float32, transposed where HF's layout differs):
+// a parameter on the meta device takes the host storage it was read into (a model built with shapes only is
+// never initialised for nothing, and no weight is held twice); any other is copied onto its device. Keys the
+// model maps to "" are skipped.
 void load_hf_weights(CausalLM& model, const HFWeights& weights);
 // Quantize while loading: `model` is built with shapes only (the meta device, nothing allocated). Each of the
 // body's linear weights (every linear layer but the output head, models/quantize_base.h) is read alone in

@@ -205,8 +205,15 @@ std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::stri
     if (!default_device().is_cpu()) model->to(default_device());
     return model;
   }
-  auto model = create_model(config, seed);
+  // Built with shapes only and given the storage each weight is read into: no random initialisation to throw
+  // away, and no weight held twice.
+  std::shared_ptr<CausalLM> model;
+  {
+    DefaultDeviceGuard shapes_only(Device::meta());
+    model = create_model(config, seed);
+  }
   load_hf_weights(*model, files);
+  if (!default_device().is_cpu()) model->to(default_device());
   return model;
 }
 
