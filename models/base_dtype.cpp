@@ -26,17 +26,13 @@ StoredBase stored_base(const std::string& weights, const std::string& config_arg
     DefaultDeviceGuard shapes_only(Device::meta());
     model = create_model(resolve_config(weights, config_arg));
   }
-  const std::string embedding = model->hf_name(model->token_embedding_path() + ".weight");
-  const std::string head =
-      model->output_head_path().empty() ? "" : model->hf_name(model->output_head_path() + ".weight");
   for (const auto& [key, w] : stored) {
-    const std::string name = model->hf_key_to_name(key);
-    if (name == embedding)
-      out.tables.embedding = w.format;
-    else if (!head.empty() && name == head)
-      out.tables.head = w.format;
-    else
+    if (!is_compact_table(*model, key))
       out.body.emplace(key, w);
+    else if (model->hf_key_to_name(key) == model->hf_name(model->token_embedding_path() + ".weight"))
+      out.tables.embedding = w.format;
+    else
+      out.tables.head = w.format;
   }
   return out;
 }

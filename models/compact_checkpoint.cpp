@@ -118,6 +118,25 @@ std::set<std::string> stored_compact_keys(const std::map<std::string, StoredComp
   return keys;
 }
 
+std::set<std::string> stored_format_names(const std::map<std::string, StoredCompactWeight>& stored) {
+  std::set<std::string> formats;
+  for (const auto& [name, w] : stored) formats.insert(std::string(quant_format_name(w.format)));
+  return formats;
+}
+
+std::string stored_formats_text(const std::map<std::string, StoredCompactWeight>& stored) {
+  std::string text;
+  for (const std::string& f : stored_format_names(stored)) text += (text.empty() ? "" : ", ") + f;
+  return text;
+}
+
+bool is_compact_table(const CausalLM& model, const std::string& key) {
+  const std::string name = model.hf_key_to_name(key);
+  const std::string head = model.output_head_path();
+  return name == model.hf_name(model.token_embedding_path() + ".weight") ||
+         (!head.empty() && name == model.hf_name(head + ".weight"));
+}
+
 QuantFormat dominant_stored_format(const std::map<std::string, StoredCompactWeight>& stored) {
   std::map<QuantFormat, int64_t> elements;
   for (const auto& [name, w] : stored) elements[w.format] += w.rows * w.cols;

@@ -68,6 +68,13 @@ std::map<std::string, StoredCompactWeight> stored_compact_weights(const HFWeight
 // The keys those weights occupy in the files (NAME and its companions).
 std::set<std::string> stored_compact_keys(const std::map<std::string, StoredCompactWeight>& stored);
 
+// The formats those weights are stored in ("nf4", "q8_0", ...), and the same as one "nf4, q8_0" for messages.
+std::set<std::string> stored_format_names(const std::map<std::string, StoredCompactWeight>& stored);
+std::string stored_formats_text(const std::map<std::string, StoredCompactWeight>& stored);
+// Whether the stored weight `key` is the model's token embedding or output head: tables a GGUF-made base keeps in
+// a format of their own, apart from the body's.
+bool is_compact_table(const CausalLM& model, const std::string& key);
+
 // The format --base-dtype auto gives a checkpoint: the one most of its compact linear weights take (by element
 // count), f32 for a float checkpoint. What a program predicts memory with.
 QuantFormat dominant_stored_format(const std::map<std::string, StoredCompactWeight>& stored);

@@ -215,15 +215,11 @@ namespace {
 void refuse_compact(const HFWeights& weights, const std::string& wanted) {
   const auto stored = stored_compact_weights(weights);
   if (stored.empty()) return;
-  std::set<std::string> formats;
-  for (const auto& [name, w] : stored) formats.insert(std::string(quant_format_name(w.format)));
-  std::string list;
-  for (const std::string& f : formats) list += (list.empty() ? "" : ", ") + f;
   LORA_FAIL(
       "checkpoint '{}' holds a compact base ({}: {} weights stored quantized); it loads only as it is stored, not "
       "{} (--base-dtype auto under LoRA or for decoding). A full fine-tune, merging or exporting needs the float "
       "weights it was made from",
-      weights.path(), list, stored.size(), wanted);
+      weights.path(), stored_formats_text(stored), stored.size(), wanted);
 }
 
 void load_float_parameters(CausalLM& model, const HFWeights& weights, const std::set<std::string>& held) {

@@ -116,29 +116,18 @@ ModelConfig resolve_config(const std::string& weights, const std::string& config
 
 namespace {
 
-std::string stored_formats(const std::map<std::string, StoredCompactWeight>& stored) {
-  std::set<std::string> formats;
-  for (const auto& [name, w] : stored) formats.insert(std::string(quant_format_name(w.format)));
-  std::string list;
-  for (const std::string& f : formats) list += (list.empty() ? "" : ", ") + f;
-  return list;
-}
-
 // A compact base loads as it is stored: with auto, or with the format its layers were saved in (the token
 // embedding and the head, which a GGUF-made base keeps in a format of their own, aside).
 void check_stored_formats(const CausalLM& model, const std::map<std::string, StoredCompactWeight>& stored,
                           const BaseDtype& base, const std::string& weights) {
   if (base.automatic) return;
-  const std::string embedding = model.hf_name(model.token_embedding_path() + ".weight");
-  const std::string head = model.output_head_path().empty() ? "" : model.hf_name(model.output_head_path() + ".weight");
   for (const auto& [key, w] : stored) {
-    const std::string name = model.hf_key_to_name(key);
-    if (base.format != QuantFormat::F32 && (name == embedding || (!head.empty() && name == head))) continue;
+    if (base.format != QuantFormat::F32 && is_compact_table(model, key)) continue;
     LORA_CHECK(w.format == base.format,
                "--weights '{}' holds a base stored compact ({}; '{}' is {}): it loads only as it is stored, under "
                "LoRA or for decoding (--base-dtype auto or {}), not as {}. A full fine-tune, merging or exporting "
                "needs the float weights it was made from",
-               weights, stored_formats(stored), key, quant_format_name(w.format), quant_format_name(w.format),
+               weights, stored_formats_text(stored), key, quant_format_name(w.format), quant_format_name(w.format),
                quant_format_name(base.format));
   }
 }
@@ -168,8 +157,7 @@ std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::stri
              "declares a compact weight",
              weights, config.source, kCompactQuantMethod);
   if (!config.compact_formats.empty()) {
-    std::set<std::string> formats;
-    for (const auto& [name, w] : stored) formats.insert(std::string(quant_format_name(w.format)));
+    const std::set<std::string> formats = stored_format_names(stored);
     LORA_CHECK(formats == config.compact_formats,
                "--weights '{}': config {} names the formats {} (quantization_config), but the files hold {}", weights,
                config.source, nlohmann::json(config.compact_formats).dump(), nlohmann::json(formats).dump());
@@ -189,7 +177,7 @@ std::shared_ptr<CausalLM> load_model(const std::string& weights, const std::stri
     }
     check_stored_formats(*model, stored, base, weights);
     const nn::QuantizeReport report = load_hf_weights_as_stored(*model, files);
-    fmt::print(stderr, "compact base read as stored ({}): {}\n", stored_formats(stored), report.str());
+    fmt::print(stderr, "compact base read as stored ({}): {}\n", stored_formats_text(stored), report.str());
     if (!default_device().is_cpu()) model->to(default_device());
     return model;
   }

@@ -88,6 +88,17 @@ std::shared_ptr<models::CausalLM> compact_model(const nlohmann::json& config, Qu
   return model;
 }
 
+// `dir` read back with `base`: the same compact base and logits as `reference`. Returns the model read.
+std::shared_ptr<models::CausalLM> check_reads_back(const fs::path& dir, const models::BaseDtype& base,
+                                                   models::CausalLM& reference) {
+  auto loaded = models::load_model(dir.string(), "", 0, base);
+  loaded->freeze();
+  loaded->eval();
+  check_same_base(*loaded, reference);
+  CHECK(logits_of(*loaded) == logits_of(reference));
+  return loaded;
+}
+
 std::string error_of(const std::function<void()>& f) {
   try {
     f();
@@ -122,11 +133,7 @@ TEST_CASE("a compact base saved and read back as stored: the same bits, logits a
     CHECK(written["quantization_config"]["formats"] == nlohmann::json::array({quant_format_name(c.format)}));
     CHECK(models::resolved_base_format(models::BaseDtype::parse("auto"), dir.string()) == c.format);
     for (const models::BaseDtype& base : {models::BaseDtype::parse("auto"), models::BaseDtype{false, c.format}}) {
-      auto loaded = models::load_model(dir.string(), "", 0, base);
-      loaded->freeze();
-      loaded->eval();
-      check_same_base(*loaded, *reference);
-      CHECK(logits_of(*loaded) == logits_of(*reference));
+      const auto loaded = check_reads_back(dir, base, *reference);
       // Counted with its compact weights, the model is as large as the float one.
       CHECK(loaded->num_parameters() + nn::num_compact_weights(*loaded) ==
             models::create_model({config, "test"})->num_parameters());
@@ -148,11 +155,7 @@ TEST_CASE("a compact base sharded: every weight's encoding stays in one shard, a
   REQUIRE(files.num_files() > 3);
   const auto stored = models::stored_compact_weights(files);  // checks each file holds what it declares
   CHECK(stored.size() == models::base_linear_paths(*reference).size());
-  auto loaded = models::load_model(dir.string(), "", 0, models::BaseDtype::parse("auto"));
-  loaded->freeze();
-  loaded->eval();
-  check_same_base(*loaded, *reference);
-  CHECK(logits_of(*loaded) == logits_of(*reference));
+  check_reads_back(dir, models::BaseDtype::parse("auto"), *reference);
   fs::remove_all(dir);
 }
 
@@ -168,12 +171,8 @@ TEST_CASE("a compact token embedding and head (a GGUF-made base) are saved and r
   CHECK(tables.head == QuantFormat::Q8_0);
   CHECK(models::resolved_base_format(models::BaseDtype::parse("auto"), dir.string()) == QuantFormat::Q4_0);
   // --base-dtype q4_0 names the body's format: the tables keep theirs.
-  auto loaded = models::load_model(dir.string(), "", 0, models::BaseDtype{false, QuantFormat::Q4_0});
-  loaded->freeze();
-  loaded->eval();
+  const auto loaded = check_reads_back(dir, models::BaseDtype{false, QuantFormat::Q4_0}, *reference);
   CHECK(loaded->compact_head() != nullptr);
-  check_same_base(*loaded, *reference);
-  CHECK(logits_of(*loaded) == logits_of(*reference));
   fs::remove_all(dir);
 }
 
