@@ -24,12 +24,19 @@ BlockLifetime lifetime_of(MemoryCategory category) {
 
 Storage::Storage(size_t bytes, Device device, MemoryCategory category)
     : nbytes_(bytes), device_(device), category_(category), lifetime_(lifetime_of(category)) {
-  data_ = allocator_for(device).allocate(bytes, device, lifetime_);
+  StepArena* arena =
+      bytes > 0 && device.is_cpu() && lifetime_ == BlockLifetime::Transient ? StepArena::current() : nullptr;
+  if (arena) data_ = arena->carve(bytes, &arena_buffer_);
+  if (!data_) data_ = allocator_for(device).allocate(bytes, device, lifetime_);
   MemoryTracker::instance().on_allocate(device, category, bytes);
 }
 
 Storage::~Storage() {
-  allocator_for(device_).deallocate(data_, nbytes_, device_, lifetime_);
+  if (arena_buffer_) {
+    StepArena::release(arena_buffer_);
+  } else {
+    allocator_for(device_).deallocate(data_, nbytes_, device_, lifetime_);
+  }
   MemoryTracker::instance().on_free(device_, category_, nbytes_);
 }
 

@@ -1,4 +1,6 @@
-// Storage: a refcounted block of device memory, charged to one memory category for its whole life.
+// Storage: a refcounted block of device memory, charged to one memory category for its whole life. Its bytes come
+// from the device's allocator, or from the StepArena open on this thread (core/step_arena.h) for a transient
+// CPU block.
 #pragma once
 
 #include <atomic>
@@ -8,6 +10,7 @@
 #include "core/allocator.h"
 #include "core/device.h"
 #include "core/memory.h"
+#include "core/step_arena.h"
 
 namespace lora {
 
@@ -38,6 +41,7 @@ class Storage {
   Device device_;
   MemoryCategory category_;
   BlockLifetime lifetime_;  // from the category it was allocated under (recharge does not change it)
+  StepArena::Buffer* arena_buffer_ = nullptr;  // the arena buffer the bytes were carved from; null: the allocator's
   std::atomic<int> tape_saves_{0};
 };
 

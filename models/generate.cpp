@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
+
+#include "core/step_arena.h"
 
 namespace lora::models {
 
@@ -15,20 +18,22 @@ void SamplingOptions::validate() const {
   LORA_CHECK(top_p > 0 && top_p <= 1, "--top-p {}: expected a value in (0, 1]", top_p);
 }
 
-int32_t sample_token(const std::vector<float>& logits, const SamplingOptions& o, Generator& gen) {
+int32_t sample_token(std::span<const float> logits, const SamplingOptions& o, Generator& gen) {
   const int64_t V = static_cast<int64_t>(logits.size());
   if (o.temperature == 0.0) {
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
   // Candidates sorted by logit, cut to top-k.
-  std::vector<int32_t> order(static_cast<size_t>(V));
+  thread_local std::vector<int32_t> order;
+  thread_local std::vector<double> probs;
+  order.resize(static_cast<size_t>(V));
   std::iota(order.begin(), order.end(), 0);
   const int64_t k = o.top_k > 0 ? std::min(o.top_k, V) : V;
   std::partial_sort(order.begin(), order.begin() + k, order.end(),
                     [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
   order.resize(static_cast<size_t>(k));
   // p_i = softmax(logit_i / temperature) over the candidates
-  std::vector<double> probs(order.size());
+  probs.resize(order.size());
   const double max_logit = logits[order[0]];
   double total = 0.0;
   for (size_t i = 0; i < order.size(); ++i)
@@ -80,17 +85,27 @@ std::vector<int32_t> generate(CausalLM& model, const std::vector<int32_t>& promp
       std::min<int64_t>(context, static_cast<int64_t>(prompt.size()) + std::max<int64_t>(options.max_new_tokens, 1)));
   std::vector<int32_t> out;
 
-  Tensor ids = Tensor::from_vector(prompt, {1, static_cast<int64_t>(prompt.size())}, device);
+  // The decode steps' tensors come from one buffer sized by the first of them (core/step_arena.h); the prompt's
+  // step, of another size, goes to the allocator.
+  StepArena arena;
   int64_t position = static_cast<int64_t>(prompt.size());
   while (static_cast<int64_t>(out.size()) < options.max_new_tokens) {
+    std::optional<StepArena::Scope> in_arena;  // declared first: it closes after the step's tensors are gone
+    Tensor ids;
+    if (out.empty()) {
+      ids = Tensor::from_vector(prompt, {1, static_cast<int64_t>(prompt.size())}, device);
+    } else {
+      in_arena.emplace(arena);
+      ids = Tensor::from_vector(std::vector<int32_t>{out.back()}, {1, 1}, device);
+      ++position;
+    }
     // The prompt, then each new token, appended to the cache; logits of the last position only: [1, V].
-    const std::vector<float> last = model.forward(ForwardBatch(ids).with_cache(cache).last_logits()).to_vector<float>();
-    const int32_t next = sample_token(last, options, gen);
+    Tensor logits = model.forward(ForwardBatch(ids).with_cache(cache).last_logits()).to(Device::cpu());
+    if (logits.dtype() != DType::F32) logits = logits.to(DType::F32);
+    const int32_t next = sample_token(std::span<const float>(logits.data<float>(), static_cast<size_t>(V)), options, gen);
     out.push_back(next);
     if (on_token) on_token(next);
     if (std::find(stop.begin(), stop.end(), next) != stop.end() || position >= context) break;
-    ids = Tensor::from_vector(std::vector<int32_t>{next}, {1, 1}, device);
-    ++position;
   }
   model.train(was_training);
   return out;

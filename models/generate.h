@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <vector>
 
 #include "models/causal_lm.h"
@@ -22,8 +23,9 @@ struct SamplingOptions {
   void validate() const;
 };
 
-// Picks the next token from one row of logits [vocab].
-int32_t sample_token(const std::vector<float>& logits, const SamplingOptions& options, Generator& gen);
+// Picks the next token from one row of logits [vocab]. Its scratch (candidates, probabilities) is kept per
+// thread, so that a decode step's sampling allocates nothing once it has run at a vocabulary's size.
+int32_t sample_token(std::span<const float> logits, const SamplingOptions& options, Generator& gen);
 
 // Continues `prompt` (at least one token) with up to max_new_tokens tokens, stopping after a stop token
 // or at the model's context length. Returns the new tokens only. `on_token` sees each as it comes.

@@ -251,15 +251,20 @@ void DecodeEngine::admit_all(std::vector<std::unique_ptr<Sequence>>& admitted) {
 }
 
 void DecodeEngine::decode_active() {
-  std::vector<Sequence*> rows;  // row b: the sequence in the b-th occupied slot
+  std::vector<Sequence*>& rows = decode_rows_;  // row b: the sequence in the b-th occupied slot
+  rows.clear();
   for (auto& s : slots_) {
     if (s) rows.push_back(s.get());
   }
   if (rows.empty()) return;
+  // Every tensor of the step, the logits' host copy included, is carved from the engine's arena: after a
+  // step or two at a batch size the step takes nothing from the allocator.
+  StepArena::Scope in_arena(arena_);
   const int64_t V = model_.dims().vocab_size;
-  std::vector<float> all;  // [B * V]
+  Tensor logits;  // [B, V] f32 on the host
   try {
-    all = model_.forward(decode_batch(rows)).to_vector<float>();
+    logits = model_.forward(decode_batch(rows)).to(Device::cpu());
+    if (logits.dtype() != DType::F32) logits = logits.to(DType::F32);
   } catch (...) {
     for (auto& s : slots_) {
       if (s) finish(*s, FinishReason::Error);
@@ -267,11 +272,11 @@ void DecodeEngine::decode_active() {
     }
     throw;
   }
-  std::vector<float> row(static_cast<size_t>(V));
+  const float* all = logits.data<float>();
   for (size_t b = 0; b < rows.size(); ++b) {
     Sequence& s = *rows[b];
-    std::copy(all.begin() + static_cast<int64_t>(b) * V, all.begin() + static_cast<int64_t>(b + 1) * V, row.begin());
-    s.last = models::sample_token(row, s.sampling, s.gen);
+    s.last = models::sample_token(std::span<const float>(all + static_cast<int64_t>(b) * V, static_cast<size_t>(V)),
+                                  s.sampling, s.gen);
     accept(s, s.last);
   }
   for (auto& s : slots_) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/random.h"
+#include "core/step_arena.h"
 #include "models/causal_lm.h"
 #include "models/forward_batch.h"
 #include "models/tokenizer/tokenizer.h"
@@ -104,6 +105,8 @@ class DecodeEngine {
   int64_t cancelled_total() const { return cancelled_total_; }  // requests ended by cancel() or an unload
   int64_t capacity() const { return capacity_; }
   const EngineOptions& options() const { return options_; }
+  // The buffer the decode step's tensors are carved from (its capacity and counts, for benchmarks and tests).
+  const StepArena& step_arena() const { return arena_; }
 
  private:
   struct Sequence;
@@ -142,6 +145,9 @@ class DecodeEngine {
 
   std::mutex model_mutex_;
   std::vector<std::unique_ptr<Sequence>> slots_;  // by KV slot; null: free
+  // The decode step's tensors (core/step_arena.h) and its list of rows, kept from step to step.
+  StepArena arena_;
+  std::vector<Sequence*> decode_rows_;
 };
 
 }  // namespace lora::serve

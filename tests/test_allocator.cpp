@@ -178,16 +178,22 @@ TEST_CASE("allocator: trim_cache gives the cache back and a limit of 0 turns it 
   CHECK(memory::cpu_allocator_stats().cache_limit == int64_t(memory::kDefaultCacheLimit));
 }
 
-// Tensor allocations per steady-state decode step of the serving engine at batch 1 (GPT-2, f32, the base
-// model): kDecodeAllocationsPerLayer for each layer and kDecodeAllocationsFixed around them (docs/memory.md).
-// A change to the decode path that allocates more, or fewer, shows here.
-constexpr int64_t kDecodeAllocationsPerLayer = 12, kDecodeAllocationsFixed = 9;
+// Tensors per steady-state decode step of the serving engine at batch 1 (GPT-2, f32, the base model):
+// kDecodeTensorsPerLayer for each layer and kDecodeTensorsFixed around them (docs/memory.md). They are carved
+// from the engine's step arena, so a steady step asks the allocator for nothing. A change to the decode path
+// that makes more tensors, or fewer, or that lets one escape the arena, shows here.
+constexpr int64_t kDecodeTensorsPerLayer = 12, kDecodeTensorsFixed = 9;
 
 namespace {
 
-// Decodes one request at batch 1 on a tiny GPT-2 of n_layer layers; returns the tensor allocations of each
-// steady-state step, and checks that none of them went to the system.
-std::vector<int64_t> decode_step_allocations(int64_t n_layer) {
+struct DecodeStepCounts {
+  int64_t tensors = 0;      // carved from the engine's arena
+  int64_t allocations = 0;  // asked of the allocator
+};
+
+// Decodes one request at batch 1 on a tiny GPT-2 of n_layer layers; returns the counts of each steady-state
+// step, and checks that none of them went to the system.
+std::vector<DecodeStepCounts> decode_step_counts(int64_t n_layer, double temperature) {
   models::ModelConfig config = models::read_config_arg("tiny");
   config.json["n_layer"] = n_layer;
   auto model = models::create_model(config, 7);
@@ -196,33 +202,44 @@ std::vector<int64_t> decode_step_allocations(int64_t n_layer) {
   serve::Request r;
   r.prompt = {1, 2, 3, 4, 5, 6, 7, 8};
   r.options.max_tokens = 32;
-  r.options.temperature = 0;
+  r.options.temperature = temperature;
   r.options.stop_at_eos = false;
   engine.submit(r);
-  REQUIRE(engine.step());  // the prompt and the first decode step
-  REQUIRE(engine.step());  // the first step of one token alone: its buffers' classes are cached from here on
-  std::vector<int64_t> allocations;
+  REQUIRE(engine.step());  // the prompt and the first decode step: the arena learns the step's size
+  REQUIRE(engine.step());  // the arena's buffer is made
+  CHECK(engine.step_arena().stats().replacements == 1);
+  std::vector<DecodeStepCounts> counts;
   for (int i = 0; i < 16; ++i) {
     const memory::CpuAllocatorStats before = memory::cpu_allocator_stats();
+    const StepArena::Stats arena_before = engine.step_arena().stats();
     REQUIRE(engine.step());
     const memory::CpuAllocatorStats after = memory::cpu_allocator_stats();
-    allocations.push_back(after.allocations - before.allocations);
+    const StepArena::Stats arena_after = engine.step_arena().stats();
+    counts.push_back({arena_after.carved - arena_before.carved, after.allocations - before.allocations});
     CHECK(after.system_allocations == before.system_allocations);
+    CHECK(arena_after.overflowed == arena_before.overflowed);
   }
-  return allocations;
+  CHECK(engine.step_arena().stats().replacements == 1);  // sized once: the position's growth fits
+  return counts;
 }
 
 }  // namespace
 
-TEST_CASE("allocator: a steady-state decode step takes nothing from the system and allocates the documented tensors",
+TEST_CASE("allocator: a steady-state decode step allocates nothing and carves the documented tensors",
           "[memory][allocator][serve][decode]") {
-  const std::vector<int64_t> two = decode_step_allocations(2), three = decode_step_allocations(3);
-  for (size_t i = 1; i < two.size(); ++i) {  // nothing grows with the position
-    CHECK(two[i] == two[0]);
-    CHECK(three[i] == three[0]);
+  for (double temperature : {0.0, 0.8}) {
+    INFO("temperature " << temperature);
+    const std::vector<DecodeStepCounts> two = decode_step_counts(2, temperature),
+                                        three = decode_step_counts(3, temperature);
+    for (size_t i = 0; i < two.size(); ++i) {
+      CHECK(two[i].allocations == 0);
+      CHECK(three[i].allocations == 0);
+      CHECK(two[i].tensors == two[0].tensors);  // nothing grows with the position
+      CHECK(three[i].tensors == three[0].tensors);
+    }
+    const int64_t per_layer = three[0].tensors - two[0].tensors, fixed = two[0].tensors - 2 * per_layer;
+    INFO("tensors per decode step: " << per_layer << " per layer + " << fixed);
+    CHECK(per_layer == kDecodeTensorsPerLayer);
+    CHECK(fixed == kDecodeTensorsFixed);
   }
-  const int64_t per_layer = three[0] - two[0], fixed = two[0] - 2 * per_layer;
-  INFO("tensor allocations per decode step: " << per_layer << " per layer + " << fixed);
-  CHECK(per_layer == kDecodeAllocationsPerLayer);
-  CHECK(fixed == kDecodeAllocationsFixed);
 }
