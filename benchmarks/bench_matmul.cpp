@@ -8,6 +8,8 @@
 //                                    (on the f32 weight, or on dequantized tiles), over a ring of weights
 //                                    4x the last-level cache so that every weight comes from memory: the
 //                                    crossover kSkinnyCrossover is read from this table
+//   bench_matmul --skinny --skinny-shape 576x1536 --formats f32
+//                                    the same for W [576, 1536] (out x in; SmolLM2's down projection), f32 only
 #include <cblas.h>
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
@@ -15,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "autograd/ops.h"
@@ -163,7 +166,37 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   bool skinny = false;
   app.add_flag("--skinny", skinny, "The skinny product (m = 1..16) against BLAS in every base format");
+  std::string skinny_shape = "3072x768";
+  app.add_option("--skinny-shape", skinny_shape, "W's shape for --skinny, OUTxIN")->capture_default_str();
+  std::vector<std::string> format_names = {"f32", "bf16", "q8_0", "q4_0", "nf4"};
+  app.add_option("--formats", format_names, "Base formats for --skinny")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  int64_t skinny_out = 0, skinny_in = 0;
+  {
+    const size_t x = skinny_shape.find('x');
+    try {
+      if (x == std::string::npos) throw std::invalid_argument("no x");
+      size_t used_out = 0, used_in = 0;
+      skinny_out = std::stoll(skinny_shape.substr(0, x), &used_out);
+      skinny_in = std::stoll(skinny_shape.substr(x + 1), &used_in);
+      if (used_out != x || used_in != skinny_shape.size() - x - 1) throw std::invalid_argument("trailing text");
+    } catch (const std::exception&) {
+      skinny_out = skinny_in = 0;
+    }
+    if (skinny_out <= 0 || skinny_in <= 0 || skinny_in % 32 != 0) {
+      fmt::print(stderr, "error: --skinny-shape '{}': expected OUTxIN, positive, IN a multiple of 32\n", skinny_shape);
+      return 2;
+    }
+  }
+  std::vector<lora::QuantFormat> formats;
+  for (const std::string& name : format_names) {
+    try {
+      formats.push_back(lora::parse_quant_format(name, "--formats"));
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "error: {}\n", e.what());
+      return 2;
+    }
+  }
 
   try {
     lora::set_num_threads(threads);
@@ -176,10 +209,7 @@ int main(int argc, char** argv) {
           "bound = GB/s of weights read / that\n",
           threads, lora::cpu::isa_name(lora::cpu::detected_isa()), repeats, static_cast<double>(bw.bytes) / 1e6,
           bw.best_gbps);
-      for (auto f : {lora::QuantFormat::F32, lora::QuantFormat::BF16, lora::QuantFormat::Q8_0, lora::QuantFormat::Q4_0,
-                     lora::QuantFormat::NF4}) {
-        bench_skinny(f, 768, 3072, ring, repeats, bw.best_gbps, gen);
-      }
+      for (lora::QuantFormat f : formats) bench_skinny(f, skinny_in, skinny_out, ring, repeats, bw.best_gbps, gen);
       return 0;
     }
     fmt::print("threads: {}, median of {} runs, float32, GFLOP/s (ratio = framework time / sgemm time)\n\n", threads,
