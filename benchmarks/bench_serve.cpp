@@ -130,6 +130,7 @@ struct Counts {
 struct RunResult {
   double seconds = 0, tokens_per_s = 0, p50 = 0, p99 = 0;
   int64_t steps = 0;
+  int64_t prompt_passes = 0;  // the engine's forward passes over prompts
   Counts counts;
 };
 
@@ -144,6 +145,7 @@ double percentile(std::vector<double> v, double p) {
 RunResult serve_groups(serve::DecodeEngine& engine, const std::vector<std::vector<serve::Request>>& groups) {
   std::vector<double> latency;
   int64_t tokens = 0, steps = 0;
+  const int64_t passes0 = engine.prompt_passes();
   const Counts c0 = Counts::now();
   const auto t0 = Clock::now();
   for (const auto& group : groups) {
@@ -160,6 +162,7 @@ RunResult serve_groups(serve::DecodeEngine& engine, const std::vector<std::vecto
   RunResult out;
   out.seconds = seconds_since(t0);
   out.steps = steps;
+  out.prompt_passes = engine.prompt_passes() - passes0;
   out.counts = Counts::now() - c0;
   out.tokens_per_s = static_cast<double>(tokens) / out.seconds;
   out.p50 = percentile(latency, 0.5);
@@ -185,6 +188,11 @@ int main(int argc, char** argv) {
   app.add_option("--adapter-tokens", adapter_tokens, "Tokens generated per request in the many-adapter runs")
       ->capture_default_str();
   app.add_option("--rank", rank, "Rank of the adapters (on q and v)")->capture_default_str();
+  int64_t prompt_pass_tokens = serve::EngineOptions{}.prompt_pass_tokens;
+  app.add_option("--prompt-pass-tokens", prompt_pass_tokens,
+                 "The engine's prompt passes in the many-adapter runs (1: one prompt per pass)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--bandwidth-mib", bandwidth_mib, "Buffer read by the bandwidth test")->capture_default_str();
   app.add_flag("--skip-adapters", skip_adapters, "Only the bandwidth bound and batch-1 decoding");
   app.add_flag("--skip-decode", skip_decode, "Only the bandwidth bound and the many-adapter runs");
@@ -348,8 +356,10 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       };
       std::vector<std::string> comparisons;
-      const serve::EngineOptions engine_options{
-          .max_sequences = requests, .max_queue = requests, .capacity = prompt_tokens + adapter_tokens};
+      const serve::EngineOptions engine_options{.max_sequences = requests,
+                                                .max_queue = requests,
+                                                .capacity = prompt_tokens + adapter_tokens,
+                                                .prompt_pass_tokens = prompt_pass_tokens};
       // The baseline: the same requests on the base model alone, one batch.
       RunResult base_only;
       {
@@ -405,9 +415,10 @@ int main(int argc, char** argv) {
         }
         comparisons.push_back(fmt::format(
             "mixed batch over {} distinct adapter(s) / the same requests with no adapter: {:.1f} / {:.1f} tokens/s = "
-            "{:.2f}x; CPU s {:.2f} / {:.2f}",
+            "{:.2f}x; CPU s {:.2f} / {:.2f}; prompt passes {} / {}",
             std::min(n_adapters, requests), mixed.tokens_per_s, base_only.tokens_per_s,
-            mixed.tokens_per_s / base_only.tokens_per_s, mixed.counts.cpu_s, base_only.counts.cpu_s));
+            mixed.tokens_per_s / base_only.tokens_per_s, mixed.counts.cpu_s, base_only.counts.cpu_s,
+            mixed.prompt_passes, base_only.prompt_passes));
         comparisons.push_back(fmt::format(
             "{} adapters, one adapter at a time, reused engine / fresh engine: steps {} / {}, tensor allocations {} / "
             "{}, system allocations {} / {}, page faults {} / {}, CPU s {:.2f} / {:.2f} (x{:.2f}), wall s {:.2f} / "

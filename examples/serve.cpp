@@ -79,6 +79,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-queue", engine_options.max_queue, "Requests waiting beyond which the server answers 429")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--prompt-pass-tokens", engine_options.prompt_pass_tokens,
+                 "Prompts arriving together run in one pass of at most this many tokens, padding included (1: one "
+                 "prompt per pass)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   app.add_option("--context", engine_options.capacity, "Tokens per sequence, prompt included (0: the model's context)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);

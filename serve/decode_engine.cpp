@@ -48,6 +48,8 @@ DecodeEngine::DecodeEngine(models::CausalLM& model, AdapterSet& adapters, Engine
   LORA_CHECK(options_.max_sequences > 0, "engine: max_sequences {} must be positive", options_.max_sequences);
   LORA_CHECK(options_.max_queue >= 0, "engine: max_queue {} must not be negative", options_.max_queue);
   LORA_CHECK(options_.capacity >= 0, "engine: capacity {} must not be negative", options_.capacity);
+  LORA_CHECK(options_.prompt_pass_tokens >= 1, "engine: prompt_pass_tokens {} must be at least 1",
+             options_.prompt_pass_tokens);
   capacity_ = options_.capacity == 0 ? d.context_length : std::min(options_.capacity, d.context_length);
   eos_ = options_.eos_token_ids.empty() ? model_.eos_token_ids() : options_.eos_token_ids;
   pool_ = model_.make_kv_cache(options_.max_sequences, capacity_);
@@ -170,12 +172,30 @@ bool DecodeEngine::accept(Sequence& s, int32_t token) {
   return s.done;
 }
 
-models::ForwardBatch DecodeEngine::prompt_batch(const Sequence& s) {
-  const int64_t P = static_cast<int64_t>(s.request.prompt.size());
-  return models::ForwardBatch(Tensor::from_vector(s.request.prompt, {1, P}, model_.device()))
-      .with_cache(pool_, {s.slot})
-      .with_adapters({s.adapter_slot})
-      .last_logits();
+// Every prompt of the pass as one row, padded to the longest with its own last token (padding is never
+// cached, attended to, or read for logits: ForwardBatch::lengths).
+models::ForwardBatch DecodeEngine::prompt_batch(const std::vector<std::unique_ptr<Sequence>*>& group,
+                                                const std::vector<int64_t>& slots) {
+  const int64_t B = static_cast<int64_t>(group.size());
+  int64_t T = 0;
+  for (const auto* s : group) T = std::max<int64_t>(T, static_cast<int64_t>((*s)->request.prompt.size()));
+  std::vector<int32_t> ids(static_cast<size_t>(B * T));
+  std::vector<int64_t> lengths;
+  std::vector<int32_t> adapters;
+  for (int64_t b = 0; b < B; ++b) {
+    const Sequence& s = **group[static_cast<size_t>(b)];
+    const std::vector<int32_t>& prompt = s.request.prompt;
+    std::copy(prompt.begin(), prompt.end(), ids.begin() + b * T);
+    std::fill(ids.begin() + b * T + static_cast<int64_t>(prompt.size()), ids.begin() + (b + 1) * T, prompt.back());
+    lengths.push_back(static_cast<int64_t>(prompt.size()));
+    adapters.push_back(s.adapter_slot);
+  }
+  models::ForwardBatch batch(Tensor::from_vector(ids, {B, T}, model_.device()));
+  batch.with_cache(pool_, slots).with_adapters(std::move(adapters)).last_logits();
+  if (std::any_of(lengths.begin(), lengths.end(), [T](int64_t n) { return n < T; })) {
+    batch.with_lengths(std::move(lengths));
+  }
+  return batch;
 }
 
 models::ForwardBatch DecodeEngine::decode_batch(const std::vector<Sequence*>& rows) {
@@ -193,14 +213,28 @@ models::ForwardBatch DecodeEngine::decode_batch(const std::vector<Sequence*>& ro
       .last_logits();
 }
 
-// The prompt runs alone into its slot (emptied first), then its first token is sampled.
-void DecodeEngine::admit(std::unique_ptr<Sequence>& s, int64_t slot) {
-  s->adapter_slot = s->request.adapter.empty() ? -1 : adapters_.slot(s->request.adapter);
-  s->slot = slot;
-  pool_.clear(slot);
-  const std::vector<float> last = model_.forward(prompt_batch(*s)).to_vector<float>();  // [1, V]
-  s->last = models::sample_token(last, s->sampling, s->gen);
-  if (!accept(*s, s->last)) slots_[static_cast<size_t>(slot)] = std::move(s);
+Tensor DecodeEngine::run_prompts(const std::vector<std::unique_ptr<Sequence>*>& group,
+                                 const std::vector<int64_t>& slots) {
+  for (size_t b = 0; b < group.size(); ++b) {
+    Sequence& s = **group[b];
+    s.adapter_slot = s.request.adapter.empty() ? -1 : adapters_.slot(s.request.adapter);
+    s.slot = slots[b];
+    pool_.clear(s.slot);
+  }
+  ++prompt_passes_;
+  Tensor logits = model_.forward(prompt_batch(group, slots)).to(Device::cpu());  // [rows, V]
+  return logits.dtype() == DType::F32 ? logits : logits.to(DType::F32);
+}
+
+void DecodeEngine::take_first_tokens(const std::vector<std::unique_ptr<Sequence>*>& group, const Tensor& logits) {
+  const int64_t V = model_.dims().vocab_size;
+  const float* all = logits.data<float>();
+  for (size_t b = 0; b < group.size(); ++b) {
+    std::unique_ptr<Sequence>& s = *group[b];
+    s->last = models::sample_token(
+        std::span<const float>(all + static_cast<int64_t>(b) * V, static_cast<size_t>(V)), s->sampling, s->gen);
+    if (!accept(*s, s->last)) slots_[static_cast<size_t>(s->slot)] = std::move(s);
+  }
 }
 
 std::vector<std::unique_ptr<DecodeEngine::Sequence>> DecodeEngine::take_admissions() {
@@ -232,21 +266,64 @@ std::vector<std::unique_ptr<DecodeEngine::Sequence>> DecodeEngine::take_admissio
 }
 
 void DecodeEngine::admit_all(std::vector<std::unique_ptr<Sequence>>& admitted) {
-  for (size_t i = 0; i < admitted.size(); ++i) {
-    std::unique_ptr<Sequence>& s = admitted[i];
-    const int64_t slot = std::find(slots_.begin(), slots_.end(), nullptr) - slots_.begin();
+  std::vector<std::unique_ptr<Sequence>*> ready;  // in the order they waited
+  for (std::unique_ptr<Sequence>& s : admitted) {
     if (!s->request.adapter.empty() && !adapters_.contains(s->request.adapter)) {
       finish(*s, FinishReason::Cancelled);  // its adapter was unloaded while it waited
       continue;
     }
-    try {
-      admit(s, slot);
-    } catch (...) {
-      finish(*s, FinishReason::Error);  // admit() keeps a sequence only once its prompt has run
-      std::lock_guard<std::mutex> lock(queue_mutex_);
-      for (size_t j = admitted.size(); j > i + 1; --j) waiting_.push_front(std::move(admitted[j - 1]));
-      throw;
+    ready.push_back(&s);
+  }
+  std::vector<int64_t> free_slots;  // take_admissions admitted no more requests than there are
+  for (size_t k = 0; k < slots_.size(); ++k) {
+    if (!slots_[k]) free_slots.push_back(static_cast<int64_t>(k));
+  }
+  const auto prompt_length = [&](size_t k) { return static_cast<int64_t>((*ready[k])->request.prompt.size()); };
+  // On an error with one prompt: that request ends with Error, the ones after it wait again at the head of
+  // the queue (their generators untouched), and the error goes on to the caller.
+  const auto fail = [&](size_t k) {
+    finish(**ready[k], FinishReason::Error);
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    for (size_t j = ready.size(); j > k + 1; --j) {
+      if (*ready[j - 1]) waiting_.push_front(std::move(*ready[j - 1]));
     }
+  };
+  for (size_t i = 0; i < ready.size();) {
+    // The pass: the next prompts, as many as fit prompt_pass_tokens padded to the longest (at least one).
+    size_t end = i + 1;
+    for (int64_t longest = prompt_length(i); end < ready.size(); ++end) {
+      const int64_t with_next = std::max(longest, prompt_length(end));
+      if (with_next * static_cast<int64_t>(end - i + 1) > options_.prompt_pass_tokens) break;
+      longest = with_next;
+    }
+    const std::vector<std::unique_ptr<Sequence>*> group(ready.begin() + static_cast<int64_t>(i),
+                                                        ready.begin() + static_cast<int64_t>(end));
+    const std::vector<int64_t> slots(free_slots.begin() + static_cast<int64_t>(i),
+                                     free_slots.begin() + static_cast<int64_t>(end));
+    Tensor logits;
+    if (group.size() > 1) {
+      try {
+        logits = run_prompts(group, slots);
+      } catch (...) {
+        // The pass failed as a whole: run its prompts one at a time, so that only a prompt that fails alone
+        // ends with an error (each slot is emptied again first).
+      }
+    }
+    for (size_t k = i; k < end; ++k) {
+      const std::vector<std::unique_ptr<Sequence>*> one{ready[k]};
+      try {
+        if (logits.defined()) {
+          const size_t row = k - i;
+          take_first_tokens(one, logits.narrow_rows(static_cast<int64_t>(row), 1));
+        } else {
+          take_first_tokens(one, run_prompts(one, {free_slots[k]}));
+        }
+      } catch (...) {
+        fail(k);
+        throw;
+      }
+    }
+    i = end;
   }
 }
 
@@ -288,13 +365,22 @@ bool DecodeEngine::step() {
   std::lock_guard<std::mutex> model_lock(model_mutex_);
   NoGradGuard no_grad;
   model_.eval();
-  std::vector<std::unique_ptr<Sequence>> admitted = take_admissions();
-  admit_all(admitted);
-  decode_active();
-  std::lock_guard<std::mutex> lock(queue_mutex_);
-  active_count_ = 0;
-  for (const auto& s : slots_) active_count_ += s ? 1 : 0;
-  return active_count_ > 0 || !waiting_.empty();
+  // active() counts the occupied slots after the step, also when the model failed in it.
+  const auto count_active = [this] {
+    std::lock_guard<std::mutex> lock(queue_mutex_);
+    active_count_ = 0;
+    for (const auto& s : slots_) active_count_ += s ? 1 : 0;
+    return active_count_ > 0 || !waiting_.empty();
+  };
+  try {
+    std::vector<std::unique_ptr<Sequence>> admitted = take_admissions();
+    admit_all(admitted);
+    decode_active();
+  } catch (...) {
+    count_active();
+    throw;
+  }
+  return count_active();
 }
 
 }  // namespace lora::serve

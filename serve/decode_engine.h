@@ -1,12 +1,13 @@
 // DecodeEngine: continuous batching over a preallocated pool of KV-cache slots. Requests wait in a bounded
-// queue; each step admits waiting requests into free slots (their prompts run one by one, each with its
-// adapter), then runs one decode step for every active sequence at once: one token per row, each row at
-// its own position in its own slot and with its own adapter (serve/adapter_set.h). Each of those forward
-// passes is one models::ForwardBatch (prompt_batch, decode_batch) that names the rows' slots and adapters;
-// nothing is set on the model or the cache around it. A sequence that
-// finishes (end of sequence, a stop string, max_tokens, the end of its slot) leaves at once and frees its
-// slot for the next waiting request. Outputs do not depend on what else is in the batch: each sequence
-// samples from its own generator.
+// queue; each step admits waiting requests into free slots (their prompts run together, several rows padded
+// to the longest in one pass, each row with its adapter), then runs one decode step for every active
+// sequence at once: one token per row, each row at its own position in its own slot and with its own adapter
+// (serve/adapter_set.h). Each of those forward passes is one models::ForwardBatch (prompt_batch,
+// decode_batch) that names the rows' slots, adapters and prompt lengths; nothing is set on the model or the
+// cache around it. A sequence that finishes (end of sequence, a stop string, max_tokens, the end of its slot)
+// leaves at once and frees its slot for the next waiting request. Each sequence samples from its own
+// generator, so what else is in the batch changes its logits at most by rounding (a matrix product of more
+// rows may take another kernel, which sums in another order), never its sampling.
 #pragma once
 
 #include <atomic>
@@ -64,6 +65,9 @@ struct EngineOptions {
   int64_t max_sequences = 8;  // KV-cache slots: sequences decoded at once
   int64_t max_queue = 64;     // waiting requests beyond which submit() refuses
   int64_t capacity = 0;       // tokens per slot (prompt + generated); 0: the model's context
+  // Prompts admitted in one step run together in passes of at most this many tokens, counting padding
+  // (rows x the longest prompt of the pass); a longer prompt runs alone. 1: one prompt per pass.
+  int64_t prompt_pass_tokens = 2048;
   // The tokens that end a sequence (models/stop_tokens.h gathers them); empty: the model's eos_token_ids().
   // A stop token's text is not part of the sequence's text.
   std::vector<int64_t> eos_token_ids = {};
@@ -103,6 +107,7 @@ class DecodeEngine {
   int64_t active() const;
   int64_t queued() const;
   int64_t cancelled_total() const { return cancelled_total_; }  // requests ended by cancel() or an unload
+  int64_t prompt_passes() const { return prompt_passes_; }        // forward passes over prompts, failed ones too
   int64_t capacity() const { return capacity_; }
   const EngineOptions& options() const { return options_; }
   // The buffer the decode step's tensors are carved from (its capacity and counts, for benchmarks and tests).
@@ -112,17 +117,22 @@ class DecodeEngine {
   struct Sequence;
   // Applies the cancellations and takes as many waiting requests as there are free slots.
   std::vector<std::unique_ptr<Sequence>> take_admissions();
-  // Runs each admitted prompt into a free slot; on a model error, ends that sequence and puts the ones
-  // not yet run back at the head of the queue before rethrowing.
+  // Runs the admitted prompts into free slots, several per pass (EngineOptions::prompt_pass_tokens). When a
+  // pass of several fails, its prompts run again one at a time; on a model error with one prompt, ends that
+  // sequence and puts the ones not yet run back at the head of the queue before rethrowing.
   void admit_all(std::vector<std::unique_ptr<Sequence>>& admitted);
-  // Runs the prompt into `slot` and samples the first token; moves the sequence into the slot unless it
+  // Runs the prompts of `group` into their emptied slots (slots[b] for row b) in one pass; returns the
+  // logits of each row's last prompt token, [rows, V] f32 on the host.
+  Tensor run_prompts(const std::vector<std::unique_ptr<Sequence>*>& group, const std::vector<int64_t>& slots);
+  // Samples each row's first token from `logits` [rows, V] and moves each sequence into its slot unless it
   // has finished already.
-  void admit(std::unique_ptr<Sequence>& s, int64_t slot);
+  void take_first_tokens(const std::vector<std::unique_ptr<Sequence>*>& group, const Tensor& logits);
   // One token for every active sequence.
   void decode_active();
   // The forward passes: a prompt into its slot, and one token per active sequence, each row in its own
   // slot with its own adapter; logits of each row's last position.
-  models::ForwardBatch prompt_batch(const Sequence& s);
+  models::ForwardBatch prompt_batch(const std::vector<std::unique_ptr<Sequence>*>& group,
+                                    const std::vector<int64_t>& slots);
   models::ForwardBatch decode_batch(const std::vector<Sequence*>& rows);
   // Appends a sampled token; returns whether the sequence is finished.
   bool accept(Sequence& s, int32_t token);
@@ -142,6 +152,7 @@ class DecodeEngine {
   int64_t next_id_ = 1;
   int64_t active_count_ = 0;
   std::atomic<int64_t> cancelled_total_{0};
+  std::atomic<int64_t> prompt_passes_{0};
 
   std::mutex model_mutex_;
   std::vector<std::unique_ptr<Sequence>> slots_;  // by KV slot; null: free

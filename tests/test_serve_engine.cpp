@@ -7,6 +7,7 @@
 
 #include "backends/kernels/decode_attention.h"
 #include "models/generate.h"
+#include "models/gpt2/model.h"
 #include "models/tokenizer/gpt2_tokenizer.h"
 #include "serve/decode_engine.h"
 #include "tests/serve_checks.h"
@@ -40,6 +41,37 @@ struct Collected {
   std::vector<int32_t> tokens;
   std::string text;
   serve::FinishReason finish = serve::FinishReason::None;
+};
+
+// Submits every request to `engine`, steps it until it is idle, and returns what each request received.
+std::vector<Collected> serve_all(serve::DecodeEngine& engine, const std::vector<serve::Request>& requests) {
+  std::map<int64_t, Collected> got;
+  std::vector<int64_t> ids;
+  for (serve::Request r : requests) {
+    r.on_event = [&got](const serve::Event& e) {
+      if (e.token >= 0) got[e.id].tokens.push_back(e.token);
+      if (e.finish != serve::FinishReason::None) got[e.id].finish = e.finish;
+    };
+    ids.push_back(engine.submit(std::move(r)));
+  }
+  for (int steps = 0; engine.step(); ++steps) REQUIRE(steps < 200);
+  std::vector<Collected> out;
+  for (int64_t id : ids) out.push_back(got[id]);
+  return out;
+}
+
+// GPT-2 whose embedding refuses one token id: a model error that only the prompts holding it meet.
+class PoisonedGPT2 : public gpt2::GPT2LMHeadModel {
+ public:
+  PoisonedGPT2(const models::ModelConfig& config, int64_t poison)
+      : gpt2::GPT2LMHeadModel(gpt2::GPT2Config::from_json(config.json, config.source), 3), poison_(poison) {}
+  Tensor embed(const Tensor& ids, const models::TokenPositions& positions) override {
+    for (int64_t id : ids.to_vector<int64_t>()) LORA_CHECK(id != poison_, "token {} is poisoned", poison_);
+    return gpt2::GPT2LMHeadModel::embed(ids, positions);
+  }
+
+ private:
+  int64_t poison_;
 };
 
 }  // namespace
@@ -102,6 +134,90 @@ TEST_CASE("engine: batched decode with joins and leaves gives each request's tok
       REQUIRE(got[ids[i]].tokens == expected);
       REQUIRE(got[ids[i]].finish == serve::FinishReason::Length);
     }
+  }
+}
+
+TEST_CASE("engine: prompts admitted together share passes within the token budget and give the same tokens",
+          "[serve]") {
+  for (const std::string preset : {"tiny", "llama-tiny"}) {
+    INFO(preset);
+    const models::ModelConfig config = models::read_config_arg(preset);
+    auto model = models::create_model(config, 11);
+    const std::vector<nn::AdapterState> states =
+        testing::random_adapters(*model, {{"qv", 2, {"q", "v"}}, {"all", 4, {"all-linear"}}}, 3);
+    serve::AdapterSet set(*model, 4);
+    set.load("qv", states[0]);
+    set.load("all", states[1]);
+    Generator gen(9);
+    const int64_t V = model->dims().vocab_size;
+    std::vector<serve::Request> requests;
+    for (int64_t length : {3, 3, 3, 12, 2, 7}) {  // mixed lengths, adapters and sampling
+      serve::Request r;
+      r.prompt = random_tokens(length, V, gen);
+      r.adapter = requests.size() % 3 == 0 ? "" : requests.size() % 3 == 1 ? "qv" : "all";
+      r.options.max_tokens = 3 + static_cast<int64_t>(requests.size());
+      r.options.temperature = requests.size() == 4 ? 0.8 : 0.0;
+      r.options.seed = 40 + requests.size();
+      r.options.stop_at_eos = false;
+      requests.push_back(r);
+    }
+    // One prompt per pass (the reference), every prompt in one pass, and a budget of 10 padded tokens:
+    // {3, 3, 3} (9), then 12 alone (over the budget), then 2 and 7 apart (2 x 7 = 14 > 10): 4 passes.
+    const std::vector<std::pair<int64_t, int64_t>> budgets = {{1, 6}, {2048, 1}, {10, 4}};
+    std::vector<Collected> reference;
+    for (const auto& [budget, passes] : budgets) {
+      INFO("prompt_pass_tokens " << budget);
+      serve::DecodeEngine engine(
+          *model, set, {.max_sequences = 6, .max_queue = 8, .capacity = 40, .prompt_pass_tokens = budget});
+      const std::vector<Collected> got = serve_all(engine, requests);
+      CHECK(engine.prompt_passes() == passes);
+      if (reference.empty()) reference = got;
+      for (size_t i = 0; i < got.size(); ++i) {
+        INFO("request " << i);
+        CHECK(got[i].tokens == reference[i].tokens);
+        CHECK(got[i].tokens.size() == static_cast<size_t>(requests[i].options.max_tokens));
+        CHECK(got[i].finish == serve::FinishReason::Length);
+      }
+    }
+  }
+}
+
+TEST_CASE("engine: a failed pass of several prompts runs them one at a time; only the failing one ends", "[serve]") {
+  const models::ModelConfig config = models::read_config_arg("tiny");
+  const int32_t poison = 77;
+  PoisonedGPT2 model(config, poison), reference(config, -1);
+  serve::AdapterSet set(model, 1);
+  serve::DecodeEngine engine(model, set, {.max_sequences = 4, .max_queue = 8, .capacity = 32});
+  std::vector<serve::Request> requests(4);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    requests[i].prompt = {static_cast<int32_t>(5 + i), 9, 11};
+    requests[i].options.max_tokens = 4;
+    requests[i].options.temperature = i == 3 ? 0.7 : 0.0;
+    requests[i].options.seed = 3;
+    requests[i].options.stop_at_eos = false;
+  }
+  requests[2].prompt[1] = poison;
+  std::map<int64_t, Collected> got;
+  std::vector<int64_t> ids;
+  for (serve::Request r : requests) {
+    r.on_event = [&got](const serve::Event& e) {
+      if (e.token >= 0) got[e.id].tokens.push_back(e.token);
+      if (e.finish != serve::FinishReason::None) got[e.id].finish = e.finish;
+    };
+    ids.push_back(engine.submit(std::move(r)));
+  }
+  // The pass of four fails; alone, the first two run, the third fails and the fourth waits again.
+  REQUIRE_THROWS_WITH(engine.step(), Catch::Contains("token 77 is poisoned"));
+  CHECK(engine.prompt_passes() == 4);
+  CHECK(got[ids[2]].finish == serve::FinishReason::Error);
+  CHECK(engine.queued() == 1);
+  CHECK(engine.active() == 2);
+  while (engine.step()) {
+  }
+  for (size_t i : {0, 1, 3}) {
+    INFO("request " << i);
+    CHECK(got[ids[i]].finish == serve::FinishReason::Length);
+    CHECK(got[ids[i]].tokens == alone(reference, requests[i], nullptr));  // the fourth's generator untouched
   }
 }
 

@@ -394,6 +394,7 @@ struct HttpServer::Impl {
                             {"cancelled", engine.cancelled_total()},
                             {"max_sequences", o.max_sequences},
                             {"max_queue", o.max_queue},
+                            {"prompt_pass_tokens", o.prompt_pass_tokens},
                             {"adapters", engine.adapter_names()}}),
                       "application/json");
     });
