@@ -2,6 +2,7 @@
 #include "core/step_arena.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "core/allocator.h"
 

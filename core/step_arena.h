@@ -19,7 +19,6 @@
 // only. Not thread-safe: one owner thread opens scopes; tensors may be freed on any thread.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 

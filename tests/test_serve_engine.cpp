@@ -43,9 +43,9 @@ struct Collected {
   serve::FinishReason finish = serve::FinishReason::None;
 };
 
-// Submits every request to `engine`, steps it until it is idle, and returns what each request received.
-std::vector<Collected> serve_all(serve::DecodeEngine& engine, const std::vector<serve::Request>& requests) {
-  std::map<int64_t, Collected> got;
+// Submits every request to `engine`, each collecting what it receives into got[its id]; returns the ids.
+std::vector<int64_t> submit_collecting(serve::DecodeEngine& engine, const std::vector<serve::Request>& requests,
+                                       std::map<int64_t, Collected>& got) {
   std::vector<int64_t> ids;
   for (serve::Request r : requests) {
     r.on_event = [&got](const serve::Event& e) {
@@ -54,6 +54,13 @@ std::vector<Collected> serve_all(serve::DecodeEngine& engine, const std::vector<
     };
     ids.push_back(engine.submit(std::move(r)));
   }
+  return ids;
+}
+
+// Submits every request to `engine`, steps it until it is idle, and returns what each request received.
+std::vector<Collected> serve_all(serve::DecodeEngine& engine, const std::vector<serve::Request>& requests) {
+  std::map<int64_t, Collected> got;
+  const std::vector<int64_t> ids = submit_collecting(engine, requests, got);
   for (int steps = 0; engine.step(); ++steps) REQUIRE(steps < 200);
   std::vector<Collected> out;
   for (int64_t id : ids) out.push_back(got[id]);
@@ -198,14 +205,7 @@ TEST_CASE("engine: a failed pass of several prompts runs them one at a time; onl
   }
   requests[2].prompt[1] = poison;
   std::map<int64_t, Collected> got;
-  std::vector<int64_t> ids;
-  for (serve::Request r : requests) {
-    r.on_event = [&got](const serve::Event& e) {
-      if (e.token >= 0) got[e.id].tokens.push_back(e.token);
-      if (e.finish != serve::FinishReason::None) got[e.id].finish = e.finish;
-    };
-    ids.push_back(engine.submit(std::move(r)));
-  }
+  const std::vector<int64_t> ids = submit_collecting(engine, requests, got);
   // The pass of four fails; alone, the first two run, the third fails and the fourth waits again.
   REQUIRE_THROWS_WITH(engine.step(), Catch::Contains("token 77 is poisoned"));
   CHECK(engine.prompt_passes() == 4);
