@@ -227,6 +227,8 @@ nlohmann::json run_one(const Options& o, const RunConfig& rc) {
   j["allocations_per_step"] = double(alloc1.allocations - alloc0.allocations) / double(o.steps);
   j["system_allocations_per_step"] = double(alloc1.system_allocations - alloc0.system_allocations) / double(o.steps);
   j["allocator_cached_bytes"] = alloc1.cached_bytes;
+  j["allocator_cache_limit_bytes"] = alloc1.cache_limit;
+  j["allocator_transient_peak_bytes"] = alloc1.transient_peak;  // the tensors' Transient blocks at most at once
   j["trainable_params"] = model->num_parameters(true);
   return j;
 }

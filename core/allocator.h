@@ -48,6 +48,9 @@ constexpr size_t kCpuAlignment = 64;
 // the cache's blocks are held from the system on top of that.
 namespace memory {
 
+// The floor of the default, growing cache limit (set_growing_cache_limit).
+constexpr size_t kDefaultCacheLimit = size_t(2) << 30;
+
 // Figures of the CPU allocator since the process started (counts never reset; take differences).
 struct CpuAllocatorStats {
   int64_t allocations = 0;         // framework allocations: every non-empty allocate()
@@ -55,7 +58,8 @@ struct CpuAllocatorStats {
   int64_t system_frees = 0;        // blocks given back to the system (over the limit, one-off sizes, trims)
   int64_t cached_bytes = 0;        // held from the system, free: the cache (class sizes)
   int64_t cached_blocks = 0;
-  int64_t cache_limit = 0;  // the most the cache holds; a freed block beyond it goes back to the system
+  int64_t cache_limit = 0;  // the most the cache holds now; a freed block beyond it goes back to the system
+  int64_t transient_peak = 0;  // the most class bytes tensors have held in Transient blocks at once
 };
 CpuAllocatorStats cpu_allocator_stats();
 
@@ -66,10 +70,15 @@ size_t trim_cache();
 // The allocator tells glibc never to trim by itself, so that a step's small buffers stay mapped; a program calls
 // this after a one-off phase that made and freed many small blocks, such as building a tokenizer.
 void trim_heap();
-// The cache's limit in bytes (0: no cache, every free goes back to the system). The default is
-// kDefaultCacheLimit, or LORA_CPU_CACHE_MIB (mebibytes) from the environment when it is set.
+// A fixed limit on the cache, in bytes (0: no cache, every free goes back to the system); LORA_CPU_CACHE_MIB
+// (mebibytes) in the environment sets one at start.
 void set_cache_limit(size_t bytes);
-constexpr size_t kDefaultCacheLimit = size_t(2) << 30;
+// The default, growing limit: the cache holds at most the larger of `floor` and 1.25 x transient_peak (the most
+// the tensors have held in Transient blocks at once; the quarter is slack for blocks of one class lying free while
+// another is asked for). A step that frees and re-allocates the same blocks then takes nothing from the system
+// however large it is.
+void set_growing_cache_limit(size_t floor = kDefaultCacheLimit);
+
 
 // The size a Transient request of `bytes` is served with: multiples of 64 up to 4 KiB, then four classes per
 // power of two (2^k times 1.25, 1.5, 1.75, 2; at most 25% above the request, 12.5% on average). A Lasting

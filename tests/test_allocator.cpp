@@ -5,11 +5,13 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "core/allocator.h"
 #include "core/memory.h"
@@ -174,8 +176,45 @@ TEST_CASE("allocator: trim_cache gives the cache back and a limit of 0 turns it 
   CHECK(after.cached_bytes == 0);
   CHECK(after.system_allocations - before.system_allocations == 2);
   CHECK(after.system_frees - before.system_frees == 2);
-  memory::set_cache_limit(memory::kDefaultCacheLimit);
-  CHECK(memory::cpu_allocator_stats().cache_limit == int64_t(memory::kDefaultCacheLimit));
+  memory::set_growing_cache_limit();
+  const memory::CpuAllocatorStats reset = memory::cpu_allocator_stats();
+  CHECK(reset.cache_limit ==
+        std::max(int64_t(memory::kDefaultCacheLimit), reset.transient_peak + reset.transient_peak / 4));
+}
+
+// A step whose transient blocks add up to more than a fixed limit gives the excess back to the system at its end
+// and takes it again the next step (page faults every step); the growing limit keeps all of them.
+TEST_CASE("allocator: the growing limit keeps every block of a step larger than its floor", "[memory][allocator]") {
+  constexpr int kBlocks = 8;
+  constexpr int64_t kFloats = int64_t(1) << 18;  // 1 MiB: a class of its own, under the one-off size
+  const auto step = [&] {
+    std::vector<Tensor> blocks;
+    for (int i = 0; i < kBlocks; ++i) blocks.push_back(Tensor::zeros({kFloats}));
+    // Whatever the process held before, the transient peak is now at least these 8 MiB.
+    CHECK(memory::cpu_allocator_stats().transient_peak >= kBlocks * kFloats * 4);
+  };
+  const int64_t block_bytes = kFloats * 4;
+
+  memory::set_cache_limit(size_t(block_bytes));  // fixed at one block
+  memory::trim_cache();
+  step();
+  CHECK(memory::cpu_allocator_stats().cached_bytes == block_bytes);
+  const int64_t fixed_before = memory::cpu_allocator_stats().system_allocations;
+  step();  // one block comes from the cache, seven from the system again
+  CHECK(memory::cpu_allocator_stats().system_allocations - fixed_before == kBlocks - 1);
+
+  memory::set_growing_cache_limit(size_t(block_bytes));  // the same floor, growing
+  memory::trim_cache();
+  step();
+  const memory::CpuAllocatorStats first = memory::cpu_allocator_stats();
+  CHECK(first.cached_bytes == kBlocks * block_bytes);
+  CHECK(first.cache_limit == first.transient_peak + first.transient_peak / 4);
+  step();  // every block from the cache
+  CHECK(memory::cpu_allocator_stats().system_allocations == first.system_allocations);
+  CHECK(memory::cpu_allocator_stats().cached_bytes == kBlocks * block_bytes);
+
+  memory::set_growing_cache_limit();
+  memory::trim_cache();
 }
 
 // Tensors per steady-state decode step of the serving engine at batch 1 (GPT-2, f32, the base model):
