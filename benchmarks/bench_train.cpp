@@ -1,5 +1,5 @@
 // bench_train: training-step speed and memory of a causal LM (GPT-2 small by default), full fine-tuning and
-// LoRA, against the machine's own sgemm ceiling measured in the same run. Each configuration runs in a fresh
+// LoRA, against the machine's own sgemm ceiling and multiply-add peak measured in the same run. Each configuration runs in a fresh
 // process (this program re-runs itself with --run), because peak RSS belongs to a process.
 //
 //   bench_train                                  # GPT-2 small, full and LoRA (r=8, q,v) at 4 x 64 and 4 x 256
@@ -44,6 +44,7 @@
 #include "autograd/checkpoint.h"
 #include "backends/backend.h"
 #include "backends/cpu/blas_kernels.h"
+#include "backends/cpu/compute_probe.h"
 #include "core/allocator.h"
 #include "core/json.h"
 #include "core/stopwatch.h"
@@ -318,10 +319,16 @@ int main(int argc, char** argv) {
         : std::getenv("OMP_WAIT_POLICY") || o.omp_spin < 0 ? "default"
                                                            : std::to_string(o.omp_spin));
     const double ceiling = sgemm_ceiling_gflops(o.ceiling_size);
-    fmt::print("sgemm ceiling (raw cblas_sgemm, {0} x {0} x {0}, OpenBLAS {2} kernels): {1:.1f} GFLOP/s\n",
-               o.ceiling_size, ceiling, blas_kernel_family());
+    // What no product can beat: every thread's multiply-add units, busy on registers alone.
+    const cpu::ComputeResult peak = cpu::measure_fma_peak(20'000'000, 5);
+    fmt::print(
+        "sgemm ceiling (raw cblas_sgemm, {0} x {0} x {0}, OpenBLAS {2} kernels): {1:.1f} GFLOP/s, {3:.0f}% of the f32 "
+        "multiply-add peak ({4}, {5} threads): {6:.1f} GFLOP/s\n",
+        o.ceiling_size, ceiling, blas_kernel_family(), 100 * ceiling / peak.best_gflops, cpu::isa_name(peak.isa),
+        peak.threads, peak.best_gflops);
     nlohmann::json all;
     all["ceiling_gflops"] = ceiling;
+    all["fma_peak_gflops"] = peak.best_gflops;
     all["threads"] = num_threads();
     all["omp_spin"] = o.omp_spin;
     all["results"] = nlohmann::json::array();

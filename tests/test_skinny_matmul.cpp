@@ -9,6 +9,7 @@
 
 #include "autograd/ops.h"
 #include "backends/cpu/bandwidth_probe.h"
+#include "backends/cpu/compute_probe.h"
 #include "backends/cpu/skinny_matmul.h"
 #include "core/quantized.h"
 #include "core/random.h"
@@ -188,4 +189,21 @@ TEST_CASE("the bandwidth probe reads the whole buffer with every thread", "[skin
   CHECK(r.median_gbps > 0);
   CHECK(default_probe_bytes() >= size_t(1) << 30);
   CHECK_THROWS_WITH(measure_read_bandwidth(100, 1), Catch::Contains("at least 4 KiB"));
+}
+
+TEST_CASE("the FMA peak probe runs every supported ISA's code and checks its result", "[skinny]") {
+  // The probe compares the accumulators with their closed form itself (it throws otherwise): few and many
+  // rounds (1 - 2^-n is exact below 24 rounds and 1 from there on).
+  for (const Isa isa : {Isa::Portable, Isa::AVX2, Isa::AVX512}) {
+    if (!isa_supported(isa)) continue;
+    for (const int64_t iterations : {int64_t(1), int64_t(5), int64_t(20000)}) {
+      const ComputeResult r = measure_fma_peak(iterations, 2, isa);
+      INFO(isa_name(isa) << ", " << iterations << " rounds");
+      CHECK(r.isa == isa);
+      CHECK(r.threads >= 1);
+      CHECK(r.best_gflops >= r.median_gflops);
+      CHECK(r.median_gflops > 0);
+    }
+  }
+  CHECK_THROWS_WITH(measure_fma_peak(0, 1), Catch::Contains("at least 1"));
 }
