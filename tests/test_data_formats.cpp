@@ -294,11 +294,19 @@ TEST_CASE("data formats: malformed files refused naming the file, the line and t
     INFO(error);
     for (const std::string& part : expected) CHECK_THAT(error, Catch::Contains(part));
   }
+  // Keys with training meaning the detected format does not read are refused, by line; metadata is not.
+  CHECK_THAT(load_error("kto.jsonl", "{\"prompt\": \"p\", \"completion\": \"c\", \"id\": 7}\n"
+                                     "{\"prompt\": \"p\", \"completion\": \"c\", \"label\": false}\n"),
+             Catch::Contains("kto.jsonl' line 2") && Catch::Contains("\"label\" is not read by the prompt_completion"));
+  CHECK_THAT(load_error("dpo.jsonl", "{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\", \"completion\": \"c\"}\n"),
+             Catch::Contains("dpo.jsonl' line 1") && Catch::Contains("\"chosen\" is not read"));
+  CHECK_THAT(load_error("mixed.jsonl", "{\"text\": \"a\"}\n{\"text\": \"b\", \"completion\": \"c\"}\n", DataFormat::Text),
+             Catch::Contains("mixed.jsonl' line 2") && Catch::Contains("\"completion\" is not read by the text format"));
   const std::string missing = (testing::scratch_dir() / "nowhere.jsonl").string();
   REQUIRE_THROWS_WITH(load(missing), Catch::Contains("nowhere.jsonl") && Catch::Contains("no such file"));
   REQUIRE_THROWS_WITH(load(testing::scratch_dir().string()), Catch::Contains("not a regular file"));
   // An explicit format names the line of every record that does not fit it.
-  CHECK_THAT(load_error("fmt.jsonl", "{\"text\": \"a\", \"prompt\": \"p\"}\n{\"prompt\": \"p\"}\n", DataFormat::Text),
+  CHECK_THAT(load_error("fmt.jsonl", "{\"text\": \"a\", \"id\": 1}\n{\"prompt\": \"p\"}\n", DataFormat::Text),
              Catch::Contains("fmt.jsonl' line 2") && Catch::Contains("no \"text\""));
 }
 
@@ -377,6 +385,15 @@ TEST_CASE("data formats: conversation records become turns; bad ones are refused
       {R"({"instruction": "a", "input": 3, "output": "b"})", {"\"input\" is a number"}},
       {R"({"instruction": 1, "output": "b"})", {"\"instruction\" is a number"}},
       {R"({"instruction": "a"})", {"no \"output\""}},
+      // A key with training meaning that the format does not read: the record would be trained without it.
+      {R"({"instruction": "a", "output": "b", "system": "Be brief."})",
+       {"\"system\" is not read by the alpaca format", "\"instruction\", \"input\", \"output\" alone"}},
+      {R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "tools": []})",
+       {"\"tools\" is not read by the messages format"}},
+      {R"({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}], "system": "S"})",
+       {"\"system\" is not read by the sharegpt format"}},
+      {R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "text": "c"})",
+       {"\"text\" is not read by the messages format", "--format"}},
   };
   for (const auto& [record, parts] : bad) {
     INFO(record);
@@ -577,4 +594,12 @@ TEST_CASE("data formats: Alpaca's input joins the instruction; a .json array of 
   const std::string path = data_file("strict.jsonl", "\n\n" + std::string(R"({"instruction": "a", "output": "b"})"));
   REQUIRE_THROWS_WITH(train::load_examples(path, gpt2(), {.chat_template = &strict}),
                       Catch::Contains("strict.jsonl' line 3: ") && Catch::Contains("no system role here"));
+}
+
+TEST_CASE("not_a_file_reason says what a path is instead of a file", "[data_formats]") {
+  const std::string dir = testing::scratch_dir().string();
+  CHECK(not_a_file_reason(dir) == "is a folder; expected a file");
+  CHECK(not_a_file_reason(dir + "/nowhere.jsonl") == "no such file");
+  CHECK(not_a_file_reason(data_file("a-file.jsonl", "{\"text\": \"a\"}\n")).empty());
+  CHECK(not_a_file_reason("/dev/null") == "not a regular file");
 }

@@ -1,7 +1,11 @@
 // The fields of data records, checked, for each JSON format.
 #include "train/data/record_fields.h"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <array>
+#include <initializer_list>
 #include <string_view>
 
 #include "core/error.h"
@@ -44,6 +48,30 @@ constexpr TurnSpelling kShareGPT{
 
 const char* article(const json& value) {
   return value.is_array() || value.is_object() ? "an" : "a";
+}
+
+// Keys that carry training meaning in the dataset formats people fine-tune on: another format's fields, a
+// system prompt beside the record's own, tool definitions, preference pairs and KTO labels, images. A record that
+// holds one its format does not read would be trained without it, silently, so it is refused. Any other key (an
+// id, a source, metadata) is ignored.
+constexpr std::string_view kMeaningfulKeys[] = {
+    "text",   "prompt",        "completion", "instruction", "input",  "output",   "messages", "conversations",
+    "system", "system_prompt", "tools",      "functions",   "chosen", "rejected", "label",    "images",
+};
+
+// Refuses a key of kMeaningfulKeys that `format` (reading `read`) does not read.
+void refuse_unread_keys(const json& record, const std::string& place, const char* format,
+                        std::initializer_list<std::string_view> read) {
+  for (const auto& [key, value] : record.items()) {
+    if (std::ranges::find(read, key) != read.end()) continue;
+    if (std::ranges::find(kMeaningfulKeys, key) == std::end(kMeaningfulKeys)) continue;
+    std::string reads;
+    for (const std::string_view r : read) reads += fmt::format("{}\"{}\"", reads.empty() ? "" : ", ", r);
+    LORA_FAIL(
+        "{}: \"{}\" is not read by the {} format, which trains on {} alone; the record would be trained without "
+        "it (remove the key from the records, or give --format for the format that reads it)",
+        place, key, format, reads);
+  }
 }
 
 // A conversation that can be trained on: at most one system message and only first, at least one assistant
@@ -117,13 +145,16 @@ chat::Conversation turns_of(const json& record, const std::string& place, const 
 }  // namespace
 
 const std::string& text_field(const json& record, const std::string& place) {
-  return string_field(record, "text", place, "{\"text\": \"...\"}");
+  const std::string& text = string_field(record, "text", place, "{\"text\": \"...\"}");
+  refuse_unread_keys(record, place, "text", {"text"});
+  return text;
 }
 
 PromptCompletion prompt_completion_fields(const json& record, const std::string& place) {
   const char* shape = "{\"prompt\": \"...\", \"completion\": \"...\"}";
   const std::string& prompt = string_field(record, "prompt", place, shape);
   const std::string& completion = string_field(record, "completion", place, shape);
+  refuse_unread_keys(record, place, "prompt_completion", {"prompt", "completion"});
   return {prompt, completion};
 }
 
@@ -131,6 +162,7 @@ chat::Conversation alpaca_conversation(const json& record, const std::string& pl
   const char* shape = "{\"instruction\": \"...\", \"input\": \"...\", \"output\": \"...\"}";
   const std::string& instruction = string_field(record, "instruction", place, shape);
   const std::string& output = string_field(record, "output", place, shape);
+  refuse_unread_keys(record, place, "alpaca", {"instruction", "input", "output"});
   std::string user = instruction;
   const auto input = record.find("input");
   if (input != record.end() && !input->is_null()) {
@@ -144,11 +176,15 @@ chat::Conversation alpaca_conversation(const json& record, const std::string& pl
 }
 
 chat::Conversation messages_conversation(const json& record, const std::string& place) {
-  return turns_of(record, place, kMessages);
+  chat::Conversation turns = turns_of(record, place, kMessages);
+  refuse_unread_keys(record, place, "messages", {"messages"});
+  return turns;
 }
 
 chat::Conversation sharegpt_conversation(const json& record, const std::string& place) {
-  return turns_of(record, place, kShareGPT);
+  chat::Conversation turns = turns_of(record, place, kShareGPT);
+  refuse_unread_keys(record, place, "sharegpt", {"conversations"});
+  return turns;
 }
 
 }  // namespace lora::train

@@ -1,7 +1,9 @@
 // The fields of one data record in each JSON format, checked: the keys each format needs, strings where
 // strings are expected, and conversations that can be trained on (known roles, at most one system message
-// and only first, no empty assistant turn, at least one assistant turn, not ending in a user turn). Other
-// keys of a record are ignored; a turn holds only its role and content keys. Errors (lora::Error) start
+// and only first, no empty assistant turn, at least one assistant turn, not ending in a user turn). A key with
+// training meaning that the record's format does not read (another format's fields, "system", "tools", "chosen",
+// "rejected", "label", "images", ...) is refused, since the record would be trained without it; any other key
+// (an id, metadata) is ignored. A turn holds only its role and content keys. Errors (lora::Error) start
 // with `place` ("data file 'x.jsonl' line 3") and name the field: `"messages"[2]."role"`.
 #pragma once
 
