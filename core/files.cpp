@@ -27,6 +27,12 @@ bool is_directory(const std::string& path) {
   return fs::is_directory(path, ec) && !ec;
 }
 
+std::string not_a_file_reason(const std::string& path) {
+  if (is_regular_file(path)) return "";
+  if (is_directory(path)) return "is a folder; expected a file";
+  return path_exists(path) ? "not a regular file" : "no such file";
+}
+
 std::string read_file(const std::string& path, const std::string& what, uint64_t max_bytes) {
   std::error_code ec;
   const fs::file_status status = fs::status(path, ec);

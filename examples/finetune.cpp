@@ -377,7 +377,7 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
   }
   const nn::LoRAConfig lora_config = lora_config_of(o);
   const std::string data_path = o.data.empty() ? default_data() : o.data;
-  LORA_CHECK(is_regular_file(data_path), "--data '{}': no such file", data_path);
+  LORA_CHECK(is_regular_file(data_path), "--data '{}': {}", data_path, not_a_file_reason(data_path));
   const train::StepMemoryPrediction prediction =
       predict_and_check_fit(o, models::resolve_config(o.weights, o.config), lora_mode ? &lora_config : nullptr,
                             base_format, models::compact_tables(base, o.weights, o.config), device);

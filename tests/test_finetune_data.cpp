@@ -314,6 +314,8 @@ TEST_CASE("finetune refuses, by name, flags that cannot apply", "[finetune_data]
       {"--steps 2 --format alpaca2", "--format"},
       {"--steps 2 --grad-accum 0", "--grad-accum"},
       {"--steps 2 --config-file /nonexistent.toml", "config"},
+      {"--epochs 0", "--epochs: '0': expected a number of passes above 0"},
+      {"--epochs -1", "--epochs: '-1': expected a number of passes above 0"},
   };
   for (const auto& [flags, name] : cases) {
     INFO(flags);

@@ -67,7 +67,7 @@ std::optional<chat::ChatTemplate> chat_template_for(const FinetuneOptions& o, Da
 
 // The format of `path`, errors prefixed with the flag that named the file.
 train::DetectedFormat detect(const std::string& flag, const std::string& path, DataFormat requested) {
-  LORA_CHECK(is_regular_file(path), "{} '{}': no such file", flag, path);
+  LORA_CHECK(is_regular_file(path), "{} '{}': {}", flag, path, not_a_file_reason(path));
   try {
     return train::detect_data_format(path, requested);
   } catch (const Error& e) {
@@ -153,7 +153,7 @@ FinetuneData load_finetune_data(const FinetuneOptions& o, const std::string& dat
   d.examples = is_example_format(d.detected.format);
   d.sha256 = sha256_file(data_path);
   if (!o.eval_data.empty()) {
-    LORA_CHECK(is_regular_file(o.eval_data), "--eval-data '{}': no such file", o.eval_data);
+    LORA_CHECK(is_regular_file(o.eval_data), "--eval-data '{}': {}", o.eval_data, not_a_file_reason(o.eval_data));
     d.eval_sha256 = sha256_file(o.eval_data);
   }
 

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 
 #include "core/device.h"
@@ -199,7 +200,14 @@ int parse_finetune_options(int argc, const char* const* argv, FinetuneOptions& o
   app.add_option("--epochs", o.epochs,
                  "train this many passes over the data (the steps are computed from the examples, --batch and "
                  "--grad-accum, and printed) instead of --steps")
-      ->check(CLI::Range(1e-9, 1e6));
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            char* end = nullptr;
+            const double v = std::strtod(text.c_str(), &end);
+            const bool number = !text.empty() && end == text.c_str() + text.size();
+            return number && v > 0 && v <= 1e6 ? "" : "'" + text + "': expected a number of passes above 0, at most 1e6";
+          },
+          "POSITIVE"));
   app.add_option("--grad-accum", o.grad_accum,
                  "micro-batches of --batch per optimizer step (the loss is normalised over all their trained tokens)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))

@@ -8,7 +8,7 @@
 namespace lora::train {
 
 TokenSplit load_token_split(const std::string& path, const tokenizer::Tokenizer* tokenizer, double train_fraction) {
-  LORA_CHECK(path_exists(path), "--data '{}': no such file", path);
+  LORA_CHECK(is_regular_file(path), "--data '{}': {}", path, not_a_file_reason(path));
   LORA_CHECK(train_fraction > 0 && train_fraction <= 1, "train fraction {} is outside (0, 1]", train_fraction);
   // A .bin without llm.c's magic is refused by the reader rather than read as text.
   if (has_llmc_magic(path) || path.ends_with(".bin")) return split_tokens(read_llmc_tokens(path), train_fraction);
