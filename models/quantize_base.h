@@ -104,7 +104,10 @@ inline nn::QuantizeReport quantize_base(CausalLM& model, QuantFormat format, boo
         format == QuantFormat::BF16 || model.dims().hidden % kQuantBlock != 0 ? QuantFormat::BF16 : QuantFormat::Q8_0;
     model.quantize_inference_head(f);
     // Held beside the f32 head (none is made when the head is compact already: it is read as it is).
-    if (model.inference_head()) report.quantized_bytes += model.inference_head()->nbytes();
+    if (model.inference_head()) {
+      report.inference_head_bytes = model.inference_head()->nbytes();
+      report.inference_head_format = std::string(quant_format_name(f));
+    }
   }
   // The f32 weights just freed sit in the CPU allocator's cache, in sizes training will not ask for again:
   // give them back to the system, or the process keeps the f32 model's footprint after all.

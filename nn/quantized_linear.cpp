@@ -58,8 +58,13 @@ int64_t num_compact_weights(const Module& model) {
 
 std::string QuantizeReport::str() const {
   constexpr double MiB = 1024.0 * 1024.0;
-  return fmt::format("{} linear layers: {:.1f} MiB of f32 weights -> {:.1f} MiB", layers, f32_bytes / MiB,
-                     quantized_bytes / MiB);
+  std::string text = fmt::format("{} linear layers: {:.1f} MiB of f32 weights -> {:.1f} MiB", layers,
+                                 f32_bytes / MiB, quantized_bytes / MiB);
+  if (inference_head_bytes > 0) {
+    text += fmt::format("; logits from a {} copy of the output head: {:.1f} MiB", inference_head_format,
+                        inference_head_bytes / MiB);
+  }
+  return text;
 }
 
 QuantizeReport quantize_frozen_linears(Module& model, QuantFormat format, bool double_quant,

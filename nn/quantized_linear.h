@@ -45,7 +45,13 @@ int64_t num_compact_weights(const Module& model);
 struct QuantizeReport {
   int64_t layers = 0;
   size_t f32_bytes = 0, quantized_bytes = 0;  // of the weights replaced
-  std::string str() const;                    // "quantized 48 linear layers to nf4: 324.0 MiB of f32 -> 45.6 MiB"
+  // A compact copy of the output head that decoding reads its logits from (beside the f32 head, which the
+  // embedding shares): not one of the layers above.
+  size_t inference_head_bytes = 0;
+  std::string inference_head_format;
+  // "48 linear layers: 324.0 MiB of f32 weights -> 45.6 MiB", then "; logits from a q8_0 copy of the output
+  // head: 39.1 MiB" when there is one.
+  std::string str() const;
 };
 
 // Replaces every Linear of `model` whose path `include` accepts by a QuantizedLinear (the weight's f32

@@ -368,6 +368,15 @@ TEST_CASE("an inference head: logits through a q8_0 copy of the head, the loss t
   REQUIRE(with_head->inference_head() != nullptr);
   CHECK(with_head->inference_head()->format == QuantFormat::Q8_0);  // the head stays above 4 bits
   CHECK(report.quantized_bytes > 0);
+  // The head's copy is reported on its own, not among the body's layers.
+  CHECK(report.inference_head_bytes == with_head->inference_head()->nbytes());
+  CHECK(report.inference_head_format == "q8_0");
+  const nn::QuantizeReport body_only = models::quantize_base(*make(), QuantFormat::Q4_0);
+  CHECK(report.quantized_bytes == body_only.quantized_bytes);
+  CHECK_THAT(report.str(), Catch::EndsWith("; logits from a q8_0 copy of the output head: " +
+                                           fmt::format("{:.1f}", double(report.inference_head_bytes) / 1048576) +
+                                           " MiB"));
+  CHECK_THAT(body_only.str(), !Catch::Contains("output head"));
   Tensor ids = Tensor::from_vector(std::vector<int32_t>{3, 17, 42, 7, 99, 1}, {1, 6});
   NoGradGuard no_grad;
   const Tensor a = plain->forward(models::ForwardBatch(ids)), b = with_head->forward(models::ForwardBatch(ids));
