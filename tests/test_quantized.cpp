@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "autograd/gradcheck.h"
 #include "autograd/ops/quantized_linear.h"
 #include "backends/kernels/quantized_linear.h"
