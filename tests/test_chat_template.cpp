@@ -112,6 +112,34 @@ TEST_CASE("chat template: output and string size are bounded", "[chat]") {
   CHECK(render_error("{% for i in range(900) %}x{% endfor %}", small).empty());
 }
 
+// The parser's regular expressions recursed once per character they matched (libstdc++), so a long comment,
+// name or run of spaces overflowed the stack; those are scanned now, and nesting and operator chains are bounded.
+TEST_CASE("chat template: long comments, names and spaces parse; deep nesting and long chains are refused", "[chat]") {
+  const std::string long_text(100000, 'c'), spaces(100000, ' ');
+  // Comments keep their whitespace control: {#- and -#} trim, {# and #} do not.
+  CHECK(ChatTemplate("a {#" + long_text + "#} b", "", "", "t").render({}, false) == "a  b");
+  CHECK(ChatTemplate("a {#-" + long_text + "-#} b", "", "", "t").render({}, false) == "ab");
+  CHECK(ChatTemplate("a {#- x #} b {# y -#} c", "", "", "t").render({}, false) == "a b c");
+  CHECK(ChatTemplate("{##}{#-#}{#--#}x", "", "", "t").render({}, false) == "x");
+  CHECK_THROWS_WITH(ChatTemplate("a {# never closed", "", "", "t").render({}, false), Contains("t"));
+  const std::string name(5000, 'n');
+  CHECK(ChatTemplate("{% set " + name + " = 3 %}{{ " + name + " }}", "", "", "t").render({}, false) == "3");
+  CHECK(ChatTemplate("{%" + spaces + "if true" + spaces + "%}y{%" + spaces + "endif" + spaces + "%}", "", "", "t")
+            .render({}, false) == "y");
+  CHECK(ChatTemplate("x" + spaces + "{%- if true -%}" + spaces + "y{% endif %}", "", "", "t").render({}, false) ==
+        "xy");
+  CHECK(ChatTemplate("{% for a, b in [[1, 2]] %}{{ a }}{{ b }}{% endfor %}{% set ns = namespace(v=1) %}"
+                     "{% set ns . v = 5 %}{{ ns.v }}{{ 1 not  in [2] }}",
+                     "", "", "t")
+            .render({}, false) == "125True");
+  CHECK_THAT(render_error("{{ " + std::string(1000, '(') + "1" + std::string(1000, ')') + " }}"),
+             Contains("nests deeper than"));
+  std::string chain = "{{ 1";
+  for (int i = 0; i < 5000; ++i) chain += " + 1";
+  CHECK_THAT(render_error(chain + " }}"), Contains("nests deeper than"));
+  CHECK(render_error("{{ 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + (1 + (1 + (1))) | string }}").empty());
+}
+
 TEST_CASE("chat template: a template that does not parse is refused at construction", "[chat]") {
   CHECK_THROWS_WITH(ChatTemplate("{% for m in messages %}", "", "", "broken.jinja"), Contains("broken.jinja"));
 }

@@ -1808,6 +1808,39 @@ private:
     CharIterator start, end, it;
     Options options;
 
+    // lora.cpp patch: the parser recurses once per nesting level of an expression (parentheses, lists, dicts,
+    // "not not ...", filters), and a chain of operators ("a + a + ...", "x.a.a...") makes a tree as deep as it
+    // is long, which the destructors then recurse through: a template nesting or chaining thousands deep
+    // overflowed the stack. Real templates nest a few levels and chain a few operators.
+    static constexpr int kMaxNesting = 256;
+    int nesting_ = 0;
+    struct NestingScope {
+        Parser & parser;
+        explicit NestingScope(Parser & p) : parser(p) {
+            if (++parser.nesting_ > kMaxNesting) {
+                --parser.nesting_;
+                throw std::runtime_error("Expression nests deeper than " + std::to_string(kMaxNesting) + " levels");
+            }
+        }
+        ~NestingScope() { --parser.nesting_; }
+        NestingScope(const NestingScope &) = delete;
+        NestingScope & operator=(const NestingScope &) = delete;
+    };
+    // One level deeper per operator of a chain, until the chain's function returns.
+    struct ChainScope {
+        Parser & parser;
+        int added = 0;
+        explicit ChainScope(Parser & p) : parser(p) {}
+        void deepen() {
+            ++added;
+            if (++parser.nesting_ > kMaxNesting)
+                throw std::runtime_error("Expression nests deeper than " + std::to_string(kMaxNesting) + " levels");
+        }
+        ~ChainScope() { parser.nesting_ -= added; }
+        ChainScope(const ChainScope &) = delete;
+        ChainScope & operator=(const ChainScope &) = delete;
+    };
+
     Parser(const std::shared_ptr<std::string>& template_str, const Options & options) : template_str(template_str), options(options) {
       if (!template_str) throw std::runtime_error("Template string is null");
       start = it = this->template_str->begin();
@@ -1962,6 +1995,27 @@ private:
         it = start;
         return {};
     }
+    // lora.cpp patch: a comment, {#([-~]?)([\s\S]*?)([-~]?)#}, found by a scan. libstdc++'s regex recurses once
+    // per character a lazy repetition takes, so a comment of a few thousand characters overflowed the stack.
+    // The same groups as the regex: [whole, pre-space mark, content, post-space mark]; none when it is not one.
+    std::vector<std::string> consumeComment() {
+        if (std::distance(it, end) < 4 || *it != '{' || *std::next(it) != '#') return {};
+        auto content_begin = std::next(it, 2);
+        std::string pre;
+        if (*content_begin == '-' || *content_begin == '~') pre = std::string(1, *content_begin++);
+        static const std::string closing = "#}";
+        const auto close = std::search(content_begin, end, closing.begin(), closing.end());
+        if (close == end) return {};
+        std::string content(content_begin, close), post;
+        if (!content.empty() && (content.back() == '-' || content.back() == '~')) {
+            post = std::string(1, content.back());
+            content.pop_back();
+        }
+        const auto match_end = std::next(close, 2);
+        std::vector<std::string> groups{std::string(it, match_end), pre, content, post};
+        it = match_end;
+        return groups;
+    }
     std::string consumeToken(const std::regex & regex, SpaceHandling space_handling = SpaceHandling::Strip) {
         auto start = it;
         consumeSpaces(space_handling);
@@ -1988,6 +2042,7 @@ private:
     }
 
     std::shared_ptr<Expression> parseExpression(bool allow_if_expr = true) {
+        NestingScope nesting(*this);
         auto left = parseLogicalOr();
         if (it == end) return left;
 
@@ -2026,7 +2081,9 @@ private:
 
         static std::regex or_tok(R"(or\b)");
         auto location = get_location();
+        ChainScope chain(*this);  // lora.cpp patch
         while (!consumeToken(or_tok).empty()) {
+            chain.deepen();
             auto right = parseLogicalAnd();
             if (!right) throw std::runtime_error("Expected right side of 'or' expression");
             left = std::make_shared<BinaryOpExpr>(location, std::move(left), std::move(right), BinaryOpExpr::Op::Or);
@@ -2035,6 +2092,7 @@ private:
     }
 
     std::shared_ptr<Expression> parseLogicalNot() {
+        NestingScope nesting(*this);
         static std::regex not_tok(R"(not\b)");
         auto location = get_location();
 
@@ -2052,7 +2110,9 @@ private:
 
         static std::regex and_tok(R"(and\b)");
         auto location = get_location();
+        ChainScope chain(*this);  // lora.cpp patch
         while (!consumeToken(and_tok).empty()) {
+            chain.deepen();
             auto right = parseLogicalNot();
             if (!right) throw std::runtime_error("Expected right side of 'and' expression");
             left = std::make_shared<BinaryOpExpr>(location, std::move(left), std::move(right), BinaryOpExpr::Op::And);
@@ -2064,10 +2124,14 @@ private:
         auto left = parseStringConcat();
         if (!left) throw std::runtime_error("Expected left side of 'logical compare' expression");
 
-        static std::regex compare_tok(R"(==|!=|<=?|>=?|in\b|is\b|not\s+in\b)");
+        // lora.cpp patch: at most 64 spaces between "not" and "in": libstdc++'s regex recurses once per character
+        // a repetition takes, and an unbounded run of spaces overflowed the stack
+        static std::regex compare_tok(R"(==|!=|<=?|>=?|in\b|is\b|not\s{1,64}in\b)");
         static std::regex not_tok(R"(not\b)");
         std::string op_str;
+        ChainScope chain(*this);  // lora.cpp patch
         while (!(op_str = consumeToken(compare_tok)).empty()) {
+            chain.deepen();
             auto location = get_location();
             if (op_str == "is") {
               auto negated = !consumeToken(not_tok).empty();
@@ -2165,12 +2229,20 @@ private:
         throw std::runtime_error("Expected closing parenthesis in call args");
     }
 
+    // lora.cpp patch: (?!(?:not|is|and|or|del)\b)[a-zA-Z_]\w* scanned, not matched by a regex (see parseVarNames)
     std::shared_ptr<VariableExpr> parseIdentifier() {
-        static std::regex ident_regex(R"((?!(?:not|is|and|or|del)\b)[a-zA-Z_]\w*)");
         auto location = get_location();
-        auto ident = consumeToken(ident_regex);
-        if (ident.empty())
+        auto start = it;
+        consumeSpaces();
+        if (it == end || !(std::isalpha(static_cast<unsigned char>(*it)) || *it == '_')) {
+          it = start;
           return nullptr;
+        }
+        const std::string ident = scanWord();
+        if (ident == "not" || ident == "is" || ident == "and" || ident == "or" || ident == "del") {
+          it = start;
+          return nullptr;
+        }
         return std::make_shared<VariableExpr>(location, ident);
     }
 
@@ -2191,7 +2263,9 @@ private:
         auto left = parseMathPlusMinus();
         if (!left) throw std::runtime_error("Expected left side of 'math pow' expression");
 
+        ChainScope chain(*this);  // lora.cpp patch
         while (!consumeToken("**").empty()) {
+            chain.deepen();
             auto right = parseMathPlusMinus();
             if (!right) throw std::runtime_error("Expected right side of 'math pow' expression");
             left = std::make_shared<BinaryOpExpr>(get_location(), std::move(left), std::move(right), BinaryOpExpr::Op::MulMul);
@@ -2205,7 +2279,9 @@ private:
         auto left = parseMathMulDiv();
         if (!left) throw std::runtime_error("Expected left side of 'math plus/minus' expression");
         std::string op_str;
+        ChainScope chain(*this);  // lora.cpp patch
         while (!(op_str = consumeToken(plus_minus_tok)).empty()) {
+            chain.deepen();
             auto right = parseMathMulDiv();
             if (!right) throw std::runtime_error("Expected right side of 'math plus/minus' expression");
             auto op = op_str == "+" ? BinaryOpExpr::Op::Add : BinaryOpExpr::Op::Sub;
@@ -2215,12 +2291,15 @@ private:
     }
 
     std::shared_ptr<Expression> parseMathMulDiv() {
+        NestingScope nesting(*this);  // lora.cpp patch: "x | f | f ..." recurses here
         auto left = parseMathUnaryPlusMinus();
         if (!left) throw std::runtime_error("Expected left side of 'math mul/div' expression");
 
         static std::regex mul_div_tok(R"(\*\*?|//?|%(?!\}))");
         std::string op_str;
+        ChainScope chain(*this);  // lora.cpp patch
         while (!(op_str = consumeToken(mul_div_tok)).empty()) {
+            chain.deepen();
             auto right = parseMathUnaryPlusMinus();
             if (!right) throw std::runtime_error("Expected right side of 'math mul/div' expression");
             auto op = op_str == "*" ? BinaryOpExpr::Op::Mul
@@ -2251,6 +2330,7 @@ private:
     }
 
     std::shared_ptr<Expression> parseMathUnaryPlusMinus() {
+        NestingScope nesting(*this);
         static std::regex unary_plus_minus_tok(R"(\+|-(?![}%#]\}))");
         auto op_str = consumeToken(unary_plus_minus_tok);
         auto expr = parseExpansion();
@@ -2298,7 +2378,9 @@ private:
 
       auto value = parseValue();
 
+      ChainScope chain(*this);  // lora.cpp patch
       while (it != end && consumeSpaces() && peekSymbols({ "[", "." })) {
+          chain.deepen();
         if (!consumeToken("[").empty()) {
           std::shared_ptr<Expression> index;
           auto slice_loc = get_location();
@@ -2451,17 +2533,34 @@ private:
     using TemplateTokenVector = std::vector<std::unique_ptr<TemplateToken>>;
     using TemplateTokenIterator = TemplateTokenVector::const_iterator;
 
+    // lora.cpp patch: the names scanned, not matched by ((?:\w+)(?:\s*,\s*(?:\w+))*)\s* (libstdc++'s regex
+    // recursed once per repetition: a long list overflowed the stack).
+    static bool isWordChar(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+    std::string scanWord() {
+        auto start = it;
+        while (it != end && isWordChar(*it)) ++it;
+        return std::string(start, it);
+    }
+    void skipSpaces() {
+        while (it != end && std::isspace(static_cast<unsigned char>(*it))) ++it;
+    }
     std::vector<std::string> parseVarNames() {
-      static std::regex varnames_regex(R"(((?:\w+)(?:\s*,\s*(?:\w+))*)\s*)");
-
-      std::vector<std::string> group;
-      if ((group = consumeTokenGroups(varnames_regex)).empty()) throw std::runtime_error("Expected variable names");
+      consumeSpaces();
       std::vector<std::string> varnames;
-      std::istringstream iss(group[1]);
-      std::string varname;
-      while (std::getline(iss, varname, ',')) {
-        varnames.push_back(strip(varname));
+      std::string name = scanWord();
+      if (name.empty()) throw std::runtime_error("Expected variable names");
+      varnames.push_back(name);
+      while (true) {
+        auto before = it;
+        skipSpaces();
+        if (it == end || *it != ',') { it = before; break; }
+        ++it;
+        skipSpaces();
+        name = scanWord();
+        if (name.empty()) { it = before; break; }
+        varnames.push_back(name);
       }
+      skipSpaces();
       return varnames;
     }
 
@@ -2475,9 +2574,8 @@ private:
     }
 
     TemplateTokenVector tokenize() {
-      static std::regex comment_tok(R"(\{#([-~]?)([\s\S]*?)([-~]?)#\})");
       static std::regex expr_open_regex(R"(\{\{([-~])?)");
-      static std::regex block_open_regex(R"(^\{%([-~])?\s*)");
+      static std::regex block_open_regex(R"(^\{%([-~])?)");  // lora.cpp patch: the spaces after it skipped by a scan
       static std::regex block_keyword_tok(R"((if|else|elif|endif|for|endfor|generation|endgeneration|set|endset|block|endblock|macro|endmacro|filter|endfilter|break|continue|call|endcall)\b)");
       static std::regex non_text_open_regex(R"(\{\{|\{%|\{#)");
       static std::regex expr_close_regex(R"(\s*([-~])?\}\})");
@@ -2493,7 +2591,7 @@ private:
           GuardScope guard_scope;  // lora.cpp patch: parsing is bounded in time too
           auto location = get_location();
 
-          if (!(group = consumeTokenGroups(comment_tok, SpaceHandling::Keep)).empty()) {
+          if (!(group = consumeComment()).empty()) {
             auto pre_space = parsePreSpace(group[1]);
             auto content = group[2];
             auto post_space = parsePostSpace(group[3]);
@@ -2509,6 +2607,7 @@ private:
             auto post_space = parsePostSpace(group[1]);
             tokens.push_back(std::make_unique<ExpressionTemplateToken>(location, pre_space, post_space, std::move(expr)));
           } else if (!(group = consumeTokenGroups(block_open_regex, SpaceHandling::Keep)).empty()) {
+            skipSpaces();
             auto pre_space = parsePreSpace(group[1]);
 
             std::string keyword;
@@ -2566,14 +2665,25 @@ private:
               auto post_space = parseBlockClose();
               tokens.push_back(std::make_unique<EndGenerationTemplateToken>(location, pre_space, post_space));
             } else if (keyword == "set") {
-              static std::regex namespaced_var_regex(R"((\w+)\s*\.\s*(\w+))");
-
+              // lora.cpp patch: (\w+)\s*\.\s*(\w+) scanned, not matched by a regex (see parseVarNames)
               std::string ns;
               std::vector<std::string> var_names;
               std::shared_ptr<Expression> value;
-              if (!(group = consumeTokenGroups(namespaced_var_regex)).empty()) {
-                ns = group[1];
-                var_names.push_back(group[2]);
+              auto set_start = it;
+              consumeSpaces();
+              std::string ns_name = scanWord(), ns_attr;
+              if (!ns_name.empty()) {
+                skipSpaces();
+                if (it != end && *it == '.') {
+                  ++it;
+                  skipSpaces();
+                  ns_attr = scanWord();
+                }
+              }
+              if (ns_attr.empty()) it = set_start;
+              if (!ns_attr.empty()) {
+                ns = ns_name;
+                var_names.push_back(ns_attr);
 
                 if (consumeToken("=").empty()) throw std::runtime_error("Expected equals sign in set block");
 
@@ -2696,8 +2806,10 @@ private:
 
               auto text = text_token->text;
               if (post_space == SpaceHandling::Strip) {
-                static std::regex trailing_space_regex(R"(\s+$)");
-                text = std::regex_replace(text, trailing_space_regex, "");
+                // lora.cpp patch: trimmed by a scan, not by regex_replace(\s+$), which recursed once per space
+                auto i = text.size();
+                while (i > 0 && std::isspace(static_cast<unsigned char>(text[i - 1]))) i--;
+                text.resize(i);
               } else if (options.lstrip_blocks && it != end) {
                 auto i = text.size();
                 while (i > 0 && (text[i - 1] == ' ' || text[i - 1] == '\t')) i--;
@@ -2706,8 +2818,10 @@ private:
                 }
               }
               if (pre_space == SpaceHandling::Strip) {
-                static std::regex leading_space_regex(R"(^\s+)");
-                text = std::regex_replace(text, leading_space_regex, "");
+                // lora.cpp patch: trimmed by a scan, not by regex_replace(^\s+)
+                size_t i = 0;
+                while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) i++;
+                text.erase(0, i);
               } else if (options.trim_blocks && (it - 1) != begin && !dynamic_cast<ExpressionTemplateToken*>((*(it - 2)).get())) {
                 if (!text.empty() && text[0] == '\n') {
                   text.erase(0, 1);
