@@ -72,6 +72,10 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 // y = x * rsqrt(mean(x^2 over the last axis) + eps) * weight: x [..., C], weight [C] (Llama's RMSNorm;
 // autograd/ops/rms_norm.cpp)
 Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
+// silu(gate) * up for gate and up of one shape (the Llama family's SwiGLU MLP): the composed ops' values and
+// gradients bit for bit, keeping gate and up for backward instead of gate, silu(gate) and up
+// (autograd/ops/swiglu.cpp)
+Tensor swiglu(const Tensor& gate, const Tensor& up);
 
 // ---- Lookup and losses
 // weight [V, C], ids [...] (I32/I64) -> [..., C]; backward is a scatter-add into weight (autograd/ops/embedding.cpp)

@@ -94,6 +94,12 @@ int main(int argc, char** argv) {
             [](const auto& in) { return in[0] / ops::sqrt(ops::mean(ops::square(in[0]), -1, true) + 1e-6) * in[1]; },
             norm_in, repeats));
 
+    // SwiGLU's gating over SmolLM2-135M's intermediate size.
+    const int64_t I = 1536;
+    const std::vector<Tensor> glu_in = {leaf({batch, seq, I}), leaf({batch, seq, I})};
+    row("swiglu [B, T, 1536]", measure([](const auto& in) { return ops::swiglu(in[0], in[1]); }, glu_in, repeats),
+        measure([](const auto& in) { return ops::silu(in[0]) * in[1]; }, glu_in, repeats));
+
     // RoPE on 32 heads of 64.
     const int64_t H = 32, D = 64, half = D / 2;
     std::vector<float> c(seq * half), s(seq * half);

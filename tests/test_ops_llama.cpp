@@ -1,4 +1,4 @@
-// The ops the Llama family needs: rms_norm, rope and grouped-query causal_attention (silu is an entry of the
+// The ops the Llama family needs: rms_norm, swiglu, rope and grouped-query causal_attention (silu is an entry of the
 // elementwise table, tested with it). For each: registered cases (a float64 gradcheck with GradcheckOptions'
 // defaults; float32 against float64 and CUDA against the CPU, run by tests/test_op_registry.cpp), a forward
 // check against loops written here, equality with the same computation composed from existing ops (values
@@ -110,6 +110,17 @@ LORA_OP_CASES(llama_cases) {
     parity_case("rms_norm", shape.str(), rms, normal_inputs({shape, {shape[-1]}}, 34, F32), testing::kSums);
   }
 
+  const testing::OpFn swiglu = [](const Inputs& in) { return ops::swiglu(in[0], in[1]); };
+  for (const Shape& shape : {Shape{4, 6}, Shape{2, 3, 5}, Shape{7}}) {
+    gradcheck_case("swiglu", shape.str() + ", both inputs train", swiglu, normal_inputs({shape, shape}, 61, F64));
+  }
+  gradcheck_case("swiglu", "only gate trains", swiglu, normal_inputs({{3, 5}, {3, 5}}, 62, F64, {1}));
+  gradcheck_case("swiglu", "only up trains", swiglu, normal_inputs({{3, 5}, {3, 5}}, 63, F64, {0}));
+  // [64, 1024] takes the multi-threaded CPU path.
+  for (const Shape& shape : {Shape{3, 7}, Shape{64, 1024}}) {
+    parity_case("swiglu", shape.str(), swiglu, normal_inputs({shape, shape}, 64, F32));
+  }
+
   const testing::OpFn rope = [](const Inputs& in) { return ops::rope(in[0], in[1], in[2]); };
   gradcheck_case("rope", "[2, 3, 2, 4] from position 0", rope, rope_inputs({2, 3, 2, 4}, 0, 35, F64));
   gradcheck_case("rope", "[1, 5, 3, 6] from position 7", rope, rope_inputs({1, 5, 3, 6}, 7, 36, F64));
@@ -162,6 +173,48 @@ TEST_CASE("rms_norm: matches the same computation composed from simple ops", "[l
   };
   require_same_as_composed(fused, composed, normal_inputs({{2, 3, 6}, {6}}, 51, DType::F64)());
   require_same_as_composed(fused, composed, normal_inputs({{4, 5}, {5}}, 52, DType::F64, {1})());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// swiglu
+
+TEST_CASE("swiglu: the values and gradients of silu(gate) * up, bit for bit in float32", "[llama]") {
+  // Bit for bit: the fused kernels round in the composed ops' order, so a model's logits and gradients do not
+  // move when its MLP takes the fused op. [64, 1024] runs multi-threaded, [3, 5] on one thread.
+  for (const Shape& shape : {Shape{3, 5}, Shape{64, 1024}}) {
+    INFO(shape.str());
+    Generator gen(65);
+    const Tensor gate = Tensor::randn(shape, gen, 0.0, 3.0, DType::F32), up = Tensor::randn(shape, gen);
+    const Tensor seed = Tensor::randn(shape, gen);
+    Tensor g1 = gate.clone().set_requires_grad(true), u1 = up.clone().set_requires_grad(true);
+    Tensor g2 = gate.clone().set_requires_grad(true), u2 = up.clone().set_requires_grad(true);
+    const Tensor fused = ops::swiglu(g1, u1);
+    backward(fused, seed);  // each backward runs (and clears) the tape recorded since the last
+    const Tensor composed = ops::silu(g2) * u2;
+    backward(composed, seed);
+    CHECK(fused.to_vector<float>() == composed.to_vector<float>());
+    CHECK(g1.grad().to_vector<float>() == g2.grad().to_vector<float>());
+    CHECK(u1.grad().to_vector<float>() == u2.grad().to_vector<float>());
+  }
+  const testing::OpFn fused = [](const Inputs& in) { return ops::swiglu(in[0], in[1]); };
+  const testing::OpFn composed = [](const Inputs& in) { return ops::silu(in[0]) * in[1]; };
+  require_same_as_composed(fused, composed, normal_inputs({{2, 3, 6}, {2, 3, 6}}, 66, DType::F64)());
+}
+
+TEST_CASE("swiglu: saves gate and up, and up only for gate's gradient; bad shapes are errors", "[llama]") {
+  Generator gen(67);
+  auto& tape = autograd::Tape::current();
+  tape.clear();
+  Tensor g = testing::randn_leaf({4, 6}, gen, DType::F64), u = testing::randn_leaf({4, 6}, gen, DType::F64);
+  ops::swiglu(g, u);
+  REQUIRE(tape.nodes().back().saved.size() == 2);  // gate, up (the composed ops keep three)
+  tape.clear();
+  ops::swiglu(g.detach(), u);
+  REQUIRE(tape.nodes().back().saved.size() == 1);  // gate: up's gradient is grad_y * silu(gate)
+  tape.clear();
+  REQUIRE_THROWS_WITH(ops::swiglu(g, Tensor::ones({4, 5}, DType::F64)),
+                      Catch::Contains("swiglu") && Catch::Contains("[4, 6]") && Catch::Contains("[4, 5]"));
+  REQUIRE_THROWS_WITH(ops::swiglu(g, Tensor::ones({4, 6}, DType::F32)), Catch::Contains("swiglu"));
 }
 
 TEST_CASE("rms_norm: saves x and rstd, and the weight only for x's gradient", "[llama]") {

@@ -18,7 +18,7 @@ LlamaMLP::LlamaMLP(const LlamaConfig& c, Generator& gen) {
 }
 
 Tensor LlamaMLP::forward(const Tensor& x) {
-  return down_proj->forward(ops::silu(gate_proj->forward(x)) * up_proj->forward(x));
+  return down_proj->forward(ops::swiglu(gate_proj->forward(x), up_proj->forward(x)));
 }
 
 // ---------------------------------------------------------------------------------------------------
