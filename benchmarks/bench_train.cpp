@@ -326,6 +326,7 @@ int main(int argc, char** argv) {
         "multiply-add peak ({4}, {5} threads): {6:.1f} GFLOP/s\n",
         o.ceiling_size, ceiling, blas_kernel_family(), 100 * ceiling / peak.best_gflops, cpu::isa_name(peak.isa),
         peak.threads, peak.best_gflops);
+    if (const std::string notice = blas_kernel_notice(); !notice.empty()) fmt::print("{}\n", notice);
     nlohmann::json all;
     all["ceiling_gflops"] = ceiling;
     all["fma_peak_gflops"] = peak.best_gflops;

@@ -21,6 +21,7 @@
 #include <functional>
 
 #include "autograd/checkpoint.h"
+#include "backends/cpu/blas_kernels.h"
 #include "backends/backend.h"
 #include "core/allocator.h"
 #include "core/files.h"
@@ -369,6 +370,7 @@ tools::ModeReport run_mode(tools::FinetuneOptions o, const std::string& mode, di
       base_format == QuantFormat::F32 ? "" : fmt::format(" on a {} base", o.base_dtype),
       o.checkpoint_activations ? ", activations checkpointed" : "", num_threads(), device.str(),
       comm.size() > 1 ? fmt::format(", {} ranks ({}), batch {} per rank", comm.size(), comm.engine(), o.batch) : "");
+  if (const std::string notice = blas_kernel_notice(); !notice.empty()) fmt::print("{}\n", notice);
   if (o.weights.empty()) {
     fmt::print(
         "notice: no --weights given: '{}' is randomly initialised (the memory and speed figures are real; the "

@@ -2,13 +2,16 @@
 //
 // OpenBLAS's DYNAMIC_ARCH build chooses its kernels (sgemm and the rest) when it is loaded, before main,
 // from the CPU's family and model numbers, or from $OPENBLAS_CORETYPE when that is set. Debian 12's
-// OpenBLAS (0.3.21) does not know recent Intel server CPUs (Sapphire Rapids and later) and falls back to
-// its generic "Prescott" SSE3 kernels: on such a CPU sgemm runs 3-4x slower than it can, and so does every
-// training step (measured: a SmolLM2-135M LoRA step, one thread, 6.0 CPU s with Prescott, 1.76 CPU s with
-// SkylakeX). The choice cannot be changed once the library is loaded, so when OpenBLAS chose Prescott on a
-// CPU with AVX-512 or AVX2, the process re-executes itself once, before main, with OPENBLAS_CORETYPE set
-// to the family those instructions match (SkylakeX or Haswell). The program, its arguments, its
-// environment and its process id stay the same (an MPI rank remains the same rank).
+// OpenBLAS (0.3.21) does not know the CPUs that came after it, and guesses low:
+// - recent Intel server CPUs (Sapphire Rapids and later) get its generic "Prescott" SSE3 kernels: sgemm runs
+//   3-4x slower than it can (a SmolLM2-135M LoRA step, one thread: 6.0 CPU s with Prescott, 1.76 with
+//   SkylakeX);
+// - AMD's Zen 5 (family 26) gets its AVX2 "Haswell" kernels although the CPU runs full-width AVX-512: a
+//   2048^3 sgemm on two cores ran at 204-208 GFLOP/s with Haswell and 390-393 with SkylakeX.
+// The choice cannot be changed once the library is loaded, so when OpenBLAS chose kernels below what the
+// CPU's instructions allow, the process re-executes itself once, before main, with OPENBLAS_CORETYPE set to
+// the family those instructions match (SkylakeX for AVX-512, Haswell for AVX2). The program, its arguments,
+// its environment and its process id stay the same (an MPI rank remains the same rank).
 //
 // A user's own OPENBLAS_CORETYPE is always respected, and LORA_BLAS_REEXEC=0 turns this off.
 #include "backends/cpu/blas_kernels.h"
@@ -16,10 +19,12 @@
 #include <cblas.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 
 namespace lora {
 
@@ -28,20 +33,45 @@ std::string blas_kernel_family() {
   return name ? name : "unknown";
 }
 
+const char* matching_kernel_family(std::string_view chosen, bool avx512, bool avx2_fma) {
+  // OpenBLAS's x86-64 families that use no AVX-512 (the names openblas_get_corename() gives).
+  constexpr std::string_view kBelowAvx512[] = {"Prescott", "Core2",    "Penryn",  "Dunnington", "Nehalem",
+                                               "Sandybridge", "Haswell", "Zen",   "Atom",       "Barcelona",
+                                               "Opteron",  "Bobcat",   "Bulldozer", "Piledriver", "Steamroller",
+                                               "Excavator"};
+  constexpr std::string_view kBelowAvx2[] = {"Prescott", "Core2",   "Penryn",    "Dunnington", "Nehalem", "Sandybridge",
+                                             "Atom",     "Barcelona", "Opteron", "Bobcat",     "Bulldozer"};
+  auto in = [&](const auto& names) { return std::find(std::begin(names), std::end(names), chosen) != std::end(names); };
+  if (avx512 && in(kBelowAvx512)) return "SkylakeX";
+  if (avx2_fma && in(kBelowAvx2)) return "Haswell";
+  return nullptr;
+}
+
 namespace {
 
 // The kernel family matching this CPU's instructions, or nullptr when OpenBLAS's own choice stands.
 const char* better_kernel_family() {
   const char* chosen = openblas_get_corename();
-  if (chosen == nullptr || std::strcmp(chosen, "Prescott") != 0) return nullptr;
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl")) {
-    return "SkylakeX";
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
-  return nullptr;
+  if (chosen == nullptr) return nullptr;
+  __builtin_cpu_init();  // libgcc's checks include the OS's support (XCR0) for the AVX-512 and AVX registers
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  const bool avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return matching_kernel_family(chosen, avx512, avx2_fma);
 }
+
+}  // namespace
+
+std::string blas_kernel_notice() {
+  const char* set = std::getenv("OPENBLAS_CORETYPE");
+  const char* better = better_kernel_family();
+  if (set == nullptr || better == nullptr) return "";
+  return std::string("notice: OPENBLAS_CORETYPE=") + set + " holds OpenBLAS to its " + blas_kernel_family() +
+         " kernels; this CPU runs its " + better + " ones (1.9x the sgemm throughput where measured: " +
+         "docs/performance.md): unset it to let the programs choose";
+}
+
+namespace {
 
 // glibc calls the functions of .init_array with (argc, argv, envp). Shared libraries (OpenBLAS among them)
 // are initialised before the program's own constructors, so OpenBLAS has made its choice by now.
@@ -54,9 +84,9 @@ void reexec_with_matching_blas_kernels(int argc, char** argv, char** /*envp*/) {
   execv("/proc/self/exe", argv);
   // Only reached when execv failed: go on with the slow kernels, correct results, and say so.
   std::fprintf(stderr,
-               "warning: OpenBLAS chose its generic Prescott kernels on this CPU and re-running with "
+               "warning: OpenBLAS chose its %s kernels on this CPU and re-running with "
                "OPENBLAS_CORETYPE=%s failed (%s); matrix products will be slower than the CPU allows\n",
-               family, std::strerror(errno));
+               openblas_get_corename(), family, std::strerror(errno));
   unsetenv("OPENBLAS_CORETYPE");
 }
 
