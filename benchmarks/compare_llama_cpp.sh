@@ -52,7 +52,7 @@ for round in $(seq 1 "$ROUNDS"); do
     # lora.cpp: the best of 3 of each test, the bandwidth bound of this run beside it.
     build/bench_serve --weights "$WORK/hf" --base-dtype "${ours[$type]}" --skip-adapters --skip-decode --llama-bench \
         --repeats 3 2>&1 |
-      awk -v r="$round" -v t="$type" '/streaming read/ { bw = $0 } /bandwidth bound/ { bound = $0 }
+      awk -v r="$round" -v t="$type" '/runs against a streaming read/ { print "        " $0; next } /streaming read/ { bw = $0 } /bandwidth bound/ { bound = $0 }
         /llama-bench style/ { printf "round %s | %-5s | lora.cpp  | %s\n", r, t, $0; print "        " bw; print "        " bound }' |
       tee -a "$RESULTS"
   done
