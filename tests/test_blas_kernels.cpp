@@ -17,7 +17,7 @@ std::string or_none(const char* family) {
 }  // namespace
 
 TEST_CASE("blas kernels: a choice below the CPU's instructions is raised, a matching one stands", "[blas]") {
-  // Debian 12's OpenBLAS on a Sapphire Rapids Xeon (generic kernels) and on AMD Zen 5 (AVX2 kernels).
+  // An AVX-512 CPU: generic kernels (what Debian 12's OpenBLAS gives a Sapphire Rapids Xeon) and AVX2 ones.
   CHECK(or_none(matching_kernel_family("Prescott", true, true)) == "SkylakeX");
   CHECK(or_none(matching_kernel_family("Haswell", true, true)) == "SkylakeX");
   CHECK(or_none(matching_kernel_family("Zen", true, true)) == "SkylakeX");

@@ -2,12 +2,12 @@
 //
 // OpenBLAS's DYNAMIC_ARCH build chooses its kernels (sgemm and the rest) when it is loaded, before main,
 // from the CPU's family and model numbers, or from $OPENBLAS_CORETYPE when that is set. Debian 12's
-// OpenBLAS (0.3.21) does not know the CPUs that came after it, and guesses low:
-// - recent Intel server CPUs (Sapphire Rapids and later) get its generic "Prescott" SSE3 kernels: sgemm runs
-//   3-4x slower than it can (a SmolLM2-135M LoRA step, one thread: 6.0 CPU s with Prescott, 1.76 with
-//   SkylakeX);
-// - AMD's Zen 5 (family 26) gets its AVX2 "Haswell" kernels although the CPU runs full-width AVX-512: a
-//   2048^3 sgemm on two cores ran at 204-208 GFLOP/s with Haswell and 390-393 with SkylakeX.
+// OpenBLAS (0.3.21) does not know the CPUs that came after it, and can guess low: recent Intel server CPUs
+// (Sapphire Rapids and later) get its generic "Prescott" SSE3 kernels, and sgemm runs 3-4x slower than it can
+// (a SmolLM2-135M LoRA step, one thread: 6.0 CPU s with Prescott, 1.76 with SkylakeX). A CPU with AVX-512
+// that it maps to its AVX2 families (Haswell, Zen) loses about half: a 2048^3 sgemm on a 2-core AMD Zen 5,
+// Haswell kernels forced, ran at 201-217 GFLOP/s against 374-427 with SkylakeX (there OpenBLAS chose its
+// AVX-512 Cooperlake kernels by itself).
 // The choice cannot be changed once the library is loaded, so when OpenBLAS chose kernels below what the
 // CPU's instructions allow, the process re-executes itself once, before main, with OPENBLAS_CORETYPE set to
 // the family those instructions match (SkylakeX for AVX-512, Haswell for AVX2). The program, its arguments,
