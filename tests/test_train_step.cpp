@@ -135,7 +135,9 @@ TEST_CASE("accumulated micro-batches of very different sizes equal one batch of 
     CHECK(a.trained_tokens == 3 + 40 + 42 + 39);
     CHECK(a.sequences == 4);
     CHECK(std::abs(a.loss - s.loss) <= 1e-5 * std::abs(s.loss));
-    require_same_gradients(gradients_of(*accumulated), gradients_of(*single), 1e-5);
+    // float32 products over batches of other shapes round differently: 1.3e-5 was seen with OpenBLAS's AVX2
+    // kernels in the sanitizer build; a wrong weighting of the micro-batches is off by far more (below).
+    require_same_gradients(gradients_of(*accumulated), gradients_of(*single), 1e-4);
 
     // The test can fail: the mean of the two micro-batches' means (what transformers did before 2024)
     // weighs the 3 tokens of the first as much as the 121 of the second.
