@@ -26,6 +26,8 @@
 #include <cstring>
 #include <iterator>
 
+#include "backends/cpu/skinny_matmul.h"
+
 namespace lora {
 
 std::string blas_kernel_family() {
@@ -47,28 +49,19 @@ const char* matching_kernel_family(std::string_view chosen, bool avx512, bool av
   return nullptr;
 }
 
-namespace {
-
-// The kernel family matching this CPU's instructions, or nullptr when OpenBLAS's own choice stands.
-const char* better_kernel_family() {
-  const char* chosen = openblas_get_corename();
-  if (chosen == nullptr) return nullptr;
-  __builtin_cpu_init();  // libgcc's checks include the OS's support (XCR0) for the AVX-512 and AVX registers
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  const bool avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return matching_kernel_family(chosen, avx512, avx2_fma);
+const char* better_kernel_family(std::string_view chosen) {
+  // The skinny product's detection: AVX-512 means F, BW, DQ and VL (what OpenBLAS's SkylakeX kernels use),
+  // AVX2 means AVX2 with FMA; both include the OS's support for the registers.
+  return matching_kernel_family(chosen, cpu::isa_supported(cpu::Isa::AVX512), cpu::isa_supported(cpu::Isa::AVX2));
 }
-
-}  // namespace
 
 std::string blas_kernel_notice() {
   const char* set = std::getenv("OPENBLAS_CORETYPE");
-  const char* better = better_kernel_family();
+  const char* better = better_kernel_family(blas_kernel_family());
   if (set == nullptr || better == nullptr) return "";
   return std::string("notice: OPENBLAS_CORETYPE=") + set + " holds OpenBLAS to its " + blas_kernel_family() +
-         " kernels; this CPU runs its " + better + " ones (1.9x the sgemm throughput where measured: " +
-         "docs/performance.md): unset it to let the programs choose";
+         " kernels; this CPU runs its " + better + " ones, with faster matrix products " +
+         "(docs/performance.md measures the difference): unset it to let the programs choose";
 }
 
 namespace {
@@ -78,7 +71,8 @@ namespace {
 void reexec_with_matching_blas_kernels(int argc, char** argv, char** /*envp*/) {
   if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;  // set by the user, or by the re-execution
   if (const char* off = std::getenv("LORA_BLAS_REEXEC"); off != nullptr && std::strcmp(off, "0") == 0) return;
-  const char* family = better_kernel_family();
+  const char* chosen = openblas_get_corename();
+  const char* family = chosen ? better_kernel_family(chosen) : nullptr;
   if (family == nullptr || argc < 1 || argv == nullptr) return;
   if (setenv("OPENBLAS_CORETYPE", family, 1) != 0) return;
   execv("/proc/self/exe", argv);
