@@ -21,7 +21,7 @@ void apply_mask(const char* kernel, const Tensor& in, Tensor& out, double p, uin
     const T* x = in.data<T>();
     T* y = out.data<T>();
     const T scale = static_cast<T>(1.0 / (1.0 - p));
-#pragma omp parallel for simd schedule(static) if (n >= kMinParallelElements)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= kMinParallelElements)
     for (int64_t i = 0; i < n; ++i) {
       y[i] = counter_uniform(seed, static_cast<uint64_t>(i)) >= threshold ? x[i] * scale : T(0);
     }

@@ -11,6 +11,8 @@ namespace {
 
 // Below this many elements a loop runs on one thread: waking the pool costs more than it saves.
 constexpr int64_t kParallelThreshold = 1 << 15;
+// On a combined `parallel for simd` a bare if clause also turns off simd (OpenMP 5.0): small tensors, every
+// decoding step's among them, then ran scalar code. `if (parallel : ...)` limits it to the threads.
 
 // The op is a template parameter so that each inner loop is a plain vectorisable loop.
 template <typename T, typename F>
@@ -51,14 +53,14 @@ void binary_kernel(const T* a, const T* b, T* out, const Shape& a_shape, const S
 // y[i] = f(x[i]; alpha)
 template <typename T, typename F>
 void unary_kernel(const T* x, T* y, int64_t n, T alpha) {
-#pragma omp parallel for simd if (n > kParallelThreshold) schedule(static)
+#pragma omp parallel for simd if (parallel : n > kParallelThreshold) schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] = F::forward(x[i], alpha);
 }
 
 // gx[i] = f'(.) gy[i], reading saved[i] (x or y, as the table says) unless the derivative reads nothing.
 template <typename T, typename F, bool kReadsSaved>
 void unary_backward_kernel(const T* saved, const T* gy, T* gx, int64_t n, T alpha) {
-#pragma omp parallel for simd if (n > kParallelThreshold) schedule(static)
+#pragma omp parallel for simd if (parallel : n > kParallelThreshold) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     if constexpr (kReadsSaved)
       gx[i] = F::backward(saved[i], gy[i], alpha);

@@ -123,14 +123,14 @@ void kernels::SgdUpdate::cpu(Tensor& param, const Tensor& grad, Tensor& momentum
     const T* g = grad.data<T>();
     const T lr = static_cast<T>(hp.lr), wd = static_cast<T>(hp.weight_decay);
     if (!use_momentum) {
-#pragma omp parallel for simd schedule(static) if (n >= kMinParallelElements)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= kMinParallelElements)
       for (int64_t i = 0; i < n; ++i) p[i] -= lr * (g[i] + wd * p[i]);
       return;
     }
     T* buf = momentum_buffer.data<T>();
     const T momentum = static_cast<T>(hp.momentum), dampened = static_cast<T>(1.0 - hp.dampening);
     const bool first = hp.first_step, nesterov = hp.nesterov;
-#pragma omp parallel for simd schedule(static) if (n >= kMinParallelElements)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= kMinParallelElements)
     for (int64_t i = 0; i < n; ++i) {
       const T gi = g[i] + wd * p[i];
       const T b = first ? gi : momentum * buf[i] + dampened * gi;  // buf is not read on the first step

@@ -20,7 +20,7 @@ void kernels::SwigluForward::cpu(const Tensor& gate, const Tensor& up, Tensor& y
     const T* g = gate.data<T>();
     const T* u = up.data<T>();
     T* out = y.data<T>();
-#pragma omp parallel for simd if (n >= kMinParallelElements) schedule(static)
+#pragma omp parallel for simd if (parallel : n >= kMinParallelElements) schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       const T s = Silu::forward(g[i], T(0));  // rounded to T, as ops::silu stores it
       out[i] = s * u[i];
@@ -45,16 +45,16 @@ void kernels::SwigluBackward::cpu(const Tensor& grad_y, const Tensor& gate, cons
     T* gg = want_gate ? grad_gate.data<T>() : nullptr;
     T* gu = want_up ? grad_up.data<T>() : nullptr;
     if (want_gate && want_up) {
-#pragma omp parallel for simd if (n >= kMinParallelElements) schedule(static)
+#pragma omp parallel for simd if (parallel : n >= kMinParallelElements) schedule(static)
       for (int64_t i = 0; i < n; ++i) {
         gg[i] = Silu::backward(g[i], gy[i] * u[i], T(0));
         gu[i] = gy[i] * Silu::forward(g[i], T(0));
       }
     } else if (want_gate) {
-#pragma omp parallel for simd if (n >= kMinParallelElements) schedule(static)
+#pragma omp parallel for simd if (parallel : n >= kMinParallelElements) schedule(static)
       for (int64_t i = 0; i < n; ++i) gg[i] = Silu::backward(g[i], gy[i] * u[i], T(0));
     } else {
-#pragma omp parallel for simd if (n >= kMinParallelElements) schedule(static)
+#pragma omp parallel for simd if (parallel : n >= kMinParallelElements) schedule(static)
       for (int64_t i = 0; i < n; ++i) gu[i] = gy[i] * Silu::forward(g[i], T(0));
     }
   });
