@@ -1,9 +1,14 @@
 // Tests of the ops and kernels added for speed: linear_cross_entropy (registered cases, run by
 // tests/test_op_registry.cpp; equality with linear + cross_entropy in float32), the vectorised float exp, and
-// the float32 GELU against float64.
+// the float32 GELU against float64; and that no combined parallel-for-simd loop turns its simd off with a
+// bare if clause.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <regex>
+#include <string>
 #include <vector>
 
 #include "autograd/gradcheck.h"
@@ -81,6 +86,33 @@ TEST_CASE("linear_cross_entropy: shape and dtype errors", "[perf]") {
   REQUIRE_THROWS_AS(ops::linear_cross_entropy(x, w, Tensor::from_vector(std::vector<int64_t>{0}, {1})), lora::Error);
   REQUIRE_THROWS_AS(ops::linear_cross_entropy(x, w, Tensor::from_vector(std::vector<int64_t>{0, 5}, {2})),
                     lora::Error);  // target out of range
+}
+
+// On a combined `parallel for simd` an if clause without a modifier applies to the simd part as well
+// (OpenMP 5.0): the loops below the threading threshold (a decoding step's GELU) then ran scalar code. The
+// clause must say `if (parallel : ...)`. Read from the sources, since nothing in a result shows it.
+TEST_CASE("CPU kernels: no parallel-for-simd loop has a bare if clause", "[perf]") {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(LORA_TEST_DATA_DIR).parent_path().parent_path();
+  const std::regex combined(R"(#pragma\s+omp\s+parallel\s+for\s+simd\b(.*))");
+  const std::regex bare_if(R"(\bif\s*\((?!\s*parallel\s*:))");
+  int loops = 0;
+  for (const char* dir : {"backends", "nn", "optim", "autograd", "models", "serve", "core"}) {
+    for (const auto& entry : fs::recursive_directory_iterator(root / dir)) {
+      const std::string ext = entry.path().extension().string();
+      if (ext != ".cpp" && ext != ".h") continue;
+      std::ifstream in(entry.path());
+      std::string line;
+      for (int number = 1; std::getline(in, line); ++number) {
+        std::smatch m;
+        if (!std::regex_search(line, m, combined)) continue;
+        ++loops;
+        INFO(entry.path().string() << ":" << number << ": " << line);
+        CHECK_FALSE(std::regex_search(m[1].str(), bare_if));
+      }
+    }
+  }
+  CHECK(loops >= 8);  // the scan found the sources (elementwise, swiglu, dropout, optimizer, reduce)
 }
 
 TEST_CASE("exp_f32: within 2e-7 relative of exp in double, clamped outside [-87, 88]", "[perf]") {
