@@ -7,8 +7,10 @@
 
 #include <fmt/format.h>
 
+#include "autograd/grad_mode.h"
 #include "autograd/gradcheck.h"
 #include "autograd/ops/quantized_linear.h"
+#include "backends/cpu/skinny_matmul.h"
 #include "backends/kernels/quantized_linear.h"
 #include "models/quantize_base.h"
 #include "models/registry.h"
@@ -305,6 +307,39 @@ TEST_CASE("a quantized matmul never holds the f32 weight: the tracker's peak sta
   // What the step may hold: the tile (4 MiB), x, y, their gradients: far below the 32 MiB weight.
   CHECK(step_peak < f32_weight / 4);
   CHECK(x.grad().defined());
+}
+
+TEST_CASE("a decoding step's quantized matmul asks for no tile; the tiled path refuses to run without one",
+          "[quantized][memory]") {
+  const int64_t out = 1024, in = 1024;  // a tile would be 4 MiB: 1 MiB of weight rows is 256 of them
+  const auto q = quantized(test_weight(out, in, 33), QuantFormat::Q8_0, false);
+  Generator gen(34);
+  NoGradGuard no_grad;
+  auto& tracker = MemoryTracker::instance();
+  for (int64_t rows : {1, 16, 17}) {
+    INFO(rows << " rows of x");
+    const Tensor x = Tensor::randn({rows, in}, gen);
+    const bool skinny = rows <= cpu::kSkinnyCrossover;
+    CHECK(kernels::QuantizedLinearForward::needs_tile(x) == !skinny);
+    const int64_t before = tracker.stats().live.total();
+    tracker.reset_peaks();
+    const Tensor y = ops::quantized_linear(x, q);
+    const int64_t peak = tracker.stats().global_peak - before;
+    const int64_t y_bytes = rows * out * 4;
+    CHECK((peak == y_bytes) == skinny);  // the output alone, or the output and a tile
+    // Above the crossover the kernel runs on the tile it is handed (here one made by hand): the op's result.
+    Tensor y_tiled = Tensor::empty({rows, out});
+    Tensor tile = Tensor::empty({256, in});
+    if (!skinny) {
+      kernels::QuantizedLinearForward::cpu(x, *q, tile, y_tiled);
+      CHECK(max_abs_diff(y, y_tiled) == 0.0);
+    }
+  }
+  // f64 (the gradient checks) always takes the tiles, and a missing tile is an error there, not a crash.
+  const Tensor x64 = Tensor::randn({2, in}, gen, 0.0, 1.0, DType::F64);
+  CHECK(kernels::QuantizedLinearForward::needs_tile(x64));
+  Tensor none, y64 = Tensor::empty({2, out}, DType::F64);
+  CHECK_THROWS_WITH(kernels::QuantizedLinearForward::cpu(x64, *q, none, y64), Catch::Contains("the tile must be float64, got none"));
 }
 
 TEST_CASE("quantizing a model's base: LoRA trains on it, and what cannot work is refused", "[quantized]") {

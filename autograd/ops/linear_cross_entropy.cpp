@@ -144,7 +144,7 @@ Tensor linear_cross_entropy(const Tensor& x, const std::shared_ptr<const Quantiz
   HeadProducts head;
   head.vocab = V, head.cols = C;
   head.logits = [&weight, tile_rows, C](const Tensor& x2, Tensor& logits) {
-    Tensor tile = detail::empty_like(x2, {tile_rows, C});
+    Tensor tile = kernels::QuantizedLinearForward::needs_tile(x2) ? detail::empty_like(x2, {tile_rows, C}) : Tensor();
     kernels::run<kernels::QuantizedLinearForward>(x2.device(), x2, *weight, tile, logits);
   };
   head.input_grad = [weight, tile_rows, C](const Tensor& g, const Tensor&, Tensor& gx) {

@@ -3,7 +3,8 @@
 //   y = x W^T + b        dx = dy W        db = sum over rows of dy        (no dW: W is frozen)
 //
 // Both products dequantize W a tile of rows at a time (backends/kernels/quantized_linear.h), so the only
-// f32 copy of W is one tile, a Workspace tensor that lives for the call.
+// f32 copy of W is one tile, a Workspace tensor that lives for the call (none where the forward reads W in
+// registers: a decoding step's few rows on the CPU).
 #include "autograd/ops/quantized_linear.h"
 
 #include "autograd/ops/op_utils.h"
@@ -46,7 +47,7 @@ Tensor quantized_linear(const Tensor& x, const std::shared_ptr<const QuantizedWe
   dims.back() = w.rows;
   Tensor y = empty_like(x, Shape(dims));
   {
-    Tensor tile = tile_for(x, w);
+    Tensor tile = kernels::QuantizedLinearForward::needs_tile(x) ? tile_for(x, w) : Tensor();
     kernels::run<kernels::QuantizedLinearForward>(x.device(), x, w, tile, y);
   }
   if (bias.defined()) backend_for(x).expand(bias, y, /*accumulate=*/true);

@@ -17,16 +17,25 @@ struct Dims {
   int64_t rows, in, out, tile_rows;
 };
 
-// Checks shapes and dtypes; `outer` is x (forward) or grad_y (backward), `inner` the other side.
+// Checks shapes and dtypes; `a` is x (forward) or grad_y (backward), `b` the other side. The tile is checked
+// only where it is used (with_tile).
 Dims check_args(const char* kernel, const Tensor& a, int64_t a_cols, const QuantizedWeight& w, const Tensor& tile,
-                const Tensor& b, int64_t b_cols) {
-  LORA_CHECK(a.dtype() == tile.dtype() && a.dtype() == b.dtype(), "{}: dtypes differ ({}, tile {}, {})", kernel,
-             dtype_name(a.dtype()), dtype_name(tile.dtype()), dtype_name(b.dtype()));
+                const Tensor& b, int64_t b_cols, bool with_tile) {
+  LORA_CHECK(a.dtype() == b.dtype(), "{}: dtypes differ ({}, {})", kernel, dtype_name(a.dtype()),
+             dtype_name(b.dtype()));
   LORA_CHECK(a.size(-1) == a_cols && b.size(-1) == b_cols && a.numel() / a_cols == b.numel() / b_cols,
              "{}: {} and {} do not fit a weight [{}, {}]", kernel, a.shape().str(), b.shape().str(), w.rows, w.cols);
+  if (!with_tile) return {a.numel() / a_cols, w.cols, w.rows, 0};
+  LORA_CHECK(tile.defined() && tile.dtype() == a.dtype(), "{}: the tile must be {}, got {}", kernel,
+             dtype_name(a.dtype()), tile.defined() ? dtype_name(tile.dtype()) : "none");
   LORA_CHECK(tile.rank() == 2 && tile.size(1) == w.cols && tile.size(0) > 0, "{}: tile {} must be [t, {}]", kernel,
              tile.shape().str(), w.cols);
   return {a.numel() / a_cols, w.cols, w.rows, tile.size(0)};
+}
+
+// Up to kSkinnyCrossover rows of f32 x: the skinny product (no tile).
+bool takes_skinny_product(const Tensor& x, int64_t rows) {
+  return x.device().is_cpu() && x.dtype() == DType::F32 && rows >= 1 && rows <= cpu::kSkinnyCrossover;
 }
 
 // tile[0 : count, :] = W[row0 : row0 + count, :], rows split across threads.
@@ -52,10 +61,15 @@ void gemm_ld(bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, 
 
 }  // namespace
 
+bool kernels::QuantizedLinearForward::needs_tile(const Tensor& x) {
+  return !(x.rank() >= 1 && x.size(-1) > 0 && takes_skinny_product(x, x.numel() / x.size(-1)));
+}
+
 void kernels::QuantizedLinearForward::cpu(const Tensor& x, const QuantizedWeight& w, Tensor& tile, Tensor& y) {
-  const Dims d = check_args(name, x, w.cols, w, tile, y, w.rows);
+  const bool skinny = x.size(-1) == w.cols && w.cols > 0 && takes_skinny_product(x, x.numel() / w.cols);
+  const Dims d = check_args(name, x, w.cols, w, tile, y, w.rows, !skinny);
   const QuantizedView v = host_view(w);
-  if (x.dtype() == DType::F32 && d.rows >= 1 && d.rows <= cpu::kSkinnyCrossover) {
+  if (skinny) {
     cpu::SkinnyProduct p;
     p.x = x.data<float>(), p.m = d.rows, p.ldx = d.in, p.w = v, p.y = y.data<float>(), p.ldy = d.out;
     cpu::skinny_matmul(p);
@@ -76,7 +90,7 @@ void kernels::QuantizedLinearForward::cpu(const Tensor& x, const QuantizedWeight
 
 void kernels::QuantizedLinearBackward::cpu(const Tensor& grad_y, const QuantizedWeight& w, Tensor& tile,
                                            Tensor& grad_x) {
-  const Dims d = check_args(name, grad_y, w.rows, w, tile, grad_x, w.cols);
+  const Dims d = check_args(name, grad_y, w.rows, w, tile, grad_x, w.cols, true);
   const QuantizedView v = host_view(w);
   dispatch_floating(grad_y.dtype(), name, [&]<typename T>() {
     const T* pg = grad_y.data<T>();

@@ -14,10 +14,14 @@ namespace lora::kernels {
 // x [rows, in] -> y [rows, out] (written): for each tile of weight rows [j0, j0 + t):
 //   tile = dequantize(W[j0 : j0 + t, :])            [t, in]
 //   y[:, j0 : j0 + t] = x tile^T                     (a gemm writing a column block of y, ld = out)
-// x, tile and y share one dtype: f32 (both devices) or f64 (the CPU, for gradient checks).
+// x, tile and y share one dtype: f32 (both devices) or f64 (the CPU, for gradient checks). Where
+// needs_tile(x) is false, tile may be undefined (the kernel does not use one).
 struct QuantizedLinearForward {
   static constexpr const char* name = "quantized_linear_forward";
   LORA_DEVICE_KERNELS(const Tensor& x, const QuantizedWeight& w, Tensor& tile, Tensor& y);
+  // False for up to kSkinnyCrossover rows of f32 x on the CPU: the skinny product reads W once and
+  // dequantizes it in registers (backends/cpu/skinny_matmul.h), so a decoding step asks for no tile.
+  static bool needs_tile(const Tensor& x);
 };
 
 // grad_y [rows, out] -> grad_x [rows, in] (written) = grad_y W = sum over tiles of
