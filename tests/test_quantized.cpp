@@ -335,6 +335,9 @@ TEST_CASE("a decoding step's quantized matmul asks for no tile; the tiled path r
       CHECK(max_abs_diff(y, y_tiled) == 0.0);
     }
   }
+  // The meta device's dry run predicts the CPU's memory, so it answers as the CPU does.
+  CHECK_FALSE(kernels::QuantizedLinearForward::needs_tile(Tensor::empty({4, in}, DType::F32, Device::meta())));
+  CHECK(kernels::QuantizedLinearForward::needs_tile(Tensor::empty({17, in}, DType::F32, Device::meta())));
   // f64 (the gradient checks) always takes the tiles, and a missing tile is an error there, not a crash.
   const Tensor x64 = Tensor::randn({2, in}, gen, 0.0, 1.0, DType::F64);
   CHECK(kernels::QuantizedLinearForward::needs_tile(x64));

@@ -33,9 +33,11 @@ Dims check_args(const char* kernel, const Tensor& a, int64_t a_cols, const Quant
   return {a.numel() / a_cols, w.cols, w.rows, tile.size(0)};
 }
 
-// Up to kSkinnyCrossover rows of f32 x: the skinny product (no tile).
+// Up to kSkinnyCrossover rows of f32 x: the skinny product (no tile). The meta device answers as the CPU
+// does: its dry run predicts a CPU step's memory (train/memory_prediction.h).
 bool takes_skinny_product(const Tensor& x, int64_t rows) {
-  return x.device().is_cpu() && x.dtype() == DType::F32 && rows >= 1 && rows <= cpu::kSkinnyCrossover;
+  return (x.device().is_cpu() || x.device().is_meta()) && x.dtype() == DType::F32 && rows >= 1 &&
+         rows <= cpu::kSkinnyCrossover;
 }
 
 // tile[0 : count, :] = W[row0 : row0 + count, :], rows split across threads.

@@ -19,8 +19,9 @@ namespace lora::kernels {
 struct QuantizedLinearForward {
   static constexpr const char* name = "quantized_linear_forward";
   LORA_DEVICE_KERNELS(const Tensor& x, const QuantizedWeight& w, Tensor& tile, Tensor& y);
-  // False for up to kSkinnyCrossover rows of f32 x on the CPU: the skinny product reads W once and
-  // dequantizes it in registers (backends/cpu/skinny_matmul.h), so a decoding step asks for no tile.
+  // False for up to kSkinnyCrossover rows of f32 x on the CPU (and on the meta device, which predicts the
+  // CPU's memory): the skinny product reads W once and dequantizes it in registers
+  // (backends/cpu/skinny_matmul.h), so a decoding step asks for no tile.
   static bool needs_tile(const Tensor& x);
 };
 
