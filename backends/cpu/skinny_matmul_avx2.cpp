@@ -36,6 +36,8 @@ struct V256 {
   }
 
   static float half_scalar(uint16_t h) { return _cvtsh_ss(h); }
+  // A block's f16 scale in every lane: a 16-bit broadcast load and one conversion.
+  static reg half_broadcast(const uint16_t* h) { return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(*h))); }
   static float bf16_scalar(uint16_t b) {
     return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(uint32_t(b) << 16))));
   }

@@ -1,7 +1,7 @@
 // The register tile of the skinny product (backends/cpu/skinny_matmul.h), written once over a vector type
 // V and instantiated by each ISA's file (skinny_matmul_avx2.cpp, skinny_matmul_avx512.cpp), which are the
-// only files that include it. V supplies W lanes of f32 and: zero, load, set1, fma, mul, hsum, and the
-// decoders from int8, bf16 and 4-bit codes.
+// only files that include it. V supplies W lanes of f32 and: zero, load, set1, fma, mul, hsum, the decoders
+// from int8, bf16 and 4-bit codes, and half_broadcast (a block's f16 scale in every lane).
 //
 // Per step of 32 columns, each of R weight rows is decoded once into 32 / W registers (in registers only:
 // the weight is never written anywhere), then multiplied into M rows of x:
@@ -52,7 +52,7 @@ struct DecodeQ8_0 {
   static int64_t row_bytes(int64_t cols) { return (cols >> 5) * int64_t(sizeof(BlockQ8_0)); }
   static void step(const QuantizedView&, const uint8_t* row, int64_t, int64_t c, typename V::reg* w) {
     const BlockQ8_0& b = reinterpret_cast<const BlockQ8_0*>(row)[uint64_t(c) >> 5];
-    const typename V::reg d = V::set1(V::half_scalar(b.d));
+    const typename V::reg d = V::half_broadcast(&b.d);
     for (int j = 0; j < kStep / V::W; ++j) w[j] = V::mul(V::load_i8(b.qs + j * V::W), d);
   }
   static float at(const uint8_t*, int64_t) { return 0.0f; }  // rows are whole blocks
@@ -64,8 +64,7 @@ struct DecodeQ4_0 {
   static int64_t row_bytes(int64_t cols) { return (cols >> 5) * int64_t(sizeof(BlockQ4_0)); }
   static void step(const QuantizedView&, const uint8_t* row, int64_t, int64_t c, typename V::reg* w) {
     const BlockQ4_0& b = reinterpret_cast<const BlockQ4_0*>(row)[uint64_t(c) >> 5];
-    const float d = V::half_scalar(b.d);
-    const typename V::reg vd = V::set1(d), offset = V::set1(-8.0f * d);
+    const typename V::reg vd = V::half_broadcast(&b.d), offset = V::mul(vd, V::set1(-8.0f));  // -8 d is exact
     constexpr int half = kStep / V::W / 2;  // registers per 16 columns
     for (int j = 0; j < half; ++j) {
       w[j] = V::fma(V::load_u4_low(b.qs + j * V::W), vd, offset);
